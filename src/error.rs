@@ -1,0 +1,142 @@
+//! The store's error type: one enum, each variant saying what went wrong
+//! and, in its doc comment, what the caller can do about it.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::event::ExpectedVersion;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in annal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed. The store may have entered the
+    /// fail-stop state (see [`Error::Poisoned`]); reopen it after fixing the
+    /// cause (disk full, permissions, failing disk).
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another process (or another handle in this process) has the store
+    /// open. Close it first; only one handle may own a directory.
+    #[error("store at {path} is locked by another handle or process")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// The append's expected version did not match the stream. Nothing was
+    /// written. Reload the stream and decide again.
+    #[error("wrong expected version for stream '{stream}': expected {expected}, actual {}", display_version(*.actual))]
+    WrongExpectedVersion {
+        /// The stream whose check failed.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's last version, `None` when the stream has no events.
+        actual: Option<u64>,
+    },
+
+    /// An append reused event ids that are already stored, but not as an
+    /// exact retry of one earlier append (some ids match, others do not, or
+    /// they are in another stream or order). Nothing was written.
+    #[error("event id {id} in stream '{stream}' was already written by a different append (partial or mismatched retry)")]
+    IdempotencyConflict {
+        /// The stream of the rejected append.
+        stream: String,
+        /// The first conflicting event id.
+        id: uuid::Uuid,
+    },
+
+    /// The same event id appears twice in one append.
+    #[error("event id {id} appears more than once in the same append")]
+    DuplicateEventId {
+        /// The repeated id.
+        id: uuid::Uuid,
+    },
+
+    /// A name, size or count broke one of the limits in [`crate::limits`].
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A file of the store holds bytes that fail their checksum or make no
+    /// sense, at a place where a torn write cannot explain them. Nothing was
+    /// skipped. Run the CLI's `verify`/`repair`, or restore a backup.
+    #[error("corruption in {file} at byte offset {offset}: {reason}")]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the first bad record in that file.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// A file was written by a newer (or unknown) on-disk format version.
+    /// Upgrade annal to a version that reads it.
+    #[error("{file} has on-disk format version {found}, this build of annal reads version {supported}")]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build understands.
+        supported: u32,
+    },
+
+    /// An earlier write or sync failed, so the store no longer accepts
+    /// writes: retrying a failed fsync can report success while the data is
+    /// gone. Reads still work. Reopen the store to recover.
+    #[error("the store stopped accepting writes after an I/O failure ({0}); reopen it")]
+    Poisoned(String),
+
+    /// The store handle was closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+fn display_version(v: Option<u64>) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => "no stream".to_string(),
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] with a short description of the operation.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corruption`].
+    pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Adds a context string to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    /// Wraps the error in [`Error::Io`] with the given context.
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

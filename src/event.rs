@@ -1,0 +1,415 @@
+//! Events going in ([`EventData`]), events coming out ([`RecordedEvent`]),
+//! and the append contract ([`ExpectedVersion`], [`AppendResult`]).
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+/// Metadata key under which [`EventData::correlation_id`] stores its id.
+pub const CORRELATION_ID_KEY: &str = "$correlationId";
+/// Metadata key under which [`EventData::causation_id`] stores its id.
+pub const CAUSATION_ID_KEY: &str = "$causationId";
+
+/// An event to append: type, opaque data and metadata, and an id.
+///
+/// The id makes appends idempotent: retrying an append with the same ids
+/// never stores the events twice. [`EventData::new`] generates a random
+/// (v4) id; set your own with [`EventData::with_id`] when retries may come
+/// from a different process than the first attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventData {
+    pub(crate) id: Uuid,
+    pub(crate) event_type: String,
+    pub(crate) schema_version: u16,
+    pub(crate) data: Bytes,
+    pub(crate) metadata: Bytes,
+}
+
+impl EventData {
+    /// A new event with a random id, schema version 1 and empty metadata.
+    pub fn new(event_type: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        EventData {
+            id: Uuid::new_v4(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            data: data.into(),
+            metadata: Bytes::new(),
+        }
+    }
+
+    /// Sets the event id (use a stable id to make retries idempotent).
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the metadata bytes (opaque to the store; JSON by convention).
+    pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// Sets the schema version of this event's payload (default 1), used by
+    /// upcasters to bring old payloads to the current shape.
+    pub fn with_schema_version(mut self, schema_version: u16) -> Self {
+        self.schema_version = schema_version;
+        self
+    }
+
+    /// Adds `"$correlationId": "<id>"` to the metadata, which must be empty
+    /// or a JSON object (other metadata is replaced by a new object).
+    pub fn correlation_id(self, id: Uuid) -> Self {
+        self.with_metadata_field(CORRELATION_ID_KEY, id)
+    }
+
+    /// Adds `"$causationId": "<id>"` to the metadata, which must be empty
+    /// or a JSON object (other metadata is replaced by a new object).
+    pub fn causation_id(self, id: Uuid) -> Self {
+        self.with_metadata_field(CAUSATION_ID_KEY, id)
+    }
+
+    /// Marks this event as caused by `cause`: its causation id is the
+    /// cause's event id and its correlation id is the cause's correlation
+    /// id (or, when it has none, the cause's own id).
+    pub fn caused_by(self, cause: &RecordedEvent) -> Self {
+        let correlation = cause.correlation_id().unwrap_or(cause.id());
+        self.correlation_id(correlation).causation_id(cause.id())
+    }
+
+    /// The event id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The data bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The metadata bytes.
+    pub fn metadata(&self) -> &[u8] {
+        &self.metadata
+    }
+
+    fn with_metadata_field(mut self, key: &str, id: Uuid) -> Self {
+        self.metadata = Bytes::from(set_json_field(&self.metadata, key, &id.to_string()));
+        self
+    }
+}
+
+/// Sets `key` to the string `value` in a JSON object held as bytes, keeping
+/// the other fields. The key and value are plain ASCII (no escaping needed).
+fn set_json_field(object: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let field = format!("\"{key}\":\"{value}\"");
+    let text = std::str::from_utf8(object).unwrap_or("").trim();
+    let Some(body) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+        return format!("{{{field}}}").into_bytes();
+    };
+    // Drop an earlier value of the same key so the object stays valid JSON
+    // with one occurrence of it.
+    let pattern = format!("\"{key}\":\"");
+    let mut kept = String::with_capacity(body.len());
+    let mut rest = body.trim();
+    while !rest.is_empty() {
+        let (item, tail) = split_top_level_comma(rest);
+        if !item.trim_start().starts_with(&pattern) {
+            if !kept.is_empty() {
+                kept.push(',');
+            }
+            kept.push_str(item.trim());
+        }
+        rest = tail;
+    }
+    if kept.is_empty() {
+        format!("{{{field}}}").into_bytes()
+    } else {
+        format!("{{{kept},{field}}}").into_bytes()
+    }
+}
+
+/// Splits `s` at its first comma that is not inside a string, array or
+/// object; returns the part before and the rest after the comma.
+fn split_top_level_comma(s: &str) -> (&str, &str) {
+    let mut depth = 0i32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            ',' if depth == 0 => return (&s[..i], &s[i + 1..]),
+            _ => {}
+        }
+    }
+    (s, "")
+}
+
+/// Finds the string value of `key` in a JSON object held as bytes.
+fn json_string_field<'a>(object: &'a [u8], key: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(object).ok()?;
+    let pattern = format!("\"{key}\":\"");
+    let start = text.find(&pattern)? + pattern.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
+
+/// The optimistic-concurrency condition of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// No check: append whatever the stream's state.
+    Any,
+    /// The stream must have no events (same as `Exact(0)`).
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream's last event must have exactly this version (0 means the
+    /// stream has no events).
+    Exact(u64),
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("stream exists"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// What one append wrote to one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Stream version of the first event written.
+    pub first_version: u64,
+    /// Stream version of the last event written (the stream's new version).
+    pub last_version: u64,
+    /// Global position of the first event written.
+    pub first_position: u64,
+    /// Global position of the last event written.
+    pub last_position: u64,
+}
+
+/// One stream's part of a multi-stream append (see
+/// [`crate::Store::append_multi`]).
+#[derive(Clone, Debug)]
+pub struct StreamAppend {
+    /// The stream to append to.
+    pub stream: String,
+    /// The condition on that stream.
+    pub expected: ExpectedVersion,
+    /// The events, in order. Must not be empty.
+    pub events: Vec<EventData>,
+}
+
+impl StreamAppend {
+    /// Builds one stream's part of a multi-stream append.
+    pub fn new(
+        stream: impl Into<String>,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData>,
+    ) -> Self {
+        StreamAppend {
+            stream: stream.into(),
+            expected,
+            events: events.into_iter().collect(),
+        }
+    }
+}
+
+/// An event read from the store.
+///
+/// Cheap to clone: the stream name, type, data and metadata all point into
+/// one shared buffer (a memory map of the segment file) without copying.
+#[derive(Clone)]
+pub struct RecordedEvent {
+    pub(crate) record: Bytes,
+    pub(crate) position: u64,
+    pub(crate) version: u64,
+    pub(crate) timestamp_micros: i64,
+    pub(crate) id: Uuid,
+    pub(crate) schema_version: u16,
+    pub(crate) stream_end: u16,
+    pub(crate) type_end: u16,
+    pub(crate) metadata_end: u32,
+}
+
+impl RecordedEvent {
+    /// Global position: 1 for the store's first event, gapless.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Version in its stream: 1 for the stream's first event, gapless.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The event id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The stream name.
+    pub fn stream(&self) -> &str {
+        self.text(crate::log::frame::RECORD_HEADER_BYTES, usize::from(self.stream_end))
+    }
+
+    /// The stream's category: the part of its name before the first `-`
+    /// (the whole name when it has none).
+    pub fn category(&self) -> &str {
+        category_of(self.stream())
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        self.text(usize::from(self.stream_end), usize::from(self.type_end))
+    }
+
+    /// The schema version of the payload, as given at append.
+    pub fn schema_version(&self) -> u16 {
+        self.schema_version
+    }
+
+    /// The data bytes (borrowed from the log).
+    pub fn data(&self) -> &[u8] {
+        self.record.get(self.metadata_end as usize..).unwrap_or_default()
+    }
+
+    /// The data as a shared [`Bytes`] handle (no copy).
+    pub fn data_bytes(&self) -> Bytes {
+        self.record.slice(self.metadata_end as usize..)
+    }
+
+    /// The metadata bytes (borrowed from the log).
+    pub fn metadata(&self) -> &[u8] {
+        self.record
+            .get(usize::from(self.type_end)..self.metadata_end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The metadata as a shared [`Bytes`] handle (no copy).
+    pub fn metadata_bytes(&self) -> Bytes {
+        self.record.slice(usize::from(self.type_end)..self.metadata_end as usize)
+    }
+
+    /// When the append that wrote this event happened, in microseconds
+    /// since the Unix epoch.
+    pub fn timestamp_micros(&self) -> i64 {
+        self.timestamp_micros
+    }
+
+    /// When the append that wrote this event happened.
+    pub fn timestamp(&self) -> SystemTime {
+        let micros = Duration::from_micros(self.timestamp_micros.unsigned_abs());
+        if self.timestamp_micros >= 0 {
+            UNIX_EPOCH + micros
+        } else {
+            UNIX_EPOCH - micros
+        }
+    }
+
+    /// The `$correlationId` in the metadata, when it holds one.
+    pub fn correlation_id(&self) -> Option<Uuid> {
+        json_string_field(self.metadata(), CORRELATION_ID_KEY).and_then(|s| Uuid::parse_str(s).ok())
+    }
+
+    /// The `$causationId` in the metadata, when it holds one.
+    pub fn causation_id(&self) -> Option<Uuid> {
+        json_string_field(self.metadata(), CAUSATION_ID_KEY).and_then(|s| Uuid::parse_str(s).ok())
+    }
+
+    /// The raw record bytes, as stored in the log (see docs/FORMAT.md).
+    pub fn raw_record(&self) -> &[u8] {
+        &self.record
+    }
+
+    // Names were checked to be UTF-8 when the record was decoded; checking
+    // again here keeps this safe code at the cost of a few nanoseconds.
+    fn text(&self, start: usize, end: usize) -> &str {
+        self.record
+            .get(start..end)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for RecordedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordedEvent")
+            .field("position", &self.position)
+            .field("stream", &self.stream())
+            .field("version", &self.version)
+            .field("id", &self.id)
+            .field("event_type", &self.event_type())
+            .field("schema_version", &self.schema_version)
+            .field("timestamp_micros", &self.timestamp_micros)
+            .field("data_len", &self.data().len())
+            .field("metadata_len", &self.metadata().len())
+            .finish()
+    }
+}
+
+impl PartialEq for RecordedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position && self.record == other.record
+    }
+}
+
+impl Eq for RecordedEvent {}
+
+/// The category of a stream name: the part before the first `-`.
+pub fn category_of(stream: &str) -> &str {
+    stream.split_once('-').map_or(stream, |(c, _)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_fields_merge_into_objects() {
+        let id = Uuid::from_u128(7);
+        let e = EventData::new("T", "{}").with_metadata(r#"{"user":"a,b","n":[1,2]}"#).correlation_id(id);
+        let text = std::str::from_utf8(e.metadata()).unwrap();
+        assert_eq!(text, format!(r#"{{"user":"a,b","n":[1,2],"$correlationId":"{id}"}}"#));
+        let e = e.correlation_id(Uuid::from_u128(8));
+        let text = std::str::from_utf8(e.metadata()).unwrap();
+        assert_eq!(text.matches("$correlationId").count(), 1);
+        assert_eq!(json_string_field(e.metadata(), CORRELATION_ID_KEY), Some(Uuid::from_u128(8).to_string().as_str()));
+    }
+
+    #[test]
+    fn empty_or_foreign_metadata_becomes_an_object() {
+        let id = Uuid::from_u128(9);
+        let e = EventData::new("T", "").causation_id(id);
+        assert_eq!(e.metadata(), format!(r#"{{"$causationId":"{id}"}}"#).as_bytes());
+        let e = EventData::new("T", "").with_metadata("not json").causation_id(id);
+        assert_eq!(e.metadata(), format!(r#"{{"$causationId":"{id}"}}"#).as_bytes());
+    }
+
+    #[test]
+    fn categories() {
+        assert_eq!(category_of("Order-42"), "Order");
+        assert_eq!(category_of("Order-42-x"), "Order");
+        assert_eq!(category_of("Order"), "Order");
+    }
+}

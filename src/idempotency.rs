@@ -1,0 +1,83 @@
+//! The window of recent event ids that makes retried appends idempotent
+//! under `ExpectedVersion::Any` and `StreamExists`.
+//!
+//! Holds the last `capacity` event ids written (or being written), each
+//! with its stream, version and position: about 80 bytes per id (hash-table
+//! slot plus the eviction queue). Rebuilt on open from the log's last
+//! `capacity` events, so retries across a restart are detected too.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+/// Where an id was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The stream.
+    pub stream: Arc<str>,
+    /// Its version there.
+    pub version: u64,
+    /// Its global position.
+    pub position: u64,
+}
+
+/// A bounded map of recent event ids.
+#[derive(Debug, Default)]
+pub struct IdWindow {
+    capacity: usize,
+    ids: HashMap<Uuid, Written>,
+    order: VecDeque<Uuid>,
+}
+
+impl IdWindow {
+    /// An empty window remembering up to `capacity` ids.
+    pub fn new(capacity: usize) -> Self {
+        IdWindow {
+            capacity,
+            ids: HashMap::with_capacity(capacity.min(1 << 20)),
+            order: VecDeque::with_capacity(capacity.min(1 << 20)),
+        }
+    }
+
+    /// Where `id` was written, when it is still in the window.
+    pub fn get(&self, id: &Uuid) -> Option<&Written> {
+        self.ids.get(id)
+    }
+
+    /// Remembers an id, forgetting the oldest beyond capacity.
+    pub fn insert(&mut self, id: Uuid, written: Written) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.order.len() == self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        self.ids.insert(id, written);
+        self.order.push_back(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_oldest() {
+        let mut w = IdWindow::new(2);
+        let s: Arc<str> = Arc::from("s");
+        for i in 1..=3u128 {
+            let written = Written {
+                stream: s.clone(),
+                version: i as u64,
+                position: i as u64,
+            };
+            w.insert(Uuid::from_u128(i), written);
+        }
+        assert!(w.get(&Uuid::from_u128(1)).is_none());
+        assert_eq!(w.get(&Uuid::from_u128(3)).map(|x| x.position), Some(3));
+        assert_eq!(w.order.len(), 2);
+    }
+}

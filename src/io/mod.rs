@@ -1,0 +1,100 @@
+//! The file-system seam: every file operation of the store goes through
+//! [`FileSystem`] and [`FileHandle`].
+//!
+//! Production uses [`StdFs`]. Tests can plug in a simulated file system
+//! that loses unsynced bytes, tears writes or fails calls. The store is
+//! generic over the file system, so the production path pays nothing for
+//! this seam (no dynamic dispatch, no runtime checks).
+
+mod std_fs;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+pub use std_fs::StdFs;
+
+/// How to open a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read-only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; create the file, failing if it already exists.
+    CreateNew,
+    /// Read and write; create the file if absent, keep its bytes otherwise.
+    CreateOrOpen,
+}
+
+/// A directory of files, as the store sees it.
+pub trait FileSystem: Send + Sync + 'static {
+    /// The open-file type.
+    type File: FileHandle;
+
+    /// Whether a mapping returned by [`FileHandle::map`] shows later writes
+    /// to the file (true for real memory maps). When false, the store maps
+    /// the active segment again after each write so readers see new data.
+    const MAP_IS_LIVE: bool;
+
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
+    /// Renames a file, replacing the target. Durable after [`FileSystem::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file. Durable after [`FileSystem::sync_dir`].
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in a directory durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Lists the file names (not paths) in a directory.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether a file or directory exists.
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// An open file.
+pub trait FileHandle: Send + Sync + 'static {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the file's data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes the file's data and metadata, such as its size, durable (fsync).
+    fn sync_all(&self) -> io::Result<()>;
+    /// Sets the file's length, cutting or zero-extending it.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+    /// Maps the first `len` bytes of the file read-only. The store reads
+    /// only bytes it wrote and never changes them after they were read.
+    fn map(&self, len: u64) -> io::Result<Bytes>;
+    /// Takes an exclusive advisory lock; `Ok(false)` when someone else holds it.
+    fn try_lock(&self) -> io::Result<bool>;
+}
+
+/// Reads a whole (small) file.
+pub(crate) fn read_whole<F: FileHandle>(file: &F) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.len()?).map_err(|_| io::Error::other("file too large to read"))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, directory
+/// fsync. After a crash the file holds either its old or its new contents.
+pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let target: PathBuf = dir.join(name);
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp)?;
+    }
+    let file = fs.open(&tmp, OpenMode::CreateNew)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_all()?;
+    drop(file);
+    fs.rename(&tmp, &target)?;
+    fs.sync_dir(dir)
+}

@@ -1,0 +1,7 @@
+//! The append-only segmented log: bytes on disk (`frame`, `segment`), the
+//! writable tail (`tail`) and the readers' view (`view`).
+
+pub mod frame;
+pub mod segment;
+pub(crate) mod tail;
+pub(crate) mod view;

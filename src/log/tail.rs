@@ -1,0 +1,138 @@
+//! The writable end of the log: the active segment file, its zero-filled
+//! preallocation, sealing, and rolling over to a new segment.
+//!
+//! Preallocation is why a durable append costs one data sync: the active
+//! segment is extended ahead of the data with zeros that are synced once
+//! (file size and block allocation included), so a later append only
+//! overwrites allocated blocks and `fdatasync` has no metadata to flush.
+//! Zero-filling works the same on every operating system.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::error::{IoContext, Result};
+use crate::io::{FileHandle, FileSystem, OpenMode};
+
+/// Zeros are written in pieces of this size.
+const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+/// Smallest preallocation step.
+const PREALLOCATE_STEP_MIN_BYTES: u64 = 1024 * 1024;
+/// Largest preallocation step.
+const PREALLOCATE_STEP_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The active segment, owned by whichever appender is writing.
+pub struct LogTail<F: FileSystem> {
+    /// Segment number.
+    pub segment_id: u64,
+    /// Its path.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: F::File,
+    /// Bytes of the file that exist and are zero-filled or written.
+    pub allocated: u64,
+    /// The configured segment size.
+    pub segment_size: u64,
+}
+
+impl<F: FileSystem> LogTail<F> {
+    /// Creates segment `id` durably (temp file, header, preallocation,
+    /// sync, rename, directory sync) and returns it as the active tail.
+    pub fn create(fs: &F, dir: &Path, header: SegmentHeader, segment_size: u64) -> Result<LogTail<F>> {
+        let path = segment::path(dir, header.segment_id);
+        let tmp = dir.join(format!("{}.tmp", segment::file_name(header.segment_id)));
+        let ctx = || format!("creating segment {}", path.display());
+        if fs.exists(&tmp) {
+            fs.remove_file(&tmp).ctx(ctx)?;
+        }
+        let file = fs.open(&tmp, OpenMode::CreateNew).ctx(ctx)?;
+        file.write_all_at(&header.encode(), 0).ctx(ctx)?;
+        let allocated = first_allocation(segment_size);
+        write_zeros(&file, SEGMENT_HEADER_BYTES, allocated).ctx(ctx)?;
+        file.sync_all().ctx(ctx)?;
+        drop(file);
+        fs.rename(&tmp, &path).ctx(ctx)?;
+        fs.sync_dir(dir).ctx(ctx)?;
+        let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+        Ok(LogTail {
+            segment_id: header.segment_id,
+            path,
+            file,
+            allocated,
+            segment_size,
+        })
+    }
+
+    /// Makes sure bytes up to `end` are preallocated. Returns true when the
+    /// file grew (readers then need a new, longer map).
+    pub fn ensure_allocated(&mut self, end: u64) -> Result<bool> {
+        if end <= self.allocated {
+            return Ok(false);
+        }
+        let step = self.allocated.clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
+        let target = end.max(self.allocated + step).min(self.segment_size.max(end));
+        let ctx = || format!("preallocating {}", self.path.display());
+        write_zeros(&self.file, self.allocated, target).ctx(ctx)?;
+        self.file.sync_all().ctx(ctx)?;
+        self.allocated = target;
+        Ok(true)
+    }
+
+    /// Writes bytes at `offset` (already preallocated).
+    pub fn write(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(bytes, offset)
+            .ctx(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Makes written data durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().ctx(|| format!("syncing {}", self.path.display()))
+    }
+
+    /// Seals the segment: syncs its data, cuts the unused preallocation at
+    /// `data_end`, and syncs the new size. The file never changes again.
+    pub fn seal(&mut self, data_end: u64) -> Result<()> {
+        let ctx = || format!("sealing {}", self.path.display());
+        self.file.sync_data().ctx(ctx)?;
+        self.file.set_len(data_end).ctx(ctx)?;
+        self.file.sync_all().ctx(ctx)?;
+        self.allocated = data_end;
+        Ok(())
+    }
+
+    /// Maps the allocated part of the file for readers.
+    pub fn map(&self) -> Result<Bytes> {
+        self.file
+            .map(self.allocated)
+            .ctx(|| format!("mapping {}", self.path.display()))
+    }
+
+    /// The store id written in new segments' headers.
+    pub fn next_header(&self, store_id: Uuid, first_position: u64) -> SegmentHeader {
+        SegmentHeader {
+            store_id,
+            segment_id: self.segment_id + 1,
+            first_position,
+        }
+    }
+}
+
+/// Size of a new segment's first preallocation.
+fn first_allocation(segment_size: u64) -> u64 {
+    segment_size.min(SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_MIN_BYTES)
+}
+
+/// Writes zeros over `[from, to)`.
+pub fn write_zeros<H: FileHandle>(file: &H, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Store configuration, with documented defaults.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::limits;
+
+/// When an append is acknowledged, and so what a crash can take away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `append` returns only after the events are on stable storage
+    /// (fdatasync). Concurrent appends share one sync (group commit).
+    /// Nothing acknowledged is lost to a crash or power loss. The default.
+    Sync,
+    /// `append` returns once the events are handed to the operating system;
+    /// a background thread syncs every interval. A process crash loses
+    /// nothing; a power loss loses at most the last interval's appends
+    /// (always whole appends, never part of one).
+    Periodic(Duration),
+    /// `append` returns once the events are handed to the operating system,
+    /// which writes them when it chooses (the store syncs only when it
+    /// seals a segment, saves its index, or closes). A process crash loses
+    /// nothing; a power loss may lose recent appends (whole appends only).
+    Buffered,
+}
+
+/// Options for [`crate::Store::open`]. Build with [`Options::default`] and
+/// the `with_*` methods.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) durability: Durability,
+    pub(crate) segment_size_bytes: u64,
+    pub(crate) idempotency_window_events: usize,
+    pub(crate) index_checkpoint_bytes: u64,
+    pub(crate) create_if_missing: bool,
+}
+
+impl Default for Options {
+    /// Durable appends, 64 MiB segments, a 10,000-event idempotency window,
+    /// an index file saved at least every 64 MiB of log, and creation of
+    /// the directory when it is missing.
+    fn default() -> Self {
+        Options {
+            durability: Durability::Sync,
+            segment_size_bytes: 64 * 1024 * 1024,
+            idempotency_window_events: 10_000,
+            index_checkpoint_bytes: 64 * 1024 * 1024,
+            create_if_missing: true,
+        }
+    }
+}
+
+impl Options {
+    /// Sets the durability mode (default [`Durability::Sync`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the size at which the log rolls to a new segment file (default
+    /// 64 MiB; between 4 KiB and 1 TiB). One append must fit in a segment.
+    pub fn with_segment_size_bytes(mut self, bytes: u64) -> Self {
+        self.segment_size_bytes = bytes;
+        self
+    }
+
+    /// Sets how many recent event ids are remembered to detect retried
+    /// appends under `ExpectedVersion::Any`/`StreamExists` (default 10,000;
+    /// about 80 bytes of memory each, so 0.8 MB by default; 0 disables it).
+    pub fn with_idempotency_window_events(mut self, events: usize) -> Self {
+        self.idempotency_window_events = events;
+        self
+    }
+
+    /// Sets how much log may be written before the index file is saved
+    /// again (default 64 MiB). Open replays at most about this much log.
+    pub fn with_index_checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.index_checkpoint_bytes = bytes;
+        self
+    }
+
+    /// Whether `open` creates a missing store (default true). When false,
+    /// opening a directory without a store fails.
+    pub fn with_create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// The durability mode.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The segment size.
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.segment_size_bytes
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let size = self.segment_size_bytes;
+        if !(limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_MAX).contains(&size) {
+            return Err(Error::InvalidInput(format!(
+                "segment size {size} must be between {} and {} bytes",
+                limits::SEGMENT_BYTES_MIN,
+                limits::SEGMENT_BYTES_MAX
+            )));
+        }
+        if let Durability::Periodic(interval) = self.durability
+            && interval.is_zero()
+        {
+            return Err(Error::InvalidInput("periodic sync interval must not be zero".into()));
+        }
+        Ok(())
+    }
+
+    /// Largest batch frame that fits in one segment.
+    pub(crate) fn batch_bytes_max(&self) -> usize {
+        let room = self.segment_size_bytes - crate::log::segment::SEGMENT_HEADER_BYTES;
+        usize::try_from(room).unwrap_or(usize::MAX).min(limits::BATCH_BYTES_MAX)
+    }
+}

@@ -1,0 +1,322 @@
+//! The read path: stream, category and global-order reads.
+//!
+//! A read takes the index lock only briefly, to copy the locations of the
+//! next page of events; it then decodes them from the segment maps without
+//! any lock, so readers never hold up writers. Events returned point into
+//! the memory maps (no payload copies).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::index::Location;
+use crate::io::{FileSystem, StdFs};
+use crate::log::view::SegmentView;
+use crate::store::Core;
+
+/// Locations copied per trip to the index.
+const PAGE_EVENTS: usize = 512;
+
+/// Reading direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// How to read a stream: direction, first version (inclusive), limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadStream {
+    direction: Direction,
+    from_version: Option<u64>,
+    limit: Option<usize>,
+}
+
+impl ReadStream {
+    /// From the first version up (the default).
+    pub fn forward() -> Self {
+        ReadStream::default()
+    }
+
+    /// From the last version down.
+    pub fn backward() -> Self {
+        ReadStream {
+            direction: Direction::Backward,
+            ..ReadStream::default()
+        }
+    }
+
+    /// Starts at this version, inclusive, in the chosen direction.
+    pub fn from_version(mut self, version: u64) -> Self {
+        self.from_version = Some(version);
+        self
+    }
+
+    /// Returns at most `n` events.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+}
+
+/// How to read all events: direction, start, limit and filters.
+///
+/// Forward reads return events with position *greater* than the start, so
+/// a checkpoint P ("processed up to P") resumes right after it. Backward
+/// reads return events with position *less* than the start, so the last
+/// position seen pages further back. Without a start, forward begins at the
+/// first event and backward at the last.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadAll {
+    direction: Direction,
+    start: Option<u64>,
+    limit: Option<usize>,
+    event_types: Vec<String>,
+    stream_prefix: Option<String>,
+}
+
+impl ReadAll {
+    /// From the first event up (the default).
+    pub fn forward() -> Self {
+        ReadAll::default()
+    }
+
+    /// From the last event down.
+    pub fn backward() -> Self {
+        ReadAll {
+            direction: Direction::Backward,
+            ..ReadAll::default()
+        }
+    }
+
+    /// Forward: events after `position`. Backward: events before it.
+    pub fn from_position(mut self, position: u64) -> Self {
+        self.start = Some(position);
+        self
+    }
+
+    /// Returns at most `n` events (after filtering).
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Keeps only events of this type (call again to allow several types).
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_types.push(event_type.into());
+        self
+    }
+
+    /// Keeps only events of streams whose name starts with `prefix`.
+    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.stream_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Keeps only events of streams of a category (`{category}-...`).
+    pub fn category(self, category: &str) -> Self {
+        self.stream_prefix(format!("{category}-"))
+    }
+}
+
+/// Where the next positions come from.
+enum Source {
+    /// Positions listed in order (stream and category reads).
+    List { positions: Vec<u64>, next: usize },
+    /// A range of global positions, walked in either direction.
+    Range { next: u64, last: u64, backward: bool },
+}
+
+/// Filters of a global read.
+#[derive(Default)]
+struct Filter {
+    event_types: Vec<String>,
+    stream_prefix: Option<String>,
+}
+
+impl Filter {
+    fn accepts(&self, e: &RecordedEvent) -> bool {
+        let type_ok = self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.event_type());
+        let prefix_ok = self.stream_prefix.as_ref().is_none_or(|p| e.stream().starts_with(p.as_str()));
+        type_ok && prefix_ok
+    }
+}
+
+/// An iterator of events, oldest or newest first. Yields an error (and
+/// then stops) when it meets corruption.
+pub struct Events<F: FileSystem = StdFs> {
+    core: Arc<Core<F>>,
+    source: Source,
+    page: VecDeque<(u64, Location)>,
+    view: Option<Arc<SegmentView>>,
+    filter: Filter,
+    remaining: usize,
+    failed: bool,
+}
+
+impl<F: FileSystem> Events<F> {
+    pub(crate) fn stream(core: Arc<Core<F>>, stream: &str, options: ReadStream) -> Self {
+        let positions = {
+            let published = core.published.read();
+            let all = published.index.stream(stream).map_or(&[][..], |e| e.positions.as_slice());
+            select_versions(all, &options)
+        };
+        Events::new(core, Source::List { positions, next: 0 }, Filter::default(), None)
+    }
+
+    pub(crate) fn all(core: Arc<Core<F>>, options: ReadAll) -> Self {
+        let last = core.published.read().index.last_position();
+        let backward = options.direction == Direction::Backward;
+        let next = match (backward, options.start) {
+            (false, start) => start.unwrap_or(0).saturating_add(1),
+            (true, None) => last,
+            (true, Some(p)) => p.saturating_sub(1).min(last),
+        };
+        let filter = Filter {
+            event_types: options.event_types,
+            stream_prefix: options.stream_prefix,
+        };
+        Events::new(core, Source::Range { next, last, backward }, filter, options.limit)
+    }
+
+    pub(crate) fn category(core: Arc<Core<F>>, category: &str, after: u64, limit: Option<usize>) -> Self {
+        let positions = {
+            let published = core.published.read();
+            let index = &published.index;
+            let mut positions: Vec<u64> = Vec::new();
+            for name in index.category_streams(category) {
+                if let Some(entry) = index.stream(name) {
+                    let start = entry.positions.partition_point(|&p| p <= after);
+                    positions.extend_from_slice(&entry.positions[start..]);
+                }
+            }
+            positions.sort_unstable();
+            if let Some(n) = limit {
+                positions.truncate(n);
+            }
+            positions
+        };
+        Events::new(core, Source::List { positions, next: 0 }, Filter::default(), None)
+    }
+
+    fn new(core: Arc<Core<F>>, source: Source, filter: Filter, limit: Option<usize>) -> Self {
+        Events {
+            core,
+            source,
+            page: VecDeque::new(),
+            view: None,
+            filter,
+            remaining: limit.unwrap_or(usize::MAX),
+            failed: false,
+        }
+    }
+
+    /// Copies the next page of locations under the index lock.
+    fn refill(&mut self) {
+        let published = self.core.published.read();
+        let index = &published.index;
+        match &mut self.source {
+            Source::List { positions, next } => {
+                for &p in positions.iter().skip(*next).take(PAGE_EVENTS) {
+                    if let Some(l) = index.location(p) {
+                        self.page.push_back((p, l));
+                    }
+                    *next += 1;
+                }
+            }
+            Source::Range { next, last, backward } => {
+                for _ in 0..PAGE_EVENTS {
+                    if *next == 0 || *next > *last {
+                        break;
+                    }
+                    if let Some(l) = index.location(*next) {
+                        self.page.push_back((*next, l));
+                    }
+                    if *backward {
+                        *next -= 1;
+                    } else {
+                        *next += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn view_for(&mut self, segment: u64) -> Result<Arc<SegmentView>> {
+        if let Some(v) = &self.view
+            && v.id == segment
+        {
+            return Ok(v.clone());
+        }
+        let view = self
+            .core
+            .segments
+            .read()
+            .get(segment)
+            .cloned()
+            .ok_or_else(|| Error::corruption(&self.core.dir, 0, format!("index points at missing segment {segment}")))?;
+        self.view = Some(view.clone());
+        Ok(view)
+    }
+
+    fn next_event(&mut self) -> Option<Result<RecordedEvent>> {
+        loop {
+            if self.failed || self.remaining == 0 {
+                return None;
+            }
+            if self.page.is_empty() {
+                self.refill();
+            }
+            let (position, location) = self.page.pop_front()?;
+            let event = self
+                .view_for(location.segment)
+                .and_then(|view| view.read(location.offset, position));
+            match event {
+                Ok(e) if !self.filter.accepts(&e) => continue,
+                Ok(e) => {
+                    self.remaining -= 1;
+                    return Some(Ok(e));
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Collects every event, failing on the first error.
+    pub fn collect_all(self) -> Result<Vec<RecordedEvent>> {
+        self.collect()
+    }
+}
+
+impl<F: FileSystem> Iterator for Events<F> {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event()
+    }
+}
+
+/// The positions of a stream read: direction, start version, limit.
+fn select_versions(all: &[u64], options: &ReadStream) -> Vec<u64> {
+    let limit = options.limit.unwrap_or(usize::MAX);
+    let count = all.len() as u64;
+    match options.direction {
+        Direction::Forward => {
+            let start = options.from_version.unwrap_or(1).max(1);
+            let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
+            all.iter().skip(skip).take(limit).copied().collect()
+        }
+        Direction::Backward => {
+            let start = options.from_version.unwrap_or(count).min(count);
+            let end = usize::try_from(start).unwrap_or(usize::MAX);
+            all[..end].iter().rev().take(limit).copied().collect()
+        }
+    }
+}

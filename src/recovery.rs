@@ -1,0 +1,404 @@
+//! Opening a store: find the segments, load the index file when it can be
+//! trusted, replay the log after it, and deal with the log's tail.
+//!
+//! # Decision table
+//!
+//! | what open finds                                         | decision                                  |
+//! |---------------------------------------------------------|-------------------------------------------|
+//! | no segment file                                         | new store (if `create_if_missing`)        |
+//! | `*.tmp` files                                           | remove (unfinished creations or renames)  |
+//! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
+//! | segment of another store (store id differs)             | refuse: `Corruption`                      |
+//! | index file missing, corrupt, of another store           | rebuild the index from the whole log      |
+//! | index file whose last batch is not in the log (ahead)   | rebuild the index from the whole log      |
+//! | index file behind the log                               | load it, replay the log after it          |
+//! | sealed segment: invalid bytes after its last batch      | refuse: `Corruption` (it was synced)      |
+//! | last segment: zeros after the last batch                | clean end                                 |
+//! | last segment: invalid bytes, no valid batch after them  | torn tail: zero them, sync, go on         |
+//! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
+//! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
+//!
+//! Why a torn tail may be cut: a batch is acknowledged (in durable mode)
+//! only after the sync that covers it, and batches are written in order, so
+//! bytes after the last valid batch were never acknowledged. A valid batch
+//! after invalid bytes cannot come from a torn append, so it is reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::file::{self as index_file, Checkpoint};
+use crate::index::{Index, Location};
+use crate::io::{self, FileHandle, FileSystem, OpenMode};
+use crate::log::frame::{self, RECORD_HEADER_BYTES};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader};
+use crate::log::tail::{LogTail, write_zeros};
+use crate::log::view::{SegmentView, Segments};
+use crate::options::Options;
+
+/// Where the published log ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEnd {
+    /// Segment of the end.
+    pub segment: u64,
+    /// Offset just past the last batch.
+    pub offset: u64,
+    /// CRC field of the last batch (0 when the log is empty).
+    pub last_batch_crc: u32,
+}
+
+/// What open found and did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Whether the store was created by this open.
+    pub created: bool,
+    /// Whether the index file was loaded (else the index was rebuilt).
+    pub index_loaded: bool,
+    /// Why the index file was not used, when it was not.
+    pub index_rejected: Option<String>,
+    /// Events replayed from the log.
+    pub replayed_events: u64,
+    /// Log bytes replayed.
+    pub replayed_bytes: u64,
+    /// Bytes of a torn final write that were zeroed.
+    pub torn_tail_bytes: u64,
+    /// Number of segment files.
+    pub segments: usize,
+}
+
+/// Everything an open store starts from.
+pub(crate) struct Recovered<F: FileSystem> {
+    pub store_id: Uuid,
+    pub index: Index,
+    pub end: LogEnd,
+    pub tail: LogTail<F>,
+    pub segments: Segments,
+    pub report: RecoveryReport,
+}
+
+/// A segment found on disk.
+struct Found<F: FileSystem> {
+    header: SegmentHeader,
+    path: PathBuf,
+    file: F::File,
+    map: Bytes,
+}
+
+/// Opens (or creates) the log in `dir`. The caller holds the store lock.
+pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recovered<F>> {
+    let names = fs.list_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
+    remove_leftovers(fs, dir, &names)?;
+    let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
+    ids.sort_unstable();
+    if ids.is_empty() {
+        if !options.create_if_missing {
+            return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
+        }
+        return create(fs, dir, options);
+    }
+    check_contiguous(dir, &ids)?;
+    let found = open_segments(fs, dir, &ids)?;
+    let (index, checkpoint, rejected) = match load_index(fs, dir, &found) {
+        Ok((index, checkpoint)) => (index, Some(checkpoint), None),
+        Err(reason) => (Index::default(), None, Some(reason)),
+    };
+    replay(fs, dir, options, found, index, checkpoint, rejected)
+}
+
+fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<()> {
+    let mut removed = false;
+    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+        let path = dir.join(name);
+        fs.remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+        removed = true;
+    }
+    if removed {
+        fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn check_contiguous(dir: &Path, ids: &[u64]) -> Result<()> {
+    if ids[0] != 1 {
+        return Err(Error::corruption(segment::path(dir, 1), 0, "the first segment file is missing"));
+    }
+    for pair in ids.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let missing = segment::path(dir, pair[0] + 1);
+            return Err(Error::corruption(missing, 0, "segment file is missing"));
+        }
+    }
+    if ids.len() as u64 > crate::limits::SEGMENTS_MAX {
+        return Err(Error::InvalidInput("too many segment files".into()));
+    }
+    Ok(())
+}
+
+fn create<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recovered<F>> {
+    let store_id = Uuid::new_v4();
+    let header = SegmentHeader {
+        store_id,
+        segment_id: 1,
+        first_position: 1,
+    };
+    let tail = LogTail::create(fs, dir, header, options.segment_size_bytes)?;
+    let map = tail.map()?;
+    let view = SegmentView::new(1, tail.path.clone(), map, SEGMENT_HEADER_BYTES);
+    Ok(Recovered {
+        store_id,
+        index: Index::default(),
+        end: LogEnd {
+            segment: 1,
+            offset: SEGMENT_HEADER_BYTES,
+            last_batch_crc: 0,
+        },
+        tail,
+        segments: Segments::new(1, vec![Arc::new(view)]),
+        report: RecoveryReport {
+            created: true,
+            segments: 1,
+            ..RecoveryReport::default()
+        },
+    })
+}
+
+fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64]) -> Result<Vec<Found<F>>> {
+    let mut found: Vec<Found<F>> = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let path = segment::path(dir, id);
+        let last = i + 1 == ids.len();
+        let mode = if last { OpenMode::ReadWrite } else { OpenMode::Read };
+        let ctx = || format!("opening {}", path.display());
+        let file = fs.open(&path, mode).ctx(ctx)?;
+        let len = file.len().ctx(ctx)?;
+        if len < SEGMENT_HEADER_BYTES {
+            return Err(Error::corruption(&path, 0, "segment file shorter than its header"));
+        }
+        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+        file.read_exact_at(&mut head, 0).ctx(ctx)?;
+        let header = SegmentHeader::decode(&head, &path)?;
+        if header.segment_id != id {
+            return Err(Error::corruption(&path, 0, "segment number in header differs from file name"));
+        }
+        if let Some(first) = found.first()
+            && first.header.store_id != header.store_id
+        {
+            return Err(Error::corruption(&path, 0, "segment belongs to another store"));
+        }
+        let map = file.map(len).ctx(ctx)?;
+        found.push(Found { header, path, file, map });
+    }
+    Ok(found)
+}
+
+/// Loads the index file and checks it against the log; the error says why
+/// it cannot be used.
+fn load_index<F: FileSystem>(fs: &F, dir: &Path, found: &[Found<F>]) -> Result<(Index, Checkpoint), String> {
+    let path = dir.join(index_file::FILE_NAME);
+    if !fs.exists(&path) {
+        return Err("no index file".into());
+    }
+    let bytes = fs
+        .open(&path, OpenMode::Read)
+        .and_then(|f| io::read_whole(&f))
+        .map_err(|e| format!("cannot read index file: {e}"))?;
+    let (index, checkpoint) = index_file::decode(&bytes)?;
+    let store_id = found.first().map(|f| f.header.store_id);
+    if Some(checkpoint.store_id) != store_id {
+        return Err("index file belongs to another store".into());
+    }
+    let end_segment = found
+        .get(usize::try_from(checkpoint.end_segment.wrapping_sub(1)).unwrap_or(usize::MAX))
+        .ok_or("index file ends in a segment that does not exist")?;
+    if checkpoint.end_offset > end_segment.map.len() as u64 || checkpoint.end_offset < SEGMENT_HEADER_BYTES {
+        return Err("index file ends past its segment's end".into());
+    }
+    if checkpoint.last_position == 0 {
+        if checkpoint.end_segment != 1 || checkpoint.end_offset != SEGMENT_HEADER_BYTES {
+            return Err("empty index file with a non-empty checkpoint".into());
+        }
+        return Ok((index, checkpoint));
+    }
+    let location = index.location(checkpoint.last_position).ok_or("index file lacks its last position")?;
+    if location.segment != checkpoint.end_segment {
+        return Err("index file's last event is not in its end segment".into());
+    }
+    let map = &end_segment.map;
+    let record_at = usize::try_from(location.offset).map_err(|_| "offset out of range")?;
+    let record = map.get(record_at..).and_then(frame::parse_record_header).ok_or("last event not in the log")?;
+    let batch_at = record_at.checked_sub(record.batch_back as usize).ok_or("last event not in the log")?;
+    let header = frame::check_batch(&map[batch_at..], |_, _| {}).map_err(|_| "the index file's last batch is not in the log")?;
+    let last = header.first_position + u64::from(header.record_count) - 1;
+    if header.crc != checkpoint.last_batch_crc
+        || last != checkpoint.last_position
+        || batch_at as u64 + u64::from(header.frame_len) != checkpoint.end_offset
+    {
+        return Err("index file does not match the log (stale or ahead)".into());
+    }
+    Ok((index, checkpoint))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replay<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    options: &Options,
+    found: Vec<Found<F>>,
+    mut index: Index,
+    checkpoint: Option<Checkpoint>,
+    rejected: Option<String>,
+) -> Result<Recovered<F>> {
+    let store_id = found[0].header.store_id;
+    let (start_segment, start_offset, mut end) = match checkpoint {
+        Some(cp) => (
+            cp.end_segment,
+            cp.end_offset,
+            LogEnd {
+                segment: cp.end_segment,
+                offset: cp.end_offset,
+                last_batch_crc: cp.last_batch_crc,
+            },
+        ),
+        None => (
+            1,
+            SEGMENT_HEADER_BYTES,
+            LogEnd {
+                segment: 1,
+                offset: SEGMENT_HEADER_BYTES,
+                last_batch_crc: 0,
+            },
+        ),
+    };
+    let mut report = RecoveryReport {
+        index_loaded: checkpoint.is_some(),
+        index_rejected: rejected,
+        segments: found.len(),
+        ..RecoveryReport::default()
+    };
+    let count = found.len();
+    let mut views = Vec::with_capacity(count);
+    let mut tail_parts = None;
+    for (i, seg) in found.into_iter().enumerate() {
+        let id = seg.header.segment_id;
+        let last = i + 1 == count;
+        let mut verified = SEGMENT_HEADER_BYTES;
+        let mut map = seg.map;
+        if id >= start_segment {
+            let from = if id == start_segment { start_offset } else { SEGMENT_HEADER_BYTES };
+            if from == SEGMENT_HEADER_BYTES && seg.header.first_position != index.last_position() + 1 {
+                return Err(Error::corruption(&seg.path, 0, "segment does not start at the next global position"));
+            }
+            let (data_end, torn) = replay_segment(&seg.path, id, &map, from, last, &mut index, &mut end, &mut report)?;
+            if let Some(dirty_end) = torn {
+                let ctx = || format!("cutting the torn tail of {}", seg.path.display());
+                write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
+                seg.file.sync_data().ctx(ctx)?;
+                report.torn_tail_bytes = dirty_end - data_end;
+                map = seg.file.map(map.len() as u64).ctx(ctx)?;
+            }
+            report.replayed_bytes += data_end - from;
+            if from == SEGMENT_HEADER_BYTES {
+                verified = data_end;
+            }
+        }
+        let view = SegmentView::new(id, seg.path.clone(), map.clone(), verified);
+        views.push(Arc::new(view));
+        if last {
+            tail_parts = Some((seg.path, seg.file, map.len() as u64, id));
+        }
+    }
+    let Some((path, file, allocated, segment_id)) = tail_parts else {
+        return Err(Error::InvalidInput("no segments".into()));
+    };
+    let tail = LogTail {
+        segment_id,
+        path,
+        file,
+        allocated,
+        segment_size: options.segment_size_bytes,
+    };
+    let _ = fs;
+    let _ = dir;
+    Ok(Recovered {
+        store_id,
+        index,
+        end,
+        tail,
+        segments: Segments::new(1, views),
+        report,
+    })
+}
+
+/// Replays one segment from `from`; returns where its valid data ends and,
+/// for a torn tail to cut, where the garbage ends.
+#[allow(clippy::too_many_arguments)]
+fn replay_segment(
+    path: &Path,
+    id: u64,
+    map: &Bytes,
+    from: u64,
+    last: bool,
+    index: &mut Index,
+    end: &mut LogEnd,
+    report: &mut RecoveryReport,
+) -> Result<(u64, Option<u64>)> {
+    let mut failure: Option<Error> = None;
+    let scan_end = segment::scan(map, from, |batch_at, header, records| {
+        if failure.is_some() {
+            return;
+        }
+        if header.first_position != index.last_position() + 1 {
+            failure = Some(Error::corruption(path, batch_at, "batch does not start at the next global position"));
+            return;
+        }
+        for (k, r) in records.iter().enumerate() {
+            let record_at = batch_at as usize + r.offset as usize;
+            let name_at = record_at + RECORD_HEADER_BYTES;
+            let name = map
+                .get(name_at..name_at + usize::from(r.header.stream_len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default();
+            let location = Location {
+                segment: id,
+                offset: record_at as u64,
+            };
+            let position = header.first_position + k as u64;
+            if let Err(reason) = index.push(name, u64::from(r.header.version), position, location) {
+                failure = Some(Error::corruption(path, record_at as u64, reason));
+                return;
+            }
+        }
+        report.replayed_events += records.len() as u64;
+        *end = LogEnd {
+            segment: id,
+            offset: batch_at + u64::from(header.frame_len),
+            last_batch_crc: header.crc,
+        };
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    match scan_end {
+        ScanEnd::Clean { offset } => Ok((offset, None)),
+        ScanEnd::TornTail {
+            offset,
+            dirty_end,
+            reason,
+        } => {
+            if last {
+                Ok((offset, Some(dirty_end)))
+            } else {
+                Err(Error::corruption(path, offset, format!("{reason} in a sealed segment")))
+            }
+        }
+        ScanEnd::Corrupt { offset, reason, next } => Err(Error::corruption(
+            path,
+            offset,
+            format!("{reason} (valid data follows at offset {next})"),
+        )),
+    }
+}

@@ -1,0 +1,493 @@
+//! The store handle: open, append, read, close.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion, RecordedEvent, StreamAppend};
+use crate::idempotency::{IdWindow, Written};
+use crate::index::Index;
+use crate::index::file::{self as index_file, Checkpoint};
+use crate::io::{self, FileHandle, FileSystem, OpenMode, StdFs};
+use crate::log::tail::LogTail;
+use crate::log::view::Segments;
+use crate::options::{Durability, Options};
+use crate::read::{Events, ReadAll, ReadStream};
+use crate::recovery::{self, LogEnd, RecoveryReport};
+use crate::writer::WriterState;
+
+/// Name of the lock file in the store directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// What readers see: the index of published events and where the
+/// published log ends.
+pub(crate) struct Published {
+    pub index: Index,
+    pub end: LogEnd,
+}
+
+/// Shared state of an open store. Lock order: `writer`, then `published`
+/// or `segments`; `tail` is never taken while holding another lock.
+pub(crate) struct Core<F: FileSystem> {
+    pub dir: PathBuf,
+    pub fs: F,
+    pub options: Options,
+    pub store_id: Uuid,
+    pub published: RwLock<Published>,
+    pub segments: RwLock<Segments>,
+    pub writer: Mutex<WriterState>,
+    pub written: Condvar,
+    pub tail: Mutex<LogTail<F>>,
+    pub report: RecoveryReport,
+    checkpoints: Mutex<Option<Sender<()>>>,
+    background_error: Mutex<Option<String>>,
+    _lock_file: F::File,
+}
+
+/// An open event store. Cheap to clone and share between threads
+/// (`Send + Sync`); all clones are one store. The store closes when the
+/// last clone is dropped, or explicitly with [`Store::close`].
+pub struct Store<F: FileSystem = StdFs> {
+    handle: Arc<Handle<F>>,
+}
+
+impl<F: FileSystem> Clone for Store<F> {
+    fn clone(&self) -> Self {
+        Store {
+            handle: self.handle.clone(),
+        }
+    }
+}
+
+/// The handle's owner of background threads; closing happens when it drops.
+struct Handle<F: FileSystem> {
+    core: Arc<Core<F>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_flusher: Mutex<Option<Sender<()>>>,
+    closed: OnceLock<Result<(), String>>,
+}
+
+/// Figures about an open store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Number of events.
+    pub events: u64,
+    /// Number of streams.
+    pub streams: u64,
+    /// Number of segment files.
+    pub segments: u64,
+    /// Bytes of all segment files (preallocated space included).
+    pub disk_bytes: u64,
+    /// Last global position (0 when empty).
+    pub last_position: u64,
+    /// Approximate memory of the stream index.
+    pub index_memory_bytes: u64,
+}
+
+impl Store<StdFs> {
+    /// Opens the store in directory `path`, creating it when absent (unless
+    /// [`Options::with_create_if_missing`] says otherwise).
+    ///
+    /// Fails with [`Error::Locked`] when another handle has it open, and
+    /// with [`Error::Corruption`] when the log is damaged somewhere a crash
+    /// cannot explain.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store<StdFs>> {
+        Store::open_with(StdFs, path, options)
+    }
+}
+
+impl<F: FileSystem> Store<F> {
+    /// Opens a store through the given file system (tests use this to
+    /// inject faults; applications use [`Store::open`]).
+    pub fn open_with(fs: F, path: impl AsRef<Path>, options: Options) -> Result<Store<F>> {
+        options.validate()?;
+        let dir = path.as_ref().to_path_buf();
+        if !fs.exists(&dir) {
+            if !options.create_if_missing {
+                return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
+            }
+            fs.create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        let lock_file = lock(&fs, &dir)?;
+        let recovered = recovery::recover(&fs, &dir, &options)?;
+        let window = IdWindow::new(options.idempotency_window_events);
+        let writer = WriterState::new(
+            recovered.end,
+            recovered.tail.segment_id,
+            recovered.index.last_position(),
+            window,
+        );
+        let core = Arc::new(Core {
+            dir,
+            fs,
+            store_id: recovered.store_id,
+            published: RwLock::new(Published {
+                index: recovered.index,
+                end: recovered.end,
+            }),
+            segments: RwLock::new(recovered.segments),
+            writer: Mutex::new(writer),
+            written: Condvar::new(),
+            tail: Mutex::new(recovered.tail),
+            report: recovered.report,
+            checkpoints: Mutex::new(None),
+            background_error: Mutex::new(None),
+            _lock_file: lock_file,
+            options,
+        });
+        core.fill_window()?;
+        let handle = Handle {
+            core: core.clone(),
+            threads: Mutex::new(Vec::new()),
+            stop_flusher: Mutex::new(None),
+            closed: OnceLock::new(),
+        };
+        handle.start_threads()?;
+        if !core.report.index_loaded && core.published.read().index.last_position() > 0 {
+            core.request_checkpoint();
+        }
+        Ok(Store {
+            handle: Arc::new(handle),
+        })
+    }
+
+    fn core(&self) -> &Core<F> {
+        &self.handle.core
+    }
+
+    /// Appends events to one stream, atomically, if the stream matches
+    /// `expected`. Returns the versions and positions written (or, for an
+    /// exact retry of an earlier append with the same event ids, those of
+    /// the original append, without writing again).
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData>,
+    ) -> Result<AppendResult> {
+        let append = StreamAppend::new(stream, expected, events);
+        let mut results = self.core().append(std::slice::from_ref(&append))?;
+        results.pop().ok_or(Error::Closed)
+    }
+
+    /// Appends to several streams in one atomic batch: either every
+    /// stream's condition holds and all events are written, or nothing is.
+    /// Results come in the order of `appends`.
+    pub fn append_multi(&self, appends: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        self.core().append(appends)
+    }
+
+    /// Reads a stream (see [`ReadStream`] for direction, start and limit).
+    /// Returns an error when the stream name is invalid; an absent stream
+    /// reads as empty.
+    pub fn read_stream(&self, stream: &str, options: ReadStream) -> Result<Events<F>> {
+        crate::writer::validate_stream_name(stream)?;
+        Ok(Events::stream(self.handle.core.clone(), stream, options))
+    }
+
+    /// Reads all events in global order (see [`ReadAll`] for direction,
+    /// start, limit and filters).
+    pub fn read_all(&self, options: ReadAll) -> Result<Events<F>> {
+        Ok(Events::all(self.handle.core.clone(), options))
+    }
+
+    /// Reads the events of every stream of a category (streams named
+    /// `{category}-...`) in global order, after position `after` (0 for
+    /// all), up to `limit` events.
+    pub fn read_category(&self, category: &str, after: u64, limit: Option<usize>) -> Result<Events<F>> {
+        Ok(Events::category(self.handle.core.clone(), category, after, limit))
+    }
+
+    /// The event at a global position, if it exists.
+    pub fn read_position(&self, position: u64) -> Result<Option<RecordedEvent>> {
+        if position == 0 || position > self.last_position() {
+            return Ok(None);
+        }
+        self.core().read_position(position).map(Some)
+    }
+
+    /// A stream's last version, `None` when it has no events.
+    pub fn stream_version(&self, stream: &str) -> Option<u64> {
+        let v = self.core().published.read().index.stream_version(stream);
+        (v > 0).then_some(v)
+    }
+
+    /// The last global position (0 when the store is empty).
+    pub fn last_position(&self) -> u64 {
+        self.core().published.read().index.last_position()
+    }
+
+    /// Names of all streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        let published = self.core().published.read();
+        let mut names: Vec<String> = published.index.streams().map(|(k, _)| k.to_string()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The `n` streams with the most events, largest first.
+    pub fn largest_streams(&self, n: usize) -> Vec<(String, u64)> {
+        let published = self.core().published.read();
+        let mut all: Vec<(&str, u64)> = published.index.streams().map(|(k, e)| (&**k, e.version())).collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        all.into_iter().take(n).map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// The store's unique id (written in every segment and the index file).
+    pub fn store_id(&self) -> Uuid {
+        self.core().store_id
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.core().dir
+    }
+
+    /// What open found and did: index loaded or rebuilt, events replayed,
+    /// torn tail cut.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.core().report
+    }
+
+    /// Figures about the store.
+    pub fn stats(&self) -> Stats {
+        let core = self.core();
+        let (events, streams, index_memory_bytes) = {
+            let p = core.published.read();
+            (p.index.last_position(), p.index.stream_count() as u64, p.index.memory_bytes() as u64)
+        };
+        let segments = core.segments.read();
+        let disk_bytes = segments.iter().map(|s| s.map.len() as u64).sum();
+        Stats {
+            events,
+            streams,
+            segments: segments.len() as u64,
+            disk_bytes,
+            last_position: events,
+            index_memory_bytes,
+        }
+    }
+
+    /// Makes every acknowledged append durable now (useful in the periodic
+    /// and buffered modes; a no-op cost in durable mode).
+    pub fn sync(&self) -> Result<()> {
+        self.core().sync_tail()
+    }
+
+    /// Saves the index file now, so that the next open replays nothing.
+    pub fn save_index(&self) -> Result<()> {
+        self.core().save_index()
+    }
+
+    /// The last error of a background task (index saving), if any.
+    pub fn background_error(&self) -> Option<String> {
+        self.core().background_error.lock().clone()
+    }
+
+    /// Closes the store: waits for appends in progress, syncs the log,
+    /// saves the index file and releases the directory lock (once every
+    /// clone of the handle is gone). Further calls on any clone fail with
+    /// [`Error::Closed`].
+    pub fn close(self) -> Result<()> {
+        self.handle.close()
+    }
+}
+
+impl<F: FileSystem> fmt::Debug for Store<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.core().dir)
+            .field("store_id", &self.core().store_id)
+            .finish()
+    }
+}
+
+/// Takes the directory lock.
+fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = fs
+        .open(&path, OpenMode::CreateOrOpen)
+        .ctx(|| format!("opening lock file {}", path.display()))?;
+    let locked = file.try_lock().ctx(|| format!("locking {}", path.display()))?;
+    if !locked {
+        return Err(Error::Locked { path: dir.to_path_buf() });
+    }
+    let note = format!("annal store lock, pid {}\n", std::process::id());
+    file.set_len(0).ctx(|| format!("writing {}", path.display()))?;
+    file.write_all_at(note.as_bytes(), 0)
+        .ctx(|| format!("writing {}", path.display()))?;
+    Ok(file)
+}
+
+impl<F: FileSystem> Handle<F> {
+    fn start_threads(&self) -> Result<()> {
+        let (tx, rx) = mpsc::channel::<()>();
+        *self.core.checkpoints.lock() = Some(tx);
+        let core = self.core.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("annal-index".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    while rx.try_recv().is_ok() {}
+                    if let Err(e) = core.save_index() {
+                        *core.background_error.lock() = Some(e.to_string());
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the index thread", e))?;
+        self.threads.lock().push(checkpointer);
+        if let Durability::Periodic(interval) = self.core.options.durability {
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            *self.stop_flusher.lock() = Some(stop_tx);
+            let core = self.core.clone();
+            let flusher = std::thread::Builder::new()
+                .name("annal-sync".into())
+                .spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                        // A failed sync poisons the store inside sync_tail.
+                        let _ = core.sync_tail();
+                    }
+                })
+                .map_err(|e| Error::io("starting the sync thread", e))?;
+            self.threads.lock().push(flusher);
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<()> {
+        let outcome = self.closed.get_or_init(|| self.shutdown().map_err(|e| e.to_string()));
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::Poisoned(e.clone())),
+        }
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let core = &self.core;
+        let poisoned = {
+            let mut w = core.writer.lock();
+            while !w.is_idle() {
+                core.lead_or_wait(&mut w);
+            }
+            w.close();
+            w.poisoned().map(str::to_string)
+        };
+        drop(self.stop_flusher.lock().take());
+        drop(core.checkpoints.lock().take());
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        if let Some(why) = poisoned {
+            return Err(Error::Poisoned(why));
+        }
+        core.sync_tail()?;
+        core.save_index()
+    }
+}
+
+impl<F: FileSystem> Drop for Handle<F> {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl<F: FileSystem> Core<F> {
+    /// Asks the background thread to save the index file.
+    pub(crate) fn request_checkpoint(&self) {
+        if let Some(tx) = &*self.checkpoints.lock() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Leads a pending write, or waits for the current leader.
+    pub(crate) fn lead_or_wait(&self, w: &mut parking_lot::MutexGuard<'_, WriterState>) {
+        if w.is_idle() {
+            return;
+        }
+        if w.poisoned().is_some() {
+            // Nothing more will be written; drop what is queued.
+            w.drop_queue();
+            self.written.notify_all();
+            return;
+        }
+        if w.leader_idle() {
+            self.lead(w);
+        } else {
+            self.written.wait(w);
+        }
+    }
+
+    /// Syncs the active segment; a failure poisons the store.
+    pub(crate) fn sync_tail(&self) -> Result<()> {
+        let result = self.tail.lock().sync();
+        if let Err(e) = &result {
+            self.writer.lock().poison(e.to_string());
+        }
+        result
+    }
+
+    /// Saves the index file for the published state. Syncs the log first
+    /// so that the index never covers bytes a crash could still take away.
+    pub(crate) fn save_index(&self) -> Result<()> {
+        let (bytes, end) = {
+            let p = self.published.read();
+            let checkpoint = Checkpoint {
+                store_id: self.store_id,
+                last_position: p.index.last_position(),
+                end_segment: p.end.segment,
+                end_offset: p.end.offset,
+                last_batch_crc: p.end.last_batch_crc,
+            };
+            (index_file::encode(&p.index, &checkpoint), p.end)
+        };
+        let same_segment = self.tail.lock().segment_id == end.segment;
+        if same_segment {
+            self.sync_tail()?;
+        }
+        io::write_atomic(&self.fs, &self.dir, index_file::FILE_NAME, &bytes)
+            .ctx(|| format!("saving the index file in {}", self.dir.display()))
+    }
+
+    /// Reads the published event at `position`.
+    pub(crate) fn read_position(&self, position: u64) -> Result<RecordedEvent> {
+        let location = self
+            .published
+            .read()
+            .index
+            .location(position)
+            .ok_or_else(|| Error::InvalidInput(format!("no event at position {position}")))?;
+        let view = self
+            .segments
+            .read()
+            .get(location.segment)
+            .cloned()
+            .ok_or_else(|| Error::corruption(&self.dir, location.offset, "index points at a missing segment"))?;
+        view.read(location.offset, position)
+    }
+
+    /// Fills the idempotency window from the log's last events.
+    fn fill_window(&self) -> Result<()> {
+        let capacity = self.options.idempotency_window_events as u64;
+        let last = self.published.read().index.last_position();
+        let first = last.saturating_sub(capacity) + 1;
+        let mut entries = Vec::new();
+        for position in first..=last {
+            let e = self.read_position(position)?;
+            entries.push((e.id(), e.stream().to_string(), e.version(), position));
+        }
+        let mut w = self.writer.lock();
+        let published = self.published.read();
+        for (id, stream, version, position) in entries {
+            let name = published.index.stream_key(&stream).unwrap_or_else(|| Arc::from(stream.as_str()));
+            w.window_insert(id, Written { stream: name, version, position });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,687 @@
+//! The write path: checks, encoding, and group commit.
+//!
+//! An append takes the writer lock, checks expected versions against the
+//! state that includes appends not yet written (so concurrent appends to
+//! one stream get consecutive versions), encodes its batch into the shared
+//! queue, and then waits. Whichever waiting appender finds no write in
+//! progress becomes the leader: it takes the whole queue, releases the
+//! lock, writes every queued batch with one write call per segment and one
+//! data sync in all, then publishes the batches to readers and wakes the
+//! appenders they belong to. Appends that arrive meanwhile queue up behind
+//! it and share the next sync: that is group commit.
+//!
+//! Invariants:
+//! - readers see a batch only after it is written (and, in durable mode,
+//!   synced), and see batches in log order;
+//! - after a failed write or sync the store is poisoned: nothing more is
+//!   acknowledged until it is reopened (a retried fsync can lie).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::MutexGuard;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::{AppendResult, EventData, ExpectedVersion, StreamAppend};
+use crate::idempotency::{IdWindow, Written};
+use crate::index::Location;
+use crate::io::FileSystem;
+use crate::limits;
+use crate::log::frame::{self, BATCH_HEADER_BYTES, RecordInput};
+use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::log::view::SegmentView;
+use crate::options::Durability;
+use crate::recovery::LogEnd;
+use crate::store::Core;
+
+/// A stream with appends queued but not yet published.
+#[derive(Debug)]
+pub(crate) struct PendingStream {
+    /// Interned name.
+    name: Arc<str>,
+    /// The stream's version once everything queued is published.
+    version: u64,
+    /// Id and position of each queued event, from version
+    /// `version - events.len() + 1`.
+    events: Vec<(Uuid, u64)>,
+}
+
+/// An event queued for publication.
+#[derive(Debug)]
+struct Entry {
+    stream: Arc<str>,
+    version: u64,
+    location: Location,
+}
+
+/// Encoded batches for one segment, waiting to be written.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    segment: u64,
+    offset: u64,
+    /// Global position of the chunk's first event.
+    first_position: u64,
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+    last_seq: u64,
+    last_batch_crc: u32,
+}
+
+/// State guarded by the writer lock.
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    next_position: u64,
+    tail_segment: u64,
+    tail_offset: u64,
+    pending: HashMap<Arc<str>, PendingStream>,
+    window: IdWindow,
+    queue: Vec<Chunk>,
+    next_seq: u64,
+    done_seq: u64,
+    published_position: u64,
+    leader_active: bool,
+    poisoned: Option<String>,
+    closed: bool,
+    spare: Vec<Vec<u8>>,
+    bytes_since_checkpoint: u64,
+}
+
+impl WriterState {
+    pub(crate) fn new(end: LogEnd, tail_segment: u64, last_position: u64, window: IdWindow) -> Self {
+        let tail_offset = if end.segment == tail_segment {
+            end.offset
+        } else {
+            SEGMENT_HEADER_BYTES
+        };
+        WriterState {
+            next_position: last_position + 1,
+            tail_segment,
+            tail_offset,
+            pending: HashMap::new(),
+            window,
+            queue: Vec::new(),
+            next_seq: 0,
+            done_seq: 0,
+            published_position: last_position,
+            leader_active: false,
+            poisoned: None,
+            closed: false,
+            spare: Vec::new(),
+            bytes_since_checkpoint: 0,
+        }
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.leader_active && self.queue.is_empty()
+    }
+
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    pub(crate) fn poison(&mut self, why: String) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(why);
+        }
+    }
+
+    pub(crate) fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Forgets queued appends (after poisoning: they will never be written).
+    pub(crate) fn drop_queue(&mut self) {
+        self.queue.clear();
+    }
+
+    /// Whether no appender is writing right now.
+    pub(crate) fn leader_idle(&self) -> bool {
+        !self.leader_active
+    }
+
+    /// Remembers an id in the idempotency window.
+    pub(crate) fn window_insert(&mut self, id: Uuid, written: Written) {
+        self.window.insert(id, written);
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(why) = &self.poisoned {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Checks names, sizes and ids of an append before taking any lock.
+pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Result<()> {
+    if appends.is_empty() {
+        return Err(Error::InvalidInput("an append needs at least one stream".into()));
+    }
+    let mut events = 0usize;
+    let mut bytes = BATCH_HEADER_BYTES;
+    let mut ids = std::collections::HashSet::new();
+    let mut streams = std::collections::HashSet::new();
+    for a in appends {
+        validate_stream_name(&a.stream)?;
+        if !streams.insert(a.stream.as_str()) {
+            return Err(Error::InvalidInput(format!("stream '{}' appears twice in one append", a.stream)));
+        }
+        if a.events.is_empty() {
+            return Err(Error::InvalidInput(format!("no events to append to '{}'", a.stream)));
+        }
+        for e in &a.events {
+            validate_event(e)?;
+            if !ids.insert(e.id) {
+                return Err(Error::DuplicateEventId { id: e.id });
+            }
+            events += 1;
+            bytes += frame::record_len(&a.stream, e);
+        }
+    }
+    if events > limits::BATCH_EVENTS_MAX {
+        return Err(Error::InvalidInput(format!(
+            "{events} events in one append; the limit is {}",
+            limits::BATCH_EVENTS_MAX
+        )));
+    }
+    if bytes > batch_bytes_max {
+        return Err(Error::InvalidInput(format!(
+            "append encodes to {bytes} bytes; the limit is {batch_bytes_max} (see Options::with_segment_size_bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a stream name against the limits.
+pub(crate) fn validate_stream_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > limits::STREAM_NAME_BYTES_MAX {
+        return Err(Error::InvalidInput(format!(
+            "stream name must be 1 to {} bytes, got {}",
+            limits::STREAM_NAME_BYTES_MAX,
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_event(e: &EventData) -> Result<()> {
+    let t = &e.event_type;
+    if t.is_empty() || t.len() > limits::EVENT_TYPE_BYTES_MAX {
+        return Err(Error::InvalidInput(format!(
+            "event type must be 1 to {} bytes, got {}",
+            limits::EVENT_TYPE_BYTES_MAX,
+            t.len()
+        )));
+    }
+    let payload = e.data.len() + e.metadata.len();
+    if payload > limits::EVENT_PAYLOAD_BYTES_MAX {
+        return Err(Error::InvalidInput(format!(
+            "event data + metadata is {payload} bytes; the limit is {}",
+            limits::EVENT_PAYLOAD_BYTES_MAX
+        )));
+    }
+    Ok(())
+}
+
+/// What the checks decided for one stream of an append.
+enum Decision {
+    /// Write the events after `version`.
+    Write { name: Arc<str>, version: u64 },
+    /// An exact retry: return this result without writing.
+    Duplicate(AppendResult),
+}
+
+impl<F: FileSystem> Core<F> {
+    /// Appends to one or more streams atomically.
+    pub(crate) fn append(&self, appends: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        validate(appends, self.options.batch_bytes_max())?;
+        let mut w = self.writer.lock();
+        w.check_open()?;
+        let mut decisions = Vec::with_capacity(appends.len());
+        for a in appends {
+            decisions.push(self.decide(&w, a)?);
+        }
+        let duplicates = decisions.iter().filter(|d| matches!(d, Decision::Duplicate(_))).count();
+        if duplicates == decisions.len() {
+            let results: Vec<AppendResult> = decisions
+                .into_iter()
+                .filter_map(|d| match d {
+                    Decision::Duplicate(r) => Some(r),
+                    Decision::Write { .. } => None,
+                })
+                .collect();
+            let last = results.iter().map(|r| r.last_position).max().unwrap_or(0);
+            self.wait_published(&mut w, last)?;
+            return Ok(results);
+        }
+        if duplicates > 0 {
+            // Part of a multi-stream append was written before, part not:
+            // not a retry of one earlier append.
+            let (a, _) = appends
+                .iter()
+                .zip(&decisions)
+                .find(|(_, d)| matches!(d, Decision::Duplicate(_)))
+                .ok_or(Error::Closed)?;
+            return Err(Error::IdempotencyConflict {
+                stream: a.stream.clone(),
+                id: a.events[0].id,
+            });
+        }
+        let (results, seq) = self.enqueue(&mut w, appends, decisions);
+        self.wait_seq(&mut w, seq)?;
+        Ok(results)
+    }
+
+    /// The stream's version including queued appends, and its name.
+    fn current(&self, w: &WriterState, stream: &str) -> (Option<Arc<str>>, u64) {
+        if let Some(p) = w.pending.get(stream) {
+            return (Some(p.name.clone()), p.version);
+        }
+        let published = self.published.read();
+        let key = published.index.stream_key(stream);
+        let version = published.index.stream_version(stream);
+        (key, version)
+    }
+
+    /// Checks one stream's expected version and idempotency.
+    fn decide(&self, w: &WriterState, a: &StreamAppend) -> Result<Decision> {
+        let (name, version) = self.current(w, &a.stream);
+        let exact = match a.expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::StreamExists => None,
+            ExpectedVersion::Exact(n) => Some(n),
+        };
+        if let Some(n) = exact {
+            if version == n {
+                return self.fresh_ids(w, a, name, version);
+            }
+            if version > n
+                && let Some(result) = self.retry_after(w, a, n)?
+            {
+                return Ok(Decision::Duplicate(result));
+            }
+            return Err(wrong_version(a, version));
+        }
+        if let Some(result) = self.retry_in_window(w, a)? {
+            return Ok(Decision::Duplicate(result));
+        }
+        if a.expected == ExpectedVersion::StreamExists && version == 0 {
+            return Err(wrong_version(a, version));
+        }
+        let name = name.unwrap_or_else(|| Arc::from(a.stream.as_str()));
+        Ok(Decision::Write { name, version })
+    }
+
+    /// Accepts a write whose ids are not already known in the window.
+    fn fresh_ids(&self, w: &WriterState, a: &StreamAppend, name: Option<Arc<str>>, version: u64) -> Result<Decision> {
+        if let Some(e) = a.events.iter().find(|e| w.window.get(&e.id).is_some()) {
+            return Err(Error::IdempotencyConflict {
+                stream: a.stream.clone(),
+                id: e.id,
+            });
+        }
+        let name = name.unwrap_or_else(|| Arc::from(a.stream.as_str()));
+        Ok(Decision::Write { name, version })
+    }
+
+    /// With `Exact(n)`: are the events right after version `n` these very
+    /// events? `Some(result)` when all match, an error when some do.
+    fn retry_after(&self, w: &WriterState, a: &StreamAppend, n: u64) -> Result<Option<AppendResult>> {
+        let mut matched = Vec::with_capacity(a.events.len());
+        for (i, e) in a.events.iter().enumerate() {
+            let version = n + 1 + i as u64;
+            match self.id_at(w, &a.stream, version)? {
+                Some((id, position)) if id == e.id => matched.push(position),
+                _ => break,
+            }
+        }
+        if matched.is_empty() {
+            return Ok(None);
+        }
+        if matched.len() < a.events.len() {
+            return Err(Error::IdempotencyConflict {
+                stream: a.stream.clone(),
+                id: a.events[matched.len()].id,
+            });
+        }
+        Ok(Some(AppendResult {
+            first_version: n + 1,
+            last_version: n + a.events.len() as u64,
+            first_position: matched[0],
+            last_position: matched[matched.len() - 1],
+        }))
+    }
+
+    /// The id and position of `stream`'s event at `version`, queued or
+    /// published.
+    fn id_at(&self, w: &WriterState, stream: &str, version: u64) -> Result<Option<(Uuid, u64)>> {
+        if let Some(p) = w.pending.get(stream) {
+            let first_pending = p.version + 1 - p.events.len() as u64;
+            if version >= first_pending {
+                let i = usize::try_from(version - first_pending).unwrap_or(usize::MAX);
+                return Ok(p.events.get(i).copied());
+            }
+        }
+        let position = {
+            let published = self.published.read();
+            let entry = published.index.stream(stream);
+            let i = usize::try_from(version.wrapping_sub(1)).unwrap_or(usize::MAX);
+            match entry.and_then(|e| e.positions.get(i)) {
+                Some(&p) => p,
+                None => return Ok(None),
+            }
+        };
+        let event = self.read_position(position)?;
+        Ok(Some((event.id(), position)))
+    }
+
+    /// With `Any`/`StreamExists`: is this append a retry of one in the
+    /// recent-id window?
+    fn retry_in_window(&self, w: &WriterState, a: &StreamAppend) -> Result<Option<AppendResult>> {
+        let first = &a.events[0];
+        let Some(start) = w.window.get(&first.id) else {
+            if let Some(e) = a.events.iter().find(|e| w.window.get(&e.id).is_some()) {
+                return Err(Error::IdempotencyConflict {
+                    stream: a.stream.clone(),
+                    id: e.id,
+                });
+            }
+            return Ok(None);
+        };
+        for (i, e) in a.events.iter().enumerate() {
+            let same = w.window.get(&e.id).is_some_and(|x| {
+                *x.stream == *a.stream && x.version == start.version + i as u64 && x.position == start.position + i as u64
+            });
+            if !same {
+                return Err(Error::IdempotencyConflict {
+                    stream: a.stream.clone(),
+                    id: e.id,
+                });
+            }
+        }
+        let k = a.events.len() as u64;
+        Ok(Some(AppendResult {
+            first_version: start.version,
+            last_version: start.version + k - 1,
+            first_position: start.position,
+            last_position: start.position + k - 1,
+        }))
+    }
+
+    /// Assigns versions and positions, encodes the batch into the queue
+    /// and updates the queued-state view. Returns the results and the
+    /// sequence number to wait for.
+    fn enqueue(&self, w: &mut WriterState, appends: &[StreamAppend], decisions: Vec<Decision>) -> (Vec<AppendResult>, u64) {
+        let size: usize = BATCH_HEADER_BYTES
+            + appends
+                .iter()
+                .flat_map(|a| a.events.iter().map(|e| frame::record_len(&a.stream, e)))
+                .sum::<usize>();
+        if w.tail_offset + size as u64 > self.options.segment_size_bytes && w.tail_offset > SEGMENT_HEADER_BYTES {
+            w.tail_segment += 1;
+            w.tail_offset = SEGMENT_HEADER_BYTES;
+        }
+        let first_position = w.next_position;
+        let (segment, offset) = (w.tail_segment, w.tail_offset);
+        let needs_new_chunk = w
+            .queue
+            .last()
+            .is_none_or(|c| c.segment != segment || c.offset + c.bytes.len() as u64 != offset);
+        if needs_new_chunk {
+            let bytes = w.spare.pop().unwrap_or_default();
+            w.queue.push(Chunk {
+                segment,
+                offset,
+                first_position,
+                bytes,
+                entries: Vec::new(),
+                last_seq: 0,
+                last_batch_crc: 0,
+            });
+        }
+        // Versions before each stream's events, in append order.
+        let mut bases: Vec<(Arc<str>, u64)> = Vec::with_capacity(appends.len());
+        let mut results = Vec::with_capacity(appends.len());
+        let mut position = first_position;
+        for (a, d) in appends.iter().zip(decisions) {
+            let Decision::Write { name, version } = d else {
+                continue;
+            };
+            let k = a.events.len() as u64;
+            results.push(AppendResult {
+                first_version: version + 1,
+                last_version: version + k,
+                first_position: position,
+                last_position: position + k - 1,
+            });
+            bases.push((name, version));
+            position += k;
+        }
+        let seq = w.next_seq + 1;
+        w.next_seq = seq;
+        w.tail_offset += size as u64;
+        w.next_position = position;
+        let state = &mut *w;
+        let Some(chunk) = state.queue.last_mut() else {
+            return (results, seq);
+        };
+        let batch_start = chunk.bytes.len();
+        let inputs = appends.iter().zip(&bases).flat_map(|(a, (name, version))| {
+            a.events.iter().enumerate().map(move |(i, e)| RecordInput {
+                stream: name,
+                version: version + 1 + i as u64,
+                event: e,
+            })
+        });
+        let encoded = frame::encode_batch(&mut chunk.bytes, first_position, now_micros(), inputs);
+        debug_assert_eq!(encoded, size);
+        let mut record_at = batch_start + BATCH_HEADER_BYTES;
+        let mut position = first_position;
+        for (a, (name, version)) in appends.iter().zip(&bases) {
+            let pending = state.pending.entry(name.clone()).or_insert_with(|| PendingStream {
+                name: name.clone(),
+                version: *version,
+                events: Vec::new(),
+            });
+            for (i, e) in a.events.iter().enumerate() {
+                let len = frame::parse_record_header(&chunk.bytes[record_at..]).map_or(0, |h| h.record_len as usize);
+                let event_version = version + 1 + i as u64;
+                chunk.entries.push(Entry {
+                    stream: name.clone(),
+                    version: event_version,
+                    location: Location {
+                        segment,
+                        offset: chunk.offset + record_at as u64,
+                    },
+                });
+                pending.events.push((e.id, position));
+                pending.version = event_version;
+                let written = Written {
+                    stream: name.clone(),
+                    version: event_version,
+                    position,
+                };
+                state.window.insert(e.id, written);
+                record_at += len;
+                position += 1;
+            }
+        }
+        chunk.last_batch_crc = frame::parse_batch_header(&chunk.bytes[batch_start..]).map_or(0, |h| h.crc);
+        chunk.last_seq = seq;
+        (results, seq)
+    }
+
+    /// Waits until the append with sequence number `seq` is published,
+    /// leading the write when nobody else is.
+    fn wait_seq(&self, w: &mut MutexGuard<'_, WriterState>, seq: u64) -> Result<()> {
+        loop {
+            if w.done_seq >= seq {
+                return Ok(());
+            }
+            if let Some(why) = &w.poisoned {
+                return Err(Error::Poisoned(why.clone()));
+            }
+            if w.leader_active {
+                self.written.wait(w);
+            } else {
+                self.lead(w);
+            }
+        }
+    }
+
+    /// Waits until `position` is published (for retries of queued appends).
+    fn wait_published(&self, w: &mut MutexGuard<'_, WriterState>, position: u64) -> Result<()> {
+        loop {
+            if w.published_position >= position {
+                return Ok(());
+            }
+            if let Some(why) = &w.poisoned {
+                return Err(Error::Poisoned(why.clone()));
+            }
+            if w.leader_active {
+                self.written.wait(w);
+            } else {
+                self.lead(w);
+            }
+        }
+    }
+
+    /// Writes everything queued, then publishes it. Called and returns
+    /// with the writer lock held; releases it during I/O.
+    pub(crate) fn lead(&self, w: &mut MutexGuard<'_, WriterState>) {
+        w.leader_active = true;
+        let chunks = std::mem::take(&mut w.queue);
+        let outcome = MutexGuard::unlocked(w, || self.write_chunks(&chunks));
+        match outcome {
+            Ok(views) => self.publish(w, chunks, views),
+            Err(e) => w.poison(e.to_string()),
+        }
+        w.leader_active = false;
+        self.written.notify_all();
+    }
+
+    /// The I/O of a group commit: roll segments as the chunks require,
+    /// write each chunk, sync. Returns views to replace or add for readers.
+    fn write_chunks(&self, chunks: &[Chunk]) -> Result<Vec<Arc<SegmentView>>> {
+        let mut tail = self.tail.lock();
+        let mut views = Vec::new();
+        for chunk in chunks {
+            if chunk.segment != tail.segment_id {
+                debug_assert_eq!(chunk.segment, tail.segment_id + 1);
+                let end = chunk_end_before_roll(chunks, tail.segment_id, self.published_end_in(tail.segment_id));
+                tail.seal(end)?;
+                views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, 0)));
+                let header = tail.next_header(self.store_id, chunk.first_position);
+                *tail = crate::log::tail::LogTail::create(&self.fs, &self.dir, header, self.options.segment_size_bytes)?;
+                views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, SEGMENT_HEADER_BYTES)));
+            }
+            let end = chunk.offset + chunk.bytes.len() as u64;
+            if tail.ensure_allocated(end)? {
+                views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, 0)));
+            }
+            tail.write(&chunk.bytes, chunk.offset)?;
+        }
+        if self.options.durability == Durability::Sync {
+            tail.sync()?;
+        }
+        if !F::MAP_IS_LIVE {
+            views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, 0)));
+        }
+        Ok(views)
+    }
+
+    /// End of the published data in `segment` (the header's end when the
+    /// published log ends in an earlier segment).
+    fn published_end_in(&self, segment: u64) -> u64 {
+        let published = self.published.read();
+        if published.end.segment == segment {
+            published.end.offset
+        } else {
+            SEGMENT_HEADER_BYTES
+        }
+    }
+
+    /// Makes written chunks visible: segment views first, then the index.
+    fn publish(&self, w: &mut WriterState, chunks: Vec<Chunk>, views: Vec<Arc<SegmentView>>) {
+        {
+            let mut segments = self.segments.write();
+            for view in views {
+                let verified = segments.get(view.id).map_or(SEGMENT_HEADER_BYTES, |old| old.verified_end());
+                let view = SegmentView::new(view.id, view.path.clone(), view.map.clone(), verified.max(view.verified_end()));
+                segments.put(Arc::new(view));
+            }
+            for chunk in &chunks {
+                if let Some(view) = segments.get(chunk.segment) {
+                    view.advance_verified(chunk.offset, chunk.offset + chunk.bytes.len() as u64);
+                }
+            }
+        }
+        let mut published = self.published.write();
+        let mut written = 0u64;
+        for chunk in &chunks {
+            let mut position = chunk.first_position;
+            for e in &chunk.entries {
+                if let Err(reason) = published.index.push(&e.stream, e.version, position, e.location) {
+                    w.poison(format!("internal error: {reason}"));
+                    return;
+                }
+                position += 1;
+            }
+            published.end = LogEnd {
+                segment: chunk.segment,
+                offset: chunk.offset + chunk.bytes.len() as u64,
+                last_batch_crc: chunk.last_batch_crc,
+            };
+            written += chunk.bytes.len() as u64;
+        }
+        let last_position = published.index.last_position();
+        drop(published);
+        w.published_position = last_position;
+        w.done_seq = chunks.iter().map(|c| c.last_seq).max().unwrap_or(w.done_seq).max(w.done_seq);
+        w.pending.retain(|_, p| p.events.last().is_some_and(|&(_, pos)| pos > last_position));
+        for mut chunk in chunks {
+            chunk.bytes.clear();
+            if w.spare.len() < 4 {
+                w.spare.push(chunk.bytes);
+            }
+        }
+        w.bytes_since_checkpoint += written;
+        if w.bytes_since_checkpoint >= self.options.index_checkpoint_bytes {
+            w.bytes_since_checkpoint = 0;
+            self.request_checkpoint();
+        }
+    }
+}
+
+/// Where the data of segment `segment` ends, given the chunks of a group
+/// that wrote into it before rolling.
+fn chunk_end_before_roll(chunks: &[Chunk], segment: u64, published_end: u64) -> u64 {
+    chunks
+        .iter()
+        .filter(|c| c.segment == segment)
+        .map(|c| c.offset + c.bytes.len() as u64)
+        .max()
+        .unwrap_or(published_end)
+}
+
+/// Reject with the actual version.
+fn wrong_version(a: &StreamAppend, version: u64) -> Error {
+    Error::WrongExpectedVersion {
+        stream: a.stream.clone(),
+        expected: a.expected,
+        actual: (version > 0).then_some(version),
+    }
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
