@@ -48,7 +48,9 @@ pub enum Error {
     /// An append reused event ids that are already stored, but not as an
     /// exact retry of one earlier append (some ids match, others do not, or
     /// they are in another stream or order). Nothing was written.
-    #[error("event id {id} in stream '{stream}' was already written by a different append (partial or mismatched retry)")]
+    #[error(
+        "event id {id} in stream '{stream}' was already written by a different append (partial or mismatched retry)"
+    )]
     IdempotencyConflict {
         /// The stream of the rejected append.
         stream: String,

@@ -308,7 +308,8 @@ impl RecordedEvent {
 
     /// The metadata as a shared [`Bytes`] handle (no copy).
     pub fn metadata_bytes(&self) -> Bytes {
-        self.record.slice(usize::from(self.type_end)..self.metadata_end as usize)
+        self.record
+            .slice(usize::from(self.type_end)..self.metadata_end as usize)
     }
 
     /// When the append that wrote this event happened, in microseconds
@@ -388,13 +389,18 @@ mod tests {
     #[test]
     fn metadata_fields_merge_into_objects() {
         let id = Uuid::from_u128(7);
-        let e = EventData::new("T", "{}").with_metadata(r#"{"user":"a,b","n":[1,2]}"#).correlation_id(id);
+        let e = EventData::new("T", "{}")
+            .with_metadata(r#"{"user":"a,b","n":[1,2]}"#)
+            .correlation_id(id);
         let text = std::str::from_utf8(e.metadata()).unwrap();
         assert_eq!(text, format!(r#"{{"user":"a,b","n":[1,2],"$correlationId":"{id}"}}"#));
         let e = e.correlation_id(Uuid::from_u128(8));
         let text = std::str::from_utf8(e.metadata()).unwrap();
         assert_eq!(text.matches("$correlationId").count(), 1);
-        assert_eq!(json_string_field(e.metadata(), CORRELATION_ID_KEY), Some(Uuid::from_u128(8).to_string().as_str()));
+        assert_eq!(
+            json_string_field(e.metadata(), CORRELATION_ID_KEY),
+            Some(Uuid::from_u128(8).to_string().as_str())
+        );
     }
 
     #[test]

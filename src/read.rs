@@ -141,7 +141,10 @@ struct Filter {
 impl Filter {
     fn accepts(&self, e: &RecordedEvent) -> bool {
         let type_ok = self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.event_type());
-        let prefix_ok = self.stream_prefix.as_ref().is_none_or(|p| e.stream().starts_with(p.as_str()));
+        let prefix_ok = self
+            .stream_prefix
+            .as_ref()
+            .is_none_or(|p| e.stream().starts_with(p.as_str()));
         type_ok && prefix_ok
     }
 }
@@ -162,7 +165,10 @@ impl<F: FileSystem> Events<F> {
     pub(crate) fn stream(core: Arc<Core<F>>, stream: &str, options: ReadStream) -> Self {
         let positions = {
             let published = core.published.read();
-            let all = published.index.stream(stream).map_or(&[][..], |e| e.positions.as_slice());
+            let all = published
+                .index
+                .stream(stream)
+                .map_or(&[][..], |e| e.positions.as_slice());
             select_versions(all, &options)
         };
         Events::new(core, Source::List { positions, next: 0 }, Filter::default(), None)
@@ -252,13 +258,9 @@ impl<F: FileSystem> Events<F> {
         {
             return Ok(v.clone());
         }
-        let view = self
-            .core
-            .segments
-            .read()
-            .get(segment)
-            .cloned()
-            .ok_or_else(|| Error::corruption(&self.core.dir, 0, format!("index points at missing segment {segment}")))?;
+        let view = self.core.segments.read().get(segment).cloned().ok_or_else(|| {
+            Error::corruption(&self.core.dir, 0, format!("index points at missing segment {segment}"))
+        })?;
         self.view = Some(view.clone());
         Ok(view)
     }

@@ -124,7 +124,11 @@ fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Resu
 
 fn check_contiguous(dir: &Path, ids: &[u64]) -> Result<()> {
     if ids[0] != 1 {
-        return Err(Error::corruption(segment::path(dir, 1), 0, "the first segment file is missing"));
+        return Err(Error::corruption(
+            segment::path(dir, 1),
+            0,
+            "the first segment file is missing",
+        ));
     }
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
@@ -182,7 +186,11 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64]) -> Result<Vec<F
         file.read_exact_at(&mut head, 0).ctx(ctx)?;
         let header = SegmentHeader::decode(&head, &path)?;
         if header.segment_id != id {
-            return Err(Error::corruption(&path, 0, "segment number in header differs from file name"));
+            return Err(Error::corruption(
+                &path,
+                0,
+                "segment number in header differs from file name",
+            ));
         }
         if let Some(first) = found.first()
             && first.header.store_id != header.store_id
@@ -190,7 +198,12 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64]) -> Result<Vec<F
             return Err(Error::corruption(&path, 0, "segment belongs to another store"));
         }
         let map = file.map(len).ctx(ctx)?;
-        found.push(Found { header, path, file, map });
+        found.push(Found {
+            header,
+            path,
+            file,
+            map,
+        });
     }
     Ok(found)
 }
@@ -223,15 +236,23 @@ fn load_index<F: FileSystem>(fs: &F, dir: &Path, found: &[Found<F>]) -> Result<(
         }
         return Ok((index, checkpoint));
     }
-    let location = index.location(checkpoint.last_position).ok_or("index file lacks its last position")?;
+    let location = index
+        .location(checkpoint.last_position)
+        .ok_or("index file lacks its last position")?;
     if location.segment != checkpoint.end_segment {
         return Err("index file's last event is not in its end segment".into());
     }
     let map = &end_segment.map;
     let record_at = usize::try_from(location.offset).map_err(|_| "offset out of range")?;
-    let record = map.get(record_at..).and_then(frame::parse_record_header).ok_or("last event not in the log")?;
-    let batch_at = record_at.checked_sub(record.batch_back as usize).ok_or("last event not in the log")?;
-    let header = frame::check_batch(&map[batch_at..], |_, _| {}).map_err(|_| "the index file's last batch is not in the log")?;
+    let record = map
+        .get(record_at..)
+        .and_then(frame::parse_record_header)
+        .ok_or("last event not in the log")?;
+    let batch_at = record_at
+        .checked_sub(record.batch_back as usize)
+        .ok_or("last event not in the log")?;
+    let header =
+        frame::check_batch(&map[batch_at..], |_, _| {}).map_err(|_| "the index file's last batch is not in the log")?;
     let last = header.first_position + u64::from(header.record_count) - 1;
     if header.crc != checkpoint.last_batch_crc
         || last != checkpoint.last_position
@@ -288,9 +309,17 @@ fn replay<F: FileSystem>(
         let mut verified = SEGMENT_HEADER_BYTES;
         let mut map = seg.map;
         if id >= start_segment {
-            let from = if id == start_segment { start_offset } else { SEGMENT_HEADER_BYTES };
+            let from = if id == start_segment {
+                start_offset
+            } else {
+                SEGMENT_HEADER_BYTES
+            };
             if from == SEGMENT_HEADER_BYTES && seg.header.first_position != index.last_position() + 1 {
-                return Err(Error::corruption(&seg.path, 0, "segment does not start at the next global position"));
+                return Err(Error::corruption(
+                    &seg.path,
+                    0,
+                    "segment does not start at the next global position",
+                ));
             }
             let (data_end, torn) = replay_segment(&seg.path, id, &map, from, last, &mut index, &mut end, &mut report)?;
             if let Some(dirty_end) = torn {
@@ -352,7 +381,11 @@ fn replay_segment(
             return;
         }
         if header.first_position != index.last_position() + 1 {
-            failure = Some(Error::corruption(path, batch_at, "batch does not start at the next global position"));
+            failure = Some(Error::corruption(
+                path,
+                batch_at,
+                "batch does not start at the next global position",
+            ));
             return;
         }
         for (k, r) in records.iter().enumerate() {

@@ -261,7 +261,11 @@ impl<F: FileSystem> Store<F> {
         let core = self.core();
         let (events, streams, index_memory_bytes) = {
             let p = core.published.read();
-            (p.index.last_position(), p.index.stream_count() as u64, p.index.memory_bytes() as u64)
+            (
+                p.index.last_position(),
+                p.index.stream_count() as u64,
+                p.index.memory_bytes() as u64,
+            )
         };
         let segments = core.segments.read();
         let disk_bytes = segments.iter().map(|s| s.map.len() as u64).sum();
@@ -317,7 +321,9 @@ fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
         .ctx(|| format!("opening lock file {}", path.display()))?;
     let locked = file.try_lock().ctx(|| format!("locking {}", path.display()))?;
     if !locked {
-        return Err(Error::Locked { path: dir.to_path_buf() });
+        return Err(Error::Locked {
+            path: dir.to_path_buf(),
+        });
     }
     let note = format!("annal store lock, pid {}\n", std::process::id());
     file.set_len(0).ctx(|| format!("writing {}", path.display()))?;
@@ -485,8 +491,18 @@ impl<F: FileSystem> Core<F> {
         let mut w = self.writer.lock();
         let published = self.published.read();
         for (id, stream, version, position) in entries {
-            let name = published.index.stream_key(&stream).unwrap_or_else(|| Arc::from(stream.as_str()));
-            w.window_insert(id, Written { stream: name, version, position });
+            let name = published
+                .index
+                .stream_key(&stream)
+                .unwrap_or_else(|| Arc::from(stream.as_str()));
+            w.window_insert(
+                id,
+                Written {
+                    stream: name,
+                    version,
+                    position,
+                },
+            );
         }
         Ok(())
     }

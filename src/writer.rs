@@ -169,7 +169,10 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
     for a in appends {
         validate_stream_name(&a.stream)?;
         if !streams.insert(a.stream.as_str()) {
-            return Err(Error::InvalidInput(format!("stream '{}' appears twice in one append", a.stream)));
+            return Err(Error::InvalidInput(format!(
+                "stream '{}' appears twice in one append",
+                a.stream
+            )));
         }
         if a.events.is_empty() {
             return Err(Error::InvalidInput(format!("no events to append to '{}'", a.stream)));
@@ -396,7 +399,9 @@ impl<F: FileSystem> Core<F> {
         };
         for (i, e) in a.events.iter().enumerate() {
             let same = w.window.get(&e.id).is_some_and(|x| {
-                *x.stream == *a.stream && x.version == start.version + i as u64 && x.position == start.position + i as u64
+                *x.stream == *a.stream
+                    && x.version == start.version + i as u64
+                    && x.position == start.position + i as u64
             });
             if !same {
                 return Err(Error::IdempotencyConflict {
@@ -417,7 +422,12 @@ impl<F: FileSystem> Core<F> {
     /// Assigns versions and positions, encodes the batch into the queue
     /// and updates the queued-state view. Returns the results and the
     /// sequence number to wait for.
-    fn enqueue(&self, w: &mut WriterState, appends: &[StreamAppend], decisions: Vec<Decision>) -> (Vec<AppendResult>, u64) {
+    fn enqueue(
+        &self,
+        w: &mut WriterState,
+        appends: &[StreamAppend],
+        decisions: Vec<Decision>,
+    ) -> (Vec<AppendResult>, u64) {
         let size: usize = BATCH_HEADER_BYTES
             + appends
                 .iter()
@@ -576,14 +586,30 @@ impl<F: FileSystem> Core<F> {
                 debug_assert_eq!(chunk.segment, tail.segment_id + 1);
                 let end = chunk_end_before_roll(chunks, tail.segment_id, self.published_end_in(tail.segment_id));
                 tail.seal(end)?;
-                views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, 0)));
+                views.push(Arc::new(SegmentView::new(
+                    tail.segment_id,
+                    tail.path.clone(),
+                    tail.map()?,
+                    0,
+                )));
                 let header = tail.next_header(self.store_id, chunk.first_position);
-                *tail = crate::log::tail::LogTail::create(&self.fs, &self.dir, header, self.options.segment_size_bytes)?;
-                views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, SEGMENT_HEADER_BYTES)));
+                *tail =
+                    crate::log::tail::LogTail::create(&self.fs, &self.dir, header, self.options.segment_size_bytes)?;
+                views.push(Arc::new(SegmentView::new(
+                    tail.segment_id,
+                    tail.path.clone(),
+                    tail.map()?,
+                    SEGMENT_HEADER_BYTES,
+                )));
             }
             let end = chunk.offset + chunk.bytes.len() as u64;
             if tail.ensure_allocated(end)? {
-                views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, 0)));
+                views.push(Arc::new(SegmentView::new(
+                    tail.segment_id,
+                    tail.path.clone(),
+                    tail.map()?,
+                    0,
+                )));
             }
             tail.write(&chunk.bytes, chunk.offset)?;
         }
@@ -591,7 +617,12 @@ impl<F: FileSystem> Core<F> {
             tail.sync()?;
         }
         if !F::MAP_IS_LIVE {
-            views.push(Arc::new(SegmentView::new(tail.segment_id, tail.path.clone(), tail.map()?, 0)));
+            views.push(Arc::new(SegmentView::new(
+                tail.segment_id,
+                tail.path.clone(),
+                tail.map()?,
+                0,
+            )));
         }
         Ok(views)
     }
@@ -612,8 +643,15 @@ impl<F: FileSystem> Core<F> {
         {
             let mut segments = self.segments.write();
             for view in views {
-                let verified = segments.get(view.id).map_or(SEGMENT_HEADER_BYTES, |old| old.verified_end());
-                let view = SegmentView::new(view.id, view.path.clone(), view.map.clone(), verified.max(view.verified_end()));
+                let verified = segments
+                    .get(view.id)
+                    .map_or(SEGMENT_HEADER_BYTES, |old| old.verified_end());
+                let view = SegmentView::new(
+                    view.id,
+                    view.path.clone(),
+                    view.map.clone(),
+                    verified.max(view.verified_end()),
+                );
                 segments.put(Arc::new(view));
             }
             for chunk in &chunks {
@@ -643,8 +681,14 @@ impl<F: FileSystem> Core<F> {
         let last_position = published.index.last_position();
         drop(published);
         w.published_position = last_position;
-        w.done_seq = chunks.iter().map(|c| c.last_seq).max().unwrap_or(w.done_seq).max(w.done_seq);
-        w.pending.retain(|_, p| p.events.last().is_some_and(|&(_, pos)| pos > last_position));
+        w.done_seq = chunks
+            .iter()
+            .map(|c| c.last_seq)
+            .max()
+            .unwrap_or(w.done_seq)
+            .max(w.done_seq);
+        w.pending
+            .retain(|_, p| p.events.last().is_some_and(|&(_, pos)| pos > last_position));
         for mut chunk in chunks {
             chunk.bytes.clear();
             if w.spare.len() < 4 {

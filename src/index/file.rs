@@ -136,18 +136,22 @@ pub fn decode(bytes: &[u8]) -> Result<(Index, Checkpoint), DecodeError> {
     let (checkpoint, stream_count, body_len) = decode_checkpoint(bytes)?;
     let body_len = usize::try_from(body_len).map_err(|_| "body length out of range")?;
     if bytes.len() != HEADER_BYTES + body_len + 4 {
-        return Err(format!("file is {} bytes, header says {}", bytes.len(), HEADER_BYTES + body_len + 4));
+        return Err(format!(
+            "file is {} bytes, header says {}",
+            bytes.len(),
+            HEADER_BYTES + body_len + 4
+        ));
     }
     let body = &bytes[HEADER_BYTES..HEADER_BYTES + body_len];
     if crc32fast::hash(body) != u32_at(bytes, HEADER_BYTES + body_len) {
         return Err("body CRC mismatch".into());
     }
     let events = usize::try_from(checkpoint.last_position).map_err(|_| "too many events")?;
-    let table_len = events.checked_mul(8).filter(|&n| n <= body.len()).ok_or("location table overruns the file")?;
-    let locations: Vec<u64> = body[..table_len]
-        .chunks_exact(8)
-        .map(|c| u64_at(c, 0))
-        .collect();
+    let table_len = events
+        .checked_mul(8)
+        .filter(|&n| n <= body.len())
+        .ok_or("location table overruns the file")?;
+    let locations: Vec<u64> = body[..table_len].chunks_exact(8).map(|c| u64_at(c, 0)).collect();
     let streams = decode_streams(&body[table_len..], stream_count, checkpoint.last_position)?;
     Ok((Index::from_parts(locations, streams), checkpoint))
 }
@@ -174,7 +178,10 @@ fn decode_streams(mut rest: &[u8], stream_count: u32, last_position: u64) -> Res
         let count = u64_at(after, name_len);
         let after = after.get(name_len + 8..).ok_or("stream entry cut short")?;
         let count = usize::try_from(count).map_err(|_| "event count out of range")?;
-        let bytes = count.checked_mul(8).filter(|&n| n <= after.len()).ok_or("positions overrun the file")?;
+        let bytes = count
+            .checked_mul(8)
+            .filter(|&n| n <= after.len())
+            .ok_or("positions overrun the file")?;
         if count == 0 {
             return Err(format!("stream '{name}' has no events"));
         }
@@ -216,7 +223,17 @@ mod tests {
         for p in 1..=20u64 {
             let stream = format!("s-{}", p % 3);
             let version = index.stream_version(&stream) + 1;
-            index.push(&stream, version, p, Location { segment: 1, offset: 64 + p * 100 }).unwrap();
+            index
+                .push(
+                    &stream,
+                    version,
+                    p,
+                    Location {
+                        segment: 1,
+                        offset: 64 + p * 100,
+                    },
+                )
+                .unwrap();
         }
         let checkpoint = Checkpoint {
             store_id: Uuid::from_u128(5),

@@ -110,7 +110,10 @@ impl Index {
     /// The location of a global position.
     pub fn location(&self, position: u64) -> Option<Location> {
         let i = position.checked_sub(1)?;
-        self.locations.get(usize::try_from(i).ok()?).copied().map(Location::unpack)
+        self.locations
+            .get(usize::try_from(i).ok()?)
+            .copied()
+            .map(Location::unpack)
     }
 
     /// The packed location table (for the index file).

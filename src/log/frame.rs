@@ -210,10 +210,16 @@ pub fn parse_batch_header(bytes: &[u8]) -> Result<BatchHeader, FrameError> {
     };
     let min_len = BATCH_HEADER_BYTES + RECORD_HEADER_BYTES;
     if (header.frame_len as usize) < min_len || header.frame_len as usize > limits::BATCH_BYTES_MAX {
-        return Err(FrameError::Invalid(format!("batch length {} out of range", header.frame_len)));
+        return Err(FrameError::Invalid(format!(
+            "batch length {} out of range",
+            header.frame_len
+        )));
     }
     if header.record_count == 0 || header.record_count as usize > limits::BATCH_EVENTS_MAX {
-        return Err(FrameError::Invalid(format!("record count {} out of range", header.record_count)));
+        return Err(FrameError::Invalid(format!(
+            "record count {} out of range",
+            header.record_count
+        )));
     }
     Ok(header)
 }
@@ -412,7 +418,10 @@ mod tests {
             for bit in 0..8 {
                 let mut copy = buf.clone();
                 copy[byte] ^= 1 << bit;
-                assert!(check_batch(&copy, |_, _| {}).is_err(), "flip at {byte}:{bit} undetected");
+                assert!(
+                    check_batch(&copy, |_, _| {}).is_err(),
+                    "flip at {byte}:{bit} undetected"
+                );
             }
         }
     }

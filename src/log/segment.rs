@@ -143,11 +143,7 @@ pub enum ScanEnd {
 /// fully and calling `each` for every batch and record, until the data
 /// ends. Decides whether what follows the last valid batch is clean, a
 /// torn tail or corruption.
-pub fn scan(
-    bytes: &[u8],
-    start: u64,
-    mut each: impl FnMut(u64, &BatchHeader, &[CheckedRecord]),
-) -> ScanEnd {
+pub fn scan(bytes: &[u8], start: u64, mut each: impl FnMut(u64, &BatchHeader, &[CheckedRecord])) -> ScanEnd {
     let mut offset = start as usize;
     let mut records = Vec::new();
     loop {
@@ -198,7 +194,10 @@ fn classify_tail(bytes: &[u8], offset: usize, reason: String) -> ScanEnd {
 pub fn find_valid_batch(bytes: &[u8], from: usize) -> Option<usize> {
     let magic = frame::BATCH_MAGIC.to_le_bytes();
     let mut at = from;
-    while let Some(found) = bytes.get(at..).and_then(|rest| rest.windows(4).position(|w| w == magic)) {
+    while let Some(found) = bytes
+        .get(at..)
+        .and_then(|rest| rest.windows(4).position(|w| w == magic))
+    {
         let candidate = at + found;
         if frame::check_batch(&bytes[candidate..], |_, _| {}).is_ok() {
             return Some(candidate);

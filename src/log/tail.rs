@@ -71,7 +71,9 @@ impl<F: FileSystem> LogTail<F> {
         if end <= self.allocated {
             return Ok(false);
         }
-        let step = self.allocated.clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
+        let step = self
+            .allocated
+            .clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
         let target = end.max(self.allocated + step).min(self.segment_size.max(end));
         let ctx = || format!("preallocating {}", self.path.display());
         write_zeros(&self.file, self.allocated, target).ctx(ctx)?;

@@ -61,11 +61,18 @@ impl SegmentView {
             return Ok(());
         }
         while at <= offset {
-            let rest = usize::try_from(at).ok().and_then(|a| self.map.get(a..)).unwrap_or_default();
+            let rest = usize::try_from(at)
+                .ok()
+                .and_then(|a| self.map.get(a..))
+                .unwrap_or_default();
             match frame::check_batch(rest, |_, _| {}) {
                 Ok(header) => at += u64::from(header.frame_len),
                 Err(FrameError::End) | Err(FrameError::Truncated) => {
-                    return Err(Error::corruption(&self.path, at, "indexed event lies past the end of the log"));
+                    return Err(Error::corruption(
+                        &self.path,
+                        at,
+                        "indexed event lies past the end of the log",
+                    ));
                 }
                 Err(FrameError::Invalid(reason)) => return Err(Error::corruption(&self.path, at, reason)),
             }
