@@ -1,0 +1,283 @@
+//! Reopening after clean closes, torn tails, corruption and bad index files.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use annal::{Error, ExpectedVersion, Options, RecordedEvent, Store};
+use common::*;
+
+type Summary = Vec<(u64, String, u64, annal::Uuid, Vec<u8>, Vec<u8>)>;
+
+fn summary(events: &[RecordedEvent]) -> Summary {
+    events
+        .iter()
+        .map(|e| (e.position(), e.stream().to_string(), e.version(), e.id(), e.data().to_vec(), e.metadata().to_vec()))
+        .collect()
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(annal::log::segment::file_name(id))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != annal::LOCK_FILE_NAME {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Writes `batches` appends of 1..=3 events and returns the byte range of
+/// the last batch in segment 1.
+fn build(dir: &Path, batches: u64) -> (u64, u64) {
+    let store = Store::open(dir, Options::default()).unwrap();
+    for i in 0..batches {
+        let events: Vec<_> = (0..(i % 3 + 1)).map(|k| event("E", i * 10 + k)).collect();
+        store.append(&format!("S-{}", i % 4), ExpectedVersion::Any, events).unwrap();
+    }
+    let last = store.read_position(store.last_position()).unwrap().unwrap();
+    let raw = last.raw_record();
+    // The record's back-offset (bytes 8..12) leads to its batch's start.
+    let back = u32::from_le_bytes(raw[8..12].try_into().unwrap()) as u64;
+    let record_at = find(dir, raw);
+    let batch_start = record_at - back;
+    let batch_end = record_at + raw.len() as u64;
+    store.close().unwrap();
+    (batch_start, batch_end)
+}
+
+fn find(dir: &Path, needle: &[u8]) -> u64 {
+    let bytes = fs::read(segment_path(dir, 1)).unwrap();
+    bytes.windows(needle.len()).position(|w| w == needle).unwrap() as u64
+}
+
+#[test]
+fn clean_reopen_loads_the_index_and_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 30);
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let report = store.recovery_report();
+    assert!(report.index_loaded, "{report:?}");
+    assert_eq!(report.replayed_events, 0);
+    assert_eq!(store.last_position(), (0..30).map(|i| i % 3 + 1).sum::<u64>());
+}
+
+#[test]
+fn torn_last_batch_is_cut_at_every_byte_offset() {
+    let base = tempfile::tempdir().unwrap();
+    let (start, end) = build(base.path(), 12);
+    let full = summary(&all(&Store::open(base.path(), Options::default()).unwrap()));
+    let last_count = 11 % 3 + 1; // the last batch (i = 11) has 3 events
+    let kept = full.len() - last_count;
+    fs::remove_file(base.path().join("index")).unwrap();
+    for cut in start..end {
+        for zero_fill in [true, false] {
+            let work = tempfile::tempdir().unwrap();
+            copy_dir(base.path(), work.path());
+            let seg = segment_path(work.path(), 1);
+            let mut bytes = fs::read(&seg).unwrap();
+            if zero_fill {
+                // The preallocated file: unsynced bytes come back as zeros.
+                bytes[cut as usize..end as usize].fill(0);
+            } else {
+                bytes.truncate(cut as usize);
+            }
+            fs::write(&seg, &bytes).unwrap();
+            let store = Store::open(work.path(), Options::default())
+                .unwrap_or_else(|e| panic!("cut at {cut} (zero fill {zero_fill}): {e}"));
+            let got = summary(&all(&store));
+            assert_eq!(got, full[..kept], "cut at {cut}");
+            // The store goes on: a new append lands right after.
+            let r = store.append("New-1", ExpectedVersion::NoStream, [event("E", 1)]).unwrap();
+            assert_eq!(r.first_position, kept as u64 + 1);
+            drop(store);
+            let store = Store::open(work.path(), Options::default()).unwrap();
+            assert_eq!(store.last_position(), kept as u64 + 1);
+        }
+    }
+}
+
+#[test]
+fn garbage_after_the_last_batch_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, end) = build(dir.path(), 5);
+    let seg = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    for (i, b) in bytes[end as usize..end as usize + 100].iter_mut().enumerate() {
+        *b = (i * 37 + 11) as u8;
+    }
+    fs::write(&seg, &bytes).unwrap();
+    fs::remove_file(dir.path().join("index")).unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.recovery_report().torn_tail_bytes, 100);
+    assert_eq!(store.last_position(), 9); // batches of 1, 2, 3, 1, 2 events
+    drop(store);
+    // The garbage was zeroed: the next open finds a clean end.
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.recovery_report().torn_tail_bytes, 0);
+}
+
+#[test]
+fn a_bad_crc_followed_by_valid_data_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 20);
+    fs::remove_file(dir.path().join("index")).unwrap();
+    let seg = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let at = 64 + 50; // inside the first batch
+    bytes[at] ^= 0x40;
+    fs::write(&seg, &bytes).unwrap();
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    match &err {
+        Error::Corruption { file, offset, .. } => {
+            assert_eq!(file, &seg);
+            assert_eq!(*offset, 64);
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(err.to_string().contains("00000000000000000001.seg"), "{err}");
+}
+
+#[test]
+fn corruption_before_the_index_checkpoint_is_reported_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 20);
+    let seg = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[64 + 60] ^= 0x01; // in the first batch, which the index covers
+    fs::write(&seg, &bytes).unwrap();
+    let store = Store::open(dir.path(), Options::default());
+    // Open may refuse (it reads the last events for the idempotency window)
+    // or succeed; either way the bad event is never returned as data.
+    if let Ok(store) = store {
+        let first = store.read_all(annal::ReadAll::forward()).unwrap().next().unwrap();
+        assert!(matches!(first, Err(Error::Corruption { offset: 64, .. })), "{first:?}");
+    }
+}
+
+#[test]
+fn stale_index_file_is_used_and_the_tail_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 10);
+    let stale = fs::read(dir.path().join("index")).unwrap();
+    let expected = {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        for i in 0..7 {
+            store.append("Late-1", ExpectedVersion::Any, [event("L", i)]).unwrap();
+        }
+        summary(&all(&store))
+    };
+    fs::write(dir.path().join("index"), &stale).unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert!(store.recovery_report().index_loaded);
+    assert_eq!(store.recovery_report().replayed_events, 7);
+    assert_eq!(summary(&all(&store)), expected);
+    assert_eq!(store.stream_version("Late-1"), Some(7));
+}
+
+#[test]
+fn corrupt_foreign_or_ahead_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 10);
+    let expected = summary(&all(&Store::open(dir.path(), Options::default()).unwrap()));
+    let good = fs::read(dir.path().join("index")).unwrap();
+
+    // Corrupt: one flipped bit anywhere.
+    for at in [0usize, 20, 40, 79, 100, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x08;
+        fs::write(dir.path().join("index"), &bad).unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        assert!(!store.recovery_report().index_loaded, "flip at {at}");
+        assert_eq!(summary(&all(&store)), expected);
+    }
+
+    // Foreign: the index of another store.
+    let other = tempfile::tempdir().unwrap();
+    build(other.path(), 10);
+    fs::copy(other.path().join("index"), dir.path().join("index")).unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert!(!store.recovery_report().index_loaded);
+    assert!(store.recovery_report().index_rejected.as_deref().unwrap().contains("another store"));
+    assert_eq!(summary(&all(&store)), expected);
+    store.close().unwrap();
+
+    // Ahead: the index covers a batch the log lost.
+    let ahead = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), ahead.path());
+    {
+        let store = Store::open(ahead.path(), Options::default()).unwrap();
+        store.append("Lost-1", ExpectedVersion::Any, [event("L", 1)]).unwrap();
+    }
+    fs::copy(ahead.path().join("index"), dir.path().join("index")).unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert!(!store.recovery_report().index_loaded);
+    assert_eq!(summary(&all(&store)), expected);
+    assert_eq!(store.stream_version("Lost-1"), None);
+}
+
+#[test]
+fn missing_or_foreign_segments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_segments()).unwrap();
+    for i in 0..600 {
+        store.append("S-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+    }
+    assert!(store.stats().segments >= 3);
+    store.close().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), work.path());
+    fs::remove_file(segment_path(work.path(), 2)).unwrap();
+    let err = Store::open(work.path(), small_segments()).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    let other = tempfile::tempdir().unwrap();
+    Store::open(other.path(), small_segments()).unwrap().close().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), work.path());
+    fs::copy(segment_path(other.path(), 1), segment_path(work.path(), 1)).unwrap();
+    let err = Store::open(work.path(), small_segments()).unwrap_err();
+    assert!(err.to_string().contains("another store"), "{err}");
+}
+
+#[test]
+fn a_sealed_segment_with_a_bad_tail_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_segments()).unwrap();
+    for i in 0..600 {
+        store.append("S-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+    }
+    store.close().unwrap();
+    fs::remove_file(dir.path().join("index")).unwrap();
+    let seg = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff; // inside the sealed segment's last batch
+    fs::write(&seg, &bytes).unwrap();
+    let err = Store::open(dir.path(), small_segments()).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+}
+
+#[test]
+fn reopening_with_another_segment_size_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        for i in 0..100 {
+            store.append("S-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+        }
+    }
+    let store = Store::open(dir.path(), small_segments()).unwrap();
+    for i in 0..600 {
+        store.append("S-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+    }
+    drop(store);
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.stream_version("S-1"), Some(700));
+    assert_eq!(all(&store).len(), 700);
+}
