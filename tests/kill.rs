@@ -1,0 +1,127 @@
+//! A child process appends durably and reports each acknowledged append on
+//! stdout; the parent kills it mid-write (SIGKILL) and checks that every
+//! acknowledged event is there after reopen, batches whole.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
+
+const CHILD_DIR: &str = "ANNAL_KILL_CHILD_DIR";
+
+/// The child's workload: runs only when the parent sets the variable.
+#[test]
+fn child_workload() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let store = Store::open(&dir, Options::default().with_segment_size_bytes(64 * 1024)).unwrap();
+    let start = store.last_position();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0u64.. {
+                    let n = (i % 5 + 1) as usize;
+                    let events: Vec<_> = (0..n)
+                        .map(|k| EventData::new("Tick", format!("{t} {i} {n} {k}")))
+                        .collect();
+                    let ids: Vec<String> = events.iter().map(|e| e.id().to_string()).collect();
+                    let r = store.append(&format!("K-{t}"), ExpectedVersion::Any, events).unwrap();
+                    // Printed only after the durable acknowledgement.
+                    println!("ack {} {} {}", r.first_position, r.last_position, ids.join(","));
+                }
+            })
+        })
+        .collect();
+    let _ = start;
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+#[test]
+fn killed_writer_loses_no_acknowledged_event() {
+    if std::env::var(CHILD_DIR).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..4u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_workload", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ack ") {
+                    let mut parts = rest.split(' ');
+                    let first: u64 = parts.next().unwrap().parse().unwrap();
+                    let last: u64 = parts.next().unwrap().parse().unwrap();
+                    let ids: Vec<String> = parts.next().unwrap().split(',').map(str::to_string).collect();
+                    acks.push((first, last, ids));
+                }
+            }
+            acks
+        });
+        let deadline = Instant::now() + Duration::from_millis(150 + 100 * round);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acks = reader.join().unwrap();
+        let store = Store::open(dir.path(), Options::default().with_segment_size_bytes(64 * 1024))
+            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let events: Vec<_> = store
+            .read_all(ReadAll::forward())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.position(), i as u64 + 1, "positions are gapless");
+        }
+        for (first, last, ids) in &acks {
+            for (k, p) in (*first..=*last).enumerate() {
+                let e = events
+                    .get(p as usize - 1)
+                    .unwrap_or_else(|| panic!("acknowledged position {p} lost"));
+                assert_eq!(e.id().to_string(), ids[k], "position {p} holds another event");
+            }
+        }
+        // Batches are whole: each event says "t i n k" (k-th of n events of
+        // one append); in every stream the k of consecutive events run
+        // 0..n for each append, none cut short.
+        for stream in store.stream_names() {
+            let mut open: Option<(u64, u64, u64)> = None; // (i, n, next k)
+            for e in store.read_stream(&stream, annal::ReadStream::forward()).unwrap() {
+                let e = e.unwrap();
+                let f: Vec<u64> = std::str::from_utf8(e.data())
+                    .unwrap()
+                    .split(' ')
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                let (i, n, k) = (f[1], f[2], f[3]);
+                match open {
+                    Some((oi, on, ok)) if ok < on => assert_eq!((i, k), (oi, ok), "torn batch in {stream}"),
+                    _ => assert_eq!(k, 0, "batch in {stream} starts mid-way"),
+                }
+                open = Some((i, n, k + 1));
+            }
+            if let Some((_, n, next)) = open {
+                assert_eq!(next, n, "last batch of {stream} is cut short");
+            }
+        }
+        eprintln!(
+            "round {round}: {} acknowledged appends, {} events after reopen",
+            acks.len(),
+            events.len()
+        );
+    }
+}
