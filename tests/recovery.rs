@@ -13,7 +13,16 @@ type Summary = Vec<(u64, String, u64, annal::Uuid, Vec<u8>, Vec<u8>)>;
 fn summary(events: &[RecordedEvent]) -> Summary {
     events
         .iter()
-        .map(|e| (e.position(), e.stream().to_string(), e.version(), e.id(), e.data().to_vec(), e.metadata().to_vec()))
+        .map(|e| {
+            (
+                e.position(),
+                e.stream().to_string(),
+                e.version(),
+                e.id(),
+                e.data().to_vec(),
+                e.metadata().to_vec(),
+            )
+        })
         .collect()
 }
 
@@ -37,7 +46,9 @@ fn build(dir: &Path, batches: u64) -> (u64, u64) {
     let store = Store::open(dir, Options::default()).unwrap();
     for i in 0..batches {
         let events: Vec<_> = (0..(i % 3 + 1)).map(|k| event("E", i * 10 + k)).collect();
-        store.append(&format!("S-{}", i % 4), ExpectedVersion::Any, events).unwrap();
+        store
+            .append(&format!("S-{}", i % 4), ExpectedVersion::Any, events)
+            .unwrap();
     }
     let last = store.read_position(store.last_position()).unwrap().unwrap();
     let raw = last.raw_record();
@@ -92,7 +103,9 @@ fn torn_last_batch_is_cut_at_every_byte_offset() {
             let got = summary(&all(&store));
             assert_eq!(got, full[..kept], "cut at {cut}");
             // The store goes on: a new append lands right after.
-            let r = store.append("New-1", ExpectedVersion::NoStream, [event("E", 1)]).unwrap();
+            let r = store
+                .append("New-1", ExpectedVersion::NoStream, [event("E", 1)])
+                .unwrap();
             assert_eq!(r.first_position, kept as u64 + 1);
             drop(store);
             let store = Store::open(work.path(), Options::default()).unwrap();
@@ -202,7 +215,14 @@ fn corrupt_foreign_or_ahead_index_files_are_rebuilt() {
     fs::copy(other.path().join("index"), dir.path().join("index")).unwrap();
     let store = Store::open(dir.path(), Options::default()).unwrap();
     assert!(!store.recovery_report().index_loaded);
-    assert!(store.recovery_report().index_rejected.as_deref().unwrap().contains("another store"));
+    assert!(
+        store
+            .recovery_report()
+            .index_rejected
+            .as_deref()
+            .unwrap()
+            .contains("another store")
+    );
     assert_eq!(summary(&all(&store)), expected);
     store.close().unwrap();
 

@@ -4,9 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use annal::{
-    Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, StreamAppend, Uuid, limits,
-};
+use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, StreamAppend, Uuid, limits};
 use common::*;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -18,10 +16,18 @@ fn open() -> (tempfile::TempDir, Store) {
 #[test]
 fn versions_and_positions_start_at_one_and_are_gapless() {
     let (_d, store) = open();
-    let r = store.append("A-1", ExpectedVersion::NoStream, [event("X", 1), event("Y", 2)]).unwrap();
-    assert_eq!((r.first_version, r.last_version, r.first_position, r.last_position), (1, 2, 1, 2));
+    let r = store
+        .append("A-1", ExpectedVersion::NoStream, [event("X", 1), event("Y", 2)])
+        .unwrap();
+    assert_eq!(
+        (r.first_version, r.last_version, r.first_position, r.last_position),
+        (1, 2, 1, 2)
+    );
     let r = store.append("B-1", ExpectedVersion::Any, [event("X", 3)]).unwrap();
-    assert_eq!((r.first_version, r.last_version, r.first_position, r.last_position), (1, 1, 3, 3));
+    assert_eq!(
+        (r.first_version, r.last_version, r.first_position, r.last_position),
+        (1, 1, 3, 3)
+    );
     let r = store.append("A-1", ExpectedVersion::Exact(2), [event("Z", 4)]).unwrap();
     assert_eq!((r.first_version, r.first_position), (3, 4));
     let events = all(&store);
@@ -80,19 +86,34 @@ fn generated_ids_are_unique() {
 #[test]
 fn expected_version_checks_report_the_actual_version_and_write_nothing() {
     let (_d, store) = open();
-    let err = store.append("A-1", ExpectedVersion::StreamExists, [event("E", 0)]).unwrap_err();
+    let err = store
+        .append("A-1", ExpectedVersion::StreamExists, [event("E", 0)])
+        .unwrap_err();
     assert!(matches!(err, Error::WrongExpectedVersion { actual: None, .. }), "{err}");
-    let err = store.append("A-1", ExpectedVersion::Exact(3), [event("E", 0)]).unwrap_err();
+    let err = store
+        .append("A-1", ExpectedVersion::Exact(3), [event("E", 0)])
+        .unwrap_err();
     assert!(matches!(err, Error::WrongExpectedVersion { actual: None, .. }), "{err}");
     store.append("A-1", ExpectedVersion::NoStream, [event("E", 1)]).unwrap();
-    let err = store.append("A-1", ExpectedVersion::NoStream, [event("E", 2)]).unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { actual: Some(1), .. }), "{err}");
+    let err = store
+        .append("A-1", ExpectedVersion::NoStream, [event("E", 2)])
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::WrongExpectedVersion { actual: Some(1), .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("actual 1"), "{err}");
-    let err = store.append("A-1", ExpectedVersion::Exact(0), [event("E", 2)]).unwrap_err();
+    let err = store
+        .append("A-1", ExpectedVersion::Exact(0), [event("E", 2)])
+        .unwrap_err();
     assert!(matches!(err, Error::WrongExpectedVersion { actual: Some(1), .. }));
-    let err = store.append("A-1", ExpectedVersion::Exact(2), [event("E", 2)]).unwrap_err();
+    let err = store
+        .append("A-1", ExpectedVersion::Exact(2), [event("E", 2)])
+        .unwrap_err();
     assert!(matches!(err, Error::WrongExpectedVersion { actual: Some(1), .. }));
-    store.append("A-1", ExpectedVersion::StreamExists, [event("E", 3)]).unwrap();
+    store
+        .append("A-1", ExpectedVersion::StreamExists, [event("E", 3)])
+        .unwrap();
     store.append("A-1", ExpectedVersion::Exact(2), [event("E", 4)]).unwrap();
     store.append("A-1", ExpectedVersion::Any, [event("E", 5)]).unwrap();
     assert_eq!(store.stream_version("A-1"), Some(4));
@@ -111,7 +132,9 @@ fn exact_retry_returns_the_original_result_without_writing() {
     assert_eq!(store.last_position(), 4);
     // NoStream is Exact(0) for retries.
     let creation = vec![event("C", 0)];
-    let r1 = store.append("C-1", ExpectedVersion::NoStream, creation.clone()).unwrap();
+    let r1 = store
+        .append("C-1", ExpectedVersion::NoStream, creation.clone())
+        .unwrap();
     let r2 = store.append("C-1", ExpectedVersion::NoStream, creation).unwrap();
     assert_eq!(r1, r2);
     // Only a prefix of the ids matches: an error, nothing written.
@@ -134,10 +157,14 @@ fn any_retry_is_detected_in_the_window_and_across_reopen() {
         let first = store.append("A-1", ExpectedVersion::Any, batch.clone()).unwrap();
         let again = store.append("A-1", ExpectedVersion::Any, batch.clone()).unwrap();
         assert_eq!(first, again);
-        let again = store.append("A-1", ExpectedVersion::StreamExists, batch.clone()).unwrap();
+        let again = store
+            .append("A-1", ExpectedVersion::StreamExists, batch.clone())
+            .unwrap();
         assert_eq!(first, again);
         // Part of the ids: an error.
-        let err = store.append("A-1", ExpectedVersion::Any, [batch[1].clone(), event("E", 3)]).unwrap_err();
+        let err = store
+            .append("A-1", ExpectedVersion::Any, [batch[1].clone(), event("E", 3)])
+            .unwrap_err();
         assert!(matches!(err, Error::IdempotencyConflict { .. }));
         // The same ids into another stream: an error.
         let err = store.append("B-1", ExpectedVersion::Any, batch.clone()).unwrap_err();
@@ -162,10 +189,16 @@ fn duplicate_ids_in_one_append_are_refused() {
 #[test]
 fn multi_stream_appends_are_all_or_nothing() {
     let (_d, store) = open();
-    store.append("Acct-1", ExpectedVersion::NoStream, [event("Opened", 0)]).unwrap();
+    store
+        .append("Acct-1", ExpectedVersion::NoStream, [event("Opened", 0)])
+        .unwrap();
     let transfer = [
         StreamAppend::new("Acct-1", ExpectedVersion::Exact(1), [event("Debited", 1)]),
-        StreamAppend::new("Acct-2", ExpectedVersion::NoStream, [event("Opened", 2), event("Credited", 3)]),
+        StreamAppend::new(
+            "Acct-2",
+            ExpectedVersion::NoStream,
+            [event("Opened", 2), event("Credited", 3)],
+        ),
     ];
     let results = store.append_multi(&transfer).unwrap();
     assert_eq!(results.len(), 2);
@@ -178,7 +211,10 @@ fn multi_stream_appends_are_all_or_nothing() {
         StreamAppend::new("Acct-2", ExpectedVersion::Exact(1), [event("Credited", 5)]),
     ];
     let err = store.append_multi(&bad).unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { actual: Some(2), .. }), "{err}");
+    assert!(
+        matches!(err, Error::WrongExpectedVersion { actual: Some(2), .. }),
+        "{err}"
+    );
     assert_eq!(store.last_position(), 4);
     // A retry of the whole multi-stream append returns the original results.
     assert_eq!(store.append_multi(&transfer).unwrap(), results);
@@ -201,8 +237,14 @@ fn limits_are_enforced_with_clear_errors() {
         ("S-1".into(), vec![EventData::new("", "{}")]),
         ("S-1".into(), vec![EventData::new(long.clone(), "{}")]),
         ("S-1".into(), vec![]),
-        ("S-1".into(), vec![EventData::new("Big", vec![0u8; limits::EVENT_PAYLOAD_BYTES_MAX + 1])]),
-        ("S-1".into(), vec![EventData::new("TooBigForSegment", vec![0u8; 70 * 1024])]),
+        (
+            "S-1".into(),
+            vec![EventData::new("Big", vec![0u8; limits::EVENT_PAYLOAD_BYTES_MAX + 1])],
+        ),
+        (
+            "S-1".into(),
+            vec![EventData::new("TooBigForSegment", vec![0u8; 70 * 1024])],
+        ),
     ];
     for (stream, events) in cases {
         let err = store.append(&stream, ExpectedVersion::Any, events).unwrap_err();
@@ -212,7 +254,10 @@ fn limits_are_enforced_with_clear_errors() {
     let name = "y".repeat(limits::STREAM_NAME_BYTES_MAX);
     store.append(&name, ExpectedVersion::Any, [event("E", 1)]).unwrap();
     assert_eq!(store.last_position(), 1);
-    assert!(matches!(Options::default().with_segment_size_bytes(10).validate_for_test(), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        Options::default().with_segment_size_bytes(10).validate_for_test(),
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 trait ValidateForTest {
@@ -234,7 +279,11 @@ fn stream_reads_go_both_ways_with_start_and_limit() {
         store.append("T-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
     }
     let versions = |o: ReadStream| -> Vec<u64> {
-        store.read_stream("S-1", o).unwrap().map(|e| e.unwrap().version()).collect()
+        store
+            .read_stream("S-1", o)
+            .unwrap()
+            .map(|e| e.unwrap().version())
+            .collect()
     };
     assert_eq!(versions(ReadStream::forward()), (1..=10).collect::<Vec<_>>());
     assert_eq!(versions(ReadStream::forward().from_version(4).limit(3)), [4, 5, 6]);
@@ -264,12 +313,26 @@ fn global_reads_use_checkpoint_semantics_and_filters() {
     assert_eq!(positions(ReadAll::backward().from_position(3)), [2, 1]);
     assert_eq!(positions(ReadAll::backward().limit(1)), [6]);
     assert_eq!(positions(ReadAll::forward().event_type("Odd")), [2, 4, 6]);
-    assert_eq!(positions(ReadAll::forward().event_type("Odd").event_type("Even").limit(3)), [1, 2, 3]);
+    assert_eq!(
+        positions(ReadAll::forward().event_type("Odd").event_type("Even").limit(3)),
+        [1, 2, 3]
+    );
     assert_eq!(positions(ReadAll::forward().stream_prefix("Cart")), [4, 5, 6]);
-    assert_eq!(positions(ReadAll::forward().category("Order").event_type("Even")), [1, 3]);
-    let category: Vec<u64> = store.read_category("Cart", 4, None).unwrap().map(|e| e.unwrap().position()).collect();
+    assert_eq!(
+        positions(ReadAll::forward().category("Order").event_type("Even")),
+        [1, 3]
+    );
+    let category: Vec<u64> = store
+        .read_category("Cart", 4, None)
+        .unwrap()
+        .map(|e| e.unwrap().position())
+        .collect();
     assert_eq!(category, [5, 6]);
-    let category: Vec<u64> = store.read_category("Order", 0, Some(2)).unwrap().map(|e| e.unwrap().position()).collect();
+    let category: Vec<u64> = store
+        .read_category("Order", 0, Some(2))
+        .unwrap()
+        .map(|e| e.unwrap().position())
+        .collect();
     assert_eq!(category, [1, 2]);
     assert!(store.read_category("None", 0, None).unwrap().next().is_none());
 }
@@ -278,10 +341,16 @@ fn global_reads_use_checkpoint_semantics_and_filters() {
 fn category_reads_merge_streams_in_global_order() {
     let (_d, store) = open();
     for i in 0..30u64 {
-        store.append(&format!("Order-{}", i % 4), ExpectedVersion::Any, [event("E", i)]).unwrap();
+        store
+            .append(&format!("Order-{}", i % 4), ExpectedVersion::Any, [event("E", i)])
+            .unwrap();
         store.append("Other-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
     }
-    let got: Vec<u64> = store.read_category("Order", 0, None).unwrap().map(|e| e.unwrap().position()).collect();
+    let got: Vec<u64> = store
+        .read_category("Order", 0, None)
+        .unwrap()
+        .map(|e| e.unwrap().position())
+        .collect();
     let expected: Vec<u64> = (0..30).map(|i| 2 * i + 1).collect();
     assert_eq!(got, expected);
 }
@@ -308,7 +377,11 @@ fn closed_handles_refuse_appends() {
 #[test]
 fn open_without_create_fails_on_missing_store() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Store::open(dir.path().join("nope"), Options::default().with_create_if_missing(false)).unwrap_err();
+    let err = Store::open(
+        dir.path().join("nope"),
+        Options::default().with_create_if_missing(false),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
 }
 
@@ -324,7 +397,11 @@ fn concurrent_writers_to_one_stream_never_share_a_version() {
                 let mut conflicts = 0;
                 while wins < 20 {
                     let seen = store.stream_version("Hot-1").unwrap_or(0);
-                    let expected = if seen == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(seen) };
+                    let expected = if seen == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(seen)
+                    };
                     match store.append("Hot-1", expected, [event("E", t)]) {
                         Ok(r) => {
                             assert_eq!(r.first_version, seen + 1);
@@ -353,10 +430,15 @@ fn concurrent_writers_to_one_stream_never_share_a_version() {
 fn stats_describe_the_store() {
     let (_d, store) = open();
     for i in 0..10 {
-        store.append(&format!("S-{}", i % 3), ExpectedVersion::Any, [event("E", i)]).unwrap();
+        store
+            .append(&format!("S-{}", i % 3), ExpectedVersion::Any, [event("E", i)])
+            .unwrap();
     }
     let stats = store.stats();
-    assert_eq!((stats.events, stats.streams, stats.segments, stats.last_position), (10, 3, 1, 10));
+    assert_eq!(
+        (stats.events, stats.streams, stats.segments, stats.last_position),
+        (10, 3, 1, 10)
+    );
     assert!(stats.disk_bytes > 0 && stats.index_memory_bytes > 0);
     assert_eq!(store.largest_streams(1), vec![("S-0".to_string(), 4)]);
     assert_eq!(store.stream_names(), ["S-0", "S-1", "S-2"]);
