@@ -89,3 +89,8 @@ pub use read::{Direction, Events, ReadAll, ReadStream};
 pub use recovery::RecoveryReport;
 pub use store::{LOCK_FILE_NAME, Stats, Store};
 pub use uuid::Uuid;
+
+/// README.md's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
