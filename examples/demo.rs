@@ -13,7 +13,11 @@ use annal::{EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store};
 const STREAMS: u64 = 1_000;
 
 fn payload(i: u64) -> EventData {
-    let data = format!(r#"{{"order":{i},"sku":"SKU-{}","qty":{},"note":"demo event"}}"#, i % 97, i % 7 + 1);
+    let data = format!(
+        r#"{{"order":{i},"sku":"SKU-{}","qty":{},"note":"demo event"}}"#,
+        i % 97,
+        i % 7 + 1
+    );
     EventData::new("OrderPlaced", data).with_metadata(r#"{"source":"demo"}"#)
 }
 
@@ -23,7 +27,9 @@ fn rate(n: u64, elapsed: Duration) -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let temp = tempfile::tempdir()?;
-    let dir = std::env::args().nth(1).map_or_else(|| temp.path().join("events"), Into::into);
+    let dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| temp.path().join("events"), Into::into);
     println!("annal demo in {}", dir.display());
     let store = Store::open(&dir, Options::default())?;
 
@@ -36,16 +42,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.append(&stream, ExpectedVersion::Any, events)?;
         written += 100;
     }
-    println!("durable, 1 writer, 100 events/append : {}", rate(written, started.elapsed()));
+    println!(
+        "durable, 1 writer, 100 events/append : {}",
+        rate(written, started.elapsed())
+    );
 
     // 2. Single-event durable appends from one thread.
     let started = Instant::now();
     for i in 0..500u64 {
         store.append(&format!("Cart-{}", i % STREAMS), ExpectedVersion::Any, [payload(i)])?;
     }
-    println!("durable, 1 writer, 1 event/append    : {}", rate(500, started.elapsed()));
+    println!(
+        "durable, 1 writer, 1 event/append    : {}",
+        rate(500, started.elapsed())
+    );
 
     // 3. The same from 16 threads: group commit shares the syncs.
+    let before = store.stats();
     let shared = Arc::new(store.clone());
     let started = Instant::now();
     let threads: Vec<_> = (0..16u64)
@@ -53,7 +66,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let store = shared.clone();
             std::thread::spawn(move || -> Result<(), annal::Error> {
                 for i in 0..250u64 {
-                    store.append(&format!("Cart-{}", (t * 250 + i) % STREAMS), ExpectedVersion::Any, [payload(i)])?;
+                    store.append(
+                        &format!("Cart-{}", (t * 250 + i) % STREAMS),
+                        ExpectedVersion::Any,
+                        [payload(i)],
+                    )?;
                 }
                 Ok(())
             })
@@ -62,7 +79,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in threads {
         t.join().map_err(|_| "writer thread panicked")??;
     }
-    println!("durable, 16 writers, 1 event/append  : {}", rate(16 * 250, started.elapsed()));
+    println!(
+        "durable, 16 writers, 1 event/append  : {}",
+        rate(16 * 250, started.elapsed())
+    );
+    let after = store.stats();
+    println!(
+        "  group commit: {:.1} appends per sync",
+        (after.appends_written - before.appends_written) as f64 / (after.group_commits - before.group_commits) as f64
+    );
     drop(shared);
 
     // 4. Optimistic concurrency in action.
@@ -84,7 +109,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes += e?.data().len();
         total += 1;
     }
-    println!("read all ({total} events, {bytes} data bytes): {}", rate(total, started.elapsed()));
+    println!(
+        "read all ({total} events, {bytes} data bytes): {}",
+        rate(total, started.elapsed())
+    );
     let stats = store.stats();
     println!(
         "stats: {} events, {} streams, {} segment(s), {} bytes on disk, index {} bytes",
@@ -95,7 +123,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.close()?;
     let started = Instant::now();
     let store = Store::open(&dir, Options::default())?;
-    println!("reopen after clean close              : {:?} ({:?})", started.elapsed(), store.recovery_report());
+    println!(
+        "reopen after clean close              : {:?} ({:?})",
+        started.elapsed(),
+        store.recovery_report()
+    );
     let last = store.last_position();
     store.close()?;
     std::fs::remove_file(dir.join("index"))?;

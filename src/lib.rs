@@ -65,6 +65,7 @@
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
 mod event;

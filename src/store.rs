@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -43,6 +44,12 @@ pub(crate) struct Core<F: FileSystem> {
     pub segments: RwLock<Segments>,
     pub writer: Mutex<WriterState>,
     pub written: Condvar,
+    pub arrivals: Condvar,
+    /// Sequence number of the last append published (mirrors the writer
+    /// state, readable without its lock).
+    pub committed_seq: AtomicU64,
+    /// Incremented each time a group commit ends, successfully or not.
+    pub commit_generation: AtomicU64,
     pub tail: Mutex<LogTail<F>>,
     pub report: RecoveryReport,
     checkpoints: Mutex<Option<Sender<()>>>,
@@ -89,6 +96,12 @@ pub struct Stats {
     pub last_position: u64,
     /// Approximate memory of the stream index.
     pub index_memory_bytes: u64,
+    /// Appends written since open.
+    pub appends_written: u64,
+    /// Group commits since open: rounds of write (+ sync in durable mode)
+    /// that carried those appends. Appends per group shows group commit
+    /// at work.
+    pub group_commits: u64,
 }
 
 impl Store<StdFs> {
@@ -135,6 +148,9 @@ impl<F: FileSystem> Store<F> {
             segments: RwLock::new(recovered.segments),
             writer: Mutex::new(writer),
             written: Condvar::new(),
+            arrivals: Condvar::new(),
+            committed_seq: AtomicU64::new(0),
+            commit_generation: AtomicU64::new(0),
             tail: Mutex::new(recovered.tail),
             report: recovered.report,
             checkpoints: Mutex::new(None),
@@ -267,6 +283,10 @@ impl<F: FileSystem> Store<F> {
                 p.index.memory_bytes() as u64,
             )
         };
+        let (appends_written, group_commits) = {
+            let w = core.writer.lock();
+            (w.appends_written, w.group_commits)
+        };
         let segments = core.segments.read();
         let disk_bytes = segments.iter().map(|s| s.map.len() as u64).sum();
         Stats {
@@ -276,6 +296,8 @@ impl<F: FileSystem> Store<F> {
             disk_bytes,
             last_position: events,
             index_memory_bytes,
+            appends_written,
+            group_commits,
         }
     }
 

@@ -18,7 +18,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest a group-commit leader waits for more appends to join.
+const GATHER_WAIT_MICROS_MAX: u64 = 500;
 
 use parking_lot::MutexGuard;
 use uuid::Uuid;
@@ -82,6 +86,20 @@ pub(crate) struct WriterState {
     done_seq: u64,
     published_position: u64,
     leader_active: bool,
+    /// Appends in `queue`.
+    queued_appends: usize,
+    /// Appends the previous group commit carried.
+    last_group_appends: usize,
+    /// Whether a leader is waiting for more appends to join its group.
+    gathering: bool,
+    /// Smoothed duration of a data sync, in microseconds.
+    sync_micros_avg: u64,
+    /// Appenders parked until the current group commit ends.
+    waiters: Vec<std::thread::Thread>,
+    /// Appends written since open.
+    pub(crate) appends_written: u64,
+    /// Group commits (write + sync rounds) since open.
+    pub(crate) group_commits: u64,
     poisoned: Option<String>,
     closed: bool,
     spare: Vec<Vec<u8>>,
@@ -106,6 +124,13 @@ impl WriterState {
             done_seq: 0,
             published_position: last_position,
             leader_active: false,
+            queued_appends: 0,
+            last_group_appends: 0,
+            gathering: false,
+            sync_micros_avg: 0,
+            waiters: Vec::new(),
+            appends_written: 0,
+            group_commits: 0,
             poisoned: None,
             closed: false,
             spare: Vec::new(),
@@ -134,6 +159,7 @@ impl WriterState {
     /// Forgets queued appends (after poisoning: they will never be written).
     pub(crate) fn drop_queue(&mut self) {
         self.queue.clear();
+        self.queued_appends = 0;
     }
 
     /// Whether no appender is writing right now.
@@ -276,7 +302,7 @@ impl<F: FileSystem> Core<F> {
             });
         }
         let (results, seq) = self.enqueue(&mut w, appends, decisions);
-        self.wait_seq(&mut w, seq)?;
+        self.wait_seq(w, seq)?;
         Ok(results)
     }
 
@@ -524,12 +550,16 @@ impl<F: FileSystem> Core<F> {
         }
         chunk.last_batch_crc = frame::parse_batch_header(&chunk.bytes[batch_start..]).map_or(0, |h| h.crc);
         chunk.last_seq = seq;
+        state.queued_appends += 1;
+        if state.gathering && state.queued_appends >= state.last_group_appends {
+            self.arrivals.notify_one();
+        }
         (results, seq)
     }
 
     /// Waits until the append with sequence number `seq` is published,
     /// leading the write when nobody else is.
-    fn wait_seq(&self, w: &mut MutexGuard<'_, WriterState>, seq: u64) -> Result<()> {
+    fn wait_seq<'a>(&'a self, mut w: MutexGuard<'a, WriterState>, seq: u64) -> Result<()> {
         loop {
             if w.done_seq >= seq {
                 return Ok(());
@@ -537,11 +567,23 @@ impl<F: FileSystem> Core<F> {
             if let Some(why) = &w.poisoned {
                 return Err(Error::Poisoned(why.clone()));
             }
-            if w.leader_active {
-                self.written.wait(w);
-            } else {
-                self.lead(w);
+            if !w.leader_active {
+                self.lead(&mut w);
+                continue;
             }
+            // Park outside the lock until the leader finishes. Waking by
+            // thread rather than through the mutex lets the acknowledged
+            // appenders return in parallel, without taking the lock again.
+            let generation = self.commit_generation.load(Ordering::Acquire);
+            w.waiters.push(std::thread::current());
+            drop(w);
+            while self.commit_generation.load(Ordering::Acquire) == generation {
+                std::thread::park();
+            }
+            if self.committed_seq.load(Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            w = self.writer.lock();
         }
     }
 
@@ -566,14 +608,48 @@ impl<F: FileSystem> Core<F> {
     /// with the writer lock held; releases it during I/O.
     pub(crate) fn lead(&self, w: &mut MutexGuard<'_, WriterState>) {
         w.leader_active = true;
+        self.gather(w);
         let chunks = std::mem::take(&mut w.queue);
+        w.last_group_appends = std::mem::take(&mut w.queued_appends);
+        w.appends_written += w.last_group_appends as u64;
+        w.group_commits += 1;
+        let started = Instant::now();
         let outcome = MutexGuard::unlocked(w, || self.write_chunks(&chunks));
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        w.sync_micros_avg = (w.sync_micros_avg * 7 + micros) / 8;
         match outcome {
             Ok(views) => self.publish(w, chunks, views),
             Err(e) => w.poison(e.to_string()),
         }
         w.leader_active = false;
+        self.committed_seq.store(w.done_seq, Ordering::Release);
+        self.commit_generation.fetch_add(1, Ordering::AcqRel);
+        let waiters = std::mem::take(&mut w.waiters);
         self.written.notify_all();
+        MutexGuard::unlocked(w, || waiters.iter().for_each(std::thread::Thread::unpark));
+    }
+
+    /// Group commit's gathering step. Appenders run in a closed loop: the
+    /// ones acknowledged by the last sync come back a few microseconds
+    /// after it, just too late for a leader that starts at once, so groups
+    /// would split in two halves that alternate. In durable mode, a leader
+    /// whose queue holds fewer appends than the previous group waits for
+    /// them, at most half a sync's duration: a short wait that lets one
+    /// sync carry the whole group. A lone writer never waits (its previous
+    /// group had one append, already queued).
+    fn gather(&self, w: &mut MutexGuard<'_, WriterState>) {
+        if self.options.durability != Durability::Sync || w.queued_appends >= w.last_group_appends {
+            return;
+        }
+        let wait = Duration::from_micros((w.sync_micros_avg / 2).min(GATHER_WAIT_MICROS_MAX));
+        let deadline = Instant::now() + wait;
+        w.gathering = true;
+        while w.queued_appends < w.last_group_appends {
+            if self.arrivals.wait_until(w, deadline).timed_out() {
+                break;
+            }
+        }
+        w.gathering = false;
     }
 
     /// The I/O of a group commit: roll segments as the chunks require,
@@ -663,13 +739,11 @@ impl<F: FileSystem> Core<F> {
         let mut published = self.published.write();
         let mut written = 0u64;
         for chunk in &chunks {
-            let mut position = chunk.first_position;
-            for e in &chunk.entries {
+            for (position, e) in (chunk.first_position..).zip(&chunk.entries) {
                 if let Err(reason) = published.index.push(&e.stream, e.version, position, e.location) {
                     w.poison(format!("internal error: {reason}"));
                     return;
                 }
-                position += 1;
             }
             published.end = LogEnd {
                 segment: chunk.segment,

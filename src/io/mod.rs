@@ -55,6 +55,7 @@ pub trait FileSystem: Send + Sync + 'static {
 }
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)]
 pub trait FileHandle: Send + Sync + 'static {
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
