@@ -6,6 +6,8 @@
 //! generic over the file system, so the production path pays nothing for
 //! this seam (no dynamic dispatch, no runtime checks).
 
+#[cfg(feature = "sim")]
+pub mod sim;
 mod std_fs;
 
 use std::io;

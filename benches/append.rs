@@ -1,0 +1,87 @@
+//! Append throughput: batch sizes, durability modes, writer threads.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annal::{Durability, ExpectedVersion, Options, Store};
+use common::{event, stream_name};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn durable_batches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append/durable/1_writer");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    for batch in [1u64, 10, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let mut i = 0u64;
+        group.throughput(Throughput::Elements(batch));
+        group.bench_function(BenchmarkId::new("events_per_append", batch), |b| {
+            b.iter(|| {
+                let events: Vec<_> = (i..i + batch).map(event).collect();
+                store.append(&stream_name(i), ExpectedVersion::Any, events).unwrap();
+                i += batch;
+            })
+        });
+    }
+    group.finish();
+}
+
+fn modes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append/mode/1_writer/1_event");
+    group.throughput(Throughput::Elements(1));
+    for (name, durability) in [
+        ("buffered", Durability::Buffered),
+        ("periodic_10ms", Durability::Periodic(Duration::from_millis(10))),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default().with_durability(durability)).unwrap();
+        let mut i = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                store.append(&stream_name(i), ExpectedVersion::Any, [event(i)]).unwrap();
+                i += 1;
+            })
+        });
+    }
+    group.finish();
+}
+
+/// `threads` writers, each appending single events; time for `iters`
+/// appends per thread.
+fn threaded(store: &Arc<Store>, threads: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..iters {
+                    let n = t * 1_000_000_000 + i;
+                    store.append(&stream_name(n), ExpectedVersion::Any, [event(n)]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    start.elapsed()
+}
+
+fn writers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append/durable/1_event");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    for threads in [1u64, 4, 16] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+        group.throughput(Throughput::Elements(threads));
+        group.bench_function(BenchmarkId::new("writers", threads), |b| {
+            b.iter_custom(|iters| threaded(&store, threads, iters))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, durable_batches, modes, writers);
+criterion_main!(benches);
