@@ -78,6 +78,7 @@ mod options;
 mod read;
 mod recovery;
 mod store;
+pub mod tools;
 mod writer;
 
 pub use error::{Error, Result};

@@ -1,0 +1,63 @@
+//! Maintenance tools that work on a store directory without opening it as
+//! a [`crate::Store`]: [`verify`] (read-only check of every byte) and
+//! [`repair`] (salvage a log damaged in the middle).
+//!
+//! The `annal` command-line tool's `verify` and `repair` commands are thin
+//! wrappers around these functions; applications can call them directly.
+//!
+//! Both take the store directory's lock (`verify` a shared one, `repair` an
+//! exclusive one), so they fail with [`crate::Error::Locked`] while a
+//! [`crate::Store`] has the directory open.
+
+mod lock;
+mod repair;
+mod verify;
+mod walk;
+
+use std::path::PathBuf;
+
+pub use repair::{QUARANTINE_DIR, RepairReport, repair};
+pub use verify::{IndexStatus, VerifyReport, verify, verify_with_progress};
+pub use walk::TornTail;
+
+/// The first place where a store's files hold bytes that a crash cannot
+/// explain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The damaged (or missing) file.
+    pub file: PathBuf,
+    /// The segment number when the file is a segment (`None` for the index
+    /// file).
+    pub segment: Option<u64>,
+    /// Byte offset in that file of the first bad batch (0 for a bad or
+    /// missing segment header).
+    pub offset: u64,
+    /// What check failed.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "corruption in {} at byte offset {}: {}",
+            self.file.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
+
+/// How far a long-running tool has got, for progress displays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of segment files processed so far.
+    pub bytes_done: u64,
+    /// Bytes of all segment files.
+    pub bytes_total: u64,
+    /// Events checked so far.
+    pub events: u64,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! `repair`: keeps the log before its first damage and moves the rest
+//! into `quarantine/`, deleting nothing.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use super::verify::{self, IndexStatus};
+use super::walk::{self, map_file};
+use super::{Damage, lock};
+use crate::error::{IoContext, Result};
+use crate::index::file as index_file;
+use crate::io::{FileHandle, FileSystem, OpenMode, StdFs};
+use crate::log::frame::{self, FrameError};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::log::tail::write_zeros;
+use crate::options::Options;
+use crate::store::Store;
+
+/// Name of the folder, inside the store directory, that receives what
+/// [`repair`] takes out of the log.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// The result of [`repair`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// Whether anything was changed (false for a store without damage).
+    pub repaired: bool,
+    /// The damage that was repaired.
+    pub damage: Option<Damage>,
+    /// Events in the store after the repair (exact: counted by opening it).
+    pub kept_events: u64,
+    /// Events found in the quarantined bytes: records of batch frames that
+    /// still pass their CRC checks. Damaged frames hold events that cannot
+    /// be counted; their bytes are in `unreadable_bytes`.
+    pub quarantined_events: u64,
+    /// Bytes moved or copied into quarantine (trailing zeros of a segment's
+    /// preallocation not included).
+    pub quarantined_bytes: u64,
+    /// Non-zero quarantined bytes outside any valid batch frame.
+    pub unreadable_bytes: u64,
+    /// The quarantine folder.
+    pub quarantine_dir: PathBuf,
+    /// Files created in the quarantine folder.
+    pub quarantined_files: Vec<PathBuf>,
+    /// Whether the index file was moved to quarantine (the next open
+    /// rebuilds it; `repair` does so by opening the store).
+    pub index_rebuilt: bool,
+}
+
+/// Salvages a store whose log is damaged somewhere a crash cannot explain
+/// (so that [`Store::open`] refuses it with [`crate::Error::Corruption`]).
+///
+/// Keeps every batch before the first damaged one. Moves the rest into
+/// `DIR/quarantine/`: the bytes of the damaged segment from the damaged
+/// batch on (copied to `<segment file>.from-<offset>`, then zeroed in the
+/// segment), every later segment file (moved whole), and the index file.
+/// Nothing is deleted. Then opens the store, which rebuilds the index, and
+/// reports exactly how many events were kept.
+///
+/// A damaged or contradicting index file alone is moved to quarantine too.
+/// A store without damage is left untouched (`repaired` is false). A torn
+/// tail is not damage: open cuts it. Never called implicitly by the store.
+pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
+    let dir = dir.as_ref();
+    let ids = walk::segment_ids(dir)?;
+    let quarantine_dir = dir.join(QUARANTINE_DIR);
+    let mut report = RepairReport {
+        repaired: false,
+        damage: None,
+        kept_events: 0,
+        quarantined_events: 0,
+        quarantined_bytes: 0,
+        unreadable_bytes: 0,
+        quarantine_dir: quarantine_dir.clone(),
+        quarantined_files: Vec::new(),
+        index_rebuilt: false,
+    };
+    {
+        let _lock = lock::exclusive(dir)?;
+        let saved = verify::load_index_file(dir)?;
+        let target = match &saved {
+            Some(Ok((_, cp))) => cp.last_position,
+            _ => 0,
+        };
+        let w = walk::walk(dir, &ids, target, &mut |_| {})?;
+        let index = verify::check_index(dir, &w, saved);
+        let index_damage = match index {
+            IndexStatus::Damaged(d) => Some(d),
+            _ => None,
+        };
+        if let Some(damage) = &w.damage {
+            fs::create_dir_all(&quarantine_dir).ctx(|| format!("creating {}", quarantine_dir.display()))?;
+            quarantine_log(dir, &ids, damage, &mut report)?;
+        }
+        if w.damage.is_some() || index_damage.is_some() {
+            fs::create_dir_all(&quarantine_dir).ctx(|| format!("creating {}", quarantine_dir.display()))?;
+            let index_path = dir.join(index_file::FILE_NAME);
+            if index_path.exists() {
+                let to = move_into(&index_path, &quarantine_dir, index_file::FILE_NAME)?;
+                report.quarantined_files.push(to);
+                report.index_rebuilt = true;
+            }
+            sync_dir(&quarantine_dir)?;
+            sync_dir(dir)?;
+            report.repaired = true;
+        }
+        report.damage = w.damage.or(index_damage);
+    }
+    // Open (rebuilding the index when it was moved), to count what is kept
+    // and to prove the store opens. A store whose first segment header was
+    // damaged has no segment left: it holds no events.
+    if walk::segment_ids(dir).is_ok() {
+        let store = Store::open(dir, Options::default().with_create_if_missing(false))?;
+        report.kept_events = store.last_position();
+        store.close()?;
+    }
+    Ok(report)
+}
+
+/// Quarantines the log from `damage` on.
+fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairReport) -> Result<()> {
+    let q = report.quarantine_dir.clone();
+    let Some(first_bad) = damage.segment else {
+        return Ok(());
+    };
+    // 1. The damaged segment's bytes from the bad batch on: copy them out
+    //    (durably) before anything else changes.
+    let cut = ids.contains(&first_bad) && damage.offset >= SEGMENT_HEADER_BYTES;
+    if cut {
+        let path = segment::path(dir, first_bad);
+        let map = map_file(&path)?;
+        let from = usize::try_from(damage.offset).unwrap_or(usize::MAX).min(map.len());
+        let end = map[from..].iter().rposition(|&b| b != 0).map_or(from, |i| from + i + 1);
+        let bytes = &map[from..end];
+        let name = format!("{}.from-{}", segment::file_name(first_bad), damage.offset);
+        let to = write_new(&q, &name, bytes)?;
+        count_frames(bytes, 0, report);
+        report.quarantined_bytes += bytes.len() as u64;
+        report.quarantined_files.push(to);
+        sync_dir(&q)?;
+    }
+    // 2. Later segments (and the damaged one when its header is bad), the
+    //    highest first, so that the segments left are always numbered
+    //    1..=k without a gap, whenever a crash interrupts this.
+    let whole_from = if cut { first_bad + 1 } else { first_bad };
+    for &id in ids.iter().rev().filter(|&&id| id >= whole_from) {
+        let path = segment::path(dir, id);
+        let map = map_file(&path)?;
+        // Events start after the header, damaged or not.
+        count_frames(&map, SEGMENT_HEADER_BYTES as usize, report);
+        report.quarantined_bytes += map.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
+        drop(map);
+        let to = move_into(&path, &q, &segment::file_name(id))?;
+        report.quarantined_files.push(to);
+        sync_dir(&q)?;
+        sync_dir(dir)?;
+    }
+    // 3. Zero the damaged segment from the bad batch on: it becomes the
+    //    active segment, whose data ends where zeros begin.
+    if cut {
+        let path = segment::path(dir, first_bad);
+        let ctx = || format!("zeroing the quarantined part of {}", path.display());
+        let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+        let len = file.len().ctx(ctx)?;
+        write_zeros(&file, damage.offset, len).ctx(ctx)?;
+        file.sync_all().ctx(ctx)?;
+    }
+    Ok(())
+}
+
+/// Counts the events of the valid batch frames in `bytes` from `start`,
+/// skipping over damaged stretches, and the non-zero bytes outside them.
+fn count_frames(bytes: &[u8], start: usize, report: &mut RepairReport) {
+    let mut at = start;
+    while at < bytes.len() {
+        match frame::check_batch(&bytes[at..], |_, _| {}) {
+            Ok(header) => {
+                report.quarantined_events += u64::from(header.record_count);
+                at += header.frame_len as usize;
+            }
+            Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
+            Err(_) => {
+                let next = segment::find_valid_batch(bytes, at + 1).unwrap_or(bytes.len());
+                report.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
+                at = next;
+            }
+        }
+    }
+}
+
+/// A path in `q` for `name` that does not exist yet (earlier repairs may
+/// have used the name).
+fn free_name(q: &Path, name: &str) -> PathBuf {
+    let mut candidate = q.join(name);
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = q.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// Moves a file into the quarantine folder, under a free name.
+fn move_into(path: &Path, q: &Path, name: &str) -> Result<PathBuf> {
+    let to = free_name(q, name);
+    fs::rename(path, &to).ctx(|| format!("moving {} to {}", path.display(), to.display()))?;
+    Ok(to)
+}
+
+/// Writes a new file durably in `q`: temp file, sync, rename.
+fn write_new(q: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let to = free_name(q, name);
+    let tmp = q.join(format!("{name}.partial"));
+    let ctx = || format!("writing {}", to.display());
+    {
+        let mut file = File::create(&tmp).ctx(ctx)?;
+        std::io::Write::write_all(&mut file, bytes).ctx(ctx)?;
+        file.sync_all().ctx(ctx)?;
+    }
+    fs::rename(&tmp, &to).ctx(ctx)?;
+    Ok(to)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    StdFs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
+}

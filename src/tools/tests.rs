@@ -1,0 +1,190 @@
+//! Unit tests of `verify` and `repair` on real directories.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::log::segment;
+use crate::{Error, EventData, ExpectedVersion, Options, ReadAll, Store};
+
+const SEGMENT: u64 = 16 * 1024;
+
+fn options() -> Options {
+    Options::default().with_segment_size_bytes(SEGMENT)
+}
+
+/// A closed store of `n` one-event appends, spread over several segments.
+fn store_with(dir: &Path, n: u64) -> Vec<crate::Uuid> {
+    let store = Store::open(dir, options()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let e = EventData::new("Tick", format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(150)));
+        ids.push(e.id());
+        store
+            .append(&format!("s-{}", i % 7), ExpectedVersion::Any, [e])
+            .unwrap();
+    }
+    store.close().unwrap();
+    ids
+}
+
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            out.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn clean_store_verifies_and_is_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let before = files(dir.path());
+    let r = verify(dir.path()).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!(r.events, 300);
+    assert_eq!(r.streams, 7);
+    assert!(r.segments > 2, "{r:?}");
+    assert_eq!(r.index, IndexStatus::Agrees { covers: 300 });
+    assert_eq!(r.torn_tail, None);
+    assert_eq!(files(dir.path()), before);
+    let repaired = repair(dir.path()).unwrap();
+    assert!(!repaired.repaired);
+    assert_eq!(repaired.kept_events, 300);
+    assert!(!dir.path().join(QUARANTINE_DIR).exists());
+}
+
+#[test]
+fn torn_tail_is_reported_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 20);
+    let last = segment::path(dir.path(), 1);
+    // Garbage right after the last batch (the rest of the file is zeros).
+    let bytes = std::fs::read(&last).unwrap();
+    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let mut torn = bytes.clone();
+    torn[data_end..data_end + 10].copy_from_slice(b"ABT1xxxxxx");
+    std::fs::write(&last, &torn).unwrap();
+    let r = verify(dir.path()).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    let tail = r.torn_tail.unwrap();
+    assert_eq!((tail.offset, tail.bytes), (data_end as u64, 10));
+    assert_eq!(std::fs::read(&last).unwrap(), torn, "verify must not cut the torn tail");
+}
+
+#[test]
+fn damage_is_found_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = store_with(dir.path(), 300);
+    let seg = segment::path(dir.path(), 2);
+    let len = std::fs::metadata(&seg).unwrap().len() as usize;
+    flip(&seg, len / 2);
+    // With a valid index file, open succeeds and the read finds the damage.
+    let opened = Store::open(dir.path(), options()).and_then(|s| s.read_all(ReadAll::forward())?.collect_all());
+    let Err(Error::Corruption { file, offset, .. }) = opened else {
+        panic!("the damage should be found: {opened:?}")
+    };
+    let r = verify(dir.path()).unwrap();
+    assert!(!r.is_clean());
+    let damage = r.damage.clone().unwrap();
+    assert_eq!((damage.file.clone(), damage.segment), (seg.clone(), Some(2)));
+    assert_eq!((file, offset), (seg.clone(), damage.offset));
+    assert!(damage.offset <= len as u64 / 2 && damage.offset > 64);
+    assert_eq!(r.index, IndexStatus::PastDamage { covers: 300 });
+    let kept = r.events;
+    let segments = r.segments;
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired);
+    assert_eq!(rep.damage.as_ref(), Some(&damage));
+    assert_eq!(rep.kept_events, kept);
+    assert_eq!(
+        rep.quarantined_events,
+        300 - kept - 1,
+        "all but the damaged event counted"
+    );
+    assert!(rep.unreadable_bytes > 0);
+    assert!(rep.index_rebuilt);
+    // segment 2's tail, every later segment, the index file
+    assert_eq!(rep.quarantined_files.len() as u64, 1 + (segments - 2) + 1);
+    for f in &rep.quarantined_files {
+        assert!(f.starts_with(dir.path().join(QUARANTINE_DIR)) && f.exists(), "{f:?}");
+    }
+
+    let after = verify(dir.path()).unwrap();
+    assert!(after.is_clean(), "{after:?}");
+    assert_eq!(after.events, kept);
+    let store = Store::open(dir.path(), options()).unwrap();
+    let events = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
+    assert_eq!(events.len() as u64, kept);
+    for (e, id) in events.iter().zip(&ids) {
+        assert_eq!(e.id(), *id);
+    }
+    // The repaired store takes appends again.
+    store
+        .append("s-new", ExpectedVersion::NoStream, [EventData::new("T", "{}")])
+        .unwrap();
+    store.close().unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+#[test]
+fn damaged_header_quarantines_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let before = verify(dir.path()).unwrap();
+    flip(&segment::path(dir.path(), 3), 20);
+    let r = verify(dir.path()).unwrap();
+    let d = r.damage.unwrap();
+    assert_eq!((d.segment, d.offset), (Some(3), 0));
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.quarantined_files.len() as u64, before.segments - 2 + 1);
+    assert_eq!(rep.kept_events + rep.quarantined_events, 300);
+    assert_eq!(rep.unreadable_bytes, 0);
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+#[test]
+fn damaged_index_file_is_reported_and_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 50);
+    let index = dir.path().join("index");
+    let len = std::fs::metadata(&index).unwrap().len() as usize;
+    flip(&index, len - 10);
+    let r = verify(dir.path()).unwrap();
+    assert!(r.damage.is_none());
+    let Some(d) = r.first_damage() else {
+        panic!("index damage not reported: {r:?}")
+    };
+    assert_eq!(d.file, index);
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired && rep.index_rebuilt);
+    assert_eq!((rep.kept_events, rep.quarantined_events), (50, 0));
+    assert_eq!(verify(dir.path()).unwrap().index, IndexStatus::Agrees { covers: 50 });
+}
+
+#[test]
+fn locked_and_missing_stores_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(matches!(verify(dir.path()), Err(Error::Locked { .. })));
+    assert!(matches!(repair(dir.path()), Err(Error::Locked { .. })));
+    store.close().unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
+
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(verify(empty.path()), Err(Error::InvalidInput(_))));
+    assert!(matches!(repair(empty.path()), Err(Error::InvalidInput(_))));
+    assert!(matches!(verify(empty.path().join("nope")), Err(Error::InvalidInput(_))));
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing created");
+}

@@ -1,0 +1,198 @@
+//! `verify`: checks every byte of a store without changing any.
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::walk::{self, BatchEnd, TornTail, Walk};
+use super::{Damage, Progress, lock};
+use crate::error::{IoContext, Result};
+use crate::index::Index;
+use crate::index::file::{self as index_file, Checkpoint};
+use crate::log::segment;
+
+/// What [`verify`] found about the index file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexStatus {
+    /// There is no index file; the next open rebuilds it from the log.
+    Missing,
+    /// The index file agrees with the log on every event it covers (the
+    /// first `covers` events; open replays the log after them).
+    Agrees {
+        /// Number of events the index file covers.
+        covers: u64,
+    },
+    /// The index file agrees with the log up to the log's damage, but
+    /// covers events past it, which could not be compared.
+    PastDamage {
+        /// Number of events the index file covers.
+        covers: u64,
+    },
+    /// The index file is damaged or contradicts the log.
+    Damaged(Damage),
+}
+
+/// The result of [`verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// The store directory.
+    pub path: PathBuf,
+    /// The store id, from the first segment header (when readable).
+    pub store_id: Option<Uuid>,
+    /// Number of segment files.
+    pub segments: u64,
+    /// Events checked: every event before the first damage.
+    pub events: u64,
+    /// Streams among those events.
+    pub streams: u64,
+    /// Bytes of segment files read.
+    pub bytes_checked: u64,
+    /// A torn final write, which is not corruption: the next open cuts it.
+    pub torn_tail: Option<TornTail>,
+    /// The index file's state.
+    pub index: IndexStatus,
+    /// The first damage in the log, if any.
+    pub damage: Option<Damage>,
+}
+
+impl VerifyReport {
+    /// Whether the store is free of damage (a torn tail is not damage).
+    pub fn is_clean(&self) -> bool {
+        self.first_damage().is_none()
+    }
+
+    /// The first damage found: in the log, else in the index file.
+    pub fn first_damage(&self) -> Option<&Damage> {
+        match (&self.damage, &self.index) {
+            (Some(d), _) => Some(d),
+            (None, IndexStatus::Damaged(d)) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a store directory without modifying anything: every segment
+/// header, every batch and record CRC, that positions and stream versions
+/// follow on without gaps, and that the index file (if any) agrees with the
+/// log. Damage is reported in the returned [`VerifyReport`], not as an
+/// error; errors are for a directory without a store
+/// ([`crate::Error::InvalidInput`]), a store open elsewhere
+/// ([`crate::Error::Locked`]) and I/O failures.
+pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
+    verify_with_progress(dir, &mut |_| {})
+}
+
+/// [`verify`], calling `progress` as it goes (often: throttle the display).
+pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Progress)) -> Result<VerifyReport> {
+    let dir = dir.as_ref();
+    let ids = walk::segment_ids(dir)?;
+    let _lock = lock::shared(dir)?;
+    let saved = load_index_file(dir)?;
+    let target = match &saved {
+        Some(Ok((_, cp))) => cp.last_position,
+        _ => 0,
+    };
+    let w = walk::walk(dir, &ids, target, progress)?;
+    let index = check_index(dir, &w, saved);
+    Ok(VerifyReport {
+        path: dir.to_path_buf(),
+        store_id: w.store_id,
+        segments: ids.len() as u64,
+        events: w.index.last_position(),
+        streams: w.index.stream_count() as u64,
+        bytes_checked: w.bytes_checked,
+        torn_tail: w.torn_tail,
+        index,
+        damage: w.damage,
+    })
+}
+
+/// The decoded index file: `None` when absent, else the decoded index or
+/// why it cannot be decoded.
+pub(crate) type SavedIndex = Option<Result<(Index, Checkpoint), String>>;
+
+/// Reads and decodes the index file, if there is one.
+pub(crate) fn load_index_file(dir: &Path) -> Result<SavedIndex> {
+    let path = dir.join(index_file::FILE_NAME);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    Ok(Some(index_file::decode(&bytes)))
+}
+
+/// Compares the index file with what the walk found in the log.
+pub(crate) fn check_index(dir: &Path, w: &Walk, saved: SavedIndex) -> IndexStatus {
+    let path = dir.join(index_file::FILE_NAME);
+    let damaged = |offset: u64, reason: String| {
+        IndexStatus::Damaged(Damage {
+            file: path.clone(),
+            segment: None,
+            offset,
+            reason,
+        })
+    };
+    let (index, cp) = match saved {
+        None => return IndexStatus::Missing,
+        Some(Err(reason)) => return damaged(0, format!("index file unreadable: {reason}")),
+        Some(Ok(parts)) => parts,
+    };
+    if w.store_id.is_some_and(|id| id != cp.store_id) {
+        return damaged(0, "index file belongs to another store".into());
+    }
+    let log_events = w.index.last_position();
+    let compared = cp.last_position.min(log_events);
+    let n = usize::try_from(compared).unwrap_or(usize::MAX);
+    let (ours, theirs) = (&index.packed_locations()[..n], &w.index.packed_locations()[..n]);
+    if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
+        return damaged(
+            index_file::HEADER_BYTES as u64 + 8 * i as u64,
+            format!("index file places position {} elsewhere than the log does", i + 1),
+        );
+    }
+    for (name, entry) in index.streams() {
+        let log_positions = w.index.stream(name).map_or(&[][..], |e| e.positions.as_slice());
+        let theirs: Vec<u64> = log_positions.iter().copied().take_while(|&p| p <= compared).collect();
+        let ours: Vec<u64> = entry.positions.iter().copied().take_while(|&p| p <= compared).collect();
+        if ours != theirs {
+            return damaged(
+                index_file::HEADER_BYTES as u64,
+                format!("index file's stream '{name}' differs from the log"),
+            );
+        }
+    }
+    if cp.last_position > log_events {
+        if w.damage.is_some() {
+            return IndexStatus::PastDamage {
+                covers: cp.last_position,
+            };
+        }
+        return damaged(
+            0,
+            format!(
+                "index file covers {} events but the log holds {log_events}",
+                cp.last_position
+            ),
+        );
+    }
+    let claimed = BatchEnd {
+        segment: cp.end_segment,
+        offset: cp.end_offset,
+        crc: cp.last_batch_crc,
+    };
+    if w.target_end != Some(claimed) {
+        return damaged(
+            0,
+            format!(
+                "index file's checkpoint ({} offset {}) is not the end of the batch holding position {}",
+                segment::file_name(cp.end_segment),
+                cp.end_offset,
+                cp.last_position
+            ),
+        );
+    }
+    IndexStatus::Agrees {
+        covers: cp.last_position,
+    }
+}

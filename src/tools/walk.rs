@@ -1,0 +1,284 @@
+//! The read-only walk over a store's segment files that `verify` and
+//! `repair` share: every header, every batch, every record CRC, positions
+//! and versions, up to the first damage.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::{Damage, Progress};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Index, Location};
+use crate::io::{FileHandle, FileSystem, OpenMode, StdFs};
+use crate::log::frame::{BatchHeader, CheckedRecord, RECORD_HEADER_BYTES};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader};
+
+/// A write torn by a crash at the end of the active segment: not
+/// corruption (it was never acknowledged); the next open cuts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The active segment file.
+    pub file: PathBuf,
+    /// Where its valid data ends.
+    pub offset: u64,
+    /// Bytes of the torn write (non-zero bytes after `offset`).
+    pub bytes: u64,
+}
+
+/// Where the batch holding a given position ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchEnd {
+    pub segment: u64,
+    pub offset: u64,
+    pub crc: u32,
+}
+
+/// What the walk found.
+pub(crate) struct Walk {
+    pub store_id: Option<Uuid>,
+    /// The events of every valid batch before the damage.
+    pub index: Index,
+    pub bytes_checked: u64,
+    pub torn_tail: Option<TornTail>,
+    pub damage: Option<Damage>,
+    /// End of the batch holding the position asked for, if in the log.
+    pub target_end: Option<BatchEnd>,
+}
+
+/// The segment numbers in `dir`, sorted; fails when there are none (the
+/// directory holds no store).
+pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
+    let no_store = || Error::InvalidInput(format!("no annal store in {}", dir.display()));
+    if !dir.is_dir() {
+        return Err(no_store());
+    }
+    let names = StdFs.list_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
+    let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
+    if ids.is_empty() {
+        return Err(no_store());
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Opens and maps a segment file read-only.
+pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
+    let ctx = || format!("reading {}", path.display());
+    let file = StdFs.open(path, OpenMode::Read).ctx(ctx)?;
+    let len = file.len().ctx(ctx)?;
+    file.map(len).ctx(ctx)
+}
+
+/// Walks the log of `dir` (segments `ids`) from the start, stopping at the
+/// first damage. `target` asks for the end of the batch holding that
+/// position (0: the empty log's end).
+pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMut(Progress)) -> Result<Walk> {
+    let mut bytes_total = 0;
+    for &id in ids {
+        let path = segment::path(dir, id);
+        bytes_total += std::fs::metadata(&path)
+            .ctx(|| format!("reading {}", path.display()))?
+            .len();
+    }
+    let mut w = Walk {
+        store_id: None,
+        index: Index::default(),
+        bytes_checked: 0,
+        torn_tail: None,
+        damage: None,
+        target_end: (target == 0).then_some(BatchEnd {
+            segment: 1,
+            offset: SEGMENT_HEADER_BYTES,
+            crc: 0,
+        }),
+    };
+    for (i, &id) in ids.iter().enumerate() {
+        let expected = i as u64 + 1;
+        if id != expected {
+            w.damage = Some(Damage {
+                file: segment::path(dir, expected),
+                segment: Some(expected),
+                offset: 0,
+                reason: "segment file is missing".into(),
+            });
+            break;
+        }
+        let last = i + 1 == ids.len();
+        let path = segment::path(dir, id);
+        let map = map_file(&path)?;
+        if let Err(reason) = check_header(&map, &path, id, &mut w) {
+            w.damage = Some(Damage {
+                file: path,
+                segment: Some(id),
+                offset: 0,
+                reason,
+            });
+            break;
+        }
+        let done_before = w.bytes_checked;
+        let end = walk_segment(&map, id, target, &mut w, &mut |at, events| {
+            progress(Progress {
+                bytes_done: done_before + at,
+                bytes_total,
+                events,
+            })
+        });
+        w.bytes_checked = done_before + map.len() as u64;
+        progress(Progress {
+            bytes_done: w.bytes_checked,
+            bytes_total,
+            events: w.index.last_position(),
+        });
+        match end {
+            Ok(ScanEnd::Clean { .. }) => {}
+            Ok(ScanEnd::TornTail {
+                offset,
+                dirty_end,
+                reason,
+            }) => {
+                if last {
+                    w.torn_tail = Some(TornTail {
+                        file: path,
+                        offset,
+                        bytes: dirty_end - offset,
+                    });
+                } else {
+                    w.damage = Some(Damage {
+                        file: path,
+                        segment: Some(id),
+                        offset,
+                        reason: format!("{reason} in a sealed segment"),
+                    });
+                    break;
+                }
+            }
+            Ok(ScanEnd::Corrupt { offset, next, reason }) => {
+                w.damage = Some(Damage {
+                    file: path,
+                    segment: Some(id),
+                    offset,
+                    reason: format!("{reason} (valid data follows at offset {next})"),
+                });
+                break;
+            }
+            Err((offset, reason)) => {
+                w.damage = Some(Damage {
+                    file: path,
+                    segment: Some(id),
+                    offset,
+                    reason,
+                });
+                break;
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// Checks a segment header; the error is the reason it is bad.
+fn check_header(map: &[u8], path: &Path, id: u64, w: &mut Walk) -> Result<(), String> {
+    let header = match SegmentHeader::decode(map, path) {
+        Ok(h) => h,
+        Err(Error::Corruption { reason, .. }) => return Err(reason),
+        Err(e) => return Err(e.to_string()),
+    };
+    if header.segment_id != id {
+        return Err("segment number in header differs from file name".into());
+    }
+    match w.store_id {
+        Some(store) if store != header.store_id => return Err("segment belongs to another store".into()),
+        _ => w.store_id = Some(header.store_id),
+    }
+    if header.first_position != w.index.last_position() + 1 {
+        return Err(format!(
+            "segment starts at position {} but the log before it ends at {}",
+            header.first_position,
+            w.index.last_position()
+        ));
+    }
+    Ok(())
+}
+
+/// Walks one segment's batches; an error is a batch (offset and reason)
+/// that is valid on its own but does not follow on from the log before it.
+fn walk_segment(
+    map: &[u8],
+    id: u64,
+    target: u64,
+    w: &mut Walk,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ScanEnd, (u64, String)> {
+    let mut failure = None;
+    let end = segment::scan(map, SEGMENT_HEADER_BYTES, |batch_at, header, records| {
+        if failure.is_some() {
+            return;
+        }
+        if let Err(reason) = add_batch(map, id, batch_at, header, records, &mut w.index) {
+            failure = Some((batch_at, reason));
+            return;
+        }
+        let last = header.first_position + u64::from(header.record_count) - 1;
+        if (header.first_position..=last).contains(&target) {
+            w.target_end = Some(BatchEnd {
+                segment: id,
+                offset: batch_at + u64::from(header.frame_len),
+                crc: header.crc,
+            });
+        }
+        progress(batch_at + u64::from(header.frame_len), w.index.last_position());
+    });
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(end),
+    }
+}
+
+/// Adds a checked batch to the index, or says why it does not follow on
+/// (then nothing of it is added).
+fn add_batch(
+    map: &[u8],
+    id: u64,
+    batch_at: u64,
+    header: &BatchHeader,
+    records: &[CheckedRecord],
+    index: &mut Index,
+) -> Result<(), String> {
+    if header.first_position != index.last_position() + 1 {
+        return Err(format!(
+            "batch starts at position {} but the log before it ends at {}",
+            header.first_position,
+            index.last_position()
+        ));
+    }
+    let name_of = |r: &CheckedRecord| {
+        let at = batch_at as usize + r.offset as usize + RECORD_HEADER_BYTES;
+        map.get(at..at + usize::from(r.header.stream_len))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    };
+    let mut pending: HashMap<&str, u64> = HashMap::new();
+    for r in records {
+        let name = name_of(r);
+        let current = pending.get(name).copied().unwrap_or_else(|| index.stream_version(name));
+        let version = u64::from(r.header.version);
+        if version != current + 1 {
+            return Err(format!("stream '{name}' version {version} does not follow {current}"));
+        }
+        pending.insert(name, version);
+    }
+    for (k, r) in records.iter().enumerate() {
+        let location = Location {
+            segment: id,
+            offset: batch_at + u64::from(r.offset),
+        };
+        index.push(
+            name_of(r),
+            u64::from(r.header.version),
+            header.first_position + k as u64,
+            location,
+        )?;
+    }
+    Ok(())
+}
