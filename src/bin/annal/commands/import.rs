@@ -1,0 +1,119 @@
+//! `annal import`: one append per JSON line, each result printed once the
+//! append is durable.
+//!
+//! Appends are handed to the operating system as they come
+//! (`Durability::Buffered`), and made durable with one sync for all the
+//! lines read so far whenever the input has no further complete line
+//! waiting (or every `SYNC_EVERY_LINES` lines). Only then are their result
+//! lines printed and stdout flushed. So a printed line is always durable,
+//! a producer that waits for each result gets it without delay, and a fast
+//! producer shares one sync among many lines.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+
+use annal::{Durability, Store};
+
+use super::{close, line, open_or_create, stdout};
+use crate::args::ImportArgs;
+use crate::fail::{Failure, Outcome};
+use crate::input::parse_line;
+use crate::json;
+use crate::progress::Progress;
+
+/// Most lines acknowledged by one sync.
+const SYNC_EVERY_LINES: usize = 1000;
+/// Input buffer size.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+pub fn run(a: ImportArgs) -> Outcome {
+    let (source, total_bytes): (Box<dyn Read>, Option<u64>) = match &a.file {
+        Some(path) => {
+            let file = File::open(path).map_err(|e| Failure::new(format!("cannot open {}: {e}", path.display())))?;
+            let len = file.metadata().map(|m| m.len()).ok();
+            (Box::new(file), len)
+        }
+        None => (Box::new(std::io::stdin()), None),
+    };
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, source);
+    let store = open_or_create(&a.dir, Durability::Buffered)?;
+    let mut importer = Importer {
+        store,
+        out: stdout(),
+        pending: Vec::new(),
+        events: 0,
+        progress: Progress::new(a.progress, "events"),
+    };
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    let mut bytes_read = 0u64;
+    loop {
+        buf.clear();
+        let n = match reader.read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                importer.acknowledge()?;
+                return Err(Failure::new(format!("reading line {}: {e}", line_no + 1)));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        bytes_read += n as u64;
+        if let Err(f) = importer.import(&buf) {
+            // Everything before this line is appended: make it durable and
+            // say so before reporting the failure.
+            importer.acknowledge()?;
+            return Err(f.context(format_args!("line {line_no}")));
+        }
+        let waiting = reader.buffer().contains(&b'\n');
+        if !waiting || importer.pending.len() >= SYNC_EVERY_LINES {
+            importer.acknowledge()?;
+        }
+        let fraction = total_bytes.filter(|&t| t > 0).map(|t| bytes_read as f64 / t as f64);
+        importer.progress.update(importer.events, fraction);
+    }
+    importer.acknowledge()?;
+    importer.progress.finish(importer.events, total_bytes.map(|_| 1.0));
+    close(importer.store)
+}
+
+struct Importer {
+    store: Store,
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    /// Result lines of appends not yet synced.
+    pending: Vec<String>,
+    events: u64,
+    progress: Progress,
+}
+
+impl Importer {
+    /// Appends one line (blank lines are skipped).
+    fn import(&mut self, raw: &[u8]) -> Outcome {
+        let text = std::str::from_utf8(raw).map_err(|_| Failure::new("not valid UTF-8"))?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        let append = parse_line(text).map_err(Failure::new)?;
+        let count = append.events.len() as u64;
+        let result = self.store.append(&append.stream, append.expected, append.events)?;
+        self.pending.push(json::result_line(&append.stream, &result));
+        self.events += count;
+        Ok(())
+    }
+
+    /// Makes every append so far durable, then prints their results.
+    fn acknowledge(&mut self) -> Outcome {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.store.sync()?;
+        for l in self.pending.drain(..) {
+            line(&mut self.out, &l)?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! One module per command (or group of commands), and what they share:
+//! opening a store and writing lines to stdout.
+
+mod append;
+mod export;
+mod import;
+mod read;
+mod repair;
+mod stats;
+mod verify;
+
+use std::io::{BufWriter, StdoutLock, Write};
+use std::path::Path;
+
+use annal::{Durability, Options, Store};
+
+use crate::args::Command;
+use crate::fail::{Failure, Outcome};
+
+/// Runs a command.
+pub fn run(command: Command) -> Outcome {
+    match command {
+        Command::Append(a) => append::run(a),
+        Command::Import(a) => import::run(a),
+        Command::Read(a) => read::stream(a),
+        Command::ReadAll(a) => read::all(a),
+        Command::Export(a) => export::run(&a.dir),
+        Command::Stats(a) => stats::stats(a),
+        Command::Streams(a) => stats::streams(&a.dir),
+        Command::Verify(a) => verify::run(a),
+        Command::Repair(a) => repair::run(&a.dir),
+    }
+}
+
+/// Whether `dir` holds a store (at least one segment file). Checked before
+/// opening so that commands other than `append` and `import` never create
+/// anything (not even a lock file) in a directory without a store.
+pub fn has_store(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(annal::log::segment::parse_file_name)
+                .is_some()
+        })
+    })
+}
+
+/// The failure for a directory without a store.
+pub fn no_store(dir: &Path) -> Failure {
+    Failure::new(format!("no annal store in {}", dir.display()))
+}
+
+/// Opens an existing store; fails (exit 1) when `dir` holds none.
+pub fn open_existing(dir: &Path) -> Outcome<Store> {
+    if !has_store(dir) {
+        return Err(no_store(dir));
+    }
+    Ok(Store::open(dir, Options::default().with_create_if_missing(false))?)
+}
+
+/// Opens the store in `dir`, creating it when missing.
+pub fn open_or_create(dir: &Path, durability: Durability) -> Outcome<Store> {
+    Ok(Store::open(dir, Options::default().with_durability(durability))?)
+}
+
+/// Buffered stdout.
+pub fn stdout() -> BufWriter<StdoutLock<'static>> {
+    BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
+}
+
+/// Writes one line.
+pub fn line(out: &mut impl Write, text: &str) -> Outcome {
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Closes a store, reporting a failure to save its state.
+pub fn close(store: Store) -> Outcome {
+    Ok(store.close()?)
+}

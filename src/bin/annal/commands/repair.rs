@@ -1,0 +1,49 @@
+//! `annal repair`.
+
+use std::io::Write;
+use std::path::Path;
+
+use annal::tools;
+
+use super::verify::damage;
+use super::{has_store, line, no_store, stdout};
+use crate::fail::Outcome;
+use crate::json::{self, Obj};
+
+pub fn run(dir: &Path) -> Outcome {
+    if !has_store(dir) {
+        return Err(no_store(dir));
+    }
+    let r = tools::repair(dir)?;
+    let files = r
+        .quarantined_files
+        .iter()
+        .map(|f| json::quote(&f.display().to_string()));
+    let text = Obj::new()
+        .bool("repaired", r.repaired)
+        .num("kept_events", r.kept_events)
+        .num("quarantined_events", r.quarantined_events)
+        .num("quarantined_bytes", r.quarantined_bytes)
+        .num("unreadable_bytes", r.unreadable_bytes)
+        .str("quarantine", &r.quarantine_dir.display().to_string())
+        .raw("quarantined_files", &json::array(files))
+        .bool("index_rebuilt", r.index_rebuilt)
+        .raw("damage", &damage(r.damage.as_ref()))
+        .finish();
+    let mut out = stdout();
+    line(&mut out, &text)?;
+    out.flush()?;
+    if r.repaired {
+        eprintln!(
+            "annal: kept {} events; moved {} events ({} bytes, {} of them unreadable) into {}",
+            r.kept_events,
+            r.quarantined_events,
+            r.quarantined_bytes,
+            r.unreadable_bytes,
+            r.quarantine_dir.display()
+        );
+    } else {
+        eprintln!("annal: no damage found; nothing was changed ({} events)", r.kept_events);
+    }
+    Ok(())
+}

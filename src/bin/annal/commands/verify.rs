@@ -1,0 +1,73 @@
+//! `annal verify`.
+
+use std::io::Write;
+
+use annal::tools::{self, Damage, IndexStatus, VerifyReport};
+
+use super::{has_store, line, no_store, stdout};
+use crate::args::VerifyArgs;
+use crate::fail::{CORRUPTION, Failure, Outcome};
+use crate::json::Obj;
+use crate::progress::Progress;
+
+pub fn run(a: VerifyArgs) -> Outcome {
+    if !has_store(&a.dir) {
+        return Err(no_store(&a.dir));
+    }
+    let mut progress = Progress::new(a.progress, "events");
+    let report = tools::verify_with_progress(&a.dir, &mut |p| {
+        let fraction = (p.bytes_total > 0).then(|| p.bytes_done as f64 / p.bytes_total as f64);
+        progress.update(p.events, fraction);
+    })?;
+    progress.finish(report.events, Some(1.0));
+    let mut out = stdout();
+    line(&mut out, &summary(&report))?;
+    out.flush()?;
+    match report.first_damage() {
+        None => Ok(()),
+        Some(d) => Err(Failure {
+            code: CORRUPTION,
+            message: d.to_string(),
+        }),
+    }
+}
+
+fn summary(r: &VerifyReport) -> String {
+    let torn = match &r.torn_tail {
+        None => "null".to_string(),
+        Some(t) => Obj::new()
+            .str("file", &t.file.display().to_string())
+            .num("offset", t.offset)
+            .num("bytes", t.bytes)
+            .finish(),
+    };
+    let index = match &r.index {
+        IndexStatus::Missing => Obj::new().str("status", "missing"),
+        IndexStatus::Agrees { covers } => Obj::new().str("status", "agrees").num("covers", *covers),
+        IndexStatus::PastDamage { covers } => Obj::new().str("status", "past-damage").num("covers", *covers),
+        IndexStatus::Damaged(_) => Obj::new().str("status", "damaged"),
+    }
+    .finish();
+    Obj::new()
+        .bool("clean", r.is_clean())
+        .num("segments", r.segments)
+        .num("events", r.events)
+        .num("streams", r.streams)
+        .num("bytes_checked", r.bytes_checked)
+        .raw("torn_tail", &torn)
+        .raw("index", &index)
+        .raw("corruption", &damage(r.first_damage()))
+        .finish()
+}
+
+/// A damage as JSON (`null` for none).
+pub fn damage(d: Option<&Damage>) -> String {
+    match d {
+        None => "null".into(),
+        Some(d) => Obj::new()
+            .str("file", &d.file.display().to_string())
+            .num("offset", d.offset)
+            .str("reason", &d.reason)
+            .finish(),
+    }
+}
