@@ -121,6 +121,20 @@ impl Error {
         }
     }
 
+    /// A copy of this error for another caller that shares its cause (the
+    /// appenders of one failed group commit). I/O errors keep their kind
+    /// and message; others become [`Error::Poisoned`] with their message.
+    pub(crate) fn share(&self) -> Self {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Poisoned(why) => Error::Poisoned(why.clone()),
+            other => Error::Poisoned(other.to_string()),
+        }
+    }
+
     /// Builds an [`Error::Corruption`].
     pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
         Error::Corruption {

@@ -10,11 +10,13 @@
 //! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
 //! | segment of another store (store id differs)             | refuse: `Corruption`                      |
 //! | index file missing, corrupt, of another store           | rebuild the index from the whole log      |
-//! | index file whose last batch is not in the log (ahead)   | rebuild the index from the whole log      |
+//! | index file whose last batch does not match the log      | rebuild the index from the whole log      |
+//! | log shorter than the index file's header says was synced | refuse: `Corruption` (acknowledged data)  |
 //! | index file behind the log                               | load it, replay the log after it          |
 //! | sealed segment: invalid bytes after its last batch      | refuse: `Corruption` (it was synced)      |
 //! | last segment: zeros after the last batch                | clean end                                 |
-//! | last segment: invalid bytes, no valid batch after them  | torn tail: zero them, sync, go on         |
+//! | last segment: invalid bytes, no valid batch after them, | torn tail: zero them, sync, go on         |
+//! | past the index file's synced end                        |                                           |
 //! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
 //! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
 //!
@@ -102,11 +104,37 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     }
     check_contiguous(dir, &ids)?;
     let found = open_segments(fs, dir, &ids)?;
-    let (index, checkpoint, rejected) = match load_index(fs, dir, &found) {
+    let index_bytes = read_index_file(fs, dir);
+    let floor = index_bytes.as_ref().ok().and_then(|b| durable_floor(b, &found));
+    let (index, checkpoint, rejected) = match index_bytes.and_then(|b| load_index(&b, &found)) {
         Ok((index, checkpoint)) => (index, Some(checkpoint), None),
         Err(reason) => (Index::default(), None, Some(reason)),
     };
-    replay(fs, dir, options, found, index, checkpoint, rejected)
+    let tail = replay(options, found, index, checkpoint, rejected, floor)?;
+    Ok(tail)
+}
+
+/// Reads the index file's bytes; the error says why there are none.
+fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u8>, String> {
+    let path = dir.join(index_file::FILE_NAME);
+    if !fs.exists(&path) {
+        return Err("no index file".into());
+    }
+    fs.open(&path, OpenMode::Read)
+        .and_then(|f| io::read_whole(&f))
+        .map_err(|e| format!("cannot read index file: {e}"))
+}
+
+/// Where the log was durable when the index file was saved, from the index
+/// file's header alone (valid header CRC, same store), even when the rest
+/// of the file cannot be used. The store syncs the log before it saves an
+/// index file, so the log must reach this point: damage before it is
+/// corruption of acknowledged data, never a torn tail to cut.
+fn durable_floor<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Option<(u64, u64)> {
+    let (checkpoint, _, _) = index_file::decode_checkpoint(bytes).ok()?;
+    let store_id = found.first()?.header.store_id;
+    (checkpoint.store_id == store_id && checkpoint.last_position > 0)
+        .then_some((checkpoint.end_segment, checkpoint.end_offset))
 }
 
 fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<()> {
@@ -210,16 +238,8 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64]) -> Result<Vec<F
 
 /// Loads the index file and checks it against the log; the error says why
 /// it cannot be used.
-fn load_index<F: FileSystem>(fs: &F, dir: &Path, found: &[Found<F>]) -> Result<(Index, Checkpoint), String> {
-    let path = dir.join(index_file::FILE_NAME);
-    if !fs.exists(&path) {
-        return Err("no index file".into());
-    }
-    let bytes = fs
-        .open(&path, OpenMode::Read)
-        .and_then(|f| io::read_whole(&f))
-        .map_err(|e| format!("cannot read index file: {e}"))?;
-    let (index, checkpoint) = index_file::decode(&bytes)?;
+fn load_index<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Result<(Index, Checkpoint), String> {
+    let (index, checkpoint) = index_file::decode(bytes)?;
     let store_id = found.first().map(|f| f.header.store_id);
     if Some(checkpoint.store_id) != store_id {
         return Err("index file belongs to another store".into());
@@ -263,15 +283,13 @@ fn load_index<F: FileSystem>(fs: &F, dir: &Path, found: &[Found<F>]) -> Result<(
     Ok((index, checkpoint))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn replay<F: FileSystem>(
-    fs: &F,
-    dir: &Path,
     options: &Options,
     found: Vec<Found<F>>,
     mut index: Index,
     checkpoint: Option<Checkpoint>,
     rejected: Option<String>,
+    floor: Option<(u64, u64)>,
 ) -> Result<Recovered<F>> {
     let store_id = found[0].header.store_id;
     let (start_segment, start_offset, mut end) = match checkpoint {
@@ -322,6 +340,19 @@ fn replay<F: FileSystem>(
                 ));
             }
             let (data_end, torn) = replay_segment(&seg.path, id, &map, from, last, &mut index, &mut end, &mut report)?;
+            if let Some((floor_segment, floor_offset)) = floor
+                && floor_segment == id
+                && data_end < floor_offset
+            {
+                return Err(Error::corruption(
+                    &seg.path,
+                    data_end,
+                    format!(
+                        "the log ends here, but the index file records durable data up to offset {floor_offset}; \
+                         acknowledged events are damaged or missing"
+                    ),
+                ));
+            }
             if let Some(dirty_end) = torn {
                 let ctx = || format!("cutting the torn tail of {}", seg.path.display());
                 write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
@@ -343,6 +374,15 @@ fn replay<F: FileSystem>(
     let Some((path, file, allocated, segment_id)) = tail_parts else {
         return Err(Error::InvalidInput("no segments".into()));
     };
+    if let Some((floor_segment, _)) = floor
+        && floor_segment > segment_id
+    {
+        return Err(Error::corruption(
+            &path,
+            allocated,
+            format!("the log ends in this segment, but the index file records durable data in segment {floor_segment}"),
+        ));
+    }
     let tail = LogTail {
         segment_id,
         path,
@@ -350,8 +390,6 @@ fn replay<F: FileSystem>(
         allocated,
         segment_size: options.segment_size_bytes,
     };
-    let _ = fs;
-    let _ = dir;
     Ok(Recovered {
         store_id,
         index,

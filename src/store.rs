@@ -53,6 +53,9 @@ pub(crate) struct Core<F: FileSystem> {
     pub tail: Mutex<LogTail<F>>,
     pub report: RecoveryReport,
     checkpoints: Mutex<Option<Sender<()>>>,
+    /// Held while an index file is being saved: the background thread and
+    /// explicit saves share one temp file name.
+    index_save: Mutex<()>,
     background_error: Mutex<Option<String>>,
     _lock_file: F::File,
 }
@@ -154,6 +157,7 @@ impl<F: FileSystem> Store<F> {
             tail: Mutex::new(recovered.tail),
             report: recovered.report,
             checkpoints: Mutex::new(None),
+            index_save: Mutex::new(()),
             background_error: Mutex::new(None),
             _lock_file: lock_file,
             options,
@@ -464,6 +468,7 @@ impl<F: FileSystem> Core<F> {
     /// Saves the index file for the published state. Syncs the log first
     /// so that the index never covers bytes a crash could still take away.
     pub(crate) fn save_index(&self) -> Result<()> {
+        let _saving = self.index_save.lock();
         let (bytes, end) = {
             let p = self.published.read();
             let checkpoint = Checkpoint {

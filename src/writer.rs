@@ -101,6 +101,10 @@ pub(crate) struct WriterState {
     /// Group commits (write + sync rounds) since open.
     pub(crate) group_commits: u64,
     poisoned: Option<String>,
+    /// The error of the group commit that poisoned the store, and the last
+    /// sequence number in that group: its appenders get this error (with
+    /// its I/O kind, such as `StorageFull`); later ones get `Poisoned`.
+    failed_group: Option<(u64, Error)>,
     closed: bool,
     spare: Vec<Vec<u8>>,
     bytes_since_checkpoint: u64,
@@ -132,6 +136,7 @@ impl WriterState {
             appends_written: 0,
             group_commits: 0,
             poisoned: None,
+            failed_group: None,
             closed: false,
             spare: Vec::new(),
             bytes_since_checkpoint: 0,
@@ -154,6 +159,15 @@ impl WriterState {
 
     pub(crate) fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
+    }
+
+    /// The error for the append with sequence number `seq` once the store
+    /// is poisoned.
+    fn failure_for(&self, seq: u64) -> Error {
+        match &self.failed_group {
+            Some((last, error)) if seq <= *last => error.share(),
+            _ => Error::Poisoned(self.poisoned.clone().unwrap_or_default()),
+        }
     }
 
     /// Forgets queued appends (after poisoning: they will never be written).
@@ -564,8 +578,8 @@ impl<F: FileSystem> Core<F> {
             if w.done_seq >= seq {
                 return Ok(());
             }
-            if let Some(why) = &w.poisoned {
-                return Err(Error::Poisoned(why.clone()));
+            if w.poisoned.is_some() {
+                return Err(w.failure_for(seq));
             }
             if !w.leader_active {
                 self.lead(&mut w);
@@ -619,7 +633,13 @@ impl<F: FileSystem> Core<F> {
         w.sync_micros_avg = (w.sync_micros_avg * 7 + micros) / 8;
         match outcome {
             Ok(views) => self.publish(w, chunks, views),
-            Err(e) => w.poison(e.to_string()),
+            Err(e) => {
+                w.poison(e.to_string());
+                if w.failed_group.is_none() {
+                    let last = chunks.iter().map(|c| c.last_seq).max().unwrap_or(0);
+                    w.failed_group = Some((last, e));
+                }
+            }
         }
         w.leader_active = false;
         self.committed_seq.store(w.done_seq, Ordering::Release);

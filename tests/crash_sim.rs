@@ -24,44 +24,14 @@
 //! interleaving may differ.
 #![cfg(feature = "sim")]
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
+mod sim_support;
+
 use annal::io::sim::{SimFs, SimImage, SimRng};
-use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Store, StreamAppend, Uuid};
+use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamAppend};
 use parking_lot::Mutex;
-
-fn dir() -> PathBuf {
-    PathBuf::from("/sim/store")
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Written {
-    stream: String,
-    event_type: String,
-    data: Vec<u8>,
-    metadata: Vec<u8>,
-}
-
-#[derive(Default)]
-struct Ledger {
-    /// Every event ever handed to an append, by id.
-    attempted: HashMap<Uuid, Written>,
-    /// Every batch handed to an append, as its ids.
-    batches: Vec<Vec<Uuid>>,
-    /// Acknowledged events: id -> (stream, version, position).
-    acked: HashMap<Uuid, (String, u64, u64)>,
-}
-
-/// One event as read back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Read {
-    position: u64,
-    version: u64,
-    id: Uuid,
-    written: Written,
-}
+use sim_support::{Ledger, check, dir, read_everything, record_attempt, record_attempt_into};
 
 fn options(rng: &mut SimRng) -> Options {
     Options::default()
@@ -112,26 +82,6 @@ fn random_append(rng: &mut SimRng, store: &Store<SimFs>) -> Vec<StreamAppend> {
     appends
 }
 
-fn record_attempt(ledger: &Mutex<Ledger>, appends: &[StreamAppend]) {
-    let mut l = ledger.lock();
-    let mut ids = Vec::new();
-    for a in appends {
-        for e in &a.events {
-            ids.push(e.id());
-            l.attempted.insert(
-                e.id(),
-                Written {
-                    stream: a.stream.clone(),
-                    event_type: e.event_type().to_string(),
-                    data: e.data().to_vec(),
-                    metadata: e.metadata().to_vec(),
-                },
-            );
-        }
-    }
-    l.batches.push(ids);
-}
-
 /// One writer thread. Returns when its appends are done or the machine is
 /// gone.
 fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u64) {
@@ -172,60 +122,6 @@ fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u
         }
         previous = Some(batch);
     }
-}
-
-fn read_everything(store: &Store<SimFs>) -> Vec<Read> {
-    store
-        .read_all(ReadAll::forward())
-        .expect("read_all")
-        .map(|e| {
-            let e = e.expect("reading an event after recovery");
-            Read {
-                position: e.position(),
-                version: e.version(),
-                id: e.id(),
-                written: Written {
-                    stream: e.stream().to_string(),
-                    event_type: e.event_type().to_string(),
-                    data: e.data().to_vec(),
-                    metadata: e.metadata().to_vec(),
-                },
-            }
-        })
-        .collect()
-}
-
-/// Checks the store's contents against what was appended and acknowledged.
-fn check(store: &Store<SimFs>, ledger: &Ledger) -> Vec<Read> {
-    let events = read_everything(store);
-    let mut versions: HashMap<&str, u64> = HashMap::new();
-    let mut seen = HashSet::new();
-    for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.position, i as u64 + 1, "positions have a gap");
-        let v = versions.entry(e.written.stream.as_str()).or_insert(0);
-        *v += 1;
-        assert_eq!(e.version, *v, "versions of {} have a gap", e.written.stream);
-        assert!(seen.insert(e.id), "event id {} appears twice", e.id);
-        let attempted = ledger.attempted.get(&e.id).expect("an event nobody appended");
-        assert_eq!(&e.written, attempted, "event {} differs from what was appended", e.position);
-    }
-    assert_eq!(store.last_position(), events.len() as u64);
-    let mut names: Vec<&str> = versions.keys().copied().collect();
-    names.sort_unstable();
-    assert_eq!(store.stream_names(), names);
-    for (stream, v) in &versions {
-        assert_eq!(store.stream_version(stream), Some(*v));
-    }
-    let by_id: HashMap<Uuid, &Read> = events.iter().map(|e| (e.id, e)).collect();
-    for (id, (stream, version, position)) in &ledger.acked {
-        let e = by_id.get(id).unwrap_or_else(|| panic!("acknowledged event {id} at {position} lost"));
-        assert_eq!((&e.written.stream, e.version, e.position), (stream, *version, *position));
-    }
-    for batch in &ledger.batches {
-        let present = batch.iter().filter(|id| by_id.contains_key(id)).count();
-        assert!(present == 0 || present == batch.len(), "a batch is partly there");
-    }
-    events
 }
 
 fn reopen(image: &SimImage, seed: u64, options: &Options) -> (SimFs, Store<SimFs>) {
@@ -328,12 +224,6 @@ fn run_seed(seed: u64) -> Tally {
     let (_fs4, store) = reopen(&image3, seed, &options);
     check(&store, &ledger2);
     tally
-}
-
-fn record_attempt_into(ledger: &mut Ledger, appends: &[StreamAppend]) {
-    let shared = Mutex::new(std::mem::take(ledger));
-    record_attempt(&shared, appends);
-    *ledger = shared.into_inner();
 }
 
 fn env_u64(name: &str) -> Option<u64> {

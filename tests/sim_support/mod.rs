@@ -1,0 +1,123 @@
+//! Shared by the simulated-file-system tests: a ledger of what was
+//! appended and acknowledged, and the checks run after a crash or fault.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use annal::io::sim::SimFs;
+use annal::{ReadAll, Store, StreamAppend, Uuid};
+use parking_lot::Mutex;
+
+/// The store directory on the simulated disk.
+pub fn dir() -> PathBuf {
+    PathBuf::from("/sim/store")
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub stream: String,
+    pub event_type: String,
+    pub data: Vec<u8>,
+    pub metadata: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    /// Every event ever handed to an append, by id.
+    pub attempted: HashMap<Uuid, Written>,
+    /// Every batch handed to an append, as its ids.
+    pub batches: Vec<Vec<Uuid>>,
+    /// Acknowledged events: id -> (stream, version, position).
+    pub acked: HashMap<Uuid, (String, u64, u64)>,
+}
+
+/// One event as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read {
+    pub position: u64,
+    pub version: u64,
+    pub id: Uuid,
+    pub written: Written,
+}
+
+pub fn record_attempt(ledger: &Mutex<Ledger>, appends: &[StreamAppend]) {
+    let mut l = ledger.lock();
+    let mut ids = Vec::new();
+    for a in appends {
+        for e in &a.events {
+            ids.push(e.id());
+            l.attempted.insert(
+                e.id(),
+                Written {
+                    stream: a.stream.clone(),
+                    event_type: e.event_type().to_string(),
+                    data: e.data().to_vec(),
+                    metadata: e.metadata().to_vec(),
+                },
+            );
+        }
+    }
+    l.batches.push(ids);
+}
+
+pub fn read_everything(store: &Store<SimFs>) -> Vec<Read> {
+    store
+        .read_all(ReadAll::forward())
+        .expect("read_all")
+        .map(|e| {
+            let e = e.expect("reading an event after recovery");
+            Read {
+                position: e.position(),
+                version: e.version(),
+                id: e.id(),
+                written: Written {
+                    stream: e.stream().to_string(),
+                    event_type: e.event_type().to_string(),
+                    data: e.data().to_vec(),
+                    metadata: e.metadata().to_vec(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Checks the store's contents against what was appended and acknowledged.
+pub fn check(store: &Store<SimFs>, ledger: &Ledger) -> Vec<Read> {
+    let events = read_everything(store);
+    let mut versions: HashMap<&str, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.position, i as u64 + 1, "positions have a gap");
+        let v = versions.entry(e.written.stream.as_str()).or_insert(0);
+        *v += 1;
+        assert_eq!(e.version, *v, "versions of {} have a gap", e.written.stream);
+        assert!(seen.insert(e.id), "event id {} appears twice", e.id);
+        let attempted = ledger.attempted.get(&e.id).expect("an event nobody appended");
+        assert_eq!(&e.written, attempted, "event {} differs from what was appended", e.position);
+    }
+    assert_eq!(store.last_position(), events.len() as u64);
+    let mut names: Vec<&str> = versions.keys().copied().collect();
+    names.sort_unstable();
+    assert_eq!(store.stream_names(), names);
+    for (stream, v) in &versions {
+        assert_eq!(store.stream_version(stream), Some(*v));
+    }
+    let by_id: HashMap<Uuid, &Read> = events.iter().map(|e| (e.id, e)).collect();
+    for (id, (stream, version, position)) in &ledger.acked {
+        let e = by_id.get(id).unwrap_or_else(|| panic!("acknowledged event {id} at {position} lost"));
+        assert_eq!((&e.written.stream, e.version, e.position), (stream, *version, *position));
+    }
+    for batch in &ledger.batches {
+        let present = batch.iter().filter(|id| by_id.contains_key(id)).count();
+        assert!(present == 0 || present == batch.len(), "a batch is partly there");
+    }
+    events
+}
+
+pub fn record_attempt_into(ledger: &mut Ledger, appends: &[StreamAppend]) {
+    let shared = Mutex::new(std::mem::take(ledger));
+    record_attempt(&shared, appends);
+    *ledger = shared.into_inner();
+}
+
