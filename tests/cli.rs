@@ -1,0 +1,586 @@
+//! The `annal` command-line tool, run as a separate process on temporary
+//! directories: every command, every exit code, the export/import round
+//! trip, verify and repair on damaged stores.
+#![cfg(feature = "cli")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_annal");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn run_with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn lines(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn ok(args: &[&str]) -> Vec<Value> {
+    let o = run(args);
+    assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+    lines(&o)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A store in `dir` with small segments, `n` events over streams `c-0`..,
+/// with payloads of every kind.
+fn sample_store(dir: &Path, n: u64) {
+    let store = Store::open(dir, Options::default().with_segment_size_bytes(16 * 1024)).unwrap();
+    for i in 0..n {
+        let data: Vec<u8> = match i % 5 {
+            0 => format!("{{\"i\":{i}, \"pad\":\"{}\"}}", "x".repeat(100)).into_bytes(),
+            1 => vec![0xff, 0, i as u8],
+            2 => b"{\n  \"pretty\": true\n}".to_vec(),
+            3 => Vec::new(),
+            _ => format!(" {i} ").into_bytes(),
+        };
+        let metadata: &[u8] = match i % 4 {
+            0 => b"",
+            1 => b"null",
+            2 => b"{\"m\":1}",
+            _ => b"not json",
+        };
+        let e = EventData::new(format!("T{}", i % 3), data)
+            .with_metadata(metadata.to_vec())
+            .with_schema_version((i % 2 + 1) as u16);
+        store
+            .append(&format!("c-{}", i % 4), ExpectedVersion::Any, [e])
+            .unwrap();
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn help_works_on_every_command() {
+    let o = run(&["--help"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("Exit codes"));
+    for cmd in [
+        "append", "import", "read", "read-all", "export", "stats", "streams", "verify", "repair",
+    ] {
+        let o = run(&[cmd, "--help"]);
+        assert_eq!(code(&o), 0, "{cmd}: {}", stderr(&o));
+        assert!(stdout(&o).contains("Usage: annal"), "{cmd}");
+        let o = run(&["help", cmd]);
+        assert_eq!(code(&o), 0, "help {cmd}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["append", d],
+        vec!["append", d, "s", "T", "--expected", "maybe"],
+        vec!["append", d, "s", "T", "--data", "{not json"],
+        vec!["append", d, "s", "T", "--id", "not-a-uuid"],
+        vec!["read", d, "s", "--limit", "-1"],
+    ] {
+        let o = run(&args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        assert!(!stderr(&o).is_empty());
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing created");
+}
+
+#[test]
+fn append_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("new/store");
+    let d = s(&store);
+    let r = ok(&["append", d, "Order-1", "Placed", "--data", r#"{"sku":"A", "qty":2}"#]);
+    assert_eq!(
+        r[0],
+        serde_json::json!({"stream":"Order-1","first_version":1,"last_version":1,"first_position":1,"last_position":1})
+    );
+    let id = "6f1c1b9e-3a57-4c3e-9a47-3f1e0a3a0b01";
+    ok(&[
+        "append",
+        d,
+        "Order-1",
+        "Paid",
+        "--expected",
+        "1",
+        "--metadata",
+        r#"{"user":"u"}"#,
+        "--id",
+        id,
+    ]);
+    ok(&[
+        "append",
+        d,
+        "User-1",
+        "Registered",
+        "--expected",
+        "no-stream",
+        "--data-base64",
+        "/wA=",
+    ]);
+    ok(&["append", d, "Order-2", "Placed", "--expected", "any"]);
+    let r = ok(&["append", d, "Order-1", "Shipped", "--expected", "exists"]);
+    assert_eq!(r[0]["first_version"], 3);
+    assert_eq!(r[0]["first_position"], 5);
+
+    // Wrong expected version: exit 3, the actual version in the message.
+    let o = run(&["append", d, "Order-1", "Late", "--expected", "1"]);
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("actual 3"), "{}", stderr(&o));
+    let o = run(&["append", d, "Nope-1", "X", "--expected", "exists"]);
+    assert_eq!(code(&o), 3);
+    // Invalid input (empty type is not allowed by the library): exit 1.
+    let o = run(&["append", d, "s", ""]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+
+    let events = ok(&["read", d, "Order-1"]);
+    assert_eq!(events.len(), 3);
+    let e = &events[0];
+    for key in [
+        "position",
+        "stream",
+        "version",
+        "id",
+        "type",
+        "timestamp",
+        "data",
+        "metadata",
+    ] {
+        assert!(e.get(key).is_some(), "missing {key} in {e}");
+    }
+    assert_eq!(e["data"], serde_json::json!({"sku":"A","qty":2}));
+    assert_eq!(e["metadata"], Value::Null);
+    assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(events[1]["id"], id);
+    assert_eq!(events[1]["metadata"]["user"], "u");
+    let versions = |v: &[Value]| v.iter().map(|e| e["version"].as_u64().unwrap()).collect::<Vec<_>>();
+    let positions = |v: &[Value]| v.iter().map(|e| e["position"].as_u64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(versions(&ok(&["read", d, "Order-1", "--backward"])), [3, 2, 1]);
+    assert_eq!(versions(&ok(&["read", d, "Order-1", "--from", "2"])), [2, 3]);
+    assert_eq!(
+        versions(&ok(&["read", d, "Order-1", "--from", "2", "--backward"])),
+        [2, 1]
+    );
+    assert_eq!(versions(&ok(&["read", d, "Order-1", "--limit", "2"])), [1, 2]);
+    assert!(ok(&["read", d, "Missing-1"]).is_empty());
+
+    let user = ok(&["read", d, "User-1"]);
+    assert_eq!(user[0]["data_base64"], "/wA=");
+    assert!(user[0].get("data").is_none());
+
+    assert_eq!(positions(&ok(&["read-all", d])), [1, 2, 3, 4, 5]);
+    assert_eq!(positions(&ok(&["read-all", d, "--from", "2"])), [3, 4, 5]);
+    assert_eq!(positions(&ok(&["read-all", d, "--backward"])), [5, 4, 3, 2, 1]);
+    assert_eq!(positions(&ok(&["read-all", d, "--backward", "--from", "3"])), [2, 1]);
+    assert_eq!(positions(&ok(&["read-all", d, "--limit", "2"])), [1, 2]);
+    assert_eq!(positions(&ok(&["read-all", d, "--type", "Placed"])), [1, 4]);
+    assert_eq!(
+        positions(&ok(&["read-all", d, "--type", "Placed", "--type", "Paid"])),
+        [1, 2, 4]
+    );
+    assert_eq!(positions(&ok(&["read-all", d, "--category", "Order"])), [1, 2, 4, 5]);
+    assert_eq!(
+        positions(&ok(&[
+            "read-all",
+            d,
+            "--category",
+            "Order",
+            "--type",
+            "Placed",
+            "--backward",
+            "--limit",
+            "1"
+        ])),
+        [4]
+    );
+
+    let streams = ok(&["streams", d]);
+    assert_eq!(
+        streams,
+        [
+            serde_json::json!({"stream":"Order-1","version":3}),
+            serde_json::json!({"stream":"Order-2","version":1}),
+            serde_json::json!({"stream":"User-1","version":1}),
+        ]
+    );
+}
+
+#[test]
+fn import_single_and_batch_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let input = concat!(
+        r#"{"stream":"a-1","type":"Created","data":{"x":1},"expected":"no-stream","id":"00000000-0000-0000-0000-000000000001"}"#,
+        "\n\n",
+        r#"{"stream":"a-1","expected":1,"events":[{"type":"E1","data":[1]},{"type":"E2","metadata":{"k":"v"}}]}"#,
+        "\n",
+        r#"{"stream":"b-1","type":"Bin","data_base64":"AAEC","metadata_base64":"/w=="}"#,
+        "\n",
+    );
+    let o = run_with_stdin(&["import", d], input);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let results = lines(&o);
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results[1],
+        serde_json::json!({"stream":"a-1","first_version":2,"last_version":3,"first_position":2,"last_position":3})
+    );
+    let all = ok(&["read-all", d]);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0]["id"], "00000000-0000-0000-0000-000000000001");
+    assert_eq!(all[2]["metadata"]["k"], "v");
+    assert_eq!(all[3]["data_base64"], "AAEC");
+    assert_eq!(all[3]["metadata_base64"], "/w==");
+
+    // From a file, with progress on stderr.
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        "{\"stream\":\"c-1\",\"type\":\"T\"}\n{\"stream\":\"c-1\",\"type\":\"T\"}",
+    )
+    .unwrap();
+    let o = run(&["import", d, s(&file), "--progress"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o).len(), 2, "a last line without newline counts");
+    assert!(stderr(&o).contains("events"), "{}", stderr(&o));
+    let o = run(&["import", d, s(&dir.path().join("missing.jsonl"))]);
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn import_stops_at_the_first_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let input = concat!(
+        "{\"stream\":\"s-1\",\"type\":\"A\"}\n",
+        "{\"stream\":\"s-1\",\"type\":\"B\"}\n",
+        "{\"stream\":\"s-1\",\"type\":\n",
+        "{\"stream\":\"s-1\",\"type\":\"C\"}\n",
+    );
+    let o = run_with_stdin(&["import", d], input);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
+    assert_eq!(lines(&o).len(), 2, "both earlier lines acknowledged");
+    assert_eq!(ok(&["read-all", d]).len(), 2);
+
+    for (line, message) in [
+        (r#"{"stream":"s-1","type":"X","colour":1}"#, "unknown key"),
+        (r#"{"type":"X"}"#, "missing \"stream\""),
+        (r#"{"stream":"s-1","type":"X","expected":"soon"}"#, "\"expected\""),
+        (r#"[1,2]"#, "JSON object"),
+        (r#"{"stream":"s-1","type":"X","data_base64":"***"}"#, "base64"),
+    ] {
+        let o = run_with_stdin(
+            &["import", d],
+            &format!("{{\"stream\":\"ok-1\",\"type\":\"T\"}}\n{line}\n"),
+        );
+        assert_eq!(code(&o), 1, "{line}");
+        let err = stderr(&o);
+        assert!(err.contains("line 2") && err.contains(message), "{line}: {err}");
+        assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+    }
+
+    // A failed append: wrong expected version, exit 3, earlier lines kept.
+    let input = concat!(
+        "{\"stream\":\"w-1\",\"type\":\"A\",\"expected\":\"no-stream\"}\n",
+        "{\"stream\":\"w-1\",\"type\":\"B\",\"expected\":\"no-stream\"}\n",
+        "{\"stream\":\"w-1\",\"type\":\"C\"}\n",
+    );
+    let o = run_with_stdin(&["import", d], input);
+    assert_eq!(code(&o), 3);
+    assert!(
+        stderr(&o).contains("line 2") && stderr(&o).contains("actual 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(lines(&o).len(), 1);
+    assert_eq!(ok(&["read", d, "w-1"]).len(), 1);
+}
+
+#[test]
+fn export_import_round_trip_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let c = dir.path().join("c");
+    sample_store(&a, 400);
+    let exported = ok(&["export", s(&a)]);
+    assert_eq!(exported.len(), 400);
+    let text = stdout(&run(&["export", s(&a)]));
+    let o = run_with_stdin(&["import", s(&b)], &text);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o).len(), 400);
+
+    // Same events, byte for byte, at the same versions and positions.
+    let read = |p: &Path| {
+        let store = Store::open(p, Options::default()).unwrap();
+        let events = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
+        let out: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.position(),
+                    e.stream().to_string(),
+                    e.version(),
+                    e.id(),
+                    e.event_type().to_string(),
+                    e.schema_version(),
+                    e.data().to_vec(),
+                    e.metadata().to_vec(),
+                )
+            })
+            .collect();
+        store.close().unwrap();
+        out
+    };
+    assert_eq!(read(&a), read(&b));
+
+    // export -> import -> export is byte-identical.
+    let again = run(&["export", s(&b)]);
+    assert_eq!(stdout(&again), text);
+    // Importing the same export again is an idempotent retry (same ids at
+    // the same expected versions): nothing is written twice.
+    let o = run_with_stdin(&["import", s(&b)], &text);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(read(&b).len(), 400);
+    // Through a real pipe.
+    let export = Command::new(BIN)
+        .args(["export", s(&a)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = Command::new(BIN)
+        .args(["import", s(&c)])
+        .stdin(export.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(code(&import), 0);
+    assert_eq!(stdout(&run(&["export", s(&c)])), text);
+}
+
+#[test]
+fn stats_has_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_store(dir.path(), 200);
+    let st = ok(&["stats", s(dir.path())]);
+    assert_eq!(st.len(), 1);
+    let st = &st[0];
+    for key in [
+        "events",
+        "streams",
+        "segments",
+        "disk_bytes",
+        "last_position",
+        "index_memory_bytes",
+        "largest_streams",
+    ] {
+        assert!(st.get(key).is_some(), "missing {key}: {st}");
+    }
+    assert_eq!(st["events"], 200);
+    assert_eq!(st["streams"], 4);
+    assert_eq!(st["last_position"], 200);
+    assert!(st["segments"].as_u64().unwrap() > 1);
+    assert_eq!(
+        st["largest_streams"][0],
+        serde_json::json!({"stream":"c-0","events":50})
+    );
+    let top = ok(&["stats", s(dir.path()), "--top", "2"]);
+    assert_eq!(top[0]["largest_streams"].as_array().unwrap().len(), 2);
+}
+
+/// Flips one byte in the middle of the second segment (sealed); returns
+/// its path.
+fn damage_segment_two(dir: &Path) -> PathBuf {
+    let seg = dir.join(annal::log::segment::file_name(2));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&seg, bytes).unwrap();
+    seg
+}
+
+#[test]
+fn verify_clean_and_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    let o = run(&["verify", d, "--progress"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = &lines(&o)[0];
+    assert_eq!(v["clean"], true);
+    assert_eq!(v["events"], 300);
+    assert_eq!(v["index"]["status"], "agrees");
+    assert_eq!(v["corruption"], Value::Null);
+
+    let seg = damage_segment_two(dir.path());
+    let before: Vec<Vec<u8>> = ["index", &annal::log::segment::file_name(2)]
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+        .collect();
+    let o = run(&["verify", d]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name) && err.contains("byte offset"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let v = &lines(&o)[0];
+    assert_eq!(v["clean"], false);
+    assert_eq!(v["corruption"]["file"], s(&seg));
+    let offset = v["corruption"]["offset"].as_u64().unwrap();
+    assert!(err.contains(&format!("offset {offset}")), "{err}");
+    let after: Vec<Vec<u8>> = ["index", &annal::log::segment::file_name(2)]
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+        .collect();
+    assert!(before == after, "verify changed the store");
+
+    // Reading through the damage is refused with exit 4 too.
+    let o = run(&["read-all", d]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains(name));
+}
+
+#[test]
+fn verify_reports_a_torn_tail_without_cutting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 10);
+    let seg = dir.path().join(annal::log::segment::file_name(1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[end..end + 7].copy_from_slice(b"ABT1 xx");
+    std::fs::write(&seg, &bytes).unwrap();
+    let o = run(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = &lines(&o)[0];
+    assert_eq!(v["torn_tail"]["offset"], end as u64);
+    assert_eq!(v["torn_tail"]["bytes"], 7);
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "not cut");
+}
+
+#[test]
+fn repair_keeps_the_prefix_and_quarantines_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    damage_segment_two(dir.path());
+    let v = lines(&run(&["verify", d]))[0].clone();
+    let kept = v["events"].as_u64().unwrap();
+    assert!(kept > 0 && kept < 300);
+
+    let o = run(&["repair", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = &lines(&o)[0];
+    assert_eq!(r["repaired"], true);
+    assert_eq!(r["kept_events"], kept);
+    // Every event but the damaged one is still readable in quarantine.
+    assert_eq!(r["quarantined_events"], 300 - kept - 1);
+    assert_eq!(r["index_rebuilt"], true);
+    assert_eq!(r["damage"], v["corruption"]);
+    assert!(stderr(&o).contains(&format!("kept {kept} events")), "{}", stderr(&o));
+    let q = dir.path().join("quarantine");
+    let files = r["quarantined_files"].as_array().unwrap();
+    assert!(!files.is_empty());
+    for f in files {
+        let f = PathBuf::from(f.as_str().unwrap());
+        assert!(f.starts_with(&q) && f.exists(), "{f:?}");
+    }
+
+    let all = ok(&["read-all", d]);
+    assert_eq!(all.len() as u64, kept);
+    assert_eq!(ok(&["verify", d])[0]["clean"], true);
+    ok(&["append", d, "after-1", "Repaired"]);
+    assert_eq!(ok(&["stats", d])[0]["events"], kept + 1);
+
+    // A second repair finds nothing to do.
+    let o = run(&["repair", d]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(lines(&o)[0]["repaired"], false);
+}
+
+#[test]
+fn locked_store_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    for args in [
+        vec!["append", d, "s-1", "T"],
+        vec!["read-all", d],
+        vec!["stats", d],
+        vec!["verify", d],
+        vec!["repair", d],
+    ] {
+        let o = run(&args);
+        assert_eq!(code(&o), 5, "{args:?}");
+        assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
+    }
+    let o = run_with_stdin(&["import", d], "{\"stream\":\"s-1\",\"type\":\"T\"}\n");
+    assert_eq!(code(&o), 5);
+    store.close().unwrap();
+    ok(&["append", d, "s-1", "T"]);
+}
+
+#[test]
+fn commands_other_than_append_and_import_never_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = dir.path().join("missing");
+    for d in [&empty, &missing] {
+        for args in [
+            vec!["read", s(d), "s-1"],
+            vec!["read-all", s(d)],
+            vec!["export", s(d)],
+            vec!["stats", s(d)],
+            vec!["streams", s(d)],
+            vec!["verify", s(d)],
+            vec!["repair", s(d)],
+        ] {
+            let o = run(&args);
+            assert_eq!(code(&o), 1, "{args:?}");
+            assert!(stderr(&o).contains("no annal store"), "{}", stderr(&o));
+        }
+    }
+    assert!(!missing.exists());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    // import creates it
+    let o = run_with_stdin(&["import", s(&missing)], "");
+    assert_eq!(code(&o), 0);
+    ok(&["stats", s(&missing)]);
+}
