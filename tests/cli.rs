@@ -380,16 +380,17 @@ fn export_import_round_trip_is_exact() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(read(&b).len(), 400);
     // Through a real pipe.
-    let export = Command::new(BIN)
+    let mut export = Command::new(BIN)
         .args(["export", s(&a)])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let import = Command::new(BIN)
         .args(["import", s(&c)])
-        .stdin(export.stdout.unwrap())
+        .stdin(export.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(export.wait().unwrap().success());
     assert_eq!(code(&import), 0);
     assert_eq!(stdout(&run(&["export", s(&c)])), text);
 }

@@ -35,15 +35,26 @@ pub fn run(dir: &Path) -> Outcome {
     out.flush()?;
     if r.repaired {
         eprintln!(
-            "annal: kept {} events; moved {} events ({} bytes, {} of them unreadable) into {}",
-            r.kept_events,
-            r.quarantined_events,
+            "annal: kept {}; moved {} ({} bytes, {} of them unreadable) into {}",
+            events(r.kept_events),
+            events(r.quarantined_events),
             r.quarantined_bytes,
             r.unreadable_bytes,
             r.quarantine_dir.display()
         );
     } else {
-        eprintln!("annal: no damage found; nothing was changed ({} events)", r.kept_events);
+        eprintln!(
+            "annal: no damage found; nothing was changed ({})",
+            events(r.kept_events)
+        );
     }
     Ok(())
+}
+
+fn events(n: u64) -> String {
+    if n == 1 {
+        "1 event".into()
+    } else {
+        format!("{n} events")
+    }
 }
