@@ -188,3 +188,43 @@ fn locked_and_missing_stores_are_refused() {
     assert!(matches!(verify(empty.path().join("nope")), Err(Error::InvalidInput(_))));
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "nothing created");
 }
+
+#[test]
+fn an_older_index_file_agrees_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 40);
+    let old = std::fs::read(dir.path().join("index")).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("s-0", ExpectedVersion::Any, [EventData::new("T", "{}")])
+        .unwrap();
+    store.close().unwrap();
+    std::fs::write(dir.path().join("index"), old).unwrap();
+    let r = verify(dir.path()).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert_eq!((r.events, r.index), (41, IndexStatus::Agrees { covers: 40 }));
+}
+
+#[test]
+fn a_missing_segment_quarantines_the_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let segments = verify(dir.path()).unwrap().segments;
+    assert!(segments >= 4);
+    let gone = dir.path().join("gone.seg.bak");
+    std::fs::rename(segment::path(dir.path(), 3), &gone).unwrap();
+    let r = verify(dir.path()).unwrap();
+    let d = r.damage.clone().unwrap();
+    assert_eq!(
+        (d.file, d.segment, d.offset),
+        (segment::path(dir.path(), 3), Some(3), 0)
+    );
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.kept_events, r.events);
+    // segments 4.. and the index file
+    assert_eq!(rep.quarantined_files.len() as u64, segments - 3 + 1);
+    assert_eq!(rep.unreadable_bytes, 0);
+    let after = verify(dir.path()).unwrap();
+    assert!(after.is_clean(), "{after:?}");
+    assert_eq!(after.segments, 2);
+}
