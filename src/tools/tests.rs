@@ -228,3 +228,25 @@ fn a_missing_segment_quarantines_the_later_ones() {
     assert!(after.is_clean(), "{after:?}");
     assert_eq!(after.segments, 2);
 }
+
+#[test]
+fn a_newer_format_is_an_error_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let seg = segment::path(dir.path(), 2);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        verify(dir.path()),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
+    assert!(matches!(
+        repair(dir.path()),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
+    assert!(!dir.path().join(QUARANTINE_DIR).exists());
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+}

@@ -108,7 +108,7 @@ pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMu
         let last = i + 1 == ids.len();
         let path = segment::path(dir, id);
         let map = map_file(&path)?;
-        if let Err(reason) = check_header(&map, &path, id, &mut w) {
+        if let Err(reason) = check_header(&map, &path, id, &mut w)? {
             w.damage = Some(Damage {
                 file: path,
                 segment: Some(id),
@@ -177,13 +177,19 @@ pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMu
     Ok(w)
 }
 
-/// Checks a segment header; the error is the reason it is bad.
-fn check_header(map: &[u8], path: &Path, id: u64, w: &mut Walk) -> Result<(), String> {
+/// Checks a segment header; the inner error is the reason it is bad. A
+/// header of a newer format version is an error, not damage: a newer
+/// annal wrote it, and `repair` must not quarantine it.
+fn check_header(map: &[u8], path: &Path, id: u64, w: &mut Walk) -> Result<Result<(), String>> {
     let header = match SegmentHeader::decode(map, path) {
         Ok(h) => h,
-        Err(Error::Corruption { reason, .. }) => return Err(reason),
-        Err(e) => return Err(e.to_string()),
+        Err(Error::Corruption { reason, .. }) => return Ok(Err(reason)),
+        Err(e) => return Err(e),
     };
+    Ok(check_header_fields(&header, id, w))
+}
+
+fn check_header_fields(header: &SegmentHeader, id: u64, w: &mut Walk) -> Result<(), String> {
     if header.segment_id != id {
         return Err("segment number in header differs from file name".into());
     }
