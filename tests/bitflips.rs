@@ -157,3 +157,29 @@ fn cutting_files_short_is_harmless_or_reported() {
         }
     }
 }
+
+/// Writes the fuzzers' seed corpus (`fuzz/seeds/<target>/`) from a small
+/// store: `cargo test --release --features sim --test bitflips -- --ignored`.
+#[test]
+#[ignore = "writes the fuzz seed corpus"]
+fn write_fuzz_seed_corpus() {
+    let (image, _) = small_store();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let segment = &image.files[&segment_path()];
+    let index = &image.files[&dir().join("index")];
+    let data_end = segment.iter().rposition(|b| *b != 0).unwrap_or(0) + 1;
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        std::fs::write(dir.join(name), bytes).expect("corpus file");
+    };
+    write("segment", "small-store", &segment[..data_end + 16]);
+    write("batch_frame", "first-batch", &segment[64..data_end]);
+    write("index_file", "small-store", index);
+    write("recovery", "flip-segment", &[0, 100, 0, 0x10]);
+    write("recovery", "flip-index", &[1, 90, 0, 0x01]);
+    write("recovery", "cut-segment", &[0b1000_0010]);
+    let mut ops = 7u64.to_le_bytes().to_vec();
+    ops.extend_from_slice(&[0, 10, 65, 20, 4, 0, 6, 0, 1, 30, 5, 0, 7, 3, 2, 200, 7, 9]);
+    write("crash_ops", "mixed", &ops);
+}

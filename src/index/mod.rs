@@ -6,7 +6,7 @@
 //! vector header, hash-table slot). `Index::memory_bytes` reports the
 //! figure, vector slack included.
 
-pub(crate) mod file;
+pub mod file;
 
 use std::collections::HashMap;
 use std::sync::Arc;
