@@ -31,7 +31,7 @@ impl EventData {
     /// A new event with a random id, schema version 1 and empty metadata.
     pub fn new(event_type: impl Into<String>, data: impl Into<Bytes>) -> Self {
         EventData {
-            id: Uuid::new_v4(),
+            id: crate::id::new_event_id(),
             event_type: event_type.into(),
             schema_version: 1,
             data: data.into(),

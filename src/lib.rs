@@ -69,6 +69,7 @@
 
 mod error;
 mod event;
+mod id;
 mod idempotency;
 pub mod index;
 pub mod io;
