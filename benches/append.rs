@@ -28,6 +28,40 @@ fn durable_batches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The machine's own ceiling for one-sync-per-append: overwrite 335 bytes
+/// (one event's record) inside a preallocated, synced file, then
+/// fdatasync. annal's durable single-writer figure is measured against it.
+fn fdatasync_baseline(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("prealloc"))
+        .unwrap();
+    let size = 64u64 << 20;
+    let zeros = vec![0u8; 1 << 20];
+    for at in (0..size).step_by(zeros.len()) {
+        file.write_all_at(&zeros, at).unwrap();
+    }
+    file.sync_all().unwrap();
+    let record = [7u8; 335];
+    let mut offset = 0u64;
+    let mut group = c.benchmark_group("baseline");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("prealloc_write_335B_fdatasync", |b| {
+        b.iter(|| {
+            file.write_all_at(&record, offset).unwrap();
+            file.sync_data().unwrap();
+            offset = (offset + record.len() as u64) % (size - record.len() as u64);
+        })
+    });
+    group.finish();
+}
+
 fn modes(c: &mut Criterion) {
     let mut group = c.benchmark_group("append/mode/1_writer/1_event");
     group.throughput(Throughput::Elements(1));
@@ -83,5 +117,5 @@ fn writers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, durable_batches, modes, writers);
+criterion_group!(benches, fdatasync_baseline, durable_batches, modes, writers);
 criterion_main!(benches);

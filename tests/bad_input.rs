@@ -1,0 +1,288 @@
+//! The bad-input catalogue: one test per case, each asserting the typed
+//! error and that nothing already stored was lost or changed.
+//!
+//! Disk full is covered by `tests/io_errors.rs`
+//! (`a_full_disk_refuses_appends_and_recovers_after_space_is_freed`).
+
+use std::fs;
+use std::path::Path;
+
+use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, StreamAppend, limits};
+
+/// A store holding three events in `Order-1`, and their ids.
+fn store_with_three(dir: &Path) -> Store {
+    let store = Store::open(dir, Options::default().with_segment_size_bytes(64 * 1024)).unwrap();
+    for i in 0..3u8 {
+        store
+            .append("Order-1", ExpectedVersion::Any, [EventData::new("Placed", vec![i; 10])])
+            .unwrap();
+    }
+    store
+}
+
+/// The store still holds exactly its three original events.
+fn assert_untouched(store: &Store) {
+    let data: Vec<Vec<u8>> = store
+        .read_all(ReadAll::forward())
+        .unwrap()
+        .map(|e| e.unwrap().data().to_vec())
+        .collect();
+    assert_eq!(data, [vec![0u8; 10], vec![1u8; 10], vec![2u8; 10]]);
+    assert_eq!(store.stream_version("Order-1"), Some(3));
+}
+
+fn refused(store: &Store, stream: &str, events: Vec<EventData>) -> Error {
+    let err = store.append(stream, ExpectedVersion::Any, events).unwrap_err();
+    assert_untouched(store);
+    err
+}
+
+fn assert_invalid(err: Error, mentions: &str) {
+    match &err {
+        Error::InvalidInput(message) => assert!(message.contains(mentions), "{message}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+#[test]
+fn empty_stream_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    assert_invalid(refused(&store, "", vec![EventData::new("E", "{}")]), "stream");
+}
+
+#[test]
+fn over_long_stream_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let name = "s".repeat(limits::STREAM_NAME_BYTES_MAX + 1);
+    assert_invalid(refused(&store, &name, vec![EventData::new("E", "{}")]), "stream");
+    assert!(matches!(store.read_stream(&name, ReadStream::forward()), Err(Error::InvalidInput(_))));
+}
+
+#[test]
+fn empty_event_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    assert_invalid(refused(&store, "Order-1", vec![EventData::new("", "{}")]), "type");
+}
+
+#[test]
+fn over_long_event_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let kind = "t".repeat(limits::EVENT_TYPE_BYTES_MAX + 1);
+    assert_invalid(refused(&store, "Order-1", vec![EventData::new(kind, "{}")]), "type");
+}
+
+#[test]
+fn oversized_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let big = EventData::new("Big", vec![0u8; limits::EVENT_PAYLOAD_BYTES_MAX + 1]);
+    let err = refused(&store, "Order-1", vec![big]);
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+}
+
+#[test]
+fn oversized_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    // 64 KiB segments: 40 events of 2 KiB do not fit in one.
+    let events: Vec<EventData> = (0..40).map(|_| EventData::new("E", vec![1u8; 2048])).collect();
+    let err = refused(&store, "Order-1", events);
+    assert_invalid(err, "limit");
+    let too_many: Vec<EventData> = (0..=limits::BATCH_EVENTS_MAX).map(|_| EventData::new("E", "")).collect();
+    assert!(matches!(refused(&store, "Order-1", too_many), Error::InvalidInput(_)));
+}
+
+#[test]
+fn empty_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    assert!(matches!(refused(&store, "Order-1", vec![]), Error::InvalidInput(_)));
+}
+
+#[test]
+fn wrong_expected_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    for (expected, actual) in [
+        (ExpectedVersion::Exact(2), Some(3)),
+        (ExpectedVersion::NoStream, Some(3)),
+        (ExpectedVersion::Exact(9), Some(3)),
+    ] {
+        let err = store
+            .append("Order-1", expected, [EventData::new("E", "{}")])
+            .unwrap_err();
+        match err {
+            Error::WrongExpectedVersion { actual: a, .. } => assert_eq!(a, actual),
+            other => panic!("{other:?}"),
+        }
+        assert_untouched(&store);
+    }
+    let err = store
+        .append("Order-2", ExpectedVersion::StreamExists, [EventData::new("E", "{}")])
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { actual: None, .. }), "{err:?}");
+    assert_untouched(&store);
+}
+
+#[test]
+fn partly_matching_idempotent_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let a = EventData::new("A", "1");
+    let b = EventData::new("B", "2");
+    store.append("Order-2", ExpectedVersion::NoStream, [a.clone(), b]).unwrap();
+    // Same first id, a different second one: neither a retry nor new.
+    let err = store
+        .append("Order-2", ExpectedVersion::NoStream, [a, EventData::new("C", "3")])
+        .unwrap_err();
+    assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err:?}");
+    assert_eq!(store.stream_version("Order-2"), Some(2));
+    assert_eq!(store.last_position(), 5);
+}
+
+#[test]
+fn duplicate_id_within_one_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let a = EventData::new("A", "1");
+    let err = store
+        .append_multi(&[
+            StreamAppend::new("Order-2", ExpectedVersion::Any, [a.clone()]),
+            StreamAppend::new("Order-3", ExpectedVersion::Any, [a]),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, Error::DuplicateEventId { .. } | Error::InvalidInput(_)), "{err:?}");
+    assert_untouched(&store);
+}
+
+#[test]
+fn second_open_of_a_locked_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("locked"));
+    assert_untouched(&store);
+}
+
+#[test]
+fn a_directory_that_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    fs::write(&file, b"hello").unwrap();
+    let err = Store::open(&file, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. } | Error::InvalidInput(_)), "{err:?}");
+    assert!(err.to_string().contains("not-a-dir"), "the error names the path: {err}");
+    assert_eq!(fs::read(&file).unwrap(), b"hello", "the file was left alone");
+}
+
+#[test]
+fn a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    if fs::write(ro.join("probe"), b"x").is_ok() {
+        // Running as root: permissions do not apply, so this case cannot
+        // be produced here. Say so rather than pass silently.
+        eprintln!("a_read_only_directory: skipped, permissions are not enforced for this user");
+        return;
+    }
+    let err = Store::open(&ro, Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("ro"), "{err}");
+}
+
+#[test]
+fn an_unknown_format_version() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_three(dir.path()).close().unwrap();
+    let seg = dir.path().join("00000000000000000001.seg");
+    let mut bytes = fs::read(&seg).unwrap();
+    // The version field follows the 8-byte magic; fix the header CRC so
+    // that only the version is wrong.
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&seg, &bytes).unwrap();
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedVersion { found: 99, .. }), "{err:?}");
+}
+
+#[test]
+fn an_index_file_from_another_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    store_with_three(dir.path()).close().unwrap();
+    let o = Store::open(other.path(), Options::default()).unwrap();
+    o.append("Else-1", ExpectedVersion::Any, [EventData::new("E", "x")]).unwrap();
+    o.close().unwrap();
+    fs::copy(other.path().join("index"), dir.path().join("index")).unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert!(!store.recovery_report().index_loaded);
+    assert!(store.recovery_report().index_rejected.as_deref().unwrap().contains("another store"));
+    assert_untouched(&store);
+}
+
+#[test]
+fn a_truncated_segment_header() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_three(dir.path()).close().unwrap();
+    let seg = dir.path().join("00000000000000000001.seg");
+    let bytes = fs::read(&seg).unwrap();
+    fs::write(&seg, &bytes[..40]).unwrap();
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    match &err {
+        Error::Corruption { file, .. } => assert_eq!(file, &seg),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), &bytes[..40], "open changed nothing");
+}
+
+#[test]
+fn reading_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    assert!(store.read_position(4).unwrap().is_none());
+    assert!(store.read_position(0).unwrap().is_none());
+    assert!(store.read_position(u64::MAX).unwrap().is_none());
+    let n = |r: annal::Events| r.count();
+    assert_eq!(n(store.read_stream("Order-1", ReadStream::forward().from_version(4)).unwrap()), 0);
+    assert_eq!(n(store.read_stream("Order-1", ReadStream::forward().from_version(u64::MAX)).unwrap()), 0);
+    assert_eq!(n(store.read_all(ReadAll::forward().from_position(3)).unwrap()), 0);
+    assert_eq!(n(store.read_all(ReadAll::forward().from_position(u64::MAX)).unwrap()), 0);
+    assert_eq!(n(store.read_stream("Nobody-1", ReadStream::backward()).unwrap()), 0);
+    // Backward from past the end starts at the last event.
+    assert_eq!(n(store.read_all(ReadAll::backward().from_position(u64::MAX)).unwrap()), 3);
+}
+
+#[test]
+fn zero_and_huge_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let n = |r: annal::Events| r.count();
+    assert_eq!(n(store.read_stream("Order-1", ReadStream::forward().limit(0)).unwrap()), 0);
+    assert_eq!(n(store.read_all(ReadAll::backward().limit(0)).unwrap()), 0);
+    assert_eq!(n(store.read_stream("Order-1", ReadStream::backward().limit(usize::MAX)).unwrap()), 3);
+    assert_eq!(n(store.read_all(ReadAll::forward().limit(usize::MAX)).unwrap()), 3);
+    assert_eq!(n(store.read_category("Order", 0, Some(0)).unwrap()), 0);
+}
+
+#[test]
+fn invalid_options() {
+    let dir = tempfile::tempdir().unwrap();
+    for options in [
+        Options::default().with_segment_size_bytes(10),
+        Options::default().with_segment_size_bytes(u64::MAX),
+        Options::default().with_durability(annal::Durability::Periodic(std::time::Duration::ZERO)),
+    ] {
+        let err = Store::open(dir.path(), options).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    }
+    assert!(!dir.path().join("00000000000000000001.seg").exists(), "nothing was created");
+}
