@@ -33,7 +33,11 @@ fn read_stream(c: &mut Criterion) {
         let name = format!("Long-{len}");
         group.throughput(Throughput::Elements(len));
         for (dir_name, options) in [("forward", ReadStream::forward()), ("backward", ReadStream::backward())] {
-            let check: usize = store.read_stream(&name, options.clone()).unwrap().map(|e| e.unwrap().data().len()).sum();
+            let check: usize = store
+                .read_stream(&name, options.clone())
+                .unwrap()
+                .map(|e| e.unwrap().data().len())
+                .sum();
             assert!(check > 0);
             group.bench_function(BenchmarkId::new(dir_name, len), |b| {
                 b.iter(|| {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use annal::{Durability, ExpectedVersion, Options, StreamAppend, Store};
+use annal::{Durability, ExpectedVersion, Options, Store, StreamAppend};
 use common::{build, event, stream_name};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
@@ -43,7 +43,10 @@ fn reopen(c: &mut Criterion) {
         let store = Store::open(&stale, Options::default()).unwrap();
         let r = store.recovery_report();
         assert!(r.index_loaded && r.replayed_events == BEHIND, "{r:?}");
-        eprintln!("stale index: replays {} events, {} bytes of log", r.replayed_events, r.replayed_bytes);
+        eprintln!(
+            "stale index: replays {} events, {} bytes of log",
+            r.replayed_events, r.replayed_bytes
+        );
     }
 
     let mut group = c.benchmark_group("reopen_1M");

@@ -57,7 +57,10 @@ fn over_long_stream_name() {
     let store = store_with_three(dir.path());
     let name = "s".repeat(limits::STREAM_NAME_BYTES_MAX + 1);
     assert_invalid(refused(&store, &name, vec![EventData::new("E", "{}")]), "stream");
-    assert!(matches!(store.read_stream(&name, ReadStream::forward()), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        store.read_stream(&name, ReadStream::forward()),
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -92,7 +95,9 @@ fn oversized_batch() {
     let events: Vec<EventData> = (0..40).map(|_| EventData::new("E", vec![1u8; 2048])).collect();
     let err = refused(&store, "Order-1", events);
     assert_invalid(err, "limit");
-    let too_many: Vec<EventData> = (0..=limits::BATCH_EVENTS_MAX).map(|_| EventData::new("E", "")).collect();
+    let too_many: Vec<EventData> = (0..=limits::BATCH_EVENTS_MAX)
+        .map(|_| EventData::new("E", ""))
+        .collect();
     assert!(matches!(refused(&store, "Order-1", too_many), Error::InvalidInput(_)));
 }
 
@@ -124,7 +129,10 @@ fn wrong_expected_version() {
     let err = store
         .append("Order-2", ExpectedVersion::StreamExists, [EventData::new("E", "{}")])
         .unwrap_err();
-    assert!(matches!(err, Error::WrongExpectedVersion { actual: None, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::WrongExpectedVersion { actual: None, .. }),
+        "{err:?}"
+    );
     assert_untouched(&store);
 }
 
@@ -134,7 +142,9 @@ fn partly_matching_idempotent_retry() {
     let store = store_with_three(dir.path());
     let a = EventData::new("A", "1");
     let b = EventData::new("B", "2");
-    store.append("Order-2", ExpectedVersion::NoStream, [a.clone(), b]).unwrap();
+    store
+        .append("Order-2", ExpectedVersion::NoStream, [a.clone(), b])
+        .unwrap();
     // Same first id, a different second one: neither a retry nor new.
     let err = store
         .append("Order-2", ExpectedVersion::NoStream, [a, EventData::new("C", "3")])
@@ -155,7 +165,10 @@ fn duplicate_id_within_one_append() {
             StreamAppend::new("Order-3", ExpectedVersion::Any, [a]),
         ])
         .unwrap_err();
-    assert!(matches!(err, Error::DuplicateEventId { .. } | Error::InvalidInput(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::DuplicateEventId { .. } | Error::InvalidInput(_)),
+        "{err:?}"
+    );
     assert_untouched(&store);
 }
 
@@ -220,12 +233,20 @@ fn an_index_file_from_another_store() {
     let other = tempfile::tempdir().unwrap();
     store_with_three(dir.path()).close().unwrap();
     let o = Store::open(other.path(), Options::default()).unwrap();
-    o.append("Else-1", ExpectedVersion::Any, [EventData::new("E", "x")]).unwrap();
+    o.append("Else-1", ExpectedVersion::Any, [EventData::new("E", "x")])
+        .unwrap();
     o.close().unwrap();
     fs::copy(other.path().join("index"), dir.path().join("index")).unwrap();
     let store = Store::open(dir.path(), Options::default()).unwrap();
     assert!(!store.recovery_report().index_loaded);
-    assert!(store.recovery_report().index_rejected.as_deref().unwrap().contains("another store"));
+    assert!(
+        store
+            .recovery_report()
+            .index_rejected
+            .as_deref()
+            .unwrap()
+            .contains("another store")
+    );
     assert_untouched(&store);
 }
 
@@ -252,13 +273,29 @@ fn reading_past_the_end() {
     assert!(store.read_position(0).unwrap().is_none());
     assert!(store.read_position(u64::MAX).unwrap().is_none());
     let n = |r: annal::Events| r.count();
-    assert_eq!(n(store.read_stream("Order-1", ReadStream::forward().from_version(4)).unwrap()), 0);
-    assert_eq!(n(store.read_stream("Order-1", ReadStream::forward().from_version(u64::MAX)).unwrap()), 0);
+    assert_eq!(
+        n(store
+            .read_stream("Order-1", ReadStream::forward().from_version(4))
+            .unwrap()),
+        0
+    );
+    assert_eq!(
+        n(store
+            .read_stream("Order-1", ReadStream::forward().from_version(u64::MAX))
+            .unwrap()),
+        0
+    );
     assert_eq!(n(store.read_all(ReadAll::forward().from_position(3)).unwrap()), 0);
-    assert_eq!(n(store.read_all(ReadAll::forward().from_position(u64::MAX)).unwrap()), 0);
+    assert_eq!(
+        n(store.read_all(ReadAll::forward().from_position(u64::MAX)).unwrap()),
+        0
+    );
     assert_eq!(n(store.read_stream("Nobody-1", ReadStream::backward()).unwrap()), 0);
     // Backward from past the end starts at the last event.
-    assert_eq!(n(store.read_all(ReadAll::backward().from_position(u64::MAX)).unwrap()), 3);
+    assert_eq!(
+        n(store.read_all(ReadAll::backward().from_position(u64::MAX)).unwrap()),
+        3
+    );
 }
 
 #[test]
@@ -266,9 +303,17 @@ fn zero_and_huge_limits() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_three(dir.path());
     let n = |r: annal::Events| r.count();
-    assert_eq!(n(store.read_stream("Order-1", ReadStream::forward().limit(0)).unwrap()), 0);
+    assert_eq!(
+        n(store.read_stream("Order-1", ReadStream::forward().limit(0)).unwrap()),
+        0
+    );
     assert_eq!(n(store.read_all(ReadAll::backward().limit(0)).unwrap()), 0);
-    assert_eq!(n(store.read_stream("Order-1", ReadStream::backward().limit(usize::MAX)).unwrap()), 3);
+    assert_eq!(
+        n(store
+            .read_stream("Order-1", ReadStream::backward().limit(usize::MAX))
+            .unwrap()),
+        3
+    );
     assert_eq!(n(store.read_all(ReadAll::forward().limit(usize::MAX)).unwrap()), 3);
     assert_eq!(n(store.read_category("Order", 0, Some(0)).unwrap()), 0);
 }
@@ -284,5 +329,8 @@ fn invalid_options() {
         let err = Store::open(dir.path(), options).unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
     }
-    assert!(!dir.path().join("00000000000000000001.seg").exists(), "nothing was created");
+    assert!(
+        !dir.path().join("00000000000000000001.seg").exists(),
+        "nothing was created"
+    );
 }

@@ -94,7 +94,10 @@ fn open_damaged(image: &SimImage, original: &[Read]) -> bool {
             }
         }
     }
-    assert!(reported || seen == original.len(), "events went missing without a report");
+    assert!(
+        reported || seen == original.len(),
+        "events went missing without a report"
+    );
     reported
 }
 
@@ -138,7 +141,10 @@ fn every_bit_flip_in_the_index_file_leads_to_a_rebuild() {
             let fs = SimFs::from_image(&damaged, 9);
             let store = Store::open_with(fs, dir(), options())
                 .unwrap_or_else(|e| panic!("flip of bit {bit} at {at} of the index file: open failed: {e}"));
-            assert!(!store.recovery_report().index_loaded, "a damaged index file was trusted");
+            assert!(
+                !store.recovery_report().index_loaded,
+                "a damaged index file was trusted"
+            );
             assert_eq!(read_everything(&store), original);
         }
     }

@@ -47,7 +47,11 @@ fn stream_name(rng: &mut SimRng) -> String {
 
 fn random_event(rng: &mut SimRng) -> EventData {
     // Mostly small events, now and then one that fills a tiny segment.
-    let len = if rng.chance(5) { 1500 + rng.below(2000) } else { rng.below(200) };
+    let len = if rng.chance(5) {
+        1500 + rng.below(2000)
+    } else {
+        rng.below(200)
+    };
     let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     let mut e = EventData::new(["Created", "Changed", "Removed"][rng.below(3) as usize], data);
     if rng.chance(30) {
@@ -213,7 +217,9 @@ fn run_seed(seed: u64) -> Tally {
             match store.append_multi(&batch) {
                 Ok(r) => {
                     let id = batch[0].events[0].id();
-                    ledger2.acked.insert(id, ("After-1".into(), r[0].first_version, r[0].first_position));
+                    ledger2
+                        .acked
+                        .insert(id, ("After-1".into(), r[0].first_version, r[0].first_position));
                 }
                 Err(_) => break,
             }
@@ -271,7 +277,13 @@ fn the_simulated_disk_really_loses_unsynced_appends() {
         let options = Options::default().with_durability(Durability::Buffered);
         let store = Store::open_with(fs.clone(), dir(), options.clone()).expect("open");
         for i in 0..20u64 {
-            store.append("S-1", ExpectedVersion::Any, [EventData::new("E", i.to_le_bytes().to_vec())]).expect("append");
+            store
+                .append(
+                    "S-1",
+                    ExpectedVersion::Any,
+                    [EventData::new("E", i.to_le_bytes().to_vec())],
+                )
+                .expect("append");
         }
         fs.crash_now();
         drop(store);

@@ -59,9 +59,10 @@ fn workload(store: &Store<SimFs>, ledger: &mut Ledger) -> Outcome {
             Ok(r) => {
                 for (k, e) in batch[0].events.iter().enumerate() {
                     let k = k as u64;
-                    ledger
-                        .acked
-                        .insert(e.id(), (stream.clone(), r[0].first_version + k, r[0].first_position + k));
+                    ledger.acked.insert(
+                        e.id(),
+                        (stream.clone(), r[0].first_version + k, r[0].first_position + k),
+                    );
                 }
             }
             Err(e) => {
@@ -168,23 +169,31 @@ fn a_failed_sync_is_never_retried_into_success() {
     // the failed one's bytes were lost.
     let fs = SimFs::new(3);
     let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
-    store.append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")]).expect("append");
+    store
+        .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
+        .expect("append");
     fs.inject(Fault {
         kind: OpKind::Sync,
         nth: 0,
         error: FaultError::Eio,
         sticky: false,
     });
-    let err = store.append("A-1", ExpectedVersion::Any, [EventData::new("E", "2")]).unwrap_err();
+    let err = store
+        .append("A-1", ExpectedVersion::Any, [EventData::new("E", "2")])
+        .unwrap_err();
     assert!(err.to_string().contains("injected EIO"), "{err}");
     // The next sync would succeed, but the store refuses to try.
-    let err = store.append("A-1", ExpectedVersion::Any, [EventData::new("E", "3")]).unwrap_err();
+    let err = store
+        .append("A-1", ExpectedVersion::Any, [EventData::new("E", "3")])
+        .unwrap_err();
     assert!(matches!(err, Error::Poisoned(_)), "{err:?}");
     // Reads still work.
     assert_eq!(store.stream_version("A-1"), Some(1));
     drop(store);
     let store = Store::open_with(fs, dir(), options()).expect("reopen");
-    store.append("A-1", ExpectedVersion::Any, [EventData::new("E", "4")]).expect("append after reopen");
+    store
+        .append("A-1", ExpectedVersion::Any, [EventData::new("E", "4")])
+        .expect("append after reopen");
 }
 
 #[test]
@@ -201,7 +210,9 @@ fn a_full_disk_refuses_appends_and_recovers_after_space_is_freed() {
         sticky: true,
     });
     let big = EventData::new("E", vec![7u8; 2000]);
-    let err = store.append("A-1", ExpectedVersion::Exact(1), [big.clone()]).unwrap_err();
+    let err = store
+        .append("A-1", ExpectedVersion::Exact(1), [big.clone()])
+        .unwrap_err();
     match &err {
         Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
         other => panic!("expected an I/O error, got {other:?}"),
@@ -219,6 +230,9 @@ fn a_full_disk_refuses_appends_and_recovers_after_space_is_freed() {
     // event ids, which writes it once either way.
     let retried = store.append("A-1", ExpectedVersion::Exact(1), [big]).expect("retry");
     assert_eq!((retried.first_version, store.stream_version("A-1")), (2, Some(2)));
-    let e = store.read_position(retried.first_position).expect("read").expect("event");
+    let e = store
+        .read_position(retried.first_position)
+        .expect("read")
+        .expect("event");
     assert_eq!(e.data(), &[7u8; 2000][..]);
 }

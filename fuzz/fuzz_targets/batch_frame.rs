@@ -14,7 +14,14 @@ fuzz_target!(|data: &[u8]| {
         for (k, offset) in offsets.into_iter().enumerate() {
             let e = frame::decode_checked_record(&bytes, offset, header.first_position + k as u64)
                 .expect("a checked record decodes");
-            let _ = (e.stream(), e.event_type(), e.data(), e.metadata(), e.id(), e.timestamp_micros());
+            let _ = (
+                e.stream(),
+                e.event_type(),
+                e.data(),
+                e.metadata(),
+                e.id(),
+                e.timestamp_micros(),
+            );
         }
     }
 });

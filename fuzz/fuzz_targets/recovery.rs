@@ -17,7 +17,9 @@ fn dir() -> PathBuf {
 }
 
 fn options() -> Options {
-    Options::default().with_durability(Durability::Sync).with_segment_size_bytes(4096)
+    Options::default()
+        .with_durability(Durability::Sync)
+        .with_segment_size_bytes(4096)
 }
 
 /// The pristine store and its events' (stream, data) by position.
@@ -80,7 +82,10 @@ fuzz_target!(|input: &[u8]| {
             Err(other) => panic!("damage surfaced on read as {other:?}"),
         }
     }
-    for item in store.read_stream("Order-1", ReadStream::backward()).expect("read_stream") {
+    for item in store
+        .read_stream("Order-1", ReadStream::backward())
+        .expect("read_stream")
+    {
         match item {
             Ok(e) => check(&e),
             Err(Error::Corruption { .. }) => break,

@@ -94,7 +94,11 @@ pub fn check(store: &Store<SimFs>, ledger: &Ledger) -> Vec<Read> {
         assert_eq!(e.version, *v, "versions of {} have a gap", e.written.stream);
         assert!(seen.insert(e.id), "event id {} appears twice", e.id);
         let attempted = ledger.attempted.get(&e.id).expect("an event nobody appended");
-        assert_eq!(&e.written, attempted, "event {} differs from what was appended", e.position);
+        assert_eq!(
+            &e.written, attempted,
+            "event {} differs from what was appended",
+            e.position
+        );
     }
     assert_eq!(store.last_position(), events.len() as u64);
     let mut names: Vec<&str> = versions.keys().copied().collect();
@@ -105,8 +109,13 @@ pub fn check(store: &Store<SimFs>, ledger: &Ledger) -> Vec<Read> {
     }
     let by_id: HashMap<Uuid, &Read> = events.iter().map(|e| (e.id, e)).collect();
     for (id, (stream, version, position)) in &ledger.acked {
-        let e = by_id.get(id).unwrap_or_else(|| panic!("acknowledged event {id} at {position} lost"));
-        assert_eq!((&e.written.stream, e.version, e.position), (stream, *version, *position));
+        let e = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged event {id} at {position} lost"));
+        assert_eq!(
+            (&e.written.stream, e.version, e.position),
+            (stream, *version, *position)
+        );
     }
     for batch in &ledger.batches {
         let present = batch.iter().filter(|id| by_id.contains_key(id)).count();
@@ -120,4 +129,3 @@ pub fn record_attempt_into(ledger: &mut Ledger, appends: &[StreamAppend]) {
     record_attempt(&shared, appends);
     *ledger = shared.into_inner();
 }
-
