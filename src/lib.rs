@@ -67,6 +67,8 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "aggregate")]
+pub mod aggregate;
 mod error;
 mod event;
 mod id;
@@ -78,6 +80,7 @@ pub mod log;
 mod options;
 mod read;
 mod recovery;
+pub mod snapshot;
 mod store;
 pub mod tools;
 mod writer;
@@ -90,6 +93,7 @@ pub use event::{
 pub use options::{Durability, Options};
 pub use read::{Direction, Events, ReadAll, ReadStream};
 pub use recovery::RecoveryReport;
+pub use snapshot::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStats};
 pub use store::{LOCK_FILE_NAME, Stats, Store};
 pub use uuid::Uuid;
 

@@ -57,6 +57,8 @@ pub(crate) struct Core<F: FileSystem> {
     /// explicit saves share one temp file name.
     index_save: Mutex<()>,
     background_error: Mutex<Option<String>>,
+    /// The snapshot side-file (opened on first use).
+    pub snapshots: crate::snapshot::Snapshots<F>,
     _lock_file: F::File,
 }
 
@@ -159,6 +161,7 @@ impl<F: FileSystem> Store<F> {
             checkpoints: Mutex::new(None),
             index_save: Mutex::new(()),
             background_error: Mutex::new(None),
+            snapshots: Default::default(),
             _lock_file: lock_file,
             options,
         });
@@ -178,7 +181,7 @@ impl<F: FileSystem> Store<F> {
         })
     }
 
-    fn core(&self) -> &Core<F> {
+    pub(crate) fn core(&self) -> &Core<F> {
         &self.handle.core
     }
 

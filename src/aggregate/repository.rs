@@ -1,0 +1,445 @@
+//! The repository: load an aggregate (snapshot + later events), run a
+//! command, append under optimistic concurrency, snapshot by policy.
+
+use std::marker::PhantomData;
+
+use uuid::Uuid;
+
+use super::{Aggregate, Codec, CodecError, DomainEvent, JsonCodec, UpcastError, Upcasters, stream_name};
+use crate::event::{EventData, ExpectedVersion, RecordedEvent};
+use crate::io::{FileSystem, StdFs};
+use crate::read::ReadStream;
+use crate::snapshot::SnapshotIssue;
+use crate::store::Store;
+
+/// Where a command comes from: its id, and the correlation and causation
+/// ids to write into the metadata of the events it causes.
+///
+/// Each event gets `$correlationId` = the correlation id (or, when none is
+/// set, the command id) and `$causationId` = the causation id (or, when
+/// none is set, the command id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandMetadata {
+    /// The command's id (random by default).
+    pub command_id: Uuid,
+    /// The conversation the command belongs to.
+    pub correlation_id: Option<Uuid>,
+    /// What caused the command (a message or event id).
+    pub causation_id: Option<Uuid>,
+}
+
+impl Default for CommandMetadata {
+    fn default() -> Self {
+        CommandMetadata::new()
+    }
+}
+
+impl CommandMetadata {
+    /// A command with a random id and no correlation or causation.
+    pub fn new() -> Self {
+        CommandMetadata {
+            command_id: Uuid::new_v4(),
+            correlation_id: None,
+            causation_id: None,
+        }
+    }
+
+    /// Sets the command id.
+    pub fn with_command_id(mut self, id: Uuid) -> Self {
+        self.command_id = id;
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn with_causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// A command caused by a stored event (a process manager reacting to
+    /// it): causation = the event's id, correlation = the event's
+    /// correlation id, or its id when it has none.
+    pub fn caused_by(event: &RecordedEvent) -> Self {
+        CommandMetadata::new()
+            .with_correlation_id(event.correlation_id().unwrap_or(event.id()))
+            .with_causation_id(event.id())
+    }
+}
+
+/// What can go wrong in the repository.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepositoryError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command. Nothing was written.
+    #[error("command refused: {0}")]
+    Domain(#[source] E),
+    /// The store failed (I/O, closed, invalid input...).
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+    /// An event or state could not be encoded, or a stored event could not
+    /// be decoded (after upcasting) into the current event type.
+    #[error("codec error in stream '{stream}' at version {version}: {source}")]
+    Codec {
+        /// The stream.
+        stream: String,
+        /// The event's version (0 when encoding a new event).
+        version: u64,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// An upcaster failed on a stored event.
+    #[error("stream '{stream}' at version {version}: {source}")]
+    Upcast {
+        /// The stream.
+        stream: String,
+        /// The event's version.
+        version: u64,
+        /// The upcaster's error.
+        #[source]
+        source: UpcastError,
+    },
+    /// Other writers kept changing the stream: every attempt met a
+    /// concurrency conflict. Nothing was written by this command.
+    #[error("stream '{stream}' changed under {attempts} attempts of the command")]
+    Conflict {
+        /// The stream.
+        stream: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// An aggregate as loaded.
+#[derive(Clone, Debug)]
+pub struct Loaded<A> {
+    /// Its state.
+    pub state: A,
+    /// The stream version the state reflects (0: no events).
+    pub version: u64,
+    /// The version of the snapshot the load started from, if one was used.
+    pub snapshot_version: Option<u64>,
+    /// Events replayed on top of the snapshot (or from the start).
+    pub replayed: u64,
+    /// Snapshots passed over, and why (the load replayed instead).
+    pub issues: Vec<SnapshotIssue>,
+}
+
+/// What a command did.
+#[derive(Clone, Debug)]
+pub struct Executed<A> {
+    /// The aggregate's state after the command.
+    pub state: A,
+    /// Its stream version after the command.
+    pub version: u64,
+    /// Events the command appended (0 when it decided nothing changes).
+    pub events: usize,
+    /// Global position of the last event appended (0 when none).
+    pub last_position: u64,
+    /// Attempts it took (1 without conflicts).
+    pub attempts: u32,
+    /// The version snapshotted after the command, if the policy saved one.
+    pub snapshot_saved: Option<u64>,
+    /// Why saving the policy's snapshot failed, if it did (the command
+    /// itself succeeded; the next load replays a little more).
+    pub snapshot_error: Option<String>,
+}
+
+/// Loads aggregates of type `A` and runs their commands, on a store with
+/// file system `F`, encoding with codec `C`. Cheap to clone (the store is
+/// shared); usable from many threads at once.
+pub struct Repository<A: Aggregate, F: FileSystem = StdFs, C: Codec = JsonCodec> {
+    store: Store<F>,
+    codec: C,
+    upcasters: Upcasters,
+    snapshot_every: Option<u64>,
+    max_attempts: u32,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate, F: FileSystem, C: Codec + Clone> Clone for Repository<A, F, C> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            codec: self.codec.clone(),
+            upcasters: self.upcasters.clone(),
+            snapshot_every: self.snapshot_every,
+            max_attempts: self.max_attempts,
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+type RepoResult<T, A> = Result<T, RepositoryError<<A as Aggregate>::Error>>;
+
+impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
+    /// A repository over `store`, without snapshots or upcasters, making up
+    /// to 10 attempts per command.
+    pub fn new(store: Store<F>, codec: C) -> Self {
+        Repository {
+            store,
+            codec,
+            upcasters: Upcasters::new(),
+            snapshot_every: None,
+            max_attempts: 10,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Uses these upcasters on read.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Snapshot policy: after a command takes the stream past a multiple
+    /// of `n` events, save a snapshot of the new state (0 turns it off).
+    pub fn with_snapshot_every(mut self, n: u64) -> Self {
+        self.snapshot_every = (n > 0).then_some(n);
+        self
+    }
+
+    /// Retries on a concurrency conflict: at most `n` retries after the
+    /// first attempt (default 9).
+    pub fn with_max_retries(mut self, n: u32) -> Self {
+        self.max_attempts = n.saturating_add(1);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store<F> {
+        &self.store
+    }
+
+    /// The stream name of aggregate `id`: `{A::CATEGORY}-{id}`.
+    pub fn stream_name(&self, id: &str) -> String {
+        stream_name(A::CATEGORY, id)
+    }
+
+    /// Loads aggregate `id` as it is now.
+    pub fn load(&self, id: &str) -> RepoResult<Loaded<A>, A> {
+        self.load_stream(&self.stream_name(id), u64::MAX, true)
+    }
+
+    /// Loads aggregate `id` without using any snapshot (a full replay).
+    pub fn load_without_snapshot(&self, id: &str) -> RepoResult<Loaded<A>, A> {
+        self.load_stream(&self.stream_name(id), u64::MAX, false)
+    }
+
+    /// Loads aggregate `id` as it was at stream version `version` (or now,
+    /// if the stream is shorter), from the newest snapshot at or before it.
+    pub fn load_at_version(&self, id: &str, version: u64) -> RepoResult<Loaded<A>, A> {
+        self.load_stream(&self.stream_name(id), version, true)
+    }
+
+    /// Loads aggregate `id` as it was when the store's last global position
+    /// was `position`: with exactly its events at positions up to it.
+    pub fn load_at_position(&self, id: &str, position: u64) -> RepoResult<Loaded<A>, A> {
+        let stream = self.stream_name(id);
+        let version = self.version_at_position(&stream, position)?;
+        self.load_stream(&stream, version, true)
+    }
+
+    /// The number of the stream's events at positions up to `position`
+    /// (binary search over versions; positions grow with versions).
+    fn version_at_position(&self, stream: &str, position: u64) -> RepoResult<u64, A> {
+        let (mut low, mut high) = (0u64, self.store.stream_version(stream).unwrap_or(0));
+        // Invariant: event `low` (if any) is at or before `position`; event
+        // `high + 1` (if any) is after it.
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            let event = self
+                .store
+                .read_stream(stream, ReadStream::forward().from_version(mid).limit(1))?
+                .next()
+                .transpose()?;
+            match event {
+                Some(e) if e.position() <= position => low = mid,
+                _ => high = mid - 1,
+            }
+        }
+        Ok(low)
+    }
+
+    fn load_stream(&self, stream: &str, max_version: u64, use_snapshot: bool) -> RepoResult<Loaded<A>, A> {
+        let have = self.store.stream_version(stream).unwrap_or(0);
+        let target = max_version.min(have);
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+            snapshot_version: None,
+            replayed: 0,
+            issues: Vec::new(),
+        };
+        if use_snapshot && target > 0 {
+            let found = self.store.load_snapshot_at(stream, target);
+            loaded.issues = found.issues;
+            if let Some(s) = found.snapshot {
+                let issue = if s.schema_version != A::SNAPSHOT_SCHEMA_VERSION {
+                    Some(SnapshotIssue::SchemaMismatch {
+                        stream: stream.to_string(),
+                        version: s.version,
+                        found: s.schema_version,
+                        expected: A::SNAPSHOT_SCHEMA_VERSION,
+                    })
+                } else {
+                    match self.codec.decode_state::<A>(&s.data) {
+                        Ok(state) => {
+                            loaded.state = state;
+                            loaded.version = s.version;
+                            loaded.snapshot_version = Some(s.version);
+                            None
+                        }
+                        Err(e) => Some(SnapshotIssue::Undecodable {
+                            stream: stream.to_string(),
+                            version: s.version,
+                            reason: e.0,
+                        }),
+                    }
+                };
+                if let Some(issue) = issue {
+                    self.store.report_snapshot_issue(issue.clone());
+                    loaded.issues.push(issue);
+                }
+            }
+        }
+        if loaded.version < target {
+            let count = usize::try_from(target - loaded.version).unwrap_or(usize::MAX);
+            let events = self
+                .store
+                .read_stream(stream, ReadStream::forward().from_version(loaded.version + 1).limit(count))?;
+            for event in events {
+                let event = event?;
+                let decoded = self.decode(&event)?;
+                loaded.state.apply(&decoded);
+                loaded.version = event.version();
+                loaded.replayed += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Decodes a stored event into the current event type, upcasting it.
+    pub fn decode(&self, event: &RecordedEvent) -> RepoResult<A::Event, A> {
+        let (_, payload) = self
+            .upcasters
+            .upcast(event.event_type(), event.schema_version(), event.data())
+            .map_err(|source| RepositoryError::Upcast {
+                stream: event.stream().to_string(),
+                version: event.version(),
+                source,
+            })?;
+        self.codec
+            .decode_event(event.event_type(), &payload)
+            .map_err(|source| RepositoryError::Codec {
+                stream: event.stream().to_string(),
+                version: event.version(),
+                source,
+            })
+    }
+
+    /// Runs `command` against aggregate `id`: load, decide, append under
+    /// `Exact(version)`; on a concurrency conflict, load and decide again,
+    /// up to the configured number of attempts.
+    pub fn execute(&self, id: &str, command: A::Command, meta: CommandMetadata) -> RepoResult<Executed<A>, A> {
+        let stream = self.stream_name(id);
+        for attempt in 1..=self.max_attempts {
+            let mut loaded = self.load_stream(&stream, u64::MAX, true)?;
+            let events = loaded.state.handle(command.clone()).map_err(RepositoryError::Domain)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    state: loaded.state,
+                    version: loaded.version,
+                    events: 0,
+                    last_position: 0,
+                    attempts: attempt,
+                    snapshot_saved: None,
+                    snapshot_error: None,
+                });
+            }
+            let data = events
+                .iter()
+                .map(|e| self.encode(&stream, e, &meta))
+                .collect::<RepoResult<Vec<_>, A>>()?;
+            match self.store.append(&stream, ExpectedVersion::Exact(loaded.version), data) {
+                Ok(result) => {
+                    for e in &events {
+                        loaded.state.apply(e);
+                    }
+                    let before = loaded.version;
+                    let version = result.last_version;
+                    let mut executed = Executed {
+                        state: loaded.state,
+                        version,
+                        events: events.len(),
+                        last_position: result.last_position,
+                        attempts: attempt,
+                        snapshot_saved: None,
+                        snapshot_error: None,
+                    };
+                    if let Some(n) = self.snapshot_every
+                        && version / n > before / n
+                    {
+                        match self.save_snapshot_of(&stream, version, &executed.state) {
+                            Ok(()) => executed.snapshot_saved = Some(version),
+                            Err(e) => executed.snapshot_error = Some(e.to_string()),
+                        }
+                    }
+                    return Ok(executed);
+                }
+                Err(crate::Error::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RepositoryError::Conflict {
+            stream,
+            attempts: self.max_attempts,
+        })
+    }
+
+    /// Saves a snapshot of aggregate `id` as it is now; returns its version
+    /// (0 when the aggregate has no events, and nothing is saved).
+    pub fn snapshot(&self, id: &str) -> RepoResult<u64, A> {
+        let stream = self.stream_name(id);
+        let loaded = self.load_stream(&stream, u64::MAX, true)?;
+        if loaded.version > 0 {
+            self.save_snapshot_of(&stream, loaded.version, &loaded.state)?;
+        }
+        Ok(loaded.version)
+    }
+
+    fn save_snapshot_of(&self, stream: &str, version: u64, state: &A) -> RepoResult<(), A> {
+        let bytes = self
+            .codec
+            .encode_state(state)
+            .map_err(|source| RepositoryError::Codec {
+                stream: stream.to_string(),
+                version,
+                source,
+            })?;
+        self.store
+            .save_snapshot(stream, version, A::SNAPSHOT_SCHEMA_VERSION, &bytes)?;
+        Ok(())
+    }
+
+    fn encode(&self, stream: &str, event: &A::Event, meta: &CommandMetadata) -> RepoResult<EventData, A> {
+        let data = self
+            .codec
+            .encode_event(event)
+            .map_err(|source| RepositoryError::Codec {
+                stream: stream.to_string(),
+                version: 0,
+                source,
+            })?;
+        Ok(EventData::new(event.event_type(), data)
+            .with_schema_version(event.schema_version())
+            .correlation_id(meta.correlation_id.unwrap_or(meta.command_id))
+            .causation_id(meta.causation_id.unwrap_or(meta.command_id)))
+    }
+}

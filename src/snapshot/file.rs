@@ -1,0 +1,367 @@
+//! The bytes of the snapshot side-file (docs/FORMAT.md, "Snapshot file").
+//!
+//! A 32-byte file header, then snapshot records one after another. Each
+//! record carries a CRC over everything after its CRC field, its own length
+//! included, so a torn or damaged record is recognised and skipped; a
+//! snapshot is a cache, so a bad record costs a replay, never the store.
+//!
+//! Every length is checked against what is left of the input and against
+//! [`SNAPSHOT_BYTES_MAX`] before anything is allocated; nothing here panics
+//! on any input.
+
+use uuid::Uuid;
+
+use crate::limits;
+
+/// Name of the snapshot file in the store directory.
+pub const FILE_NAME: &str = "snapshots";
+/// Magic number opening the snapshot file.
+pub const FILE_MAGIC: [u8; 8] = *b"ANNALSNP";
+/// Format version of the snapshot file this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the file header.
+pub const FILE_HEADER_BYTES: usize = 32;
+/// Magic number opening every snapshot record ("SNP1" as little-endian).
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SNP1");
+/// Size of the fixed part of a record.
+pub const RECORD_HEADER_BYTES: usize = 32;
+/// Largest snapshot payload. Large enough for any sane aggregate state,
+/// small enough that one corrupt length cannot cause a huge allocation.
+pub const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+// File header fields.
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = H_MAGIC + 8;
+const H_STORE_ID: usize = H_VERSION + 4;
+const H_CRC: usize = H_STORE_ID + 16;
+const _: () = assert!(H_CRC + 4 == FILE_HEADER_BYTES);
+
+// Record fields.
+const R_MAGIC: usize = 0;
+const R_CRC: usize = R_MAGIC + 4;
+const R_LEN: usize = R_CRC + 4;
+const R_STREAM_LEN: usize = R_LEN + 4;
+const R_RESERVED: usize = R_STREAM_LEN + 2;
+const R_VERSION: usize = R_RESERVED + 2;
+const R_SCHEMA: usize = R_VERSION + 8;
+const R_DATA_LEN: usize = R_SCHEMA + 4;
+const _: () = assert!(R_DATA_LEN + 4 == RECORD_HEADER_BYTES);
+
+/// Why the file header is unusable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer than [`FILE_HEADER_BYTES`] bytes.
+    Short,
+    /// Wrong magic or header CRC.
+    Invalid(String),
+    /// A format version this build does not read.
+    Version(u32),
+}
+
+/// Why the bytes at some offset are not a valid record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// The record claims more bytes than are left (or fewer than a header
+    /// are left): a torn write at the end of the file, or a damaged length.
+    Truncated,
+    /// The record's length is plausible but its bytes are not a valid,
+    /// checksum-correct record; the next record starts `len` bytes further.
+    Invalid {
+        /// Claimed record length (the scan can skip over it).
+        len: u32,
+        /// What check failed.
+        reason: String,
+    },
+    /// The length field makes no sense: nothing after this point can be
+    /// found again.
+    Unreadable(String),
+}
+
+/// One decoded snapshot record, borrowing from the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The stream the snapshot belongs to.
+    pub stream: &'a str,
+    /// The stream version the snapshot reflects (at least 1).
+    pub version: u64,
+    /// The application's schema version of the snapshot payload.
+    pub schema_version: u32,
+    /// The snapshot payload.
+    pub data: &'a [u8],
+    /// Total length of the record in bytes.
+    pub len: u32,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        a.copy_from_slice(s);
+    }
+    u16::from_le_bytes(a)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_le_bytes(a)
+}
+
+/// Encodes the file header.
+pub fn encode_header(store_id: Uuid) -> [u8; FILE_HEADER_BYTES] {
+    let mut h = [0u8; FILE_HEADER_BYTES];
+    h[H_MAGIC..H_MAGIC + 8].copy_from_slice(&FILE_MAGIC);
+    h[H_VERSION..H_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[H_STORE_ID..H_STORE_ID + 16].copy_from_slice(store_id.as_bytes());
+    let crc = crc32fast::hash(&h[..H_CRC]);
+    h[H_CRC..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Decodes the file header; returns the store id it names.
+pub fn decode_header(bytes: &[u8]) -> Result<Uuid, HeaderError> {
+    let h = bytes.get(..FILE_HEADER_BYTES).ok_or(HeaderError::Short)?;
+    if h[H_MAGIC..H_MAGIC + 8] != FILE_MAGIC {
+        return Err(HeaderError::Invalid("bad magic".into()));
+    }
+    if crc32fast::hash(&h[..H_CRC]) != u32_at(h, H_CRC) {
+        return Err(HeaderError::Invalid("header CRC mismatch".into()));
+    }
+    let version = u32_at(h, H_VERSION);
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version(version));
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[H_STORE_ID..H_STORE_ID + 16]);
+    Ok(Uuid::from_bytes(id))
+}
+
+/// Checks a record's inputs against the limits; returns its encoded length.
+pub fn record_len(stream: &str, data_len: usize) -> Result<usize, String> {
+    if stream.is_empty() || stream.len() > limits::STREAM_NAME_BYTES_MAX {
+        return Err(format!(
+            "a snapshot's stream name must have 1 to {} bytes",
+            limits::STREAM_NAME_BYTES_MAX
+        ));
+    }
+    if data_len > SNAPSHOT_BYTES_MAX {
+        return Err(format!(
+            "a snapshot of {data_len} bytes exceeds the limit of {SNAPSHOT_BYTES_MAX}"
+        ));
+    }
+    Ok(RECORD_HEADER_BYTES + stream.len() + data_len)
+}
+
+/// Encodes one snapshot record (checked with [`record_len`] first).
+pub fn encode_record(stream: &str, version: u64, schema_version: u32, data: &[u8]) -> Result<Vec<u8>, String> {
+    let len = record_len(stream, data.len())?;
+    if version == 0 {
+        return Err("a snapshot reflects stream version 1 or later".into());
+    }
+    let mut buf = vec![0u8; len];
+    buf[R_MAGIC..R_MAGIC + 4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    buf[R_LEN..R_LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[R_STREAM_LEN..R_STREAM_LEN + 2].copy_from_slice(&(stream.len() as u16).to_le_bytes());
+    buf[R_VERSION..R_VERSION + 8].copy_from_slice(&version.to_le_bytes());
+    buf[R_SCHEMA..R_SCHEMA + 4].copy_from_slice(&schema_version.to_le_bytes());
+    buf[R_DATA_LEN..R_DATA_LEN + 4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    let s = RECORD_HEADER_BYTES;
+    buf[s..s + stream.len()].copy_from_slice(stream.as_bytes());
+    buf[s + stream.len()..].copy_from_slice(data);
+    let crc = crc32fast::hash(&buf[R_LEN..]);
+    buf[R_CRC..R_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(buf)
+}
+
+/// Decodes the record at the start of `bytes` (which may go on past it).
+pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, RecordError> {
+    if bytes.len() < RECORD_HEADER_BYTES {
+        return Err(RecordError::Truncated);
+    }
+    let len = u32_at(bytes, R_LEN);
+    let len_usize = len as usize;
+    if len_usize < RECORD_HEADER_BYTES || len_usize > RECORD_HEADER_BYTES + 255 + SNAPSHOT_BYTES_MAX {
+        return Err(RecordError::Unreadable(format!("record length {len} out of range")));
+    }
+    let Some(record) = bytes.get(..len_usize) else {
+        return Err(RecordError::Truncated);
+    };
+    let invalid = |reason: &str| RecordError::Invalid {
+        len,
+        reason: reason.to_string(),
+    };
+    if u32_at(record, R_MAGIC) != RECORD_MAGIC {
+        return Err(invalid("bad record magic"));
+    }
+    if crc32fast::hash(&record[R_LEN..]) != u32_at(record, R_CRC) {
+        return Err(invalid("record CRC mismatch"));
+    }
+    let stream_len = u16_at(record, R_STREAM_LEN) as usize;
+    let data_len = u32_at(record, R_DATA_LEN) as usize;
+    if u16_at(record, R_RESERVED) != 0 {
+        return Err(invalid("reserved bytes are not zero"));
+    }
+    if stream_len == 0 || stream_len > limits::STREAM_NAME_BYTES_MAX || data_len > SNAPSHOT_BYTES_MAX {
+        return Err(invalid("field length out of range"));
+    }
+    if RECORD_HEADER_BYTES + stream_len + data_len != len_usize {
+        return Err(invalid("field lengths disagree with the record length"));
+    }
+    let version = u64_at(record, R_VERSION);
+    if version == 0 {
+        return Err(invalid("stream version 0"));
+    }
+    let s = RECORD_HEADER_BYTES;
+    let stream = std::str::from_utf8(&record[s..s + stream_len]).map_err(|_| invalid("stream name is not UTF-8"))?;
+    Ok(RecordRef {
+        stream,
+        version,
+        schema_version: u32_at(record, R_SCHEMA),
+        data: &record[s + stream_len..],
+        len,
+    })
+}
+
+/// A valid record found by [`scan`], and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Offset of the record in the file.
+    pub offset: u64,
+    /// Record length.
+    pub len: u32,
+    /// Stream name.
+    pub stream: String,
+    /// Stream version.
+    pub version: u64,
+    /// Snapshot schema version.
+    pub schema_version: u32,
+}
+
+/// A bad record met by [`scan`] and skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Offset of the record in the file.
+    pub offset: u64,
+    /// What check failed.
+    pub reason: String,
+}
+
+/// What [`scan`] found in a whole file (header included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Valid records, in file order.
+    pub records: Vec<Found>,
+    /// Bad records skipped over (their length was plausible).
+    pub skipped: Vec<Skipped>,
+    /// Where the valid part of the file ends; bytes after it are a torn
+    /// tail (or unreadable) and are cut on open.
+    pub end: u64,
+    /// Why the scan stopped before the end of the input, if it did.
+    pub cut_reason: Option<String>,
+}
+
+/// Walks the records of a whole snapshot file (`bytes` includes the
+/// header, which the caller checked). A bad record whose length fits is
+/// skipped when a valid record follows it; a bad record at the end of the
+/// file, or one whose length is unusable, ends the scan there.
+pub fn scan(bytes: &[u8]) -> Scan {
+    let mut out = Scan::default();
+    let mut at = FILE_HEADER_BYTES.min(bytes.len());
+    let mut pending_skips: Vec<Skipped> = Vec::new();
+    let mut valid_end = at;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        match decode_record(rest) {
+            Ok(r) => {
+                out.skipped.append(&mut pending_skips);
+                out.records.push(Found {
+                    offset: at as u64,
+                    len: r.len,
+                    stream: r.stream.to_string(),
+                    version: r.version,
+                    schema_version: r.schema_version,
+                });
+                at += r.len as usize;
+                valid_end = at;
+            }
+            Err(RecordError::Invalid { len, reason }) => {
+                pending_skips.push(Skipped {
+                    offset: at as u64,
+                    reason,
+                });
+                at += len as usize;
+            }
+            Err(RecordError::Truncated) => {
+                out.cut_reason = Some("record cut short".into());
+                break;
+            }
+            Err(RecordError::Unreadable(reason)) => {
+                out.cut_reason = Some(reason);
+                break;
+            }
+        }
+    }
+    if out.cut_reason.is_none() && !pending_skips.is_empty() {
+        // Bad records with nothing valid after them: a torn tail.
+        out.cut_reason = pending_skips.first().map(|s| s.reason.clone());
+    }
+    out.end = valid_end as u64;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut f = encode_header(Uuid::nil()).to_vec();
+        for r in records {
+            f.extend_from_slice(r);
+        }
+        f
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = encode_record("Account-1", 7, 3, b"state").unwrap();
+        let d = decode_record(&r).unwrap();
+        assert_eq!((d.stream, d.version, d.schema_version, d.data), ("Account-1", 7, 3, &b"state"[..]));
+        assert_eq!(decode_header(&encode_header(Uuid::nil())).unwrap(), Uuid::nil());
+    }
+
+    #[test]
+    fn scan_skips_a_bad_middle_record_and_cuts_a_torn_tail() {
+        let a = encode_record("A-1", 1, 1, b"a").unwrap();
+        let mut b = encode_record("A-1", 2, 1, b"bb").unwrap();
+        let c = encode_record("A-2", 1, 1, b"c").unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        let mut bytes = file(&[a.clone(), b.clone(), c.clone()]);
+        let s = scan(&bytes);
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(s.skipped.len(), 1);
+        assert_eq!(s.end, bytes.len() as u64);
+        bytes.truncate(bytes.len() - 3);
+        let s = scan(&bytes);
+        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.end as usize, FILE_HEADER_BYTES + a.len());
+        assert!(s.cut_reason.is_some());
+    }
+
+    #[test]
+    fn rejects_bad_inputs() {
+        assert!(encode_record("", 1, 1, b"").is_err());
+        assert!(encode_record("A-1", 0, 1, b"").is_err());
+        assert!(decode_header(b"short").is_err());
+        assert!(matches!(decode_record(&[0xFF; 40]), Err(RecordError::Unreadable(_))));
+    }
+}

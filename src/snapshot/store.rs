@@ -1,0 +1,462 @@
+//! The open snapshot file: its in-memory map, saves, loads and compaction,
+//! and the [`Store`] methods that use them.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::file::{self, FILE_HEADER_BYTES, FILE_NAME};
+use super::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStats};
+use crate::error::{Error, IoContext, Result};
+use crate::io::{self, FileHandle, FileSystem, OpenMode};
+use crate::options::Durability;
+use crate::store::Store;
+
+/// Most issues kept for [`Store::snapshot_issues`] (the oldest go first).
+const ISSUES_KEPT: usize = 256;
+
+/// Where one snapshot record is.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    version: u64,
+    schema_version: u32,
+    offset: u64,
+    len: u32,
+}
+
+/// The snapshot file, opened.
+struct Open<F: FileSystem> {
+    file: F::File,
+    /// Where the next record goes (the file's valid length).
+    end: u64,
+    /// Per stream, its records sorted by version (one per version).
+    streams: HashMap<String, Vec<Entry>>,
+    /// Bytes of the kept records (the newest `keep_per_stream` per stream).
+    live_bytes: u64,
+}
+
+/// The store's snapshot side-file, opened on first use (a store that never
+/// uses snapshots has no snapshot file).
+pub(crate) struct Snapshots<F: FileSystem> {
+    state: Mutex<Option<Open<F>>>,
+    options: Mutex<SnapshotOptions>,
+    issues: Mutex<VecDeque<SnapshotIssue>>,
+    compactions: Mutex<u64>,
+}
+
+impl<F: FileSystem> Default for Snapshots<F> {
+    fn default() -> Self {
+        Snapshots {
+            state: Mutex::new(None),
+            options: Mutex::new(SnapshotOptions::default()),
+            issues: Mutex::new(VecDeque::new()),
+            compactions: Mutex::new(0),
+        }
+    }
+}
+
+fn kept_bytes(entries: &[Entry], keep: usize) -> u64 {
+    entries.iter().rev().take(keep).map(|e| u64::from(e.len)).sum()
+}
+
+impl<F: FileSystem> Open<F> {
+    /// Adds (or replaces, for the same version) a record in the map.
+    fn insert(&mut self, stream: &str, entry: Entry, keep: usize) {
+        let entries = self.streams.entry(stream.to_string()).or_default();
+        self.live_bytes -= kept_bytes(entries, keep);
+        match entries.binary_search_by_key(&entry.version, |e| e.version) {
+            Ok(i) => entries[i] = entry,
+            Err(i) => entries.insert(i, entry),
+        }
+        self.live_bytes += kept_bytes(entries, keep);
+    }
+
+    fn recount(&mut self, keep: usize) {
+        self.live_bytes = self.streams.values().map(|e| kept_bytes(e, keep)).sum();
+    }
+
+    /// Reads and checks the record an entry points at.
+    fn read(&self, stream: &str, entry: &Entry) -> std::result::Result<Snapshot, SnapshotIssue> {
+        let mut buf = vec![0u8; entry.len as usize];
+        self.file
+            .read_exact_at(&mut buf, entry.offset)
+            .map_err(|e| SnapshotIssue::Io { reason: e.to_string() })?;
+        let corrupt = |reason: String| SnapshotIssue::Corrupt {
+            offset: entry.offset,
+            reason,
+        };
+        let r = file::decode_record(&buf).map_err(|e| corrupt(format!("{e:?}")))?;
+        if r.stream != stream || r.version != entry.version || r.schema_version != entry.schema_version {
+            return Err(corrupt("record changed since the file was opened".into()));
+        }
+        let data = Bytes::copy_from_slice(r.data);
+        Ok(Snapshot {
+            stream: stream.to_string(),
+            version: r.version,
+            schema_version: r.schema_version,
+            data,
+        })
+    }
+}
+
+impl<F: FileSystem> Snapshots<F> {
+    fn report(&self, issue: SnapshotIssue) {
+        let mut issues = self.issues.lock();
+        if issues.len() >= ISSUES_KEPT {
+            issues.pop_front();
+        }
+        issues.push_back(issue);
+    }
+
+    /// Opens the file if it is not yet, reporting what opening found.
+    fn ensure_open<'a>(
+        &self,
+        state: &'a mut Option<Open<F>>,
+        fs: &F,
+        dir: &Path,
+        store_id: Uuid,
+    ) -> Result<&'a mut Open<F>> {
+        if state.is_none() {
+            let mut found = Vec::new();
+            let keep = self.options.lock().keep_per_stream;
+            let open = open_file(fs, dir, store_id, keep, &mut found)?;
+            for issue in found {
+                self.report(issue);
+            }
+            *state = Some(open);
+        }
+        state
+            .as_mut()
+            .ok_or_else(|| Error::InvalidInput("snapshot file not open".into()))
+    }
+}
+
+/// Creates a fresh, empty snapshot file (atomically).
+fn create_file<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid) -> Result<F::File> {
+    let path = dir.join(FILE_NAME);
+    io::write_atomic(fs, dir, FILE_NAME, &file::encode_header(store_id))
+        .ctx(|| format!("creating {}", path.display()))?;
+    fs.open(&path, OpenMode::ReadWrite)
+        .ctx(|| format!("opening {}", path.display()))
+}
+
+/// Opens the snapshot file, creating it or starting it afresh when needed;
+/// cuts a torn tail; builds the map.
+fn open_file<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    store_id: Uuid,
+    keep: usize,
+    issues: &mut Vec<SnapshotIssue>,
+) -> Result<Open<F>> {
+    let path: PathBuf = dir.join(FILE_NAME);
+    let empty = |file| Open {
+        file,
+        end: FILE_HEADER_BYTES as u64,
+        streams: HashMap::new(),
+        live_bytes: 0,
+    };
+    if !fs.exists(&path) {
+        return Ok(empty(create_file(fs, dir, store_id)?));
+    }
+    let file = fs
+        .open(&path, OpenMode::ReadWrite)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
+    let header = match file::decode_header(&bytes) {
+        Ok(id) if id == store_id => Ok(()),
+        Ok(id) => Err(format!("written for store {id}, this store is {store_id}")),
+        Err(file::HeaderError::Short) => Err("file shorter than its header".to_string()),
+        Err(file::HeaderError::Invalid(why)) => Err(why),
+        Err(file::HeaderError::Version(v)) => Err(format!("unknown format version {v}")),
+    };
+    if let Err(reason) = header {
+        drop(file);
+        issues.push(SnapshotIssue::FileReplaced { reason });
+        return Ok(empty(create_file(fs, dir, store_id)?));
+    }
+    let scan = file::scan(&bytes);
+    for s in scan.skipped {
+        issues.push(SnapshotIssue::Corrupt {
+            offset: s.offset,
+            reason: s.reason,
+        });
+    }
+    let len = bytes.len() as u64;
+    if scan.end < len {
+        issues.push(SnapshotIssue::TornTail {
+            offset: scan.end,
+            bytes: len - scan.end,
+            reason: scan.cut_reason.unwrap_or_default(),
+        });
+        file.set_len(scan.end).ctx(|| format!("cutting {}", path.display()))?;
+        file.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+    }
+    let mut open = empty(file);
+    open.end = scan.end;
+    for r in scan.records {
+        let entry = Entry {
+            version: r.version,
+            schema_version: r.schema_version,
+            offset: r.offset,
+            len: r.len,
+        };
+        open.insert(&r.stream, entry, keep);
+    }
+    Ok(open)
+}
+
+/// Writes a new file with only the kept records; returns it opened.
+fn compact<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    store_id: Uuid,
+    old: &Open<F>,
+    keep: usize,
+    issues: &mut Vec<SnapshotIssue>,
+) -> Result<Open<F>> {
+    // Kept records, in their order in the old file.
+    let mut kept: Vec<(&str, Entry)> = old
+        .streams
+        .iter()
+        .flat_map(|(s, entries)| entries.iter().rev().take(keep).map(move |e| (s.as_str(), *e)))
+        .collect();
+    kept.sort_unstable_by_key(|(_, e)| e.offset);
+    let mut bytes = file::encode_header(store_id).to_vec();
+    let mut placed = Vec::with_capacity(kept.len());
+    for (stream, entry) in kept {
+        match old.read(stream, &entry) {
+            Ok(s) => {
+                let record = file::encode_record(stream, s.version, s.schema_version, &s.data)
+                    .map_err(|why| Error::InvalidInput(format!("re-encoding a snapshot: {why}")))?;
+                let at = bytes.len() as u64;
+                placed.push((
+                    stream.to_string(),
+                    Entry {
+                        offset: at,
+                        len: record.len() as u32,
+                        ..entry
+                    },
+                ));
+                bytes.extend_from_slice(&record);
+            }
+            Err(issue) => issues.push(issue),
+        }
+    }
+    let path = dir.join(FILE_NAME);
+    io::write_atomic(fs, dir, FILE_NAME, &bytes).ctx(|| format!("compacting {}", path.display()))?;
+    let file = fs
+        .open(&path, OpenMode::ReadWrite)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let mut open = Open {
+        file,
+        end: bytes.len() as u64,
+        streams: HashMap::new(),
+        live_bytes: 0,
+    };
+    for (stream, entry) in placed {
+        open.insert(&stream, entry, keep);
+    }
+    Ok(open)
+}
+
+impl<F: FileSystem> Store<F> {
+    /// Saves a snapshot of `stream` as of `version`: durable (fsync) and
+    /// atomic (a crash leaves it whole or absent) when this returns `Ok`.
+    ///
+    /// `schema_version` is the application's version of the `data` layout;
+    /// loaders compare it with the one they expect. Fails with
+    /// [`Error::InvalidInput`] when the stream does not have `version` (a
+    /// snapshot is never ahead of the log) or the snapshot is too large.
+    /// In the non-durable [`Durability`] modes, the log is synced first, so
+    /// that no crash can leave a snapshot of events that are gone.
+    pub fn save_snapshot(&self, stream: &str, version: u64, schema_version: u32, data: &[u8]) -> Result<()> {
+        crate::writer::validate_stream_name(stream)?;
+        file::record_len(stream, data.len()).map_err(Error::InvalidInput)?;
+        let have = self.stream_version(stream).unwrap_or(0);
+        if version == 0 || version > have {
+            return Err(Error::InvalidInput(format!(
+                "cannot save a snapshot of '{stream}' at version {version}: the stream has {have} events"
+            )));
+        }
+        let core = self.core();
+        if core.options.durability != Durability::Sync {
+            core.sync_tail()?;
+        }
+        let record = file::encode_record(stream, version, schema_version, data).map_err(Error::InvalidInput)?;
+        let snapshots = &core.snapshots;
+        let options = *snapshots.options.lock();
+        let mut guard = snapshots.state.lock();
+        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id)?;
+        let path = core.dir.join(FILE_NAME);
+        let written = open
+            .file
+            .write_all_at(&record, open.end)
+            .and_then(|()| open.file.sync_all())
+            .ctx(|| format!("saving a snapshot to {}", path.display()));
+        if let Err(e) = written {
+            // The tail may hold part of the record: reopen (and cut) next time.
+            *guard = None;
+            return Err(e);
+        }
+        let entry = Entry {
+            version,
+            schema_version,
+            offset: open.end,
+            len: record.len() as u32,
+        };
+        open.end += record.len() as u64;
+        open.insert(stream, entry, options.keep_per_stream);
+        let dead = open.end - FILE_HEADER_BYTES as u64 - open.live_bytes;
+        if open.end > options.compact_min_bytes && dead > open.live_bytes {
+            self.compact_locked(&mut guard, options)?;
+        }
+        Ok(())
+    }
+
+    /// The newest usable snapshot of `stream` (see [`Store::load_snapshot_at`]).
+    pub fn load_snapshot(&self, stream: &str) -> SnapshotLoad {
+        self.load_snapshot_at(stream, u64::MAX)
+    }
+
+    /// The newest usable snapshot of `stream` at or before version
+    /// `max_version`, with the problems met on the way. Snapshots beyond the
+    /// stream's current version, damaged ones and unreadable ones are
+    /// passed over (and reported); this never fails.
+    pub fn load_snapshot_at(&self, stream: &str, max_version: u64) -> SnapshotLoad {
+        let mut result = SnapshotLoad::default();
+        let have = self.stream_version(stream).unwrap_or(0);
+        let core = self.core();
+        let snapshots = &core.snapshots;
+        let mut guard = snapshots.state.lock();
+        let open = match snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id) {
+            Ok(open) => open,
+            Err(e) => {
+                drop(guard);
+                let issue = SnapshotIssue::Io { reason: e.to_string() };
+                snapshots.report(issue.clone());
+                result.issues.push(issue);
+                return result;
+            }
+        };
+        let entries = open.streams.get(stream).cloned().unwrap_or_default();
+        for entry in entries.iter().rev() {
+            if entry.version > max_version {
+                continue;
+            }
+            if entry.version > have {
+                result.issues.push(SnapshotIssue::AheadOfLog {
+                    stream: stream.to_string(),
+                    snapshot_version: entry.version,
+                    stream_version: have,
+                });
+                continue;
+            }
+            match open.read(stream, entry) {
+                Ok(s) => {
+                    result.snapshot = Some(s);
+                    break;
+                }
+                Err(issue) => result.issues.push(issue),
+            }
+        }
+        drop(guard);
+        for issue in &result.issues {
+            snapshots.report(issue.clone());
+        }
+        result
+    }
+
+    /// Problems with snapshots met since the store was opened (the last
+    /// 256), oldest first: damaged or torn records found when the snapshot
+    /// file was opened, and snapshots passed over by loads.
+    pub fn snapshot_issues(&self) -> Vec<SnapshotIssue> {
+        self.core().snapshots.issues.lock().iter().cloned().collect()
+    }
+
+    /// Records a snapshot problem found above the store (the typed layer
+    /// reports schema mismatches and undecodable snapshots this way).
+    pub fn report_snapshot_issue(&self, issue: SnapshotIssue) {
+        self.core().snapshots.report(issue);
+    }
+
+    /// Sets how many snapshots to keep per stream and when to compact.
+    pub fn set_snapshot_options(&self, options: SnapshotOptions) {
+        let options = SnapshotOptions {
+            keep_per_stream: options.keep_per_stream.max(1),
+            ..options
+        };
+        let snapshots = &self.core().snapshots;
+        *snapshots.options.lock() = options;
+        if let Some(open) = snapshots.state.lock().as_mut() {
+            open.recount(options.keep_per_stream);
+        }
+    }
+
+    /// The snapshot options in force.
+    pub fn snapshot_options(&self) -> SnapshotOptions {
+        *self.core().snapshots.options.lock()
+    }
+
+    /// Rewrites the snapshot file with only the kept snapshots (the newest
+    /// [`SnapshotOptions::keep_per_stream`] per stream), crash-safely.
+    /// Saves do this by themselves when superseded snapshots dominate.
+    pub fn compact_snapshots(&self) -> Result<()> {
+        let core = self.core();
+        let snapshots = &core.snapshots;
+        let options = *snapshots.options.lock();
+        let mut guard = snapshots.state.lock();
+        snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id)?;
+        self.compact_locked(&mut guard, options)
+    }
+
+    /// Figures about the snapshot file (opening it if needed).
+    pub fn snapshot_stats(&self) -> Result<SnapshotStats> {
+        let core = self.core();
+        let snapshots = &core.snapshots;
+        let compactions = *snapshots.compactions.lock();
+        let mut guard = snapshots.state.lock();
+        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id)?;
+        Ok(SnapshotStats {
+            streams: open.streams.len() as u64,
+            records: open.streams.values().map(|e| e.len() as u64).sum(),
+            file_bytes: open.end,
+            live_bytes: open.live_bytes,
+            compactions,
+        })
+    }
+
+    fn compact_locked(&self, guard: &mut Option<Open<F>>, options: SnapshotOptions) -> Result<()> {
+        let core = self.core();
+        let Some(old) = guard.as_ref() else {
+            return Ok(());
+        };
+        let mut issues = Vec::new();
+        let result = compact(
+            &core.fs,
+            &core.dir,
+            core.store_id,
+            old,
+            options.keep_per_stream,
+            &mut issues,
+        );
+        for issue in issues {
+            core.snapshots.report(issue);
+        }
+        match result {
+            Ok(open) => {
+                *guard = Some(open);
+                *core.snapshots.compactions.lock() += 1;
+                Ok(())
+            }
+            Err(e) => {
+                // Old or new file: reopen from the directory next time.
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+}
