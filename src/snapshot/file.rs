@@ -334,7 +334,10 @@ mod tests {
     fn round_trip() {
         let r = encode_record("Account-1", 7, 3, b"state").unwrap();
         let d = decode_record(&r).unwrap();
-        assert_eq!((d.stream, d.version, d.schema_version, d.data), ("Account-1", 7, 3, &b"state"[..]));
+        assert_eq!(
+            (d.stream, d.version, d.schema_version, d.data),
+            ("Account-1", 7, 3, &b"state"[..])
+        );
         assert_eq!(decode_header(&encode_header(Uuid::nil())).unwrap(), Uuid::nil());
     }
 

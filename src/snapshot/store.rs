@@ -344,15 +344,15 @@ impl<F: FileSystem> Store<F> {
         };
         let entries = open.streams.get(stream).cloned().unwrap_or_default();
         for entry in entries.iter().rev() {
-            if entry.version > max_version {
-                continue;
-            }
             if entry.version > have {
                 result.issues.push(SnapshotIssue::AheadOfLog {
                     stream: stream.to_string(),
                     snapshot_version: entry.version,
                     stream_version: have,
                 });
+                continue;
+            }
+            if entry.version > max_version {
                 continue;
             }
             match open.read(stream, entry) {
