@@ -67,6 +67,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod checkpoint;
 #[cfg(feature = "aggregate")]
 pub mod aggregate;
 mod error;
@@ -78,23 +79,30 @@ pub mod io;
 pub mod limits;
 pub mod log;
 mod options;
+mod projection;
 mod read;
 mod recovery;
 pub mod snapshot;
 mod store;
+mod subscription;
 pub mod tools;
 mod writer;
 
+pub use checkpoint::{CHECKPOINT_NAME_BYTES_MAX, CHECKPOINTS_FILE_NAME, Checkpoints};
 pub use error::{Error, Result};
 pub use event::{
     AppendResult, CAUSATION_ID_KEY, CORRELATION_ID_KEY, EventData, ExpectedVersion, RecordedEvent, StreamAppend,
     category_of,
 };
 pub use options::{Durability, Options};
+pub use projection::{HandlerError, Projection, ProjectionError, ProjectionRunner};
 pub use read::{Direction, Events, ReadAll, ReadStream};
 pub use recovery::RecoveryReport;
 pub use snapshot::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStats};
 pub use store::{LOCK_FILE_NAME, Stats, Store};
+pub use subscription::{
+    SUBSCRIPTION_PAGE_EVENTS, StartFrom, Subscription, SubscriptionFilter, SubscriptionState, SubscriptionStatus,
+};
 pub use uuid::Uuid;
 
 /// README.md's examples, compiled as doctests so they stay true.

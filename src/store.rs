@@ -57,6 +57,10 @@ pub(crate) struct Core<F: FileSystem> {
     /// explicit saves share one temp file name.
     index_save: Mutex<()>,
     background_error: Mutex<Option<String>>,
+    /// Subscribers to wake after each publish.
+    pub subscriptions: Arc<crate::subscription::hub::Hub>,
+    /// Named checkpoints, as last read or saved.
+    pub checkpoint_cache: crate::checkpoint::CheckpointCache,
     /// The snapshot side-file (opened on first use).
     pub snapshots: crate::snapshot::Snapshots<F>,
     _lock_file: F::File,
@@ -161,6 +165,8 @@ impl<F: FileSystem> Store<F> {
             checkpoints: Mutex::new(None),
             index_save: Mutex::new(()),
             background_error: Mutex::new(None),
+            subscriptions: Arc::default(),
+            checkpoint_cache: Default::default(),
             snapshots: Default::default(),
             _lock_file: lock_file,
             options,
@@ -182,6 +188,10 @@ impl<F: FileSystem> Store<F> {
     }
 
     pub(crate) fn core(&self) -> &Core<F> {
+        &self.handle.core
+    }
+
+    pub(crate) fn core_arc(&self) -> &Arc<Core<F>> {
         &self.handle.core
     }
 
@@ -414,6 +424,7 @@ impl<F: FileSystem> Handle<F> {
             w.close();
             w.poisoned().map(str::to_string)
         };
+        core.subscriptions.close();
         drop(self.stop_flusher.lock().take());
         drop(core.checkpoints.lock().take());
         for t in self.threads.lock().drain(..) {

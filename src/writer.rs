@@ -646,7 +646,11 @@ impl<F: FileSystem> Core<F> {
         self.commit_generation.fetch_add(1, Ordering::AcqRel);
         let waiters = std::mem::take(&mut w.waiters);
         self.written.notify_all();
-        MutexGuard::unlocked(w, || waiters.iter().for_each(std::thread::Thread::unpark));
+        MutexGuard::unlocked(w, || {
+            waiters.iter().for_each(std::thread::Thread::unpark);
+            // After the published index was updated: wake subscribers.
+            self.subscriptions.notify();
+        });
     }
 
     /// Group commit's gathering step. Appenders run in a closed loop: the

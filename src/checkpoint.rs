@@ -1,0 +1,264 @@
+//! Named, durable checkpoints: how far a subscriber has processed the log.
+//!
+//! All checkpoints of a store live in one small file, `checkpoints`, in the
+//! store directory (format in `docs/FORMAT.md`). A save rewrites the whole
+//! file atomically (temporary file, fsync, rename, directory fsync), so
+//! after a crash each checkpoint holds its old or its new value, never a
+//! mix and never garbage. A save refuses a position beyond the store's last
+//! event, and in the periodic and buffered durability modes syncs the log
+//! before writing, so a checkpoint is never ahead of the events it refers
+//! to, even after a power loss.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, IoContext, Result};
+use crate::io::{self, FileSystem, OpenMode, StdFs};
+use crate::options::Durability;
+use crate::store::{Core, Store};
+use crate::subscription::hub::Hub;
+
+/// Name of the checkpoint file in the store directory.
+pub const CHECKPOINTS_FILE_NAME: &str = "checkpoints";
+
+/// First bytes of the checkpoint file.
+const MAGIC: &[u8; 8] = b"ANNALCKP";
+/// Format version of the checkpoint file.
+const VERSION: u32 = 1;
+/// Magic, version, store id, count.
+const HEADER_BYTES: usize = 8 + 4 + 16 + 4;
+/// Longest checkpoint name, in bytes.
+pub const CHECKPOINT_NAME_BYTES_MAX: usize = 1024;
+
+/// The checkpoints as last read or written (`None`: not loaded yet, or
+/// unknown after a failed save). Saves are serialized by its lock.
+#[derive(Debug, Default)]
+pub(crate) struct CheckpointCache {
+    map: Mutex<Option<BTreeMap<String, u64>>>,
+}
+
+/// The checkpoint store of an open store (see [`Store::checkpoints`]).
+/// Cheap to clone; does not keep the store open.
+pub struct Checkpoints<F: FileSystem = StdFs> {
+    core: Weak<Core<F>>,
+    hub: Arc<Hub>,
+}
+
+impl<F: FileSystem> Clone for Checkpoints<F> {
+    fn clone(&self) -> Self {
+        Checkpoints {
+            core: self.core.clone(),
+            hub: self.hub.clone(),
+        }
+    }
+}
+
+impl<F: FileSystem> std::fmt::Debug for Checkpoints<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints").finish_non_exhaustive()
+    }
+}
+
+impl<F: FileSystem> Checkpoints<F> {
+    fn core(&self) -> Result<Arc<Core<F>>> {
+        if self.hub.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.core.upgrade().ok_or(Error::Closed)
+    }
+
+    /// The position saved under `name`, `None` when there is none.
+    pub fn load(&self, name: &str) -> Result<Option<u64>> {
+        let core = self.core()?;
+        let mut cache = core.checkpoint_cache.map.lock();
+        Ok(loaded(&core, &mut cache)?.get(name).copied())
+    }
+
+    /// Every checkpoint, by name.
+    pub fn list(&self) -> Result<BTreeMap<String, u64>> {
+        let core = self.core()?;
+        let mut cache = core.checkpoint_cache.map.lock();
+        Ok(loaded(&core, &mut cache)?.clone())
+    }
+
+    /// Saves `position` under `name`, durably, and returns once it is on
+    /// stable storage. Refuses ([`Error::InvalidInput`]) a position beyond
+    /// the store's last event; in the periodic and buffered modes, first
+    /// syncs the log so the checkpoint never gets ahead of it.
+    pub fn save(&self, name: &str, position: u64) -> Result<()> {
+        check_name(name)?;
+        let core = self.core()?;
+        let last = core.published.read().index.last_position();
+        if position > last {
+            return Err(Error::InvalidInput(format!(
+                "checkpoint '{name}' at {position} would be ahead of the log, which ends at {last}"
+            )));
+        }
+        if core.options.durability != Durability::Sync {
+            // Everything published so far (up to `last`) is written; make it
+            // durable before a checkpoint can point at it.
+            core.sync_tail()?;
+        }
+        self.update(&core, |map| {
+            map.insert(name.to_string(), position);
+        })
+    }
+
+    /// Removes the checkpoint `name` (a no-op when absent), durably: a
+    /// projection with no checkpoint starts from the first event.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let core = self.core()?;
+        self.update(&core, |map| {
+            map.remove(name);
+        })
+    }
+
+    fn update(&self, core: &Core<F>, change: impl FnOnce(&mut BTreeMap<String, u64>)) -> Result<()> {
+        let mut cache = core.checkpoint_cache.map.lock();
+        let mut map = loaded(core, &mut cache)?.clone();
+        change(&mut map);
+        let bytes = encode(core.store_id, &map);
+        // Until the write succeeds the file holds the old or the new map.
+        *cache = None;
+        io::write_atomic(&core.fs, &core.dir, CHECKPOINTS_FILE_NAME, &bytes)
+            .ctx(|| format!("saving checkpoints in {}", core.dir.display()))?;
+        *cache = Some(map);
+        Ok(())
+    }
+}
+
+/// The cached map, read from the file first if needed.
+fn loaded<'a, F: FileSystem>(
+    core: &Core<F>,
+    cache: &'a mut Option<BTreeMap<String, u64>>,
+) -> Result<&'a BTreeMap<String, u64>> {
+    if cache.is_none() {
+        *cache = Some(read_file(core)?);
+    }
+    cache.as_ref().ok_or(Error::Closed)
+}
+
+fn read_file<F: FileSystem>(core: &Core<F>) -> Result<BTreeMap<String, u64>> {
+    let path = core.dir.join(CHECKPOINTS_FILE_NAME);
+    if !core.fs.exists(&path) {
+        return Ok(BTreeMap::new());
+    }
+    let file = core
+        .fs
+        .open(&path, OpenMode::Read)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
+    decode(&bytes, core.store_id).map_err(|(offset, reason)| Error::corruption(&path, offset, reason))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > CHECKPOINT_NAME_BYTES_MAX {
+        return Err(Error::InvalidInput(format!(
+            "checkpoint name must be 1 to {CHECKPOINT_NAME_BYTES_MAX} bytes, got {}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Encodes the checkpoint file (see docs/FORMAT.md).
+pub(crate) fn encode(store_id: uuid::Uuid, map: &BTreeMap<String, u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + 4 + map.len() * 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(store_id.as_bytes());
+    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (name, position) in map {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&position.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes the checkpoint file; on failure, the offset and what is wrong.
+pub(crate) fn decode(bytes: &[u8], store_id: uuid::Uuid) -> Result<BTreeMap<String, u64>, (u64, String)> {
+    let bad = |offset: usize, reason: &str| (offset as u64, reason.to_string());
+    if bytes.len() < HEADER_BYTES + 4 {
+        return Err(bad(0, "checkpoint file too short"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != crc {
+        return Err(bad(0, "checkpoint file checksum mismatch"));
+    }
+    if &body[..8] != MAGIC {
+        return Err(bad(0, "not a checkpoint file (bad magic)"));
+    }
+    let version = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
+    if version != VERSION {
+        return Err(bad(
+            8,
+            &format!("checkpoint file version {version}, this build reads {VERSION}"),
+        ));
+    }
+    if body[12..28] != store_id.as_bytes()[..] {
+        return Err(bad(12, "checkpoint file belongs to another store"));
+    }
+    let count = u32::from_le_bytes([body[28], body[29], body[30], body[31]]);
+    let mut map = BTreeMap::new();
+    let mut at = HEADER_BYTES;
+    for _ in 0..count {
+        let len = body
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+            .ok_or_else(|| bad(at, "truncated checkpoint entry"))?;
+        let name = body
+            .get(at + 2..at + 2 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| bad(at, "bad checkpoint name"))?;
+        let position = body
+            .get(at + 2 + len..at + 10 + len)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| bad(at, "truncated checkpoint entry"))?;
+        map.insert(name.to_string(), position);
+        at += 10 + len;
+    }
+    if at != body.len() {
+        return Err(bad(at, "trailing bytes after the last checkpoint"));
+    }
+    Ok(map)
+}
+
+impl<F: FileSystem> Store<F> {
+    /// The store's named checkpoints (see [`Checkpoints`]).
+    pub fn checkpoints(&self) -> Checkpoints<F> {
+        Checkpoints {
+            core: Arc::downgrade(self.core_arc()),
+            hub: self.core_arc().subscriptions.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let id = uuid::Uuid::from_u128(5);
+        let mut map = BTreeMap::new();
+        map.insert("a".to_string(), 7);
+        map.insert("read-model".to_string(), u64::MAX);
+        let bytes = encode(id, &map);
+        assert_eq!(decode(&bytes, id).unwrap(), map);
+        assert!(decode(&bytes, uuid::Uuid::from_u128(6)).is_err());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(decode(&b, id).is_err(), "flip at {i} accepted");
+            assert!(decode(&bytes[..i], id).is_err(), "cut at {i} accepted");
+        }
+        assert!(decode(&encode(id, &BTreeMap::new()), id).unwrap().is_empty());
+    }
+}

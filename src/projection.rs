@@ -1,0 +1,271 @@
+//! Projections: read models built from a subscription, resumed from a
+//! durable checkpoint.
+//!
+//! A [`ProjectionRunner`] subscribes from the projection's checkpoint,
+//! applies each event to the [`Projection`], and every N events or T
+//! milliseconds (and whenever it has caught up) ends the batch
+//! ([`Projection::end_batch`], where the projection makes its state
+//! durable) and *then* saves the checkpoint.
+//!
+//! Delivery is **at least once**. A crash after `end_batch` and before the
+//! checkpoint is saved, or during a batch, makes the next run apply the
+//! events after the last saved checkpoint again. Handlers must therefore be
+//! idempotent; see `docs/SUBSCRIPTIONS.md` for how to write one (in short:
+//! keep the last applied position with the read model and skip events at
+//! or before it, or make every write an upsert keyed by event id or
+//! stream version).
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::Checkpoints;
+use crate::error::Error;
+use crate::event::RecordedEvent;
+use crate::io::{FileSystem, StdFs};
+use crate::store::Store;
+use crate::subscription::{StartFrom, Subscription, SubscriptionFilter, SubscriptionStatus};
+
+/// The error a projection's handler returns.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A read model fed by events. Only [`Projection::apply`] is required.
+pub trait Projection {
+    /// Applies one event. Must be idempotent: after a crash the events
+    /// since the last checkpoint are applied again.
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError>;
+
+    /// Called before the first event of a batch.
+    fn begin_batch(&mut self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    /// Called after the last event of a batch, before the checkpoint is
+    /// saved at `position`: make the read model's state durable here
+    /// (commit a transaction, write a file). Saving the position with the
+    /// state lets [`Projection::apply`] skip events it already has.
+    fn end_batch(&mut self, position: u64) -> Result<(), HandlerError> {
+        let _ = position;
+        Ok(())
+    }
+
+    /// Forgets all state, for [`ProjectionRunner::rebuild`].
+    fn reset(&mut self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// Why a projection run stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// Reading events or saving the checkpoint failed (the store's error;
+    /// [`Error::Closed`] once the store is closed).
+    #[error(transparent)]
+    Store(#[from] Error),
+    /// The projection's handler failed. The runner has gone back to its
+    /// last saved checkpoint: the next run applies the events after it
+    /// again, starting with the one that failed.
+    #[error("projection handler failed at position {position}: {source}")]
+    Handler {
+        /// Global position of the event being handled (0 for a batch hook
+        /// or reset).
+        position: u64,
+        /// The handler's error.
+        #[source]
+        source: HandlerError,
+    },
+}
+
+/// Runs a [`Projection`] from a subscription and keeps its checkpoint.
+pub struct ProjectionRunner<P, F: FileSystem = StdFs> {
+    name: String,
+    projection: P,
+    subscription: Subscription<F>,
+    checkpoints: Checkpoints<F>,
+    every_events: u64,
+    every: Duration,
+    /// Events applied since the last save.
+    pending: u64,
+    batch_started: Option<Instant>,
+    /// The last checkpoint saved (or loaded).
+    saved: u64,
+}
+
+impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
+    /// A runner for `projection`, with checkpoint `name`, fed the events
+    /// `filter` selects. Resumes after the saved checkpoint (from the first
+    /// event when there is none). Saves the checkpoint every 1,000 events
+    /// or second by default (see [`ProjectionRunner::with_checkpoint_every`]).
+    pub fn new(
+        store: &Store<F>,
+        name: impl Into<String>,
+        filter: SubscriptionFilter,
+        projection: P,
+    ) -> Result<Self, ProjectionError> {
+        let name = name.into();
+        let checkpoints = store.checkpoints();
+        let saved = checkpoints.load(&name)?;
+        let from = saved.map_or(StartFrom::Start, StartFrom::After);
+        let subscription = store.subscribe(filter, from)?;
+        Ok(ProjectionRunner {
+            name,
+            projection,
+            subscription,
+            checkpoints,
+            every_events: 1000,
+            every: Duration::from_secs(1),
+            pending: 0,
+            batch_started: None,
+            saved: saved.unwrap_or(0),
+        })
+    }
+
+    /// Saves the checkpoint after at most `events` events (at least 1) or
+    /// `interval` since a batch began, whichever comes first.
+    pub fn with_checkpoint_every(mut self, events: u64, interval: Duration) -> Self {
+        self.every_events = events.max(1);
+        self.every = interval;
+        self
+    }
+
+    /// Applies every event available now, then ends the batch and saves
+    /// the checkpoint. Returns the number of events applied.
+    pub fn run_until_caught_up(&mut self) -> Result<u64, ProjectionError> {
+        let mut applied = 0;
+        while let Some(event) = self.subscription.try_recv()? {
+            self.handle(&event)?;
+            applied += 1;
+        }
+        self.commit()?;
+        Ok(applied)
+    }
+
+    /// Applies events as they come until `stop` returns true (checked at
+    /// least every `poll`) or the store closes; saves the checkpoint each
+    /// time it catches up and before returning. Returns the number of
+    /// events applied. A store closing ends the run with `Ok`; events
+    /// applied since the last save are applied again by the next run.
+    pub fn run(&mut self, poll: Duration, mut stop: impl FnMut(&P) -> bool) -> Result<u64, ProjectionError> {
+        let mut applied = 0;
+        loop {
+            if stop(&self.projection) {
+                self.commit()?;
+                return Ok(applied);
+            }
+            match self.subscription.recv_timeout(poll) {
+                Ok(Some(event)) => {
+                    self.handle(&event)?;
+                    applied += 1;
+                }
+                Ok(None) => self.commit()?,
+                Err(Error::Closed) => return Ok(applied),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Rebuilds from scratch: removes the checkpoint (durably), resets the
+    /// projection, and resubscribes from the first event. The next run
+    /// applies every event again. (The checkpoint goes first: a crash in
+    /// between leaves a projection replayed over its old state, which an
+    /// idempotent handler tolerates, never a reset projection that skips
+    /// events.)
+    pub fn rebuild(&mut self) -> Result<(), ProjectionError> {
+        self.checkpoints.remove(&self.name)?;
+        self.saved = 0;
+        self.pending = 0;
+        self.batch_started = None;
+        self.subscription = self.subscription.resubscribe(StartFrom::Start)?;
+        self.projection
+            .reset()
+            .map_err(|source| ProjectionError::Handler { position: 0, source })
+    }
+
+    /// The projection.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// The projection, mutably.
+    pub fn projection_mut(&mut self) -> &mut P {
+        &mut self.projection
+    }
+
+    /// Gives the projection back.
+    pub fn into_projection(self) -> P {
+        self.projection
+    }
+
+    /// The checkpoint name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last checkpoint saved (or loaded at start; 0 for none).
+    pub fn checkpoint(&self) -> u64 {
+        self.saved
+    }
+
+    /// The subscription's status: position, head, lag, live or not.
+    pub fn status(&self) -> SubscriptionStatus {
+        self.subscription.status()
+    }
+
+    fn handle(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let position = event.position();
+        let result = self.apply_one(event);
+        if let Err(source) = result {
+            // Go back to the last checkpoint, so that the failed event and
+            // the rest of its batch are applied again by the next run.
+            self.pending = 0;
+            self.batch_started = None;
+            self.subscription = self.subscription.resubscribe(StartFrom::After(self.saved))?;
+            return Err(ProjectionError::Handler { position, source });
+        }
+        self.pending += 1;
+        let due = self.batch_started.is_some_and(|t| t.elapsed() >= self.every);
+        if self.pending >= self.every_events || due {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn apply_one(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        if self.batch_started.is_none() {
+            self.projection.begin_batch()?;
+            self.batch_started = Some(Instant::now());
+        }
+        self.projection.apply(event)
+    }
+
+    /// Ends the open batch (if any) and saves the checkpoint when it moved.
+    fn commit(&mut self) -> Result<(), ProjectionError> {
+        let position = self.subscription.position();
+        if self.batch_started.is_some() {
+            if let Err(source) = self.projection.end_batch(position) {
+                self.pending = 0;
+                self.batch_started = None;
+                self.subscription = self.subscription.resubscribe(StartFrom::After(self.saved))?;
+                return Err(ProjectionError::Handler { position, source });
+            }
+            self.batch_started = None;
+        }
+        if position != self.saved {
+            self.checkpoints.save(&self.name, position)?;
+            self.saved = position;
+        }
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+impl<P: fmt::Debug, F: FileSystem> fmt::Debug for ProjectionRunner<P, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("name", &self.name)
+            .field("projection", &self.projection)
+            .field("checkpoint", &self.saved)
+            .field("status", &self.subscription.status())
+            .finish()
+    }
+}

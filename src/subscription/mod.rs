@@ -1,0 +1,438 @@
+//! Subscriptions: catch-up then live delivery of events, in global order.
+//!
+//! A [`Subscription`] reads events *from the log*, by position, exactly as
+//! [`Store::read_all`] does: pages of up to [`SUBSCRIPTION_PAGE_EVENTS`] events, decoded
+//! from the segment maps without copying payloads. Writers never push
+//! events to subscribers; after a group commit publishes its events they
+//! only wake them (see `hub.rs`). So catching up and following live events
+//! are one code path: the subscription remembers the last position it has
+//! examined and reads what comes after it. There is no switch, hence no gap
+//! and no duplicate at the switch, whatever the writers do.
+//!
+//! A slow subscriber costs writers one coalesced wake-up token and nothing
+//! else: it buffers at most one page, and when it falls behind it simply
+//! reads further pages from the log until it has caught up again.
+//!
+//! Subscribers see published events only. With [`Durability::Sync`] events
+//! are published after their sync, so a subscriber never sees an event a
+//! crash could take away. With [`Durability::Periodic`] and
+//! [`Durability::Buffered`] events are published once written to the
+//! operating system: a subscriber may see an event that a power loss (not
+//! a process crash) takes away.
+//!
+//! A subscription does not keep the store open: once the store is closed
+//! (or its last handle dropped) [`Subscription::recv`] returns `Ok(None)`.
+//!
+//! [`Durability::Sync`]: crate::Durability::Sync
+//! [`Durability::Periodic`]: crate::Durability::Periodic
+//! [`Durability::Buffered`]: crate::Durability::Buffered
+
+pub(crate) mod hub;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use crate::error::{Error, Result};
+use crate::event::{RecordedEvent, category_of};
+use crate::io::{FileSystem, StdFs};
+use crate::read::{Events, ReadAll, ReadStream};
+use crate::store::{Core, Store};
+use hub::Hub;
+
+/// Most events a subscription reads from the log per page (and so the most
+/// it buffers).
+pub const SUBSCRIPTION_PAGE_EVENTS: usize = 256;
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// From the first event of the store.
+    Start,
+    /// After the events that exist when the subscription is made: only new
+    /// events are delivered.
+    End,
+    /// After this global position (a checkpoint: "processed up to P"), so
+    /// the first event delivered is the first matching one after `P`. A
+    /// position beyond the store's last is refused.
+    After(u64),
+}
+
+/// What a subscription delivers: every event, one stream's, or one
+/// category's, optionally narrowed to some event types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionFilter {
+    target: Target,
+    event_types: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    All,
+    Stream(String),
+    Category(String),
+}
+
+impl SubscriptionFilter {
+    /// Every event of the store.
+    pub fn all() -> Self {
+        SubscriptionFilter {
+            target: Target::All,
+            event_types: Vec::new(),
+        }
+    }
+
+    /// The events of one stream.
+    pub fn stream(stream: impl Into<String>) -> Self {
+        SubscriptionFilter {
+            target: Target::Stream(stream.into()),
+            event_types: Vec::new(),
+        }
+    }
+
+    /// The events of every stream of a category: streams whose name, up to
+    /// its first `-`, is `category` (see [`crate::category_of`]).
+    pub fn category(category: impl Into<String>) -> Self {
+        SubscriptionFilter {
+            target: Target::Category(category.into()),
+            event_types: Vec::new(),
+        }
+    }
+
+    /// Keeps only events of this type (call again to allow several types).
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_types.push(event_type.into());
+        self
+    }
+
+    fn accepts(&self, e: &RecordedEvent) -> bool {
+        let target_ok = match &self.target {
+            Target::All => true,
+            Target::Stream(s) => e.stream() == s,
+            Target::Category(c) => category_of(e.stream()) == c,
+        };
+        target_ok && (self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.event_type()))
+    }
+}
+
+/// Whether a subscription is reading history or following new events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionState {
+    /// Its last read of the log stopped at a full page: more events are
+    /// waiting in the log.
+    CatchingUp,
+    /// Its last read of the log reached the store's head: it delivers
+    /// events as they are published.
+    Live,
+    /// The store was closed; nothing more will be delivered.
+    Closed,
+}
+
+/// Where a subscription is (see [`Subscription::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionStatus {
+    /// Every matching event at or before this global position has been
+    /// delivered: the position to save as a checkpoint.
+    pub position: u64,
+    /// Global position of the last event delivered (0 when none yet).
+    pub last_delivered: u64,
+    /// The store's last published position.
+    pub head: u64,
+    /// `head - position`: positions not yet examined.
+    pub lag: u64,
+    /// Events read from the log and not yet delivered.
+    pub buffered: usize,
+    /// Catching up, live, or closed.
+    pub state: SubscriptionState,
+}
+
+/// A subscription to the events of a store, in global-position order,
+/// first from history and then live. Made by [`Store::subscribe`] and its
+/// shorthands; see `docs/SUBSCRIPTIONS.md` for its guarantees.
+///
+/// Dropping it unregisters it.
+pub struct Subscription<F: FileSystem = StdFs> {
+    core: Weak<Core<F>>,
+    hub: Arc<Hub>,
+    id: u64,
+    wake: Receiver<()>,
+    filter: SubscriptionFilter,
+    buffer: VecDeque<RecordedEvent>,
+    /// Every position up to this one has been read from the log.
+    scanned: u64,
+    /// Stream subscriptions: the stream version up to which it was read.
+    stream_version: u64,
+    last_delivered: u64,
+    live: bool,
+    closed: bool,
+}
+
+/// How long a receive may wait for new events.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    Until(Instant),
+    Forever,
+}
+
+/// Why a receive returned without an event.
+enum Nothing {
+    NotYet,
+    Closed,
+}
+
+impl<F: FileSystem> Subscription<F> {
+    pub(crate) fn new(core: &Arc<Core<F>>, filter: SubscriptionFilter, from: StartFrom) -> Result<Self> {
+        // Register before the first read of the log, so that no publish
+        // after that read can go unnoticed (see hub.rs).
+        let (id, wake) = core.subscriptions.register().ok_or(Error::Closed)?;
+        let mut sub = Subscription {
+            core: Arc::downgrade(core),
+            hub: core.subscriptions.clone(),
+            id,
+            wake,
+            filter,
+            buffer: VecDeque::new(),
+            scanned: 0,
+            stream_version: 0,
+            last_delivered: 0,
+            live: false,
+            closed: false,
+        };
+        let published = core.published.read();
+        let head = published.index.last_position();
+        let start = match from {
+            StartFrom::Start => 0,
+            StartFrom::End => head,
+            StartFrom::After(p) if p <= head => p,
+            StartFrom::After(p) => {
+                return Err(Error::InvalidInput(format!(
+                    "cannot subscribe after position {p}: the store's last position is {head}"
+                )));
+            }
+        };
+        if let Target::Stream(name) = &sub.filter.target {
+            crate::writer::validate_stream_name(name)?;
+            let positions = published.index.stream(name).map_or(&[][..], |e| e.positions.as_slice());
+            sub.stream_version = positions.partition_point(|&p| p <= start) as u64;
+        }
+        sub.scanned = start;
+        drop(published);
+        Ok(sub)
+    }
+
+    /// The next event, waiting as long as it takes. `Ok(None)` once the
+    /// store is closed; an error when the log cannot be read (corruption,
+    /// I/O), after which the subscription can be asked again.
+    pub fn recv(&mut self) -> Result<Option<RecordedEvent>> {
+        match self.next(Wait::Forever)? {
+            Ok(e) => Ok(Some(e)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The next event, waiting at most `timeout`: `Ok(None)` when none came
+    /// in time, [`Error::Closed`] once the store is closed.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
+        let wait = Instant::now().checked_add(timeout).map_or(Wait::Forever, Wait::Until);
+        self.receive(wait)
+    }
+
+    /// The next event if one is published and not yet delivered, without
+    /// waiting: `Ok(None)` when caught up, [`Error::Closed`] once the store
+    /// is closed. May read the log (several pages for a narrow filter).
+    pub fn try_recv(&mut self) -> Result<Option<RecordedEvent>> {
+        self.receive(Wait::No)
+    }
+
+    /// Every matching event at or before this position has been delivered:
+    /// the checkpoint to save after handling the events received so far.
+    pub fn position(&self) -> u64 {
+        self.buffer
+            .front()
+            .map_or(self.scanned, |e| e.position().saturating_sub(1))
+    }
+
+    /// Where the subscription is: position, last delivered event, the
+    /// store's head, lag, and whether it is catching up or live.
+    pub fn status(&self) -> SubscriptionStatus {
+        let position = self.position();
+        let head = match self.core.upgrade() {
+            Some(core) if !self.is_closed() => core.published.read().index.last_position(),
+            _ => position,
+        };
+        let state = if self.is_closed() {
+            SubscriptionState::Closed
+        } else if self.live {
+            SubscriptionState::Live
+        } else {
+            SubscriptionState::CatchingUp
+        };
+        SubscriptionStatus {
+            position,
+            last_delivered: self.last_delivered,
+            head,
+            lag: head.saturating_sub(position),
+            buffered: self.buffer.len(),
+            state,
+        }
+    }
+
+    /// Whether the store was closed (nothing more will be delivered).
+    pub fn is_closed(&self) -> bool {
+        self.closed || self.hub.is_closed()
+    }
+
+    /// A new subscription with the same filter and store, from `from`.
+    pub(crate) fn resubscribe(&self, from: StartFrom) -> Result<Self> {
+        let core = self.core.upgrade().ok_or(Error::Closed)?;
+        Subscription::new(&core, self.filter.clone(), from)
+    }
+
+    /// The filter this subscription applies.
+    pub fn filter(&self) -> &SubscriptionFilter {
+        &self.filter
+    }
+
+    fn receive(&mut self, wait: Wait) -> Result<Option<RecordedEvent>> {
+        match self.next(wait)? {
+            Ok(e) => Ok(Some(e)),
+            Err(Nothing::NotYet) => Ok(None),
+            Err(Nothing::Closed) => Err(Error::Closed),
+        }
+    }
+
+    fn next(&mut self, wait: Wait) -> Result<Result<RecordedEvent, Nothing>> {
+        loop {
+            if self.is_closed() {
+                self.closed = true;
+                self.live = false;
+                return Ok(Err(Nothing::Closed));
+            }
+            if let Some(e) = self.buffer.pop_front() {
+                self.last_delivered = e.position();
+                return Ok(Ok(e));
+            }
+            if !self.refill()? {
+                continue; // a full page: more to read, or closed
+            }
+            if !self.buffer.is_empty() {
+                continue;
+            }
+            // Caught up with the head as of the read: wait for a wake-up.
+            // A token taken here is always followed by another read.
+            let woke = match wait {
+                Wait::No => return Ok(Err(Nothing::NotYet)),
+                Wait::Forever => self.wake.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Wait::Until(deadline) => self.wake.recv_deadline(deadline),
+            };
+            match woke {
+                Ok(()) => {}
+                Err(RecvTimeoutError::Timeout) => return Ok(Err(Nothing::NotYet)),
+                Err(RecvTimeoutError::Disconnected) => self.closed = true,
+            }
+        }
+    }
+
+    /// Reads the next page from the log into the buffer. Returns whether
+    /// the read reached the head (`live`).
+    fn refill(&mut self) -> Result<bool> {
+        let Some(core) = self.core.upgrade() else {
+            self.closed = true;
+            return Ok(false);
+        };
+        // Drain a pending wake-up: this read sees what it announced.
+        if let Err(TryRecvError::Disconnected) = self.wake.try_recv() {
+            self.closed = true;
+            return Ok(false);
+        }
+        let head = core.published.read().index.last_position();
+        let mut read = 0usize;
+        let mut last_seen = self.scanned;
+        match &self.filter.target {
+            Target::Stream(name) => {
+                let options = ReadStream::forward()
+                    .from_version(self.stream_version + 1)
+                    .limit(SUBSCRIPTION_PAGE_EVENTS);
+                for e in Events::stream(core.clone(), name, options) {
+                    let e = e?;
+                    read += 1;
+                    self.stream_version = e.version();
+                    last_seen = last_seen.max(e.position());
+                    if self.filter.accepts(&e) {
+                        self.buffer.push_back(e);
+                    }
+                }
+            }
+            Target::All | Target::Category(_) => {
+                let options = ReadAll::forward()
+                    .from_position(self.scanned)
+                    .limit(SUBSCRIPTION_PAGE_EVENTS);
+                for e in Events::all(core.clone(), options) {
+                    let e = e?;
+                    read += 1;
+                    last_seen = e.position();
+                    self.scanned = last_seen;
+                    if self.filter.accepts(&e) {
+                        self.buffer.push_back(e);
+                    }
+                }
+            }
+        }
+        let live = read < SUBSCRIPTION_PAGE_EVENTS;
+        // A short page read everything published when it started, which
+        // includes everything up to `head`.
+        self.scanned = if live { last_seen.max(head) } else { last_seen };
+        self.live = live;
+        Ok(live)
+    }
+}
+
+impl<F: FileSystem> Drop for Subscription<F> {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+    }
+}
+
+impl<F: FileSystem> fmt::Debug for Subscription<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("filter", &self.filter)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl<F: FileSystem> Store<F> {
+    /// Subscribes to the events `filter` selects, from `from`: history
+    /// first, then live, in global order, each event once. Fails with
+    /// [`Error::Closed`] on a closed store.
+    pub fn subscribe(&self, filter: SubscriptionFilter, from: StartFrom) -> Result<Subscription<F>> {
+        Subscription::new(self.core_arc(), filter, from)
+    }
+
+    /// Subscribes to every event of the store.
+    pub fn subscribe_all(&self, from: StartFrom) -> Result<Subscription<F>> {
+        self.subscribe(SubscriptionFilter::all(), from)
+    }
+
+    /// Subscribes to the events of one stream.
+    pub fn subscribe_stream(&self, stream: &str, from: StartFrom) -> Result<Subscription<F>> {
+        self.subscribe(SubscriptionFilter::stream(stream), from)
+    }
+
+    /// Subscribes to the events of a category's streams (see
+    /// [`SubscriptionFilter::category`]).
+    pub fn subscribe_category(&self, category: &str, from: StartFrom) -> Result<Subscription<F>> {
+        self.subscribe(SubscriptionFilter::category(category), from)
+    }
+
+    /// Number of subscriptions currently registered with the store.
+    pub fn subscriber_count(&self) -> usize {
+        self.core_arc().subscriptions.len()
+    }
+}
