@@ -311,9 +311,10 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         }
         if loaded.version < target {
             let count = usize::try_from(target - loaded.version).unwrap_or(usize::MAX);
-            let events = self
-                .store
-                .read_stream(stream, ReadStream::forward().from_version(loaded.version + 1).limit(count))?;
+            let events = self.store.read_stream(
+                stream,
+                ReadStream::forward().from_version(loaded.version + 1).limit(count),
+            )?;
             for event in events {
                 let event = event?;
                 let decoded = self.decode(&event)?;

@@ -1,0 +1,309 @@
+//! The typed layer: commands, optimistic concurrency with retries, domain
+//! errors, correlation and causation, upcasting chains, codecs and time
+//! travel.
+#![cfg(feature = "aggregate")]
+
+mod aggregate_support;
+
+use std::sync::Arc;
+
+use aggregate_support::{Account, AccountCommand, AccountError, AccountEvent, fold};
+use annal::aggregate::{
+    Aggregate, BincodeCodec, CommandMetadata, DomainEvent, JsonCodec, Repository, RepositoryError, Upcasters,
+    split_stream_name,
+};
+use annal::{EventData, ExpectedVersion, Options, ReadStream, Store, Uuid};
+use serde::{Deserialize, Serialize};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s"), Options::default()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn concurrent_commands_on_one_aggregate_lose_no_update() {
+    let (_dir, store) = store();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec)
+        .with_snapshot_every(7)
+        .with_max_retries(10_000);
+    repo.execute("acc", AccountCommand::Open("ann".into()), CommandMetadata::new())
+        .unwrap();
+    let repo = Arc::new(repo);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                let mut retried = 0;
+                for i in 0..50u64 {
+                    let r = repo
+                        .execute("acc", AccountCommand::Deposit(t * 1000 + i), CommandMetadata::new())
+                        .unwrap();
+                    retried += r.attempts - 1;
+                }
+                retried
+            })
+        })
+        .collect();
+    let retries: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let loaded = repo.load("acc").unwrap();
+    let expected: u64 = (0..4u64).flat_map(|t| (0..50).map(move |i| t * 1000 + i)).sum();
+    assert_eq!(loaded.state.balance, expected);
+    assert_eq!(loaded.version, 201);
+    assert_eq!(loaded.state.movements, 201);
+    assert_eq!(repo.load_without_snapshot("acc").unwrap().state, loaded.state);
+    // Conflicts happened and were retried (on 2 cores, almost surely).
+    eprintln!("{retries} retries");
+}
+
+#[test]
+fn retries_are_bounded() {
+    // An aggregate whose command handler appends behind its own back, so
+    // every attempt meets a conflict.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Meddler;
+    #[derive(Serialize, Deserialize)]
+    enum Ev {
+        Done,
+    }
+    impl DomainEvent for Ev {
+        fn event_type(&self) -> &'static str {
+            "Done"
+        }
+    }
+    thread_local! {
+        static STORE: std::cell::RefCell<Option<Store>> = const { std::cell::RefCell::new(None) };
+    }
+    impl Aggregate for Meddler {
+        const CATEGORY: &'static str = "Meddler";
+        type Event = Ev;
+        type Command = ();
+        type Error = std::convert::Infallible;
+        fn apply(&mut self, _: &Ev) {}
+        fn handle(&self, _: ()) -> Result<Vec<Ev>, Self::Error> {
+            STORE.with(|s| {
+                let s = s.borrow();
+                let store = s.as_ref().unwrap();
+                store
+                    .append("Meddler-1", ExpectedVersion::Any, [EventData::new("Done", "null")])
+                    .unwrap();
+            });
+            Ok(vec![Ev::Done])
+        }
+    }
+    let (_dir, store) = store();
+    STORE.with(|s| *s.borrow_mut() = Some(store.clone()));
+    let repo = Repository::<Meddler>::new(store.clone(), JsonCodec).with_max_retries(3);
+    let err = repo.execute("1", (), CommandMetadata::new()).unwrap_err();
+    assert!(matches!(err, RepositoryError::Conflict { attempts: 4, .. }), "{err}");
+    assert_eq!(store.stream_version("Meddler-1"), Some(4), "only the meddler's events");
+    STORE.with(|s| *s.borrow_mut() = None);
+}
+
+#[test]
+fn refused_commands_write_nothing() {
+    let (_dir, store) = store();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec);
+    let err = repo
+        .execute("a", AccountCommand::Deposit(5), CommandMetadata::new())
+        .unwrap_err();
+    assert!(matches!(err, RepositoryError::Domain(AccountError::NotOpen)));
+    repo.execute("a", AccountCommand::Open("x".into()), CommandMetadata::new())
+        .unwrap();
+    let err = repo
+        .execute("a", AccountCommand::Withdraw(1), CommandMetadata::new())
+        .unwrap_err();
+    assert!(matches!(err, RepositoryError::Domain(AccountError::Insufficient)));
+    assert_eq!(store.stream_version("Account-a"), Some(1));
+}
+
+#[test]
+fn correlation_and_causation_reach_the_events() {
+    let (_dir, store) = store();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec);
+    let correlation = Uuid::new_v4();
+    let meta = CommandMetadata::new().with_correlation_id(correlation);
+    repo.execute("a", AccountCommand::Open("x".into()), meta).unwrap();
+    let opened = store.read_position(1).unwrap().unwrap();
+    assert_eq!(opened.correlation_id(), Some(correlation));
+    assert_eq!(opened.causation_id(), Some(meta.command_id));
+    assert_eq!(opened.event_type(), "Opened");
+    assert_eq!(opened.data(), br#"{"owner":"x"}"#);
+    // A command caused by that event carries the conversation on.
+    let next = CommandMetadata::caused_by(&opened);
+    repo.execute("a", AccountCommand::Deposit(3), next).unwrap();
+    let deposited = store.read_position(2).unwrap().unwrap();
+    assert_eq!(deposited.correlation_id(), Some(correlation));
+    assert_eq!(deposited.causation_id(), Some(opened.id()));
+    // Without ids, both are the command's id.
+    let plain = CommandMetadata::new();
+    repo.execute("a", AccountCommand::Deposit(3), plain).unwrap();
+    let e = store.read_position(3).unwrap().unwrap();
+    assert_eq!(
+        (e.correlation_id(), e.causation_id()),
+        (Some(plain.command_id), Some(plain.command_id))
+    );
+}
+
+/// Version 3 of a "Deposited" event: v1 was `{"amount": 5}` (whole euros),
+/// v2 added `currency`, v3 stores cents under `amount_cents`.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Wallet {
+    cents: u64,
+    currencies: Vec<String>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum WalletEvent {
+    Deposited { amount_cents: u64, currency: String },
+}
+
+impl DomainEvent for WalletEvent {
+    fn event_type(&self) -> &'static str {
+        "Deposited"
+    }
+    fn schema_version(&self) -> u16 {
+        3
+    }
+}
+
+impl Aggregate for Wallet {
+    const CATEGORY: &'static str = "Wallet";
+    type Event = WalletEvent;
+    type Command = u64;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, WalletEvent::Deposited { amount_cents, currency }: &WalletEvent) {
+        self.cents += amount_cents;
+        self.currencies.push(currency.clone());
+    }
+    fn handle(&self, cents: u64) -> Result<Vec<WalletEvent>, Self::Error> {
+        Ok(vec![WalletEvent::Deposited {
+            amount_cents: cents,
+            currency: "USD".into(),
+        }])
+    }
+}
+
+fn wallet_upcasters() -> Upcasters {
+    Upcasters::new()
+        .register_json("Deposited", 1, |mut v| {
+            v["currency"] = "EUR".into();
+            v
+        })
+        .register_json("Deposited", 2, |v| {
+            let cents = v["amount"].as_u64().unwrap_or(0) * 100;
+            serde_json::json!({ "amount_cents": cents, "currency": v["currency"] })
+        })
+}
+
+#[test]
+fn upcasters_chain_old_versions_and_never_rewrite() {
+    let (_dir, store) = store();
+    store
+        .append(
+            "Wallet-1",
+            ExpectedVersion::NoStream,
+            [
+                EventData::new("Deposited", r#"{"amount":5}"#).with_schema_version(1),
+                EventData::new("Deposited", r#"{"amount":2,"currency":"GBP"}"#).with_schema_version(2),
+                EventData::new("Deposited", r#"{"amount_cents":7,"currency":"CHF"}"#).with_schema_version(3),
+            ],
+        )
+        .unwrap();
+    let plain = Repository::<Wallet>::new(store.clone(), JsonCodec);
+    assert!(matches!(
+        plain.load("1"),
+        Err(RepositoryError::Codec { version: 1, .. })
+    ));
+    let repo = Repository::<Wallet>::new(store.clone(), JsonCodec)
+        .with_upcasters(wallet_upcasters())
+        .with_snapshot_every(2);
+    repo.execute("1", 1, CommandMetadata::new()).unwrap();
+    let wallet = repo.load("1").unwrap();
+    assert_eq!(wallet.state.cents, 500 + 200 + 7 + 1);
+    assert_eq!(wallet.state.currencies, ["EUR", "GBP", "CHF", "USD"]);
+    assert_eq!(wallet.snapshot_version, Some(4));
+    // Stored events are as written; the new one is at version 3.
+    let stored: Vec<(u16, Vec<u8>)> = store
+        .read_stream("Wallet-1", ReadStream::forward())
+        .unwrap()
+        .map(|e| e.map(|e| (e.schema_version(), e.data().to_vec())))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored[0], (1, br#"{"amount":5}"#.to_vec()));
+    assert_eq!(stored[1], (2, br#"{"amount":2,"currency":"GBP"}"#.to_vec()));
+    assert_eq!(stored[3].0, 3);
+    // A failing upcaster is an error, not a silent skip.
+    let broken =
+        Repository::<Wallet>::new(store, JsonCodec)
+            .with_upcasters(Upcasters::new().register("Deposited", 1, |_| Err("nope".into())));
+    assert!(matches!(
+        broken.load_without_snapshot("1"),
+        Err(RepositoryError::Upcast { version: 1, .. })
+    ));
+}
+
+#[test]
+fn bincode_codec_round_trips_through_the_store() {
+    let (_dir, store) = store();
+    let repo = Repository::<Account, _, BincodeCodec>::new(store.clone(), BincodeCodec).with_snapshot_every(3);
+    let mut events = Vec::new();
+    for c in [
+        AccountCommand::Open("b".into()),
+        AccountCommand::Deposit(9),
+        AccountCommand::Withdraw(4),
+        AccountCommand::Deposit(1),
+    ] {
+        let before = repo.load("1").unwrap().state;
+        repo.execute("1", c.clone(), CommandMetadata::new()).unwrap();
+        events.extend(before.handle(c).unwrap());
+    }
+    let loaded = repo.load("1").unwrap();
+    assert_eq!(loaded.state, fold(&events));
+    assert_eq!((loaded.snapshot_version, loaded.replayed), (Some(3), 1));
+}
+
+#[test]
+fn time_travel_by_version_and_position() {
+    let (_dir, store) = store();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec).with_snapshot_every(3);
+    let other = Repository::<Account>::new(store.clone(), JsonCodec);
+    let mut events: Vec<AccountEvent> = Vec::new();
+    let mut positions = Vec::new();
+    other
+        .execute("other", AccountCommand::Open("o".into()), CommandMetadata::new())
+        .unwrap();
+    for (k, c) in [AccountCommand::Open("t".into())]
+        .into_iter()
+        .chain((1..10).map(AccountCommand::Deposit))
+        .enumerate()
+    {
+        let before = repo.load("t").unwrap().state;
+        let r = repo.execute("t", c.clone(), CommandMetadata::new()).unwrap();
+        positions.push(r.last_position);
+        events.extend(before.handle(c).unwrap());
+        other
+            .execute("other", AccountCommand::Deposit(k as u64 + 1), CommandMetadata::new())
+            .unwrap();
+    }
+    for v in 0..=10u64 {
+        let at = repo.load_at_version("t", v).unwrap();
+        assert_eq!(at.state, fold(&events[..v as usize]));
+        assert!(at.snapshot_version.is_none_or(|s| s <= v));
+    }
+    assert_eq!(repo.load_at_version("t", 7).unwrap().snapshot_version, Some(6));
+    for p in 0..=store.last_position() + 1 {
+        let v = positions.iter().filter(|&&q| q <= p).count();
+        let at = repo.load_at_position("t", p).unwrap();
+        assert_eq!(at.version, v as u64, "at position {p}");
+        assert_eq!(at.state, fold(&events[..v]));
+    }
+}
+
+#[test]
+fn stream_names() {
+    let (_dir, store) = store();
+    let repo = Repository::<Account>::new(store, JsonCodec);
+    assert_eq!(repo.stream_name("42"), "Account-42");
+    assert_eq!(split_stream_name("Account-42"), Some(("Account", "42")));
+}
