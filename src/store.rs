@@ -137,6 +137,14 @@ impl<F: FileSystem> Store<F> {
             }
             fs.create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         }
+        if !options.create_if_missing {
+            // Refuse before taking the lock, which would create a LOCK file
+            // in a directory that holds no store.
+            let names = fs.list_dir(&dir).ctx(|| format!("listing {}", dir.display()))?;
+            if !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some()) {
+                return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
+            }
+        }
         let lock_file = lock(&fs, &dir)?;
         let recovered = recovery::recover(&fs, &dir, &options)?;
         let window = IdWindow::new(options.idempotency_window_events);

@@ -383,6 +383,10 @@ fn open_without_create_fails_on_missing_store() {
     )
     .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    // An existing directory without a store: refused, and left untouched.
+    let err = Store::open(dir.path(), Options::default().with_create_if_missing(false)).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "open created files");
 }
 
 #[test]
