@@ -148,18 +148,22 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
     pub fn run(&mut self, poll: Duration, mut stop: impl FnMut(&P) -> bool) -> Result<u64, ProjectionError> {
         let mut applied = 0;
         loop {
-            if stop(&self.projection) {
-                self.commit()?;
-                return Ok(applied);
-            }
-            match self.subscription.recv_timeout(poll) {
-                Ok(Some(event)) => {
-                    self.handle(&event)?;
-                    applied += 1;
+            let step = if stop(&self.projection) {
+                self.commit().map(|()| false)
+            } else {
+                match self.subscription.recv_timeout(poll) {
+                    Ok(Some(event)) => self.handle(&event).map(|()| {
+                        applied += 1;
+                        true
+                    }),
+                    Ok(None) => self.commit().map(|()| true),
+                    Err(e) => Err(e.into()),
                 }
-                Ok(None) => self.commit()?,
-                Err(Error::Closed) => return Ok(applied),
-                Err(e) => return Err(e.into()),
+            };
+            match step {
+                Ok(true) => {}
+                Ok(false) | Err(ProjectionError::Store(Error::Closed)) => return Ok(applied),
+                Err(e) => return Err(e),
             }
         }
     }

@@ -1,0 +1,212 @@
+//! The projection runner: resume from the checkpoint after reopen, batch
+//! hooks and checkpoint cadence, at-least-once redelivery after a handler
+//! failure (an idempotent handler ends up right), rebuild, and a live run
+//! that follows concurrent writers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use annal::{
+    EventData, ExpectedVersion, HandlerError, Options, Projection, ProjectionError, ProjectionRunner, RecordedEvent,
+    Store, SubscriptionFilter,
+};
+
+/// Orders per customer stream, made idempotent by remembering the last
+/// position applied (events at or before it are skipped).
+#[derive(Debug, Default)]
+struct OrderCounts {
+    counts: BTreeMap<String, u64>,
+    last_applied: u64,
+    /// Every event `apply` saw (duplicates included).
+    seen: Vec<u64>,
+    batches: Vec<(u64, u64)>,
+    batch_first: Option<u64>,
+    fail_once_at: Option<u64>,
+    resets: u32,
+}
+
+impl Projection for OrderCounts {
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.seen.push(event.position());
+        if self.fail_once_at == Some(event.position()) {
+            self.fail_once_at = None;
+            return Err("simulated handler failure".into());
+        }
+        if event.position() <= self.last_applied {
+            return Ok(()); // already applied: idempotent skip
+        }
+        self.batch_first.get_or_insert(event.position());
+        *self.counts.entry(event.stream().to_string()).or_default() += 1;
+        self.last_applied = event.position();
+        Ok(())
+    }
+
+    fn begin_batch(&mut self) -> Result<(), HandlerError> {
+        self.batch_first = None;
+        Ok(())
+    }
+
+    fn end_batch(&mut self, position: u64) -> Result<(), HandlerError> {
+        self.batches.push((self.batch_first.unwrap_or(0), position));
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), HandlerError> {
+        self.counts.clear();
+        self.last_applied = 0;
+        self.resets += 1;
+        Ok(())
+    }
+}
+
+fn place(store: &Store, customer: u32, n: usize) {
+    for _ in 0..n {
+        store
+            .append(
+                &format!("Order-{customer}"),
+                ExpectedVersion::Any,
+                [EventData::new("OrderPlaced", "{}")],
+            )
+            .unwrap();
+        store
+            .append("Audit-1", ExpectedVersion::Any, [EventData::new("Logged", "{}")])
+            .unwrap();
+    }
+}
+
+#[test]
+fn resumes_from_its_checkpoint_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Options::default()).unwrap();
+    place(&store, 1, 30);
+    place(&store, 2, 20);
+    let mut runner = ProjectionRunner::new(
+        &store,
+        "order-counts",
+        SubscriptionFilter::category("Order"),
+        OrderCounts::default(),
+    )
+    .unwrap()
+    .with_checkpoint_every(7, Duration::from_secs(3600));
+    assert_eq!(runner.run_until_caught_up().unwrap(), 50);
+    let p = runner.projection();
+    assert_eq!(p.counts.get("Order-1"), Some(&30));
+    assert_eq!(p.counts.get("Order-2"), Some(&20));
+    // Batches of 7 events, the last one shorter, each ending with a save.
+    assert_eq!(p.batches.len(), 8);
+    assert_eq!(runner.checkpoint(), 100); // past the trailing audit event too
+    assert_eq!(store.checkpoints().load("order-counts").unwrap(), Some(100));
+    drop(runner);
+    store.close().unwrap();
+
+    let store = Store::open(&path, Options::default()).unwrap();
+    place(&store, 3, 5);
+    let mut runner = ProjectionRunner::new(
+        &store,
+        "order-counts",
+        SubscriptionFilter::category("Order"),
+        OrderCounts::default(),
+    )
+    .unwrap();
+    assert_eq!(runner.checkpoint(), 100);
+    assert_eq!(runner.run_until_caught_up().unwrap(), 5);
+    let p = runner.projection();
+    assert_eq!(p.seen, (0..5).map(|i| 101 + 2 * i).collect::<Vec<_>>());
+    assert_eq!(p.counts.get("Order-3"), Some(&5));
+    assert_eq!(runner.checkpoint(), 110);
+    assert_eq!(runner.status().lag, 0);
+}
+
+#[test]
+fn handler_failure_redelivers_from_the_checkpoint_and_rebuild_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Options::default()).unwrap();
+    place(&store, 1, 20); // Order-1 events at odd positions 1..=39
+    let projection = OrderCounts {
+        fail_once_at: Some(25),
+        ..OrderCounts::default()
+    };
+    let mut runner = ProjectionRunner::new(&store, "counts", SubscriptionFilter::stream("Order-1"), projection)
+        .unwrap()
+        .with_checkpoint_every(5, Duration::from_secs(3600));
+    match runner.run_until_caught_up() {
+        Err(ProjectionError::Handler { position, .. }) => assert_eq!(position, 25),
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+    // Saved after 5 events and 10 events: every Order-1 event up to
+    // position 10, then 20, was delivered.
+    assert_eq!(runner.checkpoint(), 20);
+    assert_eq!(runner.run_until_caught_up().unwrap(), 10);
+    let p = runner.projection();
+    // At least once: 21 and 23 were applied twice, the handler skipped them.
+    assert_eq!(p.seen.iter().filter(|&&x| x == 21).count(), 2);
+    assert_eq!(p.seen.iter().filter(|&&x| x == 25).count(), 2);
+    assert_eq!(p.counts.get("Order-1"), Some(&20));
+    assert_eq!(runner.checkpoint(), 40);
+
+    runner.rebuild().unwrap();
+    assert_eq!(store.checkpoints().load("counts").unwrap(), None);
+    assert_eq!(runner.projection().resets, 1);
+    assert!(runner.projection().counts.is_empty());
+    assert_eq!(runner.run_until_caught_up().unwrap(), 20);
+    assert_eq!(runner.projection().counts.get("Order-1"), Some(&20));
+    assert_eq!(store.checkpoints().load("counts").unwrap(), Some(40));
+}
+
+#[test]
+fn live_run_follows_concurrent_writers_and_stops_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path().join("store"),
+        Options::default().with_durability(annal::Durability::Buffered),
+    )
+    .unwrap();
+    place(&store, 1, 10);
+    let writers: Vec<_> = (0..3)
+        .map(|c| {
+            let store = store.clone();
+            std::thread::spawn(move || place(&store, 10 + c, 200))
+        })
+        .collect();
+    let mut runner = ProjectionRunner::new(
+        &store,
+        "live",
+        SubscriptionFilter::category("Order"),
+        OrderCounts::default(),
+    )
+    .unwrap()
+    .with_checkpoint_every(64, Duration::from_millis(5));
+    let total = 10 + 3 * 200;
+    let applied = runner
+        .run(Duration::from_millis(20), |p| p.counts.values().sum::<u64>() == total)
+        .unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(applied, total);
+    let p = runner.projection();
+    let mut seen = p.seen.clone();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        p.seen.len(),
+        "an event was delivered twice without a failure"
+    );
+    assert!(p.seen.windows(2).all(|w| w[0] < w[1]));
+    let saved = store.checkpoints().load("live").unwrap().unwrap();
+    assert!(saved >= p.last_applied);
+
+    // The store closing ends a run quietly.
+    let mut runner = ProjectionRunner::new(&store, "idle", SubscriptionFilter::all(), OrderCounts::default()).unwrap();
+    let closer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            store.close().unwrap();
+        })
+    };
+    let applied = runner.run(Duration::from_millis(10), |_| false).unwrap();
+    assert!(applied > 0 && applied <= 2 * total);
+    closer.join().unwrap();
+}
