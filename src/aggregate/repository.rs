@@ -12,6 +12,14 @@ use crate::read::ReadStream;
 use crate::snapshot::SnapshotIssue;
 use crate::store::Store;
 
+/// Waits a random, growing while after a conflict, so that handlers racing
+/// on one aggregate spread out instead of colliding again in lockstep.
+fn backoff(attempt: u32) {
+    let ceiling_micros = 100u64 << attempt.min(10);
+    let jitter = Uuid::new_v4().as_u64_pair().0 % ceiling_micros;
+    std::thread::sleep(std::time::Duration::from_micros(jitter));
+}
+
 /// Where a command comes from: its id, and the correlation and causation
 /// ids to write into the metadata of the events it causes.
 ///
@@ -206,7 +214,8 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     }
 
     /// Retries on a concurrency conflict: at most `n` retries after the
-    /// first attempt (default 9).
+    /// first attempt (default 9), each after a random pause that grows
+    /// with the attempt (up to about 0.1 ms times 2^attempt).
     pub fn with_max_retries(mut self, n: u32) -> Self {
         self.max_attempts = n.saturating_add(1);
         self
@@ -394,7 +403,7 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                     }
                     return Ok(executed);
                 }
-                Err(crate::Error::WrongExpectedVersion { .. }) => continue,
+                Err(crate::Error::WrongExpectedVersion { .. }) => backoff(attempt),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -1,0 +1,213 @@
+//! A bank-account ledger on annal: commands and an aggregate, optimistic
+//! concurrency, snapshots, an upcaster for an old event version, and a
+//! projection (a read model of balances) that follows the log from a
+//! checkpoint.
+//!
+//! Run with `cargo run --example ledger`.
+
+use std::collections::BTreeMap;
+
+use annal::aggregate::{Aggregate, CommandMetadata, DomainEvent, JsonCodec, Repository, Upcasters};
+use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
+use serde::{Deserialize, Serialize};
+
+/// The aggregate: one account.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Account {
+    open: bool,
+    owner: String,
+    balance_cents: i64,
+}
+
+/// Its events. `Deposited` is at schema version 2: version 1 stored
+/// `{"amount": <whole euros>}`; an upcaster converts it on read.
+#[derive(Debug, Serialize, Deserialize)]
+enum AccountEvent {
+    Opened { owner: String },
+    Deposited { cents: i64, memo: Option<String> },
+    Withdrawn { cents: i64 },
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            AccountEvent::Opened { .. } => "Opened",
+            AccountEvent::Deposited { .. } => "Deposited",
+            AccountEvent::Withdrawn { .. } => "Withdrawn",
+        }
+    }
+    fn schema_version(&self) -> u16 {
+        match self {
+            AccountEvent::Deposited { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Command {
+    Open { owner: String },
+    Deposit { cents: i64 },
+    Withdraw { cents: i64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LedgerError {
+    #[error("account already open")]
+    AlreadyOpen,
+    #[error("account not open")]
+    NotOpen,
+    #[error("insufficient funds: balance {balance} cents, asked {asked}")]
+    Insufficient { balance: i64, asked: i64 },
+    #[error("amounts must be positive")]
+    NotPositive,
+}
+
+impl Aggregate for Account {
+    const CATEGORY: &'static str = "Account";
+    type Event = AccountEvent;
+    type Command = Command;
+    type Error = LedgerError;
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { owner } => {
+                self.open = true;
+                self.owner = owner.clone();
+            }
+            AccountEvent::Deposited { cents, .. } => self.balance_cents += cents,
+            AccountEvent::Withdrawn { cents } => self.balance_cents -= cents,
+        }
+    }
+
+    fn handle(&self, command: Command) -> Result<Vec<AccountEvent>, LedgerError> {
+        match command {
+            Command::Open { .. } if self.open => Err(LedgerError::AlreadyOpen),
+            Command::Open { owner } => Ok(vec![AccountEvent::Opened { owner }]),
+            _ if !self.open => Err(LedgerError::NotOpen),
+            Command::Deposit { cents } | Command::Withdraw { cents } if cents <= 0 => Err(LedgerError::NotPositive),
+            Command::Deposit { cents } => Ok(vec![AccountEvent::Deposited { cents, memo: None }]),
+            Command::Withdraw { cents } if cents > self.balance_cents => Err(LedgerError::Insufficient {
+                balance: self.balance_cents,
+                asked: cents,
+            }),
+            Command::Withdraw { cents } => Ok(vec![AccountEvent::Withdrawn { cents }]),
+        }
+    }
+}
+
+/// A read model: every account's balance, built from the log in global
+/// order and resumable from its checkpoint (the last position applied).
+#[derive(Default)]
+struct Balances {
+    checkpoint: u64,
+    by_account: BTreeMap<String, i64>,
+}
+
+impl Balances {
+    /// Applies every event after the checkpoint. (Uses the store's global
+    /// read; the subscription API of the store serves the same purpose.)
+    fn catch_up(&mut self, store: &Store, repo: &Repository<Account>) -> Result<u64, Box<dyn std::error::Error>> {
+        let mut applied = 0;
+        for event in store.read_all(ReadAll::forward().category("Account").from_position(self.checkpoint))? {
+            let event = event?;
+            let amount = match repo.decode(&event)? {
+                AccountEvent::Deposited { cents, .. } => cents,
+                AccountEvent::Withdrawn { cents } => -cents,
+                AccountEvent::Opened { .. } => 0,
+            };
+            *self.by_account.entry(event.stream().to_string()).or_default() += amount;
+            self.checkpoint = event.position();
+            applied += 1;
+        }
+        Ok(applied)
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("ledger"), Options::default())?;
+    println!("ledger store in {}", store.path().display());
+
+    // An event written by an older version of the app: Deposited v1.
+    store.append(
+        "Account-alice",
+        ExpectedVersion::NoStream,
+        [
+            EventData::new("Opened", r#"{"owner":"Alice"}"#),
+            EventData::new("Deposited", r#"{"amount":100}"#).with_schema_version(1),
+        ],
+    )?;
+    println!("wrote a legacy Deposited v1 event: {{\"amount\":100}} (whole euros)");
+
+    let upcasters = Upcasters::new().register_json("Deposited", 1, |old| {
+        let euros = old["amount"].as_i64().unwrap_or(0);
+        serde_json::json!({ "cents": euros * 100, "memo": "migrated from v1" })
+    });
+    let accounts = Repository::<Account>::new(store.clone(), JsonCodec)
+        .with_upcasters(upcasters)
+        .with_snapshot_every(5);
+
+    let request = CommandMetadata::new();
+    accounts.execute("bob", Command::Open { owner: "Bob".into() }, request)?;
+    for k in 1..=12 {
+        let alice = accounts.execute("alice", Command::Deposit { cents: 250 * k }, request)?;
+        if let Some(v) = alice.snapshot_saved {
+            println!("snapshot of Account-alice saved at version {v}");
+        }
+        accounts.execute("bob", Command::Deposit { cents: 1000 }, request)?;
+    }
+    accounts.execute("bob", Command::Withdraw { cents: 3000 }, request)?;
+    match accounts.execute("bob", Command::Withdraw { cents: 1_000_000 }, request) {
+        Err(e) => println!("refused: {e}"),
+        Ok(_) => println!("unexpectedly accepted"),
+    }
+
+    let alice = accounts.load("alice")?;
+    println!(
+        "Account-alice: {} cents at version {} (from snapshot {:?}, replayed {} events)",
+        alice.state.balance_cents, alice.version, alice.snapshot_version, alice.replayed
+    );
+    let full = accounts.load_without_snapshot("alice")?;
+    assert_eq!(full.state.balance_cents, alice.state.balance_cents);
+    println!("  full replay of {} events agrees", full.replayed);
+    let then = accounts.load_at_version("alice", 4)?;
+    println!("  as of version 4: {} cents", then.state.balance_cents);
+
+    // Two handlers racing on one account: the loser retries, nothing lost.
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    accounts
+                        .execute("bob", Command::Deposit { cents: 1 }, CommandMetadata::new())
+                        .expect("deposit");
+                }
+            });
+        }
+    });
+    println!(
+        "Account-bob after 20 concurrent deposits: {} cents",
+        accounts.load("bob")?.state.balance_cents
+    );
+
+    let mut balances = Balances::default();
+    let applied = balances.catch_up(&store, &accounts)?;
+    println!(
+        "projection applied {applied} events, checkpoint {}",
+        balances.checkpoint
+    );
+    accounts.execute("alice", Command::Withdraw { cents: 500 }, CommandMetadata::new())?;
+    let applied = balances.catch_up(&store, &accounts)?;
+    println!("projection caught up with {applied} more event(s)");
+    for (account, cents) in &balances.by_account {
+        println!("  {account}: {cents} cents");
+        let id = account.strip_prefix("Account-").unwrap_or(account);
+        assert_eq!(*cents, accounts.load(id)?.state.balance_cents);
+    }
+    if let Ok(stats) = store.snapshot_stats() {
+        println!("snapshot file: {} records, {} bytes", stats.records, stats.file_bytes);
+    }
+    store.close()?;
+    Ok(())
+}
