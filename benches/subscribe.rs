@@ -1,0 +1,109 @@
+//! Subscriptions: append-to-delivery latency with 1 and 64 live
+//! subscribers, and durable writer throughput with 0, 1 and 64 subscribers
+//! attached. Durable mode (the default) throughout.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use annal::{ExpectedVersion, Options, StartFrom, Store};
+use common::{event, stream_name};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// `n` subscriber threads from End, each counting the events it receives
+/// into `delivered`; they end when the store closes.
+fn subscribers(store: &Store, n: usize, delivered: &Arc<AtomicU64>) -> Vec<JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let mut sub = store.subscribe_all(StartFrom::End).unwrap();
+            let delivered = delivered.clone();
+            std::thread::spawn(move || {
+                while let Ok(Some(_)) = sub.recv() {
+                    delivered.fetch_add(1, Ordering::Release);
+                }
+            })
+        })
+        .collect()
+}
+
+fn wait_for(counter: &AtomicU64, target: u64) {
+    while counter.load(Ordering::Acquire) < target {
+        std::thread::yield_now();
+    }
+}
+
+/// From the start of an append to its event reaching every subscriber.
+fn delivery_latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("subscribe/append_to_delivery");
+    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    for n in [1usize, 64] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let delivered = Arc::new(AtomicU64::new(0));
+        let threads = subscribers(&store, n, &delivered);
+        let mut i = 0u64;
+        group.bench_function(BenchmarkId::new("subscribers", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let target = delivered.load(Ordering::Acquire) + n as u64;
+                    let started = Instant::now();
+                    store.append(&stream_name(i), ExpectedVersion::Any, [event(i)]).unwrap();
+                    wait_for(&delivered, target);
+                    total += started.elapsed();
+                    i += 1;
+                }
+                total
+            })
+        });
+        store.close().unwrap();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+    }
+    group.finish();
+}
+
+/// Four durable writers, one event per append, with subscribers attached
+/// and consuming live.
+fn writer_throughput(c: &mut Criterion) {
+    const WRITERS: u64 = 4;
+    const PER_WRITER: u64 = 100;
+    let mut group = c.benchmark_group("subscribe/writer_throughput_4_writers");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(WRITERS * PER_WRITER));
+    for n in [0usize, 1, 64] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let delivered = Arc::new(AtomicU64::new(0));
+        let threads = subscribers(&store, n, &delivered);
+        let next = Arc::new(AtomicU64::new(0));
+        group.bench_function(BenchmarkId::new("subscribers", n), |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let writers: Vec<_> = (0..WRITERS)
+                        .map(|_| {
+                            let (store, next) = (store.clone(), next.clone());
+                            std::thread::spawn(move || {
+                                for _ in 0..PER_WRITER {
+                                    let i = next.fetch_add(1, Ordering::Relaxed);
+                                    store.append(&stream_name(i), ExpectedVersion::Any, [event(i)]).unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    writers.into_iter().for_each(|w| w.join().unwrap());
+                }
+                started.elapsed()
+            })
+        });
+        store.close().unwrap();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+    }
+    group.finish();
+}
+
+criterion_group!(benches, delivery_latency, writer_throughput);
+criterion_main!(benches);
