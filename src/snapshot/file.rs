@@ -189,7 +189,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, RecordError> {
     }
     let len = u32_at(bytes, R_LEN);
     let len_usize = len as usize;
-    if len_usize < RECORD_HEADER_BYTES || len_usize > RECORD_HEADER_BYTES + 255 + SNAPSHOT_BYTES_MAX {
+    if !(RECORD_HEADER_BYTES..=RECORD_HEADER_BYTES + limits::STREAM_NAME_BYTES_MAX + SNAPSHOT_BYTES_MAX)
+        .contains(&len_usize)
+    {
         return Err(RecordError::Unreadable(format!("record length {len} out of range")));
     }
     let Some(record) = bytes.get(..len_usize) else {
