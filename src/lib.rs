@@ -67,9 +67,9 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod checkpoint;
 #[cfg(feature = "aggregate")]
 pub mod aggregate;
+mod checkpoint;
 mod error;
 mod event;
 mod id;
