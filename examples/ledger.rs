@@ -1,14 +1,17 @@
 //! A bank-account ledger on annal: commands and an aggregate, optimistic
 //! concurrency, snapshots, an upcaster for an old event version, and a
-//! projection (a read model of balances) that follows the log from a
-//! checkpoint.
+//! projection (a read model of balances) fed by a subscription through a
+//! projection runner that keeps its checkpoint.
 //!
 //! Run with `cargo run --example ledger`.
 
 use std::collections::BTreeMap;
 
 use annal::aggregate::{Aggregate, CommandMetadata, DomainEvent, JsonCodec, Repository, Upcasters};
-use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
+use annal::{
+    EventData, ExpectedVersion, HandlerError, Options, Projection, ProjectionRunner, RecordedEvent, Store,
+    SubscriptionFilter,
+};
 use serde::{Deserialize, Serialize};
 
 /// The aggregate: one account.
@@ -96,31 +99,28 @@ impl Aggregate for Account {
     }
 }
 
-/// A read model: every account's balance, built from the log in global
-/// order and resumable from its checkpoint (the last position applied).
-#[derive(Default)]
-struct Balances {
-    checkpoint: u64,
+/// A read model: every account's balance, fed by a subscription to the
+/// `Account` category through a `ProjectionRunner`, which resumes from its
+/// checkpoint and saves it as it goes.
+struct Balances<'a> {
+    repo: &'a Repository<Account>,
     by_account: BTreeMap<String, i64>,
 }
 
-impl Balances {
-    /// Applies every event after the checkpoint. (Uses the store's global
-    /// read; the subscription API of the store serves the same purpose.)
-    fn catch_up(&mut self, store: &Store, repo: &Repository<Account>) -> Result<u64, Box<dyn std::error::Error>> {
-        let mut applied = 0;
-        for event in store.read_all(ReadAll::forward().category("Account").from_position(self.checkpoint))? {
-            let event = event?;
-            let amount = match repo.decode(&event)? {
-                AccountEvent::Deposited { cents, .. } => cents,
-                AccountEvent::Withdrawn { cents } => -cents,
-                AccountEvent::Opened { .. } => 0,
-            };
-            *self.by_account.entry(event.stream().to_string()).or_default() += amount;
-            self.checkpoint = event.position();
-            applied += 1;
-        }
-        Ok(applied)
+impl Projection for Balances<'_> {
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let amount = match self.repo.decode(event)? {
+            AccountEvent::Deposited { cents, .. } => cents,
+            AccountEvent::Withdrawn { cents } => -cents,
+            AccountEvent::Opened { .. } => 0,
+        };
+        *self.by_account.entry(event.stream().to_string()).or_default() += amount;
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), HandlerError> {
+        self.by_account.clear();
+        Ok(())
     }
 }
 
@@ -191,20 +191,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         accounts.load("bob")?.state.balance_cents
     );
 
-    let mut balances = Balances::default();
-    let applied = balances.catch_up(&store, &accounts)?;
+    let balances = Balances {
+        repo: &accounts,
+        by_account: BTreeMap::new(),
+    };
+    let mut runner = ProjectionRunner::new(&store, "balances", SubscriptionFilter::category("Account"), balances)?;
+    let applied = runner.run_until_caught_up()?;
     println!(
-        "projection applied {applied} events, checkpoint {}",
-        balances.checkpoint
+        "projection applied {applied} events, position {}",
+        runner.status().position
     );
     accounts.execute("alice", Command::Withdraw { cents: 500 }, CommandMetadata::new())?;
-    let applied = balances.catch_up(&store, &accounts)?;
+    let applied = runner.run_until_caught_up()?;
     println!("projection caught up with {applied} more event(s)");
-    for (account, cents) in &balances.by_account {
+    for (account, cents) in &runner.projection().by_account {
         println!("  {account}: {cents} cents");
         let id = account.strip_prefix("Account-").unwrap_or(account);
         assert_eq!(*cents, accounts.load(id)?.state.balance_cents);
     }
+    drop(runner);
     if let Ok(stats) = store.snapshot_stats() {
         println!("snapshot file: {} records, {} bytes", stats.records, stats.file_bytes);
     }

@@ -185,7 +185,62 @@ fn write_fuzz_seed_corpus() {
     write("recovery", "flip-segment", &[0, 100, 0, 0x10]);
     write("recovery", "flip-index", &[1, 90, 0, 0x01]);
     write("recovery", "cut-segment", &[0b1000_0010]);
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    store
+        .append("S-1", ExpectedVersion::Any, [EventData::new("E", "x")])
+        .expect("append");
+    store.checkpoints().save("a", 1).expect("save");
+    store.close().expect("close");
+    write(
+        "checkpoint_file",
+        "two-names",
+        &fs.durable_image().files[&dir().join(annal::CHECKPOINTS_FILE_NAME)],
+    );
     let mut ops = 7u64.to_le_bytes().to_vec();
     ops.extend_from_slice(&[0, 10, 65, 20, 4, 0, 6, 0, 1, 30, 5, 0, 7, 3, 2, 200, 7, 9]);
     write("crash_ops", "mixed", &ops);
+}
+
+#[test]
+fn every_bit_flip_in_the_checkpoints_file_is_reported_never_misread() {
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    for i in 0..3u8 {
+        store
+            .append("Order-1", ExpectedVersion::Any, [EventData::new("E", vec![i])])
+            .expect("append");
+    }
+    let checkpoints = store.checkpoints();
+    checkpoints.save("summary", 2).expect("save");
+    checkpoints.save("search-index", 3).expect("save");
+    let original = checkpoints.list().expect("list");
+    store.close().expect("close");
+    let image = fs.durable_image();
+    let path = dir().join(annal::CHECKPOINTS_FILE_NAME);
+    let bytes = image.files[&path].clone();
+    let mut reported = 0;
+    for at in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut damaged = image.clone();
+            damaged.files.get_mut(&path).expect("checkpoints")[at] ^= 1 << bit;
+            let outcome = std::panic::catch_unwind(|| {
+                let store = Store::open_with(SimFs::from_image(&damaged, 9), dir(), options()).expect("open");
+                match store.checkpoints().list() {
+                    Ok(map) => {
+                        assert_eq!(map, original, "a damaged checkpoints file was misread");
+                        false
+                    }
+                    Err(Error::Corruption { .. }) => true,
+                    Err(other) => panic!("damage surfaced as {other:?}"),
+                }
+            });
+            match outcome {
+                Ok(true) => reported += 1,
+                Ok(false) => {}
+                Err(_) => panic!("flipping bit {bit} of byte {at} of the checkpoints file panicked"),
+            }
+        }
+    }
+    assert_eq!(reported, bytes.len() * 8, "some flips went unnoticed");
 }
