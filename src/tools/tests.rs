@@ -250,3 +250,35 @@ fn a_newer_format_is_an_error_not_damage() {
     assert!(!dir.path().join(QUARANTINE_DIR).exists());
     assert_eq!(std::fs::read(&seg).unwrap(), bytes);
 }
+
+#[test]
+fn verify_checks_the_snapshot_file_without_failing_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 20);
+    assert_eq!(verify(dir.path()).unwrap().snapshots, SnapshotFileStatus::Missing);
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store.save_snapshot("s-1", 2, 1, b"state at 2").unwrap();
+        store.save_snapshot("s-2", 3, 1, b"state at 3").unwrap();
+        store.close().unwrap();
+    }
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.snapshots, SnapshotFileStatus::Clean { records: 2 });
+    // Damage the last byte of the first record's payload.
+    let path = dir.path().join(crate::snapshot::file::FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"state at 2").unwrap() + 9;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let before = files(dir.path());
+    let report = verify(dir.path()).unwrap();
+    match &report.snapshots {
+        SnapshotFileStatus::Damaged { records, problems } => {
+            assert_eq!(*records, 1);
+            assert_eq!(problems[0].file, path);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(report.is_clean(), "snapshots are a cache: the store itself is clean");
+    assert_eq!(files(dir.path()), before, "verify changed nothing");
+}

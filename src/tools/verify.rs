@@ -54,6 +54,31 @@ pub struct VerifyReport {
     pub index: IndexStatus,
     /// The first damage in the log, if any.
     pub damage: Option<Damage>,
+    /// The snapshot side-file's state. Snapshots are a cache: damage there
+    /// makes loads fall back to replaying the stream, so it is reported
+    /// here but does not make the store unclean.
+    pub snapshots: SnapshotFileStatus,
+}
+
+/// What [`verify`] found in the snapshot side-file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotFileStatus {
+    /// No snapshot file.
+    Missing,
+    /// Every record's CRC holds.
+    Clean {
+        /// Valid snapshot records.
+        records: u64,
+    },
+    /// Some records (or the header) are damaged or torn; the valid ones
+    /// still serve loads.
+    Damaged {
+        /// Valid snapshot records.
+        records: u64,
+        /// Each problem, with its byte offset.
+        problems: Vec<Damage>,
+    },
 }
 
 impl VerifyReport {
@@ -95,6 +120,7 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
     };
     let w = walk::walk(dir, &ids, target, progress)?;
     let index = check_index(dir, &w, saved);
+    let snapshots = check_snapshots(dir, w.store_id)?;
     Ok(VerifyReport {
         path: dir.to_path_buf(),
         store_id: w.store_id,
@@ -105,6 +131,50 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
         torn_tail: w.torn_tail,
         index,
         damage: w.damage,
+        snapshots,
+    })
+}
+
+/// Checks every record of the snapshot side-file, if there is one.
+fn check_snapshots(dir: &Path, store_id: Option<Uuid>) -> Result<SnapshotFileStatus> {
+    use crate::snapshot::file as snapshot_file;
+    let path = dir.join(snapshot_file::FILE_NAME);
+    if !path.exists() {
+        return Ok(SnapshotFileStatus::Missing);
+    }
+    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    let problem = |offset: u64, reason: String| Damage {
+        file: path.clone(),
+        segment: None,
+        offset,
+        reason,
+    };
+    let mut problems = Vec::new();
+    match snapshot_file::decode_header(&bytes) {
+        Ok(id) if Some(id) != store_id && store_id.is_some() => {
+            problems.push(problem(0, "snapshot file of another store".into()));
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(problem(0, format!("bad snapshot file header: {e:?}"))),
+    }
+    if !problems.is_empty() {
+        return Ok(SnapshotFileStatus::Damaged { records: 0, problems });
+    }
+    let scan = snapshot_file::scan(&bytes);
+    for skipped in &scan.skipped {
+        problems.push(problem(skipped.offset, skipped.reason.clone()));
+    }
+    if scan.end < bytes.len() as u64 && bytes[scan.end as usize..].iter().any(|b| *b != 0) {
+        problems.push(problem(
+            scan.end,
+            "torn or unreadable bytes after the last valid snapshot".into(),
+        ));
+    }
+    let records = scan.records.len() as u64;
+    Ok(if problems.is_empty() {
+        SnapshotFileStatus::Clean { records }
+    } else {
+        SnapshotFileStatus::Damaged { records, problems }
     })
 }
 

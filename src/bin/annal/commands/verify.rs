@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use annal::tools::{self, Damage, IndexStatus, VerifyReport};
+use annal::tools::{self, Damage, IndexStatus, SnapshotFileStatus, VerifyReport};
 
 use super::{has_store, line, no_store, stdout};
 use crate::args::VerifyArgs;
@@ -48,6 +48,16 @@ fn summary(r: &VerifyReport) -> String {
         IndexStatus::Damaged(_) => Obj::new().str("status", "damaged"),
     }
     .finish();
+    let snapshots = match &r.snapshots {
+        SnapshotFileStatus::Missing => Obj::new().str("status", "missing"),
+        SnapshotFileStatus::Clean { records } => Obj::new().str("status", "clean").num("records", *records),
+        SnapshotFileStatus::Damaged { records, problems } => Obj::new()
+            .str("status", "damaged")
+            .num("records", *records)
+            .raw("first_problem", &damage(problems.first())),
+        _ => Obj::new().str("status", "unknown"),
+    }
+    .finish();
     Obj::new()
         .bool("clean", r.is_clean())
         .num("segments", r.segments)
@@ -56,6 +66,7 @@ fn summary(r: &VerifyReport) -> String {
         .num("bytes_checked", r.bytes_checked)
         .raw("torn_tail", &torn)
         .raw("index", &index)
+        .raw("snapshots", &snapshots)
         .raw("corruption", &damage(r.first_damage()))
         .finish()
 }
