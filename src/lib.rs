@@ -76,6 +76,7 @@ mod id;
 mod idempotency;
 pub mod index;
 pub mod io;
+pub(crate) mod le;
 pub mod limits;
 pub mod log;
 mod options;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Index;
+use crate::le::{u32_at, u64_at};
 use crate::limits;
 
 /// Name of the index file in the store directory.
@@ -87,22 +88,6 @@ pub fn encode(index: &Index, checkpoint: &Checkpoint) -> Vec<u8> {
 
 /// Why an index file cannot be used (it is then rebuilt from the log).
 pub type DecodeError = String;
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
-}
 
 /// Decodes just the header of an index file.
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<(Checkpoint, u32, u64), DecodeError> {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::event::{EventData, RecordedEvent};
+use crate::le::{u32_at, u64_at};
 use crate::limits;
 
 /// Magic number opening every batch frame ("ABT1" read as little-endian).
@@ -102,22 +103,6 @@ pub struct RecordInput<'a> {
 /// Encoded size of one record.
 pub fn record_len(stream: &str, event: &EventData) -> usize {
     RECORD_HEADER_BYTES + stream.len() + event.event_type.len() + event.metadata.len() + event.data.len()
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
 }
 
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {

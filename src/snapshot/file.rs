@@ -11,6 +11,7 @@
 
 use uuid::Uuid;
 
+use crate::le::{u16_at, u32_at, u64_at};
 use crate::limits;
 
 /// Name of the snapshot file in the store directory.
@@ -90,30 +91,6 @@ pub struct RecordRef<'a> {
     pub data: &'a [u8],
     /// Total length of the record in bytes.
     pub len: u32,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    if let Some(s) = b.get(at..at + 2) {
-        a.copy_from_slice(s);
-    }
-    u16::from_le_bytes(a)
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
 }
 
 /// Encodes the file header.
