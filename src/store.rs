@@ -52,7 +52,9 @@ pub(crate) struct Core<F: FileSystem> {
     pub commit_generation: AtomicU64,
     pub tail: Mutex<LogTail<F>>,
     pub report: RecoveryReport,
-    checkpoints: Mutex<Option<Sender<()>>>,
+    /// Wakes the background thread that saves the index file (not to be
+    /// confused with named checkpoints, `checkpoint_cache`).
+    index_save_requests: Mutex<Option<Sender<()>>>,
     /// Held while an index file is being saved: the background thread and
     /// explicit saves share one temp file name.
     index_save: Mutex<()>,
@@ -170,7 +172,7 @@ impl<F: FileSystem> Store<F> {
             commit_generation: AtomicU64::new(0),
             tail: Mutex::new(recovered.tail),
             report: recovered.report,
-            checkpoints: Mutex::new(None),
+            index_save_requests: Mutex::new(None),
             index_save: Mutex::new(()),
             background_error: Mutex::new(None),
             subscriptions: Arc::default(),
@@ -382,7 +384,7 @@ fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
 impl<F: FileSystem> Handle<F> {
     fn start_threads(&self) -> Result<()> {
         let (tx, rx) = mpsc::channel::<()>();
-        *self.core.checkpoints.lock() = Some(tx);
+        *self.core.index_save_requests.lock() = Some(tx);
         let core = self.core.clone();
         let checkpointer = std::thread::Builder::new()
             .name("annal-index".into())
@@ -434,7 +436,7 @@ impl<F: FileSystem> Handle<F> {
         };
         core.subscriptions.close();
         drop(self.stop_flusher.lock().take());
-        drop(core.checkpoints.lock().take());
+        drop(core.index_save_requests.lock().take());
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
@@ -455,7 +457,7 @@ impl<F: FileSystem> Drop for Handle<F> {
 impl<F: FileSystem> Core<F> {
     /// Asks the background thread to save the index file.
     pub(crate) fn request_checkpoint(&self) {
-        if let Some(tx) = &*self.checkpoints.lock() {
+        if let Some(tx) = &*self.index_save_requests.lock() {
             let _ = tx.send(());
         }
     }
