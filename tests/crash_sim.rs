@@ -31,7 +31,9 @@ mod sim_support;
 use annal::io::sim::{SimFs, SimImage, SimRng};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamAppend};
 use parking_lot::Mutex;
-use sim_support::{Ledger, check, dir, read_everything, record_attempt, record_attempt_into};
+use sim_support::{
+    Ledger, check, check_side_files, dir, read_everything, record_attempt, record_attempt_into, snapshot_bytes,
+};
 
 fn options(rng: &mut SimRng) -> Options {
     Options::default()
@@ -91,11 +93,47 @@ fn random_append(rng: &mut SimRng, store: &Store<SimFs>) -> Vec<StreamAppend> {
 fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u64) {
     let mut rng = SimRng::new(seed);
     let mut previous: Option<Vec<StreamAppend>> = None;
+    let checkpoint_name = format!("projection-{seed}");
     for _ in 0..appends {
         if rng.chance(4) {
             if store.save_index().is_err() {
                 return;
             }
+            continue;
+        }
+        if rng.chance(5) {
+            // A checkpoint at the current end of the log.
+            let position = store.last_position();
+            ledger
+                .lock()
+                .checkpoints_attempted
+                .entry(checkpoint_name.clone())
+                .or_default()
+                .insert(position);
+            if store.checkpoints().save(&checkpoint_name, position).is_err() {
+                return;
+            }
+            ledger
+                .lock()
+                .checkpoints_acked
+                .insert(checkpoint_name.clone(), position);
+            continue;
+        }
+        if rng.chance(5) {
+            // A snapshot of a stream at its current version.
+            let stream = stream_name(&mut rng);
+            let Some(version) = store.stream_version(&stream) else {
+                continue;
+            };
+            if store
+                .save_snapshot(&stream, version, 1, &snapshot_bytes(&stream, version))
+                .is_err()
+            {
+                return;
+            }
+            let mut l = ledger.lock();
+            let acked = l.snapshots_acked.entry(stream).or_insert(0);
+            *acked = (*acked).max(version);
             continue;
         }
         let batch = match previous.take() {
@@ -144,6 +182,7 @@ struct Tally {
     recovered: usize,
     unacked_recovered: usize,
     index_loaded: usize,
+    side_files_acked: usize,
 }
 
 fn run_seed(seed: u64) -> Tally {
@@ -185,10 +224,12 @@ fn run_seed(seed: u64) -> Tally {
     // Recovery, and the index as loaded equals the index rebuilt.
     let (_fs1, store) = reopen(&image, seed, &options);
     let recovered = check(&store, &ledger);
+    check_side_files(&store, &ledger);
     tally.acked = ledger.acked.len();
     tally.recovered = recovered.len();
     tally.unacked_recovered = recovered.iter().filter(|e| !ledger.acked.contains_key(&e.id)).count();
     tally.index_loaded = usize::from(store.recovery_report().index_loaded);
+    tally.side_files_acked = ledger.checkpoints_acked.len() + ledger.snapshots_acked.len();
     drop(store);
     let mut no_index = image.clone();
     no_index.files.remove(&dir().join("index"));
@@ -204,11 +245,7 @@ fn run_seed(seed: u64) -> Tally {
     // or the appends after it, loses nothing acknowledged either.
     let fs3 = SimFs::from_image(&image, seed ^ 0xA5A5);
     fs3.crash_after(rng.below(40));
-    let mut ledger2 = Ledger {
-        attempted: ledger.attempted.clone(),
-        batches: ledger.batches.clone(),
-        acked: ledger.acked.clone(),
-    };
+    let mut ledger2 = ledger.clone();
     if let Ok(store) = Store::open_with(fs3.clone(), dir(), options.clone()) {
         for i in 0..3u64 {
             let e = EventData::new("After", i.to_le_bytes().to_vec());
@@ -229,6 +266,7 @@ fn run_seed(seed: u64) -> Tally {
     let image3 = fs3.image().expect("crashed");
     let (_fs4, store) = reopen(&image3, seed, &options);
     check(&store, &ledger2);
+    check_side_files(&store, &ledger2);
     tally
 }
 
@@ -255,14 +293,15 @@ fn crash_at_random_points_loses_nothing_acknowledged() {
                 sum.recovered += t.recovered;
                 sum.unacked_recovered += t.unacked_recovered;
                 sum.index_loaded += t.index_loaded;
+                sum.side_files_acked += t.side_files_acked;
             }
             Err(_) => panic!("crash simulation failed for seed {seed}; replay with ANNAL_CRASH_SEED={seed}"),
         }
     }
     eprintln!(
         "{total} crash seeds passed: {} events acknowledged, {} recovered ({} of them unacknowledged \
-         but whole batches), index file loaded in {} recoveries",
-        sum.acked, sum.recovered, sum.unacked_recovered, sum.index_loaded
+         but whole batches), index file loaded in {} recoveries, {} acknowledged checkpoints and snapshots checked",
+        sum.acked, sum.recovered, sum.unacked_recovered, sum.index_loaded, sum.side_files_acked
     );
     assert!(sum.acked > 0 || total < 20, "the workload acknowledged nothing");
 }

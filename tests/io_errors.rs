@@ -17,7 +17,7 @@ mod sim_support;
 
 use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimRng};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamAppend};
-use sim_support::{Ledger, check, dir, record_attempt_into};
+use sim_support::{Ledger, check, check_side_files, dir, record_attempt_into, snapshot_bytes};
 
 fn options() -> Options {
     Options::default()
@@ -43,6 +43,35 @@ fn workload(store: &Store<SimFs>, ledger: &mut Ledger) -> Outcome {
         if i % 8 == 7 {
             if let Err(e) = store.save_index() {
                 outcome.first_error.get_or_insert(e.to_string());
+            }
+            continue;
+        }
+        if i % 8 == 5 {
+            // A checkpoint and a snapshot, so that their files' call sites
+            // are injected too.
+            let position = store.last_position();
+            ledger
+                .checkpoints_attempted
+                .entry("p".into())
+                .or_default()
+                .insert(position);
+            match store.checkpoints().save("p", position) {
+                Ok(()) => {
+                    ledger.checkpoints_acked.insert("p".into(), position);
+                }
+                Err(e) => {
+                    outcome.first_error.get_or_insert(e.to_string());
+                }
+            }
+            if let Some(version) = store.stream_version("Account-1") {
+                match store.save_snapshot("Account-1", version, 1, &snapshot_bytes("Account-1", version)) {
+                    Ok(()) => {
+                        ledger.snapshots_acked.insert("Account-1".into(), version);
+                    }
+                    Err(e) => {
+                        outcome.first_error.get_or_insert(e.to_string());
+                    }
+                }
             }
             continue;
         }
@@ -102,6 +131,7 @@ fn run(fault: Option<Fault>) -> Option<String> {
                 let store = Store::open_with(crashed, dir(), options())
                     .unwrap_or_else(|e| panic!("reopen after a fault and a power loss failed: {e}"));
                 check(&store, &ledger);
+                check_side_files(&store, &ledger);
             }
             error
         }
@@ -116,6 +146,7 @@ fn run(fault: Option<Fault>) -> Option<String> {
     let store =
         Store::open_with(fs.clone(), dir(), options()).unwrap_or_else(|e| panic!("reopen after the fault failed: {e}"));
     check(&store, &ledger);
+    check_side_files(&store, &ledger);
     let r = store
         .append("After-1", ExpectedVersion::NoStream, [EventData::new("Fine", "{}")])
         .unwrap_or_else(|e| panic!("append after recovery failed: {e}"));

@@ -22,7 +22,7 @@ pub struct Written {
     pub metadata: Vec<u8>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Ledger {
     /// Every event ever handed to an append, by id.
     pub attempted: HashMap<Uuid, Written>,
@@ -30,6 +30,54 @@ pub struct Ledger {
     pub batches: Vec<Vec<Uuid>>,
     /// Acknowledged events: id -> (stream, version, position).
     pub acked: HashMap<Uuid, (String, u64, u64)>,
+    /// Checkpoint values handed to a save, by name.
+    pub checkpoints_attempted: HashMap<String, HashSet<u64>>,
+    /// The last acknowledged checkpoint value, by name.
+    pub checkpoints_acked: HashMap<String, u64>,
+    /// The highest acknowledged snapshot version, by stream.
+    pub snapshots_acked: HashMap<String, u64>,
+}
+
+/// The bytes the workloads save as the snapshot of `stream` at `version`.
+pub fn snapshot_bytes(stream: &str, version: u64) -> Vec<u8> {
+    format!("{stream}@{version}").into_bytes()
+}
+
+/// Checks checkpoints and snapshots after recovery: each checkpoint holds
+/// a value that was saved, no older than the last acknowledged one, never
+/// past the log; each stream's newest snapshot is at least as new as the
+/// last acknowledged one, within the stream, with the bytes saved for it.
+pub fn check_side_files(store: &Store<SimFs>, ledger: &Ledger) {
+    let checkpoints = store.checkpoints().list().expect("checkpoints readable after recovery");
+    for (name, acked) in &ledger.checkpoints_acked {
+        let value = checkpoints
+            .get(name)
+            .unwrap_or_else(|| panic!("acknowledged checkpoint {name} lost"));
+        assert!(value >= acked, "checkpoint {name} went back from {acked} to {value}");
+    }
+    for (name, value) in &checkpoints {
+        assert!(
+            *value <= store.last_position(),
+            "checkpoint {name} = {value} is ahead of the log"
+        );
+        let saved = ledger
+            .checkpoints_attempted
+            .get(name)
+            .is_some_and(|s| s.contains(value));
+        assert!(saved, "checkpoint {name} holds {value}, never saved");
+    }
+    for (stream, acked) in &ledger.snapshots_acked {
+        let load = store.load_snapshot(stream);
+        let snapshot = load
+            .snapshot
+            .unwrap_or_else(|| panic!("acknowledged snapshot of {stream} lost"));
+        assert!(snapshot.version >= *acked, "snapshot of {stream} went back");
+        assert!(
+            Some(snapshot.version) <= store.stream_version(stream),
+            "snapshot of {stream} ahead of the log"
+        );
+        assert_eq!(&snapshot.data[..], &snapshot_bytes(stream, snapshot.version)[..]);
+    }
 }
 
 /// One event as read back.
