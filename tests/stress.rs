@@ -15,9 +15,13 @@ const STREAMS: u64 = 4;
 fn run(durability: Durability, threads: u64, appends_per_thread: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), Options::default().with_durability(durability)).unwrap());
+    // Every thread reads its first stream's version, then all append at
+    // once: threads sharing a stream are then certain to conflict.
+    let start = Arc::new(std::sync::Barrier::new(threads as usize));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let store = store.clone();
+            let start = start.clone();
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 let mut conflicts = 0u64;
@@ -25,6 +29,9 @@ fn run(durability: Durability, threads: u64, appends_per_thread: u64) {
                     let stream = format!("Account-{}", (t + i) % STREAMS);
                     loop {
                         let seen = store.stream_version(&stream).unwrap_or(0);
+                        if i == 0 && conflicts == 0 {
+                            start.wait();
+                        }
                         let expected = if seen == 0 {
                             ExpectedVersion::NoStream
                         } else {
@@ -80,7 +87,10 @@ fn run(durability: Durability, threads: u64, appends_per_thread: u64) {
             (stream.as_str(), *version, body.as_str())
         );
     }
-    assert!(conflicts > 0 || threads == 1, "the test never produced a conflict");
+    assert!(
+        conflicts > 0 || threads <= STREAMS,
+        "the test never produced a conflict"
+    );
 }
 
 #[test]
