@@ -72,6 +72,7 @@ pub mod aggregate;
 mod checkpoint;
 mod error;
 mod event;
+mod hash;
 mod id;
 mod idempotency;
 pub mod index;

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::error::{Error, IoContext, Result};
 use crate::index::file::{self as index_file, Checkpoint};
 use crate::index::{Index, Location};
-use crate::io::{self, FileHandle, FileSystem, OpenMode};
+use crate::io::{FileHandle, FileSystem, OpenMode};
 use crate::log::frame::{self, RECORD_HEADER_BYTES};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader};
 use crate::log::tail::{LogTail, write_zeros};
@@ -80,6 +80,8 @@ pub(crate) struct Recovered<F: FileSystem> {
     pub tail: LogTail<F>,
     pub segments: Segments,
     pub report: RecoveryReport,
+    /// The log end the index file on disk covers, when it was loaded.
+    pub index_file_end: Option<LogEnd>,
 }
 
 /// A segment found on disk.
@@ -114,14 +116,19 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     Ok(tail)
 }
 
-/// Reads the index file's bytes; the error says why there are none.
-fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<u8>, String> {
+/// Maps the index file's bytes; the error says why there are none. (A
+/// later save replaces the file by renaming a new one over it, so the
+/// mapped file itself never changes.)
+fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Bytes, String> {
     let path = dir.join(index_file::FILE_NAME);
     if !fs.exists(&path) {
         return Err("no index file".into());
     }
     fs.open(&path, OpenMode::Read)
-        .and_then(|f| io::read_whole(&f))
+        .and_then(|f| {
+            let len = f.len()?;
+            f.map(len)
+        })
         .map_err(|e| format!("cannot read index file: {e}"))
 }
 
@@ -195,6 +202,7 @@ fn create<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recove
             segments: 1,
             ..RecoveryReport::default()
         },
+        index_file_end: None,
     })
 }
 
@@ -312,6 +320,7 @@ fn replay<F: FileSystem>(
             },
         ),
     };
+    let index_file_end = checkpoint.is_some().then_some(end);
     let mut report = RecoveryReport {
         index_loaded: checkpoint.is_some(),
         index_rejected: rejected,
@@ -397,6 +406,7 @@ fn replay<F: FileSystem>(
         tail,
         segments: Segments::new(1, views),
         report,
+        index_file_end,
     })
 }
 

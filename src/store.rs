@@ -16,6 +16,7 @@ use crate::idempotency::{IdWindow, Written};
 use crate::index::Index;
 use crate::index::file::{self as index_file, Checkpoint};
 use crate::io::{self, FileHandle, FileSystem, OpenMode, StdFs};
+use crate::log::frame;
 use crate::log::tail::LogTail;
 use crate::log::view::Segments;
 use crate::options::{Durability, Options};
@@ -55,9 +56,11 @@ pub(crate) struct Core<F: FileSystem> {
     /// Wakes the background thread that saves the index file (not to be
     /// confused with named checkpoints, `checkpoint_cache`).
     index_save_requests: Mutex<Option<Sender<()>>>,
-    /// Held while an index file is being saved: the background thread and
-    /// explicit saves share one temp file name.
-    index_save: Mutex<()>,
+    /// Held while an index file is being saved (the background thread and
+    /// explicit saves share one temp file name); holds the log end the
+    /// index file on disk covers, when known, so that a save with nothing
+    /// new to cover (a close right after open, say) writes nothing.
+    index_save: Mutex<Option<LogEnd>>,
     background_error: Mutex<Option<String>>,
     /// Subscribers to wake after each publish.
     pub subscriptions: Arc<crate::subscription::hub::Hub>,
@@ -149,6 +152,7 @@ impl<F: FileSystem> Store<F> {
         }
         let lock_file = lock(&fs, &dir)?;
         let recovered = recovery::recover(&fs, &dir, &options)?;
+        let saved_end = recovered.index_file_end;
         let window = IdWindow::new(options.idempotency_window_events);
         let writer = WriterState::new(
             recovered.end,
@@ -173,7 +177,7 @@ impl<F: FileSystem> Store<F> {
             tail: Mutex::new(recovered.tail),
             report: recovered.report,
             index_save_requests: Mutex::new(None),
-            index_save: Mutex::new(()),
+            index_save: Mutex::new(saved_end),
             background_error: Mutex::new(None),
             subscriptions: Arc::default(),
             checkpoint_cache: Default::default(),
@@ -492,9 +496,12 @@ impl<F: FileSystem> Core<F> {
     /// Saves the index file for the published state. Syncs the log first
     /// so that the index never covers bytes a crash could still take away.
     pub(crate) fn save_index(&self) -> Result<()> {
-        let _saving = self.index_save.lock();
+        let mut saved = self.index_save.lock();
         let (bytes, end) = {
             let p = self.published.read();
+            if *saved == Some(p.end) {
+                return Ok(());
+            }
             let checkpoint = Checkpoint {
                 store_id: self.store_id,
                 last_position: p.index.last_position(),
@@ -509,7 +516,9 @@ impl<F: FileSystem> Core<F> {
             self.sync_tail()?;
         }
         io::write_atomic(&self.fs, &self.dir, index_file::FILE_NAME, &bytes)
-            .ctx(|| format!("saving the index file in {}", self.dir.display()))
+            .ctx(|| format!("saving the index file in {}", self.dir.display()))?;
+        *saved = Some(end);
+        Ok(())
     }
 
     /// Reads the published event at `position`.
@@ -529,31 +538,51 @@ impl<F: FileSystem> Core<F> {
         view.read(location.offset, position)
     }
 
-    /// Fills the idempotency window from the log's last events.
+    /// Fills the idempotency window from the log's last events. Checks the
+    /// batches that hold them (each batch's CRCs once), not the segments
+    /// from their start: that check is left to readers, lazily.
     fn fill_window(&self) -> Result<()> {
         let capacity = self.options.idempotency_window_events as u64;
-        let last = self.published.read().index.last_position();
-        let first = last.saturating_sub(capacity) + 1;
-        let mut entries = Vec::new();
-        for position in first..=last {
-            let e = self.read_position(position)?;
-            entries.push((e.id(), e.stream().to_string(), e.version(), position));
-        }
         let mut w = self.writer.lock();
         let published = self.published.read();
-        for (id, stream, version, position) in entries {
-            let name = published
+        let segments = self.segments.read();
+        let last = published.index.last_position();
+        let mut position = last.saturating_sub(capacity) + 1;
+        while position <= last {
+            let bad = |offset: u64, what: &str| Error::corruption(&self.dir, offset, what.to_string());
+            let location = published
                 .index
-                .stream_key(&stream)
-                .unwrap_or_else(|| Arc::from(stream.as_str()));
-            w.window_insert(
-                id,
-                Written {
-                    stream: name,
-                    version,
-                    position,
-                },
-            );
+                .location(position)
+                .ok_or_else(|| bad(0, "index lacks a position"))?;
+            let view = segments
+                .get(location.segment)
+                .ok_or_else(|| bad(location.offset, "index points at a missing segment"))?;
+            let record_at = usize::try_from(location.offset).unwrap_or(usize::MAX);
+            let batch_at = view
+                .map
+                .get(record_at..)
+                .and_then(frame::parse_record_header)
+                .and_then(|h| record_at.checked_sub(h.batch_back as usize))
+                .ok_or_else(|| Error::corruption(&view.path, location.offset, "index points at no valid record"))?;
+            let mut records = Vec::new();
+            let header = frame::check_batch(&view.map[batch_at..], |r, _| {
+                records.push((r.header.id, u64::from(r.header.version)));
+            })
+            .map_err(|e| Error::corruption(&view.path, batch_at as u64, format!("{e:?}")))?;
+            if header.first_position > position {
+                return Err(Error::corruption(
+                    &view.path,
+                    batch_at as u64,
+                    "batch positions differ from the index",
+                ));
+            }
+            for (k, (id, version)) in records.into_iter().enumerate() {
+                let at = header.first_position + k as u64;
+                if (position..=last).contains(&at) {
+                    w.window_insert(id, Written { version, position: at });
+                }
+            }
+            position = header.first_position + u64::from(header.record_count);
         }
         Ok(())
     }

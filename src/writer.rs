@@ -16,7 +16,6 @@
 //! - after a failed write or sync the store is poisoned: nothing more is
 //!   acknowledged until it is reopened (a retried fsync can lie).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +28,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion, StreamAppend};
+use crate::hash::{FastMap, set_with_capacity};
 use crate::idempotency::{IdWindow, Written};
 use crate::index::Location;
 use crate::io::FileSystem;
@@ -79,7 +79,7 @@ pub(crate) struct WriterState {
     next_position: u64,
     tail_segment: u64,
     tail_offset: u64,
-    pending: HashMap<Arc<str>, PendingStream>,
+    pending: FastMap<Arc<str>, PendingStream>,
     window: IdWindow,
     queue: Vec<Chunk>,
     next_seq: u64,
@@ -121,7 +121,7 @@ impl WriterState {
             next_position: last_position + 1,
             tail_segment,
             tail_offset,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             window,
             queue: Vec::new(),
             next_seq: 0,
@@ -204,11 +204,14 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
     }
     let mut events = 0usize;
     let mut bytes = BATCH_HEADER_BYTES;
-    let mut ids = std::collections::HashSet::new();
-    let mut streams = std::collections::HashSet::new();
+    // A single event needs no duplicate checks (the common case).
+    let single = appends.len() == 1 && appends[0].events.len() == 1;
+    let capacity = if single { 0 } else { appends.len() };
+    let mut ids = set_with_capacity(capacity);
+    let mut streams = set_with_capacity(capacity);
     for a in appends {
         validate_stream_name(&a.stream)?;
-        if !streams.insert(a.stream.as_str()) {
+        if !single && !streams.insert(a.stream.as_str()) {
             return Err(Error::InvalidInput(format!(
                 "stream '{}' appears twice in one append",
                 a.stream
@@ -219,7 +222,7 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
         }
         for e in &a.events {
             validate_event(e)?;
-            if !ids.insert(e.id) {
+            if !single && !ids.insert(e.id) {
                 return Err(Error::DuplicateEventId { id: e.id });
             }
             events += 1;
@@ -424,6 +427,29 @@ impl<F: FileSystem> Core<F> {
         Ok(Some((event.id(), position)))
     }
 
+    /// Whether `stream` holds the event at `written.position` as its
+    /// version `written.version` (queued or published): then an id the
+    /// window places there was written to this stream.
+    fn stream_holds(&self, w: &WriterState, stream: &str, written: Written) -> bool {
+        if let Some(p) = w.pending.get(stream) {
+            let first_pending = p.version + 1 - p.events.len() as u64;
+            if written.version >= first_pending {
+                let i = usize::try_from(written.version - first_pending).unwrap_or(usize::MAX);
+                return p
+                    .events
+                    .get(i)
+                    .is_some_and(|&(_, position)| position == written.position);
+            }
+        }
+        let published = self.published.read();
+        let i = usize::try_from(written.version.wrapping_sub(1)).unwrap_or(usize::MAX);
+        published
+            .index
+            .stream(stream)
+            .and_then(|e| e.positions.get(i))
+            .is_some_and(|&position| position == written.position)
+    }
+
     /// With `Any`/`StreamExists`: is this append a retry of one in the
     /// recent-id window?
     fn retry_in_window(&self, w: &WriterState, a: &StreamAppend) -> Result<Option<AppendResult>> {
@@ -438,12 +464,11 @@ impl<F: FileSystem> Core<F> {
             return Ok(None);
         };
         for (i, e) in a.events.iter().enumerate() {
-            let same = w.window.get(&e.id).is_some_and(|x| {
-                *x.stream == *a.stream
-                    && x.version == start.version + i as u64
-                    && x.position == start.position + i as u64
-            });
-            if !same {
+            let same = w
+                .window
+                .get(&e.id)
+                .is_some_and(|x| x.version == start.version + i as u64 && x.position == start.position + i as u64);
+            if !same || (i == 0 && !self.stream_holds(w, &a.stream, start)) {
                 return Err(Error::IdempotencyConflict {
                     stream: a.stream.clone(),
                     id: e.id,
@@ -553,7 +578,6 @@ impl<F: FileSystem> Core<F> {
                 pending.events.push((e.id, position));
                 pending.version = event_version;
                 let written = Written {
-                    stream: name.clone(),
                     version: event_version,
                     position,
                 };

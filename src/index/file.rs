@@ -138,7 +138,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Index, Checkpoint), DecodeError> {
         .ok_or("location table overruns the file")?;
     let locations: Vec<u64> = body[..table_len].chunks_exact(8).map(|c| u64_at(c, 0)).collect();
     let streams = decode_streams(&body[table_len..], stream_count, checkpoint.last_position)?;
-    Ok((Index::from_parts(locations, streams), checkpoint))
+    Ok((Index::from_parts(locations, streams)?, checkpoint))
 }
 
 type Streams = Vec<(Arc<str>, Vec<u64>)>;
@@ -149,16 +149,16 @@ fn decode_streams(mut rest: &[u8], stream_count: u32, last_position: u64) -> Res
     if u64::from(stream_count) > limits::STREAMS_MAX || u64::from(stream_count) > last_position {
         return Err("stream count out of range".into());
     }
-    let mut seen = vec![0u64; usize::try_from(last_position.div_ceil(64)).map_err(|_| "too many events")?];
+    let mut count_sum = 0u64;
+    let mut mix_sum = 0u64;
     let mut streams = Vec::with_capacity(stream_count as usize);
-    let mut names = std::collections::HashSet::with_capacity(stream_count as usize);
     for _ in 0..stream_count {
         let (&name_len, after) = rest.split_first().ok_or("stream section cut short")?;
         let name_len = usize::from(name_len);
         let name = after.get(..name_len).ok_or("stream name cut short")?;
         let name = std::str::from_utf8(name).map_err(|_| "stream name is not UTF-8")?;
-        if name.is_empty() || !names.insert(name) {
-            return Err("empty or repeated stream name".into());
+        if name.is_empty() {
+            return Err("empty stream name".into());
         }
         let count = u64_at(after, name_len);
         let after = after.get(name_len + 8..).ok_or("stream entry cut short")?;
@@ -170,32 +170,40 @@ fn decode_streams(mut rest: &[u8], stream_count: u32, last_position: u64) -> Res
         if count == 0 {
             return Err(format!("stream '{name}' has no events"));
         }
-        let mut positions = Vec::with_capacity(count);
-        let mut previous = 0u64;
-        for chunk in after[..bytes].chunks_exact(8) {
-            let p = u64_at(chunk, 0);
-            if p <= previous || p > last_position {
-                return Err(format!("stream '{name}' has position {p} out of order or range"));
-            }
-            let (word, bit) = (((p - 1) / 64) as usize, (p - 1) % 64);
-            if seen[word] & (1 << bit) != 0 {
-                return Err(format!("position {p} belongs to two streams"));
-            }
-            seen[word] |= 1 << bit;
-            positions.push(p);
-            previous = p;
+        let positions: Vec<u64> = after[..bytes].chunks_exact(8).map(|c| u64_at(c, 0)).collect();
+        // Increasing and in range (then `p - 1` below cannot wrap).
+        let ordered =
+            positions[0] >= 1 && positions.windows(2).all(|w| w[0] < w[1]) && positions[count - 1] <= last_position;
+        if !ordered {
+            return Err(format!("stream '{name}' has positions out of order or range"));
         }
+        count_sum = count_sum.saturating_add(count as u64);
+        mix_sum = positions.iter().fold(mix_sum, |acc, &p| acc.wrapping_add(mix(p)));
         streams.push((Arc::from(name), positions));
         rest = &after[bytes..];
     }
     if !rest.is_empty() {
         return Err("trailing bytes after the last stream".into());
     }
-    let covered: u64 = seen.iter().map(|w| u64::from(w.count_ones())).sum();
-    if covered != last_position {
-        return Err(format!("streams cover {covered} of {last_position} positions"));
+    if count_sum != last_position {
+        return Err(format!("streams hold {count_sum} positions, not {last_position}"));
+    }
+    if mix_sum != (1..=last_position).fold(0u64, |acc, p| acc.wrapping_add(mix(p))) {
+        return Err("streams do not hold each position exactly once".into());
     }
     Ok(streams)
+}
+
+/// Scrambles a position for the every-position-once check of
+/// [`decode_streams`]: the streams hold each of `1..=last_position` exactly
+/// once when they hold that many positions, all in range, and the sums of
+/// the scrambled positions agree. A sum of a non-linear scramble tells any
+/// other multiset apart (barring a 2^-64 accident), without the random
+/// memory access of a bitmap. (The file's CRC already guards against
+/// damage; this guards against a writer bug.)
+fn mix(p: u64) -> u64 {
+    let x = p.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
 #[cfg(test)]
@@ -238,6 +246,30 @@ mod tests {
         assert_eq!(cp, checkpoint);
         assert_eq!(decoded, index);
         assert_eq!(decoded.category_streams("s").len(), 3);
+    }
+
+    /// Files with a valid CRC whose streams do not hold every position
+    /// exactly once (what a writer bug could produce) are rejected.
+    #[test]
+    fn positions_must_be_held_exactly_once() {
+        let checkpoint = Checkpoint {
+            store_id: Uuid::from_u128(5),
+            last_position: 4,
+            end_segment: 1,
+            end_offset: 4000,
+            last_batch_crc: 99,
+        };
+        let file = |streams: &[(&str, &[u64])]| {
+            let streams = streams.iter().map(|(n, p)| (Arc::from(*n), p.to_vec())).collect();
+            let index = Index::from_parts(vec![64, 164, 264, 364], streams).unwrap();
+            encode(&index, &checkpoint)
+        };
+        assert!(decode(&file(&[("a-1", &[1, 4]), ("b-1", &[2, 3])])).is_ok());
+        assert!(decode(&file(&[("a-1", &[1, 2]), ("b-1", &[2, 3])])).is_err());
+        assert!(decode(&file(&[("a-1", &[1, 2]), ("b-1", &[3])])).is_err());
+        assert!(decode(&file(&[("a-1", &[1, 2, 3]), ("b-1", &[3, 4])])).is_err());
+        assert!(decode(&file(&[("a-1", &[1, 2]), ("b-1", &[3, 5])])).is_err());
+        assert!(decode(&file(&[("a-1", &[2, 1]), ("b-1", &[3, 4])])).is_err());
     }
 
     #[test]

@@ -8,10 +8,10 @@
 
 pub mod file;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::event::category_of;
+use crate::hash::{FastMap, map_with_capacity};
 use crate::limits;
 
 /// Where an event's record starts in the log.
@@ -59,8 +59,8 @@ impl StreamEntry {
 /// The index of everything that is visible to readers.
 #[derive(Clone, Debug, Default)]
 pub struct Index {
-    streams: HashMap<Arc<str>, StreamEntry>,
-    categories: HashMap<Arc<str>, Vec<Arc<str>>>,
+    streams: FastMap<Arc<str>, StreamEntry>,
+    categories: FastMap<Arc<str>, Vec<Arc<str>>>,
     /// `locations[p - 1]` is the packed location of position `p`.
     locations: Vec<u64>,
 }
@@ -148,23 +148,33 @@ impl Index {
 
     /// Adds a new, empty stream and returns its entry.
     fn insert_stream(&mut self, name: Arc<str>) -> &mut StreamEntry {
-        let category: Arc<str> = Arc::from(category_of(&name));
-        self.categories.entry(category).or_default().push(name.clone());
+        let category = category_of(&name);
+        match self.categories.get_mut(category) {
+            Some(list) => list.push(name.clone()),
+            None => {
+                self.categories.insert(Arc::from(category), vec![name.clone()]);
+            }
+        }
         self.streams.entry(name).or_default()
     }
 
     /// Builds an index from parts loaded from the index file. The caller
-    /// has checked that the parts are consistent.
-    pub fn from_parts(locations: Vec<u64>, streams: Vec<(Arc<str>, Vec<u64>)>) -> Index {
+    /// has checked that the positions are consistent; a stream named twice
+    /// is an error.
+    pub fn from_parts(locations: Vec<u64>, streams: Vec<(Arc<str>, Vec<u64>)>) -> Result<Index, String> {
         let mut index = Index {
-            streams: HashMap::with_capacity(streams.len()),
-            categories: HashMap::new(),
+            streams: map_with_capacity(streams.len()),
+            categories: FastMap::default(),
             locations,
         };
         for (name, positions) in streams {
-            index.insert_stream(name).positions = positions;
+            let entry = index.insert_stream(name.clone());
+            if !entry.positions.is_empty() {
+                return Err(format!("stream '{name}' appears twice"));
+            }
+            entry.positions = positions;
         }
-        index
+        Ok(index)
     }
 
     /// Approximate heap bytes used, counting vector capacity and hash-table
