@@ -31,6 +31,8 @@ fn durable_batches(c: &mut Criterion) {
 /// The machine's own ceiling for one-sync-per-append: overwrite 335 bytes
 /// (one event's record) inside a preallocated, synced file, then
 /// fdatasync. annal's durable single-writer figure is measured against it.
+/// The same with 32,800 bytes (one append of 100 such events) gives the
+/// ceiling for 100 events per append.
 fn fdatasync_baseline(c: &mut Criterion) {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
@@ -47,18 +49,20 @@ fn fdatasync_baseline(c: &mut Criterion) {
         file.write_all_at(&zeros, at).unwrap();
     }
     file.sync_all().unwrap();
-    let record = [7u8; 335];
     let mut offset = 0u64;
     let mut group = c.benchmark_group("baseline");
     group.sample_size(10).measurement_time(Duration::from_secs(4));
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("prealloc_write_335B_fdatasync", |b| {
-        b.iter(|| {
-            file.write_all_at(&record, offset).unwrap();
-            file.sync_data().unwrap();
-            offset = (offset + record.len() as u64) % (size - record.len() as u64);
-        })
-    });
+    for (events, bytes) in [(1u64, 335usize), (100, 32_800)] {
+        let record = vec![7u8; bytes];
+        group.throughput(Throughput::Elements(events));
+        group.bench_function(format!("prealloc_write_{bytes}B_fdatasync"), |b| {
+            b.iter(|| {
+                file.write_all_at(&record, offset).unwrap();
+                file.sync_data().unwrap();
+                offset = (offset + record.len() as u64) % (size - record.len() as u64);
+            })
+        });
+    }
     group.finish();
 }
 

@@ -1,6 +1,8 @@
 //! Subscriptions: append-to-delivery latency with 1 and 64 live
-//! subscribers, and durable writer throughput with 0, 1 and 64 subscribers
-//! attached. Durable mode (the default) throughout.
+//! subscribers (from the start of the append, and from its durable
+//! acknowledgement to the median subscriber), and durable writer
+//! throughput with 0, 1 and 64 subscribers attached. Durable mode (the
+//! default) throughout.
 
 mod common;
 
@@ -65,6 +67,77 @@ fn delivery_latency(c: &mut Criterion) {
     group.finish();
 }
 
+/// `n` subscriber threads from End; each stores, for the event at
+/// position `p`, when it received it (nanoseconds since `base`) in
+/// `received[subscriber][p % SLOTS]`, then counts it in `delivered`.
+fn timed_subscribers(
+    store: &Store,
+    n: usize,
+    base: Instant,
+    delivered: &Arc<AtomicU64>,
+) -> (Vec<JoinHandle<()>>, Arc<Vec<Vec<AtomicU64>>>) {
+    const SLOTS: usize = 1024;
+    let received: Arc<Vec<Vec<AtomicU64>>> = Arc::new(
+        (0..n)
+            .map(|_| (0..SLOTS).map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+    );
+    let threads = (0..n)
+        .map(|s| {
+            let mut sub = store.subscribe_all(StartFrom::End).unwrap();
+            let (delivered, received) = (delivered.clone(), received.clone());
+            std::thread::spawn(move || {
+                while let Ok(Some(e)) = sub.recv() {
+                    let at = base.elapsed().as_nanos() as u64;
+                    received[s][e.position() as usize % SLOTS].store(at, Ordering::Release);
+                    delivered.fetch_add(1, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+    (threads, received)
+}
+
+/// From the moment an append returns (durable acknowledgement) to the
+/// median subscriber receiving its event: the time reported per iteration
+/// is that median (0 for subscribers woken before the appender returned).
+fn delivery_after_ack(c: &mut Criterion) {
+    let mut group = c.benchmark_group("subscribe/ack_to_median_subscriber");
+    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    for n in [1usize, 64] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let delivered = Arc::new(AtomicU64::new(0));
+        let base = Instant::now();
+        let (threads, received) = timed_subscribers(&store, n, base, &delivered);
+        let mut i = 0u64;
+        let mut latencies = Vec::with_capacity(n);
+        group.bench_function(BenchmarkId::new("subscribers", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let target = delivered.load(Ordering::Acquire) + n as u64;
+                    let r = store.append(&stream_name(i), ExpectedVersion::Any, [event(i)]).unwrap();
+                    let acked = base.elapsed().as_nanos() as u64;
+                    wait_for(&delivered, target);
+                    latencies.clear();
+                    latencies.extend(received.iter().map(|slots| {
+                        let at = slots[r.last_position as usize % slots.len()].load(Ordering::Acquire);
+                        at.saturating_sub(acked)
+                    }));
+                    latencies.sort_unstable();
+                    total += Duration::from_nanos(latencies[latencies.len() / 2]);
+                    i += 1;
+                }
+                total
+            })
+        });
+        store.close().unwrap();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+    }
+    group.finish();
+}
+
 /// Four durable writers, one event per append, with subscribers attached
 /// and consuming live.
 fn writer_throughput(c: &mut Criterion) {
@@ -105,5 +178,5 @@ fn writer_throughput(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, delivery_latency, writer_throughput);
+criterion_group!(benches, delivery_latency, delivery_after_ack, writer_throughput);
 criterion_main!(benches);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::index::Location;
+use crate::index::{Location, StreamEntry};
 use crate::io::{FileSystem, StdFs};
 use crate::log::view::SegmentView;
 use crate::store::Core;
@@ -165,11 +165,10 @@ impl<F: FileSystem> Events<F> {
     pub(crate) fn stream(core: Arc<Core<F>>, stream: &str, options: ReadStream) -> Self {
         let positions = {
             let published = core.published.read();
-            let all = published
-                .index
-                .stream(stream)
-                .map_or(&[][..], |e| e.positions.as_slice());
-            select_versions(all, &options)
+            match published.index.stream(stream) {
+                Some(entry) => select_versions(entry, &options),
+                None => Vec::new(),
+            }
         };
         Events::new(core, Source::List { positions, next: 0 }, Filter::default(), None)
     }
@@ -196,8 +195,7 @@ impl<F: FileSystem> Events<F> {
             let mut positions: Vec<u64> = Vec::new();
             for name in index.category_streams(category) {
                 if let Some(entry) = index.stream(name) {
-                    let start = entry.positions.partition_point(|&p| p <= after);
-                    positions.extend_from_slice(&entry.positions[start..]);
+                    positions.extend(entry.range(entry.count_up_to(after)..entry.len()));
                 }
             }
             positions.sort_unstable();
@@ -306,19 +304,19 @@ impl<F: FileSystem> Iterator for Events<F> {
 }
 
 /// The positions of a stream read: direction, start version, limit.
-fn select_versions(all: &[u64], options: &ReadStream) -> Vec<u64> {
+fn select_versions(all: &StreamEntry, options: &ReadStream) -> Vec<u64> {
     let limit = options.limit.unwrap_or(usize::MAX);
-    let count = all.len() as u64;
+    let count = all.version();
     match options.direction {
         Direction::Forward => {
             let start = options.from_version.unwrap_or(1).max(1);
             let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
-            all.iter().skip(skip).take(limit).copied().collect()
+            all.range(skip..skip.saturating_add(limit)).collect()
         }
         Direction::Backward => {
             let start = options.from_version.unwrap_or(count).min(count);
             let end = usize::try_from(start).unwrap_or(usize::MAX);
-            all[..end].iter().rev().take(limit).copied().collect()
+            all.range(0..end).rev().take(limit).collect()
         }
     }
 }

@@ -328,10 +328,10 @@ impl<F: FileSystem> Core<F> {
         if let Some(p) = w.pending.get(stream) {
             return (Some(p.name.clone()), p.version);
         }
-        let published = self.published.read();
-        let key = published.index.stream_key(stream);
-        let version = published.index.stream_version(stream);
-        (key, version)
+        match self.published.read().index.stream_key(stream) {
+            Some((key, version)) => (Some(key), version),
+            None => (None, 0),
+        }
     }
 
     /// Checks one stream's expected version and idempotency.
@@ -418,8 +418,8 @@ impl<F: FileSystem> Core<F> {
             let published = self.published.read();
             let entry = published.index.stream(stream);
             let i = usize::try_from(version.wrapping_sub(1)).unwrap_or(usize::MAX);
-            match entry.and_then(|e| e.positions.get(i)) {
-                Some(&p) => p,
+            match entry.and_then(|e| e.get(i)) {
+                Some(p) => p,
                 None => return Ok(None),
             }
         };
@@ -446,8 +446,8 @@ impl<F: FileSystem> Core<F> {
         published
             .index
             .stream(stream)
-            .and_then(|e| e.positions.get(i))
-            .is_some_and(|&position| position == written.position)
+            .and_then(|e| e.get(i))
+            .is_some_and(|position| position == written.position)
     }
 
     /// With `Any`/`StreamExists`: is this append a retry of one in the
@@ -651,10 +651,13 @@ impl<F: FileSystem> Core<F> {
         w.last_group_appends = std::mem::take(&mut w.queued_appends);
         w.appends_written += w.last_group_appends as u64;
         w.group_commits += 1;
-        let started = Instant::now();
+        // Only durable mode gathers, so only it needs the sync's duration.
+        let started = (self.options.durability == Durability::Sync).then(Instant::now);
         let outcome = MutexGuard::unlocked(w, || self.write_chunks(&chunks));
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        w.sync_micros_avg = (w.sync_micros_avg * 7 + micros) / 8;
+        if let Some(started) = started {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            w.sync_micros_avg = (w.sync_micros_avg * 7 + micros) / 8;
+        }
         match outcome {
             Ok(views) => self.publish(w, chunks, views),
             Err(e) => {

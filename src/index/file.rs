@@ -61,8 +61,8 @@ pub fn encode(index: &Index, checkpoint: &Checkpoint) -> Vec<u8> {
     for (name, entry) in index.streams() {
         body.push(name.len() as u8);
         body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(&(entry.positions.len() as u64).to_le_bytes());
-        for p in &entry.positions {
+        body.extend_from_slice(&(entry.len() as u64).to_le_bytes());
+        for p in entry.iter() {
             body.extend_from_slice(&p.to_le_bytes());
         }
     }

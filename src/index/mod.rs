@@ -1,10 +1,12 @@
 //! The in-memory stream index: stream -> version -> global position, and
 //! global position -> log location.
 //!
-//! Memory: 8 bytes per event in the global location table, 8 bytes per
-//! event in its stream's position list, plus the stream's map entry (name,
-//! vector header, hash-table slot). `Index::memory_bytes` reports the
-//! figure, vector slack included.
+//! Memory: 8 bytes per event in the global location table, 4 bytes per
+//! event in its stream's position list (8 once a stream holds a position
+//! past 2^32), plus the stream's map entry (name, vector header, hash-table
+//! slot). Both tables grow by a fraction of their size rather than by
+//! doubling, which bounds the slack to an eighth (locations) and a half
+//! (positions). `Index::memory_bytes` reports the figure, slack included.
 
 pub mod file;
 
@@ -43,17 +45,119 @@ impl Location {
 }
 
 /// One stream's entry: the global position of each of its versions.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct StreamEntry {
-    /// `positions[v - 1]` is the global position of version `v`.
-    pub positions: Vec<u64>,
+    positions: Positions,
 }
 
+/// A stream's positions: 4 bytes each while they fit, 8 after.
+#[derive(Clone, Debug)]
+enum Positions {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Default for Positions {
+    fn default() -> Self {
+        Positions::Narrow(Vec::new())
+    }
+}
+
+impl PartialEq for StreamEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for StreamEntry {}
+
 impl StreamEntry {
+    /// An entry holding `positions` (increasing).
+    pub fn from_positions(positions: Vec<u64>) -> StreamEntry {
+        let narrow = positions.last().is_none_or(|&p| u32::try_from(p).is_ok());
+        let positions = if narrow {
+            Positions::Narrow(positions.iter().map(|&p| p as u32).collect())
+        } else {
+            Positions::Wide(positions)
+        };
+        StreamEntry { positions }
+    }
+
     /// The stream's last version (0 when empty).
     pub fn version(&self) -> u64 {
-        self.positions.len() as u64
+        self.len() as u64
     }
+
+    /// Number of events (= last version).
+    pub fn len(&self) -> usize {
+        match &self.positions {
+            Positions::Narrow(v) => v.len(),
+            Positions::Wide(v) => v.len(),
+        }
+    }
+
+    /// Whether the stream has no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The global position of version `i + 1`.
+    pub fn get(&self, i: usize) -> Option<u64> {
+        match &self.positions {
+            Positions::Narrow(v) => v.get(i).map(|&p| u64::from(p)),
+            Positions::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    /// The positions of versions `range` (clamped to the stream).
+    pub fn range(&self, range: std::ops::Range<usize>) -> impl DoubleEndedIterator<Item = u64> + '_ {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        (start..end).filter_map(move |i| self.get(i))
+    }
+
+    /// Every position, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
+        self.range(0..self.len())
+    }
+
+    /// How many of the stream's events are at or before `position`.
+    pub fn count_up_to(&self, position: u64) -> usize {
+        match &self.positions {
+            Positions::Narrow(v) => v.partition_point(|&p| u64::from(p) <= position),
+            Positions::Wide(v) => v.partition_point(|&p| p <= position),
+        }
+    }
+
+    fn push(&mut self, position: u64) {
+        match &mut self.positions {
+            Positions::Narrow(v) => match u32::try_from(position) {
+                Ok(p) => push_grow(v, p, 2),
+                Err(_) => {
+                    let mut wide: Vec<u64> = v.iter().map(|&p| u64::from(p)).collect();
+                    wide.push(position);
+                    self.positions = Positions::Wide(wide);
+                }
+            },
+            Positions::Wide(v) => push_grow(v, position, 2),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match &self.positions {
+            Positions::Narrow(v) => v.capacity() * 4,
+            Positions::Wide(v) => v.capacity() * 8,
+        }
+    }
+}
+
+/// Pushes onto `v`, growing a full vector by `1 / shrink` of its length
+/// (at least 4 elements) instead of doubling it.
+fn push_grow<T>(v: &mut Vec<T>, value: T, shrink: usize) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / shrink).max(4));
+    }
+    v.push(value);
 }
 
 /// The index of everything that is visible to readers.
@@ -87,9 +191,9 @@ impl Index {
         self.streams.get(name)
     }
 
-    /// The interned name of a stream, when it exists.
-    pub fn stream_key(&self, name: &str) -> Option<Arc<str>> {
-        self.streams.get_key_value(name).map(|(k, _)| k.clone())
+    /// The interned name of a stream and its last version, when it exists.
+    pub fn stream_key(&self, name: &str) -> Option<(Arc<str>, u64)> {
+        self.streams.get_key_value(name).map(|(k, e)| (k.clone(), e.version()))
     }
 
     /// A stream's last version (0 when it has no events).
@@ -141,8 +245,8 @@ impl Index {
                 entry.version()
             ));
         }
-        entry.positions.push(position);
-        self.locations.push(location.pack());
+        entry.push(position);
+        push_grow(&mut self.locations, location.pack(), 8);
         Ok(())
     }
 
@@ -169,10 +273,10 @@ impl Index {
         };
         for (name, positions) in streams {
             let entry = index.insert_stream(name.clone());
-            if !entry.positions.is_empty() {
+            if !entry.is_empty() {
                 return Err(format!("stream '{name}' appears twice"));
             }
-            entry.positions = positions;
+            *entry = StreamEntry::from_positions(positions);
         }
         Ok(index)
     }
@@ -185,7 +289,7 @@ impl Index {
         let streams: usize = self
             .streams
             .iter()
-            .map(|(name, entry)| name.len() + 16 + entry.positions.capacity() * 8)
+            .map(|(name, entry)| name.len() + 16 + entry.heap_bytes())
             .sum();
         let categories: usize = self
             .categories
@@ -217,6 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn positions_widen_past_u32() {
+        let mut entry = StreamEntry::from_positions(vec![1, 7]);
+        entry.push(u64::from(u32::MAX));
+        entry.push(u64::from(u32::MAX) + 5);
+        assert!(matches!(entry.positions, Positions::Wide(_)));
+        let all = vec![1, 7, u64::from(u32::MAX), u64::from(u32::MAX) + 5];
+        assert_eq!(entry.iter().collect::<Vec<_>>(), all);
+        assert_eq!(entry, StreamEntry::from_positions(all.clone()));
+        assert_eq!(entry.count_up_to(u64::from(u32::MAX)), 3);
+        assert_eq!(entry.get(3), Some(u64::from(u32::MAX) + 5));
+        assert_eq!(entry.range(1..9).rev().collect::<Vec<_>>(), vec![all[3], all[2], 7]);
+        assert!(matches!(
+            StreamEntry::from_positions(vec![1, 2]).positions,
+            Positions::Narrow(_)
+        ));
+    }
+
+    #[test]
     fn push_enforces_gapless_order() {
         let mut index = Index::default();
         let at = Location { segment: 1, offset: 64 };
@@ -226,7 +348,7 @@ mod tests {
         assert!(index.push("a-1", 4, 4, at).is_err());
         assert!(index.push("a-1", 3, 5, at).is_err());
         assert_eq!(index.stream_version("a-1"), 2);
-        assert_eq!(index.stream("a-1").unwrap().positions, vec![1, 3]);
+        assert_eq!(index.stream("a-1").unwrap().iter().collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(index.category_streams("a").len(), 1);
         assert_eq!(index.last_position(), 3);
         assert!(index.memory_bytes() > 0);

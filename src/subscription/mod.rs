@@ -217,8 +217,7 @@ impl<F: FileSystem> Subscription<F> {
         };
         if let Target::Stream(name) = &sub.filter.target {
             crate::writer::validate_stream_name(name)?;
-            let positions = published.index.stream(name).map_or(&[][..], |e| e.positions.as_slice());
-            sub.stream_version = positions.partition_point(|&p| p <= start) as u64;
+            sub.stream_version = published.index.stream(name).map_or(0, |e| e.count_up_to(start)) as u64;
         }
         sub.scanned = start;
         drop(published);

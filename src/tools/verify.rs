@@ -222,9 +222,12 @@ pub(crate) fn check_index(dir: &Path, w: &Walk, saved: SavedIndex) -> IndexStatu
         );
     }
     for (name, entry) in index.streams() {
-        let log_positions = w.index.stream(name).map_or(&[][..], |e| e.positions.as_slice());
-        let theirs: Vec<u64> = log_positions.iter().copied().take_while(|&p| p <= compared).collect();
-        let ours: Vec<u64> = entry.positions.iter().copied().take_while(|&p| p <= compared).collect();
+        let theirs: Vec<u64> = w
+            .index
+            .stream(name)
+            .map(|e| e.iter().take_while(|&p| p <= compared).collect())
+            .unwrap_or_default();
+        let ours: Vec<u64> = entry.iter().take_while(|&p| p <= compared).collect();
         if ours != theirs {
             return damaged(
                 index_file::HEADER_BYTES as u64,
