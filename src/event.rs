@@ -241,14 +241,19 @@ impl StreamAppend {
 /// one shared buffer (a memory map of the segment file) without copying.
 #[derive(Clone)]
 pub struct RecordedEvent {
-    pub(crate) record: Bytes,
+    /// The log from the start of the event's batch to the end of its
+    /// record: the batch header (read only for the timestamp, so that a
+    /// read touches one place of the log, not two) and the record.
+    pub(crate) bytes: Bytes,
     pub(crate) position: u64,
     pub(crate) version: u64,
-    pub(crate) timestamp_micros: i64,
     pub(crate) id: Uuid,
     pub(crate) schema_version: u16,
-    pub(crate) stream_end: u16,
-    pub(crate) type_end: u16,
+    /// Offsets in `bytes`: where the record starts, and where its stream
+    /// name, event type and metadata end.
+    pub(crate) record_at: u32,
+    pub(crate) stream_end: u32,
+    pub(crate) type_end: u32,
     pub(crate) metadata_end: u32,
 }
 
@@ -270,7 +275,8 @@ impl RecordedEvent {
 
     /// The stream name.
     pub fn stream(&self) -> &str {
-        self.text(crate::log::frame::RECORD_HEADER_BYTES, usize::from(self.stream_end))
+        let start = self.record_at as usize + crate::log::frame::RECORD_HEADER_BYTES;
+        self.text(start, self.stream_end as usize)
     }
 
     /// The stream's category: the part of its name before the first `-`
@@ -281,7 +287,7 @@ impl RecordedEvent {
 
     /// The event type.
     pub fn event_type(&self) -> &str {
-        self.text(usize::from(self.stream_end), usize::from(self.type_end))
+        self.text(self.stream_end as usize, self.type_end as usize)
     }
 
     /// The schema version of the payload, as given at append.
@@ -291,37 +297,37 @@ impl RecordedEvent {
 
     /// The data bytes (borrowed from the log).
     pub fn data(&self) -> &[u8] {
-        self.record.get(self.metadata_end as usize..).unwrap_or_default()
+        self.bytes.get(self.metadata_end as usize..).unwrap_or_default()
     }
 
     /// The data as a shared [`Bytes`] handle (no copy).
     pub fn data_bytes(&self) -> Bytes {
-        self.record.slice(self.metadata_end as usize..)
+        self.bytes.slice(self.metadata_end as usize..)
     }
 
     /// The metadata bytes (borrowed from the log).
     pub fn metadata(&self) -> &[u8] {
-        self.record
-            .get(usize::from(self.type_end)..self.metadata_end as usize)
+        self.bytes
+            .get(self.type_end as usize..self.metadata_end as usize)
             .unwrap_or_default()
     }
 
     /// The metadata as a shared [`Bytes`] handle (no copy).
     pub fn metadata_bytes(&self) -> Bytes {
-        self.record
-            .slice(usize::from(self.type_end)..self.metadata_end as usize)
+        self.bytes.slice(self.type_end as usize..self.metadata_end as usize)
     }
 
     /// When the append that wrote this event happened, in microseconds
     /// since the Unix epoch.
     pub fn timestamp_micros(&self) -> i64 {
-        self.timestamp_micros
+        crate::log::frame::batch_timestamp(&self.bytes)
     }
 
     /// When the append that wrote this event happened.
     pub fn timestamp(&self) -> SystemTime {
-        let micros = Duration::from_micros(self.timestamp_micros.unsigned_abs());
-        if self.timestamp_micros >= 0 {
+        let timestamp = self.timestamp_micros();
+        let micros = Duration::from_micros(timestamp.unsigned_abs());
+        if timestamp >= 0 {
             UNIX_EPOCH + micros
         } else {
             UNIX_EPOCH - micros
@@ -340,13 +346,13 @@ impl RecordedEvent {
 
     /// The raw record bytes, as stored in the log (see docs/FORMAT.md).
     pub fn raw_record(&self) -> &[u8] {
-        &self.record
+        self.bytes.get(self.record_at as usize..).unwrap_or_default()
     }
 
     // Names were checked to be UTF-8 when the record was decoded; checking
     // again here keeps this safe code at the cost of a few nanoseconds.
     fn text(&self, start: usize, end: usize) -> &str {
-        self.record
+        self.bytes
             .get(start..end)
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or_default()
@@ -362,7 +368,7 @@ impl fmt::Debug for RecordedEvent {
             .field("id", &self.id)
             .field("event_type", &self.event_type())
             .field("schema_version", &self.schema_version)
-            .field("timestamp_micros", &self.timestamp_micros)
+            .field("timestamp_micros", &self.timestamp_micros())
             .field("data_len", &self.data().len())
             .field("metadata_len", &self.metadata().len())
             .finish()
@@ -371,7 +377,7 @@ impl fmt::Debug for RecordedEvent {
 
 impl PartialEq for RecordedEvent {
     fn eq(&self, other: &Self) -> bool {
-        self.position == other.position && self.record == other.record
+        self.position == other.position && self.raw_record() == other.raw_record()
     }
 }
 

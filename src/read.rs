@@ -250,17 +250,18 @@ impl<F: FileSystem> Events<F> {
         }
     }
 
-    fn view_for(&mut self, segment: u64) -> Result<Arc<SegmentView>> {
-        if let Some(v) = &self.view
-            && v.id == segment
-        {
-            return Ok(v.clone());
+    /// The view of `segment`, kept from the previous event when it is the
+    /// same one (no reference-count traffic per event).
+    fn view_for(&mut self, segment: u64) -> Result<&SegmentView> {
+        if self.view.as_ref().is_none_or(|v| v.id != segment) {
+            let view = self.core.segments.read().get(segment).cloned().ok_or_else(|| {
+                Error::corruption(&self.core.dir, 0, format!("index points at missing segment {segment}"))
+            })?;
+            self.view = Some(view);
         }
-        let view = self.core.segments.read().get(segment).cloned().ok_or_else(|| {
-            Error::corruption(&self.core.dir, 0, format!("index points at missing segment {segment}"))
-        })?;
-        self.view = Some(view.clone());
-        Ok(view)
+        self.view
+            .as_deref()
+            .ok_or_else(|| Error::corruption(&self.core.dir, 0, "no segment view"))
     }
 
     fn next_event(&mut self) -> Option<Result<RecordedEvent>> {

@@ -324,6 +324,14 @@ fn check_record(frame: &[u8], offset: usize, index: u32) -> Result<RecordHeader,
     Ok(h)
 }
 
+/// The append time in a batch header at the start of `batch` (0 when the
+/// bytes are too short, which a checked record's batch never is).
+pub fn batch_timestamp(batch: &[u8]) -> i64 {
+    batch
+        .get(..BATCH_HEADER_BYTES)
+        .map_or(0, |b| u64_at(b, B_TIMESTAMP) as i64)
+}
+
 /// Builds a [`RecordedEvent`] for the record starting at `offset` of
 /// `segment`, whose bytes have been checked (see [`check_batch`]).
 ///
@@ -338,19 +346,22 @@ pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> O
     if metadata_end > len || offset.checked_add(len)? > segment.len() {
         return None;
     }
-    let batch_start = offset.checked_sub(h.batch_back as usize)?;
-    let batch = segment.get(batch_start..batch_start + BATCH_HEADER_BYTES)?;
-    let timestamp_micros = u64_at(batch, B_TIMESTAMP) as i64;
+    let batch_back = h.batch_back as usize;
+    let batch_start = offset.checked_sub(batch_back)?;
+    if batch_back < BATCH_HEADER_BYTES {
+        return None;
+    }
+    let shift = |at: usize| u32::try_from(batch_back + at).ok();
     Some(RecordedEvent {
-        record: segment.slice(offset..offset + len),
+        bytes: segment.slice(batch_start..offset + len),
         position,
         version: u64::from(h.version),
-        timestamp_micros,
         id: h.id,
         schema_version: h.schema_version,
-        stream_end: stream_end as u16,
-        type_end: type_end as u16,
-        metadata_end: metadata_end as u32,
+        record_at: shift(0)?,
+        stream_end: shift(stream_end)?,
+        type_end: shift(type_end)?,
+        metadata_end: shift(metadata_end)?,
     })
 }
 
