@@ -36,19 +36,8 @@ fn durable_batches(c: &mut Criterion) {
 fn fdatasync_baseline(c: &mut Criterion) {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(dir.path().join("prealloc"))
-        .unwrap();
     let size = 64u64 << 20;
-    let zeros = vec![0u8; 1 << 20];
-    for at in (0..size).step_by(zeros.len()) {
-        file.write_all_at(&zeros, at).unwrap();
-    }
-    file.sync_all().unwrap();
+    let file = common::preallocated_file(&dir.path().join("prealloc"), size);
     let mut offset = 0u64;
     let mut group = c.benchmark_group("baseline");
     group.sample_size(10).measurement_time(Duration::from_secs(4));

@@ -586,19 +586,8 @@ fn seconds_per_call(sample_time: Duration, mut f: impl FnMut()) -> f64 {
 fn baseline(scale: Scale) -> f64 {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(dir.path().join("prealloc"))
-        .unwrap();
     let size = 64u64 << 20;
-    let zeros = vec![0u8; 1 << 20];
-    for at in (0..size).step_by(zeros.len()) {
-        file.write_all_at(&zeros, at).unwrap();
-    }
-    file.sync_all().unwrap();
+    let file = common::preallocated_file(&dir.path().join("prealloc"), size);
     let record = [7u8; 335];
     let mut offset = 0u64;
     let syncs = scale.count(BASELINE_SYNCS);

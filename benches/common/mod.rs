@@ -36,6 +36,26 @@ fn payload(i: u64) -> (bytes::Bytes, bytes::Bytes) {
     (data.into(), metadata.into())
 }
 
+/// A file of `size` zero bytes, written and synced (size and blocks
+/// included), for the fdatasync baselines: overwriting inside it and
+/// syncing flushes data only, as annal's preallocated segments do.
+pub fn preallocated_file(path: &std::path::Path, size: u64) -> std::fs::File {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for at in (0..size).step_by(zeros.len()) {
+        file.write_all_at(&zeros, at).unwrap();
+    }
+    file.sync_all().unwrap();
+    file
+}
+
 pub fn stream_name(i: u64) -> String {
     format!("Order-{}", i % STREAMS)
 }
