@@ -548,6 +548,7 @@ impl<F: FileSystem> Core<F> {
         let segments = self.segments.read();
         let last = published.index.last_position();
         let mut position = last.saturating_sub(capacity) + 1;
+        let mut records = Vec::new();
         while position <= last {
             let bad = |offset: u64, what: &str| Error::corruption(&self.dir, offset, what.to_string());
             let location = published
@@ -564,7 +565,7 @@ impl<F: FileSystem> Core<F> {
                 .and_then(frame::parse_record_header)
                 .and_then(|h| record_at.checked_sub(h.batch_back as usize))
                 .ok_or_else(|| Error::corruption(&view.path, location.offset, "index points at no valid record"))?;
-            let mut records = Vec::new();
+            records.clear();
             let header = frame::check_batch(&view.map[batch_at..], |r, _| {
                 records.push((r.header.id, u64::from(r.header.version)));
             })
@@ -576,7 +577,7 @@ impl<F: FileSystem> Core<F> {
                     "batch positions differ from the index",
                 ));
             }
-            for (k, (id, version)) in records.into_iter().enumerate() {
+            for (k, &(id, version)) in records.iter().enumerate() {
                 let at = header.first_position + k as u64;
                 if (position..=last).contains(&at) {
                     w.window_insert(id, Written { version, position: at });

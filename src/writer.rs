@@ -274,6 +274,14 @@ fn validate_event(e: &EventData) -> Result<()> {
     Ok(())
 }
 
+/// Where a stream's event at some version is (see `Core::event_at`).
+enum At {
+    /// In the queued range: its id and position, if the version exists.
+    Queued(Option<(Uuid, u64)>),
+    /// Published (or absent): its position, if the version exists.
+    Published(Option<u64>),
+}
+
 /// What the checks decided for one stream of an append.
 enum Decision {
     /// Write the events after `version`.
@@ -407,47 +415,41 @@ impl<F: FileSystem> Core<F> {
     /// The id and position of `stream`'s event at `version`, queued or
     /// published.
     fn id_at(&self, w: &WriterState, stream: &str, version: u64) -> Result<Option<(Uuid, u64)>> {
-        if let Some(p) = w.pending.get(stream) {
-            let first_pending = p.version + 1 - p.events.len() as u64;
-            if version >= first_pending {
-                let i = usize::try_from(version - first_pending).unwrap_or(usize::MAX);
-                return Ok(p.events.get(i).copied());
+        match self.event_at(w, stream, version) {
+            At::Queued(found) => Ok(found),
+            At::Published(None) => Ok(None),
+            At::Published(Some(position)) => {
+                let event = self.read_position(position)?;
+                Ok(Some((event.id(), position)))
             }
         }
-        let position = {
-            let published = self.published.read();
-            let entry = published.index.stream(stream);
-            let i = usize::try_from(version.wrapping_sub(1)).unwrap_or(usize::MAX);
-            match entry.and_then(|e| e.get(i)) {
-                Some(p) => p,
-                None => return Ok(None),
-            }
-        };
-        let event = self.read_position(position)?;
-        Ok(Some((event.id(), position)))
     }
 
     /// Whether `stream` holds the event at `written.position` as its
     /// version `written.version` (queued or published): then an id the
     /// window places there was written to this stream.
     fn stream_holds(&self, w: &WriterState, stream: &str, written: Written) -> bool {
+        let position = match self.event_at(w, stream, written.version) {
+            At::Queued(found) => found.map(|(_, position)| position),
+            At::Published(position) => position,
+        };
+        position == Some(written.position)
+    }
+
+    /// Where `stream`'s event at `version` is: among the queued appends
+    /// (with its id and position, when the version is in the queued
+    /// range), or in the published index (its position, if any).
+    fn event_at(&self, w: &WriterState, stream: &str, version: u64) -> At {
         if let Some(p) = w.pending.get(stream) {
             let first_pending = p.version + 1 - p.events.len() as u64;
-            if written.version >= first_pending {
-                let i = usize::try_from(written.version - first_pending).unwrap_or(usize::MAX);
-                return p
-                    .events
-                    .get(i)
-                    .is_some_and(|&(_, position)| position == written.position);
+            if version >= first_pending {
+                let i = usize::try_from(version - first_pending).unwrap_or(usize::MAX);
+                return At::Queued(p.events.get(i).copied());
             }
         }
         let published = self.published.read();
-        let i = usize::try_from(written.version.wrapping_sub(1)).unwrap_or(usize::MAX);
-        published
-            .index
-            .stream(stream)
-            .and_then(|e| e.get(i))
-            .is_some_and(|position| position == written.position)
+        let i = usize::try_from(version.wrapping_sub(1)).unwrap_or(usize::MAX);
+        At::Published(published.index.stream(stream).and_then(|e| e.get(i)))
     }
 
     /// With `Any`/`StreamExists`: is this append a retry of one in the

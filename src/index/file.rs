@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::Index;
+use super::{Index, StreamEntry};
 use crate::le::{u32_at, u64_at};
 use crate::limits;
 
@@ -175,7 +175,7 @@ fn decode_body(body: &[u8], stream_count: u32, last_position: u64) -> Result<(Ve
     Ok((locations, streams, mix_sum))
 }
 
-type Streams = Vec<(Arc<str>, Vec<u64>)>;
+type Streams = Vec<(Arc<str>, StreamEntry)>;
 
 /// Decodes the stream section, checking that each stream's positions
 /// increase and stay in range and that the streams hold `last_position`
@@ -207,16 +207,20 @@ fn decode_streams(mut rest: &[u8], stream_count: u32, last_position: u64) -> Res
         if count == 0 {
             return Err(format!("stream '{name}' has no events"));
         }
-        let positions: Vec<u64> = after[..bytes].chunks_exact(8).map(|c| u64_at(c, 0)).collect();
-        // Increasing and in range (then `p - 1` below cannot wrap).
-        let ordered =
-            positions[0] >= 1 && positions.windows(2).all(|w| w[0] < w[1]) && positions[count - 1] <= last_position;
-        if !ordered {
+        let raw = &after[..bytes];
+        // Increasing from 1, and in range: one pass, no early exit.
+        let (mut previous, mut ordered) = (0u64, true);
+        for chunk in raw.chunks_exact(8) {
+            let p = u64_at(chunk, 0);
+            ordered &= p > previous;
+            previous = p;
+            mix_sum = mix_sum.wrapping_add(mix(p));
+        }
+        if !ordered || previous > last_position {
             return Err(format!("stream '{name}' has positions out of order or range"));
         }
         count_sum = count_sum.saturating_add(count as u64);
-        mix_sum = positions.iter().fold(mix_sum, |acc, &p| acc.wrapping_add(mix(p)));
-        streams.push((Arc::from(name), positions));
+        streams.push((Arc::from(name), StreamEntry::from_le_bytes(raw)));
         rest = &after[bytes..];
     }
     if !rest.is_empty() {
@@ -299,7 +303,10 @@ mod tests {
             last_batch_crc: 99,
         };
         let file = |streams: &[(&str, &[u64])]| {
-            let streams = streams.iter().map(|(n, p)| (Arc::from(*n), p.to_vec())).collect();
+            let streams = streams
+                .iter()
+                .map(|(n, p)| (Arc::from(*n), StreamEntry::from_positions(p.to_vec())))
+                .collect();
             let index = Index::from_parts(vec![64, 164, 264, 364], streams).unwrap();
             encode(&index, &checkpoint)
         };

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::event::category_of;
 use crate::hash::{FastMap, map_with_capacity};
+use crate::le::u64_at;
 use crate::limits;
 
 /// Where an event's record starts in the log.
@@ -79,6 +80,20 @@ impl StreamEntry {
             Positions::Narrow(positions.iter().map(|&p| p as u32).collect())
         } else {
             Positions::Wide(positions)
+        };
+        StreamEntry { positions }
+    }
+
+    /// An entry holding the increasing positions stored as little-endian
+    /// `u64`s in `raw` (as in the index file), decoded straight into their
+    /// in-memory width.
+    pub fn from_le_bytes(raw: &[u8]) -> StreamEntry {
+        let last = raw.len().checked_sub(8).map_or(0, |i| u64_at(raw, i));
+        let chunks = raw.chunks_exact(8);
+        let positions = if u32::try_from(last).is_ok() {
+            Positions::Narrow(chunks.map(|c| u64_at(c, 0) as u32).collect())
+        } else {
+            Positions::Wide(chunks.map(|c| u64_at(c, 0)).collect())
         };
         StreamEntry { positions }
     }
@@ -265,18 +280,18 @@ impl Index {
     /// Builds an index from parts loaded from the index file. The caller
     /// has checked that the positions are consistent; a stream named twice
     /// is an error.
-    pub fn from_parts(locations: Vec<u64>, streams: Vec<(Arc<str>, Vec<u64>)>) -> Result<Index, String> {
+    pub fn from_parts(locations: Vec<u64>, streams: Vec<(Arc<str>, StreamEntry)>) -> Result<Index, String> {
         let mut index = Index {
             streams: map_with_capacity(streams.len()),
             categories: FastMap::default(),
             locations,
         };
-        for (name, positions) in streams {
+        for (name, decoded) in streams {
             let entry = index.insert_stream(name.clone());
             if !entry.is_empty() {
                 return Err(format!("stream '{name}' appears twice"));
             }
-            *entry = StreamEntry::from_positions(positions);
+            *entry = decoded;
         }
         Ok(index)
     }
@@ -329,6 +344,17 @@ mod tests {
         let all = vec![1, 7, u64::from(u32::MAX), u64::from(u32::MAX) + 5];
         assert_eq!(entry.iter().collect::<Vec<_>>(), all);
         assert_eq!(entry, StreamEntry::from_positions(all.clone()));
+        let raw: Vec<u8> = all.iter().flat_map(|p| p.to_le_bytes()).collect();
+        assert!(matches!(StreamEntry::from_le_bytes(&raw).positions, Positions::Wide(_)));
+        assert_eq!(StreamEntry::from_le_bytes(&raw), entry);
+        assert!(matches!(
+            StreamEntry::from_le_bytes(&raw[..16]).positions,
+            Positions::Narrow(_)
+        ));
+        assert_eq!(
+            StreamEntry::from_le_bytes(&raw[..16]).iter().collect::<Vec<_>>(),
+            vec![1, 7]
+        );
         assert_eq!(entry.count_up_to(u64::from(u32::MAX)), 3);
         assert_eq!(entry.get(3), Some(u64::from(u32::MAX) + 5));
         assert_eq!(entry.range(1..9).rev().collect::<Vec<_>>(), vec![all[3], all[2], 7]);
