@@ -1,7 +1,8 @@
 //! Subscriptions: append-to-delivery latency with 1 and 64 live
 //! subscribers (from the start of the append, and from its durable
-//! acknowledgement to the median subscriber), and durable writer
-//! throughput with 0, 1 and 64 subscribers attached. Durable mode (the
+//! acknowledgement to the median subscriber, for subscriptions on threads
+//! of their own and for handlers of one dispatcher), and durable writer
+//! throughput with 0, 1 and 64 consumers attached. Durable mode (the
 //! default) throughout.
 
 mod common;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use annal::{ExpectedVersion, Options, StartFrom, Store};
+use annal::{Dispatcher, ExpectedVersion, Options, RecordedEvent, StartFrom, Store, SubscriptionFilter};
 use common::{event, stream_name};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -67,73 +68,133 @@ fn delivery_latency(c: &mut Criterion) {
     group.finish();
 }
 
-/// `n` subscriber threads from End; each stores, for the event at
-/// position `p`, when it received it (nanoseconds since `base`) in
-/// `received[subscriber][p % SLOTS]`, then counts it in `delivered`.
-fn timed_subscribers(
+/// How the consumers of a bench are served.
+#[derive(Clone, Copy)]
+enum Served {
+    /// One thread per consumer, each pulling its own subscription.
+    Threads,
+    /// One dispatcher thread calling every consumer's handler.
+    Dispatcher,
+}
+
+impl Served {
+    fn label(self) -> &'static str {
+        match self {
+            Served::Threads => "subscription_threads",
+            Served::Dispatcher => "dispatcher_handlers",
+        }
+    }
+}
+
+/// Running consumers, ended by closing the store.
+enum Consumers {
+    Threads(Vec<JoinHandle<()>>),
+    Dispatcher(Dispatcher),
+}
+
+impl Consumers {
+    fn finish(self) {
+        match self {
+            Consumers::Threads(threads) => threads.into_iter().for_each(|t| t.join().unwrap()),
+            Consumers::Dispatcher(d) => drop(d.join().unwrap()),
+        }
+    }
+}
+
+/// Slots per consumer for receive times.
+const SLOTS: usize = 1024;
+
+/// `n` consumers from End; each stores, for the event at position `p`,
+/// when it received it (nanoseconds since `base`) in
+/// `received[consumer][p % SLOTS]`, then counts it in `delivered`.
+fn timed_consumers(
     store: &Store,
+    served: Served,
     n: usize,
     base: Instant,
     delivered: &Arc<AtomicU64>,
-) -> (Vec<JoinHandle<()>>, Arc<Vec<Vec<AtomicU64>>>) {
-    const SLOTS: usize = 1024;
+) -> (Consumers, Arc<Vec<Vec<AtomicU64>>>) {
     let received: Arc<Vec<Vec<AtomicU64>>> = Arc::new(
         (0..n)
             .map(|_| (0..SLOTS).map(|_| AtomicU64::new(0)).collect())
             .collect(),
     );
-    let threads = (0..n)
-        .map(|s| {
-            let mut sub = store.subscribe_all(StartFrom::End).unwrap();
-            let (delivered, received) = (delivered.clone(), received.clone());
-            std::thread::spawn(move || {
-                while let Ok(Some(e)) = sub.recv() {
-                    let at = base.elapsed().as_nanos() as u64;
-                    received[s][e.position() as usize % SLOTS].store(at, Ordering::Release);
-                    delivered.fetch_add(1, Ordering::Release);
-                }
-            })
-        })
-        .collect();
-    (threads, received)
+    let record = move |s: usize, e: &RecordedEvent, received: &[Vec<AtomicU64>], delivered: &AtomicU64| {
+        let at = base.elapsed().as_nanos() as u64;
+        received[s][e.position() as usize % SLOTS].store(at, Ordering::Release);
+        delivered.fetch_add(1, Ordering::Release);
+    };
+    let consumers = match served {
+        Served::Threads => Consumers::Threads(
+            (0..n)
+                .map(|s| {
+                    let mut sub = store.subscribe_all(StartFrom::End).unwrap();
+                    let (delivered, received) = (delivered.clone(), received.clone());
+                    std::thread::spawn(move || {
+                        while let Ok(Some(e)) = sub.recv() {
+                            record(s, &e, &received, &delivered);
+                        }
+                    })
+                })
+                .collect(),
+        ),
+        Served::Dispatcher => {
+            let mut builder = store.dispatcher();
+            for s in 0..n {
+                let (delivered, received) = (delivered.clone(), received.clone());
+                builder = builder
+                    .handler(format!("h{s}"), SubscriptionFilter::all(), StartFrom::End, move |e| {
+                        record(s, e, &received, &delivered);
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            Consumers::Dispatcher(builder.start().unwrap())
+        }
+    };
+    (consumers, received)
 }
 
 /// From the moment an append returns (durable acknowledgement) to the
-/// median subscriber receiving its event: the time reported per iteration
-/// is that median (0 for subscribers woken before the appender returned).
+/// median consumer receiving its event: the time reported per iteration
+/// is that median (0 for consumers reached before the appender returned).
+/// Consumers are subscriptions on threads of their own, or handlers of
+/// one dispatcher.
 fn delivery_after_ack(c: &mut Criterion) {
     let mut group = c.benchmark_group("subscribe/ack_to_median_subscriber");
     group.sample_size(10).measurement_time(Duration::from_secs(3));
-    for n in [1usize, 64] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Options::default()).unwrap();
-        let delivered = Arc::new(AtomicU64::new(0));
-        let base = Instant::now();
-        let (threads, received) = timed_subscribers(&store, n, base, &delivered);
-        let mut i = 0u64;
-        let mut latencies = Vec::with_capacity(n);
-        group.bench_function(BenchmarkId::new("subscribers", n), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let target = delivered.load(Ordering::Acquire) + n as u64;
-                    let r = store.append(&stream_name(i), ExpectedVersion::Any, [event(i)]).unwrap();
-                    let acked = base.elapsed().as_nanos() as u64;
-                    wait_for(&delivered, target);
-                    latencies.clear();
-                    latencies.extend(received.iter().map(|slots| {
-                        let at = slots[r.last_position as usize % slots.len()].load(Ordering::Acquire);
-                        at.saturating_sub(acked)
-                    }));
-                    latencies.sort_unstable();
-                    total += Duration::from_nanos(latencies[latencies.len() / 2]);
-                    i += 1;
-                }
-                total
-            })
-        });
-        store.close().unwrap();
-        threads.into_iter().for_each(|t| t.join().unwrap());
+    for served in [Served::Threads, Served::Dispatcher] {
+        for n in [1usize, 64] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), Options::default()).unwrap();
+            let delivered = Arc::new(AtomicU64::new(0));
+            let base = Instant::now();
+            let (consumers, received) = timed_consumers(&store, served, n, base, &delivered);
+            let mut i = 0u64;
+            let mut latencies = Vec::with_capacity(n);
+            group.bench_function(BenchmarkId::new(served.label(), n), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let target = delivered.load(Ordering::Acquire) + n as u64;
+                        let r = store.append(&stream_name(i), ExpectedVersion::Any, [event(i)]).unwrap();
+                        let acked = base.elapsed().as_nanos() as u64;
+                        wait_for(&delivered, target);
+                        latencies.clear();
+                        latencies.extend(received.iter().map(|slots| {
+                            let at = slots[r.last_position as usize % slots.len()].load(Ordering::Acquire);
+                            at.saturating_sub(acked)
+                        }));
+                        latencies.sort_unstable();
+                        total += Duration::from_nanos(latencies[latencies.len() / 2]);
+                        i += 1;
+                    }
+                    total
+                })
+            });
+            store.close().unwrap();
+            consumers.finish();
+        }
     }
     group.finish();
 }
@@ -146,13 +207,19 @@ fn writer_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("subscribe/writer_throughput_4_writers");
     group.sample_size(10).measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements(WRITERS * PER_WRITER));
-    for n in [0usize, 1, 64] {
+    let cases = [
+        (Served::Threads, 0usize),
+        (Served::Threads, 1),
+        (Served::Threads, 64),
+        (Served::Dispatcher, 64),
+    ];
+    for (served, n) in cases {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Options::default()).unwrap();
         let delivered = Arc::new(AtomicU64::new(0));
-        let threads = subscribers(&store, n, &delivered);
+        let (consumers, _) = timed_consumers(&store, served, n, Instant::now(), &delivered);
         let next = Arc::new(AtomicU64::new(0));
-        group.bench_function(BenchmarkId::new("subscribers", n), |b| {
+        group.bench_function(BenchmarkId::new(served.label(), n), |b| {
             b.iter_custom(|iters| {
                 let started = Instant::now();
                 for _ in 0..iters {
@@ -173,7 +240,7 @@ fn writer_throughput(c: &mut Criterion) {
             })
         });
         store.close().unwrap();
-        threads.into_iter().for_each(|t| t.join().unwrap());
+        consumers.finish();
     }
     group.finish();
 }

@@ -103,7 +103,8 @@ pub use recovery::RecoveryReport;
 pub use snapshot::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStats};
 pub use store::{LOCK_FILE_NAME, Stats, Store};
 pub use subscription::{
-    SUBSCRIPTION_PAGE_EVENTS, StartFrom, Subscription, SubscriptionFilter, SubscriptionState, SubscriptionStatus,
+    Dispatcher, DispatcherBuilder, HandlerStatus, SUBSCRIPTION_PAGE_EVENTS, StartFrom, Subscription,
+    SubscriptionFilter, SubscriptionState, SubscriptionStatus,
 };
 pub use uuid::Uuid;
 

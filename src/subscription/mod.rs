@@ -27,6 +27,7 @@
 //! [`Durability::Periodic`]: crate::Durability::Periodic
 //! [`Durability::Buffered`]: crate::Durability::Buffered
 
+mod dispatcher;
 pub(crate) mod hub;
 
 use std::collections::VecDeque;
@@ -42,6 +43,8 @@ use crate::io::{FileSystem, StdFs};
 use crate::read::{Events, ReadAll, ReadStream};
 use crate::store::{Core, Store};
 use hub::Hub;
+
+pub use dispatcher::{Dispatcher, DispatcherBuilder, HandlerStatus};
 
 /// Most events a subscription reads from the log per page (and so the most
 /// it buffers).

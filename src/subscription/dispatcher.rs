@@ -1,0 +1,363 @@
+//! The dispatcher: many handlers served by one thread and one read of the
+//! log.
+//!
+//! A [`Subscription`](super::Subscription) is pulled by its own thread.
+//! With dozens of subscribers that is dozens of threads woken per commit,
+//! each reading the same page of the log; on a small machine the last one
+//! runs long after the first. A [`Dispatcher`] instead owns a set of
+//! handlers (closures, each with its own filter and start), registers
+//! *once* with the wake-up hub, reads each page of the log once, and calls
+//! every handler whose filter accepts the event, in the order the handlers
+//! were added.
+//!
+//! Each handler keeps its own position: the shared read starts at the
+//! smallest one, and an event is offered to a handler only when it lies
+//! past that handler's position. So every handler sees the events its
+//! filter selects in global order, each once, catching up and then live,
+//! exactly like a subscription; handlers that start further back only make
+//! the shared read start further back.
+//!
+//! The no-lost-wake-up argument is the one in `hub.rs`: the dispatcher
+//! registers before its first read, drains its token before every read,
+//! and blocks only after a read that reached the head.
+//!
+//! A handler that returns an error, or panics, is stopped at the event
+//! that failed (its position stays just before it) and the others go on.
+//! A read error (a damaged log) stops the whole dispatcher: every handler
+//! reads the same log.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use parking_lot::Mutex;
+
+use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, Target, hub::Hub};
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::io::{FileSystem, StdFs};
+use crate::projection::HandlerError;
+use crate::read::{Events, ReadAll};
+use crate::store::{Core, Store};
+
+/// A dispatcher handler: called with each event its filter selects.
+/// Returning an error stops this handler (the others go on).
+type Callback = Box<dyn FnMut(&RecordedEvent) -> std::result::Result<(), HandlerError> + Send + 'static>;
+
+/// Adds handlers, then starts the dispatcher thread. Made by
+/// [`Store::dispatcher`].
+pub struct DispatcherBuilder<F: FileSystem = StdFs> {
+    core: Arc<Core<F>>,
+    handlers: Vec<Slot>,
+}
+
+/// A running dispatcher: one thread that feeds every handler added to its
+/// [`DispatcherBuilder`]. Made by [`DispatcherBuilder::start`].
+///
+/// [`Dispatcher::stop`] stops it after the event being handled and reports
+/// where each handler got to; dropping it does the same and discards the
+/// report. Closing the store ends it too (see [`Dispatcher::join`]). It
+/// does not keep the store open.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// Where one handler of a dispatcher is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandlerStatus {
+    /// The name the handler was added with.
+    pub name: String,
+    /// Every matching event at or before this global position has been
+    /// handled: the checkpoint to save for this handler.
+    pub position: u64,
+    /// Set when the handler failed (returned an error or panicked): the
+    /// position of the event it failed on, and the error's message. A
+    /// failed handler is called no more; its `position` is just before
+    /// that event.
+    pub failure: Option<(u64, String)>,
+}
+
+/// A handler being added or run.
+struct Slot {
+    filter: SubscriptionFilter,
+    callback: Option<Callback>,
+    /// Every position up to this one has been offered to the handler.
+    scanned: u64,
+    shared: Arc<HandlerShared>,
+}
+
+/// What the handle can see of a handler while the thread runs it.
+#[derive(Debug)]
+struct HandlerShared {
+    name: String,
+    position: AtomicU64,
+    failure: Mutex<Option<(u64, String)>>,
+}
+
+/// What the handle and the thread share.
+#[derive(Debug)]
+struct Shared {
+    hub: Arc<Hub>,
+    hub_id: u64,
+    stop: AtomicBool,
+    handlers: Vec<Arc<HandlerShared>>,
+}
+
+impl<F: FileSystem> Store<F> {
+    /// A dispatcher for this store: add handlers with
+    /// [`DispatcherBuilder::handler`], then [`DispatcherBuilder::start`]
+    /// one thread that serves them all. Prefer it to one
+    /// [`Subscription`](super::Subscription) per thread when there are
+    /// many consumers: one thread and one read of the log serve them all.
+    pub fn dispatcher(&self) -> DispatcherBuilder<F> {
+        DispatcherBuilder {
+            core: self.core_arc().clone(),
+            handlers: Vec::new(),
+        }
+    }
+}
+
+impl<F: FileSystem> DispatcherBuilder<F> {
+    /// Adds a handler, called with every event `filter` selects from
+    /// `from` on, in global order, each once. Handlers are called in the
+    /// order they were added. `StartFrom::End` means the events published
+    /// after this call. Fails like [`Store::subscribe`]: a start past the
+    /// store's last position, an invalid stream name, a closed store.
+    pub fn handler<H>(
+        mut self,
+        name: impl Into<String>,
+        filter: SubscriptionFilter,
+        from: StartFrom,
+        handler: H,
+    ) -> Result<Self>
+    where
+        H: FnMut(&RecordedEvent) -> std::result::Result<(), HandlerError> + Send + 'static,
+    {
+        if self.core.subscriptions.is_closed() {
+            return Err(Error::Closed);
+        }
+        if let Target::Stream(stream) = &filter.target {
+            crate::writer::validate_stream_name(stream)?;
+        }
+        let head = self.core.published.read().index.last_position();
+        let scanned = match from {
+            StartFrom::Start => 0,
+            StartFrom::End => head,
+            StartFrom::After(p) if p <= head => p,
+            StartFrom::After(p) => {
+                return Err(Error::InvalidInput(format!(
+                    "cannot dispatch after position {p}: the store's last position is {head}"
+                )));
+            }
+        };
+        self.handlers.push(Slot {
+            filter,
+            callback: Some(Box::new(handler)),
+            scanned,
+            shared: Arc::new(HandlerShared {
+                name: name.into(),
+                position: AtomicU64::new(scanned),
+                failure: Mutex::new(None),
+            }),
+        });
+        Ok(self)
+    }
+
+    /// Starts the dispatcher thread. Fails with [`Error::Closed`] on a
+    /// closed store.
+    pub fn start(self) -> Result<Dispatcher> {
+        // Registered before the thread's first read (see hub.rs).
+        let (hub_id, wake) = self.core.subscriptions.register().ok_or(Error::Closed)?;
+        let shared = Arc::new(Shared {
+            hub: self.core.subscriptions.clone(),
+            hub_id,
+            stop: AtomicBool::new(false),
+            handlers: self.handlers.iter().map(|h| h.shared.clone()).collect(),
+        });
+        let core = Arc::downgrade(&self.core);
+        let thread_shared = shared.clone();
+        let mut handlers = self.handlers;
+        let spawned = std::thread::Builder::new()
+            .name("annal-dispatch".into())
+            .spawn(move || run(&core, &wake, &thread_shared, &mut handlers));
+        match spawned {
+            Ok(thread) => Ok(Dispatcher {
+                shared,
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                shared.hub.unregister(hub_id);
+                Err(Error::io("starting the dispatcher thread", e))
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Where each handler is now, in the order they were added.
+    pub fn status(&self) -> Vec<HandlerStatus> {
+        self.shared
+            .handlers
+            .iter()
+            .map(|h| HandlerStatus {
+                name: h.name.clone(),
+                position: h.position.load(Ordering::Acquire),
+                failure: h.failure.lock().clone(),
+            })
+            .collect()
+    }
+
+    /// Whether the thread still runs (it ends on [`Dispatcher::stop`], when
+    /// the store closes, or on a read error).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the dispatcher once the handler being called returns, waits
+    /// for its thread, and returns where each handler got to. An error if
+    /// the dispatcher had stopped on a read error (a damaged log).
+    pub fn stop(mut self) -> Result<Vec<HandlerStatus>> {
+        self.signal_stop();
+        self.wait()
+    }
+
+    /// Waits until the dispatcher ends by itself (the store is closed or a
+    /// read failed), then returns where each handler got to.
+    pub fn join(mut self) -> Result<Vec<HandlerStatus>> {
+        self.wait()
+    }
+
+    fn signal_stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Drops the wake-up sender: a thread blocked waiting wakes up.
+        self.shared.hub.unregister(self.shared.hub_id);
+    }
+
+    fn wait(&mut self) -> Result<Vec<HandlerStatus>> {
+        let outcome = match self.thread.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(Error::Poisoned("the dispatcher thread panicked".into())),
+        };
+        outcome.map(|()| self.status())
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.signal_stop();
+            let _ = self.wait();
+        }
+    }
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").field("handlers", &self.status()).finish()
+    }
+}
+
+impl<F: FileSystem> std::fmt::Debug for DispatcherBuilder<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.handlers.iter().map(|h| h.shared.name.as_str()).collect();
+        f.debug_struct("DispatcherBuilder").field("handlers", &names).finish()
+    }
+}
+
+/// The dispatcher thread: reads pages of the log from the smallest handler
+/// position and offers each event to every handler, until stopped, the
+/// store closes, or a read fails.
+fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared, handlers: &mut [Slot]) -> Result<()> {
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some(core) = core.upgrade() else { return Ok(()) };
+        // Drain a pending wake-up: the read below sees what it announced.
+        if let Err(TryRecvError::Disconnected) = wake.try_recv() {
+            return Ok(());
+        }
+        let head = core.published.read().index.last_position();
+        let Some(from) = handlers
+            .iter()
+            .filter(|h| h.callback.is_some())
+            .map(|h| h.scanned)
+            .min()
+        else {
+            // Every handler failed: nothing left to call.
+            return Ok(());
+        };
+        let mut read = 0usize;
+        if from < head {
+            let page = ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS);
+            for event in Events::all(core.clone(), page) {
+                let event = event?;
+                read += 1;
+                for handler in handlers.iter_mut() {
+                    handler.offer(&event);
+                }
+                if shared.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+            }
+        }
+        if read < SUBSCRIPTION_PAGE_EVENTS {
+            // A short page read everything published when it started,
+            // which includes everything up to `head`.
+            for handler in handlers.iter_mut().filter(|h| h.callback.is_some()) {
+                handler.advance(head);
+            }
+            drop(core); // do not keep the store open while waiting
+            if wake.recv().is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// Calls the handler with `event` if it is past its position and its
+    /// filter accepts it; a failure stops the handler.
+    fn offer(&mut self, event: &RecordedEvent) {
+        let Some(callback) = self.callback.as_mut() else { return };
+        let position = event.position();
+        if position <= self.scanned {
+            return;
+        }
+        if self.filter.accepts(event) {
+            let failure = match catch_unwind(AssertUnwindSafe(|| callback(event))) {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(panic) => Some(panic_message(panic.as_ref())),
+            };
+            if let Some(message) = failure {
+                self.callback = None;
+                self.advance(position - 1);
+                *self.shared.failure.lock() = Some((position, message));
+                return;
+            }
+        }
+        self.advance(position);
+    }
+
+    fn advance(&mut self, position: u64) {
+        if position > self.scanned {
+            self.scanned = position;
+            self.shared.position.store(position, Ordering::Release);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    format!("handler panicked: {text}")
+}

@@ -1,0 +1,414 @@
+//! The dispatcher: many handlers on one thread, each fed the events its
+//! filter selects from its own start, in global order, each once, catching
+//! up then live under concurrent appends; a failing or panicking handler
+//! stops alone; a stalled handler never holds writers back; stop and
+//! resume from the reported positions without gap or duplicate; the store
+//! closing ends it; a damaged log stops it with the error.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use annal::{
+    Dispatcher, Durability, Error, EventData, ExpectedVersion, HandlerStatus, Options, ReadAll, RecordedEvent,
+    StartFrom, Store, SubscriptionFilter,
+};
+
+fn open(dir: &std::path::Path, durability: Durability) -> Store {
+    Store::open(dir.join("store"), Options::default().with_durability(durability)).expect("open")
+}
+
+fn append_n(store: &Store, stream: &str, event_type: &str, n: usize) {
+    for i in 0..n {
+        store
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                [EventData::new(event_type, format!("{i}"))],
+            )
+            .expect("append");
+    }
+}
+
+/// Positions a handler received, shared with the test.
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+fn recorder(seen: &Seen) -> impl FnMut(&RecordedEvent) -> Result<(), annal::HandlerError> + Send + 'static {
+    let seen = seen.clone();
+    move |e| {
+        seen.lock().unwrap().push(e.position());
+        Ok(())
+    }
+}
+
+/// The positions `filter` selects after `after`, read straight from the log.
+fn expected(store: &Store, filter: impl Fn(&RecordedEvent) -> bool, after: u64) -> Vec<u64> {
+    store
+        .read_all(ReadAll::forward().from_position(after))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| filter(e))
+        .map(|e| e.position())
+        .collect()
+}
+
+/// Waits until every running handler's position reaches `head`.
+fn wait_until_at(dispatcher: &Dispatcher, head: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = dispatcher.status();
+        if status.iter().all(|h| h.failure.is_some() || h.position >= head) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "handlers stuck: {status:?} (head {head})");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn every_handler_gets_its_events_once_in_order_under_concurrent_appends() {
+    for round in 0..6u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = if round < 2 {
+            Durability::Sync
+        } else {
+            Durability::Buffered
+        };
+        let store = open(dir.path(), durability);
+        // History over several pages, in two categories.
+        let history = 300 + (round as usize * 53) % 400;
+        append_n(&store, "Order-1", "Placed", history / 2);
+        append_n(&store, "Invoice-1", "Raised", history - history / 2);
+        let checkpoint = (history / 3) as u64;
+
+        let seen: Vec<Seen> = (0..6).map(|_| Seen::default()).collect();
+        let dispatcher = store
+            .dispatcher()
+            .handler("all", SubscriptionFilter::all(), StartFrom::Start, recorder(&seen[0]))
+            .unwrap()
+            .handler(
+                "orders",
+                SubscriptionFilter::category("Order"),
+                StartFrom::Start,
+                recorder(&seen[1]),
+            )
+            .unwrap()
+            .handler(
+                "writer-2",
+                SubscriptionFilter::stream("Order-2"),
+                StartFrom::Start,
+                recorder(&seen[2]),
+            )
+            .unwrap()
+            .handler(
+                "paid",
+                SubscriptionFilter::all().event_type("Paid"),
+                StartFrom::After(checkpoint),
+                recorder(&seen[3]),
+            )
+            .unwrap()
+            .handler("new", SubscriptionFilter::all(), StartFrom::End, recorder(&seen[4]))
+            .unwrap()
+            .handler(
+                "resumed",
+                SubscriptionFilter::all(),
+                StartFrom::After(checkpoint),
+                recorder(&seen[5]),
+            )
+            .unwrap()
+            .start()
+            .unwrap();
+
+        let go = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4u64)
+            .map(|w| {
+                let (store, go) = (store.clone(), go.clone());
+                thread::spawn(move || {
+                    while !go.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    let stream = if w % 2 == 0 {
+                        format!("Order-{w}")
+                    } else {
+                        format!("Invoice-{w}")
+                    };
+                    for i in 0..150u64 {
+                        let events = [EventData::new("Paid", format!("{w}:{i}")), EventData::new("Noted", "x")];
+                        store.append(&stream, ExpectedVersion::Any, events).expect("append");
+                    }
+                })
+            })
+            .collect();
+        go.store(true, Ordering::Release);
+        writers.into_iter().for_each(|w| w.join().unwrap());
+        let head = store
+            .read_all(ReadAll::backward().limit(1))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .position();
+        wait_until_at(&dispatcher, head);
+        let status = dispatcher.stop().unwrap();
+
+        let want = [
+            expected(&store, |_| true, 0),
+            expected(&store, |e| e.stream().starts_with("Order-"), 0),
+            expected(&store, |e| e.stream() == "Order-2", 0),
+            expected(&store, |e| e.event_type() == "Paid", checkpoint),
+            expected(&store, |_| true, history as u64),
+            expected(&store, |_| true, checkpoint),
+        ];
+        for (i, want) in want.iter().enumerate() {
+            let got = seen[i].lock().unwrap().clone();
+            assert_eq!(
+                &got, want,
+                "round {round}: handler {} got the wrong events",
+                status[i].name
+            );
+            assert_eq!(status[i].position, head, "round {round}: handler {}", status[i].name);
+            assert_eq!(status[i].failure, None);
+        }
+    }
+}
+
+#[test]
+fn a_failing_or_panicking_handler_stops_alone_and_reports_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    append_n(&store, "Order-1", "Placed", 20);
+    let (ok, failing, panicking) = (Seen::default(), Seen::default(), Seen::default());
+    let failing_seen = failing.clone();
+    let panicking_seen = panicking.clone();
+    let dispatcher = store
+        .dispatcher()
+        .handler("failing", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            if e.position() == 7 {
+                return Err("no room for event 7".into());
+            }
+            failing_seen.lock().unwrap().push(e.position());
+            Ok(())
+        })
+        .unwrap()
+        .handler("panicking", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            assert!(e.position() != 12, "cannot take event 12");
+            panicking_seen.lock().unwrap().push(e.position());
+            Ok(())
+        })
+        .unwrap()
+        .handler("ok", SubscriptionFilter::all(), StartFrom::Start, recorder(&ok))
+        .unwrap()
+        .start()
+        .unwrap();
+    append_n(&store, "Order-1", "Placed", 30);
+    wait_until_at(&dispatcher, 50);
+    assert!(dispatcher.is_running());
+    let status = dispatcher.stop().unwrap();
+
+    assert_eq!(*failing.lock().unwrap(), (1..7).collect::<Vec<_>>());
+    assert_eq!(status[0].position, 6);
+    assert_eq!(status[0].failure, Some((7, "no room for event 7".to_string())));
+
+    assert_eq!(*panicking.lock().unwrap(), (1..12).collect::<Vec<_>>());
+    assert_eq!(status[1].position, 11);
+    let (at, message) = status[1].failure.clone().unwrap();
+    assert_eq!(at, 12);
+    assert!(
+        message.contains("handler panicked") && message.contains("cannot take event 12"),
+        "{message}"
+    );
+
+    assert_eq!(*ok.lock().unwrap(), (1..=50).collect::<Vec<_>>());
+    assert_eq!((status[2].position, status[2].failure.clone()), (50, None));
+}
+
+#[test]
+fn a_stalled_handler_never_holds_writers_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let stalled = Seen::default();
+    let stalled_seen = stalled.clone();
+    let dispatcher = store
+        .dispatcher()
+        .handler("stalled", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            if e.position() == 1 {
+                release_rx.recv().map_err(|e| e.to_string())?;
+            }
+            stalled_seen.lock().unwrap().push(e.position());
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    // The handler blocks on the first event; the writer goes on regardless.
+    append_n(&store, "Order-1", "Placed", 2_000);
+    assert!(
+        stalled.lock().unwrap().is_empty(),
+        "the handler was meant to be stalled"
+    );
+    release_tx.send(()).unwrap();
+    wait_until_at(&dispatcher, 2_000);
+    dispatcher.stop().unwrap();
+    assert_eq!(*stalled.lock().unwrap(), (1..=2_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn stop_then_resume_from_the_reported_positions_has_no_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    let seen = Seen::default();
+    let writer = {
+        let store = store.clone();
+        thread::spawn(move || append_n(&store, "Order-1", "Placed", 3_000))
+    };
+    let mut position = 0;
+    // Stop and restart the dispatcher while the writer appends.
+    while !writer.is_finished() {
+        let dispatcher = store
+            .dispatcher()
+            .handler(
+                "h",
+                SubscriptionFilter::stream("Order-1"),
+                StartFrom::After(position),
+                recorder(&seen),
+            )
+            .unwrap()
+            .start()
+            .unwrap();
+        thread::sleep(Duration::from_millis(2));
+        let status: Vec<HandlerStatus> = dispatcher.stop().unwrap();
+        position = status[0].position;
+    }
+    writer.join().unwrap();
+    let dispatcher = store
+        .dispatcher()
+        .handler(
+            "h",
+            SubscriptionFilter::stream("Order-1"),
+            StartFrom::After(position),
+            recorder(&seen),
+        )
+        .unwrap()
+        .start()
+        .unwrap();
+    wait_until_at(&dispatcher, 3_000);
+    drop(dispatcher); // dropping stops it too
+    assert_eq!(*seen.lock().unwrap(), (1..=3_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn closing_the_store_ends_the_dispatcher_and_it_does_not_keep_the_store_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    append_n(&store, "Order-1", "Placed", 3);
+    let seen = Seen::default();
+    let dispatcher = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::all(), StartFrom::Start, recorder(&seen))
+        .unwrap()
+        .start()
+        .unwrap();
+    wait_until_at(&dispatcher, 3);
+    store.close().unwrap();
+    let status = dispatcher.join().unwrap();
+    assert_eq!(status[0].position, 3);
+    // The directory opens again: the dispatcher held no handle.
+    let store = open(dir.path(), Durability::Sync);
+    assert!(store.dispatcher().start().is_ok());
+
+    // Dropping the last handle (no close) ends it as well.
+    let seen = Seen::default();
+    let dispatcher = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::all(), StartFrom::Start, recorder(&seen))
+        .unwrap()
+        .start()
+        .unwrap();
+    wait_until_at(&dispatcher, 3);
+    drop(store);
+    let status = dispatcher.join().unwrap();
+    assert_eq!((status[0].position, seen.lock().unwrap().len()), (3, 3));
+    let store = open(dir.path(), Durability::Sync);
+    store.clone().close().unwrap();
+    assert!(matches!(store.dispatcher().start(), Err(Error::Closed)));
+    let refused = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()));
+    assert!(matches!(refused, Err(Error::Closed)));
+}
+
+#[test]
+fn bad_starts_and_stream_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Buffered);
+    append_n(&store, "Order-1", "Placed", 3);
+    let refused = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::all(), StartFrom::After(4), |_| Ok(()))
+        .unwrap_err();
+    assert!(matches!(refused, Error::InvalidInput(_)), "{refused}");
+    let refused = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::stream(""), StartFrom::Start, |_| Ok(()))
+        .unwrap_err();
+    assert!(matches!(refused, Error::InvalidInput(_)), "{refused}");
+}
+
+#[test]
+fn a_damaged_record_stops_the_dispatcher_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    for i in 0..20 {
+        store
+            .append(
+                "Order-1",
+                ExpectedVersion::Any,
+                [EventData::new("Placed", format!("payload-{i:04}"))],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    // Damage the payload of event 10 in the middle of the log.
+    let segment = std::fs::read_dir(dir.path().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"payload-0009")
+        .expect("event 10's payload");
+    bytes[at] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    // A small idempotency window: open re-reads only the last batches, so
+    // the damage is found by the dispatcher's read, not by open.
+    let options = Options::default().with_idempotency_window_events(2);
+    let store = Store::open(dir.path().join("store"), options).expect("open");
+    let seen = Seen::default();
+    let dispatcher = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::all(), StartFrom::Start, recorder(&seen))
+        .unwrap()
+        .start()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dispatcher.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the dispatcher went on past a damaged record"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let err = dispatcher.stop().unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    // Nothing at or past the damaged event was handed out.
+    assert!(
+        seen.lock().unwrap().iter().all(|p| *p < 10),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
