@@ -5,7 +5,6 @@
 //! any lock, so readers never hold up writers. Events returned point into
 //! the memory maps (no payload copies).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -139,6 +138,11 @@ struct Filter {
 }
 
 impl Filter {
+    /// Whether the filter keeps every event.
+    fn is_empty(&self) -> bool {
+        self.event_types.is_empty() && self.stream_prefix.is_none()
+    }
+
     fn accepts(&self, e: &RecordedEvent) -> bool {
         let type_ok = self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.event_type());
         let prefix_ok = self
@@ -154,9 +158,14 @@ impl Filter {
 pub struct Events<F: FileSystem = StdFs> {
     core: Arc<Core<F>>,
     source: Source,
-    page: VecDeque<(u64, Location)>,
+    /// The current page: positions and packed locations, copied from the
+    /// index under its lock; `page[page_next..]` are still to be read.
+    page: Vec<(u64, u64)>,
+    page_next: usize,
     view: Option<Arc<SegmentView>>,
     filter: Filter,
+    /// `filter` keeps every event.
+    unfiltered: bool,
     remaining: usize,
     failed: bool,
 }
@@ -211,8 +220,10 @@ impl<F: FileSystem> Events<F> {
         Events {
             core,
             source,
-            page: VecDeque::new(),
+            page: Vec::new(),
+            page_next: 0,
             view: None,
+            unfiltered: filter.is_empty(),
             filter,
             remaining: limit.unwrap_or(usize::MAX),
             failed: false,
@@ -221,30 +232,41 @@ impl<F: FileSystem> Events<F> {
 
     /// Copies the next page of locations under the index lock.
     fn refill(&mut self) {
+        self.page.clear();
+        self.page_next = 0;
         let published = self.core.published.read();
-        let index = &published.index;
+        let locations = published.index.packed_locations();
+        let packed = |p: u64| {
+            let i = usize::try_from(p.checked_sub(1)?).ok()?;
+            locations.get(i).copied()
+        };
         match &mut self.source {
             Source::List { positions, next } => {
-                for &p in positions.iter().skip(*next).take(PAGE_EVENTS) {
-                    if let Some(l) = index.location(p) {
-                        self.page.push_back((p, l));
-                    }
-                    *next += 1;
-                }
+                let page = positions.get(*next..).unwrap_or_default();
+                let page = &page[..page.len().min(PAGE_EVENTS)];
+                self.page.extend(page.iter().filter_map(|&p| Some((p, packed(p)?))));
+                *next += page.len();
             }
             Source::Range { next, last, backward } => {
-                for _ in 0..PAGE_EVENTS {
-                    if *next == 0 || *next > *last {
-                        break;
-                    }
-                    if let Some(l) = index.location(*next) {
-                        self.page.push_back((*next, l));
-                    }
-                    if *backward {
-                        *next -= 1;
-                    } else {
-                        *next += 1;
-                    }
+                // Positions up to `last` exist, so the table covers them.
+                let last = (*last).min(locations.len() as u64);
+                if *next == 0 || *next > last {
+                    return;
+                }
+                let (from, to) = if *backward {
+                    (next.saturating_sub(PAGE_EVENTS as u64 - 1).max(1), *next)
+                } else {
+                    (*next, next.saturating_add(PAGE_EVENTS as u64 - 1).min(last))
+                };
+                let table = &locations[(from - 1) as usize..to as usize];
+                if *backward {
+                    self.page
+                        .extend(table.iter().enumerate().rev().map(|(i, &l)| (from + i as u64, l)));
+                    *next = from - 1;
+                } else {
+                    self.page
+                        .extend(table.iter().enumerate().map(|(i, &l)| (from + i as u64, l)));
+                    *next = to + 1;
                 }
             }
         }
@@ -269,15 +291,17 @@ impl<F: FileSystem> Events<F> {
             if self.failed || self.remaining == 0 {
                 return None;
             }
-            if self.page.is_empty() {
+            if self.page_next == self.page.len() {
                 self.refill();
             }
-            let (position, location) = self.page.pop_front()?;
+            let &(position, packed) = self.page.get(self.page_next)?;
+            self.page_next += 1;
+            let location = Location::unpack(packed);
             let event = self
                 .view_for(location.segment)
                 .and_then(|view| view.read(location.offset, position));
             match event {
-                Ok(e) if !self.filter.accepts(&e) => continue,
+                Ok(e) if !self.unfiltered && !self.filter.accepts(&e) => continue,
                 Ok(e) => {
                     self.remaining -= 1;
                     return Some(Ok(e));

@@ -297,6 +297,61 @@ fn stream_reads_go_both_ways_with_start_and_limit() {
 }
 
 #[test]
+fn long_reads_cross_pages_in_both_directions() {
+    let (_d, store) = open();
+    // More than two internal read pages, in batches and single events,
+    // over two streams.
+    let total = 1_300u64;
+    let mut written = 0u64;
+    while written < total {
+        let n = (written % 7 + 1).min(total - written);
+        let stream = if written.is_multiple_of(2) { "Order-1" } else { "Cart-1" };
+        store
+            .append(stream, ExpectedVersion::Any, (0..n).map(|i| event("E", written + i)))
+            .unwrap();
+        written += n;
+    }
+    let positions = |o: ReadAll| -> Vec<u64> { store.read_all(o).unwrap().map(|e| e.unwrap().position()).collect() };
+    for from in [0u64, 1, 511, 512, 513, 1023, 1024, 1299, 1300] {
+        let forward: Vec<u64> = (from + 1..=total).collect();
+        assert_eq!(
+            positions(ReadAll::forward().from_position(from)),
+            forward,
+            "forward from {from}"
+        );
+        let backward: Vec<u64> = (1..from.min(total + 1)).rev().collect();
+        if from > 0 {
+            assert_eq!(
+                positions(ReadAll::backward().from_position(from)),
+                backward,
+                "backward from {from}"
+            );
+        }
+        let limited: Vec<u64> = forward.iter().copied().take(700).collect();
+        assert_eq!(positions(ReadAll::forward().from_position(from).limit(700)), limited);
+    }
+    assert_eq!(positions(ReadAll::backward()), (1..=total).rev().collect::<Vec<_>>());
+    // Stream reads page too; each event's position matches the global read.
+    let all: Vec<(String, u64)> = store
+        .read_all(ReadAll::forward())
+        .unwrap()
+        .map(|e| e.map(|e| (e.stream().to_string(), e.position())).unwrap())
+        .collect();
+    for (stream, direction) in [("Order-1", ReadStream::forward()), ("Cart-1", ReadStream::backward())] {
+        let mut want: Vec<u64> = all.iter().filter(|(s, _)| s == stream).map(|(_, p)| *p).collect();
+        if direction == ReadStream::backward() {
+            want.reverse();
+        }
+        let got: Vec<u64> = store
+            .read_stream(stream, direction)
+            .unwrap()
+            .map(|e| e.unwrap().position())
+            .collect();
+        assert_eq!(got, want, "{stream}");
+    }
+}
+
+#[test]
 fn global_reads_use_checkpoint_semantics_and_filters() {
     let (_d, store) = open();
     for i in 0..6u64 {

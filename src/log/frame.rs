@@ -338,30 +338,36 @@ pub fn batch_timestamp(batch: &[u8]) -> i64 {
 /// Still bounds-checks everything, so a bug elsewhere cannot cause a panic
 /// or an out-of-bounds read; returns `None` when the bytes do not fit.
 pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> Option<RecordedEvent> {
-    let h = parse_record_header(segment.get(offset..)?)?;
-    let len = h.record_len as usize;
-    let stream_end = RECORD_HEADER_BYTES + usize::from(h.stream_len);
-    let type_end = stream_end + usize::from(h.type_len);
-    let metadata_end = type_end.checked_add(h.metadata_len as usize)?;
-    if metadata_end > len || offset.checked_add(len)? > segment.len() {
+    // A fixed-size header: the field reads below need no bounds checks.
+    let h: &[u8; RECORD_HEADER_BYTES] = segment
+        .get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?
+        .try_into()
+        .ok()?;
+    let field = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]) as usize;
+    let len = field(R_LEN);
+    let batch_back = field(R_BATCH_BACK);
+    let stream_end = RECORD_HEADER_BYTES + usize::from(h[R_STREAM_LEN]);
+    let type_end = stream_end + usize::from(h[R_TYPE_LEN]);
+    let metadata_end = type_end.checked_add(field(R_METADATA_LEN))?;
+    if metadata_end > len || batch_back < BATCH_HEADER_BYTES || offset.checked_add(len)? > segment.len() {
         return None;
     }
-    let batch_back = h.batch_back as usize;
     let batch_start = offset.checked_sub(batch_back)?;
-    if batch_back < BATCH_HEADER_BYTES {
-        return None;
-    }
-    let shift = |at: usize| u32::try_from(batch_back + at).ok();
+    // Every offset kept is at most `batch_back + len`: one check covers all.
+    u32::try_from(batch_back.checked_add(len)?).ok()?;
+    let shift = |at: usize| (batch_back + at) as u32;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h[R_ID..R_ID + 16]);
     Some(RecordedEvent {
         bytes: segment.slice(batch_start..offset + len),
         position,
-        version: u64::from(h.version),
-        id: h.id,
-        schema_version: h.schema_version,
-        record_at: shift(0)?,
-        stream_end: shift(stream_end)?,
-        type_end: shift(type_end)?,
-        metadata_end: shift(metadata_end)?,
+        version: field(R_VERSION) as u64,
+        id: Uuid::from_bytes(id),
+        schema_version: u16::from_le_bytes([h[R_SCHEMA], h[R_SCHEMA + 1]]),
+        record_at: shift(0),
+        stream_end: shift(stream_end),
+        type_end: shift(type_end),
+        metadata_end: shift(metadata_end),
     })
 }
 

@@ -55,11 +55,20 @@ impl SegmentView {
     }
 
     /// Makes sure the batch holding `offset` has been checked.
+    #[inline]
     pub fn ensure_verified(&self, offset: u64) -> Result<()> {
-        let mut at = self.verified_end();
-        if offset < at {
+        if offset < self.verified_end() {
             return Ok(());
         }
+        self.verify_up_to(offset)
+    }
+
+    /// Checks the batches from the watermark up to the one holding
+    /// `offset` (the first read of those bytes).
+    #[cold]
+    #[inline(never)]
+    fn verify_up_to(&self, offset: u64) -> Result<()> {
+        let mut at = self.verified_end();
         while at <= offset {
             let rest = usize::try_from(at)
                 .ok()
