@@ -15,21 +15,8 @@ use annal::{
     StartFrom, Store, SubscriptionFilter,
 };
 
-fn open(dir: &std::path::Path, durability: Durability) -> Store {
-    Store::open(dir.join("store"), Options::default().with_durability(durability)).expect("open")
-}
-
-fn append_n(store: &Store, stream: &str, event_type: &str, n: usize) {
-    for i in 0..n {
-        store
-            .append(
-                stream,
-                ExpectedVersion::Any,
-                [EventData::new(event_type, format!("{i}"))],
-            )
-            .expect("append");
-    }
-}
+mod common;
+use common::{append_n, open_with};
 
 /// Positions a handler received, shared with the test.
 type Seen = Arc<Mutex<Vec<u64>>>;
@@ -40,6 +27,16 @@ fn recorder(seen: &Seen) -> impl FnMut(&RecordedEvent) -> Result<(), annal::Hand
         seen.lock().unwrap().push(e.position());
         Ok(())
     }
+}
+
+/// A started dispatcher with one handler recording into `seen`.
+fn one_recorder(store: &Store, filter: SubscriptionFilter, from: StartFrom, seen: &Seen) -> Dispatcher {
+    store
+        .dispatcher()
+        .handler("h", filter, from, recorder(seen))
+        .unwrap()
+        .start()
+        .unwrap()
 }
 
 /// The positions `filter` selects after `after`, read straight from the log.
@@ -75,7 +72,7 @@ fn every_handler_gets_its_events_once_in_order_under_concurrent_appends() {
         } else {
             Durability::Buffered
         };
-        let store = open(dir.path(), durability);
+        let store = open_with(dir.path(), durability);
         // History over several pages, in two categories.
         let history = 300 + (round as usize * 53) % 400;
         append_n(&store, "Order-1", "Placed", history / 2);
@@ -176,7 +173,7 @@ fn every_handler_gets_its_events_once_in_order_under_concurrent_appends() {
 #[test]
 fn a_failing_or_panicking_handler_stops_alone_and_reports_where() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
+    let store = open_with(dir.path(), Durability::Buffered);
     append_n(&store, "Order-1", "Placed", 20);
     let (ok, failing, panicking) = (Seen::default(), Seen::default(), Seen::default());
     let failing_seen = failing.clone();
@@ -226,7 +223,7 @@ fn a_failing_or_panicking_handler_stops_alone_and_reports_where() {
 #[test]
 fn a_stalled_handler_never_holds_writers_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
+    let store = open_with(dir.path(), Durability::Buffered);
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let stalled = Seen::default();
     let stalled_seen = stalled.clone();
@@ -257,7 +254,7 @@ fn a_stalled_handler_never_holds_writers_back() {
 #[test]
 fn stop_then_resume_from_the_reported_positions_has_no_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
+    let store = open_with(dir.path(), Durability::Buffered);
     let seen = Seen::default();
     let writer = {
         let store = store.clone();
@@ -266,33 +263,23 @@ fn stop_then_resume_from_the_reported_positions_has_no_gap_or_duplicate() {
     let mut position = 0;
     // Stop and restart the dispatcher while the writer appends.
     while !writer.is_finished() {
-        let dispatcher = store
-            .dispatcher()
-            .handler(
-                "h",
-                SubscriptionFilter::stream("Order-1"),
-                StartFrom::After(position),
-                recorder(&seen),
-            )
-            .unwrap()
-            .start()
-            .unwrap();
+        let dispatcher = one_recorder(
+            &store,
+            SubscriptionFilter::stream("Order-1"),
+            StartFrom::After(position),
+            &seen,
+        );
         thread::sleep(Duration::from_millis(2));
         let status: Vec<HandlerStatus> = dispatcher.stop().unwrap();
         position = status[0].position;
     }
     writer.join().unwrap();
-    let dispatcher = store
-        .dispatcher()
-        .handler(
-            "h",
-            SubscriptionFilter::stream("Order-1"),
-            StartFrom::After(position),
-            recorder(&seen),
-        )
-        .unwrap()
-        .start()
-        .unwrap();
+    let dispatcher = one_recorder(
+        &store,
+        SubscriptionFilter::stream("Order-1"),
+        StartFrom::After(position),
+        &seen,
+    );
     wait_until_at(&dispatcher, 3_000);
     drop(dispatcher); // dropping stops it too
     assert_eq!(*seen.lock().unwrap(), (1..=3_000).collect::<Vec<_>>());
@@ -301,36 +288,26 @@ fn stop_then_resume_from_the_reported_positions_has_no_gap_or_duplicate() {
 #[test]
 fn closing_the_store_ends_the_dispatcher_and_it_does_not_keep_the_store_open() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     append_n(&store, "Order-1", "Placed", 3);
     let seen = Seen::default();
-    let dispatcher = store
-        .dispatcher()
-        .handler("h", SubscriptionFilter::all(), StartFrom::Start, recorder(&seen))
-        .unwrap()
-        .start()
-        .unwrap();
+    let dispatcher = one_recorder(&store, SubscriptionFilter::all(), StartFrom::Start, &seen);
     wait_until_at(&dispatcher, 3);
     store.close().unwrap();
     let status = dispatcher.join().unwrap();
     assert_eq!(status[0].position, 3);
     // The directory opens again: the dispatcher held no handle.
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     assert!(store.dispatcher().start().is_ok());
 
     // Dropping the last handle (no close) ends it as well.
     let seen = Seen::default();
-    let dispatcher = store
-        .dispatcher()
-        .handler("h", SubscriptionFilter::all(), StartFrom::Start, recorder(&seen))
-        .unwrap()
-        .start()
-        .unwrap();
+    let dispatcher = one_recorder(&store, SubscriptionFilter::all(), StartFrom::Start, &seen);
     wait_until_at(&dispatcher, 3);
     drop(store);
     let status = dispatcher.join().unwrap();
     assert_eq!((status[0].position, seen.lock().unwrap().len()), (3, 3));
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     store.clone().close().unwrap();
     assert!(matches!(store.dispatcher().start(), Err(Error::Closed)));
     let refused = store
@@ -342,7 +319,7 @@ fn closing_the_store_ends_the_dispatcher_and_it_does_not_keep_the_store_open() {
 #[test]
 fn bad_starts_and_stream_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
+    let store = open_with(dir.path(), Durability::Buffered);
     append_n(&store, "Order-1", "Placed", 3);
     let refused = store
         .dispatcher()
@@ -359,7 +336,7 @@ fn bad_starts_and_stream_names_are_refused() {
 #[test]
 fn a_damaged_record_stops_the_dispatcher_with_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     for i in 0..20 {
         store
             .append(
@@ -389,12 +366,7 @@ fn a_damaged_record_stops_the_dispatcher_with_the_error() {
     let options = Options::default().with_idempotency_window_events(2);
     let store = Store::open(dir.path().join("store"), options).expect("open");
     let seen = Seen::default();
-    let dispatcher = store
-        .dispatcher()
-        .handler("h", SubscriptionFilter::all(), StartFrom::Start, recorder(&seen))
-        .unwrap()
-        .start()
-        .unwrap();
+    let dispatcher = one_recorder(&store, SubscriptionFilter::all(), StartFrom::Start, &seen);
     let deadline = Instant::now() + Duration::from_secs(30);
     while dispatcher.is_running() {
         assert!(

@@ -10,25 +10,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use annal::{
-    Durability, Error, EventData, ExpectedVersion, Options, ReadAll, StartFrom, Store, SubscriptionFilter,
-    SubscriptionState,
+    Durability, Error, EventData, ExpectedVersion, ReadAll, StartFrom, Store, SubscriptionFilter, SubscriptionState,
 };
 
-fn open(dir: &std::path::Path, durability: Durability) -> Store {
-    Store::open(dir.join("store"), Options::default().with_durability(durability)).expect("open")
-}
-
-fn append_n(store: &Store, stream: &str, event_type: &str, n: usize) {
-    for i in 0..n {
-        store
-            .append(
-                stream,
-                ExpectedVersion::Any,
-                [EventData::new(event_type, format!("{i}"))],
-            )
-            .expect("append");
-    }
-}
+mod common;
+use common::{append_n, open_with};
 
 /// Receives until `count` events arrived (or 30 s passed), checking order.
 fn receive(sub: &mut annal::Subscription, count: usize) -> Vec<annal::RecordedEvent> {
@@ -54,7 +40,7 @@ fn catch_up_then_live_exactly_once_in_order_under_concurrent_appends() {
         } else {
             Durability::Buffered
         };
-        let store = open(dir.path(), durability);
+        let store = open_with(dir.path(), durability);
         // History spanning several subscription pages.
         let history = 300 + (round as usize * 37) % 400;
         append_n(&store, "History-1", "Old", history);
@@ -115,7 +101,7 @@ fn catch_up_then_live_exactly_once_in_order_under_concurrent_appends() {
 #[test]
 fn stalled_and_slow_consumers_do_not_hold_writers_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
+    let store = open_with(dir.path(), Durability::Buffered);
     let writers = 4u64;
     let per_writer = 2_000u64;
     let total = writers * per_writer;
@@ -190,7 +176,7 @@ fn stalled_and_slow_consumers_do_not_hold_writers_back() {
 #[test]
 fn subscription_from_end_sees_only_new_events() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     append_n(&store, "Order-1", "Placed", 10);
     let mut sub = store.subscribe_all(StartFrom::End).unwrap();
     assert!(sub.try_recv().unwrap().is_none());
@@ -221,7 +207,7 @@ fn subscription_from_end_sees_only_new_events() {
 #[test]
 fn stream_category_and_event_type_filters() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
+    let store = open_with(dir.path(), Durability::Buffered);
     // Interleave categories over more than a page, so filtered reads scan
     // several pages of other events.
     for i in 0..700u64 {
@@ -319,7 +305,7 @@ fn stream_category_and_event_type_filters() {
 #[test]
 fn status_reports_position_head_lag_and_state() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Buffered);
+    let store = open_with(dir.path(), Durability::Buffered);
     append_n(&store, "S-1", "E", 600);
     let mut sub = store.subscribe_all(StartFrom::Start).unwrap();
     let s = sub.status();
@@ -356,7 +342,7 @@ fn status_reports_position_head_lag_and_state() {
 #[test]
 fn dropping_unregisters_and_closing_ends_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     append_n(&store, "S-1", "E", 3);
     let a = store.subscribe_all(StartFrom::Start).unwrap();
     let b = store.subscribe_stream("S-1", StartFrom::End).unwrap();
@@ -391,12 +377,12 @@ fn dropping_unregisters_and_closing_ends_subscriptions() {
 
     // A live subscription does not keep the store open: dropping the last
     // handle ends it and frees the directory for the next open.
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     let mut sub = store.subscribe_all(StartFrom::Start).unwrap();
     assert_eq!(sub.recv().unwrap().unwrap().position(), 1);
     drop(store);
     assert!(sub.recv().unwrap().is_none());
-    let store = open(dir.path(), Durability::Sync);
+    let store = open_with(dir.path(), Durability::Sync);
     assert_eq!(store.last_position(), 3);
 }
 

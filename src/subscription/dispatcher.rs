@@ -143,17 +143,7 @@ impl<F: FileSystem> DispatcherBuilder<F> {
         if let Target::Stream(stream) = &filter.target {
             crate::writer::validate_stream_name(stream)?;
         }
-        let head = self.core.published.read().index.last_position();
-        let scanned = match from {
-            StartFrom::Start => 0,
-            StartFrom::End => head,
-            StartFrom::After(p) if p <= head => p,
-            StartFrom::After(p) => {
-                return Err(Error::InvalidInput(format!(
-                    "cannot dispatch after position {p}: the store's last position is {head}"
-                )));
-            }
-        };
+        let scanned = from.resolve(self.core.published.read().index.last_position())?;
         self.handlers.push(Slot {
             filter,
             callback: Some(Box::new(handler)),

@@ -64,6 +64,21 @@ pub enum StartFrom {
     After(u64),
 }
 
+impl StartFrom {
+    /// The position a consumer starting here has examined already, given
+    /// the store's last position `head`; a position past `head` is refused.
+    fn resolve(self, head: u64) -> Result<u64> {
+        match self {
+            StartFrom::Start => Ok(0),
+            StartFrom::End => Ok(head),
+            StartFrom::After(p) if p <= head => Ok(p),
+            StartFrom::After(p) => Err(Error::InvalidInput(format!(
+                "cannot start after position {p}: the store's last position is {head}"
+            ))),
+        }
+    }
+}
+
 /// What a subscription delivers: every event, one stream's, or one
 /// category's, optionally narrowed to some event types.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,17 +222,7 @@ impl<F: FileSystem> Subscription<F> {
             closed: false,
         };
         let published = core.published.read();
-        let head = published.index.last_position();
-        let start = match from {
-            StartFrom::Start => 0,
-            StartFrom::End => head,
-            StartFrom::After(p) if p <= head => p,
-            StartFrom::After(p) => {
-                return Err(Error::InvalidInput(format!(
-                    "cannot subscribe after position {p}: the store's last position is {head}"
-                )));
-            }
-        };
+        let start = from.resolve(published.index.last_position())?;
         if let Target::Stream(name) = &sub.filter.target {
             crate::writer::validate_stream_name(name)?;
             sub.stream_version = published.index.stream(name).map_or(0, |e| e.count_up_to(start)) as u64;
