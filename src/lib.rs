@@ -103,7 +103,7 @@ pub use recovery::RecoveryReport;
 pub use snapshot::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStats};
 pub use store::{LOCK_FILE_NAME, Stats, Store};
 pub use subscription::{
-    Dispatcher, DispatcherBuilder, HandlerStatus, SUBSCRIPTION_PAGE_EVENTS, StartFrom, Subscription,
+    Dispatcher, DispatcherBuilder, DispatcherError, HandlerStatus, SUBSCRIPTION_PAGE_EVENTS, StartFrom, Subscription,
     SubscriptionFilter, SubscriptionState, SubscriptionStatus,
 };
 pub use uuid::Uuid;

@@ -376,11 +376,133 @@ fn a_damaged_record_stops_the_dispatcher_with_the_error() {
         thread::sleep(Duration::from_millis(1));
     }
     let err = dispatcher.stop().unwrap_err();
-    assert!(matches!(err, Error::Corruption { .. }), "{err}");
-    // Nothing at or past the damaged event was handed out.
-    assert!(
-        seen.lock().unwrap().iter().all(|p| *p < 10),
-        "{:?}",
-        seen.lock().unwrap()
-    );
+    assert!(matches!(err.error, Error::Corruption { .. }), "{err}");
+    // Every event before the damaged one was handled, nothing at or past it.
+    assert_eq!(*seen.lock().unwrap(), (1..10).collect::<Vec<_>>());
+    assert_eq!(err.handlers[0].position, 9);
+
+    // A subscription likewise delivers the events before the damage, then
+    // reports it.
+    let mut sub = store.subscribe_all(StartFrom::Start).unwrap();
+    for p in 1..10 {
+        assert_eq!(sub.try_recv().unwrap().map(|e| e.position()), Some(p));
+    }
+    assert!(matches!(sub.try_recv(), Err(Error::Corruption { .. })));
+    assert_eq!(sub.position(), 9);
+}
+
+#[test]
+fn a_dispatcher_whose_handlers_all_failed_ends_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Buffered);
+    append_n(&store, "Order-1", "Placed", 3);
+    let dispatcher = store
+        .dispatcher()
+        .handler("a", SubscriptionFilter::all(), StartFrom::Start, |_| Err("no".into()))
+        .unwrap()
+        .handler("b", SubscriptionFilter::all(), StartFrom::Start, |e| {
+            if e.position() == 2 {
+                return Err("no".into());
+            }
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    // No append, no close: it must end on its own.
+    let status = dispatcher.join().unwrap();
+    assert_eq!(status[0].failure, Some((1, "no".to_string())));
+    assert_eq!(status[1].failure, Some((2, "no".to_string())));
+    assert_eq!((status[0].position, status[1].position), (0, 1));
+}
+
+#[test]
+fn close_releases_the_directory_at_once_even_while_a_handler_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Sync);
+    append_n(&store, "Order-1", "Placed", 50);
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let calls_after_close = Arc::new(Mutex::new(Vec::new()));
+    let closed = Arc::new(AtomicBool::new(false));
+    let (calls, closed_seen) = (calls_after_close.clone(), closed.clone());
+    let dispatcher = store
+        .dispatcher()
+        .handler("slow", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            if closed_seen.load(Ordering::Acquire) {
+                calls.lock().unwrap().push(e.position());
+            }
+            if e.position() == 10 {
+                let _ = entered_tx.send(());
+                thread::sleep(Duration::from_millis(300));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    entered_rx.recv().unwrap();
+    store.close().unwrap();
+    closed.store(true, Ordering::Release);
+    // The handler is still sleeping, yet the directory opens again.
+    let reopened = open_with(dir.path(), Durability::Sync);
+    let status = dispatcher.join().unwrap();
+    assert_eq!(status[0].position, 10, "no handler call after close returned");
+    assert!(calls_after_close.lock().unwrap().is_empty());
+    drop(reopened);
+
+    // A builder that was never started does not hold the store either.
+    let store = open_with(dir.path(), Durability::Sync);
+    let builder = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
+        .unwrap();
+    store.close().unwrap();
+    let reopened = open_with(dir.path(), Durability::Sync);
+    assert!(matches!(builder.start(), Err(Error::Closed)));
+    drop(reopened);
+}
+
+#[test]
+fn a_handler_may_stop_or_drop_its_own_dispatcher() {
+    for drop_it in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), Durability::Buffered);
+        append_n(&store, "Order-1", "Placed", 20);
+        let slot: Arc<Mutex<Option<Dispatcher>>> = Arc::default();
+        let seen = Seen::default();
+        let (inner_slot, inner_seen) = (slot.clone(), seen.clone());
+        let dispatcher = store
+            .dispatcher()
+            .handler("h", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+                inner_seen.lock().unwrap().push(e.position());
+                if e.position() == 5 {
+                    // The test thread puts the handle in the slot after start.
+                    let me = loop {
+                        if let Some(me) = inner_slot.lock().unwrap().take() {
+                            break me;
+                        }
+                        thread::sleep(Duration::from_millis(1));
+                    };
+                    if drop_it {
+                        drop(me);
+                    } else {
+                        let status = me.stop().map_err(|e| e.to_string())?;
+                        assert_eq!(status[0].position, 4);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap()
+            .start()
+            .unwrap();
+        let handle = slot.lock().unwrap().insert(dispatcher).status();
+        assert_eq!(handle.len(), 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().len() < 5 || slot.lock().unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the handler never ran");
+            thread::sleep(Duration::from_millis(1));
+        }
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(*seen.lock().unwrap(), (1..=5).collect::<Vec<_>>(), "drop: {drop_it}");
+    }
 }

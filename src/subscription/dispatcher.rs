@@ -48,8 +48,41 @@ type Callback = Box<dyn FnMut(&RecordedEvent) -> std::result::Result<(), Handler
 
 /// Adds handlers, then starts the dispatcher thread. Made by
 /// [`Store::dispatcher`].
+///
+/// ```
+/// use annal::{EventData, ExpectedVersion, Options, StartFrom, Store, SubscriptionFilter};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path(), Options::default())?;
+/// let paid = Arc::new(AtomicU64::new(0));
+/// let counter = paid.clone();
+/// let dispatcher = store
+///     .dispatcher()
+///     .handler("paid-orders", SubscriptionFilter::category("Order").event_type("OrderPaid"), StartFrom::Start, move |_| {
+///         counter.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     })?
+///     .handler("audit", SubscriptionFilter::all(), StartFrom::Start, |e| {
+///         println!("#{} {} {}", e.position(), e.stream(), e.event_type());
+///         Ok(())
+///     })?
+///     .start()?;
+/// store.append("Order-1", ExpectedVersion::NoStream, [EventData::new("OrderPaid", "{}")])?;
+/// while dispatcher.status().iter().any(|h| h.position < 1) {
+///     std::thread::yield_now();
+/// }
+/// let handlers = dispatcher.stop()?; // where each handler got to
+/// assert_eq!(handlers[0].position, 1);
+/// assert_eq!(paid.load(Ordering::Relaxed), 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct DispatcherBuilder<F: FileSystem = StdFs> {
-    core: Arc<Core<F>>,
+    /// Held weakly: a builder does not keep the store open.
+    core: Weak<Core<F>>,
     handlers: Vec<Slot>,
 }
 
@@ -58,11 +91,32 @@ pub struct DispatcherBuilder<F: FileSystem = StdFs> {
 ///
 /// [`Dispatcher::stop`] stops it after the event being handled and reports
 /// where each handler got to; dropping it does the same and discards the
-/// report. Closing the store ends it too (see [`Dispatcher::join`]). It
-/// does not keep the store open.
+/// report. Closing the store ends it too (see [`Dispatcher::join`]): no
+/// handler is called after `close` has returned. The dispatcher itself does
+/// not keep the store open, but a handler that owns a [`Store`] clone does,
+/// as any other owner of one.
 pub struct Dispatcher {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// Why a dispatcher stopped by itself before being asked to: the log could
+/// not be read (corruption, I/O). Carries where each handler got to.
+#[derive(Debug, thiserror::Error)]
+#[error("the dispatcher stopped: {error}")]
+#[non_exhaustive]
+pub struct DispatcherError {
+    /// The read error.
+    #[source]
+    pub error: Error,
+    /// Where each handler got to, in the order they were added.
+    pub handlers: Vec<HandlerStatus>,
+}
+
+impl From<DispatcherError> for Error {
+    fn from(e: DispatcherError) -> Error {
+        e.error
+    }
 }
 
 /// Where one handler of a dispatcher is.
@@ -115,7 +169,7 @@ impl<F: FileSystem> Store<F> {
     /// many consumers: one thread and one read of the log serve them all.
     pub fn dispatcher(&self) -> DispatcherBuilder<F> {
         DispatcherBuilder {
-            core: self.core_arc().clone(),
+            core: Arc::downgrade(self.core_arc()),
             handlers: Vec::new(),
         }
     }
@@ -137,13 +191,14 @@ impl<F: FileSystem> DispatcherBuilder<F> {
     where
         H: FnMut(&RecordedEvent) -> std::result::Result<(), HandlerError> + Send + 'static,
     {
-        if self.core.subscriptions.is_closed() {
+        let core = self.core.upgrade().ok_or(Error::Closed)?;
+        if core.subscriptions.is_closed() {
             return Err(Error::Closed);
         }
         if let Target::Stream(stream) = &filter.target {
             crate::writer::validate_stream_name(stream)?;
         }
-        let scanned = from.resolve(self.core.published.read().index.last_position())?;
+        let scanned = from.resolve(core.published.read().index.last_position())?;
         self.handlers.push(Slot {
             filter,
             callback: Some(Box::new(handler)),
@@ -160,15 +215,17 @@ impl<F: FileSystem> DispatcherBuilder<F> {
     /// Starts the dispatcher thread. Fails with [`Error::Closed`] on a
     /// closed store.
     pub fn start(self) -> Result<Dispatcher> {
+        let core = self.core.upgrade().ok_or(Error::Closed)?;
         // Registered before the thread's first read (see hub.rs).
-        let (hub_id, wake) = self.core.subscriptions.register().ok_or(Error::Closed)?;
+        let (hub_id, wake) = core.subscriptions.register().ok_or(Error::Closed)?;
         let shared = Arc::new(Shared {
-            hub: self.core.subscriptions.clone(),
+            hub: core.subscriptions.clone(),
             hub_id,
             stop: AtomicBool::new(false),
             handlers: self.handlers.iter().map(|h| h.shared.clone()).collect(),
         });
-        let core = Arc::downgrade(&self.core);
+        drop(core);
+        let core = self.core;
         let thread_shared = shared.clone();
         let mut handlers = self.handlers;
         let spawned = std::thread::Builder::new()
@@ -208,16 +265,22 @@ impl Dispatcher {
     }
 
     /// Stops the dispatcher once the handler being called returns, waits
-    /// for its thread, and returns where each handler got to. An error if
-    /// the dispatcher had stopped on a read error (a damaged log).
-    pub fn stop(mut self) -> Result<Vec<HandlerStatus>> {
+    /// for its thread, and returns where each handler got to. Fails if the
+    /// dispatcher had stopped on a read error (a damaged log); the error
+    /// still carries every handler's status.
+    ///
+    /// Called from one of the dispatcher's own handlers, it does not wait
+    /// (the thread is the caller): no handler is called after the current
+    /// one returns.
+    pub fn stop(mut self) -> std::result::Result<Vec<HandlerStatus>, DispatcherError> {
         self.signal_stop();
         self.wait()
     }
 
-    /// Waits until the dispatcher ends by itself (the store is closed or a
-    /// read failed), then returns where each handler got to.
-    pub fn join(mut self) -> Result<Vec<HandlerStatus>> {
+    /// Waits until the dispatcher ends by itself (the store is closed, a
+    /// read failed, or every handler failed), then returns where each
+    /// handler got to, like [`Dispatcher::stop`].
+    pub fn join(mut self) -> std::result::Result<Vec<HandlerStatus>, DispatcherError> {
         self.wait()
     }
 
@@ -227,13 +290,22 @@ impl Dispatcher {
         self.shared.hub.unregister(self.shared.hub_id);
     }
 
-    fn wait(&mut self) -> Result<Vec<HandlerStatus>> {
-        let outcome = match self.thread.take().map(JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(Error::Poisoned("the dispatcher thread panicked".into())),
+    fn wait(&mut self) -> std::result::Result<Vec<HandlerStatus>, DispatcherError> {
+        let outcome = match self.thread.take() {
+            // From a handler: the thread is this one and stops once the
+            // handler returns.
+            Some(t) if t.thread().id() == std::thread::current().id() => Ok(()),
+            Some(t) => match t.join() {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Error::Poisoned("the dispatcher thread panicked".into())),
+            },
+            None => Ok(()),
         };
-        outcome.map(|()| self.status())
+        let handlers = self.status();
+        match outcome {
+            Ok(()) => Ok(handlers),
+            Err(error) => Err(DispatcherError { error, handlers }),
+        }
     }
 }
 
@@ -263,46 +335,62 @@ impl<F: FileSystem> std::fmt::Debug for DispatcherBuilder<F> {
 /// position and offers each event to every handler, until stopped, the
 /// store closes, or a read fails.
 fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared, handlers: &mut [Slot]) -> Result<()> {
+    let mut page = Vec::with_capacity(SUBSCRIPTION_PAGE_EVENTS);
     loop {
-        if shared.stop.load(Ordering::Acquire) {
+        let stopped = || shared.stop.load(Ordering::Acquire) || shared.hub.is_closed();
+        if stopped() || handlers.iter().all(|h| h.callback.is_none()) {
             return Ok(());
         }
-        let Some(core) = core.upgrade() else { return Ok(()) };
         // Drain a pending wake-up: the read below sees what it announced.
         if let Err(TryRecvError::Disconnected) = wake.try_recv() {
             return Ok(());
         }
-        let head = core.published.read().index.last_position();
-        let Some(from) = handlers
-            .iter()
-            .filter(|h| h.callback.is_some())
-            .map(|h| h.scanned)
-            .min()
-        else {
-            // Every handler failed: nothing left to call.
-            return Ok(());
-        };
-        let mut read = 0usize;
-        if from < head {
-            let page = ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS);
-            for event in Events::all(core.clone(), page) {
-                let event = event?;
-                read += 1;
-                for handler in handlers.iter_mut() {
-                    handler.offer(&event);
-                }
-                if shared.stop.load(Ordering::Acquire) {
-                    return Ok(());
+        // The store is held only while the page is read, never while
+        // handlers run: closing it releases the directory at once.
+        let mut damaged = false;
+        let head = {
+            let Some(core) = core.upgrade() else { return Ok(()) };
+            let head = core.published.read().index.last_position();
+            let from = handlers
+                .iter()
+                .filter(|h| h.callback.is_some())
+                .map(|h| h.scanned)
+                .min();
+            if let Some(from) = from.filter(|&from| from < head) {
+                let options = ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS);
+                for event in Events::all(core, options) {
+                    match event {
+                        Ok(event) => page.push(event),
+                        // Hand out the events before the damage first; the
+                        // next read starts at it and reports it.
+                        Err(_) if !page.is_empty() => {
+                            damaged = true;
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
+            head
+        };
+        let short = !damaged && page.len() < SUBSCRIPTION_PAGE_EVENTS;
+        for event in page.drain(..) {
+            if stopped() {
+                return Ok(());
+            }
+            for handler in handlers.iter_mut() {
+                handler.offer(&event);
+            }
         }
-        if read < SUBSCRIPTION_PAGE_EVENTS {
+        if short && !stopped() {
             // A short page read everything published when it started,
             // which includes everything up to `head`.
             for handler in handlers.iter_mut().filter(|h| h.callback.is_some()) {
                 handler.advance(head);
             }
-            drop(core); // do not keep the store open while waiting
+            if handlers.iter().all(|h| h.callback.is_none()) {
+                return Ok(());
+            }
             if wake.recv().is_err() {
                 return Ok(());
             }

@@ -44,7 +44,7 @@ use crate::read::{Events, ReadAll, ReadStream};
 use crate::store::{Core, Store};
 use hub::Hub;
 
-pub use dispatcher::{Dispatcher, DispatcherBuilder, HandlerStatus};
+pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherError, HandlerStatus};
 
 /// Most events a subscription reads from the log per page (and so the most
 /// it buffers).
@@ -360,13 +360,24 @@ impl<F: FileSystem> Subscription<F> {
         let head = core.published.read().index.last_position();
         let mut read = 0usize;
         let mut last_seen = self.scanned;
+        // A read error after some events: those are delivered first, and
+        // the next read starts at the damage and reports it.
+        let mut damaged = false;
+        let mut checked = |e: Result<RecordedEvent>, read: usize| match e {
+            Ok(e) => Ok(Some(e)),
+            Err(_) if read > 0 => {
+                damaged = true;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
         match &self.filter.target {
             Target::Stream(name) => {
                 let options = ReadStream::forward()
                     .from_version(self.stream_version + 1)
                     .limit(SUBSCRIPTION_PAGE_EVENTS);
                 for e in Events::stream(core.clone(), name, options) {
-                    let e = e?;
+                    let Some(e) = checked(e, read)? else { break };
                     read += 1;
                     self.stream_version = e.version();
                     last_seen = last_seen.max(e.position());
@@ -380,7 +391,7 @@ impl<F: FileSystem> Subscription<F> {
                     .from_position(self.scanned)
                     .limit(SUBSCRIPTION_PAGE_EVENTS);
                 for e in Events::all(core.clone(), options) {
-                    let e = e?;
+                    let Some(e) = checked(e, read)? else { break };
                     read += 1;
                     last_seen = e.position();
                     self.scanned = last_seen;
@@ -390,7 +401,7 @@ impl<F: FileSystem> Subscription<F> {
                 }
             }
         }
-        let live = read < SUBSCRIPTION_PAGE_EVENTS;
+        let live = !damaged && read < SUBSCRIPTION_PAGE_EVENTS;
         // A short page read everything published when it started, which
         // includes everything up to `head`.
         self.scanned = if live { last_seen.max(head) } else { last_seen };
