@@ -70,10 +70,25 @@ impl<F: FileSystem> Checkpoints<F> {
     }
 
     /// The position saved under `name`, `None` when there is none.
+    ///
+    /// A checkpoint past the log's last event (the log lost events to
+    /// damage or a deleted file) is reported as [`Error::Corruption`]
+    /// rather than returned: resuming after it would skip the events
+    /// appended from now on up to it. `annal repair` lowers such
+    /// checkpoints to the log's end.
     pub fn load(&self, name: &str) -> Result<Option<u64>> {
         let core = self.core()?;
         let mut cache = core.checkpoint_cache.map.lock();
-        Ok(loaded(&core, &mut cache)?.get(name).copied())
+        let position = loaded(&core, &mut cache)?.get(name).copied();
+        let last = core.published.read().index.last_position();
+        match position {
+            Some(p) if p > last => Err(Error::corruption(
+                core.dir.join(CHECKPOINTS_FILE_NAME),
+                0,
+                format!("checkpoint '{name}' at {p} is past the log's last position {last} (repair lowers it)"),
+            )),
+            _ => Ok(position),
+        }
     }
 
     /// Every checkpoint, by name.

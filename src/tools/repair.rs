@@ -46,6 +46,16 @@ pub struct RepairReport {
     /// Whether the index file was moved to quarantine (the next open
     /// rebuilds it; `repair` does so by opening the store).
     pub index_rebuilt: bool,
+    /// Whether the checkpoints file could not be read and was moved to
+    /// quarantine: every consumer then starts again from its first event
+    /// (delivery is at least once, so idempotent handlers cope).
+    pub checkpoints_quarantined: bool,
+    /// Checkpoints that named positions past the repaired log, with those
+    /// positions; each now names the log's last position (`kept_events`),
+    /// so its consumer gets the events appended from now on instead of
+    /// skipping them. Its read model may still reflect events that were
+    /// quarantined: rebuild it if that matters.
+    pub checkpoints_lowered: Vec<(String, u64)>,
 }
 
 /// Salvages a store whose log is damaged somewhere a crash cannot explain
@@ -58,7 +68,9 @@ pub struct RepairReport {
 /// Nothing is deleted. Then opens the store, which rebuilds the index, and
 /// reports exactly how many events were kept.
 ///
-/// A damaged or contradicting index file alone is moved to quarantine too.
+/// A damaged or contradicting index file alone is moved to quarantine too,
+/// and so is a checkpoints file that cannot be read. Checkpoints that name
+/// positions past the kept log are lowered to its last position.
 /// A store without damage is left untouched (`repaired` is false). A torn
 /// tail is not damage: open cuts it. Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
@@ -75,6 +87,8 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         quarantine_dir: quarantine_dir.clone(),
         quarantined_files: Vec::new(),
         index_rebuilt: false,
+        checkpoints_quarantined: false,
+        checkpoints_lowered: Vec::new(),
     };
     {
         let _lock = lock::exclusive(dir)?;
@@ -105,7 +119,21 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             sync_dir(dir)?;
             report.repaired = true;
         }
-        report.damage = w.damage.or(index_damage);
+        let checkpoints_damage = match verify::read_checkpoints(dir, w.store_id)? {
+            Some(Err(damage)) => Some(damage),
+            _ => None,
+        };
+        if checkpoints_damage.is_some() {
+            fs::create_dir_all(&quarantine_dir).ctx(|| format!("creating {}", quarantine_dir.display()))?;
+            let path = dir.join(crate::CHECKPOINTS_FILE_NAME);
+            let to = move_into(&path, &quarantine_dir, crate::CHECKPOINTS_FILE_NAME)?;
+            report.quarantined_files.push(to);
+            report.checkpoints_quarantined = true;
+            sync_dir(&quarantine_dir)?;
+            sync_dir(dir)?;
+            report.repaired = true;
+        }
+        report.damage = w.damage.or(index_damage).or(checkpoints_damage);
     }
     // Open (rebuilding the index when it was moved), to count what is kept
     // and to prove the store opens. A store whose first segment header was
@@ -113,6 +141,17 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     if walk::segment_ids(dir).is_ok() {
         let store = Store::open(dir, Options::default().with_create_if_missing(false))?;
         report.kept_events = store.last_position();
+        // No checkpoint may name a position the log does not hold: new
+        // events will take those positions, and the consumer would skip
+        // them.
+        let checkpoints = store.checkpoints();
+        for (name, position) in checkpoints.list()? {
+            if position > report.kept_events {
+                checkpoints.save(&name, report.kept_events)?;
+                report.checkpoints_lowered.push((name, position));
+                report.repaired = true;
+            }
+        }
         store.close()?;
     }
     Ok(report)

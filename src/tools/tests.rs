@@ -282,3 +282,110 @@ fn verify_checks_the_snapshot_file_without_failing_the_store() {
     assert!(report.is_clean(), "snapshots are a cache: the store itself is clean");
     assert_eq!(files(dir.path()), before, "verify changed nothing");
 }
+
+/// Saves checkpoints `a` at 10 and `b` at `n` in a closed store of `n` events.
+fn save_checkpoints(dir: &Path, n: u64) {
+    let store = Store::open(dir, options()).unwrap();
+    store.checkpoints().save("a", 10).unwrap();
+    store.checkpoints().save("b", n).unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn repair_lowers_checkpoints_past_the_kept_log() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    save_checkpoints(dir.path(), 300);
+    let seg = segment::path(dir.path(), 2);
+    let len = std::fs::metadata(&seg).unwrap().len() as usize;
+    flip(&seg, len / 2);
+
+    let r = verify(dir.path()).unwrap();
+    assert!(!r.is_clean());
+    let kept = r.events;
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.kept_events, kept);
+    assert_eq!(rep.checkpoints_lowered, vec![("b".to_string(), 300)]);
+    assert!(!rep.checkpoints_quarantined);
+    assert!(verify(dir.path()).unwrap().is_clean());
+
+    // The consumer of `b` resumes at the repaired log's end, so it gets
+    // the events appended from now on; `a` is untouched.
+    let store = Store::open(dir.path(), options()).unwrap();
+    let cps = store.checkpoints();
+    assert_eq!((cps.load("a").unwrap(), cps.load("b").unwrap()), (Some(10), Some(kept)));
+    store
+        .append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")])
+        .unwrap();
+    let mut sub = store.subscribe_all(crate::StartFrom::After(kept)).unwrap();
+    assert_eq!(
+        sub.try_recv().unwrap().map(|e| e.stream().to_string()),
+        Some("s-new".into())
+    );
+    store.close().unwrap();
+}
+
+#[test]
+fn a_checkpoint_past_the_log_is_reported_not_resumed_from() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    save_checkpoints(dir.path(), 300);
+    // The last segment and the index file are lost: the log now ends early.
+    let last = *walk::segment_ids(dir.path()).unwrap().last().unwrap();
+    std::fs::remove_file(segment::path(dir.path(), last)).unwrap();
+    std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+
+    let r = verify(dir.path()).unwrap();
+    let CheckpointsFileStatus::Damaged(d) = &r.checkpoints else {
+        panic!("checkpoint b is past the log: {r:?}")
+    };
+    assert!(d.reason.contains("'b' at 300"), "{d}");
+    assert!(!r.is_clean());
+    let events = r.events;
+    assert!(events < 300);
+
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.checkpoints().load("a").unwrap(), Some(10));
+    assert!(matches!(store.checkpoints().load("b"), Err(Error::Corruption { .. })));
+    store.close().unwrap();
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired);
+    assert_eq!(rep.checkpoints_lowered, vec![("b".to_string(), 300)]);
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.checkpoints().load("b").unwrap(), Some(events));
+    store.close().unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+#[test]
+fn a_damaged_checkpoints_file_is_reported_and_moved_by_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 50);
+    save_checkpoints(dir.path(), 50);
+    let path = dir.path().join(crate::CHECKPOINTS_FILE_NAME);
+    flip(&path, 20);
+
+    let r = verify(dir.path()).unwrap();
+    assert!(!r.is_clean());
+    assert_eq!(r.first_damage().map(|d| d.file.clone()), Some(path.clone()));
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(matches!(store.checkpoints().load("a"), Err(Error::Corruption { .. })));
+    store.close().unwrap();
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired && rep.checkpoints_quarantined);
+    assert_eq!(rep.kept_events, 50);
+    assert!(
+        rep.quarantined_files
+            .iter()
+            .any(|f| f.ends_with(crate::CHECKPOINTS_FILE_NAME))
+    );
+    assert!(!path.exists());
+    assert!(verify(dir.path()).unwrap().is_clean());
+    // Consumers start over; checkpoints can be saved again.
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.checkpoints().load("a").unwrap(), None);
+    store.checkpoints().save("a", 7).unwrap();
+    store.close().unwrap();
+}

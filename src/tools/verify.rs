@@ -1,11 +1,13 @@
 //! `verify`: checks every byte of a store without changing any.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
 use super::walk::{self, BatchEnd, TornTail, Walk};
 use super::{Damage, Progress, lock};
+use crate::checkpoint;
 use crate::error::{IoContext, Result};
 use crate::index::Index;
 use crate::index::file::{self as index_file, Checkpoint};
@@ -58,6 +60,28 @@ pub struct VerifyReport {
     /// makes loads fall back to replaying the stream, so it is reported
     /// here but does not make the store unclean.
     pub snapshots: SnapshotFileStatus,
+    /// The checkpoints file's state. Unlike snapshots, checkpoints are not
+    /// a cache: a damaged file stops every consumer that loads one, and a
+    /// checkpoint past the log's end would make a consumer skip the events
+    /// later appended up to it. Either makes the store unclean; `repair`
+    /// deals with both.
+    pub checkpoints: CheckpointsFileStatus,
+}
+
+/// What [`verify`] found in the checkpoints file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointsFileStatus {
+    /// No checkpoints file (no checkpoint was ever saved).
+    Missing,
+    /// The file is intact and every checkpoint is within the log.
+    Clean {
+        /// Number of checkpoints.
+        checkpoints: u64,
+    },
+    /// The file cannot be read, belongs to another store, or names a
+    /// position past the log's last event.
+    Damaged(Damage),
 }
 
 /// What [`verify`] found in the snapshot side-file.
@@ -87,11 +111,13 @@ impl VerifyReport {
         self.first_damage().is_none()
     }
 
-    /// The first damage found: in the log, else in the index file.
+    /// The first damage found: in the log, else in the index file, else
+    /// in the checkpoints file.
     pub fn first_damage(&self) -> Option<&Damage> {
-        match (&self.damage, &self.index) {
-            (Some(d), _) => Some(d),
-            (None, IndexStatus::Damaged(d)) => Some(d),
+        match (&self.damage, &self.index, &self.checkpoints) {
+            (Some(d), _, _) => Some(d),
+            (None, IndexStatus::Damaged(d), _) => Some(d),
+            (None, _, CheckpointsFileStatus::Damaged(d)) => Some(d),
             _ => None,
         }
     }
@@ -121,6 +147,7 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
     let w = walk::walk(dir, &ids, target, progress)?;
     let index = check_index(dir, &w, saved);
     let snapshots = check_snapshots(dir, w.store_id)?;
+    let checkpoints = check_checkpoints(dir, w.store_id, w.index.last_position())?;
     Ok(VerifyReport {
         path: dir.to_path_buf(),
         store_id: w.store_id,
@@ -132,6 +159,64 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
         index,
         damage: w.damage,
         snapshots,
+        checkpoints,
+    })
+}
+
+/// Reads and decodes the checkpoints file: `None` when there is none,
+/// else the checkpoints or the damage that stops them being read.
+pub(crate) fn read_checkpoints(
+    dir: &Path,
+    store_id: Option<Uuid>,
+) -> Result<Option<std::result::Result<BTreeMap<String, u64>, Damage>>> {
+    let path = dir.join(crate::CHECKPOINTS_FILE_NAME);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    // Without a readable segment header there is no store id to compare
+    // with; the file's own then stands in.
+    let id = store_id
+        .or_else(|| bytes.get(12..28).and_then(|b| Uuid::from_slice(b).ok()))
+        .unwrap_or_default();
+    Ok(Some(checkpoint::decode(&bytes, id).map_err(|(offset, reason)| {
+        Damage {
+            file: path,
+            segment: None,
+            offset,
+            reason,
+        }
+    })))
+}
+
+/// Checks the checkpoints file against the log, which holds `last_position`
+/// events.
+fn check_checkpoints(dir: &Path, store_id: Option<Uuid>, last_position: u64) -> Result<CheckpointsFileStatus> {
+    Ok(match read_checkpoints(dir, store_id)? {
+        None => CheckpointsFileStatus::Missing,
+        Some(Err(damage)) => CheckpointsFileStatus::Damaged(damage),
+        Some(Ok(map)) => {
+            let ahead: Vec<String> = map
+                .iter()
+                .filter(|(_, p)| **p > last_position)
+                .map(|(name, p)| format!("'{name}' at {p}"))
+                .collect();
+            if ahead.is_empty() {
+                CheckpointsFileStatus::Clean {
+                    checkpoints: map.len() as u64,
+                }
+            } else {
+                CheckpointsFileStatus::Damaged(Damage {
+                    file: dir.join(crate::CHECKPOINTS_FILE_NAME),
+                    segment: None,
+                    offset: 0,
+                    reason: format!(
+                        "checkpoint {} past the log's last position {last_position}",
+                        ahead.join(", ")
+                    ),
+                })
+            }
+        }
     })
 }
 

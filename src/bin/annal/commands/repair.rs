@@ -19,6 +19,13 @@ pub fn run(dir: &Path) -> Outcome {
         .quarantined_files
         .iter()
         .map(|f| json::quote(&f.display().to_string()));
+    let lowered = r.checkpoints_lowered.iter().map(|(name, was)| {
+        Obj::new()
+            .str("name", name)
+            .num("was", *was)
+            .num("now", r.kept_events)
+            .finish()
+    });
     let text = Obj::new()
         .bool("repaired", r.repaired)
         .num("kept_events", r.kept_events)
@@ -28,11 +35,24 @@ pub fn run(dir: &Path) -> Outcome {
         .str("quarantine", &r.quarantine_dir.display().to_string())
         .raw("quarantined_files", &json::array(files))
         .bool("index_rebuilt", r.index_rebuilt)
+        .bool("checkpoints_quarantined", r.checkpoints_quarantined)
+        .raw("checkpoints_lowered", &json::array(lowered))
         .raw("damage", &damage(r.damage.as_ref()))
         .finish();
     let mut out = stdout();
     line(&mut out, &text)?;
     out.flush()?;
+    if r.checkpoints_quarantined {
+        eprintln!(
+            "annal: the checkpoints file was unreadable and moved into quarantine: every consumer starts again from its first event"
+        );
+    }
+    for (name, was) in &r.checkpoints_lowered {
+        eprintln!(
+            "annal: checkpoint '{name}' was at {was}, past the kept log; it is now at {} (rebuild its read model if it used the lost events)",
+            r.kept_events
+        );
+    }
     if r.repaired {
         eprintln!(
             "annal: kept {}; moved {} ({} bytes, {} of them unreadable) into {}",

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use annal::tools::{self, Damage, IndexStatus, SnapshotFileStatus, VerifyReport};
+use annal::tools::{self, CheckpointsFileStatus, Damage, IndexStatus, SnapshotFileStatus, VerifyReport};
 
 use super::{has_store, line, no_store, stdout};
 use crate::args::VerifyArgs;
@@ -58,6 +58,15 @@ fn summary(r: &VerifyReport) -> String {
         _ => Obj::new().str("status", "unknown"),
     }
     .finish();
+    let checkpoints = match &r.checkpoints {
+        CheckpointsFileStatus::Missing => Obj::new().str("status", "missing"),
+        CheckpointsFileStatus::Clean { checkpoints } => {
+            Obj::new().str("status", "clean").num("checkpoints", *checkpoints)
+        }
+        CheckpointsFileStatus::Damaged(d) => Obj::new().str("status", "damaged").raw("problem", &damage(Some(d))),
+        _ => Obj::new().str("status", "unknown"),
+    }
+    .finish();
     Obj::new()
         .bool("clean", r.is_clean())
         .num("segments", r.segments)
@@ -67,6 +76,7 @@ fn summary(r: &VerifyReport) -> String {
         .raw("torn_tail", &torn)
         .raw("index", &index)
         .raw("snapshots", &snapshots)
+        .raw("checkpoints", &checkpoints)
         .raw("corruption", &damage(r.first_damage()))
         .finish()
 }
