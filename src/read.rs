@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
+use crate::event::{RecordedEvent, category_of};
 use crate::index::{Location, StreamEntry};
 use crate::io::{FileSystem, StdFs};
 use crate::log::view::SegmentView;
@@ -76,6 +76,7 @@ pub struct ReadAll {
     limit: Option<usize>,
     event_types: Vec<String>,
     stream_prefix: Option<String>,
+    category: Option<String>,
 }
 
 impl ReadAll {
@@ -116,9 +117,14 @@ impl ReadAll {
         self
     }
 
-    /// Keeps only events of streams of a category (`{category}-...`).
-    pub fn category(self, category: &str) -> Self {
-        self.stream_prefix(format!("{category}-"))
+    /// Keeps only events of streams of a category: streams whose name, up
+    /// to its first `-`, is `category` (`Order-1`, `Order-2-x` and `Order`
+    /// for `"Order"`; see [`crate::category_of`]), as
+    /// [`Store::read_category`](crate::Store::read_category) and category
+    /// subscriptions select them.
+    pub fn category(mut self, category: &str) -> Self {
+        self.category = Some(category.to_string());
+        self
     }
 }
 
@@ -135,12 +141,13 @@ enum Source {
 struct Filter {
     event_types: Vec<String>,
     stream_prefix: Option<String>,
+    category: Option<String>,
 }
 
 impl Filter {
     /// Whether the filter keeps every event.
     fn is_empty(&self) -> bool {
-        self.event_types.is_empty() && self.stream_prefix.is_none()
+        self.event_types.is_empty() && self.stream_prefix.is_none() && self.category.is_none()
     }
 
     fn accepts(&self, e: &RecordedEvent) -> bool {
@@ -149,7 +156,8 @@ impl Filter {
             .stream_prefix
             .as_ref()
             .is_none_or(|p| e.stream().starts_with(p.as_str()));
-        type_ok && prefix_ok
+        let category_ok = self.category.as_ref().is_none_or(|c| category_of(e.stream()) == c);
+        type_ok && prefix_ok && category_ok
     }
 }
 
@@ -193,6 +201,7 @@ impl<F: FileSystem> Events<F> {
         let filter = Filter {
             event_types: options.event_types,
             stream_prefix: options.stream_prefix,
+            category: options.category,
         };
         Events::new(core, Source::Range { next, last, backward }, filter, options.limit)
     }

@@ -526,3 +526,37 @@ fn durability_modes_all_persist_on_close() {
         assert_eq!(store.stream_version("S-1"), Some(50), "{durability:?}");
     }
 }
+
+#[test]
+fn the_category_apis_select_the_same_streams() {
+    let (_d, store) = open();
+    for stream in ["Order", "Order-1", "Order-2-x", "Orders-1", "Cart-1", "Order-1"] {
+        store.append(stream, ExpectedVersion::Any, [event("E", 0)]).unwrap();
+    }
+    let streams =
+        |events: Vec<annal::RecordedEvent>| -> Vec<String> { events.iter().map(|e| e.stream().to_string()).collect() };
+    let want = ["Order", "Order-1", "Order-2-x", "Order-1"];
+    let read_all = store
+        .read_all(ReadAll::forward().category("Order"))
+        .unwrap()
+        .collect_all()
+        .unwrap();
+    assert_eq!(streams(read_all), want);
+    let read_category = store.read_category("Order", 0, None).unwrap().collect_all().unwrap();
+    assert_eq!(streams(read_category), want);
+    let mut sub = store.subscribe_category("Order", annal::StartFrom::Start).unwrap();
+    let mut subscribed = Vec::new();
+    while let Some(e) = sub.try_recv().unwrap() {
+        subscribed.push(e);
+    }
+    assert_eq!(streams(subscribed), want);
+    // A name with a dash is not a category of its own.
+    assert!(
+        store
+            .read_all(ReadAll::forward().category("Order-2"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(store.read_category("Order-2", 0, None).unwrap().next().is_none());
+}
