@@ -349,9 +349,12 @@ impl<F: FileSystem> Store<F> {
     }
 
     /// Closes the store: waits for appends in progress, syncs the log,
-    /// saves the index file and releases the directory lock (once every
-    /// clone of the handle is gone). Further calls on any clone fail with
-    /// [`Error::Closed`].
+    /// saves the index file, ends every subscription and dispatcher, and
+    /// releases the directory lock (once every clone of the handle, and
+    /// every [`Events`](crate::Events) iterator, is gone). Further appends,
+    /// subscriptions, dispatchers and checkpoint calls on any clone fail
+    /// with [`Error::Closed`]; reads through a remaining clone still return
+    /// what was written.
     pub fn close(self) -> Result<()> {
         self.handle.close()
     }
@@ -569,7 +572,7 @@ impl<F: FileSystem> Core<F> {
             let header = frame::check_batch(&view.map[batch_at..], |r, _| {
                 records.push((r.header.id, u64::from(r.header.version)));
             })
-            .map_err(|e| Error::corruption(&view.path, batch_at as u64, format!("{e:?}")))?;
+            .map_err(|e| Error::corruption(&view.path, batch_at as u64, e.to_string()))?;
             if header.first_position > position {
                 return Err(Error::corruption(
                     &view.path,

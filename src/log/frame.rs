@@ -42,13 +42,16 @@ const R_METADATA_LEN: usize = R_TYPE_LEN + 1;
 const _: () = assert!(R_METADATA_LEN + 4 == RECORD_HEADER_BYTES);
 
 /// Why bytes at some offset are not a valid batch frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The first four bytes are zero: the end of the written log.
+    #[error("end of the written log")]
     End,
     /// The frame claims more bytes than are left in the file.
+    #[error("batch cut short")]
     Truncated,
     /// The bytes are not a well-formed, checksum-valid frame.
+    #[error("{0}")]
     Invalid(String),
 }
 

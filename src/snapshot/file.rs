@@ -49,24 +49,29 @@ const R_DATA_LEN: usize = R_SCHEMA + 4;
 const _: () = assert!(R_DATA_LEN + 4 == RECORD_HEADER_BYTES);
 
 /// Why the file header is unusable.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     /// Fewer than [`FILE_HEADER_BYTES`] bytes.
+    #[error("file header cut short")]
     Short,
     /// Wrong magic or header CRC.
+    #[error("{0}")]
     Invalid(String),
     /// A format version this build does not read.
+    #[error("format version {0}, which this build does not read")]
     Version(u32),
 }
 
 /// Why the bytes at some offset are not a valid record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     /// The record claims more bytes than are left (or fewer than a header
     /// are left): a torn write at the end of the file, or a damaged length.
+    #[error("record cut short")]
     Truncated,
     /// The record's length is plausible but its bytes are not a valid,
     /// checksum-correct record; the next record starts `len` bytes further.
+    #[error("{reason}")]
     Invalid {
         /// Claimed record length (the scan can skip over it).
         len: u32,
@@ -75,6 +80,7 @@ pub enum RecordError {
     },
     /// The length field makes no sense: nothing after this point can be
     /// found again.
+    #[error("{0}")]
     Unreadable(String),
 }
 

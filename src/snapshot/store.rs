@@ -88,7 +88,7 @@ impl<F: FileSystem> Open<F> {
             offset: entry.offset,
             reason,
         };
-        let r = file::decode_record(&buf).map_err(|e| corrupt(format!("{e:?}")))?;
+        let r = file::decode_record(&buf).map_err(|e| corrupt(e.to_string()))?;
         if r.stream != stream || r.version != entry.version || r.schema_version != entry.schema_version {
             return Err(corrupt("record changed since the file was opened".into()));
         }

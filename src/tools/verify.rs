@@ -240,7 +240,7 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>) -> Result<SnapshotFileSta
             problems.push(problem(0, "snapshot file of another store".into()));
         }
         Ok(_) => {}
-        Err(e) => problems.push(problem(0, format!("bad snapshot file header: {e:?}"))),
+        Err(e) => problems.push(problem(0, format!("bad snapshot file header: {e}"))),
     }
     if !problems.is_empty() {
         return Ok(SnapshotFileStatus::Damaged { records: 0, problems });
