@@ -108,15 +108,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             quarantine_log(dir, &ids, damage, &mut report)?;
         }
         if w.damage.is_some() || index_damage.is_some() {
-            fs::create_dir_all(&quarantine_dir).ctx(|| format!("creating {}", quarantine_dir.display()))?;
-            let index_path = dir.join(index_file::FILE_NAME);
-            if index_path.exists() {
-                let to = move_into(&index_path, &quarantine_dir, index_file::FILE_NAME)?;
-                report.quarantined_files.push(to);
-                report.index_rebuilt = true;
-            }
-            sync_dir(&quarantine_dir)?;
-            sync_dir(dir)?;
+            report.index_rebuilt = quarantine_file(dir, index_file::FILE_NAME, &mut report)?;
             report.repaired = true;
         }
         let checkpoints_damage = match verify::read_checkpoints(dir, w.store_id)? {
@@ -124,13 +116,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             _ => None,
         };
         if checkpoints_damage.is_some() {
-            fs::create_dir_all(&quarantine_dir).ctx(|| format!("creating {}", quarantine_dir.display()))?;
-            let path = dir.join(crate::CHECKPOINTS_FILE_NAME);
-            let to = move_into(&path, &quarantine_dir, crate::CHECKPOINTS_FILE_NAME)?;
-            report.quarantined_files.push(to);
-            report.checkpoints_quarantined = true;
-            sync_dir(&quarantine_dir)?;
-            sync_dir(dir)?;
+            report.checkpoints_quarantined = quarantine_file(dir, crate::CHECKPOINTS_FILE_NAME, &mut report)?;
             report.repaired = true;
         }
         report.damage = w.damage.or(index_damage).or(checkpoints_damage);
@@ -155,6 +141,22 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         store.close()?;
     }
     Ok(report)
+}
+
+/// Moves the store's file `name`, when it exists, into the quarantine
+/// folder, durably. Returns whether it existed.
+fn quarantine_file(dir: &Path, name: &str, report: &mut RepairReport) -> Result<bool> {
+    let q = report.quarantine_dir.clone();
+    fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+    let path = dir.join(name);
+    let existed = path.exists();
+    if existed {
+        let to = move_into(&path, &q, name)?;
+        report.quarantined_files.push(to);
+    }
+    sync_dir(&q)?;
+    sync_dir(dir)?;
+    Ok(existed)
 }
 
 /// Quarantines the log from `damage` on.
