@@ -593,3 +593,29 @@ fn commands_other_than_append_and_import_never_create_a_store() {
     assert_eq!(code(&o), 0);
     ok(&["stats", s(&missing)]);
 }
+
+/// An append whose result cannot be written still says the event is
+/// stored, with its id, so a retry can avoid writing it twice.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_append_whose_output_fails_says_the_event_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let id = "9045a153-227a-4ddb-a492-2c5f7ff97445";
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = Command::new(BIN)
+        .args(["append", s(&store), "Order-1", "Placed", "--id", id])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("event {id} was appended at position 1")) && err.contains("writing the result failed"),
+        "{err}"
+    );
+    // It was: reading shows it, and a retry with the id writes nothing new.
+    assert_eq!(ok(&["read-all", s(&store)]).len(), 1);
+    ok(&["append", s(&store), "Order-1", "Placed", "--id", id]);
+    assert_eq!(ok(&["read-all", s(&store)]).len(), 1);
+}

@@ -72,7 +72,9 @@ impl From<io::Error> for Failure {
         if e.kind() == io::ErrorKind::BrokenPipe {
             return broken_pipe();
         }
-        Failure::new(format!("I/O error: {e}"))
+        // Input errors are reported where they happen, with their line:
+        // what is left is writing the output.
+        Failure::new(format!("writing the output: {e}"))
     }
 }
 

@@ -6,7 +6,7 @@ use annal::{Durability, EventData};
 
 use super::{close, line, open_or_create, stdout};
 use crate::args::AppendArgs;
-use crate::fail::Outcome;
+use crate::fail::{Failure, Outcome};
 use crate::json;
 
 pub fn run(a: AppendArgs) -> Outcome {
@@ -24,11 +24,23 @@ pub fn run(a: AppendArgs) -> Outcome {
     if let Some(id) = a.id {
         event = event.with_id(id);
     }
+    let id = event.id();
     let store = open_or_create(&a.dir, Durability::Sync)?;
     let result = store.append(&a.stream, a.expected, [event])?;
     close(store)?;
     let mut out = stdout();
-    line(&mut out, &json::result_line(&a.stream, &result))?;
-    out.flush()?;
-    Ok(())
+    let written = line(&mut out, &json::result_line(&a.stream, &result)).and_then(|()| Ok(out.flush()?));
+    // The event is stored whatever happens to the output: say so, with its
+    // id, so that a retry can pass `--id` and not write it twice.
+    written.map_err(|f| {
+        Failure::new(format!(
+            "event {id} was appended at position {}, but writing the result failed{}",
+            result.first_position,
+            if f.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", f.message)
+            }
+        ))
+    })
 }
