@@ -171,9 +171,8 @@ pub struct Events<F: FileSystem = StdFs> {
     page: Vec<(u64, u64)>,
     page_next: usize,
     view: Option<Arc<SegmentView>>,
-    filter: Filter,
-    /// `filter` keeps every event.
-    unfiltered: bool,
+    /// `None` when the read keeps every event.
+    filter: Option<Filter>,
     remaining: usize,
     failed: bool,
 }
@@ -232,8 +231,7 @@ impl<F: FileSystem> Events<F> {
             page: Vec::new(),
             page_next: 0,
             view: None,
-            unfiltered: filter.is_empty(),
-            filter,
+            filter: (!filter.is_empty()).then_some(filter),
             remaining: limit.unwrap_or(usize::MAX),
             failed: false,
         }
@@ -310,7 +308,7 @@ impl<F: FileSystem> Events<F> {
                 .view_for(location.segment)
                 .and_then(|view| view.read(location.offset, position));
             match event {
-                Ok(e) if !self.unfiltered && !self.filter.accepts(&e) => continue,
+                Ok(e) if self.filter.as_ref().is_some_and(|f| !f.accepts(&e)) => continue,
                 Ok(e) => {
                     self.remaining -= 1;
                     return Some(Ok(e));

@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
 
-use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, Target, hub::Hub};
+use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, Target, hub::Hub, read_page};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::io::{FileSystem, StdFs};
@@ -347,8 +347,7 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
         }
         // The store is held only while the page is read, never while
         // handlers run: closing it releases the directory at once.
-        let mut damaged = false;
-        let head = {
+        let (head, short) = {
             let Some(core) = core.upgrade() else { return Ok(()) };
             let head = core.published.read().index.last_position();
             let from = handlers
@@ -356,24 +355,15 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
                 .filter(|h| h.callback.is_some())
                 .map(|h| h.scanned)
                 .min();
-            if let Some(from) = from.filter(|&from| from < head) {
-                let options = ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS);
-                for event in Events::all(core, options) {
-                    match event {
-                        Ok(event) => page.push(event),
-                        // Hand out the events before the damage first; the
-                        // next read starts at it and reports it.
-                        Err(_) if !page.is_empty() => {
-                            damaged = true;
-                            break;
-                        }
-                        Err(e) => return Err(e),
-                    }
+            let short = match from.filter(|&from| from < head) {
+                Some(from) => {
+                    let options = ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS);
+                    read_page(Events::all(core, options), |e| page.push(e))?
                 }
-            }
-            head
+                None => true,
+            };
+            (head, short)
         };
-        let short = !damaged && page.len() < SUBSCRIPTION_PAGE_EVENTS;
         for event in page.drain(..) {
             if stopped() {
                 return Ok(());

@@ -358,56 +358,63 @@ impl<F: FileSystem> Subscription<F> {
             return Ok(false);
         }
         let head = core.published.read().index.last_position();
-        let mut read = 0usize;
         let mut last_seen = self.scanned;
-        // A read error after some events: those are delivered first, and
-        // the next read starts at the damage and reports it.
-        let mut damaged = false;
-        let mut checked = |e: Result<RecordedEvent>, read: usize| match e {
-            Ok(e) => Ok(Some(e)),
-            Err(_) if read > 0 => {
-                damaged = true;
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        };
-        match &self.filter.target {
+        let (filter, buffer) = (&self.filter, &mut self.buffer);
+        let live = match &filter.target {
             Target::Stream(name) => {
                 let options = ReadStream::forward()
                     .from_version(self.stream_version + 1)
                     .limit(SUBSCRIPTION_PAGE_EVENTS);
-                for e in Events::stream(core.clone(), name, options) {
-                    let Some(e) = checked(e, read)? else { break };
-                    read += 1;
-                    self.stream_version = e.version();
+                let stream_version = &mut self.stream_version;
+                read_page(Events::stream(core.clone(), name, options), |e| {
+                    *stream_version = e.version();
                     last_seen = last_seen.max(e.position());
-                    if self.filter.accepts(&e) {
-                        self.buffer.push_back(e);
+                    if filter.accepts(&e) {
+                        buffer.push_back(e);
                     }
-                }
+                })?
             }
             Target::All | Target::Category(_) => {
                 let options = ReadAll::forward()
                     .from_position(self.scanned)
                     .limit(SUBSCRIPTION_PAGE_EVENTS);
-                for e in Events::all(core.clone(), options) {
-                    let Some(e) = checked(e, read)? else { break };
-                    read += 1;
+                read_page(Events::all(core.clone(), options), |e| {
                     last_seen = e.position();
-                    self.scanned = last_seen;
-                    if self.filter.accepts(&e) {
-                        self.buffer.push_back(e);
+                    if filter.accepts(&e) {
+                        buffer.push_back(e);
                     }
-                }
+                })?
             }
-        }
-        let live = !damaged && read < SUBSCRIPTION_PAGE_EVENTS;
+        };
         // A short page read everything published when it started, which
         // includes everything up to `head`.
         self.scanned = if live { last_seen.max(head) } else { last_seen };
         self.live = live;
         Ok(live)
     }
+}
+
+/// Hands `each` the events of one page read (`events` is limited to
+/// [`SUBSCRIPTION_PAGE_EVENTS`]), in order. Returns whether the read
+/// reached the head: it came back short, with no damage.
+///
+/// A read error after some events ends the page there, without an error:
+/// those events are delivered first, and the next read, which starts at
+/// the damaged record, reports it. An error on the page's first event is
+/// returned.
+fn read_page<F: FileSystem>(events: Events<F>, mut each: impl FnMut(RecordedEvent)) -> Result<bool> {
+    let mut read = 0usize;
+    for event in events {
+        match event {
+            Ok(event) => {
+                read += 1;
+                each(event);
+            }
+            Err(_) if read > 0 => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(read < SUBSCRIPTION_PAGE_EVENTS)
 }
 
 impl<F: FileSystem> Drop for Subscription<F> {
