@@ -281,7 +281,7 @@ fn load_index<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Result<(Index,
         .ok_or("last event not in the log")?;
     let header =
         frame::check_batch(&map[batch_at..], |_, _| {}).map_err(|_| "the index file's last batch is not in the log")?;
-    let last = header.first_position + u64::from(header.record_count) - 1;
+    let last = header.first_position.saturating_add(u64::from(header.record_count) - 1);
     if header.crc != checkpoint.last_batch_crc
         || last != checkpoint.last_position
         || batch_at as u64 + u64::from(header.frame_len) != checkpoint.end_offset
@@ -447,7 +447,7 @@ fn replay_segment(
                 segment: id,
                 offset: record_at as u64,
             };
-            let position = header.first_position + k as u64;
+            let position = header.first_position.saturating_add(k as u64);
             if let Err(reason) = index.push(name, u64::from(r.header.version), position, location) {
                 failure = Some(Error::corruption(path, record_at as u64, reason));
                 return;

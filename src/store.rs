@@ -573,7 +573,10 @@ impl<F: FileSystem> Core<F> {
                 records.push((r.header.id, u64::from(r.header.version)));
             })
             .map_err(|e| Error::corruption(&view.path, batch_at as u64, e.to_string()))?;
-            if header.first_position > position {
+            // The batch must hold `position`: a damaged record can point
+            // at another, valid batch, and the walk must move forward.
+            let batch_end = header.first_position.saturating_add(u64::from(header.record_count));
+            if header.first_position > position || batch_end <= position {
                 return Err(Error::corruption(
                     &view.path,
                     batch_at as u64,
@@ -581,12 +584,12 @@ impl<F: FileSystem> Core<F> {
                 ));
             }
             for (k, &(id, version)) in records.iter().enumerate() {
-                let at = header.first_position + k as u64;
+                let at = header.first_position.saturating_add(k as u64);
                 if (position..=last).contains(&at) {
                     w.window_insert(id, Written { version, position: at });
                 }
             }
-            position = header.first_position + u64::from(header.record_count);
+            position = batch_end;
         }
         Ok(())
     }

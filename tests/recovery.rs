@@ -308,3 +308,40 @@ fn reopening_with_another_segment_size_keeps_working() {
     assert_eq!(store.stream_version("S-1"), Some(700));
     assert_eq!(all(&store).len(), 700);
 }
+
+/// A damaged record whose back-offset leads to another, valid batch: open
+/// (which refills the idempotency window from the last batches) reports
+/// corruption instead of walking backwards for ever. Found by the
+/// `recovery` fuzz target.
+#[test]
+fn a_record_pointing_at_another_batch_is_reported_not_looped_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    for i in 0..4 {
+        store.append("S-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+    }
+    // Event 3: not in the last batch, which open checks whole.
+    let first = store.read_position(1).unwrap().unwrap();
+    let last = store.read_position(3).unwrap().unwrap();
+    let (first_raw, last_raw) = (first.raw_record().to_vec(), last.raw_record().to_vec());
+    store.close().unwrap();
+    let first_back = u32::from_le_bytes(first_raw[8..12].try_into().unwrap()) as u64;
+    let first_batch = find(dir.path(), &first_raw) - first_back;
+    let last_at = find(dir.path(), &last_raw);
+    // Point event 3's record at the first batch (its own CRC then fails,
+    // but the batch it leads to is valid and holds position 1).
+    let path = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let back = u32::try_from(last_at - first_batch).unwrap();
+    bytes[last_at as usize + 8..last_at as usize + 12].copy_from_slice(&back.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opener = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(Store::open(&opener, Options::default()).map(|_| ()));
+    });
+    let outcome = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("open must not loop");
+    assert!(matches!(outcome, Err(Error::Corruption { .. })), "{outcome:?}");
+}

@@ -225,7 +225,7 @@ fn walk_segment(
             failure = Some((batch_at, reason));
             return;
         }
-        let last = header.first_position + u64::from(header.record_count) - 1;
+        let last = header.first_position.saturating_add(u64::from(header.record_count) - 1);
         if (header.first_position..=last).contains(&target) {
             w.target_end = Some(BatchEnd {
                 segment: id,
@@ -282,7 +282,7 @@ fn add_batch(
         index.push(
             name_of(r),
             u64::from(r.header.version),
-            header.first_position + k as u64,
+            header.first_position.saturating_add(k as u64),
             location,
         )?;
     }
