@@ -242,11 +242,8 @@ impl<F: FileSystem> Events<F> {
         self.page.clear();
         self.page_next = 0;
         let published = self.core.published.read();
-        let locations = published.index.packed_locations();
-        let packed = |p: u64| {
-            let i = usize::try_from(p.checked_sub(1)?).ok()?;
-            locations.get(i).copied()
-        };
+        let locations = published.index.locations();
+        let packed = |p: u64| locations.get(usize::try_from(p.checked_sub(1)?).ok()?);
         match &mut self.source {
             Source::List { positions, next } => {
                 let page = positions.get(*next..).unwrap_or_default();
@@ -265,16 +262,8 @@ impl<F: FileSystem> Events<F> {
                 } else {
                     (*next, next.saturating_add(PAGE_EVENTS as u64 - 1).min(last))
                 };
-                let table = &locations[(from - 1) as usize..to as usize];
-                if *backward {
-                    self.page
-                        .extend(table.iter().enumerate().rev().map(|(i, &l)| (from + i as u64, l)));
-                    *next = from - 1;
-                } else {
-                    self.page
-                        .extend(table.iter().enumerate().map(|(i, &l)| (from + i as u64, l)));
-                    *next = to + 1;
-                }
+                locations.extend_page((from - 1) as usize..to as usize, *backward, &mut self.page);
+                *next = if *backward { from - 1 } else { to + 1 };
             }
         }
     }

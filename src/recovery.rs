@@ -246,7 +246,7 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64]) -> Result<Vec<F
 
 /// Loads the index file and checks it against the log; the error says why
 /// it cannot be used.
-fn load_index<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Result<(Index, Checkpoint), String> {
+fn load_index<F: FileSystem>(bytes: &Bytes, found: &[Found<F>]) -> Result<(Index, Checkpoint), String> {
     let (index, checkpoint) = index_file::decode(bytes)?;
     let store_id = found.first().map(|f| f.header.store_id);
     if Some(checkpoint.store_id) != store_id {

@@ -370,6 +370,9 @@ impl<F: FileSystem> fmt::Debug for Store<F> {
 }
 
 /// Takes the directory lock.
+/// Length of the lock file's note (pids have at most 10 digits).
+const LOCK_NOTE_BYTES: usize = 40;
+
 fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
     let path = dir.join(LOCK_FILE_NAME);
     let file = fs
@@ -381,10 +384,18 @@ fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
             path: dir.to_path_buf(),
         });
     }
-    let note = format!("annal store lock, pid {}\n", std::process::id());
-    file.set_len(0).ctx(|| format!("writing {}", path.display()))?;
-    file.write_all_at(note.as_bytes(), 0)
-        .ctx(|| format!("writing {}", path.display()))?;
+    // A fixed-width note: the next open overwrites it in place, without
+    // the truncation (a metadata change) that a shorter pid would need.
+    let note = format!(
+        "{:<width$}\n",
+        format!("annal store lock, pid {}", std::process::id()),
+        width = LOCK_NOTE_BYTES - 1
+    );
+    let ctx = || format!("writing {}", path.display());
+    if file.len().ctx(ctx)? != note.len() as u64 {
+        file.set_len(0).ctx(ctx)?;
+    }
+    file.write_all_at(note.as_bytes(), 0).ctx(ctx)?;
     Ok(file)
 }
 

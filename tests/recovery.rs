@@ -77,6 +77,56 @@ fn clean_reopen_loads_the_index_and_replays_nothing() {
     assert_eq!(store.last_position(), (0..30).map(|i| i % 3 + 1).sum::<u64>());
 }
 
+/// The location table loaded from the index file is read in place from
+/// that file; positions appended after open extend it. Reads that cross
+/// from the loaded part to the appended one, in both directions, and an
+/// index save renamed over the loaded file while the store still reads
+/// it, must all see exactly the log's events.
+#[test]
+fn a_store_reads_and_extends_the_index_it_loaded_across_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || small_segments().with_index_checkpoint_bytes(8 * 1024);
+    let store = Store::open(dir.path(), options()).unwrap();
+    for i in 0..300 {
+        store
+            .append(&format!("S-{}", i % 7), ExpectedVersion::Any, [event("E", i)])
+            .unwrap();
+    }
+    let expected_first = summary(&all(&store));
+    store.close().unwrap();
+    for round in 0..3u64 {
+        let store = Store::open(dir.path(), options()).unwrap();
+        assert!(store.recovery_report().index_loaded, "{:?}", store.recovery_report());
+        for i in 0..200 {
+            let n = 1_000 * (round + 1) + i;
+            store
+                .append(&format!("S-{}", n % 7), ExpectedVersion::Any, [event("E", n)])
+                .unwrap();
+        }
+        // Saved while the loaded file is still mapped and read.
+        store.save_index().unwrap();
+        let forward = summary(&all(&store));
+        assert_eq!(forward.len() as u64, 300 + 200 * (round + 1));
+        assert_eq!(&forward[..300], &expected_first[..]);
+        assert!(forward.iter().enumerate().all(|(i, e)| e.0 == i as u64 + 1));
+        let mut backward = summary(
+            &store
+                .read_all(annal::ReadAll::backward())
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+        );
+        backward.reverse();
+        assert_eq!(backward, forward);
+        for s in 0..7 {
+            let name = format!("S-{s}");
+            let from_all: Vec<_> = forward.iter().filter(|e| e.1 == name).cloned().collect();
+            assert_eq!(summary(&stream(&store, &name)), from_all);
+        }
+        store.close().unwrap();
+    }
+}
+
 #[test]
 fn torn_last_batch_is_cut_at_every_byte_offset() {
     let base = tempfile::tempdir().unwrap();

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{Index, StreamEntry};
+use bytes::Bytes;
+
+use super::{Index, LocationTable, StreamEntry};
 use crate::le::{u32_at, u64_at};
 use crate::limits;
 
@@ -53,11 +55,9 @@ pub struct Checkpoint {
 
 /// Encodes the index and its checkpoint.
 pub fn encode(index: &Index, checkpoint: &Checkpoint) -> Vec<u8> {
-    let locations = index.packed_locations();
+    let locations = index.locations();
     let mut body = Vec::with_capacity(locations.len() * 16 + index.stream_count() * 32);
-    for l in locations {
-        body.extend_from_slice(&l.to_le_bytes());
-    }
+    locations.write_le(&mut body);
     for (name, entry) in index.streams() {
         body.push(name.len() as u8);
         body.extend_from_slice(name.as_bytes());
@@ -117,7 +117,7 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<(Checkpoint, u32, u64), DecodeE
 }
 
 /// Decodes and checks a whole index file. Never panics, whatever the bytes.
-pub fn decode(bytes: &[u8]) -> Result<(Index, Checkpoint), DecodeError> {
+pub fn decode(bytes: &Bytes) -> Result<(Index, Checkpoint), DecodeError> {
     let (checkpoint, stream_count, body_len) = decode_checkpoint(bytes)?;
     let body_len = usize::try_from(body_len).map_err(|_| "body length out of range")?;
     if bytes.len() != HEADER_BYTES + body_len + 4 {
@@ -138,7 +138,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Index, Checkpoint), DecodeError> {
     // The checks that need no decoding: the body's CRC, and the sum the
     // streams' positions must add up to.
     let checks = || (crc32fast::hash(body) == stored_crc, mix_sum_to(last_position));
-    let decode = || decode_body(body, stream_count, last_position);
+    let decode = || decode_body(bytes, stream_count, last_position);
     let ((crc_ok, expected_mix), decoded) = if body.len() >= PARALLEL_BODY_BYTES_MIN {
         // Two cores: check on a second thread while this one decodes. The
         // decoder copes with any bytes, and its result is used only if the
@@ -167,15 +167,22 @@ pub fn decode(bytes: &[u8]) -> Result<(Index, Checkpoint), DecodeError> {
 /// Bodies from this size on are checked and decoded on two threads.
 const PARALLEL_BODY_BYTES_MIN: usize = 1 << 20;
 
-/// The location table, the streams, and the sum of the streams' scrambled
-/// positions (see [`mix`]).
-fn decode_body(body: &[u8], stream_count: u32, last_position: u64) -> Result<(Vec<u64>, Streams, u64), DecodeError> {
+/// The location table (read in place from `file`, see
+/// [`LocationTable`]), the streams, and the sum of the streams' scrambled
+/// positions (see [`mix`]). The caller has checked the file's length
+/// against its header.
+fn decode_body(
+    file: &Bytes,
+    stream_count: u32,
+    last_position: u64,
+) -> Result<(LocationTable, Streams, u64), DecodeError> {
+    let body = file.get(HEADER_BYTES..file.len().saturating_sub(4)).unwrap_or_default();
     let events = usize::try_from(last_position).map_err(|_| "too many events")?;
     let table_len = events
         .checked_mul(8)
         .filter(|&n| n <= body.len())
         .ok_or("location table overruns the file")?;
-    let locations: Vec<u64> = body[..table_len].chunks_exact(8).map(|c| u64_at(c, 0)).collect();
+    let locations = LocationTable::from_le_bytes(file.slice(HEADER_BYTES..HEADER_BYTES + table_len));
     let (streams, mix_sum) = decode_streams(&body[table_len..], stream_count, last_position)?;
     Ok((locations, streams, mix_sum))
 }
@@ -257,6 +264,10 @@ fn mix(p: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode_vec(bytes: &[u8]) -> Result<(Index, Checkpoint), DecodeError> {
+        decode(&Bytes::copy_from_slice(bytes))
+    }
     use crate::index::Location;
 
     fn sample() -> (Index, Checkpoint) {
@@ -290,7 +301,7 @@ mod tests {
     fn round_trip() {
         let (index, checkpoint) = sample();
         let bytes = encode(&index, &checkpoint);
-        let (decoded, cp) = decode(&bytes).unwrap();
+        let (decoded, cp) = decode_vec(&bytes).unwrap();
         assert_eq!(cp, checkpoint);
         assert_eq!(decoded, index);
         assert_eq!(decoded.category_streams("s").len(), 3);
@@ -312,15 +323,15 @@ mod tests {
                 .iter()
                 .map(|(n, p)| (Arc::from(*n), StreamEntry::from_positions(p.to_vec())))
                 .collect();
-            let index = Index::from_parts(vec![64, 164, 264, 364], streams).unwrap();
+            let index = Index::from_parts(LocationTable::from_vec(vec![64, 164, 264, 364]), streams).unwrap();
             encode(&index, &checkpoint)
         };
-        assert!(decode(&file(&[("a-1", &[1, 4]), ("b-1", &[2, 3])])).is_ok());
-        assert!(decode(&file(&[("a-1", &[1, 2]), ("b-1", &[2, 3])])).is_err());
-        assert!(decode(&file(&[("a-1", &[1, 2]), ("b-1", &[3])])).is_err());
-        assert!(decode(&file(&[("a-1", &[1, 2, 3]), ("b-1", &[3, 4])])).is_err());
-        assert!(decode(&file(&[("a-1", &[1, 2]), ("b-1", &[3, 5])])).is_err());
-        assert!(decode(&file(&[("a-1", &[2, 1]), ("b-1", &[3, 4])])).is_err());
+        assert!(decode_vec(&file(&[("a-1", &[1, 4]), ("b-1", &[2, 3])])).is_ok());
+        assert!(decode_vec(&file(&[("a-1", &[1, 2]), ("b-1", &[2, 3])])).is_err());
+        assert!(decode_vec(&file(&[("a-1", &[1, 2]), ("b-1", &[3])])).is_err());
+        assert!(decode_vec(&file(&[("a-1", &[1, 2, 3]), ("b-1", &[3, 4])])).is_err());
+        assert!(decode_vec(&file(&[("a-1", &[1, 2]), ("b-1", &[3, 5])])).is_err());
+        assert!(decode_vec(&file(&[("a-1", &[2, 1]), ("b-1", &[3, 4])])).is_err());
     }
 
     /// A body large enough to be checked on a second thread: round trip,
@@ -347,12 +358,12 @@ mod tests {
         };
         let bytes = encode(&index, &checkpoint);
         assert!(bytes.len() - HEADER_BYTES > PARALLEL_BODY_BYTES_MIN);
-        let (decoded, cp) = decode(&bytes).unwrap();
+        let (decoded, cp) = decode_vec(&bytes).unwrap();
         assert_eq!((decoded, cp), (index, checkpoint));
         for at in [HEADER_BYTES + 8, bytes.len() / 2, bytes.len() - 10] {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x01;
-            assert_eq!(decode(&damaged).unwrap_err(), "body CRC mismatch", "byte {at}");
+            assert_eq!(decode_vec(&damaged).unwrap_err(), "body CRC mismatch", "byte {at}");
         }
     }
 
@@ -365,7 +376,7 @@ mod tests {
         let (index, mut checkpoint) = sample();
         checkpoint.last_position = 1 << 40;
         let bytes = encode(&index, &checkpoint);
-        assert_eq!(decode(&bytes).unwrap_err(), "location table overruns the file");
+        assert_eq!(decode_vec(&bytes).unwrap_err(), "location table overruns the file");
     }
 
     #[test]
@@ -376,7 +387,7 @@ mod tests {
             for bit in 0..8 {
                 let mut c = bytes.clone();
                 c[i] ^= 1 << bit;
-                if let Ok((_, cp)) = decode(&c) {
+                if let Ok((_, cp)) = decode_vec(&c) {
                     // Only reserved/flag bits may flip unnoticed by structure,
                     // and they are covered by the header CRC.
                     panic!("flip at {i}:{bit} accepted: {cp:?}");
@@ -384,7 +395,7 @@ mod tests {
             }
         }
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err());
+            assert!(decode_vec(&bytes[..cut]).is_err());
         }
     }
 }

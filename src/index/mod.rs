@@ -9,6 +9,9 @@
 //! (positions). `Index::memory_bytes` reports the figure, slack included.
 
 pub mod file;
+mod locations;
+
+pub use locations::LocationTable;
 
 use std::sync::Arc;
 
@@ -180,8 +183,8 @@ fn push_grow<T>(v: &mut Vec<T>, value: T, shrink: usize) {
 pub struct Index {
     streams: FastMap<Arc<str>, StreamEntry>,
     categories: FastMap<Arc<str>, Vec<Arc<str>>>,
-    /// `locations[p - 1]` is the packed location of position `p`.
-    locations: Vec<u64>,
+    /// Entry `p - 1` is the packed location of position `p`.
+    locations: LocationTable,
 }
 
 impl PartialEq for Index {
@@ -229,14 +232,11 @@ impl Index {
     /// The location of a global position.
     pub fn location(&self, position: u64) -> Option<Location> {
         let i = position.checked_sub(1)?;
-        self.locations
-            .get(usize::try_from(i).ok()?)
-            .copied()
-            .map(Location::unpack)
+        self.locations.get(usize::try_from(i).ok()?).map(Location::unpack)
     }
 
-    /// The packed location table (for the index file).
-    pub fn packed_locations(&self) -> &[u64] {
+    /// The packed location table.
+    pub fn locations(&self) -> &LocationTable {
         &self.locations
     }
 
@@ -261,7 +261,7 @@ impl Index {
             ));
         }
         entry.push(position);
-        push_grow(&mut self.locations, location.pack(), 8);
+        self.locations.push(location.pack());
         Ok(())
     }
 
@@ -280,7 +280,7 @@ impl Index {
     /// Builds an index from parts loaded from the index file. The caller
     /// has checked that the positions are consistent; a stream named twice
     /// is an error.
-    pub fn from_parts(locations: Vec<u64>, streams: Vec<(Arc<str>, StreamEntry)>) -> Result<Index, String> {
+    pub fn from_parts(locations: LocationTable, streams: Vec<(Arc<str>, StreamEntry)>) -> Result<Index, String> {
         let mut index = Index {
             streams: map_with_capacity(streams.len()),
             categories: FastMap::default(),
@@ -312,7 +312,7 @@ impl Index {
             .map(|(name, list)| name.len() + 16 + list.capacity() * size_of::<Arc<str>>())
             .sum();
         let category_slot = size_of::<Arc<str>>() + size_of::<Vec<Arc<str>>>() + 1;
-        self.locations.capacity() * 8
+        self.locations.memory_bytes()
             + self.streams.capacity() * table_slot
             + streams
             + self.categories.capacity() * category_slot

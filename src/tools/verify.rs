@@ -274,7 +274,7 @@ pub(crate) fn load_index_file(dir: &Path) -> Result<SavedIndex> {
         return Ok(None);
     }
     let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
-    Ok(Some(index_file::decode(&bytes)))
+    Ok(Some(index_file::decode(&bytes.into())))
 }
 
 /// Compares the index file with what the walk found in the log.
@@ -299,8 +299,8 @@ pub(crate) fn check_index(dir: &Path, w: &Walk, saved: SavedIndex) -> IndexStatu
     let log_events = w.index.last_position();
     let compared = cp.last_position.min(log_events);
     let n = usize::try_from(compared).unwrap_or(usize::MAX);
-    let (ours, theirs) = (&index.packed_locations()[..n], &w.index.packed_locations()[..n]);
-    if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
+    let (ours, theirs) = (index.locations().iter().take(n), w.index.locations().iter().take(n));
+    if let Some(i) = ours.zip(theirs).position(|(a, b)| a != b) {
         return damaged(
             index_file::HEADER_BYTES as u64 + 8 * i as u64,
             format!("index file places position {} elsewhere than the log does", i + 1),
