@@ -183,7 +183,8 @@ fn decode_body(
         .filter(|&n| n <= body.len())
         .ok_or("location table overruns the file")?;
     let locations = LocationTable::from_le_bytes(file.slice(HEADER_BYTES..HEADER_BYTES + table_len));
-    let (streams, mix_sum) = decode_streams(&body[table_len..], stream_count, last_position)?;
+    let section = file.slice(HEADER_BYTES + table_len..HEADER_BYTES + body.len());
+    let (streams, mix_sum) = decode_streams(&section, stream_count, last_position)?;
     Ok((locations, streams, mix_sum))
 }
 
@@ -194,7 +195,8 @@ type Streams = Vec<(Arc<str>, StreamEntry)>;
 /// positions in all; returns the streams and the sum of their scrambled
 /// positions, which the caller compares with [`mix_sum_to`] to know that
 /// every position belongs to exactly one stream.
-fn decode_streams(mut rest: &[u8], stream_count: u32, last_position: u64) -> Result<(Streams, u64), DecodeError> {
+fn decode_streams(section: &Bytes, stream_count: u32, last_position: u64) -> Result<(Streams, u64), DecodeError> {
+    let mut rest: &[u8] = section;
     if u64::from(stream_count) > limits::STREAMS_MAX || u64::from(stream_count) > last_position {
         return Err("stream count out of range".into());
     }
@@ -232,7 +234,7 @@ fn decode_streams(mut rest: &[u8], stream_count: u32, last_position: u64) -> Res
             return Err(format!("stream '{name}' has positions out of order or range"));
         }
         count_sum = count_sum.saturating_add(count as u64);
-        streams.push((Arc::from(name), StreamEntry::from_le_bytes(raw)));
+        streams.push((Arc::from(name), StreamEntry::from_le_bytes(section.slice_ref(raw))));
         rest = &after[bytes..];
     }
     if !rest.is_empty() {

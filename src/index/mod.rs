@@ -6,7 +6,10 @@
 //! past 2^32), plus the stream's map entry (name, vector header, hash-table
 //! slot). Both tables grow by a fraction of their size rather than by
 //! doubling, which bounds the slack to an eighth (locations) and a half
-//! (positions). `Index::memory_bytes` reports the figure, slack included.
+//! (positions). What was loaded from the index file stays in that file's
+//! read-only mapping instead (8 bytes per event in each table, page-cache
+//! memory). `Index::memory_bytes` reports the figure, slack and mapped
+//! bytes included.
 
 pub mod file;
 mod locations;
@@ -14,6 +17,8 @@ mod locations;
 pub use locations::LocationTable;
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::event::category_of;
 use crate::hash::{FastMap, map_with_capacity};
@@ -54,11 +59,29 @@ pub struct StreamEntry {
     positions: Positions,
 }
 
-/// A stream's positions: 4 bytes each while they fit, 8 after.
+/// A stream's positions: 4 bytes each while they fit, 8 after; or, for a
+/// stream loaded from the index file, read in place from the file.
 #[derive(Clone, Debug)]
 enum Positions {
     Narrow(Vec<u32>),
     Wide(Vec<u64>),
+    /// Boxed to keep the common variants' size.
+    Loaded(Box<Loaded>),
+}
+
+/// Positions loaded from the index file (little-endian `u64`s in its
+/// read-only mapping, as for the location table), then the positions
+/// appended since open.
+#[derive(Clone, Debug)]
+struct Loaded {
+    file: Bytes,
+    appended: Vec<u64>,
+}
+
+impl Loaded {
+    fn loaded_len(&self) -> usize {
+        self.file.len() / 8
+    }
 }
 
 impl Default for Positions {
@@ -88,10 +111,22 @@ impl StreamEntry {
     }
 
     /// An entry holding the increasing positions stored as little-endian
-    /// `u64`s in `raw` (as in the index file), decoded straight into their
+    /// `u64`s in `raw` (as in the index file), read in place where the
+    /// platform allows keeping the file mapped (see
+    /// [`LocationTable::from_le_bytes`]), else decoded into their
     /// in-memory width.
-    pub fn from_le_bytes(raw: &[u8]) -> StreamEntry {
-        let last = raw.len().checked_sub(8).map_or(0, |i| u64_at(raw, i));
+    pub fn from_le_bytes(raw: Bytes) -> StreamEntry {
+        if cfg!(unix) {
+            let whole = raw.len() / 8 * 8;
+            let loaded = Loaded {
+                file: raw.slice(..whole),
+                appended: Vec::new(),
+            };
+            return StreamEntry {
+                positions: Positions::Loaded(Box::new(loaded)),
+            };
+        }
+        let last = raw.len().checked_sub(8).map_or(0, |i| u64_at(&raw, i));
         let chunks = raw.chunks_exact(8);
         let positions = if u32::try_from(last).is_ok() {
             Positions::Narrow(chunks.map(|c| u64_at(c, 0) as u32).collect())
@@ -111,6 +146,7 @@ impl StreamEntry {
         match &self.positions {
             Positions::Narrow(v) => v.len(),
             Positions::Wide(v) => v.len(),
+            Positions::Loaded(l) => l.loaded_len() + l.appended.len(),
         }
     }
 
@@ -124,6 +160,10 @@ impl StreamEntry {
         match &self.positions {
             Positions::Narrow(v) => v.get(i).map(|&p| u64::from(p)),
             Positions::Wide(v) => v.get(i).copied(),
+            Positions::Loaded(l) => match i.checked_sub(l.loaded_len()) {
+                None => Some(u64_at(&l.file, i * 8)),
+                Some(k) => l.appended.get(k).copied(),
+            },
         }
     }
 
@@ -144,6 +184,23 @@ impl StreamEntry {
         match &self.positions {
             Positions::Narrow(v) => v.partition_point(|&p| u64::from(p) <= position),
             Positions::Wide(v) => v.partition_point(|&p| p <= position),
+            Positions::Loaded(l) => {
+                // Binary search over the loaded part, then the appended one.
+                let (mut low, mut high) = (0, l.loaded_len());
+                while low < high {
+                    let mid = low + (high - low) / 2;
+                    if u64_at(&l.file, mid * 8) <= position {
+                        low = mid + 1;
+                    } else {
+                        high = mid;
+                    }
+                }
+                if low < l.loaded_len() {
+                    low
+                } else {
+                    low + l.appended.partition_point(|&p| p <= position)
+                }
+            }
         }
     }
 
@@ -158,6 +215,7 @@ impl StreamEntry {
                 }
             },
             Positions::Wide(v) => push_grow(v, position, 2),
+            Positions::Loaded(l) => push_grow(&mut l.appended, position, 2),
         }
     }
 
@@ -165,6 +223,8 @@ impl StreamEntry {
         match &self.positions {
             Positions::Narrow(v) => v.capacity() * 4,
             Positions::Wide(v) => v.capacity() * 8,
+            // The mapped positions are page-cache memory, counted all the same.
+            Positions::Loaded(l) => std::mem::size_of::<Loaded>() + l.file.len() + l.appended.capacity() * 8,
         }
     }
 }
@@ -344,15 +404,10 @@ mod tests {
         let all = vec![1, 7, u64::from(u32::MAX), u64::from(u32::MAX) + 5];
         assert_eq!(entry.iter().collect::<Vec<_>>(), all);
         assert_eq!(entry, StreamEntry::from_positions(all.clone()));
-        let raw: Vec<u8> = all.iter().flat_map(|p| p.to_le_bytes()).collect();
-        assert!(matches!(StreamEntry::from_le_bytes(&raw).positions, Positions::Wide(_)));
-        assert_eq!(StreamEntry::from_le_bytes(&raw), entry);
-        assert!(matches!(
-            StreamEntry::from_le_bytes(&raw[..16]).positions,
-            Positions::Narrow(_)
-        ));
+        let raw: Bytes = all.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into();
+        assert_eq!(StreamEntry::from_le_bytes(raw.clone()), entry);
         assert_eq!(
-            StreamEntry::from_le_bytes(&raw[..16]).iter().collect::<Vec<_>>(),
+            StreamEntry::from_le_bytes(raw.slice(..16)).iter().collect::<Vec<_>>(),
             vec![1, 7]
         );
         assert_eq!(entry.count_up_to(u64::from(u32::MAX)), 3);
@@ -362,6 +417,46 @@ mod tests {
             StreamEntry::from_positions(vec![1, 2]).positions,
             Positions::Narrow(_)
         ));
+    }
+
+    /// A stream loaded from the index file answers every query as the same
+    /// positions held in a vector would, before and after appends.
+    #[test]
+    fn loaded_positions_read_like_vector_ones() {
+        let loaded = [2u64, 5, 9, 10];
+        let raw: Bytes = loaded.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into();
+        let mut entry = StreamEntry::from_le_bytes(raw);
+        if cfg!(unix) {
+            assert!(matches!(entry.positions, Positions::Loaded(_)));
+        }
+        let mut all = loaded.to_vec();
+        for appended in [0, 14, 30] {
+            if appended > 0 {
+                entry.push(appended);
+                all.push(appended);
+            }
+            let model = StreamEntry::from_positions(all.clone());
+            assert_eq!(entry, model);
+            assert_eq!(entry.len(), all.len());
+            for i in 0..all.len() + 2 {
+                assert_eq!(entry.get(i), model.get(i), "get({i})");
+                for j in i..all.len() + 2 {
+                    assert_eq!(
+                        entry.range(i..j).collect::<Vec<_>>(),
+                        model.range(i..j).collect::<Vec<_>>()
+                    );
+                    assert_eq!(
+                        entry.range(i..j).rev().collect::<Vec<_>>(),
+                        model.range(i..j).rev().collect::<Vec<_>>()
+                    );
+                }
+            }
+            for position in 0..35 {
+                let expected = all.iter().filter(|&&p| p <= position).count();
+                assert_eq!(entry.count_up_to(position), expected, "count_up_to({position})");
+            }
+        }
+        assert!(entry.heap_bytes() >= 8 * all.len());
     }
 
     #[test]
