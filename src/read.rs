@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of};
-use crate::index::{Location, StreamEntry};
+use crate::index::{Location, Stream};
 use crate::io::{FileSystem, StdFs};
 use crate::log::view::SegmentView;
 use crate::store::Core;
@@ -325,7 +325,7 @@ impl<F: FileSystem> Iterator for Events<F> {
 }
 
 /// The positions of a stream read: direction, start version, limit.
-fn select_versions(all: &StreamEntry, options: &ReadStream) -> Vec<u64> {
+fn select_versions(all: Stream<'_>, options: &ReadStream) -> Vec<u64> {
     let limit = options.limit.unwrap_or(usize::MAX);
     let count = all.version();
     match options.direction {

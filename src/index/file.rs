@@ -157,25 +157,21 @@ pub fn decode(bytes: &Bytes) -> Result<(Index, Checkpoint), DecodeError> {
     if !crc_ok {
         return Err("body CRC mismatch".into());
     }
-    let (locations, streams, mix_sum) = decoded?;
+    let (locations, streams, section, mix_sum) = decoded?;
     if mix_sum != expected_mix {
         return Err("streams do not hold each position exactly once".into());
     }
-    Ok((Index::from_parts(locations, streams)?, checkpoint))
+    Ok((Index::from_parts(locations, streams, section)?, checkpoint))
 }
 
 /// Bodies from this size on are checked and decoded on two threads.
 const PARALLEL_BODY_BYTES_MIN: usize = 1 << 20;
 
-/// The location table (read in place from `file`, see
-/// [`LocationTable`]), the streams, and the sum of the streams' scrambled
+/// The location table and the streams' positions (both read in place from
+/// `file`, see [`LocationTable`]), and the sum of the streams' scrambled
 /// positions (see [`mix`]). The caller has checked the file's length
 /// against its header.
-fn decode_body(
-    file: &Bytes,
-    stream_count: u32,
-    last_position: u64,
-) -> Result<(LocationTable, Streams, u64), DecodeError> {
+fn decode_body(file: &Bytes, stream_count: u32, last_position: u64) -> Result<Decoded, DecodeError> {
     let body = file.get(HEADER_BYTES..file.len().saturating_sub(4)).unwrap_or_default();
     let events = usize::try_from(last_position).map_err(|_| "too many events")?;
     let table_len = events
@@ -185,8 +181,12 @@ fn decode_body(
     let locations = LocationTable::from_le_bytes(file.slice(HEADER_BYTES..HEADER_BYTES + table_len));
     let section = file.slice(HEADER_BYTES + table_len..HEADER_BYTES + body.len());
     let (streams, mix_sum) = decode_streams(&section, stream_count, last_position)?;
-    Ok((locations, streams, mix_sum))
+    Ok((locations, streams, section, mix_sum))
 }
+
+/// The location table, the streams, the stream section they refer to, and
+/// the sum of the streams' scrambled positions.
+type Decoded = (LocationTable, Streams, Bytes, u64);
 
 type Streams = Vec<(Arc<str>, StreamEntry)>;
 
@@ -234,7 +234,8 @@ fn decode_streams(section: &Bytes, stream_count: u32, last_position: u64) -> Res
             return Err(format!("stream '{name}' has positions out of order or range"));
         }
         count_sum = count_sum.saturating_add(count as u64);
-        streams.push((Arc::from(name), StreamEntry::from_le_bytes(section.slice_ref(raw))));
+        let at = section.len() - after.len();
+        streams.push((Arc::from(name), StreamEntry::from_le_bytes(section, at, count)));
         rest = &after[bytes..];
     }
     if !rest.is_empty() {
@@ -325,7 +326,8 @@ mod tests {
                 .iter()
                 .map(|(n, p)| (Arc::from(*n), StreamEntry::from_positions(p.to_vec())))
                 .collect();
-            let index = Index::from_parts(LocationTable::from_vec(vec![64, 164, 264, 364]), streams).unwrap();
+            let index =
+                Index::from_parts(LocationTable::from_vec(vec![64, 164, 264, 364]), streams, Bytes::new()).unwrap();
             encode(&index, &checkpoint)
         };
         assert!(decode_vec(&file(&[("a-1", &[1, 4]), ("b-1", &[2, 3])])).is_ok());

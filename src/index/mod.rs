@@ -53,7 +53,9 @@ impl Location {
     }
 }
 
-/// One stream's entry: the global position of each of its versions.
+/// One stream's entry: the global position of each of its versions. Read
+/// it through [`Stream`], which pairs it with the index file's bytes that a
+/// loaded entry refers to.
 #[derive(Clone, Debug, Default)]
 pub struct StreamEntry {
     positions: Positions,
@@ -65,23 +67,15 @@ pub struct StreamEntry {
 enum Positions {
     Narrow(Vec<u32>),
     Wide(Vec<u64>),
-    /// Boxed to keep the common variants' size.
-    Loaded(Box<Loaded>),
-}
-
-/// Positions loaded from the index file (little-endian `u64`s in its
-/// read-only mapping, as for the location table), then the positions
-/// appended since open.
-#[derive(Clone, Debug)]
-struct Loaded {
-    file: Bytes,
-    appended: Vec<u64>,
-}
-
-impl Loaded {
-    fn loaded_len(&self) -> usize {
-        self.file.len() / 8
-    }
+    /// `len` little-endian `u64`s at byte `at` of the index's loaded
+    /// positions (the index file's mapping), then the positions appended
+    /// since open. Same size as the other variants: no box, no allocation
+    /// per stream at open.
+    Loaded {
+        at: u32,
+        len: u32,
+        appended: Vec<u64>,
+    },
 }
 
 impl Default for Positions {
@@ -89,14 +83,6 @@ impl Default for Positions {
         Positions::Narrow(Vec::new())
     }
 }
-
-impl PartialEq for StreamEntry {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for StreamEntry {}
 
 impl StreamEntry {
     /// An entry holding `positions` (increasing).
@@ -110,23 +96,26 @@ impl StreamEntry {
         StreamEntry { positions }
     }
 
-    /// An entry holding the increasing positions stored as little-endian
-    /// `u64`s in `raw` (as in the index file), read in place where the
-    /// platform allows keeping the file mapped (see
-    /// [`LocationTable::from_le_bytes`]), else decoded into their
-    /// in-memory width.
-    pub fn from_le_bytes(raw: Bytes) -> StreamEntry {
-        if cfg!(unix) {
-            let whole = raw.len() / 8 * 8;
-            let loaded = Loaded {
-                file: raw.slice(..whole),
-                appended: Vec::new(),
-            };
+    /// An entry for the increasing positions stored as little-endian `u64`s
+    /// at byte `at` of `loaded` (the index file's bytes that the index will
+    /// hold, see [`Index::from_parts`]): read in place where the platform
+    /// allows keeping the file mapped (see [`LocationTable::from_le_bytes`])
+    /// and the offsets fit, else decoded into their in-memory width.
+    pub fn from_le_bytes(loaded: &[u8], at: usize, len: usize) -> StreamEntry {
+        let raw = at
+            .checked_add(len.saturating_mul(8))
+            .and_then(|end| loaded.get(at..end))
+            .unwrap_or_default();
+        let len = raw.len() / 8;
+        if cfg!(unix)
+            && let (Ok(at), Ok(len)) = (u32::try_from(at), u32::try_from(len))
+        {
+            let appended = Vec::new();
             return StreamEntry {
-                positions: Positions::Loaded(Box::new(loaded)),
+                positions: Positions::Loaded { at, len, appended },
             };
         }
-        let last = raw.len().checked_sub(8).map_or(0, |i| u64_at(&raw, i));
+        let last = len.checked_sub(1).map_or(0, |i| u64_at(raw, i * 8));
         let chunks = raw.chunks_exact(8);
         let positions = if u32::try_from(last).is_ok() {
             Positions::Narrow(chunks.map(|c| u64_at(c, 0) as u32).collect())
@@ -136,69 +125,48 @@ impl StreamEntry {
         StreamEntry { positions }
     }
 
-    /// The stream's last version (0 when empty).
-    pub fn version(&self) -> u64 {
-        self.len() as u64
-    }
-
     /// Number of events (= last version).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         match &self.positions {
             Positions::Narrow(v) => v.len(),
             Positions::Wide(v) => v.len(),
-            Positions::Loaded(l) => l.loaded_len() + l.appended.len(),
+            Positions::Loaded { len, appended, .. } => *len as usize + appended.len(),
         }
     }
 
-    /// Whether the stream has no events.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The global position of version `i + 1`.
-    pub fn get(&self, i: usize) -> Option<u64> {
+    fn get(&self, i: usize, loaded: &[u8]) -> Option<u64> {
         match &self.positions {
             Positions::Narrow(v) => v.get(i).map(|&p| u64::from(p)),
             Positions::Wide(v) => v.get(i).copied(),
-            Positions::Loaded(l) => match i.checked_sub(l.loaded_len()) {
-                None => Some(u64_at(&l.file, i * 8)),
-                Some(k) => l.appended.get(k).copied(),
+            Positions::Loaded { at, len, appended } => match i.checked_sub(*len as usize) {
+                None => Some(u64_at(loaded, *at as usize + i * 8)),
+                Some(k) => appended.get(k).copied(),
             },
         }
     }
 
-    /// The positions of versions `range` (clamped to the stream).
-    pub fn range(&self, range: std::ops::Range<usize>) -> impl DoubleEndedIterator<Item = u64> + '_ {
-        let end = range.end.min(self.len());
-        let start = range.start.min(end);
-        (start..end).filter_map(move |i| self.get(i))
-    }
-
-    /// Every position, oldest first.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
-        self.range(0..self.len())
-    }
-
     /// How many of the stream's events are at or before `position`.
-    pub fn count_up_to(&self, position: u64) -> usize {
+    fn count_up_to(&self, position: u64, loaded: &[u8]) -> usize {
         match &self.positions {
             Positions::Narrow(v) => v.partition_point(|&p| u64::from(p) <= position),
             Positions::Wide(v) => v.partition_point(|&p| p <= position),
-            Positions::Loaded(l) => {
+            Positions::Loaded { at, len, appended } => {
                 // Binary search over the loaded part, then the appended one.
-                let (mut low, mut high) = (0, l.loaded_len());
+                let (at, len) = (*at as usize, *len as usize);
+                let (mut low, mut high) = (0, len);
                 while low < high {
                     let mid = low + (high - low) / 2;
-                    if u64_at(&l.file, mid * 8) <= position {
+                    if u64_at(loaded, at + mid * 8) <= position {
                         low = mid + 1;
                     } else {
                         high = mid;
                     }
                 }
-                if low < l.loaded_len() {
+                if low < len {
                     low
                 } else {
-                    low + l.appended.partition_point(|&p| p <= position)
+                    low + appended.partition_point(|&p| p <= position)
                 }
             }
         }
@@ -215,7 +183,7 @@ impl StreamEntry {
                 }
             },
             Positions::Wide(v) => push_grow(v, position, 2),
-            Positions::Loaded(l) => push_grow(&mut l.appended, position, 2),
+            Positions::Loaded { appended, .. } => push_grow(appended, position, 2),
         }
     }
 
@@ -224,8 +192,63 @@ impl StreamEntry {
             Positions::Narrow(v) => v.capacity() * 4,
             Positions::Wide(v) => v.capacity() * 8,
             // The mapped positions are page-cache memory, counted all the same.
-            Positions::Loaded(l) => std::mem::size_of::<Loaded>() + l.file.len() + l.appended.capacity() * 8,
+            Positions::Loaded { len, appended, .. } => *len as usize * 8 + appended.capacity() * 8,
         }
+    }
+}
+
+/// A stream's positions, as the index holds them: the global position of
+/// each version.
+#[derive(Clone, Copy, Debug)]
+pub struct Stream<'a> {
+    entry: &'a StreamEntry,
+    loaded: &'a [u8],
+}
+
+impl PartialEq for Stream<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Stream<'_> {}
+
+impl<'a> Stream<'a> {
+    /// The stream's last version (0 when empty).
+    pub fn version(&self) -> u64 {
+        self.len() as u64
+    }
+
+    /// Number of events (= last version).
+    pub fn len(&self) -> usize {
+        self.entry.len()
+    }
+
+    /// Whether the stream has no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The global position of version `i + 1`.
+    pub fn get(&self, i: usize) -> Option<u64> {
+        self.entry.get(i, self.loaded)
+    }
+
+    /// The positions of versions `range` (clamped to the stream).
+    pub fn range(self, range: std::ops::Range<usize>) -> impl DoubleEndedIterator<Item = u64> + 'a {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        (start..end).filter_map(move |i| self.get(i))
+    }
+
+    /// Every position, oldest first.
+    pub fn iter(self) -> impl DoubleEndedIterator<Item = u64> + 'a {
+        self.range(0..self.len())
+    }
+
+    /// How many of the stream's events are at or before `position`.
+    pub fn count_up_to(&self, position: u64) -> usize {
+        self.entry.count_up_to(position, self.loaded)
     }
 }
 
@@ -245,11 +268,16 @@ pub struct Index {
     categories: FastMap<Arc<str>, Vec<Arc<str>>>,
     /// Entry `p - 1` is the packed location of position `p`.
     locations: LocationTable,
+    /// The index file's bytes that loaded streams' positions refer to
+    /// (empty unless loaded from an index file).
+    loaded: Bytes,
 }
 
 impl PartialEq for Index {
     fn eq(&self, other: &Self) -> bool {
-        self.streams == other.streams && self.locations == other.locations
+        self.streams.len() == other.streams.len()
+            && self.locations == other.locations
+            && self.streams().all(|(name, s)| other.stream(name) == Some(s))
     }
 }
 
@@ -264,24 +292,30 @@ impl Index {
         self.streams.len()
     }
 
-    /// A stream's entry.
-    pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
-        self.streams.get(name)
+    /// A stream's positions.
+    pub fn stream(&self, name: &str) -> Option<Stream<'_>> {
+        let loaded = &self.loaded;
+        self.streams.get(name).map(|entry| Stream { entry, loaded })
     }
 
     /// The interned name of a stream and its last version, when it exists.
     pub fn stream_key(&self, name: &str) -> Option<(Arc<str>, u64)> {
-        self.streams.get_key_value(name).map(|(k, e)| (k.clone(), e.version()))
+        self.streams
+            .get_key_value(name)
+            .map(|(k, e)| (k.clone(), e.len() as u64))
     }
 
     /// A stream's last version (0 when it has no events).
     pub fn stream_version(&self, name: &str) -> u64 {
-        self.streams.get(name).map_or(0, StreamEntry::version)
+        self.streams.get(name).map_or(0, |e| e.len() as u64)
     }
 
     /// Every stream with its entry, in no particular order.
-    pub fn streams(&self) -> impl Iterator<Item = (&Arc<str>, &StreamEntry)> {
-        self.streams.iter()
+    pub fn streams(&self) -> impl Iterator<Item = (&Arc<str>, Stream<'_>)> {
+        let loaded = &self.loaded;
+        self.streams
+            .iter()
+            .map(move |(name, entry)| (name, Stream { entry, loaded }))
     }
 
     /// The streams of a category.
@@ -314,11 +348,9 @@ impl Index {
             Some(entry) => entry,
             None => self.insert_stream(Arc::from(stream)),
         };
-        if version != entry.version() + 1 {
-            return Err(format!(
-                "stream '{stream}' version {version} does not follow {}",
-                entry.version()
-            ));
+        let current = entry.len() as u64;
+        if version != current + 1 {
+            return Err(format!("stream '{stream}' version {version} does not follow {current}"));
         }
         entry.push(position);
         self.locations.push(location.pack());
@@ -337,18 +369,24 @@ impl Index {
         self.streams.entry(name).or_default()
     }
 
-    /// Builds an index from parts loaded from the index file. The caller
-    /// has checked that the positions are consistent; a stream named twice
-    /// is an error.
-    pub fn from_parts(locations: LocationTable, streams: Vec<(Arc<str>, StreamEntry)>) -> Result<Index, String> {
+    /// Builds an index from parts loaded from the index file; `loaded` is
+    /// the bytes that entries made by [`StreamEntry::from_le_bytes`] refer
+    /// to. The caller has checked that the positions are consistent; a
+    /// stream named twice is an error.
+    pub fn from_parts(
+        locations: LocationTable,
+        streams: Vec<(Arc<str>, StreamEntry)>,
+        loaded: Bytes,
+    ) -> Result<Index, String> {
         let mut index = Index {
             streams: map_with_capacity(streams.len()),
             categories: FastMap::default(),
             locations,
+            loaded,
         };
         for (name, decoded) in streams {
             let entry = index.insert_stream(name.clone());
-            if !entry.is_empty() {
+            if entry.len() > 0 {
                 return Err(format!("stream '{name}' appears twice"));
             }
             *entry = decoded;
@@ -395,6 +433,15 @@ mod tests {
         assert_eq!(Location::unpack(l.pack()), l);
     }
 
+    /// `entry` read with `loaded` as the index's loaded bytes.
+    fn view<'a>(entry: &'a StreamEntry, loaded: &'a [u8]) -> Stream<'a> {
+        Stream { entry, loaded }
+    }
+
+    fn le(positions: &[u64]) -> Vec<u8> {
+        positions.iter().flat_map(|p| p.to_le_bytes()).collect()
+    }
+
     #[test]
     fn positions_widen_past_u32() {
         let mut entry = StreamEntry::from_positions(vec![1, 7]);
@@ -402,14 +449,17 @@ mod tests {
         entry.push(u64::from(u32::MAX) + 5);
         assert!(matches!(entry.positions, Positions::Wide(_)));
         let all = vec![1, 7, u64::from(u32::MAX), u64::from(u32::MAX) + 5];
+        let entry = view(&entry, &[]);
         assert_eq!(entry.iter().collect::<Vec<_>>(), all);
-        assert_eq!(entry, StreamEntry::from_positions(all.clone()));
-        let raw: Bytes = all.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into();
-        assert_eq!(StreamEntry::from_le_bytes(raw.clone()), entry);
-        assert_eq!(
-            StreamEntry::from_le_bytes(raw.slice(..16)).iter().collect::<Vec<_>>(),
-            vec![1, 7]
-        );
+        let model = StreamEntry::from_positions(all.clone());
+        assert_eq!(entry, view(&model, &[]));
+        // Loaded from index-file bytes (3 bytes of something else first).
+        let mut raw = vec![9, 9, 9];
+        raw.extend(le(&all));
+        let loaded = StreamEntry::from_le_bytes(&raw, 3, 4);
+        assert_eq!(view(&loaded, &raw), entry);
+        let two = StreamEntry::from_le_bytes(&raw, 3, 2);
+        assert_eq!(view(&two, &raw).iter().collect::<Vec<_>>(), vec![1, 7]);
         assert_eq!(entry.count_up_to(u64::from(u32::MAX)), 3);
         assert_eq!(entry.get(3), Some(u64::from(u32::MAX) + 5));
         assert_eq!(entry.range(1..9).rev().collect::<Vec<_>>(), vec![all[3], all[2], 7]);
@@ -424,10 +474,12 @@ mod tests {
     #[test]
     fn loaded_positions_read_like_vector_ones() {
         let loaded = [2u64, 5, 9, 10];
-        let raw: Bytes = loaded.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into();
-        let mut entry = StreamEntry::from_le_bytes(raw);
+        let mut raw = vec![0xAB; 5];
+        raw.extend(le(&loaded));
+        raw.extend([0xCD; 7]);
+        let mut entry = StreamEntry::from_le_bytes(&raw, 5, loaded.len());
         if cfg!(unix) {
-            assert!(matches!(entry.positions, Positions::Loaded(_)));
+            assert!(matches!(entry.positions, Positions::Loaded { .. }));
         }
         let mut all = loaded.to_vec();
         for appended in [0, 14, 30] {
@@ -436,6 +488,7 @@ mod tests {
                 all.push(appended);
             }
             let model = StreamEntry::from_positions(all.clone());
+            let (entry, model) = (view(&entry, &raw), view(&model, &[]));
             assert_eq!(entry, model);
             assert_eq!(entry.len(), all.len());
             for i in 0..all.len() + 2 {
@@ -457,6 +510,9 @@ mod tests {
             }
         }
         assert!(entry.heap_bytes() >= 8 * all.len());
+        // Offsets past the bytes give an empty entry, not a panic.
+        assert_eq!(StreamEntry::from_le_bytes(&raw, 100, 3).len(), 0);
+        assert_eq!(StreamEntry::from_le_bytes(&raw, 5, usize::MAX).len(), 0);
     }
 
     #[test]
