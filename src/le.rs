@@ -3,6 +3,7 @@
 //! bug must not turn a corrupt file into a panic.
 
 /// The `u16` at `at`, or 0 when the bytes are not there.
+#[inline]
 pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
     let mut a = [0u8; 2];
     if let Some(s) = b.get(at..at.saturating_add(2)) {
@@ -12,6 +13,7 @@ pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
 }
 
 /// The `u32` at `at`, or 0 when the bytes are not there.
+#[inline]
 pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     if let Some(s) = b.get(at..at.saturating_add(4)) {
@@ -21,6 +23,7 @@ pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// The `u64` at `at`, or 0 when the bytes are not there.
+#[inline]
 pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     if let Some(s) = b.get(at..at.saturating_add(8)) {

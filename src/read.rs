@@ -212,7 +212,7 @@ impl<F: FileSystem> Events<F> {
             let mut positions: Vec<u64> = Vec::new();
             for name in index.category_streams(category) {
                 if let Some(entry) = index.stream(name) {
-                    positions.extend(entry.range(entry.count_up_to(after)..entry.len()));
+                    entry.extend_range(entry.count_up_to(after)..entry.len(), &mut positions);
                 }
             }
             positions.sort_unstable();
@@ -328,16 +328,19 @@ impl<F: FileSystem> Iterator for Events<F> {
 fn select_versions(all: Stream<'_>, options: &ReadStream) -> Vec<u64> {
     let limit = options.limit.unwrap_or(usize::MAX);
     let count = all.version();
+    let mut positions = Vec::new();
     match options.direction {
         Direction::Forward => {
             let start = options.from_version.unwrap_or(1).max(1);
             let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
-            all.range(skip..skip.saturating_add(limit)).collect()
+            all.extend_range(skip..skip.saturating_add(limit), &mut positions);
         }
         Direction::Backward => {
             let start = options.from_version.unwrap_or(count).min(count);
             let end = usize::try_from(start).unwrap_or(usize::MAX);
-            all.range(0..end).rev().take(limit).collect()
+            all.extend_range(end.saturating_sub(limit)..end, &mut positions);
+            positions.reverse();
         }
     }
+    positions
 }

@@ -71,6 +71,7 @@ impl LocationTable {
     }
 
     /// Entry `i` (position `i + 1`).
+    #[inline]
     pub fn get(&self, i: usize) -> Option<u64> {
         let loaded = self.loaded.len() / 8;
         if i < loaded {

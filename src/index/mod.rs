@@ -146,6 +146,25 @@ impl StreamEntry {
         }
     }
 
+    /// Adds the positions of versions `start + 1..=end` to `out`; the
+    /// caller has clamped the range to the stream.
+    fn extend_range(&self, start: usize, end: usize, loaded: &[u8], out: &mut Vec<u64>) {
+        match &self.positions {
+            Positions::Narrow(v) => out.extend(v[start..end].iter().map(|&p| u64::from(p))),
+            Positions::Wide(v) => out.extend_from_slice(&v[start..end]),
+            Positions::Loaded { at, len, appended } => {
+                let (at, len) = (*at as usize, *len as usize);
+                let split = start.max(len.min(end));
+                let first = loaded.get(at + start * 8..at + split * 8).unwrap_or_default();
+                out.extend(first.chunks_exact(8).map(|c| u64_at(c, 0)));
+                let second = appended
+                    .get(split.saturating_sub(len)..end.saturating_sub(len))
+                    .unwrap_or_default();
+                out.extend_from_slice(second);
+            }
+        }
+    }
+
     /// How many of the stream's events are at or before `position`.
     fn count_up_to(&self, position: u64, loaded: &[u8]) -> usize {
         match &self.positions {
@@ -239,6 +258,14 @@ impl<'a> Stream<'a> {
         let end = range.end.min(self.len());
         let start = range.start.min(end);
         (start..end).filter_map(move |i| self.get(i))
+    }
+
+    /// Adds the positions of versions `range` (clamped to the stream) to
+    /// `out`, oldest first: [`Stream::range`] for a whole page at once.
+    pub fn extend_range(&self, range: std::ops::Range<usize>, out: &mut Vec<u64>) {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        self.entry.extend_range(start, end, self.loaded, out);
     }
 
     /// Every position, oldest first.
@@ -502,6 +529,15 @@ mod tests {
                         entry.range(i..j).rev().collect::<Vec<_>>(),
                         model.range(i..j).rev().collect::<Vec<_>>()
                     );
+                }
+            }
+            for i in 0..all.len() + 2 {
+                for j in 0..all.len() + 2 {
+                    let mut out = vec![7];
+                    entry.extend_range(i..j, &mut out);
+                    let mut expected = vec![7];
+                    expected.extend(model.range(i..j));
+                    assert_eq!(out, expected, "extend_range({i}..{j})");
                 }
             }
             for position in 0..35 {
