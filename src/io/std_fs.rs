@@ -154,8 +154,11 @@ impl FileHandle for StdFile {
         // while readers may use the mapping, and only hands out slices of
         // bytes that are already written and are never written again (new
         // appends go past them; a torn tail is zeroed during open, before
-        // any reader exists). Other programs modifying the files while the
-        // store is open are outside this contract, as for any database.
+        // any reader exists). The index file stays mapped while the store
+        // is open (its tables are read in place) and is only ever replaced
+        // by renaming a new file over it, never written in place. Other
+        // programs modifying the files while the store is open are outside
+        // this contract, as for any database.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
         Ok(Bytes::from_owner(map))
     }
