@@ -267,11 +267,12 @@ fn mix(p: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Location;
 
+    /// [`decode`] of bytes held in a vector (tests build files that way).
     fn decode_vec(bytes: &[u8]) -> Result<(Index, Checkpoint), DecodeError> {
         decode(&Bytes::copy_from_slice(bytes))
     }
-    use crate::index::Location;
 
     fn sample() -> (Index, Checkpoint) {
         let mut index = Index::default();

@@ -104,19 +104,21 @@ impl LocationTable {
     pub fn extend_page(&self, range: Range<usize>, backward: bool, out: &mut Vec<(u64, u64)>) {
         let end = range.end.min(self.len());
         let start = range.start.min(end);
-        let loaded = self.loaded.len() / 8;
-        let split = start.max(loaded.min(end));
-        let first = self.loaded.get(start * 8..split * 8).unwrap_or_default();
-        let second = self
-            .appended
-            .get(split.saturating_sub(loaded)..end.saturating_sub(loaded))
+        let (in_loaded, in_appended) = split_range(start, end, self.loaded.len() / 8);
+        let first = self
+            .loaded
+            .get(in_loaded.start * 8..in_loaded.end * 8)
             .unwrap_or_default();
+        let second = self.appended.get(in_appended).unwrap_or_default();
         let position = |i: usize| i as u64 + 1;
         let from_loaded = first
             .chunks_exact(8)
             .enumerate()
             .map(|(k, c)| (position(start + k), u64_at(c, 0)));
-        let from_appended = second.iter().enumerate().map(|(k, &l)| (position(split + k), l));
+        let from_appended = second
+            .iter()
+            .enumerate()
+            .map(|(k, &l)| (position(in_loaded.end + k), l));
         if backward {
             out.extend(from_appended.rev());
             out.extend(from_loaded.rev());
@@ -139,6 +141,14 @@ impl LocationTable {
     pub fn memory_bytes(&self) -> usize {
         self.loaded.len() + self.appended.capacity() * 8
     }
+}
+
+/// Entries `start..end` (`start <= end`) of a run of `loaded` entries
+/// followed by appended ones: the range within the loaded run and the range
+/// within the appended entries.
+pub(super) fn split_range(start: usize, end: usize, loaded: usize) -> (Range<usize>, Range<usize>) {
+    let split = start.max(loaded.min(end));
+    (start..split, split.saturating_sub(loaded)..end.saturating_sub(loaded))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod file;
 mod locations;
 
 pub use locations::LocationTable;
+use locations::split_range;
 
 use std::sync::Arc;
 
@@ -150,17 +151,19 @@ impl StreamEntry {
     /// caller has clamped the range to the stream.
     fn extend_range(&self, start: usize, end: usize, loaded: &[u8], out: &mut Vec<u64>) {
         match &self.positions {
-            Positions::Narrow(v) => out.extend(v[start..end].iter().map(|&p| u64::from(p))),
-            Positions::Wide(v) => out.extend_from_slice(&v[start..end]),
+            Positions::Narrow(v) => {
+                let v = v.get(start..end).unwrap_or_default();
+                out.extend(v.iter().map(|&p| u64::from(p)));
+            }
+            Positions::Wide(v) => out.extend_from_slice(v.get(start..end).unwrap_or_default()),
             Positions::Loaded { at, len, appended } => {
-                let (at, len) = (*at as usize, *len as usize);
-                let split = start.max(len.min(end));
-                let first = loaded.get(at + start * 8..at + split * 8).unwrap_or_default();
-                out.extend(first.chunks_exact(8).map(|c| u64_at(c, 0)));
-                let second = appended
-                    .get(split.saturating_sub(len)..end.saturating_sub(len))
+                let (in_loaded, in_appended) = split_range(start, end, *len as usize);
+                let at = *at as usize;
+                let first = loaded
+                    .get(at + in_loaded.start * 8..at + in_loaded.end * 8)
                     .unwrap_or_default();
-                out.extend_from_slice(second);
+                out.extend(first.chunks_exact(8).map(|c| u64_at(c, 0)));
+                out.extend_from_slice(appended.get(in_appended).unwrap_or_default());
             }
         }
     }
