@@ -372,6 +372,45 @@ mod tests {
         }
     }
 
+    /// In a body checked on two threads, a position held twice is caught
+    /// wherever the stream that holds it is: each stream in turn gets a
+    /// position of its neighbour (still in order, same count).
+    #[test]
+    fn large_files_with_a_position_held_twice_are_rejected() {
+        let (events, streams) = (100_000u64, 10u64);
+        let checkpoint = Checkpoint {
+            store_id: Uuid::from_u128(5),
+            last_position: events,
+            end_segment: 1,
+            end_offset: 64 * (events + 1),
+            last_batch_crc: 7,
+        };
+        let file = |forged: Option<u64>| {
+            let streams = (0..streams)
+                .map(|s| {
+                    let mut positions: Vec<u64> = (1..=events).filter(|p| p % streams == s).collect();
+                    if forged == Some(s) {
+                        positions[1] += 1;
+                    }
+                    (Arc::from(format!("s-{s}")), StreamEntry::from_positions(positions))
+                })
+                .collect();
+            let table = LocationTable::from_vec((1..=events).map(|p| 64 * p).collect());
+            let index = Index::from_parts(table, streams, Bytes::new()).unwrap();
+            encode(&index, &checkpoint)
+        };
+        let good = file(None);
+        assert!(good.len() - HEADER_BYTES > PARALLEL_BODY_BYTES_MIN);
+        assert!(decode_vec(&good).is_ok());
+        for s in 0..streams {
+            assert_eq!(
+                decode_vec(&file(Some(s))).unwrap_err(),
+                "streams do not hold each position exactly once",
+                "stream {s}"
+            );
+        }
+    }
+
     /// A header claiming more events than the body can hold is rejected
     /// before any work proportional to that claim (found by fuzzing: a
     /// claimed 2^40 events made the position-sum check loop for minutes;
