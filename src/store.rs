@@ -108,8 +108,15 @@ pub struct Stats {
     pub disk_bytes: u64,
     /// Last global position (0 when empty).
     pub last_position: u64,
-    /// Approximate memory of the stream index.
+    /// Approximate memory of the stream index: heap, plus the tables read
+    /// in place from the index file (see `index_mapped_bytes`).
     pub index_memory_bytes: u64,
+    /// Of `index_memory_bytes`, the bytes read in place from the index
+    /// file's read-only memory map (8 per event in each of two tables, for
+    /// the events the file held at open): page cache, which the system can
+    /// reclaim and read again, not heap. 0 when open rebuilt the index,
+    /// and on platforms that copy the file instead (Windows).
+    pub index_mapped_bytes: u64,
     /// Appends written since open.
     pub appends_written: u64,
     /// Group commits since open: rounds of write (+ sync in durable mode)
@@ -306,12 +313,13 @@ impl<F: FileSystem> Store<F> {
     /// Figures about the store.
     pub fn stats(&self) -> Stats {
         let core = self.core();
-        let (events, streams, index_memory_bytes) = {
+        let (events, streams, index_memory_bytes, index_mapped_bytes) = {
             let p = core.published.read();
             (
                 p.index.last_position(),
                 p.index.stream_count() as u64,
                 p.index.memory_bytes() as u64,
+                p.index.mapped_bytes() as u64,
             )
         };
         let (appends_written, group_commits) = {
@@ -327,6 +335,7 @@ impl<F: FileSystem> Store<F> {
             disk_bytes,
             last_position: events,
             index_memory_bytes,
+            index_mapped_bytes,
             appends_written,
             group_commits,
         }

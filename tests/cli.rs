@@ -417,6 +417,7 @@ fn stats_has_the_documented_keys() {
         "disk_bytes",
         "last_position",
         "index_memory_bytes",
+        "index_mapped_bytes",
         "largest_streams",
     ] {
         assert!(st.get(key).is_some(), "missing {key}: {st}");

@@ -141,6 +141,12 @@ impl LocationTable {
     pub fn memory_bytes(&self) -> usize {
         self.loaded.len() + self.appended.capacity() * 8
     }
+
+    /// Of [`LocationTable::memory_bytes`], the bytes read in place from
+    /// the loaded file.
+    pub fn mapped_bytes(&self) -> usize {
+        self.loaded.len()
+    }
 }
 
 /// Entries `start..end` (`start <= end`) of a run of `loaded` entries

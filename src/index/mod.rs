@@ -217,6 +217,15 @@ impl StreamEntry {
             Positions::Loaded { len, appended, .. } => *len as usize * 8 + appended.capacity() * 8,
         }
     }
+
+    /// Of [`StreamEntry::heap_bytes`], the bytes read in place from the
+    /// loaded index file.
+    fn mapped_bytes(&self) -> usize {
+        match &self.positions {
+            Positions::Loaded { len, .. } => *len as usize * 8,
+            Positions::Narrow(_) | Positions::Wide(_) => 0,
+        }
+    }
 }
 
 /// A stream's positions, as the index holds them: the global position of
@@ -445,6 +454,14 @@ impl Index {
             + streams
             + self.categories.capacity() * category_slot
             + categories
+    }
+
+    /// Of [`Index::memory_bytes`], the bytes read in place from the index
+    /// file's mapping (page cache the system can reclaim and read again)
+    /// rather than allocated.
+    pub fn mapped_bytes(&self) -> usize {
+        let streams: usize = self.streams.values().map(StreamEntry::mapped_bytes).sum();
+        self.locations.mapped_bytes() + streams
     }
 }
 

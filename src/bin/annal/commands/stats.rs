@@ -29,6 +29,7 @@ pub fn stats(a: StatsArgs) -> Outcome {
         .num("disk_bytes", s.disk_bytes)
         .num("last_position", s.last_position)
         .num("index_memory_bytes", s.index_memory_bytes)
+        .num("index_mapped_bytes", s.index_mapped_bytes)
         .raw("largest_streams", &json::array(largest))
         .raw("open", &recovery)
         .finish();
