@@ -109,6 +109,22 @@ fn help_works_on_every_command() {
     }
 }
 
+/// Help and version text that cannot be written is a failure (exit 1,
+/// said on stderr), not a success.
+#[cfg(target_os = "linux")]
+#[test]
+fn help_that_cannot_be_written_fails() {
+    for args in [&["--help"][..], &["--version"], &["read", "--help"]] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let o = Command::new(BIN).args(args).stdout(full).output().unwrap();
+        assert_eq!(code(&o), 1, "{args:?}");
+        assert!(
+            stderr(&o).starts_with("annal: cannot write to standard output"),
+            "{args:?}"
+        );
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();

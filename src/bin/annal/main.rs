@@ -17,8 +17,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Usage errors exit with code 2, --help and --version with 0 (clap).
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parser_said(&e),
+    };
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -27,5 +29,22 @@ fn main() -> ExitCode {
             }
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// Prints what the argument parser has to say: help or version on stdout
+/// (exit code 0, or 1 when stdout cannot take it), a usage error on stderr
+/// (exit code 2).
+fn parser_said(e: &clap::Error) -> ExitCode {
+    let code = u8::try_from(e.exit_code()).unwrap_or(fail::ERROR);
+    match e.print() {
+        Ok(()) => ExitCode::from(code),
+        Err(io) if code == 0 => {
+            if io.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("annal: cannot write to standard output: {io}");
+            }
+            ExitCode::from(fail::ERROR)
+        }
+        Err(_) => ExitCode::from(code),
     }
 }
