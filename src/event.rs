@@ -39,7 +39,9 @@ impl EventData {
         }
     }
 
-    /// Sets the event id (use a stable id to make retries idempotent).
+    /// Sets the event id (use a stable id to make retries idempotent). An
+    /// append refuses the nil UUID (all zeros), the usual value of an id
+    /// that was never set, with [`Error::InvalidInput`](crate::Error::InvalidInput).
     pub fn with_id(mut self, id: Uuid) -> Self {
         self.id = id;
         self

@@ -256,6 +256,13 @@ pub(crate) fn validate_stream_name(name: &str) -> Result<()> {
 }
 
 fn validate_event(e: &EventData) -> Result<()> {
+    if e.id.is_nil() {
+        // The usual value of an id that was never set: two such events
+        // would pass for retries of each other.
+        return Err(Error::InvalidInput(
+            "event id is the nil UUID (all zeros); give each event its own id".into(),
+        ));
+    }
     let t = &e.event_type;
     if t.is_empty() || t.len() > limits::EVENT_TYPE_BYTES_MAX {
         return Err(Error::InvalidInput(format!(

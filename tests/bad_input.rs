@@ -70,6 +70,20 @@ fn empty_event_type() {
     assert_invalid(refused(&store, "Order-1", vec![EventData::new("", "{}")]), "type");
 }
 
+/// The nil UUID is the id of an event whose id was never set; two such
+/// events would pass for retries of each other, and the second would be
+/// dropped. Refused, alone or anywhere in a batch.
+#[test]
+fn nil_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    let nil = || EventData::new("Placed", "{}").with_id(annal::Uuid::nil());
+    assert_invalid(refused(&store, "Order-1", vec![nil()]), "nil UUID");
+    let batch = vec![EventData::new("Placed", "{}"), nil()];
+    assert_invalid(refused(&store, "Order-1", batch), "nil UUID");
+    assert_invalid(refused(&store, "Order-2", vec![nil()]), "nil UUID");
+}
+
 #[test]
 fn over_long_event_type() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ fn line(i: u64, versions: &mut HashMap<u64, u64>) -> (String, Vec<Uuid>) {
     let stream = i % STREAMS;
     let n = i % 3 + 1;
     let ids: Vec<Uuid> = (0..n)
-        .map(|k| Uuid::from_u128(u128::from(i) << 8 | u128::from(k)))
+        .map(|k| Uuid::from_u128((u128::from(i) << 8 | u128::from(k)) + 1))
         .collect();
     let version = versions.entry(stream).or_insert(0);
     let expected = if *version == 0 {
