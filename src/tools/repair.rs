@@ -97,7 +97,8 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             Some(Ok((_, cp))) => cp.last_position,
             _ => 0,
         };
-        let w = walk::walk(dir, &ids, target, &mut |_| {})?;
+        let mut w = walk::walk(dir, &ids, target, &mut |_| {})?;
+        walk::hold_to_durable_floor(dir, &mut w)?;
         let index = verify::check_index(dir, &w, saved);
         let index_damage = match index {
             IndexStatus::Damaged(d) => Some(d),

@@ -64,6 +64,48 @@ fn clean_store_verifies_and_is_left_untouched() {
     assert!(!dir.path().join(QUARANTINE_DIR).exists());
 }
 
+/// A damaged last batch that the index file's header proves was durable
+/// (the store closed cleanly) is damage, not a torn tail: verify blames
+/// the segment, and repair copies the batch into quarantine before it
+/// cuts it, instead of moving the index file away and letting the next
+/// open zero the batch as a torn write.
+#[test]
+fn a_damaged_last_batch_below_the_durable_floor_is_damage_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let last = *walk::segment_ids(dir.path()).unwrap().last().unwrap();
+    let seg = segment::path(dir.path(), last);
+    let bytes = std::fs::read(&seg).unwrap();
+    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    flip(&seg, data_end - 20);
+
+    let r = verify(dir.path()).unwrap();
+    assert!(!r.is_clean());
+    assert_eq!(r.torn_tail, None);
+    let damage = r.first_damage().unwrap();
+    assert_eq!(damage.file, seg, "{damage}");
+    assert!(damage.reason.contains("durable data"), "{damage}");
+    assert_eq!(r.events, 299);
+    // The library refuses to open it, as before.
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::Corruption { .. })
+    ));
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired);
+    assert_eq!(rep.kept_events, 299);
+    let copied: Vec<&PathBuf> = rep
+        .quarantined_files
+        .iter()
+        .filter(|f| f.to_string_lossy().contains(".from-"))
+        .collect();
+    assert_eq!(copied.len(), 1, "{rep:?}");
+    let kept = std::fs::read(copied[0]).unwrap();
+    assert!(kept.len() > 20 && kept.iter().any(|&b| b != 0), "{rep:?}");
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
 #[test]
 fn torn_tail_is_reported_not_cut() {
     let dir = tempfile::tempdir().unwrap();

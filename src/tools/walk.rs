@@ -45,6 +45,8 @@ pub(crate) struct Walk {
     pub damage: Option<Damage>,
     /// End of the batch holding the position asked for, if in the log.
     pub target_end: Option<BatchEnd>,
+    /// The last segment walked, and where its valid batches end.
+    pub data_end: Option<(u64, u64)>,
 }
 
 /// The segment numbers in `dir`, sorted; fails when there are none (the
@@ -93,6 +95,7 @@ pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMu
             offset: SEGMENT_HEADER_BYTES,
             crc: 0,
         }),
+        data_end: None,
     };
     for (i, &id) in ids.iter().enumerate() {
         let expected = i as u64 + 1;
@@ -132,12 +135,13 @@ pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMu
             events: w.index.last_position(),
         });
         match end {
-            Ok(ScanEnd::Clean { .. }) => {}
+            Ok(ScanEnd::Clean { offset }) => w.data_end = Some((id, offset)),
             Ok(ScanEnd::TornTail {
                 offset,
                 dirty_end,
                 reason,
             }) => {
+                w.data_end = Some((id, offset));
                 if last {
                     w.torn_tail = Some(TornTail {
                         file: path,
@@ -175,6 +179,54 @@ pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMu
         }
     }
     Ok(w)
+}
+
+/// Holds the walk's log to the point the index file's header says was
+/// durable when the file was saved (the store syncs the log before it
+/// saves an index file), as open does: a log that ends before it, torn
+/// tail or not, lost acknowledged events, which is damage, never a torn
+/// write to cut. Only a header with a valid CRC of this very store counts
+/// (the rest of the file may be unusable).
+pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
+    if w.damage.is_some() {
+        return Ok(());
+    }
+    let path = dir.join(crate::index::file::FILE_NAME);
+    if !path.exists() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    let Ok((cp, _, _)) = crate::index::file::decode_checkpoint(&bytes) else {
+        return Ok(());
+    };
+    let Some((segment, end)) = w.data_end else {
+        return Ok(());
+    };
+    if w.store_id != Some(cp.store_id) || cp.last_position == 0 {
+        return Ok(());
+    }
+    let why = if cp.end_segment > segment {
+        format!(
+            "the log ends in this segment, but the index file records durable data in segment {}",
+            cp.end_segment
+        )
+    } else if cp.end_segment == segment && end < cp.end_offset {
+        format!(
+            "the log ends here, but the index file records durable data up to offset {}; \
+             acknowledged events are damaged or missing",
+            cp.end_offset
+        )
+    } else {
+        return Ok(());
+    };
+    w.torn_tail = None;
+    w.damage = Some(Damage {
+        file: segment::path(dir, segment),
+        segment: Some(segment),
+        offset: end,
+        reason: why,
+    });
+    Ok(())
 }
 
 /// Checks a segment header; the inner error is the reason it is bad. A
