@@ -45,9 +45,17 @@ pub enum Error {
         actual: Option<u64>,
     },
 
-    /// An append reused event ids that are already stored, but not as an
-    /// exact retry of one earlier append (some ids match, others do not, or
-    /// they are in another stream or order). Nothing was written.
+    /// An append reused event ids that are already stored, but not as a
+    /// retry. An append is a retry (nothing is written, and the result says
+    /// where its events are) when, for each of its streams, every event id
+    /// is already stored in that stream, in the same order, at consecutive
+    /// versions and positions, right after the expected version when that
+    /// is exact. This holds for an exact retry of one earlier append, and
+    /// also for a part of one (the events of one of its streams, or the
+    /// first of its events) or for consecutive earlier appends sent as one.
+    /// It is a conflict when some ids are stored and others are not, or
+    /// they are stored in another stream, order or place. Nothing was
+    /// written.
     #[error(
         "event id {id} in stream '{stream}' was already written by a different append (partial or mismatched retry)"
     )]
