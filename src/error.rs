@@ -51,8 +51,9 @@ pub enum Error {
     /// is already stored in that stream, in the same order, at consecutive
     /// versions and positions, right after the expected version when that
     /// is exact. This holds for an exact retry of one earlier append, and
-    /// also for a part of one (the events of one of its streams, or the
-    /// first of its events) or for consecutive earlier appends sent as one.
+    /// also for a part of one (the events of one of its streams, or a run
+    /// of consecutive events of it) or for consecutive earlier appends sent
+    /// as one.
     /// It is a conflict when some ids are stored and others are not, or
     /// they are stored in another stream, order or place. Nothing was
     /// written.
