@@ -91,7 +91,7 @@ struct Handle<F: FileSystem> {
     core: Arc<Core<F>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop_flusher: Mutex<Option<Sender<()>>>,
-    closed: OnceLock<Result<(), String>>,
+    closed: OnceLock<Result<()>>,
 }
 
 /// Figures about an open store.
@@ -364,6 +364,12 @@ impl<F: FileSystem> Store<F> {
     /// subscriptions, dispatchers and checkpoint calls on any clone fail
     /// with [`Error::Closed`]; reads through a remaining clone still return
     /// what was written.
+    ///
+    /// Fails with the first step's error: [`Error::Poisoned`] when the
+    /// store had stopped accepting writes, else an I/O error of the final
+    /// sync or of the index save (for a full disk, of kind `StorageFull`).
+    /// When only the index save failed, the acknowledged appends are
+    /// durable all the same; the next open refreshes the index from the log.
     pub fn close(self) -> Result<()> {
         self.handle.close()
     }
@@ -444,11 +450,11 @@ impl<F: FileSystem> Handle<F> {
     }
 
     fn close(&self) -> Result<()> {
-        let outcome = self.closed.get_or_init(|| self.shutdown().map_err(|e| e.to_string()));
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(e) => Err(Error::Poisoned(e.clone())),
-        }
+        // Later calls get a copy of the first outcome: an I/O error keeps
+        // its kind (a full disk while saving the index file is
+        // `StorageFull`, not a poisoned store).
+        let outcome = self.closed.get_or_init(|| self.shutdown());
+        outcome.as_ref().map(|_| ()).map_err(Error::share)
     }
 
     fn shutdown(&self) -> Result<()> {

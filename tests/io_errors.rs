@@ -227,6 +227,33 @@ fn a_failed_sync_is_never_retried_into_success() {
         .expect("append after reopen");
 }
 
+/// A close whose index save finds the disk full says so (an I/O error of
+/// kind `StorageFull`), not that the store was poisoned: the appends were
+/// acknowledged and are durable, and the next open refreshes the index.
+#[test]
+fn a_close_that_cannot_save_the_index_reports_the_io_error() {
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    for i in 0..3 {
+        store
+            .append("A-1", ExpectedVersion::Any, [EventData::new("E", format!("{i}"))])
+            .expect("append");
+    }
+    fs.inject(Fault {
+        kind: OpKind::Write,
+        nth: 0,
+        error: FaultError::Enospc,
+        sticky: true,
+    });
+    match store.close() {
+        Err(Error::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
+        other => panic!("expected the index save's I/O error, got {other:?}"),
+    }
+    fs.clear_faults();
+    let store = Store::open_with(fs, dir(), options()).expect("reopen");
+    assert_eq!(store.stream_version("A-1"), Some(3));
+}
+
 #[test]
 fn a_full_disk_refuses_appends_and_recovers_after_space_is_freed() {
     let fs = SimFs::new(4);
