@@ -74,8 +74,10 @@ impl<F: FileSystem> Checkpoints<F> {
     /// A checkpoint past the log's last event (the log lost events to
     /// damage or a deleted file) is reported as [`Error::Corruption`]
     /// rather than returned: resuming after it would skip the events
-    /// appended from now on up to it. `annal repair` lowers such
-    /// checkpoints to the log's end.
+    /// appended from now on up to it. While such a checkpoint exists, the
+    /// store refuses appends with the same error, so that it cannot come
+    /// to look valid. `annal repair` lowers such checkpoints to the log's
+    /// end; saving it lower or removing it also ends the refusal.
     pub fn load(&self, name: &str) -> Result<Option<u64>> {
         let core = self.core()?;
         let mut cache = core.checkpoint_cache.map.lock();
@@ -118,7 +120,9 @@ impl<F: FileSystem> Checkpoints<F> {
         }
         self.update(&core, |map| {
             map.insert(name.to_string(), position);
-        })
+        })?;
+        guard_appends(&core);
+        Ok(())
     }
 
     /// Removes the checkpoint `name` (a no-op when absent), durably: a
@@ -127,7 +131,9 @@ impl<F: FileSystem> Checkpoints<F> {
         let core = self.core()?;
         self.update(&core, |map| {
             map.remove(name);
-        })
+        })?;
+        guard_appends(&core);
+        Ok(())
     }
 
     fn update(&self, core: &Core<F>, change: impl FnOnce(&mut BTreeMap<String, u64>)) -> Result<()> {
@@ -142,6 +148,32 @@ impl<F: FileSystem> Checkpoints<F> {
         *cache = Some(map);
         Ok(())
     }
+}
+
+/// Refuses appends while a checkpoint names a position past the log's last
+/// event, and accepts them again once none does. That happens only after
+/// the log lost acknowledged events (damage cut by `repair`, a deleted
+/// segment): new appends would take the positions the checkpoint's
+/// consumer counts as processed, and it would skip them. Checked at open
+/// and after each change of the checkpoints; an unreadable checkpoints
+/// file is left to [`Checkpoints::load`] to report.
+pub(crate) fn guard_appends<F: FileSystem>(core: &Core<F>) {
+    let ahead = {
+        let mut cache = core.checkpoint_cache.map.lock();
+        let last = core.published.read().index.last_position();
+        loaded(core, &mut cache).ok().and_then(|map| {
+            let (name, position) = map.iter().filter(|(_, p)| **p > last).max_by_key(|(_, p)| **p)?;
+            Some((
+                core.dir.join(CHECKPOINTS_FILE_NAME),
+                format!(
+                    "checkpoint '{name}' at {position} is past the log's last position {last}: the log lost \
+                     acknowledged events, and appends would take positions its consumer counts as done; \
+                     appends are refused until `annal repair` lowers it or it is saved lower or removed"
+                ),
+            ))
+        })
+    };
+    core.writer.lock().set_checkpoint_ahead(ahead);
 }
 
 /// The cached map, read from the file first if needed.

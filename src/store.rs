@@ -193,6 +193,7 @@ impl<F: FileSystem> Store<F> {
             options,
         });
         core.fill_window()?;
+        crate::checkpoint::guard_appends(&core);
         let handle = Handle {
             core: core.clone(),
             threads: Mutex::new(Vec::new()),

@@ -106,6 +106,9 @@ pub(crate) struct WriterState {
     /// its I/O kind, such as `StorageFull`); later ones get `Poisoned`.
     failed_group: Option<(u64, Error)>,
     closed: bool,
+    /// A checkpoint past the log's last event (file, and why appends are
+    /// refused), found at open; see [`crate::checkpoint::guard_appends`].
+    checkpoint_ahead: Option<(std::path::PathBuf, String)>,
     spare: Vec<Vec<u8>>,
     bytes_since_checkpoint: u64,
 }
@@ -138,6 +141,7 @@ impl WriterState {
             poisoned: None,
             failed_group: None,
             closed: false,
+            checkpoint_ahead: None,
             spare: Vec::new(),
             bytes_since_checkpoint: 0,
         }
@@ -186,12 +190,21 @@ impl WriterState {
         self.window.insert(id, written);
     }
 
+    /// Refuses appends (with this corruption) while a checkpoint is past
+    /// the log's end, or accepts them again (`None`).
+    pub(crate) fn set_checkpoint_ahead(&mut self, ahead: Option<(std::path::PathBuf, String)>) {
+        self.checkpoint_ahead = ahead;
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
         }
         if let Some(why) = &self.poisoned {
             return Err(Error::Poisoned(why.clone()));
+        }
+        if let Some((file, why)) = &self.checkpoint_ahead {
+            return Err(Error::corruption(file, 0, why.clone()));
         }
         Ok(())
     }

@@ -389,6 +389,18 @@ fn a_checkpoint_past_the_log_is_reported_not_resumed_from() {
     let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.checkpoints().load("a").unwrap(), Some(10));
     assert!(matches!(store.checkpoints().load("b"), Err(Error::Corruption { .. })));
+    // Appends are refused: they would take positions up to 300, and `b`'s
+    // consumer would skip them, its checkpoint then looking valid.
+    let append = |store: &Store| store.append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")]);
+    match append(&store) {
+        Err(Error::Corruption { reason, .. }) => assert!(reason.contains("'b' at 300"), "{reason}"),
+        other => panic!("expected the append to be refused, got {other:?}"),
+    }
+    assert_eq!(store.last_position(), events);
+    store.close().unwrap();
+    // Still refused after a reopen: nothing was appended.
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(matches!(append(&store), Err(Error::Corruption { .. })));
     store.close().unwrap();
 
     let rep = repair(dir.path()).unwrap();
@@ -396,8 +408,27 @@ fn a_checkpoint_past_the_log_is_reported_not_resumed_from() {
     assert_eq!(rep.checkpoints_lowered, vec![("b".to_string(), 300)]);
     let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.checkpoints().load("b").unwrap(), Some(events));
+    append(&store).unwrap();
     store.close().unwrap();
     assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+/// The consumer may also move its own checkpoint back (or remove it):
+/// appends are accepted again as soon as no checkpoint is past the log.
+#[test]
+fn appends_resume_once_no_checkpoint_is_past_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    save_checkpoints(dir.path(), 300);
+    let last = *walk::segment_ids(dir.path()).unwrap().last().unwrap();
+    std::fs::remove_file(segment::path(dir.path(), last)).unwrap();
+    std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let append = || store.append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")]);
+    assert!(matches!(append(), Err(Error::Corruption { .. })));
+    store.checkpoints().save("b", 0).unwrap();
+    assert_eq!(append().unwrap().first_position, store.last_position());
+    store.close().unwrap();
 }
 
 #[test]
