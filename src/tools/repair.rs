@@ -124,8 +124,16 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     }
     // Open (rebuilding the index when it was moved), to count what is kept
     // and to prove the store opens. A store whose first segment header was
-    // damaged has no segment left: it holds no events.
-    if walk::segment_ids(dir).is_ok() {
+    // damaged has no segment left: it holds no events, and the directory no
+    // store; its checkpoints and snapshots go to quarantine too (the next
+    // append creates a new store, with a new id, which they would not
+    // belong to).
+    if walk::segment_ids(dir).is_err() {
+        let _lock = lock::exclusive(dir)?;
+        let had_checkpoints = quarantine_file(dir, crate::CHECKPOINTS_FILE_NAME, &mut report)?;
+        report.checkpoints_quarantined |= had_checkpoints;
+        quarantine_file(dir, crate::snapshot::file::FILE_NAME, &mut report)?;
+    } else {
         let store = Store::open(dir, Options::default().with_create_if_missing(false))?;
         report.kept_events = store.last_position();
         // No checkpoint may name a position the log does not hold: new

@@ -196,6 +196,36 @@ fn damaged_header_quarantines_whole_segments() {
     assert!(verify(dir.path()).unwrap().is_clean());
 }
 
+/// Damage in the first segment's header leaves no event to keep: every
+/// segment goes to quarantine, and with them the checkpoints and snapshots
+/// of the store that is gone, so that the store the next append creates
+/// (with a new id) starts clean instead of with files of another store.
+#[test]
+fn a_damaged_first_header_leaves_no_store_and_no_files_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    save_checkpoints(dir.path(), 100);
+    let store = Store::open(dir.path(), options()).unwrap();
+    store.save_snapshot("s-1", 3, 1, b"state").unwrap();
+    store.close().unwrap();
+    flip(&segment::path(dir.path(), 1), 20);
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired && rep.checkpoints_quarantined, "{rep:?}");
+    assert_eq!(rep.kept_events, 0);
+    for name in [crate::CHECKPOINTS_FILE_NAME, crate::snapshot::file::FILE_NAME] {
+        assert!(!dir.path().join(name).exists(), "{name}");
+        assert!(rep.quarantined_files.iter().any(|f| f.ends_with(name)), "{name}");
+    }
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("s-1", ExpectedVersion::NoStream, [EventData::new("T", "{}")])
+        .unwrap();
+    assert_eq!(store.checkpoints().load("b").unwrap(), None);
+    store.close().unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
 #[test]
 fn damaged_index_file_is_reported_and_moved() {
     let dir = tempfile::tempdir().unwrap();
