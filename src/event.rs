@@ -116,18 +116,14 @@ fn set_json_field(object: &[u8], key: &str, value: &str) -> Vec<u8> {
     };
     // Drop an earlier value of the same key so the object stays valid JSON
     // with one occurrence of it.
-    let pattern = format!("\"{key}\":\"");
     let mut kept = String::with_capacity(body.len());
-    let mut rest = body.trim();
-    while !rest.is_empty() {
-        let (item, tail) = split_top_level_comma(rest);
-        if !item.trim_start().starts_with(&pattern) {
+    for item in top_level_items(body) {
+        if member(item).is_none_or(|(k, _)| k != key) {
             if !kept.is_empty() {
                 kept.push(',');
             }
             kept.push_str(item.trim());
         }
-        rest = tail;
     }
     if kept.is_empty() {
         format!("{{{field}}}").into_bytes()
@@ -163,13 +159,48 @@ fn split_top_level_comma(s: &str) -> (&str, &str) {
     (s, "")
 }
 
-/// Finds the string value of `key` in a JSON object held as bytes.
+/// The comma-separated items of a JSON object's body (between its braces),
+/// split at the commas outside strings, arrays and objects.
+fn top_level_items(body: &str) -> impl Iterator<Item = &str> {
+    let mut rest = body.trim();
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (item, tail) = split_top_level_comma(rest);
+        rest = tail.trim();
+        Some(item)
+    })
+}
+
+/// An object member `"key": value`: the key as written between its quotes
+/// (escapes not decoded) and the value's text, trimmed.
+fn member(item: &str) -> Option<(&str, &str)> {
+    let after_quote = item.trim_start().strip_prefix('"')?;
+    let mut escaped = false;
+    let end = after_quote.char_indices().find_map(|(i, c)| {
+        let closing = c == '"' && !escaped;
+        escaped = c == '\\' && !escaped;
+        closing.then_some(i)
+    })?;
+    let value = after_quote[end + 1..].trim_start().strip_prefix(':')?;
+    Some((&after_quote[..end], value.trim()))
+}
+
+/// Finds the string value of `key` among the top-level members of a JSON
+/// object held as bytes, whatever the whitespace around its tokens (the
+/// last one when the key repeats, as most JSON readers do). Values with
+/// escapes are not decoded: `None`.
 fn json_string_field<'a>(object: &'a [u8], key: &str) -> Option<&'a str> {
-    let text = std::str::from_utf8(object).ok()?;
-    let pattern = format!("\"{key}\":\"");
-    let start = text.find(&pattern)? + pattern.len();
-    let len = text[start..].find('"')?;
-    Some(&text[start..start + len])
+    let text = std::str::from_utf8(object).ok()?.trim();
+    let body = text.strip_prefix('{')?.strip_suffix('}')?;
+    let value = top_level_items(body)
+        .filter_map(member)
+        .filter(|(k, _)| *k == key)
+        .last()?
+        .1;
+    let inner = value.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains(['"', '\\'])).then_some(inner)
 }
 
 /// The optimistic-concurrency condition of an append.
@@ -409,6 +440,39 @@ mod tests {
             json_string_field(e.metadata(), CORRELATION_ID_KEY),
             Some(Uuid::from_u128(8).to_string().as_str())
         );
+    }
+
+    /// Metadata written by other tools: spaces and newlines around the
+    /// tokens, the key nested in another object, the key repeated.
+    #[test]
+    fn metadata_fields_are_found_whatever_the_spelling() {
+        let (x, y) = (Uuid::from_u128(10), Uuid::from_u128(11));
+        let spaced = format!("{{ \"user\": \"a\",\n  \"$correlationId\" : \"{x}\" }}");
+        assert_eq!(
+            json_string_field(spaced.as_bytes(), CORRELATION_ID_KEY),
+            Some(x.to_string().as_str())
+        );
+        let nested = format!(r#"{{"inner":{{"$correlationId":"{x}"}},"$correlationId":"{y}"}}"#);
+        assert_eq!(
+            json_string_field(nested.as_bytes(), CORRELATION_ID_KEY),
+            Some(y.to_string().as_str())
+        );
+        let only_nested = format!(r#"{{"inner":{{"$correlationId":"{x}"}}}}"#);
+        assert_eq!(json_string_field(only_nested.as_bytes(), CORRELATION_ID_KEY), None);
+        let in_a_string = format!(r#"{{"note":"\"$correlationId\":\"{x}\""}}"#);
+        assert_eq!(json_string_field(in_a_string.as_bytes(), CORRELATION_ID_KEY), None);
+        for bad in ["", "{", "[]", r#"{"$correlationId":1}"#, r#"{"$correlationId":"a\"b"}"#] {
+            assert_eq!(json_string_field(bad.as_bytes(), CORRELATION_ID_KEY), None, "{bad}");
+        }
+        // Setting the field replaces a spaced earlier value, once.
+        let e = EventData::new("T", "{}").with_metadata(spaced).correlation_id(y);
+        let text = std::str::from_utf8(e.metadata()).unwrap();
+        assert_eq!(text.matches("$correlationId").count(), 1, "{text}");
+        assert_eq!(
+            json_string_field(e.metadata(), CORRELATION_ID_KEY),
+            Some(y.to_string().as_str())
+        );
+        assert!(text.contains(r#""user": "a""#), "{text}");
     }
 
     #[test]
