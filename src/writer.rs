@@ -671,8 +671,6 @@ impl<F: FileSystem> Core<F> {
         self.gather(w);
         let chunks = std::mem::take(&mut w.queue);
         w.last_group_appends = std::mem::take(&mut w.queued_appends);
-        w.appends_written += w.last_group_appends as u64;
-        w.group_commits += 1;
         // Only durable mode gathers, so only it needs the sync's duration.
         let started = (self.options.durability == Durability::Sync).then(Instant::now);
         let outcome = MutexGuard::unlocked(w, || self.write_chunks(&chunks));
@@ -681,7 +679,12 @@ impl<F: FileSystem> Core<F> {
             w.sync_micros_avg = (w.sync_micros_avg * 7 + micros) / 8;
         }
         match outcome {
-            Ok(views) => self.publish(w, chunks, views),
+            Ok(views) => {
+                // Counted once written: a failed group wrote nothing.
+                w.appends_written += w.last_group_appends as u64;
+                w.group_commits += 1;
+                self.publish(w, chunks, views);
+            }
             Err(e) => {
                 w.poison(e.to_string());
                 if w.failed_group.is_none() {

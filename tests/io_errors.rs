@@ -275,6 +275,9 @@ fn a_full_disk_refuses_appends_and_recovers_after_space_is_freed() {
         Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
         other => panic!("expected an I/O error, got {other:?}"),
     }
+    // The failed append is not counted as written.
+    let stats = store.stats();
+    assert_eq!((stats.appends_written, stats.group_commits), (1, 1));
     drop(store);
     // Still full: reopening works (nothing needs writing) or fails clearly.
     if let Err(e) = Store::open_with(fs.clone(), dir(), options()) {
