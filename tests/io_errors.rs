@@ -227,6 +227,16 @@ fn a_failed_sync_is_never_retried_into_success() {
         .expect("append after reopen");
 }
 
+/// From now on every write finds the disk full.
+fn fill_disk(fs: &SimFs) {
+    fs.inject(Fault {
+        kind: OpKind::Write,
+        nth: 0,
+        error: FaultError::Enospc,
+        sticky: true,
+    });
+}
+
 /// A close whose index save finds the disk full says so (an I/O error of
 /// kind `StorageFull`), not that the store was poisoned: the appends were
 /// acknowledged and are durable, and the next open refreshes the index.
@@ -239,12 +249,7 @@ fn a_close_that_cannot_save_the_index_reports_the_io_error() {
             .append("A-1", ExpectedVersion::Any, [EventData::new("E", format!("{i}"))])
             .expect("append");
     }
-    fs.inject(Fault {
-        kind: OpKind::Write,
-        nth: 0,
-        error: FaultError::Enospc,
-        sticky: true,
-    });
+    fill_disk(&fs);
     match store.close() {
         Err(Error::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
         other => panic!("expected the index save's I/O error, got {other:?}"),
@@ -261,12 +266,7 @@ fn a_full_disk_refuses_appends_and_recovers_after_space_is_freed() {
     let before = store
         .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
         .expect("append");
-    fs.inject(Fault {
-        kind: OpKind::Write,
-        nth: 0,
-        error: FaultError::Enospc,
-        sticky: true,
-    });
+    fill_disk(&fs);
     let big = EventData::new("E", vec![7u8; 2000]);
     let err = store
         .append("A-1", ExpectedVersion::Exact(1), [big.clone()])

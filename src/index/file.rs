@@ -339,6 +339,17 @@ mod tests {
         assert!(decode_vec(&file(&[("a-1", &[2, 1]), ("b-1", &[3, 4])])).is_err());
     }
 
+    /// The checkpoint of a file of `events` events, 64 bytes apart.
+    fn checkpoint_after(events: u64) -> Checkpoint {
+        Checkpoint {
+            store_id: Uuid::from_u128(5),
+            last_position: events,
+            end_segment: 1,
+            end_offset: 64 * (events + 1),
+            last_batch_crc: 7,
+        }
+    }
+
     /// A body large enough to be checked on a second thread: round trip,
     /// and a damaged byte is still caught, in the table or in a stream.
     #[test]
@@ -354,13 +365,7 @@ mod tests {
             };
             index.push(&stream, version, p, at).unwrap();
         }
-        let checkpoint = Checkpoint {
-            store_id: Uuid::from_u128(5),
-            last_position: events,
-            end_segment: 1,
-            end_offset: 64 * (events + 1),
-            last_batch_crc: 7,
-        };
+        let checkpoint = checkpoint_after(events);
         let bytes = encode(&index, &checkpoint);
         assert!(bytes.len() - HEADER_BYTES > PARALLEL_BODY_BYTES_MIN);
         let (decoded, cp) = decode_vec(&bytes).unwrap();
@@ -378,13 +383,7 @@ mod tests {
     #[test]
     fn large_files_with_a_position_held_twice_are_rejected() {
         let (events, streams) = (100_000u64, 10u64);
-        let checkpoint = Checkpoint {
-            store_id: Uuid::from_u128(5),
-            last_position: events,
-            end_segment: 1,
-            end_offset: 64 * (events + 1),
-            last_batch_crc: 7,
-        };
+        let checkpoint = checkpoint_after(events);
         let file = |forged: Option<u64>| {
             let streams = (0..streams)
                 .map(|s| {

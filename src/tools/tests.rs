@@ -397,15 +397,20 @@ fn repair_lowers_checkpoints_past_the_kept_log() {
     store.close().unwrap();
 }
 
+/// A store of 300 events with checkpoints `a` at 10 and `b` at 300 that
+/// then lost its last segment and its index file: the log ends early.
+fn store_that_lost_its_tail(dir: &Path) {
+    store_with(dir, 300);
+    save_checkpoints(dir, 300);
+    let last = *walk::segment_ids(dir).unwrap().last().unwrap();
+    std::fs::remove_file(segment::path(dir, last)).unwrap();
+    std::fs::remove_file(dir.join(crate::index::file::FILE_NAME)).unwrap();
+}
+
 #[test]
 fn a_checkpoint_past_the_log_is_reported_not_resumed_from() {
     let dir = tempfile::tempdir().unwrap();
-    store_with(dir.path(), 300);
-    save_checkpoints(dir.path(), 300);
-    // The last segment and the index file are lost: the log now ends early.
-    let last = *walk::segment_ids(dir.path()).unwrap().last().unwrap();
-    std::fs::remove_file(segment::path(dir.path(), last)).unwrap();
-    std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+    store_that_lost_its_tail(dir.path());
 
     let r = verify(dir.path()).unwrap();
     let CheckpointsFileStatus::Damaged(d) = &r.checkpoints else {
@@ -448,11 +453,7 @@ fn a_checkpoint_past_the_log_is_reported_not_resumed_from() {
 #[test]
 fn appends_resume_once_no_checkpoint_is_past_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    store_with(dir.path(), 300);
-    save_checkpoints(dir.path(), 300);
-    let last = *walk::segment_ids(dir.path()).unwrap().last().unwrap();
-    std::fs::remove_file(segment::path(dir.path(), last)).unwrap();
-    std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+    store_that_lost_its_tail(dir.path());
     let store = Store::open(dir.path(), options()).unwrap();
     let append = || store.append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")]);
     assert!(matches!(append(), Err(Error::Corruption { .. })));
