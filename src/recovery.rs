@@ -138,10 +138,34 @@ fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Bytes, String> {
 /// index file, so the log must reach this point: damage before it is
 /// corruption of acknowledged data, never a torn tail to cut.
 fn durable_floor<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Option<(u64, u64)> {
+    durable_floor_of(bytes, found.first()?.header.store_id)
+}
+
+/// [`durable_floor`] from an index file's bytes and the log's store id
+/// (also used by `verify` and `repair`).
+pub(crate) fn durable_floor_of(bytes: &[u8], store_id: Uuid) -> Option<(u64, u64)> {
     let (checkpoint, _, _) = index_file::decode_checkpoint(bytes).ok()?;
-    let store_id = found.first()?.header.store_id;
     (checkpoint.store_id == store_id && checkpoint.last_position > 0)
         .then_some((checkpoint.end_segment, checkpoint.end_offset))
+}
+
+/// Why a log whose last segment is `segment`, with valid data up to `end`,
+/// lost acknowledged events, given the durable `floor` (segment, offset);
+/// `None` when it reaches the floor. (Also used by `verify` and `repair`.)
+pub(crate) fn short_of_floor(floor: (u64, u64), segment: u64, end: u64) -> Option<String> {
+    let (floor_segment, floor_offset) = floor;
+    if floor_segment > segment {
+        Some(format!(
+            "the log ends in this segment, but the index file records durable data in segment {floor_segment}"
+        ))
+    } else if floor_segment == segment && end < floor_offset {
+        Some(format!(
+            "the log ends here, but the index file records durable data up to offset {floor_offset}; \
+             acknowledged events are damaged or missing"
+        ))
+    } else {
+        None
+    }
 }
 
 fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<()> {
@@ -349,18 +373,13 @@ fn replay<F: FileSystem>(
                 ));
             }
             let (data_end, torn) = replay_segment(&seg.path, id, &map, from, last, &mut index, &mut end, &mut report)?;
-            if let Some((floor_segment, floor_offset)) = floor
-                && floor_segment == id
-                && data_end < floor_offset
+            // A segment that holds the floor must reach it (later ones are
+            // checked once the last segment is known, below).
+            if let Some(floor) = floor
+                && floor.0 == id
+                && let Some(why) = short_of_floor(floor, id, data_end)
             {
-                return Err(Error::corruption(
-                    &seg.path,
-                    data_end,
-                    format!(
-                        "the log ends here, but the index file records durable data up to offset {floor_offset}; \
-                         acknowledged events are damaged or missing"
-                    ),
-                ));
+                return Err(Error::corruption(&seg.path, data_end, why));
             }
             if let Some(dirty_end) = torn {
                 let ctx = || format!("cutting the torn tail of {}", seg.path.display());
@@ -383,14 +402,11 @@ fn replay<F: FileSystem>(
     let Some((path, file, allocated, segment_id)) = tail_parts else {
         return Err(Error::InvalidInput("no segments".into()));
     };
-    if let Some((floor_segment, _)) = floor
-        && floor_segment > segment_id
+    if let Some(floor) = floor
+        && floor.0 > segment_id
+        && let Some(why) = short_of_floor(floor, segment_id, allocated)
     {
-        return Err(Error::corruption(
-            &path,
-            allocated,
-            format!("the log ends in this segment, but the index file records durable data in segment {floor_segment}"),
-        ));
+        return Err(Error::corruption(&path, allocated, why));
     }
     let tail = LogTail {
         segment_id,

@@ -196,27 +196,12 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
         return Ok(());
     }
     let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
-    let Ok((cp, _, _)) = crate::index::file::decode_checkpoint(&bytes) else {
+    let (Some(store_id), Some((segment, end))) = (w.store_id, w.data_end) else {
         return Ok(());
     };
-    let Some((segment, end)) = w.data_end else {
-        return Ok(());
-    };
-    if w.store_id != Some(cp.store_id) || cp.last_position == 0 {
-        return Ok(());
-    }
-    let why = if cp.end_segment > segment {
-        format!(
-            "the log ends in this segment, but the index file records durable data in segment {}",
-            cp.end_segment
-        )
-    } else if cp.end_segment == segment && end < cp.end_offset {
-        format!(
-            "the log ends here, but the index file records durable data up to offset {}; \
-             acknowledged events are damaged or missing",
-            cp.end_offset
-        )
-    } else {
+    let Some(why) = crate::recovery::durable_floor_of(&bytes, store_id)
+        .and_then(|floor| crate::recovery::short_of_floor(floor, segment, end))
+    else {
         return Ok(());
     };
     w.torn_tail = None;
