@@ -408,13 +408,7 @@ fn replay<F: FileSystem>(
     {
         return Err(Error::corruption(&path, allocated, why));
     }
-    let tail = LogTail {
-        segment_id,
-        path,
-        file,
-        allocated,
-        segment_size: options.segment_size_bytes,
-    };
+    let tail = LogTail::new(segment_id, path, file, allocated, options.segment_size_bytes);
     Ok(Recovered {
         store_id,
         index,

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion, StreamAppend};
-use crate::hash::{FastMap, set_with_capacity};
+use crate::hash::{FastMap, FastSet, set_with_capacity};
 use crate::idempotency::{IdWindow, Written};
 use crate::index::Location;
 use crate::io::FileSystem;
@@ -109,7 +109,10 @@ pub(crate) struct WriterState {
     /// A checkpoint past the log's last event (file, and why appends are
     /// refused), found at open; see [`crate::checkpoint::guard_appends`].
     checkpoint_ahead: Option<(std::path::PathBuf, String)>,
-    spare: Vec<Vec<u8>>,
+    /// Emptied buffers of published chunks, for the next ones.
+    spare: Vec<(Vec<u8>, Vec<Entry>)>,
+    /// The emptied queue of the last group commit, for the next one.
+    spare_queue: Vec<Chunk>,
     bytes_since_checkpoint: u64,
 }
 
@@ -143,6 +146,7 @@ impl WriterState {
             closed: false,
             checkpoint_ahead: None,
             spare: Vec::new(),
+            spare_queue: Vec::new(),
             bytes_since_checkpoint: 0,
         }
     }
@@ -217,14 +221,16 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
     }
     let mut events = 0usize;
     let mut bytes = BATCH_HEADER_BYTES;
-    // A single event needs no duplicate checks (the common case).
+    // A single event needs no duplicate checks (the common case), and no
+    // sets (whose hashers cost a seed each).
     let single = appends.len() == 1 && appends[0].events.len() == 1;
-    let capacity = if single { 0 } else { appends.len() };
-    let mut ids = set_with_capacity(capacity);
-    let mut streams = set_with_capacity(capacity);
+    let mut seen: Option<(FastSet<&str>, FastSet<Uuid>)> =
+        (!single).then(|| (set_with_capacity(appends.len()), set_with_capacity(appends.len())));
     for a in appends {
         validate_stream_name(&a.stream)?;
-        if !single && !streams.insert(a.stream.as_str()) {
+        if let Some((streams, _)) = &mut seen
+            && !streams.insert(a.stream.as_str())
+        {
             return Err(Error::InvalidInput(format!(
                 "stream '{}' appears twice in one append",
                 a.stream
@@ -235,7 +241,9 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
         }
         for e in &a.events {
             validate_event(e)?;
-            if !single && !ids.insert(e.id) {
+            if let Some((_, ids)) = &mut seen
+                && !ids.insert(e.id)
+            {
                 return Err(Error::DuplicateEventId { id: e.id });
             }
             events += 1;
@@ -531,13 +539,13 @@ impl<F: FileSystem> Core<F> {
             .last()
             .is_none_or(|c| c.segment != segment || c.offset + c.bytes.len() as u64 != offset);
         if needs_new_chunk {
-            let bytes = w.spare.pop().unwrap_or_default();
+            let (bytes, entries) = w.spare.pop().unwrap_or_default();
             w.queue.push(Chunk {
                 segment,
                 offset,
                 first_position,
                 bytes,
-                entries: Vec::new(),
+                entries,
                 last_seq: 0,
                 last_batch_crc: 0,
             });
@@ -587,7 +595,7 @@ impl<F: FileSystem> Core<F> {
                 events: Vec::new(),
             });
             for (i, e) in a.events.iter().enumerate() {
-                let len = frame::parse_record_header(&chunk.bytes[record_at..]).map_or(0, |h| h.record_len as usize);
+                let len = frame::record_len(name, e);
                 let event_version = version + 1 + i as u64;
                 chunk.entries.push(Entry {
                     stream: name.clone(),
@@ -608,7 +616,7 @@ impl<F: FileSystem> Core<F> {
                 position += 1;
             }
         }
-        chunk.last_batch_crc = frame::parse_batch_header(&chunk.bytes[batch_start..]).map_or(0, |h| h.crc);
+        chunk.last_batch_crc = frame::encoded_batch_crc(&chunk.bytes[batch_start..]);
         chunk.last_seq = seq;
         state.queued_appends += 1;
         if state.gathering && state.queued_appends >= state.last_group_appends {
@@ -669,7 +677,8 @@ impl<F: FileSystem> Core<F> {
     pub(crate) fn lead(&self, w: &mut MutexGuard<'_, WriterState>) {
         w.leader_active = true;
         self.gather(w);
-        let chunks = std::mem::take(&mut w.queue);
+        let spare_queue = std::mem::take(&mut w.spare_queue);
+        let chunks = std::mem::replace(&mut w.queue, spare_queue);
         w.last_group_appends = std::mem::take(&mut w.queued_appends);
         // Only durable mode gathers, so only it needs the sync's duration.
         let started = (self.options.durability == Durability::Sync).then(Instant::now);
@@ -733,6 +742,7 @@ impl<F: FileSystem> Core<F> {
     fn write_chunks(&self, chunks: &[Chunk]) -> Result<Vec<Arc<SegmentView>>> {
         let mut tail = self.tail.lock();
         let mut views = Vec::new();
+        let buffered = self.options.durability == Durability::Buffered;
         for chunk in chunks {
             if chunk.segment != tail.segment_id {
                 debug_assert_eq!(chunk.segment, tail.segment_id + 1);
@@ -755,7 +765,7 @@ impl<F: FileSystem> Core<F> {
                 )));
             }
             let end = chunk.offset + chunk.bytes.len() as u64;
-            if tail.ensure_allocated(end)? {
+            if tail.ensure_allocated(end, !buffered)? {
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
                     tail.path.clone(),
@@ -763,7 +773,11 @@ impl<F: FileSystem> Core<F> {
                     0,
                 )));
             }
-            tail.write(&chunk.bytes, chunk.offset)?;
+            if buffered {
+                tail.write_mapped(&chunk.bytes, chunk.offset)?;
+            } else {
+                tail.write(&chunk.bytes, chunk.offset)?;
+            }
         }
         if self.options.durability == Durability::Sync {
             tail.sync()?;
@@ -791,7 +805,7 @@ impl<F: FileSystem> Core<F> {
     }
 
     /// Makes written chunks visible: segment views first, then the index.
-    fn publish(&self, w: &mut WriterState, chunks: Vec<Chunk>, views: Vec<Arc<SegmentView>>) {
+    fn publish(&self, w: &mut WriterState, mut chunks: Vec<Chunk>, views: Vec<Arc<SegmentView>>) {
         {
             let mut segments = self.segments.write();
             for view in views {
@@ -839,12 +853,14 @@ impl<F: FileSystem> Core<F> {
             .max(w.done_seq);
         w.pending
             .retain(|_, p| p.events.last().is_some_and(|&(_, pos)| pos > last_position));
-        for mut chunk in chunks {
+        for mut chunk in chunks.drain(..) {
             chunk.bytes.clear();
+            chunk.entries.clear();
             if w.spare.len() < 4 {
-                w.spare.push(chunk.bytes);
+                w.spare.push((chunk.bytes, chunk.entries));
             }
         }
+        w.spare_queue = chunks;
         w.bytes_since_checkpoint += written;
         if w.bytes_since_checkpoint >= self.options.index_checkpoint_bytes {
             w.bytes_since_checkpoint = 0;

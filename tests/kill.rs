@@ -1,14 +1,30 @@
-//! A child process appends durably and reports each acknowledged append on
-//! stdout; the parent kills it mid-write (SIGKILL) and checks that every
-//! acknowledged event is there after reopen, batches whole.
+//! A child process appends and reports each acknowledged append on stdout;
+//! the parent kills it mid-write (SIGKILL) and checks that every
+//! acknowledged event is there after reopen, batches whole. Durable mode
+//! and OS-buffered mode both promise this for a process crash: buffered
+//! appends are in the OS page cache when acknowledged (copied there through
+//! a writable map of the segment on Linux), which outlives the process.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
+use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, Store};
 
 const CHILD_DIR: &str = "ANNAL_KILL_CHILD_DIR";
+const CHILD_MODE: &str = "ANNAL_KILL_CHILD_MODE";
+
+/// Options of both processes; small segments, so that a run rolls over
+/// many segments and grows each one's preallocation.
+fn options(mode: &str) -> Options {
+    let durability = match mode {
+        "buffered" => Durability::Buffered,
+        _ => Durability::Sync,
+    };
+    Options::default()
+        .with_segment_size_bytes(64 * 1024)
+        .with_durability(durability)
+}
 
 /// The child's workload: runs only when the parent sets the variable.
 #[test]
@@ -16,7 +32,8 @@ fn child_workload() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let store = Store::open(&dir, Options::default().with_segment_size_bytes(64 * 1024)).unwrap();
+    let mode = std::env::var(CHILD_MODE).unwrap_or_default();
+    let store = Store::open(&dir, options(&mode)).unwrap();
     let start = store.last_position();
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -29,7 +46,7 @@ fn child_workload() {
                         .collect();
                     let ids: Vec<String> = events.iter().map(|e| e.id().to_string()).collect();
                     let r = store.append(&format!("K-{t}"), ExpectedVersion::Any, events).unwrap();
-                    // Printed only after the durable acknowledgement.
+                    // Printed only after the acknowledgement.
                     println!("ack {} {} {}", r.first_position, r.last_position, ids.join(","));
                 }
             })
@@ -46,11 +63,25 @@ fn killed_writer_loses_no_acknowledged_event() {
     if std::env::var(CHILD_DIR).is_ok() {
         return;
     }
+    kill_rounds("durable");
+}
+
+#[test]
+fn killed_buffered_writer_loses_no_acknowledged_event() {
+    if std::env::var(CHILD_DIR).is_ok() {
+        return;
+    }
+    kill_rounds("buffered");
+}
+
+/// Starts, kills and checks the child four times over one directory.
+fn kill_rounds(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..4u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_workload", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())
+            .env(CHILD_MODE, mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -77,8 +108,8 @@ fn killed_writer_loses_no_acknowledged_event() {
         child.kill().unwrap();
         child.wait().unwrap();
         let acks = reader.join().unwrap();
-        let store = Store::open(dir.path(), Options::default().with_segment_size_bytes(64 * 1024))
-            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let store = Store::open(dir.path(), options(mode))
+            .unwrap_or_else(|e| panic!("{mode} round {round}: reopen failed: {e}"));
         let events: Vec<_> = store
             .read_all(ReadAll::forward())
             .unwrap()
@@ -119,7 +150,7 @@ fn killed_writer_loses_no_acknowledged_event() {
             }
         }
         eprintln!(
-            "round {round}: {} acknowledged appends, {} events after reopen",
+            "{mode} round {round}: {} acknowledged appends, {} events after reopen",
             acks.len(),
             events.len()
         );

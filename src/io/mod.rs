@@ -76,6 +76,56 @@ pub trait FileHandle: Send + Sync + 'static {
     fn map(&self, len: u64) -> io::Result<Bytes>;
     /// Takes an exclusive advisory lock; `Ok(false)` when someone else holds it.
     fn try_lock(&self) -> io::Result<bool>;
+    /// Maps the first `len` bytes of the file writable and shared, so that
+    /// a copy into the map lands in the OS page cache as a write call
+    /// would, without the call. `Ok(None)` when this file system has no
+    /// such maps (the store then uses [`FileHandle::write_all_at`]). The
+    /// store writes through it only in OS-buffered mode, only to bytes past
+    /// everything readers may see, and never lets the file shrink below
+    /// `len` while it is mapped.
+    fn map_writable(&self, _len: u64) -> io::Result<Option<WritableMap>> {
+        Ok(None)
+    }
+}
+
+/// A writable shared memory map of the start of a file (see
+/// [`FileHandle::map_writable`]).
+#[derive(Debug)]
+pub struct WritableMap {
+    map: memmap2::MmapMut,
+}
+
+impl WritableMap {
+    /// Wraps a map made by this crate's [`StdFs`].
+    pub(crate) fn new(map: memmap2::MmapMut) -> Self {
+        WritableMap { map }
+    }
+
+    /// The mapped length.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Copies `bytes` to `offset`; false (and nothing copied) when they do
+    /// not fit in the map.
+    pub fn write_at(&mut self, bytes: &[u8], offset: u64) -> bool {
+        let Ok(start) = usize::try_from(offset) else {
+            return false;
+        };
+        let end = start.saturating_add(bytes.len());
+        match self.map.get_mut(start..end) {
+            Some(target) => {
+                target.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Reads a whole (small) file.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::{FileHandle, FileSystem, OpenMode};
+use super::{FileHandle, FileSystem, OpenMode, WritableMap};
 
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
@@ -161,6 +161,26 @@ impl FileHandle for StdFile {
         // this contract, as for any database.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
         Ok(Bytes::from_owner(map))
+    }
+
+    /// Linux only: its page cache is unified, so `fdatasync` and `fsync`
+    /// also write back bytes copied into a shared map (other systems may
+    /// need an `msync` first; they keep using write calls).
+    #[cfg(target_os = "linux")]
+    fn map_writable(&self, len: u64) -> io::Result<Option<WritableMap>> {
+        if len == 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
+        // SAFETY: as for `map` above. The writer alone holds this map (in
+        // the log tail, under its lock) and copies into it only bytes past
+        // the published end of the log, which no reader has been handed.
+        // The file's first `len` bytes exist (preallocated with zeros
+        // written, so their blocks are reserved and a copy cannot fault
+        // for lack of space), and the tail drops the map before it ever
+        // cuts the file.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&self.file)? };
+        Ok(Some(WritableMap::new(map)))
     }
 
     fn try_lock(&self) -> io::Result<bool> {

@@ -108,6 +108,7 @@ pub fn record_len(stream: &str, event: &EventData) -> usize {
     RECORD_HEADER_BYTES + stream.len() + event.event_type.len() + event.metadata.len() + event.data.len()
 }
 
+#[inline]
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     buf[at..at + bytes.len()].copy_from_slice(bytes);
 }
@@ -168,6 +169,14 @@ pub fn encode_batch<'a>(
     let crc = batch_crc.finalize();
     put(&mut buf[start..], B_CRC, &crc.to_le_bytes());
     frame_len
+}
+
+/// The CRC field of a batch frame that [`encode_batch`] has just written
+/// at the start of `frame` (0 when `frame` is shorter than a header).
+pub fn encoded_batch_crc(frame: &[u8]) -> u32 {
+    frame
+        .get(B_CRC..B_CRC + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// CRC of a record: its length field and everything after its CRC field.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::error::{IoContext, Result};
-use crate::io::{FileHandle, FileSystem, OpenMode};
+use crate::io::{FileHandle, FileSystem, OpenMode, WritableMap};
 
 /// Zeros are written in pieces of this size.
 const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
@@ -35,6 +35,10 @@ pub struct LogTail<F: FileSystem> {
     pub allocated: u64,
     /// The configured segment size.
     pub segment_size: u64,
+    /// A writable map of the allocated bytes, made on the first
+    /// [`LogTail::write_mapped`] and dropped whenever the file's length
+    /// changes.
+    write_map: Option<WritableMap>,
 }
 
 impl<F: FileSystem> LogTail<F> {
@@ -56,28 +60,40 @@ impl<F: FileSystem> LogTail<F> {
         fs.rename(&tmp, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
         let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-        Ok(LogTail {
-            segment_id: header.segment_id,
+        Ok(LogTail::new(header.segment_id, path, file, allocated, segment_size))
+    }
+
+    /// The tail of an existing segment file whose first `allocated` bytes
+    /// exist.
+    pub fn new(segment_id: u64, path: PathBuf, file: F::File, allocated: u64, segment_size: u64) -> LogTail<F> {
+        LogTail {
+            segment_id,
             path,
             file,
             allocated,
             segment_size,
-        })
+            write_map: None,
+        }
     }
 
     /// Makes sure bytes up to `end` are preallocated. Returns true when the
-    /// file grew (readers then need a new, longer map).
-    pub fn ensure_allocated(&mut self, end: u64) -> Result<bool> {
+    /// file grew (readers then need a new, longer map). With `sync`, the
+    /// zeros and the new length are made durable, so that later data syncs
+    /// have no metadata to flush (not needed when nothing is synced).
+    pub fn ensure_allocated(&mut self, end: u64, sync: bool) -> Result<bool> {
         if end <= self.allocated {
             return Ok(false);
         }
+        self.write_map = None;
         let step = self
             .allocated
             .clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
         let target = end.max(self.allocated + step).min(self.segment_size.max(end));
         let ctx = || format!("preallocating {}", self.path.display());
         write_zeros(&self.file, self.allocated, target).ctx(ctx)?;
-        self.file.sync_all().ctx(ctx)?;
+        if sync {
+            self.file.sync_all().ctx(ctx)?;
+        }
         self.allocated = target;
         Ok(true)
     }
@@ -89,6 +105,21 @@ impl<F: FileSystem> LogTail<F> {
             .ctx(|| format!("writing {}", self.path.display()))
     }
 
+    /// Writes bytes at `offset` (already preallocated) by copying them into
+    /// a writable map of the file, without a system call, where the file
+    /// system has such maps; with a write call otherwise. The bytes are in
+    /// the OS page cache either way: a process crash does not lose them.
+    pub fn write_mapped(&mut self, bytes: &[u8], offset: u64) -> Result<()> {
+        if self.write_map.is_none() {
+            self.write_map = self
+                .file
+                .map_writable(self.allocated)
+                .ctx(|| format!("mapping {} for writing", self.path.display()))?;
+        }
+        let copied = self.write_map.as_mut().is_some_and(|map| map.write_at(bytes, offset));
+        if copied { Ok(()) } else { self.write(bytes, offset) }
+    }
+
     /// Makes written data durable.
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().ctx(|| format!("syncing {}", self.path.display()))
@@ -98,6 +129,7 @@ impl<F: FileSystem> LogTail<F> {
     /// `data_end`, and syncs the new size. The file never changes again.
     pub fn seal(&mut self, data_end: u64) -> Result<()> {
         let ctx = || format!("sealing {}", self.path.display());
+        self.write_map = None;
         self.file.sync_data().ctx(ctx)?;
         self.file.set_len(data_end).ctx(ctx)?;
         self.file.sync_all().ctx(ctx)?;
