@@ -165,10 +165,12 @@ impl FileHandle for StdFile {
 
     /// Linux only: its page cache is unified, so `fdatasync` and `fsync`
     /// also write back bytes copied into a shared map (other systems may
-    /// need an `msync` first; they keep using write calls).
+    /// need an `msync` first; they keep using write calls). And only on
+    /// file systems that overwrite allocated blocks in place (see
+    /// [`overwrites_in_place`]).
     #[cfg(target_os = "linux")]
     fn map_writable(&self, len: u64) -> io::Result<Option<WritableMap>> {
-        if len == 0 {
+        if len == 0 || !overwrites_in_place(&self.file)? {
             return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| io::Error::other("file too large to map"))?;
@@ -189,5 +191,63 @@ impl FileHandle for StdFile {
             Err(fs::TryLockError::WouldBlock) => Ok(false),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+/// Whether the file lives on a file system that overwrites allocated
+/// blocks in place: ext2/3/4, XFS or tmpfs. A copy into a writable map
+/// reports no error: when the file system cannot store a dirtied page (a
+/// full disk), the process gets `SIGBUS` instead of an `ENOSPC` the store
+/// could return. On these file systems the preallocation's zeros have
+/// already reserved every block a copy can touch. Copy-on-write file
+/// systems (btrfs, ZFS, bcachefs) and log-structured or network ones
+/// allocate anew on each overwrite, so the store keeps write calls there.
+#[cfg(target_os = "linux")]
+fn overwrites_in_place(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // SAFETY: `statfs` is a plain C struct of integers, for which all
+    // zeros is a valid value.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the duration of the call, and
+    // `stats` is a valid, writable `statfs` that the call fills in.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
+    let kind = stats.f_type as i64;
+    Ok(matches!(kind, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | TMPFS_MAGIC))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes copied into a writable map are what the file holds, and the
+    /// map is offered exactly on file systems that overwrite in place (on
+    /// Linux; never elsewhere).
+    #[test]
+    fn a_writable_map_writes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = StdFs.open(&path, OpenMode::CreateNew).unwrap();
+        file.write_all_at(&[0u8; 8192], 0).unwrap();
+        let map = file.map_writable(8192).unwrap();
+        #[cfg(target_os = "linux")]
+        assert_eq!(map.is_some(), overwrites_in_place(&file.file).unwrap());
+        #[cfg(not(target_os = "linux"))]
+        assert!(map.is_none());
+        let Some(mut map) = map else { return };
+        assert_eq!(map.len(), 8192);
+        assert!(map.write_at(b"hello", 4000));
+        assert!(!map.write_at(b"past the end", 8190), "a copy past the map is refused");
+        let mut buf = [0u8; 7];
+        file.read_exact_at(&mut buf, 3999).unwrap();
+        assert_eq!(&buf, b"\0hello\0");
+        drop(map);
+        file.sync_data().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap()[4000..4005], *b"hello");
     }
 }
