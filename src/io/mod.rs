@@ -96,7 +96,8 @@ pub struct WritableMap {
 }
 
 impl WritableMap {
-    /// Wraps a map made by this crate's [`StdFs`].
+    /// Wraps a map made by this crate's [`StdFs`] (on Linux only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn new(map: memmap2::MmapMut) -> Self {
         WritableMap { map }
     }
