@@ -113,6 +113,10 @@ pub(crate) struct WriterState {
     spare: Vec<(Vec<u8>, Vec<Entry>)>,
     /// The emptied queue of the last group commit, for the next one.
     spare_queue: Vec<Chunk>,
+    /// The emptied decisions of the last append, for the next one.
+    decisions: Vec<Decision>,
+    /// Emptied event lists of streams no longer pending.
+    spare_pending: Vec<Vec<(Uuid, u64)>>,
     bytes_since_checkpoint: u64,
 }
 
@@ -147,6 +151,8 @@ impl WriterState {
             checkpoint_ahead: None,
             spare: Vec::new(),
             spare_queue: Vec::new(),
+            decisions: Vec::new(),
+            spare_pending: Vec::new(),
             bytes_since_checkpoint: 0,
         }
     }
@@ -311,6 +317,7 @@ enum At {
 }
 
 /// What the checks decided for one stream of an append.
+#[derive(Debug)]
 enum Decision {
     /// Write the events after `version`.
     Write { name: Arc<str>, version: u64 },
@@ -324,7 +331,9 @@ impl<F: FileSystem> Core<F> {
         validate(appends, self.options.batch_bytes_max())?;
         let mut w = self.writer.lock();
         w.check_open()?;
-        let mut decisions = Vec::with_capacity(appends.len());
+        // The previous append's emptied vector: no allocation per append.
+        let mut decisions = std::mem::take(&mut w.decisions);
+        decisions.clear();
         for a in appends {
             decisions.push(self.decide(&w, a)?);
         }
@@ -354,7 +363,9 @@ impl<F: FileSystem> Core<F> {
                 id: a.events[0].id,
             });
         }
-        let (results, seq) = self.enqueue(&mut w, appends, decisions);
+        let (results, seq) = self.enqueue(&mut w, appends, &decisions);
+        decisions.clear();
+        w.decisions = decisions;
         self.wait_seq(w, seq)?;
         Ok(results)
     }
@@ -521,7 +532,7 @@ impl<F: FileSystem> Core<F> {
         &self,
         w: &mut WriterState,
         appends: &[StreamAppend],
-        decisions: Vec<Decision>,
+        decisions: &[Decision],
     ) -> (Vec<AppendResult>, u64) {
         let size: usize = BATCH_HEADER_BYTES
             + appends
@@ -550,14 +561,18 @@ impl<F: FileSystem> Core<F> {
                 last_batch_crc: 0,
             });
         }
-        // Versions before each stream's events, in append order.
-        let mut bases: Vec<(Arc<str>, u64)> = Vec::with_capacity(appends.len());
+        // Each stream's name and version before its events, in append
+        // order (every decision is a write here).
+        let bases: Vec<(&Arc<str>, u64)> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Write { name, version } => Some((name, *version)),
+                Decision::Duplicate(_) => None,
+            })
+            .collect();
         let mut results = Vec::with_capacity(appends.len());
         let mut position = first_position;
-        for (a, d) in appends.iter().zip(decisions) {
-            let Decision::Write { name, version } = d else {
-                continue;
-            };
+        for (a, &(_, version)) in appends.iter().zip(&bases) {
             let k = a.events.len() as u64;
             results.push(AppendResult {
                 first_version: version + 1,
@@ -565,7 +580,6 @@ impl<F: FileSystem> Core<F> {
                 first_position: position,
                 last_position: position + k - 1,
             });
-            bases.push((name, version));
             position += k;
         }
         let seq = w.next_seq + 1;
@@ -589,16 +603,17 @@ impl<F: FileSystem> Core<F> {
         let mut record_at = batch_start + BATCH_HEADER_BYTES;
         let mut position = first_position;
         for (a, (name, version)) in appends.iter().zip(&bases) {
-            let pending = state.pending.entry(name.clone()).or_insert_with(|| PendingStream {
-                name: name.clone(),
+            let spare_pending = &mut state.spare_pending;
+            let pending = state.pending.entry((*name).clone()).or_insert_with(|| PendingStream {
+                name: (*name).clone(),
                 version: *version,
-                events: Vec::new(),
+                events: spare_pending.pop().unwrap_or_default(),
             });
             for (i, e) in a.events.iter().enumerate() {
                 let len = frame::record_len(name, e);
                 let event_version = version + 1 + i as u64;
                 chunk.entries.push(Entry {
-                    stream: name.clone(),
+                    stream: (*name).clone(),
                     version: event_version,
                     location: Location {
                         segment,
@@ -742,6 +757,9 @@ impl<F: FileSystem> Core<F> {
     fn write_chunks(&self, chunks: &[Chunk]) -> Result<Vec<Arc<SegmentView>>> {
         let mut tail = self.tail.lock();
         let mut views = Vec::new();
+        // Durable mode keeps write calls (whose errors the fault-injection
+        // tests prove are handled); the other modes ack before any sync.
+        let mapped = self.options.durability != Durability::Sync;
         let buffered = self.options.durability == Durability::Buffered;
         for chunk in chunks {
             if chunk.segment != tail.segment_id {
@@ -773,7 +791,7 @@ impl<F: FileSystem> Core<F> {
                     0,
                 )));
             }
-            if buffered {
+            if mapped {
                 tail.write_mapped(&chunk.bytes, chunk.offset)?;
             } else {
                 tail.write(&chunk.bytes, chunk.offset)?;
@@ -851,8 +869,16 @@ impl<F: FileSystem> Core<F> {
             .max()
             .unwrap_or(w.done_seq)
             .max(w.done_seq);
-        w.pending
-            .retain(|_, p| p.events.last().is_some_and(|&(_, pos)| pos > last_position));
+        let spare_pending = &mut w.spare_pending;
+        w.pending.retain(|_, p| {
+            let keep = p.events.last().is_some_and(|&(_, pos)| pos > last_position);
+            if !keep && spare_pending.len() < 64 {
+                let mut events = std::mem::take(&mut p.events);
+                events.clear();
+                spare_pending.push(events);
+            }
+            keep
+        });
         for mut chunk in chunks.drain(..) {
             chunk.bytes.clear();
             chunk.entries.clear();

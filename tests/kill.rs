@@ -1,9 +1,10 @@
 //! A child process appends and reports each acknowledged append on stdout;
 //! the parent kills it mid-write (SIGKILL) and checks that every
-//! acknowledged event is there after reopen, batches whole. Durable mode
-//! and OS-buffered mode both promise this for a process crash: buffered
-//! appends are in the OS page cache when acknowledged (copied there through
-//! a writable map of the segment on Linux), which outlives the process.
+//! acknowledged event is there after reopen, batches whole. Every
+//! durability mode promises this for a process crash: periodic and
+//! buffered appends are in the OS page cache when acknowledged (copied
+//! there through a writable map of the segment on Linux), which outlives
+//! the process.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,6 +20,7 @@ const CHILD_MODE: &str = "ANNAL_KILL_CHILD_MODE";
 fn options(mode: &str) -> Options {
     let durability = match mode {
         "buffered" => Durability::Buffered,
+        "periodic" => Durability::Periodic(Duration::from_millis(5)),
         _ => Durability::Sync,
     };
     Options::default()
@@ -72,6 +74,14 @@ fn killed_buffered_writer_loses_no_acknowledged_event() {
         return;
     }
     kill_rounds("buffered");
+}
+
+#[test]
+fn killed_periodic_writer_loses_no_acknowledged_event() {
+    if std::env::var(CHILD_DIR).is_ok() {
+        return;
+    }
+    kill_rounds("periodic");
 }
 
 /// Starts, kills and checks the child four times over one directory.
