@@ -562,17 +562,16 @@ impl<F: FileSystem> Core<F> {
             });
         }
         // Each stream's name and version before its events, in append
-        // order (every decision is a write here).
-        let bases: Vec<(&Arc<str>, u64)> = decisions
-            .iter()
-            .filter_map(|d| match d {
+        // order (every decision is a write here), without collecting them.
+        let bases = || {
+            decisions.iter().filter_map(|d| match d {
                 Decision::Write { name, version } => Some((name, *version)),
                 Decision::Duplicate(_) => None,
             })
-            .collect();
+        };
         let mut results = Vec::with_capacity(appends.len());
         let mut position = first_position;
-        for (a, &(_, version)) in appends.iter().zip(&bases) {
+        for (a, (_, version)) in appends.iter().zip(bases()) {
             let k = a.events.len() as u64;
             results.push(AppendResult {
                 first_version: version + 1,
@@ -591,7 +590,7 @@ impl<F: FileSystem> Core<F> {
             return (results, seq);
         };
         let batch_start = chunk.bytes.len();
-        let inputs = appends.iter().zip(&bases).flat_map(|(a, (name, version))| {
+        let inputs = appends.iter().zip(bases()).flat_map(|(a, (name, version))| {
             a.events.iter().enumerate().map(move |(i, e)| RecordInput {
                 stream: name,
                 version: version + 1 + i as u64,
@@ -602,18 +601,18 @@ impl<F: FileSystem> Core<F> {
         debug_assert_eq!(encoded, size);
         let mut record_at = batch_start + BATCH_HEADER_BYTES;
         let mut position = first_position;
-        for (a, (name, version)) in appends.iter().zip(&bases) {
+        for (a, (name, version)) in appends.iter().zip(bases()) {
             let spare_pending = &mut state.spare_pending;
-            let pending = state.pending.entry((*name).clone()).or_insert_with(|| PendingStream {
-                name: (*name).clone(),
-                version: *version,
+            let pending = state.pending.entry(name.clone()).or_insert_with(|| PendingStream {
+                name: name.clone(),
+                version,
                 events: spare_pending.pop().unwrap_or_default(),
             });
             for (i, e) in a.events.iter().enumerate() {
                 let len = frame::record_len(name, e);
                 let event_version = version + 1 + i as u64;
                 chunk.entries.push(Entry {
-                    stream: (*name).clone(),
+                    stream: name.clone(),
                     version: event_version,
                     location: Location {
                         segment,

@@ -38,7 +38,18 @@ pub struct LogTail<F: FileSystem> {
     /// A writable map of the allocated bytes, made on the first
     /// [`LogTail::write_mapped`] and dropped whenever the file's length
     /// changes.
-    write_map: Option<WritableMap>,
+    write_map: WriteMap,
+}
+
+/// Whether [`LogTail::write_mapped`] copies into a map.
+enum WriteMap {
+    /// Not asked yet, or dropped since the file's length changed.
+    Unknown,
+    /// Mapped: copies go here.
+    Mapped(WritableMap),
+    /// The file system has no writable maps for this file: write calls
+    /// (asked once per file, not once per append).
+    Unavailable,
 }
 
 impl<F: FileSystem> LogTail<F> {
@@ -72,7 +83,7 @@ impl<F: FileSystem> LogTail<F> {
             file,
             allocated,
             segment_size,
-            write_map: None,
+            write_map: WriteMap::Unknown,
         }
     }
 
@@ -84,7 +95,7 @@ impl<F: FileSystem> LogTail<F> {
         if end <= self.allocated {
             return Ok(false);
         }
-        self.write_map = None;
+        self.drop_write_map();
         let step = self
             .allocated
             .clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
@@ -110,14 +121,26 @@ impl<F: FileSystem> LogTail<F> {
     /// system has such maps; with a write call otherwise. The bytes are in
     /// the OS page cache either way: a process crash does not lose them.
     pub fn write_mapped(&mut self, bytes: &[u8], offset: u64) -> Result<()> {
-        if self.write_map.is_none() {
-            self.write_map = self
+        if matches!(self.write_map, WriteMap::Unknown) {
+            let map = self
                 .file
                 .map_writable(self.allocated)
                 .ctx(|| format!("mapping {} for writing", self.path.display()))?;
+            self.write_map = map.map_or(WriteMap::Unavailable, WriteMap::Mapped);
         }
-        let copied = self.write_map.as_mut().is_some_and(|map| map.write_at(bytes, offset));
+        let copied = match &mut self.write_map {
+            WriteMap::Mapped(map) => map.write_at(bytes, offset),
+            WriteMap::Unknown | WriteMap::Unavailable => false,
+        };
         if copied { Ok(()) } else { self.write(bytes, offset) }
+    }
+
+    /// Unmaps before the file's length changes; a file without maps stays
+    /// without.
+    fn drop_write_map(&mut self) {
+        if matches!(self.write_map, WriteMap::Mapped(_)) {
+            self.write_map = WriteMap::Unknown;
+        }
     }
 
     /// Makes written data durable.
@@ -128,8 +151,8 @@ impl<F: FileSystem> LogTail<F> {
     /// Seals the segment: syncs its data, cuts the unused preallocation at
     /// `data_end`, and syncs the new size. The file never changes again.
     pub fn seal(&mut self, data_end: u64) -> Result<()> {
+        self.drop_write_map();
         let ctx = || format!("sealing {}", self.path.display());
-        self.write_map = None;
         self.file.sync_data().ctx(ctx)?;
         self.file.set_len(data_end).ctx(ctx)?;
         self.file.sync_all().ctx(ctx)?;
