@@ -200,6 +200,30 @@ fn read_file<F: FileSystem>(core: &Core<F>) -> Result<BTreeMap<String, u64>> {
     decode(&bytes, core.store_id).map_err(|(offset, reason)| Error::corruption(&path, offset, reason))
 }
 
+/// The checkpoint with the highest position in `bytes` (a checkpoints
+/// file of store `store_id`), when there is one and the file is intact.
+/// A saved checkpoint proves the log was durable up to its position (a
+/// save refuses positions past the log and syncs the log first), so open,
+/// `verify` and `repair` use it as a floor below which damage is never a
+/// torn tail. An unreadable file proves nothing here; it is reported
+/// where checkpoints are loaded.
+pub(crate) fn furthest(bytes: &[u8], store_id: uuid::Uuid) -> Option<(String, u64)> {
+    let map = decode(bytes, store_id).ok()?;
+    map.into_iter().max_by_key(|(_, position)| *position)
+}
+
+/// [`furthest`] of the checkpoints file in `dir`, read through `fs`
+/// (`None` when there is no such file or it cannot be read).
+pub(crate) fn furthest_in<F: FileSystem>(fs: &F, dir: &std::path::Path, store_id: uuid::Uuid) -> Option<(String, u64)> {
+    let path = dir.join(CHECKPOINTS_FILE_NAME);
+    if !fs.exists(&path) {
+        return None;
+    }
+    let file = fs.open(&path, OpenMode::Read).ok()?;
+    let bytes = io::read_whole(&file).ok()?;
+    furthest(&bytes, store_id)
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > CHECKPOINT_NAME_BYTES_MAX {
         return Err(Error::InvalidInput(format!(

@@ -16,7 +16,9 @@
 //! | sealed segment: invalid bytes after its last batch      | refuse: `Corruption` (it was synced)      |
 //! | last segment: zeros after the last batch                | clean end                                 |
 //! | last segment: invalid bytes, no valid batch after them, | torn tail: zero them, sync, go on         |
-//! | past the index file's synced end                        |                                           |
+//! | past the index file's synced end and past every saved   |                                           |
+//! | checkpoint's position                                   |                                           |
+//! | the same, but a checkpoint names a later position       | refuse: `Corruption` (it was synced)      |
 //! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
 //! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
 //!
@@ -112,7 +114,9 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         Ok((index, checkpoint)) => (index, Some(checkpoint), None),
         Err(reason) => (Index::default(), None, Some(reason)),
     };
-    let tail = replay(options, found, index, checkpoint, rejected, floor)?;
+    let store_id = found[0].header.store_id;
+    let proven = || crate::checkpoint::furthest_in(fs, dir, store_id);
+    let tail = replay(options, found, index, checkpoint, rejected, floor, &proven)?;
     Ok(tail)
 }
 
@@ -322,6 +326,7 @@ fn replay<F: FileSystem>(
     checkpoint: Option<Checkpoint>,
     rejected: Option<String>,
     floor: Option<(u64, u64)>,
+    proven: &dyn Fn() -> Option<(String, u64)>,
 ) -> Result<Recovered<F>> {
     let store_id = found[0].header.store_id;
     let (start_segment, start_offset, mut end) = match checkpoint {
@@ -382,6 +387,17 @@ fn replay<F: FileSystem>(
                 return Err(Error::corruption(&seg.path, data_end, why));
             }
             if let Some(dirty_end) = torn {
+                // A checkpoint past the valid data proves the damaged
+                // bytes held durable events: corruption, not a torn write.
+                if let Some((name, position)) = proven()
+                    && position > index.last_position()
+                {
+                    return Err(Error::corruption(
+                        &seg.path,
+                        data_end,
+                        checkpoint_floor_reason(&name, position, index.last_position()),
+                    ));
+                }
                 let ctx = || format!("cutting the torn tail of {}", seg.path.display());
                 write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
                 seg.file.sync_data().ctx(ctx)?;
@@ -418,6 +434,16 @@ fn replay<F: FileSystem>(
         report,
         index_file_end,
     })
+}
+
+/// Why invalid bytes after the last valid batch (position `last`) are
+/// damage rather than a torn write, given checkpoint `name` at `position`
+/// (also used by `verify` and `repair`).
+pub(crate) fn checkpoint_floor_reason(name: &str, position: u64, last: u64) -> String {
+    format!(
+        "invalid bytes after the last valid batch (position {last}), but checkpoint '{name}' at {position} \
+         proves events up to {position} were durable: the damaged bytes held acknowledged events"
+    )
 }
 
 /// Replays one segment from `from`; returns where its valid data ends and,

@@ -493,3 +493,69 @@ fn a_damaged_checkpoints_file_is_reported_and_moved_by_repair() {
     store.checkpoints().save("a", 7).unwrap();
     store.close().unwrap();
 }
+
+/// Flips a byte inside the last batch of the last segment of a closed
+/// store and removes its index file, so nothing but a checkpoint can tell
+/// the damaged batch was durable.
+fn damage_last_batch_without_index(dir: &Path) {
+    std::fs::remove_file(dir.join(crate::index::file::FILE_NAME)).unwrap();
+    let last = *walk::segment_ids(dir).unwrap().last().unwrap();
+    let seg = segment::path(dir, last);
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap();
+    flip(&seg, end - 5);
+}
+
+#[test]
+fn a_checkpoint_on_a_damaged_last_batch_makes_it_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    save_checkpoints(dir.path(), 100);
+    damage_last_batch_without_index(dir.path());
+    let before = files(dir.path());
+
+    match Store::open(dir.path(), options()) {
+        Err(Error::Corruption { reason, .. }) => assert!(reason.contains("checkpoint 'b' at 100"), "{reason}"),
+        other => panic!("expected corruption, got {:?}", other.map(|s| s.last_position())),
+    }
+    let r = verify(dir.path()).unwrap();
+    assert_eq!(r.torn_tail, None);
+    let damage = r.first_damage().cloned().unwrap();
+    assert!(damage.reason.contains("checkpoint 'b' at 100"), "{damage}");
+    assert_eq!(r.events, 99);
+    let segments = walk::segment_ids(dir.path()).unwrap();
+    assert_eq!(damage.segment, segments.last().copied());
+    assert_eq!(files(dir.path()), before, "neither open nor verify changed a byte");
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired);
+    assert_eq!(rep.kept_events, 99);
+    assert!(rep.quarantined_bytes > 0, "{rep:?}");
+    assert_eq!(rep.checkpoints_lowered, vec![("b".to_string(), 100)]);
+    assert!(verify(dir.path()).unwrap().is_clean());
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.checkpoints().load("b").unwrap(), Some(99));
+    store
+        .append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")])
+        .unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn a_damaged_last_batch_past_every_checkpoint_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    save_checkpoints(dir.path(), 99);
+    damage_last_batch_without_index(dir.path());
+
+    let r = verify(dir.path()).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert!(r.torn_tail.is_some());
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.last_position(), 99);
+    assert!(store.recovery_report().torn_tail_bytes > 0);
+    store
+        .append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")])
+        .unwrap();
+    store.close().unwrap();
+}

@@ -214,6 +214,32 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
     Ok(())
 }
 
+/// Holds a torn tail to the furthest saved checkpoint, as open does: a
+/// checkpoint proves the log was durable up to its position, so invalid
+/// bytes where its events should be are damage, never a torn write to cut.
+pub(crate) fn hold_to_checkpoints(dir: &Path, w: &mut Walk) -> Result<()> {
+    let (Some(torn), Some(store_id)) = (&w.torn_tail, w.store_id) else {
+        return Ok(());
+    };
+    let path = dir.join(crate::CHECKPOINTS_FILE_NAME);
+    if !path.exists() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    let last = w.index.last_position();
+    let Some((name, position)) = crate::checkpoint::furthest(&bytes, store_id).filter(|(_, p)| *p > last) else {
+        return Ok(());
+    };
+    w.damage = Some(Damage {
+        file: torn.file.clone(),
+        segment: w.data_end.map(|(segment, _)| segment),
+        offset: torn.offset,
+        reason: crate::recovery::checkpoint_floor_reason(&name, position, last),
+    });
+    w.torn_tail = None;
+    Ok(())
+}
+
 /// Checks a segment header; the inner error is the reason it is bad. A
 /// header of a newer format version is an error, not damage: a newer
 /// annal wrote it, and `repair` must not quarantine it.
