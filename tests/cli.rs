@@ -560,6 +560,33 @@ fn repair_keeps_the_prefix_and_quarantines_the_rest() {
     assert_eq!(lines(&o)[0]["repaired"], false);
 }
 
+/// A lost last segment leaves no log bytes to move: the summary says so
+/// (and why) instead of "moved 0 events".
+#[test]
+fn repair_of_a_lost_last_segment_says_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    let last = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| annal::log::segment::parse_file_name(e.unwrap().file_name().to_str()?))
+        .max()
+        .unwrap();
+    std::fs::remove_file(dir.path().join(annal::log::segment::file_name(last))).unwrap();
+    let o = run(&["repair", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = &lines(&o)[0];
+    assert_eq!(r["repaired"], true);
+    assert_eq!(r["quarantined_bytes"], 0);
+    let err = stderr(&o);
+    assert!(
+        err.contains("no log bytes to move") && err.contains("index file"),
+        "{err}"
+    );
+    assert!(!err.contains("moved 0"), "{err}");
+    assert_eq!(ok(&["verify", d])[0]["clean"], true);
+}
+
 #[test]
 fn locked_store_exits_5() {
     let dir = tempfile::tempdir().unwrap();

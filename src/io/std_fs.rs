@@ -41,9 +41,14 @@ impl FileSystem for StdFs {
                 options.write(true).create(true).truncate(false);
             }
         }
-        Ok(StdFile {
-            file: options.open(path)?,
-        })
+        let file = options.open(path)?;
+        // A directory (or device, or pipe) opens fine for reading, and only
+        // the map or read after would fail, with a confusing error
+        // (ENODEV). Every file the store reads is a regular file.
+        if mode == OpenMode::Read && !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        Ok(StdFile { file })
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -224,6 +229,14 @@ fn overwrites_in_place(file: &File) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_not_opened_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = StdFs.open(dir.path(), OpenMode::Read).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "not a regular file");
+    }
 
     /// Bytes copied into a writable map are what the file holds, and the
     /// map is offered exactly on file systems that overwrite in place (on

@@ -559,3 +559,22 @@ fn a_damaged_last_batch_past_every_checkpoint_is_a_torn_tail() {
         .unwrap();
     store.close().unwrap();
 }
+
+/// A directory named like a segment file is reported as what it is, by
+/// verify, repair and open alike, and nothing is changed.
+#[test]
+fn a_directory_named_like_a_segment_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(segment::path(dir.path(), 1)).unwrap();
+    let says_not_a_file = |e: Error| {
+        let text = e.to_string();
+        assert!(
+            text.contains("not a regular file") || text.contains("directory"),
+            "{text}"
+        );
+    };
+    says_not_a_file(verify(dir.path()).unwrap_err());
+    says_not_a_file(repair(dir.path()).unwrap_err());
+    says_not_a_file(Store::open(dir.path(), options()).unwrap_err());
+    assert!(segment::path(dir.path(), 1).is_dir());
+}

@@ -5,13 +5,63 @@
 //! stores the same bytes.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use annal::{EventData, ExpectedVersion, StreamAppend, Uuid};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-type Fields<'a> = BTreeMap<String, &'a RawValue>;
+/// The keys of one JSON object with their raw values. A key given twice
+/// is an error: JSON parsers disagree on which value wins, so an import
+/// must not pick one silently.
+struct Fields<'a>(BTreeMap<String, &'a RawValue>);
+
+impl<'a> std::ops::Deref for Fields<'a> {
+    type Target = BTreeMap<String, &'a RawValue>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
+            type Value = Fields<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Fields<'a>, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    let value: &'a RawValue = access.next_value()?;
+                    if map.contains_key(&key) {
+                        return Err(A::Error::custom(format!("{DUPLICATE} \"{key}\"")));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(Fields(map))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+/// Start of the error for a key given twice.
+const DUPLICATE: &str = "duplicate key";
+
+/// The error for a line (or its `events`) that does not parse, `shape`
+/// saying what it must be.
+fn json_error(e: serde_json::Error, shape: &str) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data if e.to_string().starts_with(DUPLICATE) => e.to_string(),
+        serde_json::error::Category::Data => shape.to_string(),
+        _ => format!("invalid JSON: {e}"),
+    }
+}
 
 const EVENT_KEYS: [&str; 7] = [
     "type",
@@ -25,10 +75,7 @@ const EVENT_KEYS: [&str; 7] = [
 
 /// Parses one import line into an append.
 pub fn parse_line(line: &str) -> Result<StreamAppend, String> {
-    let fields: Fields = serde_json::from_str(line).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => "the line must be a JSON object".to_string(),
-        _ => format!("invalid JSON: {e}"),
-    })?;
+    let fields: Fields = serde_json::from_str(line).map_err(|e| json_error(e, "the line must be a JSON object"))?;
     for key in fields.keys() {
         let known = matches!(key.as_str(), "stream" | "expected" | "events") || EVENT_KEYS.contains(&key.as_str());
         if !known {
@@ -49,7 +96,7 @@ pub fn parse_line(line: &str) -> Result<StreamAppend, String> {
                 return Err(format!("\"{key}\" belongs inside \"events\" when \"events\" is given"));
             }
             let list: Vec<Fields> =
-                serde_json::from_str(raw.get()).map_err(|_| "\"events\" must be an array of objects".to_string())?;
+                serde_json::from_str(raw.get()).map_err(|e| json_error(e, "\"events\" must be an array of objects"))?;
             if list.is_empty() {
                 return Err("\"events\" is empty".into());
             }
@@ -166,5 +213,8 @@ mod tests {
         assert!(err(r#"{"stream":"s","events":[]}"#).contains("empty"));
         assert!(err(r#"{"stream":"s","type":"T","events":[{"type":"A"}]}"#).contains("inside"));
         assert!(err(r#"{"stream":"s","events":[{"data":1}]}"#).contains("event 1: missing \"type\""));
+        assert!(err(r#"{"stream":"s","type":"A","type":"B"}"#).contains("duplicate key \"type\""));
+        assert!(err(r#"{"stream":"s","events":[{"type":"A","data":1,"data":2}]}"#).contains("duplicate key \"data\""));
+        assert!(err(r#"{"stream":"s","events":[1]}"#).contains("must be an array of objects"));
     }
 }

@@ -53,7 +53,24 @@ pub fn run(dir: &Path) -> Outcome {
             r.kept_events
         );
     }
-    if r.repaired {
+    if r.repaired && r.quarantined_bytes == 0 {
+        // The damage left no log bytes to move (a segment file that is
+        // gone, a damaged index or checkpoints file): say what happened
+        // rather than "moved 0 events".
+        let reason = r
+            .damage
+            .as_ref()
+            .map_or_else(String::new, |d| format!(" ({})", d.reason));
+        eprintln!(
+            "annal: kept {}; no log bytes to move{reason}; {} moved into {}",
+            events(r.kept_events),
+            match r.quarantined_files.len() {
+                1 => "1 file".to_string(),
+                n => format!("{n} files"),
+            },
+            r.quarantine_dir.display()
+        );
+    } else if r.repaired {
         eprintln!(
             "annal: kept {}; moved {} ({} bytes, {} of them unreadable) into {}",
             events(r.kept_events),
