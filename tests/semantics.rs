@@ -177,6 +177,25 @@ fn any_retry_is_detected_in_the_window_and_across_reopen() {
     assert_eq!(store.last_position(), 3);
 }
 
+/// Retries are recognised by ids alone (as documented): a retry whose
+/// payload differs returns the original result, and the stored event keeps
+/// the first payload (nothing is rewritten).
+#[test]
+fn a_retry_is_recognised_by_its_ids_and_never_rewrites_the_event() {
+    let (_d, store) = open();
+    let original = event("E", 1);
+    let first = store.append("A-1", ExpectedVersion::Any, [original.clone()]).unwrap();
+    let changed = EventData::new("Other", "{\"changed\":true}").with_id(original.id());
+    for expected in [ExpectedVersion::Any, ExpectedVersion::NoStream] {
+        let again = store.append("A-1", expected, [changed.clone()]).unwrap();
+        assert_eq!(first, again);
+    }
+    let stored = stream(&store, "A-1");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].event_type(), original.event_type());
+    assert_eq!(stored[0].data(), original.data());
+}
+
 #[test]
 fn duplicate_ids_in_one_append_are_refused() {
     let (_d, store) = open();
