@@ -185,18 +185,27 @@ fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Resu
     Ok(())
 }
 
+/// Why a segment number is missing, naming the next file that is there
+/// (so a stray file numbered past a gap is named too; also used by `verify` and `repair`).
+pub(crate) fn missing_segment_reason(next_present: u64) -> String {
+    format!(
+        "segment file is missing (the next segment file present is {})",
+        segment::file_name(next_present)
+    )
+}
+
 fn check_contiguous(dir: &Path, ids: &[u64]) -> Result<()> {
     if ids[0] != 1 {
         return Err(Error::corruption(
             segment::path(dir, 1),
             0,
-            "the first segment file is missing",
+            missing_segment_reason(ids[0]),
         ));
     }
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
             let missing = segment::path(dir, pair[0] + 1);
-            return Err(Error::corruption(missing, 0, "segment file is missing"));
+            return Err(Error::corruption(missing, 0, missing_segment_reason(pair[1])));
         }
     }
     if ids.len() as u64 > crate::limits::SEGMENTS_MAX {

@@ -149,10 +149,16 @@ impl<F: FileSystem> Store<F> {
             }
             fs.create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         }
+        let names = fs.list_dir(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotADirectory {
+                Error::InvalidInput(format!("{} is not a directory", dir.display()))
+            } else {
+                Error::io(format!("listing {}", dir.display()), e)
+            }
+        })?;
         if !options.create_if_missing {
             // Refuse before taking the lock, which would create a LOCK file
             // in a directory that holds no store.
-            let names = fs.list_dir(&dir).ctx(|| format!("listing {}", dir.display()))?;
             if !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some()) {
                 return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
             }

@@ -348,3 +348,13 @@ fn invalid_options() {
         "nothing was created"
     );
 }
+
+#[test]
+fn a_store_path_that_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("afile");
+    fs::write(&path, b"not a store").unwrap();
+    let err = Store::open(&path, Options::default()).unwrap_err();
+    assert_invalid(err, "is not a directory");
+    assert_eq!(fs::read(&path).unwrap(), b"not a store");
+}

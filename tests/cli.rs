@@ -178,7 +178,16 @@ fn append_and_read() {
         "--data-base64",
         "/wA=",
     ]);
-    ok(&["append", d, "Order-2", "Placed", "--expected", "any"]);
+    ok(&[
+        "append",
+        d,
+        "Order-2",
+        "Placed",
+        "--expected",
+        "any",
+        "--metadata",
+        "null",
+    ]);
     let r = ok(&["append", d, "Order-1", "Shipped", "--expected", "exists"]);
     assert_eq!(r[0]["first_version"], 3);
     assert_eq!(r[0]["first_position"], 5);
@@ -213,6 +222,14 @@ fn append_and_read() {
     assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(events[1]["id"], id);
     assert_eq!(events[1]["metadata"]["user"], "u");
+    // `--metadata null` is no metadata, as in import lines: export (exact
+    // bytes) leaves it out rather than giving the bytes `null` in base64.
+    let exported = ok(&["export", d]);
+    let placed = exported.iter().find(|l| l["stream"] == "Order-2").unwrap();
+    assert!(
+        placed.get("metadata").is_none() && placed.get("metadata_base64").is_none(),
+        "{placed}"
+    );
     let versions = |v: &[Value]| v.iter().map(|e| e["version"].as_u64().unwrap()).collect::<Vec<_>>();
     let positions = |v: &[Value]| v.iter().map(|e| e["position"].as_u64().unwrap()).collect::<Vec<_>>();
     assert_eq!(versions(&ok(&["read", d, "Order-1", "--backward"])), [3, 2, 1]);

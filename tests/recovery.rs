@@ -312,6 +312,11 @@ fn missing_or_foreign_segments_are_refused() {
     let err = Store::open(work.path(), small_segments()).unwrap_err();
     assert!(matches!(err, Error::Corruption { .. }), "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
+    // The message names the file after the gap too (a stray file numbered
+    // past the last segment looks like a gap).
+    let next = segment_path(work.path(), 3);
+    let next = next.file_name().unwrap().to_str().unwrap();
+    assert!(err.to_string().contains(next), "{err}");
 
     let other = tempfile::tempdir().unwrap();
     Store::open(other.path(), small_segments()).unwrap().close().unwrap();

@@ -104,7 +104,7 @@ pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMu
                 file: segment::path(dir, expected),
                 segment: Some(expected),
                 offset: 0,
-                reason: "segment file is missing".into(),
+                reason: crate::recovery::missing_segment_reason(id),
             });
             break;
         }

@@ -16,6 +16,9 @@ pub fn run(a: AppendArgs) -> Outcome {
         (None, None) => b"{}".to_vec(),
     };
     let metadata = match (a.metadata, a.metadata_base64) {
+        // As in import lines: `null` means no metadata (`read` prints
+        // empty metadata as `null`, so the two must not differ).
+        (Some(text), _) if text.trim() == "null" => Vec::new(),
         (Some(text), _) => text.into_bytes(),
         (None, Some(bytes)) => bytes.0,
         (None, None) => Vec::new(),
