@@ -55,8 +55,9 @@ pub enum Error {
     /// of consecutive events of it) or for consecutive earlier appends sent
     /// as one.
     /// It is a conflict when some ids are stored and others are not, or
-    /// they are stored in another stream, order or place. Nothing was
-    /// written.
+    /// they are stored in another stream, order or place, or a stored
+    /// event's type, data or schema version differs from the retried one
+    /// (metadata is not compared). Nothing was written.
     #[error(
         "event id {id} in stream '{stream}' was already written by a different append (partial or mismatched retry)"
     )]

@@ -30,6 +30,9 @@ pub struct IdWindow {
     capacity: usize,
     ids: FastMap<Uuid, Written>,
     order: VecDeque<Uuid>,
+    /// The first position whose id the window holds, when it holds any:
+    /// ids are inserted in position order, so it holds every later one.
+    floor: Option<u64>,
 }
 
 impl IdWindow {
@@ -39,6 +42,7 @@ impl IdWindow {
             capacity,
             ids: map_with_capacity(capacity.min(1 << 20)),
             order: VecDeque::with_capacity(capacity.min(1 << 20)),
+            floor: None,
         }
     }
 
@@ -47,15 +51,26 @@ impl IdWindow {
         self.ids.get(id).copied()
     }
 
-    /// Remembers an id, forgetting the oldest beyond capacity.
+    /// Whether the window holds the id of every event from `position` on,
+    /// so that an id it lacks was not written there.
+    pub fn covers(&self, position: u64) -> bool {
+        self.floor.is_some_and(|floor| position >= floor)
+    }
+
+    /// Remembers an id (of the event after the last one remembered),
+    /// forgetting the oldest beyond capacity.
     pub fn insert(&mut self, id: Uuid, written: Written) {
         if self.capacity == 0 {
             return;
         }
         if self.order.len() == self.capacity
             && let Some(old) = self.order.pop_front()
+            && let Some(gone) = self.ids.remove(&old)
         {
-            self.ids.remove(&old);
+            self.floor = Some(gone.position + 1);
+        }
+        if self.floor.is_none() {
+            self.floor = Some(written.position);
         }
         self.ids.insert(id, written);
         self.order.push_back(id);
@@ -79,5 +94,7 @@ mod tests {
         assert!(w.get(&Uuid::from_u128(1)).is_none());
         assert_eq!(w.get(&Uuid::from_u128(3)).map(|x| x.position), Some(3));
         assert_eq!(w.order.len(), 2);
+        assert!(!w.covers(1) && w.covers(2) && w.covers(3));
+        assert!(!IdWindow::new(0).covers(1), "an empty window covers nothing");
     }
 }

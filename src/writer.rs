@@ -348,6 +348,8 @@ impl<F: FileSystem> Core<F> {
                 .collect();
             let last = results.iter().map(|r| r.last_position).max().unwrap_or(0);
             self.wait_published(&mut w, last)?;
+            drop(w);
+            self.check_retried_content(appends, &results)?;
             return Ok(results);
         }
         if duplicates > 0 {
@@ -368,6 +370,30 @@ impl<F: FileSystem> Core<F> {
         w.decisions = decisions;
         self.wait_seq(w, seq)?;
         Ok(results)
+    }
+
+    /// A retry matched by ids must also carry the same events: the stored
+    /// type, data and schema version must equal the retried ones, or the
+    /// caller reused an id for another event, which is refused rather
+    /// than acknowledged without being written. Metadata is not compared:
+    /// it often carries details of each attempt (a send time, a trace id).
+    /// Runs only for retries, after their events are published.
+    fn check_retried_content(&self, appends: &[StreamAppend], results: &[AppendResult]) -> Result<()> {
+        for (a, r) in appends.iter().zip(results) {
+            for (position, e) in (r.first_position..).zip(&a.events) {
+                let stored = self.read_position(position)?;
+                if stored.event_type() != e.event_type()
+                    || stored.data() != e.data()
+                    || stored.schema_version() != e.schema_version
+                {
+                    return Err(Error::IdempotencyConflict {
+                        stream: a.stream.clone(),
+                        id: e.id,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The stream's version including queued appends, and its name.
@@ -402,6 +428,9 @@ impl<F: FileSystem> Core<F> {
             return Err(wrong_version(a, version));
         }
         if let Some(result) = self.retry_in_window(w, a)? {
+            return Ok(Decision::Duplicate(result));
+        }
+        if let Some(result) = self.retry_at_stream_end(w, a, version)? {
             return Ok(Decision::Duplicate(result));
         }
         if a.expected == ExpectedVersion::StreamExists && version == 0 {
@@ -522,6 +551,43 @@ impl<F: FileSystem> Core<F> {
             last_version: start.version + k - 1,
             first_position: start.position,
             last_position: start.position + k - 1,
+        }))
+    }
+
+    /// With `Any`/`StreamExists`, once the window has forgotten the ids:
+    /// are these events the stream's last ones? So a retry of a stream's
+    /// latest append is found however long ago it was written. Reads the
+    /// log only when the stream's candidate events are older than the
+    /// window (newer ones would have been found in it).
+    fn retry_at_stream_end(&self, w: &WriterState, a: &StreamAppend, version: u64) -> Result<Option<AppendResult>> {
+        let k = a.events.len() as u64;
+        if version < k {
+            return Ok(None);
+        }
+        let first_version = version - k + 1;
+        let At::Published(Some(first_position)) = self.event_at(w, &a.stream, first_version) else {
+            return Ok(None);
+        };
+        if w.window.covers(first_position) || self.read_position(first_position)?.id() != a.events[0].id {
+            return Ok(None);
+        }
+        for (i, e) in (1u64..).zip(&a.events[1..]) {
+            let same = match self.event_at(w, &a.stream, first_version + i) {
+                At::Published(Some(p)) => p == first_position + i && self.read_position(p)?.id() == e.id,
+                _ => false,
+            };
+            if !same {
+                return Err(Error::IdempotencyConflict {
+                    stream: a.stream.clone(),
+                    id: e.id,
+                });
+            }
+        }
+        Ok(Some(AppendResult {
+            first_version,
+            last_version: version,
+            first_position,
+            last_position: first_position + k - 1,
         }))
     }
 

@@ -177,23 +177,79 @@ fn any_retry_is_detected_in_the_window_and_across_reopen() {
     assert_eq!(store.last_position(), 3);
 }
 
-/// Retries are recognised by ids alone (as documented): a retry whose
-/// payload differs returns the original result, and the stored event keeps
-/// the first payload (nothing is rewritten).
+/// A retry matched by ids must carry the same events: another type, data
+/// or schema version under a stored id is a conflict (the stored event
+/// stays as it was); other metadata is still a retry.
 #[test]
-fn a_retry_is_recognised_by_its_ids_and_never_rewrites_the_event() {
+fn a_retry_with_other_content_is_a_conflict_and_never_rewrites_the_event() {
     let (_d, store) = open();
     let original = event("E", 1);
     let first = store.append("A-1", ExpectedVersion::Any, [original.clone()]).unwrap();
-    let changed = EventData::new("Other", "{\"changed\":true}").with_id(original.id());
-    for expected in [ExpectedVersion::Any, ExpectedVersion::NoStream] {
-        let again = store.append("A-1", expected, [changed.clone()]).unwrap();
-        assert_eq!(first, again);
+    let id = original.id();
+    let changed = [
+        EventData::new("Other", original.data().to_vec()).with_id(id),
+        EventData::new("E", "{\"changed\":true}").with_id(id),
+        original.clone().with_schema_version(7),
+    ];
+    for e in changed {
+        for expected in [ExpectedVersion::Any, ExpectedVersion::NoStream] {
+            let err = store.append("A-1", expected, [e.clone()]).unwrap_err();
+            assert!(
+                matches!(err, Error::IdempotencyConflict { id: i, .. } if i == id),
+                "{err}"
+            );
+        }
     }
+    let new_metadata = original.clone().with_metadata("{\"attempt\":2}");
+    assert_eq!(
+        store.append("A-1", ExpectedVersion::Any, [new_metadata]).unwrap(),
+        first
+    );
     let stored = stream(&store, "A-1");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].event_type(), original.event_type());
     assert_eq!(stored[0].data(), original.data());
+    assert_eq!(stored[0].metadata(), original.metadata());
+    assert_eq!(store.last_position(), 1);
+}
+
+/// Beyond the id window, a retry is still found while its events are the
+/// stream's last ones: however many events other streams got since, and
+/// across a reopen.
+#[test]
+fn a_retry_of_a_streams_latest_append_is_found_after_the_window_forgot_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options::default().with_idempotency_window_events(2);
+    let batch = vec![event("E", 1), event("E", 2)];
+    let first = {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store.append("I-1", ExpectedVersion::Any, [event("E", 0)]).unwrap();
+        let first = store.append("I-1", ExpectedVersion::Any, batch.clone()).unwrap();
+        for i in 0..5 {
+            store.append("O-1", ExpectedVersion::Any, [event("X", i)]).unwrap();
+        }
+        for expected in [ExpectedVersion::Any, ExpectedVersion::StreamExists] {
+            assert_eq!(store.append("I-1", expected, batch.clone()).unwrap(), first);
+        }
+        // The last event alone is a retry too (a run of the append).
+        let last = store.append("I-1", ExpectedVersion::Any, [batch[1].clone()]).unwrap();
+        assert_eq!((last.first_version, last.first_position), (3, first.last_position));
+        // The stream's last two events, but not these: first matches, second not.
+        let err = store
+            .append("I-1", ExpectedVersion::Any, [batch[0].clone(), event("E", 9)])
+            .unwrap_err();
+        assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err}");
+        assert_eq!(store.last_position(), 8);
+        first
+    };
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.append("I-1", ExpectedVersion::Any, batch.clone()).unwrap(), first);
+    // And the content check holds there too.
+    let changed = EventData::new("Other", "{}").with_id(batch[1].id());
+    let err = store.append("I-1", ExpectedVersion::Any, [changed]).unwrap_err();
+    assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err}");
+    assert_eq!(store.last_position(), 8);
+    assert_eq!(stream(&store, "I-1").len(), 3);
 }
 
 #[test]
