@@ -17,7 +17,9 @@ mod walk;
 use std::path::PathBuf;
 
 pub use repair::{QUARANTINE_DIR, RepairReport, repair};
-pub use verify::{CheckpointsFileStatus, IndexStatus, SnapshotFileStatus, VerifyReport, verify, verify_with_progress};
+pub use verify::{
+    CheckpointsFileStatus, DuplicateIds, IndexStatus, SnapshotFileStatus, VerifyReport, verify, verify_with_progress,
+};
 pub use walk::TornTail;
 
 /// The first place where a store's files hold bytes that a crash cannot

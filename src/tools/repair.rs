@@ -97,7 +97,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             Some(Ok((_, cp))) => cp.last_position,
             _ => 0,
         };
-        let mut w = walk::walk(dir, &ids, target, &mut |_| {})?;
+        let mut w = walk::walk(dir, &ids, target, false, &mut |_| {})?;
         walk::hold_to_durable_floor(dir, &mut w)?;
         walk::hold_to_checkpoints(dir, &mut w)?;
         let index = verify::check_index(dir, &w, saved);

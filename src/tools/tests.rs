@@ -578,3 +578,28 @@ fn a_directory_named_like_a_segment_is_refused_clearly() {
     says_not_a_file(Store::open(dir.path(), options()).unwrap_err());
     assert!(segment::path(dir.path(), 1).is_dir());
 }
+
+/// A retry that was not recognised (window disabled, a later append to the
+/// same stream) writes its event again; verify reports the duplicate id
+/// without calling the store damaged.
+#[test]
+fn verify_reports_duplicate_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options().with_idempotency_window_events(0);
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    let a = EventData::new("T", "{}");
+    store.append("S-1", ExpectedVersion::Any, [a.clone()]).unwrap();
+    store
+        .append("S-1", ExpectedVersion::Any, [EventData::new("T", "{}")])
+        .unwrap();
+    store.close().unwrap();
+    assert_eq!(verify(dir.path()).unwrap().duplicate_ids, None);
+
+    let store = Store::open(dir.path(), opts).unwrap();
+    store.append("S-1", ExpectedVersion::Any, [a.clone()]).unwrap();
+    store.close().unwrap();
+    let r = verify(dir.path()).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    let d = r.duplicate_ids.unwrap();
+    assert_eq!((d.extra_events, d.first), (1, (a.id(), 1, 3)));
+}

@@ -66,6 +66,22 @@ pub struct VerifyReport {
     /// later appended up to it. Either makes the store unclean; `repair`
     /// deals with both.
     pub checkpoints: CheckpointsFileStatus,
+    /// Event ids the log holds more than once, if any. Not damage (the
+    /// store reads and appends as usual), but the trace of retries that
+    /// were not recognised: under `ExpectedVersion::Any`/`StreamExists`,
+    /// a retry of an older append after later appends to its stream and
+    /// beyond the id window writes its events again.
+    pub duplicate_ids: Option<DuplicateIds>,
+}
+
+/// Event ids stored more than once, found by [`verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DuplicateIds {
+    /// Events whose id an earlier event already has.
+    pub extra_events: u64,
+    /// The smallest such id, with the positions of its first two events.
+    pub first: (Uuid, u64, u64),
 }
 
 /// What [`verify`] found in the checkpoints file.
@@ -144,12 +160,13 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
         Some(Ok((_, cp))) => cp.last_position,
         _ => 0,
     };
-    let mut w = walk::walk(dir, &ids, target, progress)?;
+    let mut w = walk::walk(dir, &ids, target, true, progress)?;
     walk::hold_to_durable_floor(dir, &mut w)?;
     walk::hold_to_checkpoints(dir, &mut w)?;
     let index = check_index(dir, &w, saved);
     let snapshots = check_snapshots(dir, w.store_id)?;
     let checkpoints = check_checkpoints(dir, w.store_id, w.index.last_position())?;
+    let duplicate_ids = w.ids.take().and_then(duplicates);
     Ok(VerifyReport {
         path: dir.to_path_buf(),
         store_id: w.store_id,
@@ -162,7 +179,30 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
         damage: w.damage,
         snapshots,
         checkpoints,
+        duplicate_ids,
     })
+}
+
+/// Event ids stored more than once (`None` when every id is unique).
+fn duplicates(mut ids: Vec<(u128, u64)>) -> Option<DuplicateIds> {
+    ids.sort_unstable();
+    let mut found: Option<DuplicateIds> = None;
+    for pair in ids.windows(2) {
+        let ((a, first), (b, second)) = (pair[0], pair[1]);
+        if a != b {
+            continue;
+        }
+        match &mut found {
+            Some(d) => d.extra_events += 1,
+            None => {
+                found = Some(DuplicateIds {
+                    extra_events: 1,
+                    first: (Uuid::from_u128(a), first, second),
+                })
+            }
+        }
+    }
+    found
 }
 
 /// Reads and decodes the checkpoints file: `None` when there is none,

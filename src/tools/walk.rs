@@ -47,6 +47,8 @@ pub(crate) struct Walk {
     pub target_end: Option<BatchEnd>,
     /// The last segment walked, and where its valid batches end.
     pub data_end: Option<(u64, u64)>,
+    /// Every event id with its position, when asked for (`verify`).
+    pub ids: Option<Vec<(u128, u64)>>,
 }
 
 /// The segment numbers in `dir`, sorted; fails when there are none (the
@@ -76,7 +78,13 @@ pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
 /// Walks the log of `dir` (segments `ids`) from the start, stopping at the
 /// first damage. `target` asks for the end of the batch holding that
 /// position (0: the empty log's end).
-pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMut(Progress)) -> Result<Walk> {
+pub(crate) fn walk(
+    dir: &Path,
+    ids: &[u64],
+    target: u64,
+    collect_ids: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Walk> {
     let mut bytes_total = 0;
     for &id in ids {
         let path = segment::path(dir, id);
@@ -96,6 +104,7 @@ pub(crate) fn walk(dir: &Path, ids: &[u64], target: u64, progress: &mut dyn FnMu
             crc: 0,
         }),
         data_end: None,
+        ids: collect_ids.then(Vec::new),
     };
     for (i, &id) in ids.iter().enumerate() {
         let expected = i as u64 + 1;
@@ -287,6 +296,13 @@ fn walk_segment(
         if let Err(reason) = add_batch(map, id, batch_at, header, records, &mut w.index) {
             failure = Some((batch_at, reason));
             return;
+        }
+        if let Some(ids) = &mut w.ids {
+            ids.extend(
+                (header.first_position..)
+                    .zip(records)
+                    .map(|(p, r)| (r.header.id.as_u128(), p)),
+            );
         }
         let last = header.first_position.saturating_add(u64::from(header.record_count) - 1);
         if (header.first_position..=last).contains(&target) {

@@ -67,6 +67,14 @@ fn summary(r: &VerifyReport) -> String {
         _ => Obj::new().str("status", "unknown"),
     }
     .finish();
+    let duplicates = match &r.duplicate_ids {
+        None => "null".to_string(),
+        Some(d) => Obj::new()
+            .num("extra_events", d.extra_events)
+            .str("first_id", &d.first.0.to_string())
+            .raw("first_positions", &format!("[{},{}]", d.first.1, d.first.2))
+            .finish(),
+    };
     Obj::new()
         .bool("clean", r.is_clean())
         .num("segments", r.segments)
@@ -77,6 +85,7 @@ fn summary(r: &VerifyReport) -> String {
         .raw("index", &index)
         .raw("snapshots", &snapshots)
         .raw("checkpoints", &checkpoints)
+        .raw("duplicate_ids", &duplicates)
         .raw("corruption", &damage(r.first_damage()))
         .finish()
 }
