@@ -200,20 +200,13 @@ fn read_file<F: FileSystem>(core: &Core<F>) -> Result<BTreeMap<String, u64>> {
     decode(&bytes, core.store_id).map_err(|(offset, reason)| Error::corruption(&path, offset, reason))
 }
 
-/// The checkpoint with the highest position in `bytes` (a checkpoints
-/// file of store `store_id`), when there is one and the file is intact.
-/// A saved checkpoint proves the log was durable up to its position (a
-/// save refuses positions past the log and syncs the log first), so open,
-/// `verify` and `repair` use it as a floor below which damage is never a
-/// torn tail. An unreadable file proves nothing here; it is reported
-/// where checkpoints are loaded.
-pub(crate) fn furthest(bytes: &[u8], store_id: uuid::Uuid) -> Option<(String, u64)> {
-    let map = decode(bytes, store_id).ok()?;
-    map.into_iter().max_by_key(|(_, position)| *position)
-}
-
-/// [`furthest`] of the checkpoints file in `dir`, read through `fs`
-/// (`None` when there is no such file or it cannot be read).
+/// The checkpoint with the highest position in the checkpoints file of
+/// store `store_id` in `dir`, read through `fs`. A saved checkpoint proves
+/// the log was durable up to its position (a save refuses positions past
+/// the log and syncs the log first), so open, `verify` and `repair` use it
+/// as a floor below which damage is never a torn tail. `None` when there
+/// is no file or it cannot be read: such a file proves nothing here, and
+/// is reported where checkpoints are loaded.
 pub(crate) fn furthest_in<F: FileSystem>(fs: &F, dir: &std::path::Path, store_id: uuid::Uuid) -> Option<(String, u64)> {
     let path = dir.join(CHECKPOINTS_FILE_NAME);
     if !fs.exists(&path) {
@@ -221,7 +214,8 @@ pub(crate) fn furthest_in<F: FileSystem>(fs: &F, dir: &std::path::Path, store_id
     }
     let file = fs.open(&path, OpenMode::Read).ok()?;
     let bytes = io::read_whole(&file).ok()?;
-    furthest(&bytes, store_id)
+    let map = decode(&bytes, store_id).ok()?;
+    map.into_iter().max_by_key(|(_, position)| *position)
 }
 
 fn check_name(name: &str) -> Result<()> {

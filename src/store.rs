@@ -149,16 +149,10 @@ impl<F: FileSystem> Store<F> {
             }
             fs.create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         }
-        let names = fs.list_dir(&dir).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotADirectory {
-                Error::InvalidInput(format!("{} is not a directory", dir.display()))
-            } else {
-                Error::io(format!("listing {}", dir.display()), e)
-            }
-        })?;
         if !options.create_if_missing {
             // Refuse before taking the lock, which would create a LOCK file
             // in a directory that holds no store.
+            let names = fs.list_dir(&dir).map_err(|e| dir_error(&dir, "listing", e))?;
             if !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some()) {
                 return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
             }
@@ -395,11 +389,21 @@ impl<F: FileSystem> fmt::Debug for Store<F> {
 /// Length of the lock file's note (pids have at most 10 digits).
 const LOCK_NOTE_BYTES: usize = 40;
 
+/// An I/O error on the store directory; a path that is a file (the
+/// usual mistake) gets a plain message instead of "Not a directory".
+fn dir_error(dir: &Path, doing: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotADirectory {
+        Error::InvalidInput(format!("{} is not a directory", dir.display()))
+    } else {
+        Error::io(format!("{doing} {}", dir.display()), e)
+    }
+}
+
 fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
     let path = dir.join(LOCK_FILE_NAME);
     let file = fs
         .open(&path, OpenMode::CreateOrOpen)
-        .ctx(|| format!("opening lock file {}", path.display()))?;
+        .map_err(|e| dir_error(dir, "opening the lock file in", e))?;
     let locked = file.try_lock().ctx(|| format!("locking {}", path.display()))?;
     if !locked {
         return Err(Error::Locked {

@@ -226,18 +226,14 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
 /// Holds a torn tail to the furthest saved checkpoint, as open does: a
 /// checkpoint proves the log was durable up to its position, so invalid
 /// bytes where its events should be are damage, never a torn write to cut.
-pub(crate) fn hold_to_checkpoints(dir: &Path, w: &mut Walk) -> Result<()> {
+pub(crate) fn hold_to_checkpoints(dir: &Path, w: &mut Walk) {
     let (Some(torn), Some(store_id)) = (&w.torn_tail, w.store_id) else {
-        return Ok(());
+        return;
     };
-    let path = dir.join(crate::CHECKPOINTS_FILE_NAME);
-    if !path.exists() {
-        return Ok(());
-    }
-    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
     let last = w.index.last_position();
-    let Some((name, position)) = crate::checkpoint::furthest(&bytes, store_id).filter(|(_, p)| *p > last) else {
-        return Ok(());
+    let Some((name, position)) = crate::checkpoint::furthest_in(&StdFs, dir, store_id).filter(|(_, p)| *p > last)
+    else {
+        return;
     };
     w.damage = Some(Damage {
         file: torn.file.clone(),
@@ -246,7 +242,6 @@ pub(crate) fn hold_to_checkpoints(dir: &Path, w: &mut Walk) -> Result<()> {
         reason: crate::recovery::checkpoint_floor_reason(&name, position, last),
     });
     w.torn_tail = None;
-    Ok(())
 }
 
 /// Checks a segment header; the inner error is the reason it is bad. A
