@@ -103,10 +103,12 @@ impl<F: FileSystem> Checkpoints<F> {
     /// Saves `position` under `name`, durably, and returns once it is on
     /// stable storage. Refuses ([`Error::InvalidInput`]) a position beyond
     /// the store's last event; in the periodic and buffered modes, first
-    /// syncs the log so the checkpoint never gets ahead of it.
+    /// syncs the log so the checkpoint never gets ahead of it. Fails with
+    /// [`Error::ReadOnly`] on a read-only store.
     pub fn save(&self, name: &str, position: u64) -> Result<()> {
         check_name(name)?;
         let core = self.core()?;
+        core.check_writable()?;
         let last = core.published.read().index.last_position();
         if position > last {
             return Err(Error::InvalidInput(format!(
@@ -126,9 +128,11 @@ impl<F: FileSystem> Checkpoints<F> {
     }
 
     /// Removes the checkpoint `name` (a no-op when absent), durably: a
-    /// projection with no checkpoint starts from the first event.
+    /// projection with no checkpoint starts from the first event. Fails
+    /// with [`Error::ReadOnly`] on a read-only store.
     pub fn remove(&self, name: &str) -> Result<()> {
         let core = self.core()?;
+        core.check_writable()?;
         self.update(&core, |map| {
             map.remove(name);
         })?;

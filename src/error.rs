@@ -110,6 +110,14 @@ pub enum Error {
     #[error("the store stopped accepting writes after an I/O failure ({0}); reopen it")]
     Poisoned(String),
 
+    /// The store was opened read-only ([`crate::Options::with_read_only`])
+    /// and the call would write. Nothing was written.
+    #[error("store at {path} is open read-only")]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+    },
+
     /// The store handle was closed.
     #[error("the store is closed")]
     Closed,

@@ -56,6 +56,14 @@
 //! store.close()?;
 //! let store = Store::open(&path, Options::default())?;
 //! assert_eq!(store.stream_version("Order-42"), Some(2));
+//! store.close()?;
+//!
+//! // Readers (other processes too) may open it read-only, side by side:
+//! // they write nothing, so appends are refused.
+//! let reader = Store::open(&path, Options::default().with_read_only(true))?;
+//! assert_eq!(reader.last_position(), 2);
+//! let refused = reader.append("Order-42", ExpectedVersion::Any, [EventData::new("X", "{}")]);
+//! assert!(matches!(refused, Err(annal::Error::ReadOnly { .. })));
 //! # Ok(())
 //! # }
 //! ```

@@ -33,6 +33,7 @@ pub struct Options {
     pub(crate) idempotency_window_events: usize,
     pub(crate) index_checkpoint_bytes: u64,
     pub(crate) create_if_missing: bool,
+    pub(crate) read_only: bool,
 }
 
 impl Default for Options {
@@ -46,6 +47,7 @@ impl Default for Options {
             idempotency_window_events: 10_000,
             index_checkpoint_bytes: 64 * 1024 * 1024,
             create_if_missing: true,
+            read_only: false,
         }
     }
 }
@@ -88,6 +90,34 @@ impl Options {
     pub fn with_create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
         self
+    }
+
+    /// Opens the store read-only (default false): the open writes nothing
+    /// to the directory, so it works on read-only media and beside other
+    /// read-only opens.
+    ///
+    /// - The store must exist (`create_if_missing` is ignored).
+    /// - It takes a shared lock, which excludes a writable open (and is
+    ///   excluded by one) but not other read-only opens. A directory
+    ///   without a lock file has never been opened writable and is read
+    ///   without a lock.
+    /// - Open checks the log as usual and refuses the same damage, but
+    ///   leaves a torn tail in place (readers stop before it; see
+    ///   [`crate::RecoveryReport::torn_tail_bytes`]), leaves `*.tmp` files,
+    ///   and never saves the index file: a stale index file makes every
+    ///   read-only open replay the log after it.
+    /// - Appends, checkpoint and snapshot saves, and
+    ///   [`crate::Store::save_index`] fail with [`Error::ReadOnly`]; reads,
+    ///   subscriptions (which catch up and then see nothing new), and
+    ///   checkpoint and snapshot loads work.
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Whether the store is opened read-only.
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The durability mode.

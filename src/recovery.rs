@@ -22,6 +22,10 @@
 //! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
 //! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
 //!
+//! A read-only open makes the same decisions but writes nothing: it never
+//! creates a store, and leaves `*.tmp` files and a torn tail in place (the
+//! published log ends before the tail, so readers never reach it).
+//!
 //! Why a torn tail may be cut: a batch is acknowledged (in durable mode)
 //! only after the sync that covers it, and batches are written in order, so
 //! bytes after the last valid batch were never acknowledged. A valid batch
@@ -68,7 +72,8 @@ pub struct RecoveryReport {
     pub replayed_events: u64,
     /// Log bytes replayed.
     pub replayed_bytes: u64,
-    /// Bytes of a torn final write that were zeroed.
+    /// Bytes of a torn final write that were zeroed (found and left in
+    /// place by a read-only open).
     pub torn_tail_bytes: u64,
     /// Number of segment files.
     pub segments: usize,
@@ -97,17 +102,19 @@ struct Found<F: FileSystem> {
 /// Opens (or creates) the log in `dir`. The caller holds the store lock.
 pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recovered<F>> {
     let names = fs.list_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
-    remove_leftovers(fs, dir, &names)?;
+    if !options.read_only {
+        remove_leftovers(fs, dir, &names)?;
+    }
     let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     ids.sort_unstable();
     if ids.is_empty() {
-        if !options.create_if_missing {
+        if !options.create_if_missing || options.read_only {
             return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
         }
         return create(fs, dir, options);
     }
     check_contiguous(dir, &ids)?;
-    let found = open_segments(fs, dir, &ids)?;
+    let found = open_segments(fs, dir, &ids, options.read_only)?;
     let index_bytes = read_index_file(fs, dir);
     let floor = index_bytes.as_ref().ok().and_then(|b| durable_floor(b, &found));
     let (index, checkpoint, rejected) = match index_bytes.and_then(|b| load_index(&b, &found)) {
@@ -243,12 +250,17 @@ fn create<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recove
     })
 }
 
-fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64]) -> Result<Vec<Found<F>>> {
+/// Opens and maps every segment: the last one writable, unless read-only.
+fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool) -> Result<Vec<Found<F>>> {
     let mut found: Vec<Found<F>> = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let path = segment::path(dir, id);
         let last = i + 1 == ids.len();
-        let mode = if last { OpenMode::ReadWrite } else { OpenMode::Read };
+        let mode = if last && !read_only {
+            OpenMode::ReadWrite
+        } else {
+            OpenMode::Read
+        };
         let ctx = || format!("opening {}", path.display());
         let file = fs.open(&path, mode).ctx(ctx)?;
         let len = file.len().ctx(ctx)?;
@@ -407,11 +419,14 @@ fn replay<F: FileSystem>(
                         checkpoint_floor_reason(&name, position, index.last_position()),
                     ));
                 }
-                let ctx = || format!("cutting the torn tail of {}", seg.path.display());
-                write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
-                seg.file.sync_data().ctx(ctx)?;
                 report.torn_tail_bytes = dirty_end - data_end;
-                map = seg.file.map(map.len() as u64).ctx(ctx)?;
+                // Read-only: the bytes stay; readers never go past `end`.
+                if !options.read_only {
+                    let ctx = || format!("cutting the torn tail of {}", seg.path.display());
+                    write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
+                    seg.file.sync_data().ctx(ctx)?;
+                    map = seg.file.map(map.len() as u64).ctx(ctx)?;
+                }
             }
             report.replayed_bytes += data_end - from;
             if from == SEGMENT_HEADER_BYTES {

@@ -68,7 +68,9 @@ pub(crate) struct Core<F: FileSystem> {
     pub checkpoint_cache: crate::checkpoint::CheckpointCache,
     /// The snapshot side-file (opened on first use).
     pub snapshots: crate::snapshot::Snapshots<F>,
-    _lock_file: F::File,
+    /// The directory lock (none for a read-only open of a directory
+    /// without a lock file).
+    _lock_file: Option<F::File>,
 }
 
 /// An open event store. Cheap to clone and share between threads
@@ -143,13 +145,14 @@ impl<F: FileSystem> Store<F> {
     pub fn open_with(fs: F, path: impl AsRef<Path>, options: Options) -> Result<Store<F>> {
         options.validate()?;
         let dir = path.as_ref().to_path_buf();
+        let create = options.create_if_missing && !options.read_only;
         if !fs.exists(&dir) {
-            if !options.create_if_missing {
+            if !create {
                 return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
             }
             fs.create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         }
-        if !options.create_if_missing {
+        if !create {
             // Refuse before taking the lock, which would create a LOCK file
             // in a directory that holds no store.
             let names = fs.list_dir(&dir).map_err(|e| dir_error(&dir, "listing", e))?;
@@ -157,7 +160,11 @@ impl<F: FileSystem> Store<F> {
                 return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
             }
         }
-        let lock_file = lock(&fs, &dir)?;
+        let lock_file = if options.read_only {
+            lock_shared(&fs, &dir)?
+        } else {
+            Some(lock(&fs, &dir)?)
+        };
         let recovered = recovery::recover(&fs, &dir, &options)?;
         let saved_end = recovered.index_file_end;
         let window = IdWindow::new(options.idempotency_window_events);
@@ -192,14 +199,21 @@ impl<F: FileSystem> Store<F> {
             _lock_file: lock_file,
             options,
         });
-        core.fill_window()?;
-        crate::checkpoint::guard_appends(&core);
         let handle = Handle {
             core: core.clone(),
             threads: Mutex::new(Vec::new()),
             stop_flusher: Mutex::new(None),
             closed: OnceLock::new(),
         };
+        if core.options.read_only {
+            // Nothing will be appended: no window to fill, no index file
+            // to save, no log to sync.
+            return Ok(Store {
+                handle: Arc::new(handle),
+            });
+        }
+        core.fill_window()?;
+        crate::checkpoint::guard_appends(&core);
         handle.start_threads()?;
         if !core.report.index_loaded && core.published.read().index.last_position() > 0 {
             core.request_checkpoint();
@@ -343,14 +357,25 @@ impl<F: FileSystem> Store<F> {
     }
 
     /// Makes every acknowledged append durable now (useful in the periodic
-    /// and buffered modes; a no-op cost in durable mode).
+    /// and buffered modes; a no-op cost in durable mode, and a no-op on a
+    /// read-only store, which writes nothing).
     pub fn sync(&self) -> Result<()> {
+        if self.core().options.read_only {
+            return Ok(());
+        }
         self.core().sync_tail()
     }
 
     /// Saves the index file now, so that the next open replays nothing.
+    /// Fails with [`Error::ReadOnly`] on a read-only store.
     pub fn save_index(&self) -> Result<()> {
+        self.core().check_writable()?;
         self.core().save_index()
+    }
+
+    /// Whether the store was opened read-only ([`Options::with_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.core().options.read_only
     }
 
     /// The last error of a background task (index saving), if any.
@@ -385,7 +410,6 @@ impl<F: FileSystem> fmt::Debug for Store<F> {
     }
 }
 
-/// Takes the directory lock.
 /// Length of the lock file's note (pids have at most 10 digits).
 const LOCK_NOTE_BYTES: usize = 40;
 
@@ -399,7 +423,9 @@ fn dir_error(dir: &Path, doing: &str, e: std::io::Error) -> Error {
     }
 }
 
-fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
+/// Takes the directory's exclusive lock (creating the lock file) and
+/// writes the lock note.
+pub(crate) fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
     let path = dir.join(LOCK_FILE_NAME);
     let file = fs
         .open(&path, OpenMode::CreateOrOpen)
@@ -423,6 +449,26 @@ fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
     }
     file.write_all_at(note.as_bytes(), 0).ctx(ctx)?;
     Ok(file)
+}
+
+/// Takes the shared lock of a read-only open: it excludes a writable open
+/// and not other read-only ones. A directory without a lock file was never
+/// opened writable (or was copied without it): there is nothing to lock.
+pub(crate) fn lock_shared<F: FileSystem>(fs: &F, dir: &Path) -> Result<Option<F::File>> {
+    let path = dir.join(LOCK_FILE_NAME);
+    if !fs.exists(&path) {
+        return Ok(None);
+    }
+    let file = fs
+        .open(&path, OpenMode::Read)
+        .map_err(|e| dir_error(dir, "opening the lock file in", e))?;
+    let locked = file.try_lock_shared().ctx(|| format!("locking {}", path.display()))?;
+    if !locked {
+        return Err(Error::Locked {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(Some(file))
 }
 
 impl<F: FileSystem> Handle<F> {
@@ -487,6 +533,9 @@ impl<F: FileSystem> Handle<F> {
         if let Some(why) = poisoned {
             return Err(Error::Poisoned(why));
         }
+        if core.options.read_only {
+            return Ok(());
+        }
         core.sync_tail()?;
         core.save_index()
     }
@@ -499,6 +548,14 @@ impl<F: FileSystem> Drop for Handle<F> {
 }
 
 impl<F: FileSystem> Core<F> {
+    /// Fails with [`Error::ReadOnly`] when the store was opened read-only.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(Error::ReadOnly { path: self.dir.clone() });
+        }
+        Ok(())
+    }
+
     /// Asks the background thread to save the index file.
     pub(crate) fn request_checkpoint(&self) {
         if let Some(tx) = &*self.index_save_requests.lock() {

@@ -328,6 +328,7 @@ enum Decision {
 impl<F: FileSystem> Core<F> {
     /// Appends to one or more streams atomically.
     pub(crate) fn append(&self, appends: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+        self.check_writable()?;
         validate(appends, self.options.batch_bytes_max())?;
         let mut w = self.writer.lock();
         w.check_open()?;

@@ -605,6 +605,45 @@ fn repair_of_a_lost_last_segment_says_what_it_did() {
 }
 
 #[test]
+fn reading_commands_write_nothing_and_share_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 10);
+    let seg = dir.path().join(annal::log::segment::file_name(1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[end..end + 7].copy_from_slice(b"ABT1 xx");
+    std::fs::write(&seg, &bytes).unwrap();
+    let snapshot = || {
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p.clone(), std::fs::read(&p).unwrap(), modified)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    // A read-only library handle shares the store with the commands.
+    let reader = Store::open(dir.path(), Options::default().with_read_only(true)).unwrap();
+    assert_eq!(ok(&["read-all", d]).len(), 10);
+    assert_eq!(ok(&["read", d, "c-1"]).len(), 3);
+    assert_eq!(ok(&["streams", d]).len(), 4);
+    assert_eq!(ok(&["export", d]).len(), 10);
+    let stats = &ok(&["stats", d])[0];
+    assert_eq!(stats["open"]["torn_tail_bytes"], 7);
+    let o = run(&["append", d, "c-1", "T"]);
+    assert_eq!(code(&o), 5, "a writer must wait for the readers");
+    drop(reader);
+    assert_eq!(snapshot(), before, "a reading command changed the store");
+    ok(&["append", d, "c-1", "T"]);
+    assert_eq!(ok(&["read-all", d]).len(), 11);
+}
+
+#[test]
 fn locked_store_exits_5() {
     let dir = tempfile::tempdir().unwrap();
     let d = s(dir.path());

@@ -76,6 +76,9 @@ pub trait FileHandle: Send + Sync + 'static {
     fn map(&self, len: u64) -> io::Result<Bytes>;
     /// Takes an exclusive advisory lock; `Ok(false)` when someone else holds it.
     fn try_lock(&self) -> io::Result<bool>;
+    /// Takes a shared advisory lock, which excludes an exclusive one but
+    /// not other shared ones; `Ok(false)` when someone holds it exclusively.
+    fn try_lock_shared(&self) -> io::Result<bool>;
     /// Maps the first `len` bytes of the file writable and shared, so that
     /// a copy into the map lands in the OS page cache as a write call
     /// would, without the call. `Ok(None)` when this file system has no

@@ -187,6 +187,8 @@ struct State {
     durable_names: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
     locked: BTreeSet<u64>,
+    /// Holders of shared locks, by inode.
+    shared: BTreeMap<u64, usize>,
     counts: HashMap<OpKind, u64>,
     faults: Vec<(Fault, u64)>,
     /// Total mutating calls so far.
@@ -428,6 +430,7 @@ pub struct SimFile {
     state: Arc<Mutex<State>>,
     inode: u64,
     holds_lock: AtomicBool,
+    holds_shared: AtomicBool,
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -477,6 +480,7 @@ impl FileSystem for SimFs {
             state: self.state.clone(),
             inode,
             holds_lock: AtomicBool::new(false),
+            holds_shared: AtomicBool::new(false),
         })
     }
 
@@ -632,6 +636,9 @@ impl FileHandle for SimFile {
 
     fn try_lock(&self) -> io::Result<bool> {
         let mut s = self.state.lock();
+        if s.shared.contains_key(&self.inode) {
+            return Ok(false);
+        }
         if s.locked.insert(self.inode) {
             self.holds_lock.store(true, Ordering::Relaxed);
             Ok(true)
@@ -639,12 +646,32 @@ impl FileHandle for SimFile {
             Ok(self.holds_lock.load(Ordering::Relaxed))
         }
     }
+
+    fn try_lock_shared(&self) -> io::Result<bool> {
+        let mut s = self.state.lock();
+        if s.locked.contains(&self.inode) {
+            return Ok(false);
+        }
+        if !self.holds_shared.swap(true, Ordering::Relaxed) {
+            *s.shared.entry(self.inode).or_default() += 1;
+        }
+        Ok(true)
+    }
 }
 
 impl Drop for SimFile {
     fn drop(&mut self) {
         if self.holds_lock.load(Ordering::Relaxed) {
             self.state.lock().locked.remove(&self.inode);
+        }
+        if self.holds_shared.load(Ordering::Relaxed) {
+            let mut s = self.state.lock();
+            if let Some(n) = s.shared.get_mut(&self.inode) {
+                *n -= 1;
+                if *n == 0 {
+                    s.shared.remove(&self.inode);
+                }
+            }
         }
     }
 }
@@ -757,5 +784,21 @@ mod tests {
         assert!(!b.try_lock().unwrap());
         drop(a);
         assert!(b.try_lock().unwrap());
+    }
+
+    #[test]
+    fn shared_locks_exclude_an_exclusive_one_and_not_each_other() {
+        let fs = SimFs::new(1);
+        fs.create_dir_all(&dir()).unwrap();
+        let open = || fs.open(&dir().join("LOCK"), OpenMode::CreateOrOpen).unwrap();
+        let (a, b, c) = (open(), open(), open());
+        assert!(a.try_lock_shared().unwrap());
+        assert!(b.try_lock_shared().unwrap());
+        assert!(!c.try_lock().unwrap());
+        drop(a);
+        assert!(!c.try_lock().unwrap());
+        drop(b);
+        assert!(c.try_lock().unwrap());
+        assert!(!open().try_lock_shared().unwrap());
     }
 }

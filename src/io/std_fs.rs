@@ -197,6 +197,14 @@ impl FileHandle for StdFile {
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
+
+    fn try_lock_shared(&self) -> io::Result<bool> {
+        match self.file.try_lock_shared() {
+            Ok(()) => Ok(true),
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
 }
 
 /// Whether the file lives on a file system that overwrites allocated

@@ -29,7 +29,8 @@ struct Entry {
 
 /// The snapshot file, opened.
 struct Open<F: FileSystem> {
-    file: F::File,
+    /// None for a read-only store without a snapshot file.
+    file: Option<F::File>,
     /// Where the next record goes (the file's valid length).
     end: u64,
     /// Per stream, its records sorted by version (one per version).
@@ -63,6 +64,50 @@ fn kept_bytes(entries: &[Entry], keep: usize) -> u64 {
 }
 
 impl<F: FileSystem> Open<F> {
+    /// A file without records.
+    fn empty(file: Option<F::File>) -> Self {
+        Open {
+            file,
+            end: FILE_HEADER_BYTES as u64,
+            streams: HashMap::new(),
+            live_bytes: 0,
+        }
+    }
+
+    /// The records of a file's `bytes` (whose header was checked), with
+    /// damaged records and a torn tail reported; `true` when the file has
+    /// a torn tail past `end`.
+    fn scanned(file: F::File, bytes: &[u8], keep: usize, issues: &mut Vec<SnapshotIssue>) -> (Self, bool) {
+        let scan = file::scan(bytes);
+        for s in scan.skipped {
+            issues.push(SnapshotIssue::Corrupt {
+                offset: s.offset,
+                reason: s.reason,
+            });
+        }
+        let len = bytes.len() as u64;
+        let torn = scan.end < len;
+        if torn {
+            issues.push(SnapshotIssue::TornTail {
+                offset: scan.end,
+                bytes: len - scan.end,
+                reason: scan.cut_reason.unwrap_or_default(),
+            });
+        }
+        let mut open = Open::empty(Some(file));
+        open.end = scan.end;
+        for r in scan.records {
+            let entry = Entry {
+                version: r.version,
+                schema_version: r.schema_version,
+                offset: r.offset,
+                len: r.len,
+            };
+            open.insert(&r.stream, entry, keep);
+        }
+        (open, torn)
+    }
+
     /// Adds (or replaces, for the same version) a record in the map.
     fn insert(&mut self, stream: &str, entry: Entry, keep: usize) {
         let entries = self.streams.entry(stream.to_string()).or_default();
@@ -81,8 +126,10 @@ impl<F: FileSystem> Open<F> {
     /// Reads and checks the record an entry points at.
     fn read(&self, stream: &str, entry: &Entry) -> std::result::Result<Snapshot, SnapshotIssue> {
         let mut buf = vec![0u8; entry.len as usize];
-        self.file
-            .read_exact_at(&mut buf, entry.offset)
+        let file = self.file.as_ref().ok_or_else(|| SnapshotIssue::Io {
+            reason: "no snapshot file".into(),
+        })?;
+        file.read_exact_at(&mut buf, entry.offset)
             .map_err(|e| SnapshotIssue::Io { reason: e.to_string() })?;
         let corrupt = |reason: String| SnapshotIssue::Corrupt {
             offset: entry.offset,
@@ -118,11 +165,16 @@ impl<F: FileSystem> Snapshots<F> {
         fs: &F,
         dir: &Path,
         store_id: Uuid,
+        read_only: bool,
     ) -> Result<&'a mut Open<F>> {
         if state.is_none() {
             let mut found = Vec::new();
             let keep = self.options.lock().keep_per_stream;
-            let open = open_file(fs, dir, store_id, keep, &mut found)?;
+            let open = if read_only {
+                open_read_only(fs, dir, store_id, keep, &mut found)?
+            } else {
+                open_file(fs, dir, store_id, keep, &mut found)?
+            };
             for issue in found {
                 self.report(issue);
             }
@@ -153,60 +205,71 @@ fn open_file<F: FileSystem>(
     issues: &mut Vec<SnapshotIssue>,
 ) -> Result<Open<F>> {
     let path: PathBuf = dir.join(FILE_NAME);
-    let empty = |file| Open {
-        file,
-        end: FILE_HEADER_BYTES as u64,
-        streams: HashMap::new(),
-        live_bytes: 0,
-    };
     if !fs.exists(&path) {
-        return Ok(empty(create_file(fs, dir, store_id)?));
+        return Ok(Open::empty(Some(create_file(fs, dir, store_id)?)));
     }
     let file = fs
         .open(&path, OpenMode::ReadWrite)
         .ctx(|| format!("opening {}", path.display()))?;
     let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
-    let header = match file::decode_header(&bytes) {
+    if let Err(reason) = check_header(&bytes, store_id) {
+        drop(file);
+        issues.push(SnapshotIssue::FileReplaced { reason });
+        return Ok(Open::empty(Some(create_file(fs, dir, store_id)?)));
+    }
+    let (open, torn) = Open::scanned(file, &bytes, keep, issues);
+    if torn {
+        file_of(&open)
+            .and_then(|file: &F::File| file.set_len(open.end).and_then(|()| file.sync_all()))
+            .ctx(|| format!("cutting {}", path.display()))?;
+    }
+    Ok(open)
+}
+
+/// Opens the snapshot file of a read-only store: reports what
+/// [`open_file`] would repair (an unusable file reads as empty, a torn tail
+/// is left in place) and writes nothing.
+fn open_read_only<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    store_id: Uuid,
+    keep: usize,
+    issues: &mut Vec<SnapshotIssue>,
+) -> Result<Open<F>> {
+    let path: PathBuf = dir.join(FILE_NAME);
+    if !fs.exists(&path) {
+        return Ok(Open::empty(None));
+    }
+    let file = fs
+        .open(&path, OpenMode::Read)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
+    if let Err(reason) = check_header(&bytes, store_id) {
+        issues.push(SnapshotIssue::Corrupt {
+            offset: 0,
+            reason: format!("unusable snapshot file, read as empty: {reason}"),
+        });
+        return Ok(Open::empty(None));
+    }
+    Ok(Open::scanned(file, &bytes, keep, issues).0)
+}
+
+/// Why a snapshot file's header cannot be used by store `store_id`.
+fn check_header(bytes: &[u8], store_id: Uuid) -> std::result::Result<(), String> {
+    match file::decode_header(bytes) {
         Ok(id) if id == store_id => Ok(()),
         Ok(id) => Err(format!("written for store {id}, this store is {store_id}")),
         Err(file::HeaderError::Short) => Err("file shorter than its header".to_string()),
         Err(file::HeaderError::Invalid(why)) => Err(why),
         Err(file::HeaderError::Version(v)) => Err(format!("unknown format version {v}")),
-    };
-    if let Err(reason) = header {
-        drop(file);
-        issues.push(SnapshotIssue::FileReplaced { reason });
-        return Ok(empty(create_file(fs, dir, store_id)?));
     }
-    let scan = file::scan(&bytes);
-    for s in scan.skipped {
-        issues.push(SnapshotIssue::Corrupt {
-            offset: s.offset,
-            reason: s.reason,
-        });
-    }
-    let len = bytes.len() as u64;
-    if scan.end < len {
-        issues.push(SnapshotIssue::TornTail {
-            offset: scan.end,
-            bytes: len - scan.end,
-            reason: scan.cut_reason.unwrap_or_default(),
-        });
-        file.set_len(scan.end).ctx(|| format!("cutting {}", path.display()))?;
-        file.sync_all().ctx(|| format!("syncing {}", path.display()))?;
-    }
-    let mut open = empty(file);
-    open.end = scan.end;
-    for r in scan.records {
-        let entry = Entry {
-            version: r.version,
-            schema_version: r.schema_version,
-            offset: r.offset,
-            len: r.len,
-        };
-        open.insert(&r.stream, entry, keep);
-    }
-    Ok(open)
+}
+
+/// The open file, which a writable store always has.
+fn file_of<F: FileSystem>(open: &Open<F>) -> std::io::Result<&F::File> {
+    open.file
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("snapshot file not open"))
 }
 
 /// Writes a new file with only the kept records; returns it opened.
@@ -251,12 +314,8 @@ fn compact<F: FileSystem>(
     let file = fs
         .open(&path, OpenMode::ReadWrite)
         .ctx(|| format!("opening {}", path.display()))?;
-    let mut open = Open {
-        file,
-        end: bytes.len() as u64,
-        streams: HashMap::new(),
-        live_bytes: 0,
-    };
+    let mut open = Open::empty(Some(file));
+    open.end = bytes.len() as u64;
     for (stream, entry) in placed {
         open.insert(&stream, entry, keep);
     }
@@ -272,7 +331,8 @@ impl<F: FileSystem> Store<F> {
     /// [`Error::InvalidInput`] when the stream does not have `version` (a
     /// snapshot is never ahead of the log) or the snapshot is too large.
     /// In the non-durable [`Durability`] modes, the log is synced first, so
-    /// that no crash can leave a snapshot of events that are gone.
+    /// that no crash can leave a snapshot of events that are gone. Fails
+    /// with [`Error::ReadOnly`] on a read-only store.
     pub fn save_snapshot(&self, stream: &str, version: u64, schema_version: u32, data: &[u8]) -> Result<()> {
         crate::writer::validate_stream_name(stream)?;
         file::record_len(stream, data.len()).map_err(Error::InvalidInput)?;
@@ -283,6 +343,7 @@ impl<F: FileSystem> Store<F> {
             )));
         }
         let core = self.core();
+        core.check_writable()?;
         if core.options.durability != Durability::Sync {
             core.sync_tail()?;
         }
@@ -290,12 +351,10 @@ impl<F: FileSystem> Store<F> {
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
         let mut guard = snapshots.state.lock();
-        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id)?;
+        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
         let path = core.dir.join(FILE_NAME);
-        let written = open
-            .file
-            .write_all_at(&record, open.end)
-            .and_then(|()| open.file.sync_all())
+        let written = file_of(open)
+            .and_then(|file: &F::File| file.write_all_at(&record, open.end).and_then(|()| file.sync_all()))
             .ctx(|| format!("saving a snapshot to {}", path.display()));
         if let Err(e) = written {
             // The tail may hold part of the record: reopen (and cut) next time.
@@ -332,7 +391,7 @@ impl<F: FileSystem> Store<F> {
         let core = self.core();
         let snapshots = &core.snapshots;
         let mut guard = snapshots.state.lock();
-        let open = match snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id) {
+        let open = match snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only) {
             Ok(open) => open,
             Err(e) => {
                 drop(guard);
@@ -404,12 +463,14 @@ impl<F: FileSystem> Store<F> {
     /// Rewrites the snapshot file with only the kept snapshots (the newest
     /// [`SnapshotOptions::keep_per_stream`] per stream), crash-safely.
     /// Saves do this by themselves when superseded snapshots dominate.
+    /// Fails with [`Error::ReadOnly`] on a read-only store.
     pub fn compact_snapshots(&self) -> Result<()> {
         let core = self.core();
+        core.check_writable()?;
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
         let mut guard = snapshots.state.lock();
-        snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id)?;
+        snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
         self.compact_locked(&mut guard, options)
     }
 
@@ -419,7 +480,7 @@ impl<F: FileSystem> Store<F> {
         let snapshots = &core.snapshots;
         let compactions = *snapshots.compactions.lock();
         let mut guard = snapshots.state.lock();
-        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id)?;
+        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
         Ok(SnapshotStats {
             streams: open.streams.len() as u64,
             records: open.streams.values().map(|e| e.len() as u64).sum(),

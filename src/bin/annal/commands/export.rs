@@ -5,12 +5,12 @@ use std::path::Path;
 
 use annal::{ReadAll, RecordedEvent};
 
-use super::{close, line, open_existing, stdout};
+use super::{close, line, open_read_only, stdout};
 use crate::fail::Outcome;
 use crate::json::{self, Obj};
 
 pub fn run(dir: &Path) -> Outcome {
-    let store = open_existing(dir)?;
+    let store = open_read_only(dir)?;
     let mut out = stdout();
     for e in store.read_all(ReadAll::forward())? {
         line(&mut out, &export_line(&e?))?;

@@ -51,12 +51,14 @@ pub fn no_store(dir: &Path) -> Failure {
     Failure::new(format!("no annal store in {}", dir.display()))
 }
 
-/// Opens an existing store; fails (exit 1) when `dir` holds none.
-pub fn open_existing(dir: &Path) -> Outcome<Store> {
+/// Opens an existing store read-only, for the commands that only read:
+/// they write nothing, run side by side, and work on read-only media.
+/// Fails (exit 1) when `dir` holds no store.
+pub fn open_read_only(dir: &Path) -> Outcome<Store> {
     if !has_store(dir) {
         return Err(no_store(dir));
     }
-    Ok(Store::open(dir, Options::default().with_create_if_missing(false))?)
+    Ok(Store::open(dir, Options::default().with_read_only(true))?)
 }
 
 /// Opens the store in `dir`, creating it when missing.

@@ -4,13 +4,13 @@ use std::io::Write;
 
 use annal::{Events, ReadAll, ReadStream};
 
-use super::{close, line, open_existing, stdout};
+use super::{close, line, open_read_only, stdout};
 use crate::args::{ReadAllArgs, ReadArgs};
 use crate::fail::Outcome;
 use crate::json;
 
 pub fn stream(a: ReadArgs) -> Outcome {
-    let store = open_existing(&a.dir)?;
+    let store = open_read_only(&a.dir)?;
     let mut options = if a.backward {
         ReadStream::backward()
     } else {
@@ -27,7 +27,7 @@ pub fn stream(a: ReadArgs) -> Outcome {
 }
 
 pub fn all(a: ReadAllArgs) -> Outcome {
-    let store = open_existing(&a.dir)?;
+    let store = open_read_only(&a.dir)?;
     let mut options = if a.backward {
         ReadAll::backward()
     } else {

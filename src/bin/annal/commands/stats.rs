@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{close, line, open_existing, stdout};
+use super::{close, line, open_read_only, stdout};
 use crate::args::StatsArgs;
 use crate::fail::Outcome;
 use crate::json::{self, Obj};
 
 pub fn stats(a: StatsArgs) -> Outcome {
-    let store = open_existing(&a.dir)?;
+    let store = open_read_only(&a.dir)?;
     let s = store.stats();
     let largest = store
         .largest_streams(a.top)
@@ -41,7 +41,7 @@ pub fn stats(a: StatsArgs) -> Outcome {
 }
 
 pub fn streams(dir: &Path) -> Outcome {
-    let store = open_existing(dir)?;
+    let store = open_read_only(dir)?;
     let mut out = stdout();
     for name in store.stream_names() {
         let version = store.stream_version(&name).unwrap_or(0);
