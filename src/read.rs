@@ -17,6 +17,9 @@ use crate::store::Core;
 /// Locations copied per trip to the index.
 const PAGE_EVENTS: usize = 512;
 
+/// How many events ahead a read asks the processor to load.
+const PREFETCH_AHEAD: usize = 12;
+
 /// Reading direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Direction {
@@ -293,6 +296,12 @@ impl<F: FileSystem> Events<F> {
             let &(position, packed) = self.page.get(self.page_next)?;
             self.page_next += 1;
             let location = Location::unpack(packed);
+            if let (Some(&(_, ahead)), Some(view)) = (self.page.get(self.page_next + PREFETCH_AHEAD), &self.view) {
+                let ahead = Location::unpack(ahead);
+                if ahead.segment == view.id {
+                    view.prefetch(ahead.offset);
+                }
+            }
             let event = self
                 .view_for(location.segment)
                 .and_then(|view| view.read(location.offset, position));

@@ -90,6 +90,36 @@ impl SegmentView {
         Ok(())
     }
 
+    /// Hints the processor to start loading the record header at
+    /// `offset` into the cache: a reader that knows which records come next
+    /// overlaps their memory latency with the work on the current one.
+    #[inline]
+    pub fn prefetch(&self, offset: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(at) = usize::try_from(offset)
+            .ok()
+            .filter(|&o| o.saturating_add(frame::RECORD_HEADER_BYTES) <= self.map.len())
+        {
+            // The header's cache line and the next one: the 40-byte header
+            // straddles the two more often than not, and the stream name
+            // and event type follow it. (Prefetching only the header's
+            // lines reads the 1M events of the read bench 25 % faster, but
+            // makes a reader that looks at names 60 % slower.)
+            let first = self.map.as_ptr().wrapping_add(at).cast::<i8>();
+            let next = first.wrapping_add(64);
+            // SAFETY: a prefetch is only a hint. It never faults, even on an
+            // invalid address, and changes no memory or register the
+            // program can observe. (`next` may point past the map; forming
+            // it with `wrapping_add` is defined.)
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(first);
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(next);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = offset;
+    }
+
     /// Reads the (verified) record at `offset` as the event at `position`.
     pub fn read(&self, offset: u64, position: u64) -> Result<RecordedEvent> {
         self.ensure_verified(offset)?;
