@@ -77,6 +77,7 @@
 
 #[cfg(feature = "aggregate")]
 pub mod aggregate;
+mod backup;
 mod checkpoint;
 mod error;
 mod event;
@@ -98,6 +99,7 @@ mod subscription;
 pub mod tools;
 mod writer;
 
+pub use backup::BackupReport;
 pub use checkpoint::{CHECKPOINT_NAME_BYTES_MAX, CHECKPOINTS_FILE_NAME, Checkpoints};
 pub use error::{Error, Result};
 pub use event::{

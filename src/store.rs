@@ -599,14 +599,7 @@ impl<F: FileSystem> Core<F> {
             if *saved == Some(p.end) {
                 return Ok(());
             }
-            let checkpoint = Checkpoint {
-                store_id: self.store_id,
-                last_position: p.index.last_position(),
-                end_segment: p.end.segment,
-                end_offset: p.end.offset,
-                last_batch_crc: p.end.last_batch_crc,
-            };
-            (index_file::encode(&p.index, &checkpoint), p.end)
+            (self.encode_index(&p), p.end)
         };
         let same_segment = self.tail.lock().segment_id == end.segment;
         if same_segment {
@@ -616,6 +609,18 @@ impl<F: FileSystem> Core<F> {
             .ctx(|| format!("saving the index file in {}", self.dir.display()))?;
         *saved = Some(end);
         Ok(())
+    }
+
+    /// The index file's bytes for the published state `p`.
+    pub(crate) fn encode_index(&self, p: &Published) -> Vec<u8> {
+        let checkpoint = Checkpoint {
+            store_id: self.store_id,
+            last_position: p.index.last_position(),
+            end_segment: p.end.segment,
+            end_offset: p.end.offset,
+            last_batch_crc: p.end.last_batch_crc,
+        };
+        index_file::encode(&p.index, &checkpoint)
     }
 
     /// Reads the published event at `position`.

@@ -644,6 +644,25 @@ fn reading_commands_write_nothing_and_share_the_store() {
 }
 
 #[test]
+fn backup_copies_the_store_and_refuses_an_existing_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    sample_store(&store_dir, 40);
+    let dest = dir.path().join("copy");
+    let report = &ok(&["backup", s(&store_dir), s(&dest)])[0];
+    assert_eq!(report["last_position"], 40);
+    assert!(report["segments"].as_u64().unwrap() >= 1);
+    assert_eq!(ok(&["read-all", s(&dest)]), ok(&["read-all", s(&store_dir)]));
+    let o = run(&["backup", s(&store_dir), s(&dest)]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let missing = dir.path().join("missing");
+    let o = run(&["backup", s(&missing), s(&dir.path().join("other"))]);
+    assert_eq!(code(&o), 1);
+    assert!(!dir.path().join("other").exists());
+}
+
+#[test]
 fn locked_store_exits_5() {
     let dir = tempfile::tempdir().unwrap();
     let d = s(dir.path());
@@ -654,6 +673,7 @@ fn locked_store_exits_5() {
         vec!["stats", d],
         vec!["verify", d],
         vec!["repair", d],
+        vec!["backup", d, "/nonexistent-parent/never"],
     ] {
         let o = run(&args);
         assert_eq!(code(&o), 5, "{args:?}");

@@ -150,6 +150,22 @@ impl<F: FileSystem> Open<F> {
 }
 
 impl<F: FileSystem> Snapshots<F> {
+    /// The snapshot file's bytes, `None` when there is none; read while no
+    /// save can write (saves hold the same lock).
+    pub(crate) fn file_bytes(&self, fs: &F, dir: &Path) -> Result<Option<Vec<u8>>> {
+        let _no_saves = self.state.lock();
+        let path = dir.join(FILE_NAME);
+        if !fs.exists(&path) {
+            return Ok(None);
+        }
+        let file = fs
+            .open(&path, OpenMode::Read)
+            .ctx(|| format!("opening {}", path.display()))?;
+        io::read_whole(&file)
+            .map(Some)
+            .ctx(|| format!("reading {}", path.display()))
+    }
+
     fn report(&self, issue: SnapshotIssue) {
         let mut issues = self.issues.lock();
         if issues.len() >= ISSUES_KEPT {

@@ -77,6 +77,22 @@ pub enum Command {
     /// events were kept and quarantined. Does nothing to a store without damage.
     #[command(after_help = EXIT_CODES)]
     Repair(DirArgs),
+    /// Copy a store to a new directory DEST, checking every record on the way.
+    ///
+    /// Opens DIR read-only (so it runs beside other readers, not beside a writer; an
+    /// application backs up its open store with `Store::backup`). DEST must not exist; it
+    /// appears only once the copy is complete and synced. Prints a JSON summary.
+    #[command(after_help = EXIT_CODES)]
+    Backup(BackupArgs),
+}
+
+/// Arguments of `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// The new directory to copy it to (must not exist).
+    pub dest: PathBuf,
 }
 
 /// Just a store directory.

@@ -2,6 +2,7 @@
 //! opening a store and writing lines to stdout.
 
 mod append;
+mod backup;
 mod export;
 mod import;
 mod read;
@@ -29,6 +30,7 @@ pub fn run(command: Command) -> Outcome {
         Command::Streams(a) => stats::streams(&a.dir),
         Command::Verify(a) => verify::run(a),
         Command::Repair(a) => repair::run(&a.dir),
+        Command::Backup(a) => backup::run(a),
     }
 }
 

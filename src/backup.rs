@@ -1,0 +1,229 @@
+//! Online backups: a consistent copy of an open store, taken while it
+//! keeps accepting appends.
+//!
+//! A backup is a prefix of the log. The side files are read first, then the
+//! published log end is fixed: every position a checkpoint names and every
+//! version a snapshot holds was in the log when they were read, so the
+//! later end covers them. Segments are append-only below the published end,
+//! so they are copied from the readers' maps without stopping the writer;
+//! each batch is CRC-checked on the way, so damage is reported and never
+//! copied. The copy is built in a temporary directory beside the
+//! destination, synced, and renamed into place: the destination appears
+//! complete or not at all.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::checkpoint::CHECKPOINTS_FILE_NAME;
+use crate::error::{Error, IoContext, Result};
+use crate::index::file as index_file;
+use crate::io::{self, FileSystem, OpenMode};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd};
+use crate::log::view::SegmentView;
+use crate::recovery::LogEnd;
+use crate::snapshot::file as snapshot_file;
+use crate::store::Store;
+
+/// What [`Store::backup`] copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackupReport {
+    /// The backup holds the events at positions 1 to this one.
+    pub last_position: u64,
+    /// Segment files copied.
+    pub segments: u64,
+    /// Bytes written: segments, index file, checkpoints and snapshots.
+    pub bytes: u64,
+}
+
+/// Everything a backup copies, captured from the running store.
+struct Image {
+    end: LogEnd,
+    last_position: u64,
+    index: Vec<u8>,
+    checkpoints: Option<Vec<u8>>,
+    snapshots: Option<Vec<u8>>,
+    views: Vec<Arc<SegmentView>>,
+}
+
+impl<F: FileSystem> Store<F> {
+    /// Copies the store, as it is now, to the new directory `dest` (on the
+    /// local file system; its parent must exist, `dest` must not). Appends
+    /// may go on meanwhile: the backup holds every event published when it
+    /// started, and none after; its checkpoints and snapshots are the ones
+    /// saved by then. Open it like any store. Also works on a read-only
+    /// store.
+    ///
+    /// Every batch copied is CRC-checked: damage in the log fails the
+    /// backup with [`Error::Corruption`]. The copy is built in a temporary
+    /// directory beside `dest`, synced, then renamed to `dest`, so `dest`
+    /// appears whole or not at all; after a failure the temporary directory
+    /// is removed. The backup shares the store's id: it is the same store
+    /// at an earlier point, meant to replace it, not to run beside it.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
+        let dest = dest.as_ref();
+        let tmp = temp_dir_for(dest)?;
+        let image = self.capture()?;
+        let result = write_image(&image, &tmp).and_then(|bytes| {
+            fs::rename(&tmp, dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+            sync_dir(parent_of(dest))?;
+            Ok(bytes)
+        });
+        match result {
+            Ok(bytes) => Ok(BackupReport {
+                last_position: image.last_position,
+                segments: image.views.len() as u64,
+                bytes,
+            }),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the side files, then fixes the log end and encodes the index
+    /// as of that end.
+    fn capture(&self) -> Result<Image> {
+        let core = self.core();
+        let snapshots = core.snapshots.file_bytes(&core.fs, &core.dir)?;
+        let checkpoints = read_optional(&core.fs, &core.dir.join(CHECKPOINTS_FILE_NAME))?;
+        let (end, last_position, index) = {
+            let p = core.published.read();
+            (p.end, p.index.last_position(), core.encode_index(&p))
+        };
+        // Maps are published before the index entries that point into
+        // them, so every segment up to the end has its view by now.
+        let views = {
+            let segments = core.segments.read();
+            (1..=end.segment)
+                .map(|id| segments.get(id).cloned())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| Error::corruption(&core.dir, 0, "a segment of the published log has no view"))?
+        };
+        Ok(Image {
+            end,
+            last_position,
+            index,
+            checkpoints,
+            snapshots,
+            views,
+        })
+    }
+}
+
+/// The temporary directory a backup to `dest` is built in: a hidden name
+/// beside it. Refuses a `dest` that exists or whose parent does not.
+fn temp_dir_for(dest: &Path) -> Result<PathBuf> {
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::InvalidInput(format!("backup destination {} has no usable name", dest.display())))?;
+    if dest.exists() {
+        return Err(Error::InvalidInput(format!(
+            "backup destination {} already exists",
+            dest.display()
+        )));
+    }
+    let parent = parent_of(dest);
+    if !parent.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "the directory {} to hold the backup does not exist",
+            parent.display()
+        )));
+    }
+    let tmp = parent.join(format!(".{name}.annal-backup.tmp"));
+    if tmp.exists() {
+        // Left by a backup that crashed: only a backup writes this name.
+        fs::remove_dir_all(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
+    }
+    Ok(tmp)
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes the captured store into `tmp` and syncs it; returns the bytes
+/// written.
+fn write_image(image: &Image, tmp: &Path) -> Result<u64> {
+    fs::create_dir(tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    let mut bytes = 0;
+    for view in &image.views {
+        let limit = if view.id == image.end.segment {
+            image.end.offset
+        } else {
+            view.map.len() as u64
+        };
+        let data = checked_data(view, limit)?;
+        write_synced(&tmp.join(segment::file_name(view.id)), data)?;
+        bytes += data.len() as u64;
+    }
+    let side_files = [
+        (index_file::FILE_NAME, Some(&image.index)),
+        (CHECKPOINTS_FILE_NAME, image.checkpoints.as_ref()),
+        (snapshot_file::FILE_NAME, image.snapshots.as_ref()),
+    ];
+    for (name, content) in side_files {
+        if let Some(content) = content {
+            write_synced(&tmp.join(name), content)?;
+            bytes += content.len() as u64;
+        }
+    }
+    sync_dir(tmp)?;
+    Ok(bytes)
+}
+
+/// The bytes of a segment up to its last valid batch at or before `limit`,
+/// after checking every batch; damage is an error, and so is a segment
+/// that does not end cleanly at `limit` (the published end, for the last).
+fn checked_data(view: &SegmentView, limit: u64) -> Result<&[u8]> {
+    let bytes = usize::try_from(limit)
+        .ok()
+        .and_then(|l| view.map.get(..l))
+        .ok_or_else(|| Error::corruption(&view.path, limit, "the published log ends past the segment's map"))?;
+    match segment::scan(bytes, SEGMENT_HEADER_BYTES, |_, _, _| {}) {
+        ScanEnd::Clean { offset } => Ok(&bytes[..offset as usize]),
+        ScanEnd::TornTail { offset, reason, .. } => Err(Error::corruption(&view.path, offset, reason)),
+        ScanEnd::Corrupt { offset, reason, next } => Err(Error::corruption(
+            &view.path,
+            offset,
+            format!("{reason} (valid data follows at offset {next})"),
+        )),
+    }
+}
+
+fn read_optional<F: FileSystem>(fs: &F, path: &Path) -> Result<Option<Vec<u8>>> {
+    if !fs.exists(path) {
+        return Ok(None);
+    }
+    let file = fs
+        .open(path, OpenMode::Read)
+        .ctx(|| format!("opening {}", path.display()))?;
+    io::read_whole(&file)
+        .map(Some)
+        .ctx(|| format!("reading {}", path.display()))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let ctx = || format!("writing {}", path.display());
+    let mut file = File::create_new(path).ctx(ctx)?;
+    std::io::Write::write_all(&mut file, bytes).ctx(ctx)?;
+    file.sync_all().ctx(ctx)
+}
+
+/// Makes the directory's entries durable (a no-op where directories
+/// cannot be opened, as on Windows).
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing {}", dir.display()))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Online backups (`Store::backup`): a consistent prefix of the store,
+//! taken while writers go on, checked batch by batch, appearing whole or
+//! not at all.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use annal::{Error, ExpectedVersion, Options, Store};
+use common::{all, event, small_segments};
+
+#[test]
+fn a_backup_taken_while_writers_append_is_a_consistent_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, small_segments()).unwrap();
+    for i in 0..300u64 {
+        store
+            .append(&format!("Order-{}", i % 7), ExpectedVersion::Any, [event("Placed", i)])
+            .unwrap();
+    }
+    store.save_snapshot("Order-3", 10, 2, b"order 3 at 10").unwrap();
+    store.checkpoints().save("billing", 250).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let events = [event("Late", i), event("Late", i + 1)];
+                    store
+                        .append(&format!("Late-{w}"), ExpectedVersion::Any, events)
+                        .unwrap();
+                    i += 2;
+                }
+            })
+        })
+        .collect();
+    let mut reports: Vec<annal::BackupReport> = Vec::new();
+    for k in 0..3 {
+        // Let the writers get ahead of the previous backup first.
+        let floor = reports.last().map_or(300, |r| r.last_position) + 10;
+        while store.last_position() < floor {
+            std::thread::yield_now();
+        }
+        let report = store.backup(dir.path().join(format!("backup-{k}"))).unwrap();
+        assert!(report.last_position >= floor);
+        reports.push(report);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let original = all(&store);
+    store.close().unwrap();
+
+    for (k, report) in reports.iter().enumerate() {
+        assert!(report.last_position >= 300);
+        assert!(report.segments > 1, "small segments: several files");
+        let backup = Store::open(dir.path().join(format!("backup-{k}")), Options::default()).unwrap();
+        let recovery = backup.recovery_report().clone();
+        assert!(recovery.index_loaded && recovery.replayed_events == 0, "{recovery:?}");
+        assert_eq!(recovery.torn_tail_bytes, 0);
+        let events = all(&backup);
+        assert_eq!(events.len() as u64, report.last_position);
+        for (b, o) in events.iter().zip(&original) {
+            assert_eq!(
+                (b.position(), b.id(), b.stream(), b.version(), b.data()),
+                (o.position(), o.id(), o.stream(), o.version(), o.data())
+            );
+        }
+        // Every append is whole: a 2-event append is never cut in half.
+        for w in 0..2 {
+            let late = format!("Late-{w}");
+            assert_eq!(backup.stream_version(&late).unwrap_or(0) % 2, 0);
+        }
+        assert_eq!(backup.checkpoints().load("billing").unwrap(), Some(250));
+        let snapshot = backup.load_snapshot("Order-3").snapshot.unwrap();
+        assert_eq!((snapshot.version, &snapshot.data[..]), (10, &b"order 3 at 10"[..]));
+        // The backup is a store like any other.
+        let next = backup
+            .append("Order-1", ExpectedVersion::Any, [event("After", 0)])
+            .unwrap();
+        assert_eq!(next.first_position, report.last_position + 1);
+        backup.close().unwrap();
+    }
+}
+
+#[test]
+fn a_backup_refuses_an_existing_destination_and_a_missing_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Options::default()).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("E", 1)]).unwrap();
+    let taken = dir.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("keep.txt"), b"mine").unwrap();
+    assert!(matches!(store.backup(&taken), Err(Error::InvalidInput(_))));
+    assert_eq!(std::fs::read(taken.join("keep.txt")).unwrap(), b"mine");
+    let orphan = dir.path().join("no-such-parent").join("backup");
+    assert!(matches!(store.backup(&orphan), Err(Error::InvalidInput(_))));
+    assert!(!dir.path().join("no-such-parent").exists());
+}
+
+#[test]
+fn damage_fails_the_backup_and_leaves_no_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Options::default()).unwrap();
+    for i in 0..20 {
+        store.append("A-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+    }
+    // A bit flipped on disk under the open store, inside an early batch.
+    let segment = path.join(annal::log::segment::file_name(1));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[annal::log::segment::SEGMENT_HEADER_BYTES as usize + 100] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    let dest = dir.path().join("backup");
+    let result = store.backup(&dest);
+    assert!(matches!(result, Err(Error::Corruption { .. })), "{result:?}");
+    assert!(!dest.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["store"], "the temporary directory was removed");
+}
+
+#[test]
+fn a_read_only_store_and_an_empty_store_back_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    Store::open(&path, Options::default()).unwrap().close().unwrap();
+    let reader = Store::open(&path, Options::default().with_read_only(true)).unwrap();
+    let report = reader.backup(dir.path().join("empty-backup")).unwrap();
+    assert_eq!((report.last_position, report.segments), (0, 1));
+    drop(reader);
+    let backup = Store::open(dir.path().join("empty-backup"), Options::default()).unwrap();
+    assert_eq!(backup.last_position(), 0);
+    backup
+        .append("A-1", ExpectedVersion::NoStream, [event("E", 1)])
+        .unwrap();
+}
