@@ -519,16 +519,24 @@ fn verify_clean_and_corrupt() {
     assert!(stderr(&o).contains(name));
 }
 
+/// Writes 7 bytes of garbage right after the last batch of segment 1, as
+/// a write torn by a crash leaves it; returns the segment's path, its new
+/// bytes and where the garbage starts.
+fn tear_tail(dir: &Path) -> (PathBuf, Vec<u8>, usize) {
+    let seg = dir.join(annal::log::segment::file_name(1));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[end..end + 7].copy_from_slice(b"ABT1 xx");
+    std::fs::write(&seg, &bytes).unwrap();
+    (seg, bytes, end)
+}
+
 #[test]
 fn verify_reports_a_torn_tail_without_cutting_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = s(dir.path());
     sample_store(dir.path(), 10);
-    let seg = dir.path().join(annal::log::segment::file_name(1));
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
-    bytes[end..end + 7].copy_from_slice(b"ABT1 xx");
-    std::fs::write(&seg, &bytes).unwrap();
+    let (seg, bytes, end) = tear_tail(dir.path());
     let o = run(&["verify", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v = &lines(&o)[0];
@@ -609,11 +617,7 @@ fn reading_commands_write_nothing_and_share_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let d = s(dir.path());
     sample_store(dir.path(), 10);
-    let seg = dir.path().join(annal::log::segment::file_name(1));
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
-    bytes[end..end + 7].copy_from_slice(b"ABT1 xx");
-    std::fs::write(&seg, &bytes).unwrap();
+    tear_tail(dir.path());
     let snapshot = || {
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

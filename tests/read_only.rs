@@ -222,3 +222,46 @@ fn a_read_only_open_makes_no_mutating_call() {
     let after: Vec<_> = fs.files().into_iter().map(|p| (fs.read(&p), p)).collect();
     assert_eq!(after, contents);
 }
+
+#[test]
+fn a_read_only_open_reports_snapshot_file_damage_and_repairs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Options::default()).unwrap();
+    store
+        .append("A-1", ExpectedVersion::Any, [event("E", 1), event("E", 2)])
+        .unwrap();
+    store.save_snapshot("A-1", 2, 1, b"two").unwrap();
+    store.close().unwrap();
+    let snapshots = path.join("snapshots");
+    let mut torn = std::fs::read(&snapshots).unwrap();
+    torn.extend_from_slice(&[0x55; 9]);
+    std::fs::write(&snapshots, &torn).unwrap();
+
+    let store = Store::open(&path, read_only()).unwrap();
+    assert_eq!(store.load_snapshot("A-1").snapshot.map(|s| s.version), Some(2));
+    let issues = store.snapshot_issues();
+    assert!(
+        issues
+            .iter()
+            .any(|i| matches!(i, annal::SnapshotIssue::TornTail { bytes: 9, .. })),
+        "{issues:?}"
+    );
+    drop(store);
+    assert_eq!(std::fs::read(&snapshots).unwrap(), torn, "the torn tail stays");
+
+    let mut foreign = torn.clone();
+    foreign[0] ^= 0xFF;
+    std::fs::write(&snapshots, &foreign).unwrap();
+    let store = Store::open(&path, read_only()).unwrap();
+    assert!(store.load_snapshot("A-1").snapshot.is_none());
+    let issues = store.snapshot_issues();
+    assert!(
+        issues
+            .iter()
+            .any(|i| matches!(i, annal::SnapshotIssue::Corrupt { offset: 0, .. })),
+        "{issues:?}"
+    );
+    drop(store);
+    assert_eq!(std::fs::read(&snapshots).unwrap(), foreign, "not replaced");
+}

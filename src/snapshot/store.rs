@@ -186,11 +186,7 @@ impl<F: FileSystem> Snapshots<F> {
         if state.is_none() {
             let mut found = Vec::new();
             let keep = self.options.lock().keep_per_stream;
-            let open = if read_only {
-                open_read_only(fs, dir, store_id, keep, &mut found)?
-            } else {
-                open_file(fs, dir, store_id, keep, &mut found)?
-            };
+            let open = open_file(fs, dir, store_id, keep, &mut found, read_only)?;
             for issue in found {
                 self.report(issue);
             }
@@ -211,63 +207,51 @@ fn create_file<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid) -> Result<F::F
         .ctx(|| format!("opening {}", path.display()))
 }
 
-/// Opens the snapshot file, creating it or starting it afresh when needed;
-/// cuts a torn tail; builds the map.
+/// Opens the snapshot file, creating it or starting it afresh when needed,
+/// cuts a torn tail, and builds the map. Read-only, it reports what it
+/// would repair and writes nothing: a missing or unusable file reads as
+/// empty, a torn tail stays in place.
 fn open_file<F: FileSystem>(
     fs: &F,
     dir: &Path,
     store_id: Uuid,
     keep: usize,
     issues: &mut Vec<SnapshotIssue>,
+    read_only: bool,
 ) -> Result<Open<F>> {
     let path: PathBuf = dir.join(FILE_NAME);
+    let fresh = |issues: &mut Vec<SnapshotIssue>, reason: Option<String>| -> Result<Open<F>> {
+        if read_only {
+            if let Some(reason) = reason {
+                issues.push(SnapshotIssue::Corrupt {
+                    offset: 0,
+                    reason: format!("unusable snapshot file, read as empty: {reason}"),
+                });
+            }
+            return Ok(Open::empty(None));
+        }
+        if let Some(reason) = reason {
+            issues.push(SnapshotIssue::FileReplaced { reason });
+        }
+        Ok(Open::empty(Some(create_file(fs, dir, store_id)?)))
+    };
     if !fs.exists(&path) {
-        return Ok(Open::empty(Some(create_file(fs, dir, store_id)?)));
+        return fresh(issues, None);
     }
-    let file = fs
-        .open(&path, OpenMode::ReadWrite)
-        .ctx(|| format!("opening {}", path.display()))?;
+    let mode = if read_only { OpenMode::Read } else { OpenMode::ReadWrite };
+    let file = fs.open(&path, mode).ctx(|| format!("opening {}", path.display()))?;
     let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
     if let Err(reason) = check_header(&bytes, store_id) {
         drop(file);
-        issues.push(SnapshotIssue::FileReplaced { reason });
-        return Ok(Open::empty(Some(create_file(fs, dir, store_id)?)));
+        return fresh(issues, Some(reason));
     }
     let (open, torn) = Open::scanned(file, &bytes, keep, issues);
-    if torn {
+    if torn && !read_only {
         file_of(&open)
             .and_then(|file: &F::File| file.set_len(open.end).and_then(|()| file.sync_all()))
             .ctx(|| format!("cutting {}", path.display()))?;
     }
     Ok(open)
-}
-
-/// Opens the snapshot file of a read-only store: reports what
-/// [`open_file`] would repair (an unusable file reads as empty, a torn tail
-/// is left in place) and writes nothing.
-fn open_read_only<F: FileSystem>(
-    fs: &F,
-    dir: &Path,
-    store_id: Uuid,
-    keep: usize,
-    issues: &mut Vec<SnapshotIssue>,
-) -> Result<Open<F>> {
-    let path: PathBuf = dir.join(FILE_NAME);
-    if !fs.exists(&path) {
-        return Ok(Open::empty(None));
-    }
-    let file = fs
-        .open(&path, OpenMode::Read)
-        .ctx(|| format!("opening {}", path.display()))?;
-    let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
-    if let Err(reason) = check_header(&bytes, store_id) {
-        issues.push(SnapshotIssue::Corrupt {
-            offset: 0,
-            reason: format!("unusable snapshot file, read as empty: {reason}"),
-        });
-        return Ok(Open::empty(None));
-    }
-    Ok(Open::scanned(file, &bytes, keep, issues).0)
 }
 
 /// Why a snapshot file's header cannot be used by store `store_id`.
