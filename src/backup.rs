@@ -4,26 +4,29 @@
 //! A backup is a prefix of the log. The side files are read first, then the
 //! published log end is fixed: every position a checkpoint names and every
 //! version a snapshot holds was in the log when they were read, so the
-//! later end covers them. Segments are append-only below the published end,
-//! so they are copied from the readers' maps without stopping the writer;
-//! each batch is CRC-checked on the way, so damage is reported and never
-//! copied. The copy is built in a temporary directory beside the
-//! destination, synced, and renamed into place: the destination appears
-//! complete or not at all.
+//! later end covers them. In the non-durable modes the log is then synced,
+//! so that a backup never holds events a power loss could still take from
+//! the store. Segments are append-only below the published end, so they
+//! are copied from the readers' maps without stopping the writer; each
+//! batch is CRC-checked on the way (and the checkpoints file decoded), so
+//! damage is reported and never copied. The copy is built in a temporary
+//! directory of its own beside the destination, synced, and renamed into
+//! place: the destination appears complete or not at all.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::CHECKPOINTS_FILE_NAME;
+use crate::checkpoint::{self, CHECKPOINTS_FILE_NAME};
 use crate::error::{Error, IoContext, Result};
 use crate::index::file as index_file;
 use crate::io::{self, FileSystem, OpenMode};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd};
 use crate::log::view::SegmentView;
+use crate::options::Durability;
 use crate::recovery::LogEnd;
 use crate::snapshot::file as snapshot_file;
-use crate::store::Store;
+use crate::store::{LOCK_FILE_NAME, Store};
 
 /// What [`Store::backup`] copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,19 +58,33 @@ impl<F: FileSystem> Store<F> {
     /// saved by then. Open it like any store. Also works on a read-only
     /// store.
     ///
-    /// Every batch copied is CRC-checked: damage in the log fails the
-    /// backup with [`Error::Corruption`]. The copy is built in a temporary
-    /// directory beside `dest`, synced, then renamed to `dest`, so `dest`
-    /// appears whole or not at all; after a failure the temporary directory
-    /// is removed. The backup shares the store's id: it is the same store
-    /// at an earlier point, meant to replace it, not to run beside it.
+    /// In the periodic and buffered modes the log is synced first, so the
+    /// backup never holds an event that a power loss could still take from
+    /// the store.
+    ///
+    /// Every batch copied is CRC-checked, and the checkpoints file decoded:
+    /// damage fails the backup with [`Error::Corruption`]. (The snapshot
+    /// file is a cache and is copied as it is.) The copy is built in a
+    /// temporary directory of its own beside `dest`
+    /// (`.annal-backup-<uuid>.partial`), synced, then renamed to `dest`, so
+    /// `dest` appears whole or not at all; after a failure the temporary
+    /// directory is removed (after a crash, it is left: remove it). The
+    /// backup shares the store's id: it is the same store at an earlier
+    /// point, meant to replace it, not to run beside it.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
-        let dest = dest.as_ref();
-        let tmp = temp_dir_for(dest)?;
+        let dest = destination(dest.as_ref())?;
+        let tmp = parent_of(&dest).join(format!(".annal-backup-{}.partial", uuid::Uuid::new_v4().simple()));
         let image = self.capture()?;
         let result = write_image(&image, &tmp).and_then(|bytes| {
-            fs::rename(&tmp, dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-            sync_dir(parent_of(dest))?;
+            // `rename` would replace an empty directory made meanwhile.
+            if dest.symlink_metadata().is_ok() {
+                return Err(Error::InvalidInput(format!(
+                    "backup destination {} appeared while the backup ran",
+                    dest.display()
+                )));
+            }
+            fs::rename(&tmp, &dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+            sync_dir(parent_of(&dest))?;
             Ok(bytes)
         });
         match result {
@@ -88,11 +105,20 @@ impl<F: FileSystem> Store<F> {
     fn capture(&self) -> Result<Image> {
         let core = self.core();
         let snapshots = core.snapshots.file_bytes(&core.fs, &core.dir)?;
-        let checkpoints = read_optional(&core.fs, &core.dir.join(CHECKPOINTS_FILE_NAME))?;
+        let checkpoints_path = core.dir.join(CHECKPOINTS_FILE_NAME);
+        let checkpoints = read_optional(&core.fs, &checkpoints_path)?;
+        if let Some(bytes) = &checkpoints {
+            checkpoint::decode(bytes, core.store_id)
+                .map_err(|(offset, reason)| Error::corruption(&checkpoints_path, offset, reason))?;
+        }
         let (end, last_position, index) = {
             let p = core.published.read();
             (p.end, p.index.last_position(), core.encode_index(&p))
         };
+        if core.options.durability != Durability::Sync && !core.options.read_only {
+            // Everything published by `end` is written; make it durable.
+            core.sync_tail()?;
+        }
         // Maps are published before the index entries that point into
         // them, so every segment up to the end has its view by now.
         let views = {
@@ -113,32 +139,34 @@ impl<F: FileSystem> Store<F> {
     }
 }
 
-/// The temporary directory a backup to `dest` is built in: a hidden name
-/// beside it. Refuses a `dest` that exists or whose parent does not.
-fn temp_dir_for(dest: &Path) -> Result<PathBuf> {
-    let name = dest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::InvalidInput(format!("backup destination {} has no usable name", dest.display())))?;
-    if dest.exists() {
+/// `dest` as a parent and a plain last name (`a/b/.` becomes `a/b`);
+/// refuses a `dest` that exists (even as a dangling link) or whose parent
+/// does not.
+fn destination(dest: &Path) -> Result<PathBuf> {
+    let name = match dest.components().next_back() {
+        Some(std::path::Component::Normal(name)) => name,
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "backup destination {} does not end in a directory name",
+                dest.display()
+            )));
+        }
+    };
+    let parent = parent_of(dest);
+    let dest = parent.join(name);
+    if dest.symlink_metadata().is_ok() {
         return Err(Error::InvalidInput(format!(
             "backup destination {} already exists",
             dest.display()
         )));
     }
-    let parent = parent_of(dest);
     if !parent.is_dir() {
         return Err(Error::InvalidInput(format!(
             "the directory {} to hold the backup does not exist",
             parent.display()
         )));
     }
-    let tmp = parent.join(format!(".{name}.annal-backup.tmp"));
-    if tmp.exists() {
-        // Left by a backup that crashed: only a backup writes this name.
-        fs::remove_dir_all(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
-    }
-    Ok(tmp)
+    Ok(dest)
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -174,6 +202,9 @@ fn write_image(image: &Image, tmp: &Path) -> Result<u64> {
             bytes += content.len() as u64;
         }
     }
+    // An empty lock file: read-only opens of the backup lock it too (a
+    // directory without one is read without a lock).
+    write_synced(&tmp.join(LOCK_FILE_NAME), &[])?;
     sync_dir(tmp)?;
     Ok(bytes)
 }

@@ -183,8 +183,13 @@ fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Resu
     let mut removed = false;
     for name in names.iter().filter(|n| n.ends_with(".tmp")) {
         let path = dir.join(name);
-        fs.remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
-        removed = true;
+        match fs.remove_file(&path) {
+            Ok(()) => removed = true,
+            // The store makes temporary files, never directories: a
+            // directory of that name is someone else's.
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
     }
     if removed {
         fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;

@@ -205,14 +205,16 @@ impl<F: FileSystem> Store<F> {
             stop_flusher: Mutex::new(None),
             closed: OnceLock::new(),
         };
+        // Read-only too: filling the window checks the batches of the
+        // last events, and both kinds of open must refuse the same damage.
+        core.fill_window()?;
         if core.options.read_only {
-            // Nothing will be appended: no window to fill, no index file
-            // to save, no log to sync.
+            // Nothing will be appended: no index file to save, no log to
+            // sync.
             return Ok(Store {
                 handle: Arc::new(handle),
             });
         }
-        core.fill_window()?;
         crate::checkpoint::guard_appends(&core);
         handle.start_threads()?;
         if !core.report.index_loaded && core.published.read().index.last_position() > 0 {

@@ -7,7 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use annal::{Error, ExpectedVersion, Options, Store};
+use annal::io::sim::SimFs;
+use annal::{Durability, Error, ExpectedVersion, Options, Store};
 use common::{all, event, small_segments};
 
 #[test]
@@ -142,4 +143,95 @@ fn a_read_only_store_and_an_empty_store_back_up() {
     backup
         .append("A-1", ExpectedVersion::NoStream, [event("E", 1)])
         .unwrap();
+}
+
+#[test]
+fn concurrent_backups_to_one_destination_never_leave_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path().join("store"),
+        small_segments().with_durability(Durability::Buffered),
+    )
+    .unwrap();
+    for i in 0..20_000u64 {
+        store
+            .append(&format!("S-{}", i % 50), ExpectedVersion::Any, [event("E", i)])
+            .unwrap();
+    }
+    let dest = dir.path().join("backup");
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let tasks: Vec<_> = (0..2).map(|_| scope.spawn(|| store.backup(&dest))).collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    let backup = Store::open(&dest, Options::default()).unwrap();
+    assert_eq!(backup.last_position(), 20_000);
+    drop(backup);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(left.iter().all(|n| !n.ends_with(".partial")), "{left:?}");
+}
+
+#[test]
+fn a_backup_is_locked_like_a_store_and_normalises_its_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Options::default()).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("E", 1)]).unwrap();
+    // `backup/.` names the directory `backup`.
+    store.backup(dir.path().join("backup").join(".")).unwrap();
+    let backup = dir.path().join("backup");
+    let reader = Store::open(&backup, Options::default().with_read_only(true)).unwrap();
+    assert!(matches!(
+        Store::open(&backup, Options::default()),
+        Err(Error::Locked { .. })
+    ));
+    drop(reader);
+    Store::open(&backup, Options::default()).unwrap().close().unwrap();
+    // A dangling link is refused before anything is copied.
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        assert!(matches!(store.backup(&link), Err(Error::InvalidInput(_))));
+    }
+}
+
+#[test]
+fn a_backup_never_holds_events_a_power_loss_can_take_from_the_store() {
+    // The store on the simulated disk, in buffered mode: nothing is synced
+    // until the backup syncs it.
+    let fs = SimFs::new(3);
+    let options = Options::default().with_durability(Durability::Buffered);
+    let store = Store::open_with(fs.clone(), "/db", options.clone()).unwrap();
+    for i in 0..100u64 {
+        store.append("A-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = store.backup(dir.path().join("backup")).unwrap();
+    assert_eq!(report.last_position, 100);
+    let image = fs.durable_image();
+    std::mem::forget(store);
+    let after_power_loss = Store::open_with(SimFs::from_image(&image, 4), "/db", options).unwrap();
+    assert!(after_power_loss.last_position() >= report.last_position);
+}
+
+#[test]
+fn a_damaged_checkpoints_file_fails_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Options::default()).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("E", 1)]).unwrap();
+    store.checkpoints().save("c", 1).unwrap();
+    let file = path.join(annal::CHECKPOINTS_FILE_NAME);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&file, bytes).unwrap();
+    let dest = dir.path().join("backup");
+    let result = store.backup(&dest);
+    assert!(matches!(result, Err(Error::Corruption { .. })), "{result:?}");
+    assert!(!dest.exists());
 }

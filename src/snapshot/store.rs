@@ -334,6 +334,7 @@ impl<F: FileSystem> Store<F> {
     /// that no crash can leave a snapshot of events that are gone. Fails
     /// with [`Error::ReadOnly`] on a read-only store.
     pub fn save_snapshot(&self, stream: &str, version: u64, schema_version: u32, data: &[u8]) -> Result<()> {
+        self.core().check_writable()?;
         crate::writer::validate_stream_name(stream)?;
         file::record_len(stream, data.len()).map_err(Error::InvalidInput)?;
         let have = self.stream_version(stream).unwrap_or(0);
@@ -343,7 +344,6 @@ impl<F: FileSystem> Store<F> {
             )));
         }
         let core = self.core();
-        core.check_writable()?;
         if core.options.durability != Durability::Sync {
             core.sync_tail()?;
         }
