@@ -71,6 +71,22 @@ impl<F: FileSystem> Store<F> {
     /// directory is removed (after a crash, it is left: remove it). The
     /// backup shares the store's id: it is the same store at an earlier
     /// point, meant to replace it, not to run beside it.
+    ///
+    /// ```
+    /// use annal::{EventData, ExpectedVersion, Options, Store};
+    ///
+    /// # fn main() -> Result<(), annal::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path().join("events"), Options::default())?;
+    /// store.append("Order-1", ExpectedVersion::NoStream, [EventData::new("Placed", "{}")])?;
+    /// let report = store.backup(dir.path().join("backup"))?;
+    /// assert_eq!(report.last_position, 1);
+    ///
+    /// let copy = Store::open(dir.path().join("backup"), Options::default())?;
+    /// assert_eq!(copy.stream_version("Order-1"), Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
         let dest = destination(dest.as_ref())?;
         let tmp = parent_of(&dest).join(format!(".annal-backup-{}.partial", uuid::Uuid::new_v4().simple()));
