@@ -1,3 +1,6 @@
+//! A quick end-to-end check: eight threads appending across segment rolls,
+//! then a reopen that must find every event in order.
+
 mod common;
 
 use std::sync::Arc;
