@@ -2,7 +2,9 @@
 //! (byte changes and a cut) to its segment or index file, then open and
 //! read everything. Never a panic; never an event returned with bytes other
 //! than those written; damage is reported as corruption or, for the index
-//! file, repaired by a rebuild.
+//! file, repaired by a rebuild. A read-only open of the same files reaches
+//! the same verdict (refused, or the same events) without a single
+//! mutating call.
 #![no_main]
 
 use std::path::PathBuf;
@@ -66,11 +68,30 @@ fuzz_target!(|input: &[u8]| {
         let cut = usize::from(selector >> 2) * file.len() / 64;
         file.truncate(cut);
     }
+    let ro_fs = SimFs::from_image(&damaged, 2);
+    let read_only = match Store::open_with(ro_fs.clone(), dir(), options().with_read_only(true)) {
+        Ok(store) => {
+            let last = store.last_position();
+            drop(store);
+            Some(last)
+        }
+        Err(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => None,
+        Err(other) => panic!("damage surfaced in a read-only open as {other:?}"),
+    };
+    assert_eq!(ro_fs.ops(), 0, "a read-only open made a mutating call");
     let store = match Store::open_with(SimFs::from_image(&damaged, 2), dir(), options()) {
         Ok(store) => store,
-        Err(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => return,
+        Err(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => {
+            assert_eq!(read_only, None, "a read-only open accepted what a writable one refused");
+            return;
+        }
         Err(other) => panic!("damage surfaced as {other:?}"),
     };
+    assert_eq!(
+        read_only,
+        Some(store.last_position()),
+        "read-only and writable opens disagree"
+    );
     let check = |e: &annal::RecordedEvent| {
         let (stream, data) = &events[e.position() as usize - 1];
         assert_eq!((e.stream(), e.data()), (stream.as_str(), &data[..]), "an event changed");
