@@ -16,7 +16,7 @@ Exit codes:
 
 Output is JSON lines on stdout; errors go to stderr. See docs/CLI.md.";
 
-/// Inspect, script, import, export, verify and repair annal event stores.
+/// Inspect, script, import, export, back up, verify and repair annal event stores.
 #[derive(Debug, Parser)]
 #[command(name = "annal", version, after_help = EXIT_CODES)]
 pub struct Cli {
