@@ -490,6 +490,51 @@ impl<F: FileSystem> Store<F> {
         })
     }
 
+    /// Snapshots whose version is past their stream's last version, as
+    /// (stream, version). Only a log that lost events (to `repair`, or a
+    /// deleted segment) has them; once the stream grows again past such a
+    /// version, a load could not tell the snapshot from a valid one.
+    pub(crate) fn snapshots_past_log(&self) -> Result<Vec<(String, u64)>> {
+        let core = self.core();
+        let snapshots = &core.snapshots;
+        let held: Vec<(String, Vec<u64>)> = {
+            let mut guard = snapshots.state.lock();
+            let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
+            open.streams
+                .iter()
+                .map(|(stream, entries)| (stream.clone(), entries.iter().map(|e| e.version).collect()))
+                .collect()
+        };
+        let mut past = Vec::new();
+        for (stream, versions) in held {
+            let have = self.stream_version(&stream).unwrap_or(0);
+            past.extend(versions.into_iter().filter(|&v| v > have).map(|v| (stream.clone(), v)));
+        }
+        past.sort_unstable();
+        Ok(past)
+    }
+
+    /// Rewrites the snapshot file without the given (stream, version)
+    /// snapshots, crash-safely (as a compaction).
+    pub(crate) fn drop_snapshots(&self, drop: &[(String, u64)]) -> Result<()> {
+        let core = self.core();
+        core.check_writable()?;
+        let snapshots = &core.snapshots;
+        let options = *snapshots.options.lock();
+        let mut guard = snapshots.state.lock();
+        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, false)?;
+        for (stream, version) in drop {
+            if let Some(entries) = open.streams.get_mut(stream) {
+                entries.retain(|e| e.version != *version);
+                if entries.is_empty() {
+                    open.streams.remove(stream);
+                }
+            }
+        }
+        open.recount(options.keep_per_stream);
+        self.compact_locked(&mut guard, options)
+    }
+
     fn compact_locked(&self, guard: &mut Option<Open<F>>, options: SnapshotOptions) -> Result<()> {
         let core = self.core();
         let Some(old) = guard.as_ref() else {

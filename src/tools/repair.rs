@@ -56,6 +56,12 @@ pub struct RepairReport {
     /// skipping them. Its read model may still reflect events that were
     /// quarantined: rebuild it if that matters.
     pub checkpoints_lowered: Vec<(String, u64)>,
+    /// Snapshots, as (stream, version), of versions past their stream's
+    /// kept events: taken of events the repair quarantined. They are
+    /// removed from the snapshot file (the whole old file is copied into
+    /// quarantine first): once the stream grew again past such a version,
+    /// a load could not tell the snapshot from a valid one.
+    pub snapshots_dropped: Vec<(String, u64)>,
 }
 
 /// Salvages a store whose log is damaged somewhere a crash cannot explain
@@ -70,7 +76,9 @@ pub struct RepairReport {
 ///
 /// A damaged or contradicting index file alone is moved to quarantine too,
 /// and so is a checkpoints file that cannot be read. Checkpoints that name
-/// positions past the kept log are lowered to its last position.
+/// positions past the kept log are lowered to its last position, and
+/// snapshots of versions past their stream's kept events are removed from
+/// the snapshot file (a copy of the old file goes to quarantine).
 /// A store without damage is left untouched (`repaired` is false). A torn
 /// tail is not damage: open cuts it. Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
@@ -89,6 +97,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         index_rebuilt: false,
         checkpoints_quarantined: false,
         checkpoints_lowered: Vec::new(),
+        snapshots_dropped: Vec::new(),
     };
     {
         let _lock = lock::exclusive(dir)?;
@@ -147,6 +156,30 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
                 report.checkpoints_lowered.push((name, position));
                 report.repaired = true;
             }
+        }
+        // Nor may a snapshot hold a version the stream does not: it was
+        // built on quarantined events, and would load as valid once the
+        // stream grows past it again.
+        // Only a snapshot file this store can use is looked into: opening
+        // one that is missing would create it, and one with a bad header
+        // would be started afresh (its snapshots lost without a copy).
+        let path = dir.join(crate::snapshot::file::FILE_NAME);
+        let usable = fs::read(&path)
+            .ok()
+            .filter(|bytes| crate::snapshot::file::decode_header(bytes).is_ok_and(|id| id == store.store_id()));
+        let past = match &usable {
+            Some(_) => store.snapshots_past_log()?,
+            None => Vec::new(),
+        };
+        if let Some(bytes) = usable.filter(|_| !past.is_empty()) {
+            let q = report.quarantine_dir.clone();
+            fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+            let to = write_new(&q, crate::snapshot::file::FILE_NAME, &bytes)?;
+            sync_dir(&q)?;
+            report.quarantined_files.push(to);
+            store.drop_snapshots(&past)?;
+            report.snapshots_dropped = past;
+            report.repaired = true;
         }
         store.close()?;
     }

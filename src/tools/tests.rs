@@ -355,6 +355,60 @@ fn verify_checks_the_snapshot_file_without_failing_the_store() {
     assert_eq!(files(dir.path()), before, "verify changed nothing");
 }
 
+#[test]
+fn repair_removes_snapshots_of_quarantined_events_and_keeps_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    // s-3 has 43 events (positions 4, 11, ... 298); snapshots at 2 (kept)
+    // and at 40 (built on events the repair will quarantine).
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store.save_snapshot("s-3", 2, 1, b"at 2").unwrap();
+        store.save_snapshot("s-3", 40, 1, b"at 40").unwrap();
+        store.close().unwrap();
+    }
+    let seg = segment::path(dir.path(), 2);
+    let len = std::fs::metadata(&seg).unwrap().len() as usize;
+    flip(&seg, len / 2);
+
+    let before = verify(dir.path()).unwrap();
+    match &before.snapshots {
+        SnapshotFileStatus::Damaged { problems, .. } => {
+            assert!(
+                problems.iter().any(|p| p.reason.contains("'s-3' at version 40")),
+                "{problems:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.snapshots_dropped, vec![("s-3".to_string(), 40)]);
+    let copy = rep.quarantine_dir.join(crate::snapshot::file::FILE_NAME);
+    assert!(rep.quarantined_files.contains(&copy), "{:?}", rep.quarantined_files);
+    assert!(std::fs::read(&copy).unwrap().windows(5).any(|w| w == b"at 40"));
+    let after = verify(dir.path()).unwrap();
+    assert!(after.is_clean());
+    assert!(
+        matches!(after.snapshots, SnapshotFileStatus::Clean { records: 1 }),
+        "{:?}",
+        after.snapshots
+    );
+
+    // The stream grows past 40 again: the load finds the snapshot at 2,
+    // never the one built on the quarantined events.
+    let store = Store::open(dir.path(), options()).unwrap();
+    let kept = store.stream_version("s-3").unwrap();
+    assert!(kept < 40);
+    for _ in kept..45 {
+        store
+            .append("s-3", ExpectedVersion::Any, [EventData::new("T", "{}")])
+            .unwrap();
+    }
+    let loaded = store.load_snapshot("s-3").snapshot.unwrap();
+    assert_eq!((loaded.version, &loaded.data[..]), (2, &b"at 2"[..]));
+    store.close().unwrap();
+}
+
 /// Saves checkpoints `a` at 10 and `b` at `n` in a closed store of `n` events.
 fn save_checkpoints(dir: &Path, n: u64) {
     let store = Store::open(dir, options()).unwrap();

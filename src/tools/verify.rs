@@ -164,7 +164,7 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
     walk::hold_to_durable_floor(dir, &mut w)?;
     walk::hold_to_checkpoints(dir, &mut w);
     let index = check_index(dir, &w, saved);
-    let snapshots = check_snapshots(dir, w.store_id)?;
+    let snapshots = check_snapshots(dir, w.store_id, &w.index)?;
     let checkpoints = check_checkpoints(dir, w.store_id, w.index.last_position())?;
     let duplicate_ids = w.ids.take().and_then(duplicates);
     Ok(VerifyReport {
@@ -262,8 +262,10 @@ fn check_checkpoints(dir: &Path, store_id: Option<Uuid>, last_position: u64) -> 
     })
 }
 
-/// Checks every record of the snapshot side-file, if there is one.
-fn check_snapshots(dir: &Path, store_id: Option<Uuid>) -> Result<SnapshotFileStatus> {
+/// Checks every record of the snapshot side-file, if there is one, and
+/// that no snapshot is of a version past its stream's last event in the
+/// checked log.
+fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<SnapshotFileStatus> {
     use crate::snapshot::file as snapshot_file;
     let path = dir.join(snapshot_file::FILE_NAME);
     if !path.exists() {
@@ -296,6 +298,20 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>) -> Result<SnapshotFileSta
             scan.end,
             "torn or unreadable bytes after the last valid snapshot".into(),
         ));
+    }
+    for r in &scan.records {
+        let have = index.stream_version(&r.stream);
+        if r.version > have {
+            problems.push(problem(
+                r.offset,
+                format!(
+                    "snapshot of '{}' at version {} is past the stream's last event (version {have}): it was taken \
+                     of events the log no longer holds, and would load as valid once the stream grows past it; \
+                     `annal repair` removes it",
+                    r.stream, r.version
+                ),
+            ));
+        }
     }
     let records = scan.records.len() as u64;
     Ok(if problems.is_empty() {

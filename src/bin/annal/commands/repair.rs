@@ -26,6 +26,10 @@ pub fn run(dir: &Path) -> Outcome {
             .num("now", r.kept_events)
             .finish()
     });
+    let dropped = r
+        .snapshots_dropped
+        .iter()
+        .map(|(stream, version)| Obj::new().str("stream", stream).num("version", *version).finish());
     let text = Obj::new()
         .bool("repaired", r.repaired)
         .num("kept_events", r.kept_events)
@@ -37,6 +41,7 @@ pub fn run(dir: &Path) -> Outcome {
         .bool("index_rebuilt", r.index_rebuilt)
         .bool("checkpoints_quarantined", r.checkpoints_quarantined)
         .raw("checkpoints_lowered", &json::array(lowered))
+        .raw("snapshots_dropped", &json::array(dropped))
         .raw("damage", &damage(r.damage.as_ref()))
         .finish();
     let mut out = stdout();
@@ -51,6 +56,16 @@ pub fn run(dir: &Path) -> Outcome {
         eprintln!(
             "annal: checkpoint '{name}' was at {was}, past the kept log; it is now at {} (rebuild its read model if it used the lost events)",
             r.kept_events
+        );
+    }
+    if !r.snapshots_dropped.is_empty() {
+        eprintln!(
+            "annal: removed {} of versions the kept log does not hold (the old snapshot file is in {})",
+            match r.snapshots_dropped.len() {
+                1 => "1 snapshot".to_string(),
+                n => format!("{n} snapshots"),
+            },
+            r.quarantine_dir.display()
         );
     }
     if r.repaired && r.quarantined_bytes == 0 {
