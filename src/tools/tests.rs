@@ -428,6 +428,17 @@ fn repair_lowers_checkpoints_past_the_kept_log() {
 
     let r = verify(dir.path()).unwrap();
     assert!(!r.is_clean());
+    // The checkpoint is past the damage, not past what was written: the
+    // message says so, and names the fix.
+    match &r.checkpoints {
+        CheckpointsFileStatus::Damaged(d) => {
+            assert!(
+                d.reason.contains("before the log's damage") && d.reason.contains("repair"),
+                "{d:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let kept = r.events;
     let rep = repair(dir.path()).unwrap();
     assert_eq!(rep.kept_events, kept);

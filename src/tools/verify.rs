@@ -165,7 +165,7 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
     walk::hold_to_checkpoints(dir, &mut w);
     let index = check_index(dir, &w, saved);
     let snapshots = check_snapshots(dir, w.store_id, &w.index)?;
-    let checkpoints = check_checkpoints(dir, w.store_id, w.index.last_position())?;
+    let checkpoints = check_checkpoints(dir, w.store_id, w.index.last_position(), w.damage.is_some())?;
     let duplicate_ids = w.ids.take().and_then(duplicates);
     Ok(VerifyReport {
         path: dir.to_path_buf(),
@@ -232,8 +232,13 @@ pub(crate) fn read_checkpoints(
 }
 
 /// Checks the checkpoints file against the log, which holds `last_position`
-/// events.
-fn check_checkpoints(dir: &Path, store_id: Option<Uuid>, last_position: u64) -> Result<CheckpointsFileStatus> {
+/// events (before its first damage, when `log_damaged`).
+fn check_checkpoints(
+    dir: &Path,
+    store_id: Option<Uuid>,
+    last_position: u64,
+    log_damaged: bool,
+) -> Result<CheckpointsFileStatus> {
     Ok(match read_checkpoints(dir, store_id)? {
         None => CheckpointsFileStatus::Missing,
         Some(Err(damage)) => CheckpointsFileStatus::Damaged(damage),
@@ -252,10 +257,18 @@ fn check_checkpoints(dir: &Path, store_id: Option<Uuid>, last_position: u64) -> 
                     file: dir.join(crate::CHECKPOINTS_FILE_NAME),
                     segment: None,
                     offset: 0,
-                    reason: format!(
-                        "checkpoint {} past the log's last position {last_position}",
-                        ahead.join(", ")
-                    ),
+                    reason: if log_damaged {
+                        format!(
+                            "checkpoint {} past position {last_position}, the last one before the log's damage \
+                             (`annal repair` lowers it to the kept log's end)",
+                            ahead.join(", ")
+                        )
+                    } else {
+                        format!(
+                            "checkpoint {} past the log's last position {last_position}",
+                            ahead.join(", ")
+                        )
+                    },
                 })
             }
         }
