@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::checkpoint::{self, CHECKPOINTS_FILE_NAME};
 use crate::error::{Error, IoContext, Result};
 use crate::index::file as index_file;
-use crate::io::{self, FileSystem, OpenMode};
+use crate::io::{self, FileSystem, StdFs};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd};
 use crate::log::view::SegmentView;
 use crate::options::Durability;
@@ -122,7 +122,8 @@ impl<F: FileSystem> Store<F> {
         let core = self.core();
         let snapshots = core.snapshots.file_bytes(&core.fs, &core.dir)?;
         let checkpoints_path = core.dir.join(CHECKPOINTS_FILE_NAME);
-        let checkpoints = read_optional(&core.fs, &checkpoints_path)?;
+        let checkpoints = io::read_if_exists(&core.fs, &checkpoints_path)
+            .ctx(|| format!("reading {}", checkpoints_path.display()))?;
         if let Some(bytes) = &checkpoints {
             checkpoint::decode(bytes, core.store_id)
                 .map_err(|(offset, reason)| Error::corruption(&checkpoints_path, offset, reason))?;
@@ -244,18 +245,6 @@ fn checked_data(view: &SegmentView, limit: u64) -> Result<&[u8]> {
     }
 }
 
-fn read_optional<F: FileSystem>(fs: &F, path: &Path) -> Result<Option<Vec<u8>>> {
-    if !fs.exists(path) {
-        return Ok(None);
-    }
-    let file = fs
-        .open(path, OpenMode::Read)
-        .ctx(|| format!("opening {}", path.display()))?;
-    io::read_whole(&file)
-        .map(Some)
-        .ctx(|| format!("reading {}", path.display()))
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let ctx = || format!("writing {}", path.display());
     let mut file = File::create_new(path).ctx(ctx)?;
@@ -263,14 +252,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().ctx(ctx)
 }
 
-/// Makes the directory's entries durable (a no-op where directories
-/// cannot be opened, as on Windows).
+/// Makes the directory's entries durable, as the store does its own.
 fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("syncing {}", dir.display()))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    StdFs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use crate::error::{Error, IoContext, Result};
-use crate::io::{self, FileSystem, OpenMode, StdFs};
+use crate::io::{self, FileSystem, StdFs};
 use crate::options::Durability;
 use crate::store::{Core, Store};
 use crate::subscription::hub::Hub;
@@ -193,14 +193,9 @@ fn loaded<'a, F: FileSystem>(
 
 fn read_file<F: FileSystem>(core: &Core<F>) -> Result<BTreeMap<String, u64>> {
     let path = core.dir.join(CHECKPOINTS_FILE_NAME);
-    if !core.fs.exists(&path) {
+    let Some(bytes) = io::read_if_exists(&core.fs, &path).ctx(|| format!("reading {}", path.display()))? else {
         return Ok(BTreeMap::new());
-    }
-    let file = core
-        .fs
-        .open(&path, OpenMode::Read)
-        .ctx(|| format!("opening {}", path.display()))?;
-    let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
+    };
     decode(&bytes, core.store_id).map_err(|(offset, reason)| Error::corruption(&path, offset, reason))
 }
 
@@ -212,12 +207,7 @@ fn read_file<F: FileSystem>(core: &Core<F>) -> Result<BTreeMap<String, u64>> {
 /// is no file or it cannot be read: such a file proves nothing here, and
 /// is reported where checkpoints are loaded.
 pub(crate) fn furthest_in<F: FileSystem>(fs: &F, dir: &std::path::Path, store_id: uuid::Uuid) -> Option<(String, u64)> {
-    let path = dir.join(CHECKPOINTS_FILE_NAME);
-    if !fs.exists(&path) {
-        return None;
-    }
-    let file = fs.open(&path, OpenMode::Read).ok()?;
-    let bytes = io::read_whole(&file).ok()?;
+    let bytes = io::read_if_exists(fs, &dir.join(CHECKPOINTS_FILE_NAME)).ok()??;
     let map = decode(&bytes, store_id).ok()?;
     map.into_iter().max_by_key(|(_, position)| *position)
 }

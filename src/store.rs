@@ -429,15 +429,7 @@ fn dir_error(dir: &Path, doing: &str, e: std::io::Error) -> Error {
 /// writes the lock note.
 pub(crate) fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
     let path = dir.join(LOCK_FILE_NAME);
-    let file = fs
-        .open(&path, OpenMode::CreateOrOpen)
-        .map_err(|e| dir_error(dir, "opening the lock file in", e))?;
-    let locked = file.try_lock().ctx(|| format!("locking {}", path.display()))?;
-    if !locked {
-        return Err(Error::Locked {
-            path: dir.to_path_buf(),
-        });
-    }
+    let file = open_locked(fs, dir, OpenMode::CreateOrOpen, false)?;
     // A fixed-width note: the next open overwrites it in place, without
     // the truncation (a metadata change) that a shorter pid would need.
     let note = format!(
@@ -457,20 +449,30 @@ pub(crate) fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
 /// and not other read-only ones. A directory without a lock file was never
 /// opened writable (or was copied without it): there is nothing to lock.
 pub(crate) fn lock_shared<F: FileSystem>(fs: &F, dir: &Path) -> Result<Option<F::File>> {
-    let path = dir.join(LOCK_FILE_NAME);
-    if !fs.exists(&path) {
+    if !fs.exists(&dir.join(LOCK_FILE_NAME)) {
         return Ok(None);
     }
+    open_locked(fs, dir, OpenMode::Read, true).map(Some)
+}
+
+/// Opens the lock file in `mode` and takes its lock, shared or exclusive;
+/// [`Error::Locked`] when another holder excludes it.
+fn open_locked<F: FileSystem>(fs: &F, dir: &Path, mode: OpenMode, shared: bool) -> Result<F::File> {
+    let path = dir.join(LOCK_FILE_NAME);
     let file = fs
-        .open(&path, OpenMode::Read)
+        .open(&path, mode)
         .map_err(|e| dir_error(dir, "opening the lock file in", e))?;
-    let locked = file.try_lock_shared().ctx(|| format!("locking {}", path.display()))?;
-    if !locked {
+    let locked = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    if !locked.ctx(|| format!("locking {}", path.display()))? {
         return Err(Error::Locked {
             path: dir.to_path_buf(),
         });
     }
-    Ok(Some(file))
+    Ok(file)
 }
 
 impl<F: FileSystem> Handle<F> {

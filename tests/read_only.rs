@@ -180,21 +180,30 @@ fn a_read_only_open_creates_nothing() {
 fn a_read_only_open_refuses_damage_as_a_writable_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let store = Store::open(&path, Options::default()).unwrap();
-    for i in 0..10 {
+    // Damage inside the first batch, valid batches after it: no torn write
+    // explains it. Without the index file, both opens replay that batch.
+    damaged_store(&path, 10, annal::log::segment::SEGMENT_HEADER_BYTES as usize + 40);
+    std::fs::remove_file(path.join("index")).unwrap();
+    assert_both_opens_refuse(&path);
+}
+
+/// A closed store of `events` one-event appends, with the byte at
+/// `offset` of its segment flipped.
+fn damaged_store(path: &Path, events: u64, offset: usize) {
+    let store = Store::open(path, Options::default()).unwrap();
+    for i in 0..events {
         store.append("A-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
     }
     store.close().unwrap();
-    // Damage inside the first batch, valid batches after it: no torn write
-    // explains it. Without the index file, both opens replay that batch.
-    let mut segment = std::fs::read(segment_path(&path)).unwrap();
-    let first_batch = annal::log::segment::SEGMENT_HEADER_BYTES as usize + 40;
-    segment[first_batch] ^= 0xFF;
-    std::fs::write(segment_path(&path), &segment).unwrap();
-    std::fs::remove_file(path.join("index")).unwrap();
-    let ro = Store::open(&path, read_only());
+    let mut segment = std::fs::read(segment_path(path)).unwrap();
+    segment[offset] ^= 0xFF;
+    std::fs::write(segment_path(path), &segment).unwrap();
+}
+
+fn assert_both_opens_refuse(path: &Path) {
+    let ro = Store::open(path, read_only());
     assert!(matches!(ro, Err(Error::Corruption { .. })), "{ro:?}");
-    let rw = Store::open(&path, Options::default());
+    let rw = Store::open(path, Options::default());
     assert!(matches!(rw, Err(Error::Corruption { .. })), "{rw:?}");
 }
 
@@ -202,21 +211,11 @@ fn a_read_only_open_refuses_damage_as_a_writable_one_does() {
 fn with_an_index_file_both_opens_refuse_damage_in_the_last_events_alike() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let store = Store::open(&path, Options::default()).unwrap();
-    for i in 0..51 {
-        store.append("A-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
-    }
-    store.close().unwrap();
     // The index file covers the damaged batch, so no replay checks it:
     // the check of the last events' batches (the idempotency window's)
     // does, in both kinds of open.
-    let mut segment = std::fs::read(segment_path(&path)).unwrap();
-    segment[200] ^= 0xFF;
-    std::fs::write(segment_path(&path), &segment).unwrap();
-    let ro = Store::open(&path, read_only());
-    assert!(matches!(ro, Err(Error::Corruption { .. })), "{ro:?}");
-    let rw = Store::open(&path, Options::default());
-    assert!(matches!(rw, Err(Error::Corruption { .. })), "{rw:?}");
+    damaged_store(&path, 51, 200);
+    assert_both_opens_refuse(&path);
 }
 
 #[test]

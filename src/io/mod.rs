@@ -140,6 +140,14 @@ pub(crate) fn read_whole<F: FileHandle>(file: &F) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads a whole (small) file, `None` when it does not exist.
+pub(crate) fn read_if_exists<Fs: FileSystem>(fs: &Fs, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    if !fs.exists(path) {
+        return Ok(None);
+    }
+    read_whole(&fs.open(path, OpenMode::Read)?).map(Some)
+}
+
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, directory
 /// fsync. After a crash the file holds either its old or its new contents.
 pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {

@@ -155,15 +155,7 @@ impl<F: FileSystem> Snapshots<F> {
     pub(crate) fn file_bytes(&self, fs: &F, dir: &Path) -> Result<Option<Vec<u8>>> {
         let _no_saves = self.state.lock();
         let path = dir.join(FILE_NAME);
-        if !fs.exists(&path) {
-            return Ok(None);
-        }
-        let file = fs
-            .open(&path, OpenMode::Read)
-            .ctx(|| format!("opening {}", path.display()))?;
-        io::read_whole(&file)
-            .map(Some)
-            .ctx(|| format!("reading {}", path.display()))
+        io::read_if_exists(fs, &path).ctx(|| format!("reading {}", path.display()))
     }
 
     fn report(&self, issue: SnapshotIssue) {
