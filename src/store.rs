@@ -17,6 +17,7 @@ use crate::index::Index;
 use crate::index::file::{self as index_file, Checkpoint};
 use crate::io::{self, FileHandle, FileSystem, OpenMode, StdFs};
 use crate::log::frame;
+use crate::log::spare::{self, Spare};
 use crate::log::tail::LogTail;
 use crate::log::view::Segments;
 use crate::options::{Durability, Options};
@@ -52,6 +53,8 @@ pub(crate) struct Core<F: FileSystem> {
     /// Incremented each time a group commit ends, successfully or not.
     pub commit_generation: AtomicU64,
     pub tail: Mutex<LogTail<F>>,
+    /// The next segment file, made ahead by a background thread.
+    pub spare_segment: Spare<F::File>,
     pub report: RecoveryReport,
     /// Wakes the background thread that saves the index file (not to be
     /// confused with named checkpoints, `checkpoint_cache`).
@@ -125,6 +128,11 @@ pub struct Stats {
     /// that carried those appends. Appends per group shows group commit
     /// at work.
     pub group_commits: u64,
+    /// Bytes of the next segment file, made ahead of need and waiting for
+    /// the active segment to fill (0 when none is ready). Not counted in
+    /// `disk_bytes`; removed at close. See docs/DESIGN.md, "Segments made
+    /// ahead".
+    pub spare_segment_bytes: u64,
 }
 
 impl Store<StdFs> {
@@ -175,6 +183,7 @@ impl<F: FileSystem> Store<F> {
             window,
         );
         let core = Arc::new(Core {
+            spare_segment: Spare::new(&dir, options.segment_size_bytes),
             dir,
             fs,
             store_id: recovered.store_id,
@@ -355,6 +364,7 @@ impl<F: FileSystem> Store<F> {
             index_mapped_bytes,
             appends_written,
             group_commits,
+            spare_segment_bytes: core.spare_segment.ready_bytes(),
         }
     }
 
@@ -492,6 +502,13 @@ impl<F: FileSystem> Handle<F> {
             })
             .map_err(|e| Error::io("starting the index thread", e))?;
         self.threads.lock().push(checkpointer);
+        let requests = self.core.spare_segment.connect();
+        let core = self.core.clone();
+        let spare_maker = std::thread::Builder::new()
+            .name("annal-spare".into())
+            .spawn(move || spare::serve(&core.fs, &core.spare_segment, &requests))
+            .map_err(|e| Error::io("starting the spare segment thread", e))?;
+        self.threads.lock().push(spare_maker);
         if let Durability::Periodic(interval) = self.core.options.durability {
             let (stop_tx, stop_rx) = mpsc::channel::<()>();
             *self.stop_flusher.lock() = Some(stop_tx);
@@ -531,8 +548,12 @@ impl<F: FileSystem> Handle<F> {
         core.subscriptions.close();
         drop(self.stop_flusher.lock().take());
         drop(core.index_save_requests.lock().take());
+        core.spare_segment.stop();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
+        }
+        if !core.options.read_only {
+            core.spare_segment.remove(&core.fs);
         }
         if let Some(why) = poisoned {
             return Err(Error::Poisoned(why));

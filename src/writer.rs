@@ -35,6 +35,7 @@ use crate::io::FileSystem;
 use crate::limits;
 use crate::log::frame::{self, BATCH_HEADER_BYTES, RecordInput};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::log::tail::LogTail;
 use crate::log::view::SegmentView;
 use crate::options::Durability;
 use crate::recovery::LogEnd;
@@ -839,8 +840,11 @@ impl<F: FileSystem> Core<F> {
                     0,
                 )));
                 let header = tail.next_header(self.store_id, chunk.first_position);
-                *tail =
-                    crate::log::tail::LogTail::create(&self.fs, &self.dir, header, self.options.segment_size_bytes)?;
+                let size = self.options.segment_size_bytes;
+                *tail = match self.spare_segment.take() {
+                    Some(spare) => LogTail::adopt(&self.fs, &self.dir, header, spare, size)?,
+                    None => LogTail::create(&self.fs, &self.dir, header, size)?,
+                };
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
                     tail.path.clone(),
@@ -865,6 +869,11 @@ impl<F: FileSystem> Core<F> {
         }
         if self.options.durability == Durability::Sync {
             tail.sync()?;
+        }
+        if let Some(last) = chunks.last()
+            && last.offset + last.bytes.len() as u64 > self.options.segment_size_bytes / 2
+        {
+            self.spare_segment.ask();
         }
         if !F::MAP_IS_LIVE {
             views.push(Arc::new(SegmentView::new(

@@ -8,6 +8,7 @@
 //! Zero-filling works the same on every operating system.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -72,6 +73,27 @@ impl<F: FileSystem> LogTail<F> {
         fs.sync_dir(dir).ctx(ctx)?;
         let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
         Ok(LogTail::new(header.segment_id, path, file, allocated, segment_size))
+    }
+
+    /// Makes the spare file at `spare` (`len` synced zeros, see
+    /// [`super::spare`]) segment `header.segment_id`: header written over
+    /// its first zeros and synced, then renamed into place and the
+    /// directory synced. The same invariant as [`LogTail::create`]: a
+    /// segment file has a durable header from the moment it has its name.
+    pub fn adopt(
+        fs: &F,
+        dir: &Path,
+        header: SegmentHeader,
+        (spare, file, len): (PathBuf, F::File, u64),
+        segment_size: u64,
+    ) -> Result<LogTail<F>> {
+        let path = segment::path(dir, header.segment_id);
+        let ctx = || format!("creating segment {} from {}", path.display(), spare.display());
+        file.write_all_at(&header.encode(), 0).ctx(ctx)?;
+        file.sync_data().ctx(ctx)?;
+        fs.rename(&spare, &path).ctx(ctx)?;
+        fs.sync_dir(dir).ctx(ctx)?;
+        Ok(LogTail::new(header.segment_id, path, file, len, segment_size))
     }
 
     /// The tail of an existing segment file whose first `allocated` bytes
@@ -184,12 +206,21 @@ fn first_allocation(segment_size: u64) -> u64 {
 
 /// Writes zeros over `[from, to)`.
 pub fn write_zeros<H: FileHandle>(file: &H, from: u64, to: u64) -> std::io::Result<()> {
+    write_zeros_until(file, from, to, &AtomicBool::new(false)).map(|_| ())
+}
+
+/// Writes zeros over `[from, to)` unless `stop` is set, checked between
+/// pieces. Returns whether all were written.
+pub fn write_zeros_until<H: FileHandle>(file: &H, from: u64, to: u64, stop: &AtomicBool) -> std::io::Result<bool> {
     let zeros = vec![0u8; ZERO_CHUNK_BYTES];
     let mut at = from;
     while at < to {
+        if stop.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }
-    Ok(())
+    Ok(true)
 }

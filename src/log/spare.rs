@@ -1,0 +1,190 @@
+//! The next segment file, made ahead of need.
+//!
+//! Preallocation keeps a durable append to one data sync, but the zeros
+//! have to be written and synced by someone. Without help, the appender
+//! that crosses a preallocation step or fills a segment does it while its
+//! caller waits: up to 32 MiB of zeros and a full sync, tens of
+//! milliseconds in the middle of a stream of 100-microsecond appends.
+//!
+//! Instead, once the active segment is half full, a background thread
+//! writes a spare file, [`SPARE_FILE_NAME`], zero-filled to the whole
+//! segment size and synced (size and blocks included). The roll-over that
+//! follows adopts it: header written over its first zeros, data sync,
+//! rename to the segment's name, directory sync
+//! ([`super::tail::LogTail::adopt`]). The new segment then needs no
+//! preallocation at all. When the spare is not ready in time (or could not
+//! be made), the roll-over creates the segment itself, as without a spare.
+//!
+//! The spare is a `*.tmp` file: a crash leaves at most an unfinished or
+//! unused one, which the next writable open removes with other leftovers,
+//! and a clean close removes it. While a store is open, its directory may
+//! hold up to one segment size more than its segments.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+
+use parking_lot::Mutex;
+
+use super::tail::write_zeros_until;
+use crate::io::{FileHandle, FileSystem, OpenMode};
+
+/// Name of the spare file in the store directory.
+pub const SPARE_FILE_NAME: &str = "next-segment.tmp";
+
+/// The spare is written and synced in pieces of this size.
+const SYNC_PIECE_BYTES: u64 = 1024 * 1024;
+
+/// The spare's life: asked for by the appender, made by the background
+/// thread, taken by the roll-over.
+enum State<H> {
+    /// Nothing made or asked for.
+    Idle,
+    /// The background thread was asked for one.
+    Asked,
+    /// Made and synced: `len` zero bytes.
+    Ready { file: H, len: u64 },
+    /// Making it failed (a full disk, say): not asked again before the
+    /// next roll-over, which creates its segment itself and reports its
+    /// own errors.
+    Failed,
+}
+
+/// The spare segment file, shared by the appenders and the background
+/// thread that makes it ([`serve`]).
+pub(crate) struct Spare<H> {
+    path: PathBuf,
+    /// Size of the spare to make (the segment size).
+    len: u64,
+    state: Mutex<State<H>>,
+    /// Wakes the background thread; `None` before it starts and after
+    /// [`Spare::stop`].
+    requests: Mutex<Option<Sender<()>>>,
+    /// Set at close: a spare being zero-filled stops early.
+    stop: AtomicBool,
+}
+
+impl<H: FileHandle> Spare<H> {
+    /// A spare for segments of `segment_size` bytes in `dir`. Nothing is
+    /// made until a thread runs [`serve`] and [`Spare::ask`] is called.
+    pub fn new(dir: &Path, segment_size: u64) -> Spare<H> {
+        Spare {
+            path: dir.join(SPARE_FILE_NAME),
+            len: segment_size,
+            state: Mutex::new(State::Idle),
+            requests: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Connects the background thread: returns the receiver that
+    /// [`serve`] takes.
+    pub fn connect(&self) -> Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self.requests.lock() = Some(tx);
+        rx
+    }
+
+    /// Asks for a spare unless one is made, being made, already asked for,
+    /// or failed since the last roll-over. Cheap: the appender calls it
+    /// after each write past half of a segment.
+    pub fn ask(&self) {
+        let mut state = self.state.lock();
+        if !matches!(*state, State::Idle) {
+            return;
+        }
+        if let Some(tx) = &*self.requests.lock()
+            && tx.send(()).is_ok()
+        {
+            *state = State::Asked;
+        }
+    }
+
+    /// Takes the spare if it is ready: its path, file and length. `None`
+    /// when it is not (the caller creates the segment itself).
+    pub fn take(&self) -> Option<(PathBuf, H, u64)> {
+        let mut state = self.state.lock();
+        match std::mem::replace(&mut *state, State::Idle) {
+            State::Ready { file, len } => Some((self.path.clone(), file, len)),
+            State::Asked => {
+                // Still being made: the next roll-over may take it.
+                *state = State::Asked;
+                None
+            }
+            State::Idle | State::Failed => None,
+        }
+    }
+
+    /// Bytes of the spare when it is made and waiting for the next
+    /// roll-over; 0 otherwise.
+    pub fn ready_bytes(&self) -> u64 {
+        match &*self.state.lock() {
+            State::Ready { len, .. } => *len,
+            State::Idle | State::Asked | State::Failed => 0,
+        }
+    }
+
+    /// Tells the background thread to stop (a spare being made stops
+    /// early); the caller joins the thread, then calls
+    /// [`Spare::remove`].
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        drop(self.requests.lock().take());
+    }
+
+    /// Removes the spare file, once the thread has stopped. Best effort:
+    /// a file left behind is a leftover that the next writable open
+    /// removes.
+    pub fn remove<F: FileSystem<File = H>>(&self, fs: &F) {
+        *self.state.lock() = State::Idle;
+        if fs.exists(&self.path) {
+            let _ = fs.remove_file(&self.path);
+        }
+    }
+}
+
+/// The background thread's loop: makes a spare for each request, until
+/// [`Spare::stop`].
+pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Receiver<()>) {
+    while requests.recv().is_ok() {
+        if spare.stop.load(Ordering::Acquire) {
+            return;
+        }
+        match make(fs, spare) {
+            Ok(Some(file)) => {
+                *spare.state.lock() = State::Ready { file, len: spare.len };
+            }
+            made => {
+                // Stopped midway, or failed: free the space. The state
+                // changes only after the file is gone, so that a new
+                // request never races this removal.
+                if fs.exists(&spare.path) {
+                    let _ = fs.remove_file(&spare.path);
+                }
+                *spare.state.lock() = if made.is_err() { State::Failed } else { State::Idle };
+            }
+        }
+    }
+}
+
+/// Writes and syncs the spare file; `None` when stopped midway.
+fn make<F: FileSystem>(fs: &F, spare: &Spare<F::File>) -> std::io::Result<Option<F::File>> {
+    if fs.exists(&spare.path) {
+        fs.remove_file(&spare.path)?;
+    }
+    let file = fs.open(&spare.path, OpenMode::CreateNew)?;
+    // Synced piece by piece: one sync of the whole file would put tens of
+    // MiB in flight at once, and the appenders' own syncs would wait
+    // behind them.
+    let mut at = 0;
+    while at < spare.len {
+        let end = spare.len.min(at + SYNC_PIECE_BYTES);
+        if !write_zeros_until(&file, at, end, &spare.stop)? {
+            return Ok(None);
+        }
+        file.sync_data()?;
+        at = end;
+    }
+    file.sync_all()?;
+    Ok(Some(file))
+}

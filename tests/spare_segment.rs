@@ -1,0 +1,234 @@
+//! The next segment made ahead of need (docs/DESIGN.md, "Segments made
+//! ahead"): made once the active segment is half full, adopted whole at
+//! the roll-over, removed at close, optional when it cannot be made, and
+//! safe under a power loss at every step of its adoption.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, Store};
+
+#[cfg(feature = "sim")]
+mod sim_support;
+
+const SEGMENT: u64 = 4 * 1024 * 1024;
+const SPARE_NAME: &str = "next-segment.tmp";
+
+fn options() -> Options {
+    Options::default()
+        .with_segment_size_bytes(SEGMENT)
+        .with_durability(Durability::Buffered)
+}
+
+/// 64 events of 1 KiB: 64 KiB and a little more per append.
+const BATCH_BYTES: u64 = 64 * 1024;
+
+fn batch(round: u64) -> Vec<EventData> {
+    (0..64)
+        .map(|i| EventData::new("Filled", vec![(round + i) as u8; 1024]))
+        .collect()
+}
+
+fn segment_lens(dir: &Path) -> Vec<u64> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
+        .collect()
+}
+
+/// Appends until the store has `segments` segment files.
+fn fill_until(store: &Store, dir: &Path, segments: usize, round: &mut u64) {
+    while segment_lens(dir).len() < segments {
+        store
+            .append("Fill-1", ExpectedVersion::Any, batch(*round))
+            .expect("append");
+        *round += 1;
+    }
+}
+
+/// Waits (bounded) until the store reports a spare ready.
+fn wait_for_spare(store: &Store) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = store.stats().spare_segment_bytes;
+        if bytes > 0 || Instant::now() > deadline {
+            return bytes;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_next_segment_is_made_ahead_adopted_whole_and_removed_at_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, options()).unwrap();
+    let mut round = 0;
+    // Under half of the first segment: nothing is made yet.
+    store.append("Fill-1", ExpectedVersion::Any, batch(round)).unwrap();
+    round += 1;
+    assert_eq!(store.stats().spare_segment_bytes, 0);
+    assert!(!dir.join(SPARE_NAME).exists());
+    // Past half: the spare appears, whole.
+    while round * BATCH_BYTES < SEGMENT * 6 / 10 {
+        store.append("Fill-1", ExpectedVersion::Any, batch(round)).unwrap();
+        round += 1;
+    }
+    assert_eq!(wait_for_spare(&store), SEGMENT, "no spare was made");
+    assert_eq!(std::fs::metadata(dir.join(SPARE_NAME)).unwrap().len(), SEGMENT);
+    // The roll-over adopts it: the new segment has its whole size from
+    // the start (a segment created on the spot starts with 1 MiB), the
+    // sealed one ends at its data, and the spare is gone.
+    fill_until(&store, &dir, 2, &mut round);
+    let lens = segment_lens(&dir);
+    assert!(lens[0] < SEGMENT, "the first segment was not sealed: {lens:?}");
+    assert_eq!(lens[1], SEGMENT, "the second segment was not the spare: {lens:?}");
+    assert!(!dir.join(SPARE_NAME).exists());
+    assert_eq!(store.stats().spare_segment_bytes, 0);
+    // Once more, for the next roll-over.
+    let rolled_at = round;
+    while (round - rolled_at) * BATCH_BYTES < SEGMENT * 6 / 10 {
+        store.append("Fill-1", ExpectedVersion::Any, batch(round)).unwrap();
+        round += 1;
+    }
+    assert_eq!(wait_for_spare(&store), SEGMENT);
+    store.close().unwrap();
+    assert!(!dir.join(SPARE_NAME).exists(), "close left the spare behind");
+    // Every event is there, in order, after a reopen.
+    let store = Store::open(&dir, options()).unwrap();
+    let events: Vec<_> = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
+    assert_eq!(events.len() as u64, round * 64);
+    for (i, e) in events.iter().enumerate() {
+        let (r, k) = (i as u64 / 64, i as u64 % 64);
+        assert_eq!(e.data(), &vec![(r + k) as u8; 1024][..], "event {}", i + 1);
+    }
+}
+
+#[test]
+fn a_spare_that_cannot_be_made_leaves_appends_and_roll_overs_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    // A directory in the spare's place: making the spare fails each time.
+    std::fs::create_dir_all(dir.join(SPARE_NAME)).unwrap();
+    let store = Store::open(&dir, options()).unwrap();
+    let mut round = 0;
+    fill_until(&store, &dir, 3, &mut round);
+    assert_eq!(store.stats().spare_segment_bytes, 0);
+    let lens = segment_lens(&dir);
+    // Created on the spot: a first preallocation, not the whole segment.
+    assert!(lens[2] < SEGMENT, "{lens:?}");
+    store.close().unwrap();
+    assert!(dir.join(SPARE_NAME).is_dir(), "someone else's directory was touched");
+    let store = Store::open(&dir, options()).unwrap();
+    assert_eq!(store.last_position(), round * 64);
+}
+
+#[test]
+fn a_read_only_open_leaves_a_spare_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, options()).unwrap();
+    store.append("A-1", ExpectedVersion::Any, batch(0)).unwrap();
+    store.close().unwrap();
+    // As a crash would leave it.
+    std::fs::write(dir.join(SPARE_NAME), vec![0u8; 4096]).unwrap();
+    let reader = Store::open(&dir, options().with_read_only(true)).unwrap();
+    assert_eq!(reader.last_position(), 64);
+    reader.close().unwrap();
+    assert!(dir.join(SPARE_NAME).exists());
+    // A writable open removes it with the other leftovers.
+    let store = Store::open(&dir, options()).unwrap();
+    assert!(!dir.join(SPARE_NAME).exists());
+    assert_eq!(store.last_position(), 64);
+}
+
+/// A power loss at each call of a roll-over that adopts a spare (header,
+/// sync, rename, directory sync, first write and sync in the new segment)
+/// keeps every acknowledged append and every batch whole.
+#[cfg(feature = "sim")]
+mod power_loss {
+    use crate::sim_support::{Ledger, check, dir, record_attempt_into};
+    use annal::io::sim::SimFs;
+    use annal::{Durability, EventData, ExpectedVersion, Options, Store, StreamAppend};
+
+    use super::{Duration, Instant};
+
+    const SEGMENT: u64 = 64 * 1024;
+
+    fn options() -> Options {
+        Options::default()
+            .with_segment_size_bytes(SEGMENT)
+            .with_durability(Durability::Sync)
+    }
+
+    fn append(store: &Store<SimFs>, ledger: &mut Ledger, round: u64) -> bool {
+        let events: Vec<EventData> = (0..4)
+            .map(|i| EventData::new("Filled", vec![(round * 4 + i) as u8; 1000]))
+            .collect();
+        let stream = format!("S-{}", round % 3);
+        let ids: Vec<_> = events.iter().map(EventData::id).collect();
+        let appends = vec![StreamAppend::new(stream.clone(), ExpectedVersion::Any, events)];
+        record_attempt_into(ledger, &appends);
+        let Ok(results) = store.append_multi(&appends) else {
+            return false;
+        };
+        for (i, id) in (0u64..).zip(ids) {
+            let r = &results[0];
+            ledger
+                .acked
+                .insert(id, (stream.clone(), r.first_version + i, r.first_position + i));
+        }
+        true
+    }
+
+    #[test]
+    fn a_power_loss_at_each_step_of_adopting_a_spare_loses_nothing_acknowledged() {
+        let mut adopted = 0;
+        for n in 0..48 {
+            let fs = SimFs::new(n);
+            let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+            let mut ledger = Ledger::default();
+            let mut round = 0;
+            // Past half of the first segment, then wait for the spare.
+            while store.last_position() * 1000 < SEGMENT * 6 / 10 {
+                assert!(append(&store, &mut ledger, round));
+                round += 1;
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while store.stats().spare_segment_bytes == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            assert_eq!(store.stats().spare_segment_bytes, SEGMENT, "no spare was made");
+            // Power loss before the n-th mutating call from here; keep
+            // appending through the roll-over.
+            fs.crash_after(n);
+            let segments = store.stats().segments;
+            for _ in 0..40 {
+                if !append(&store, &mut ledger, round) {
+                    break;
+                }
+                round += 1;
+            }
+            if store.stats().segments > segments && store.stats().spare_segment_bytes == 0 {
+                adopted += 1;
+            }
+            fs.crash_now();
+            let image = fs.image().expect("crashed");
+            drop(store);
+            let store = Store::open_with(SimFs::from_image(&image, n), dir(), options())
+                .unwrap_or_else(|e| panic!("crash before call {n}: reopen failed: {e}"));
+            check(&store, &ledger);
+            let r = store
+                .append("After-1", ExpectedVersion::NoStream, [EventData::new("Fine", "{}")])
+                .unwrap_or_else(|e| panic!("crash before call {n}: append after recovery failed: {e}"));
+            assert_eq!(r.first_version, 1);
+        }
+        assert!(adopted > 0, "no run got through a roll-over");
+    }
+}
