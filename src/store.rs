@@ -396,7 +396,8 @@ impl<F: FileSystem> Store<F> {
     }
 
     /// Closes the store: waits for appends in progress, syncs the log,
-    /// saves the index file, ends every subscription and dispatcher, and
+    /// saves the index file, ends every subscription and dispatcher (waiting
+    /// for a handler call in progress, unless called from a handler), and
     /// releases the directory lock (once every clone of the handle, and
     /// every [`Events`](crate::Events) iterator, is gone). Further appends,
     /// subscriptions, dispatchers and checkpoint calls on any clone fail
@@ -532,6 +533,9 @@ impl<F: FileSystem> Handle<F> {
         // its kind (a full disk while saving the index file is
         // `StorageFull`, not a poisoned store).
         let outcome = self.closed.get_or_init(|| self.shutdown());
+        // Outside the one-time shutdown, so that a handler closing the
+        // store while another thread does never waits for that thread.
+        self.core.subscriptions.wait_for_handler_calls();
         outcome.as_ref().map(|_| ()).map_err(Error::share)
     }
 

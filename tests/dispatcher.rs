@@ -417,23 +417,36 @@ fn a_dispatcher_whose_handlers_all_failed_ends_by_itself() {
 }
 
 #[test]
-fn close_releases_the_directory_at_once_even_while_a_handler_runs() {
+fn close_waits_for_the_handler_call_in_progress_then_no_handler_is_called() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_with(dir.path(), Durability::Sync);
     append_n(&store, "Order-1", "Placed", 50);
     let (entered_tx, entered_rx) = mpsc::channel::<()>();
     let calls_after_close = Arc::new(Mutex::new(Vec::new()));
     let closed = Arc::new(AtomicBool::new(false));
-    let (calls, closed_seen) = (calls_after_close.clone(), closed.clone());
+    let returned = Arc::new(AtomicBool::new(false));
+    let (calls, closed_seen, slow_returned) = (calls_after_close.clone(), closed.clone(), returned.clone());
+    let second_calls = calls_after_close.clone();
+    let second_closed = closed.clone();
     let dispatcher = store
         .dispatcher()
         .handler("slow", SubscriptionFilter::all(), StartFrom::Start, move |e| {
             if closed_seen.load(Ordering::Acquire) {
-                calls.lock().unwrap().push(e.position());
+                calls.lock().unwrap().push(("slow", e.position()));
             }
             if e.position() == 10 {
                 let _ = entered_tx.send(());
                 thread::sleep(Duration::from_millis(300));
+                slow_returned.store(true, Ordering::Release);
+            }
+            Ok(())
+        })
+        .unwrap()
+        // Called right after the slow handler for the same event: not once
+        // the store's close has returned.
+        .handler("next", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            if second_closed.load(Ordering::Acquire) {
+                second_calls.lock().unwrap().push(("next", e.position()));
             }
             Ok(())
         })
@@ -443,10 +456,18 @@ fn close_releases_the_directory_at_once_even_while_a_handler_runs() {
     entered_rx.recv().unwrap();
     store.close().unwrap();
     closed.store(true, Ordering::Release);
-    // The handler is still sleeping, yet the directory opens again.
+    assert!(
+        returned.load(Ordering::Acquire),
+        "close returned while a handler call was in progress"
+    );
+    // The directory opens again at once.
     let reopened = open_with(dir.path(), Durability::Sync);
     let status = dispatcher.join().unwrap();
-    assert_eq!(status[0].position, 10, "no handler call after close returned");
+    assert_eq!(status[0].position, 10);
+    assert_eq!(
+        status[1].position, 9,
+        "the next handler was called after close returned"
+    );
     assert!(calls_after_close.lock().unwrap().is_empty());
     drop(reopened);
 
@@ -504,5 +525,96 @@ fn a_handler_may_stop_or_drop_its_own_dispatcher() {
         }
         thread::sleep(Duration::from_millis(50));
         assert_eq!(*seen.lock().unwrap(), (1..=5).collect::<Vec<_>>(), "drop: {drop_it}");
+    }
+}
+
+#[test]
+fn a_stop_from_a_handler_skips_the_handlers_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Buffered);
+    append_n(&store, "Order-1", "Placed", 10);
+    let slot: Arc<Mutex<Option<Dispatcher>>> = Arc::default();
+    let calls: Arc<Mutex<Vec<(&str, u64)>>> = Arc::default();
+    let (inner_slot, first_calls, second_calls) = (slot.clone(), calls.clone(), calls.clone());
+    let dispatcher = store
+        .dispatcher()
+        .handler("first", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            first_calls.lock().unwrap().push(("first", e.position()));
+            if e.position() == 3 {
+                let me = loop {
+                    if let Some(me) = inner_slot.lock().unwrap().take() {
+                        break me;
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                };
+                let status = me.stop().map_err(|e| e.to_string())?;
+                // Where each got to as it stops: the second one has not
+                // had event 3.
+                assert_eq!((status[0].position, status[1].position), (2, 2));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .handler("second", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            second_calls.lock().unwrap().push(("second", e.position()));
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    *slot.lock().unwrap() = Some(dispatcher);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slot.lock().unwrap().is_some() || calls.lock().unwrap().len() < 5 {
+        assert!(Instant::now() < deadline, "the handler never stopped its dispatcher");
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [("first", 1), ("second", 1), ("first", 2), ("second", 2), ("first", 3)]
+    );
+}
+
+/// A handler that closes the store while another thread closes it too:
+/// neither waits for the other forever.
+#[test]
+fn a_handler_and_another_thread_closing_the_store_together_do_not_deadlock() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), Durability::Buffered);
+        append_n(&store, "Order-1", "Placed", 20);
+        let (entered_tx, entered_rx) = mpsc::channel::<()>();
+        let handler_store = store.clone();
+        let holder = Arc::new(Mutex::new(Some(handler_store)));
+        let inner = holder.clone();
+        let dispatcher = store
+            .dispatcher()
+            .handler("closer", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+                if e.position() == 5 {
+                    let _ = entered_tx.send(());
+                    if let Some(s) = inner.lock().unwrap().take() {
+                        s.close().map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap()
+            .start()
+            .unwrap();
+        entered_rx.recv().unwrap();
+        if round % 2 == 0 {
+            thread::sleep(Duration::from_micros(200));
+        }
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = store.close();
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("close deadlocked with a handler's close");
+        let status = dispatcher.join().unwrap();
+        assert!(status[0].position <= 5, "handler went on after the close: {status:?}");
+        drop(holder);
     }
 }

@@ -89,10 +89,11 @@ pub struct DispatcherBuilder<F: FileSystem = StdFs> {
 /// A running dispatcher: one thread that feeds every handler added to its
 /// [`DispatcherBuilder`]. Made by [`DispatcherBuilder::start`].
 ///
-/// [`Dispatcher::stop`] stops it after the event being handled and reports
-/// where each handler got to; dropping it does the same and discards the
-/// report. Closing the store ends it too (see [`Dispatcher::join`]): no
-/// handler is called after `close` has returned. The dispatcher itself does
+/// [`Dispatcher::stop`] stops it once the handler being called returns
+/// and reports where each handler got to; dropping it does the same and
+/// discards the report. Closing the store ends it too (see
+/// [`Dispatcher::join`]): `close` waits for a handler call in progress, and
+/// no handler is called once it has returned. The dispatcher itself does
 /// not keep the store open, but a handler that owns a [`Store`] clone does,
 /// as any other owner of one.
 pub struct Dispatcher {
@@ -230,7 +231,10 @@ impl<F: FileSystem> DispatcherBuilder<F> {
         let mut handlers = self.handlers;
         let spawned = std::thread::Builder::new()
             .name("annal-dispatch".into())
-            .spawn(move || run(&core, &wake, &thread_shared, &mut handlers));
+            .spawn(move || {
+                Hub::mark_dispatcher_thread();
+                run(&core, &wake, &thread_shared, &mut handlers)
+            });
         match spawned {
             Ok(thread) => Ok(Dispatcher {
                 shared,
@@ -365,10 +369,17 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
             (head, short)
         };
         for event in page.drain(..) {
-            if stopped() {
-                return Ok(());
-            }
             for handler in handlers.iter_mut() {
+                // Checked before each call, under the hub's handler-call
+                // guard: a stop from a handler skips the handlers after it
+                // for this event, and a close waits for the call in
+                // progress and prevents any later one.
+                let Some(_call) = shared.hub.handler_call() else {
+                    return Ok(());
+                };
+                if shared.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
                 handler.offer(&event);
             }
         }

@@ -22,16 +22,27 @@
 //! after N(P) reads the log after U(P) anyway). The protocol is modelled
 //! and checked with shuttle in `tests/subscriptions.rs`.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 /// The registered subscribers of one store.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     inner: Mutex<Inner>,
     closed: AtomicBool,
+    /// Held shared by dispatcher threads for each handler call, from the
+    /// check that the store is open until the handler returns; taken
+    /// exclusively by [`Hub::wait_for_handler_calls`].
+    handler_calls: RwLock<()>,
+}
+
+thread_local! {
+    /// Whether this thread is a dispatcher's: its user code runs inside a
+    /// handler call, which a close from there must not wait for.
+    static ON_DISPATCHER_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +91,29 @@ impl Hub {
         let mut inner = self.inner.lock();
         self.closed.store(true, Ordering::Release);
         inner.subscribers.clear();
+    }
+
+    /// Starts a handler call: `None` once the store is closed. Hold the
+    /// guard until the handler returns.
+    pub(crate) fn handler_call(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        let call = self.handler_calls.read();
+        (!self.is_closed()).then_some(call)
+    }
+
+    /// Marks the calling thread as a dispatcher's.
+    pub(crate) fn mark_dispatcher_thread() {
+        ON_DISPATCHER_THREAD.with(|on| on.set(true));
+    }
+
+    /// Waits until no handler call started before [`Hub::close`] is still
+    /// running, so that none runs once the store's close has returned.
+    /// From a dispatcher's thread (a handler closing the store) it does not
+    /// wait: that would wait for the caller itself, or deadlock with a
+    /// concurrent close from another thread.
+    pub(crate) fn wait_for_handler_calls(&self) {
+        if !ON_DISPATCHER_THREAD.with(Cell::get) {
+            drop(self.handler_calls.write());
+        }
     }
 
     /// Whether the store was closed.
