@@ -128,10 +128,11 @@ impl<F: FileSystem> Store<F> {
             checkpoint::decode(bytes, core.store_id)
                 .map_err(|(offset, reason)| Error::corruption(&checkpoints_path, offset, reason))?;
         }
-        let (end, last_position, index) = {
+        let (end, checkpoint) = {
             let p = core.published.read();
-            (p.end, p.index.last_position(), core.encode_index(&p))
+            (p.end, core.checkpoint_of(&p))
         };
+        let (last_position, index) = (checkpoint.last_position, core.encode_index(&checkpoint));
         if core.options.durability != Durability::Sync && !core.options.read_only {
             // Everything published by `end` is written; make it durable.
             core.sync_tail()?;

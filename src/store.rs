@@ -623,13 +623,14 @@ impl<F: FileSystem> Core<F> {
     /// so that the index never covers bytes a crash could still take away.
     pub(crate) fn save_index(&self) -> Result<()> {
         let mut saved = self.index_save.lock();
-        let (bytes, end) = {
+        let (checkpoint, end) = {
             let p = self.published.read();
             if *saved == Some(p.end) {
                 return Ok(());
             }
-            (self.encode_index(&p), p.end)
+            (self.checkpoint_of(&p), p.end)
         };
+        let bytes = self.encode_index(&checkpoint);
         let same_segment = self.tail.lock().segment_id == end.segment;
         if same_segment {
             self.sync_tail()?;
@@ -640,16 +641,23 @@ impl<F: FileSystem> Core<F> {
         Ok(())
     }
 
-    /// The index file's bytes for the published state `p`.
-    pub(crate) fn encode_index(&self, p: &Published) -> Vec<u8> {
-        let checkpoint = Checkpoint {
+    /// The index file checkpoint of the published state `p`.
+    pub(crate) fn checkpoint_of(&self, p: &Published) -> Checkpoint {
+        Checkpoint {
             store_id: self.store_id,
             last_position: p.index.last_position(),
             end_segment: p.end.segment,
             end_offset: p.end.offset,
             last_batch_crc: p.end.last_batch_crc,
-        };
-        index_file::encode(&p.index, &checkpoint)
+        }
+    }
+
+    /// The index file's bytes for `checkpoint`, a published state: read
+    /// from the live index in short slices (see
+    /// [`index_file::encode_sliced`]), so appends are never held up for the
+    /// whole encoding.
+    pub(crate) fn encode_index(&self, checkpoint: &Checkpoint) -> Vec<u8> {
+        index_file::encode_sliced(checkpoint, &mut |f| f(&self.published.read().index))
     }
 
     /// Reads the published event at `position`.

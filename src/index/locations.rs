@@ -128,10 +128,18 @@ impl LocationTable {
         }
     }
 
-    /// Appends the table as little-endian `u64`s (the index file's form).
-    pub fn write_le(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.loaded);
-        for l in &self.appended {
+    /// Appends the entries in `range` (clamped to the table) as
+    /// little-endian `u64`s, the index file's form.
+    pub fn write_le_range(&self, range: Range<usize>, out: &mut Vec<u8>) {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        let (in_loaded, in_appended) = split_range(start, end, self.loaded.len() / 8);
+        out.extend_from_slice(
+            self.loaded
+                .get(in_loaded.start * 8..in_loaded.end * 8)
+                .unwrap_or_default(),
+        );
+        for l in self.appended.get(in_appended).unwrap_or_default() {
             out.extend_from_slice(&l.to_le_bytes());
         }
     }
@@ -186,7 +194,7 @@ mod tests {
         assert_eq!(t.iter().collect::<Vec<_>>(), (0..9).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(t, LocationTable::from_vec((0..9).map(|i| i * 10).collect()));
         let mut bytes = Vec::new();
-        t.write_le(&mut bytes);
+        t.write_le_range(0..t.len(), &mut bytes);
         assert_eq!(Bytes::from(bytes), le(&(0..9).map(|i| i * 10).collect::<Vec<_>>()));
     }
 

@@ -168,6 +168,35 @@ impl StreamEntry {
         }
     }
 
+    /// Appends the positions of versions `start + 1..=end` to `out` as
+    /// little-endian `u64`s (the index file's form); the caller has clamped
+    /// the range to the stream.
+    fn write_le_range(&self, start: usize, end: usize, loaded: &[u8], out: &mut Vec<u8>) {
+        match &self.positions {
+            Positions::Narrow(v) => {
+                for &p in v.get(start..end).unwrap_or_default() {
+                    out.extend_from_slice(&u64::from(p).to_le_bytes());
+                }
+            }
+            Positions::Wide(v) => {
+                for p in v.get(start..end).unwrap_or_default() {
+                    out.extend_from_slice(&p.to_le_bytes());
+                }
+            }
+            Positions::Loaded { at, len, appended } => {
+                let (in_loaded, in_appended) = split_range(start, end, *len as usize);
+                let at = *at as usize;
+                let first = loaded
+                    .get(at + in_loaded.start * 8..at + in_loaded.end * 8)
+                    .unwrap_or_default();
+                out.extend_from_slice(first);
+                for p in appended.get(in_appended).unwrap_or_default() {
+                    out.extend_from_slice(&p.to_le_bytes());
+                }
+            }
+        }
+    }
+
     /// How many of the stream's events are at or before `position`.
     fn count_up_to(&self, position: u64, loaded: &[u8]) -> usize {
         match &self.positions {
@@ -280,6 +309,14 @@ impl<'a> Stream<'a> {
         self.entry.extend_range(start, end, self.loaded, out);
     }
 
+    /// Appends the positions of versions `range` (clamped to the stream)
+    /// to `out` as little-endian `u64`s, the index file's form.
+    pub fn write_le_range(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        self.entry.write_le_range(start, end, self.loaded, out);
+    }
+
     /// Every position, oldest first.
     pub fn iter(self) -> impl DoubleEndedIterator<Item = u64> + 'a {
         self.range(0..self.len())
@@ -304,6 +341,10 @@ fn push_grow<T>(v: &mut Vec<T>, value: T, shrink: usize) {
 #[derive(Clone, Debug, Default)]
 pub struct Index {
     streams: FastMap<Arc<str>, StreamEntry>,
+    /// The streams in the order they were added: a stable order to walk
+    /// them in slices while streams are added (see
+    /// [`file::encode_sliced`]).
+    order: Vec<Arc<str>>,
     categories: FastMap<Arc<str>, Vec<Arc<str>>>,
     /// Entry `p - 1` is the packed location of position `p`.
     locations: LocationTable,
@@ -357,6 +398,12 @@ impl Index {
             .map(move |(name, entry)| (name, Stream { entry, loaded }))
     }
 
+    /// Every stream's name, in the order the streams were added (for a
+    /// loaded index, the index file's order first).
+    pub fn stream_order(&self) -> &[Arc<str>] {
+        &self.order
+    }
+
     /// The streams of a category.
     pub fn category_streams(&self, category: &str) -> &[Arc<str>] {
         self.categories.get(category).map_or(&[], Vec::as_slice)
@@ -405,6 +452,7 @@ impl Index {
                 self.categories.insert(Arc::from(category), vec![name.clone()]);
             }
         }
+        self.order.push(name.clone());
         self.streams.entry(name).or_default()
     }
 
@@ -418,6 +466,7 @@ impl Index {
         loaded: Bytes,
     ) -> Result<Index, String> {
         let mut index = Index {
+            order: Vec::with_capacity(streams.len()),
             streams: map_with_capacity(streams.len()),
             categories: FastMap::default(),
             locations,
@@ -454,6 +503,7 @@ impl Index {
             + streams
             + self.categories.capacity() * category_slot
             + categories
+            + self.order.capacity() * size_of::<Arc<str>>()
     }
 
     /// Of [`Index::memory_bytes`], the bytes read in place from the index

@@ -22,7 +22,7 @@ const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
 /// Smallest preallocation step.
 const PREALLOCATE_STEP_MIN_BYTES: u64 = 1024 * 1024;
 /// Largest preallocation step.
-const PREALLOCATE_STEP_MAX_BYTES: u64 = 32 * 1024 * 1024;
+const PREALLOCATE_STEP_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The active segment, owned by whichever appender is writing.
 pub struct LogTail<F: FileSystem> {
