@@ -243,6 +243,44 @@ fn upcasters_chain_old_versions_and_never_rewrite() {
     ));
 }
 
+/// A payload that would decode into the current shape is still refused
+/// when the upcasters do not bring it to the current schema version: a
+/// missing step, or an event stored by a newer program. Decoding it would
+/// fold wrong state without a word.
+#[test]
+fn a_payload_not_at_the_current_schema_version_is_an_error_even_when_it_decodes() {
+    let cases = [
+        // Stored at version 2, only the step from 1 registered.
+        (
+            2,
+            Upcasters::new().register_json("Deposited", 1, |v| v),
+            "no upcaster to version 3",
+        ),
+        // No upcasters at all.
+        (1, Upcasters::new(), "no upcaster to version 2"),
+        // Stored by a newer program.
+        (4, wallet_upcasters(), "newer program"),
+    ];
+    for (stored_version, upcasters, message) in cases {
+        let (_dir, store) = store();
+        store
+            .append(
+                "Wallet-1",
+                ExpectedVersion::NoStream,
+                [EventData::new("Deposited", r#"{"amount_cents":7,"currency":"CHF"}"#)
+                    .with_schema_version(stored_version)],
+            )
+            .unwrap();
+        let repo = Repository::<Wallet>::new(store, JsonCodec).with_upcasters(upcasters);
+        match repo.load("1") {
+            Err(e @ RepositoryError::Upcast { version: 1, .. }) => {
+                assert!(e.to_string().contains(message), "{e}");
+            }
+            other => panic!("stored at version {stored_version}: expected an upcast error, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn bincode_codec_round_trips_through_the_store() {
     let (_dir, store) = store();

@@ -336,22 +336,47 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     }
 
     /// Decodes a stored event into the current event type, upcasting it.
+    ///
+    /// The schema version the upcasters reach must be the decoded event's
+    /// [`DomainEvent::schema_version`]: a payload left at an older version
+    /// (a missing upcaster) or stored by a newer version of the program is
+    /// an [`RepositoryError::Upcast`] error, never decoded into a shape it
+    /// does not have.
     pub fn decode(&self, event: &RecordedEvent) -> RepoResult<A::Event, A> {
-        let (_, payload) = self
+        let upcast_error = |source: UpcastError| RepositoryError::Upcast {
+            stream: event.stream().to_string(),
+            version: event.version(),
+            source,
+        };
+        let (reached, payload) = self
             .upcasters
             .upcast(event.event_type(), event.schema_version(), event.data())
-            .map_err(|source| RepositoryError::Upcast {
-                stream: event.stream().to_string(),
-                version: event.version(),
-                source,
-            })?;
-        self.codec
+            .map_err(upcast_error)?;
+        let decoded: A::Event = self
+            .codec
             .decode_event(event.event_type(), &payload)
             .map_err(|source| RepositoryError::Codec {
                 stream: event.stream().to_string(),
                 version: event.version(),
                 source,
-            })
+            })?;
+        let current = decoded.schema_version();
+        if reached != current {
+            let reason = if reached < current {
+                format!(
+                    "no upcaster to version {}, and the current version is {current}",
+                    reached + 1
+                )
+            } else {
+                format!("the current version is {current}: stored by a newer program")
+            };
+            return Err(upcast_error(UpcastError {
+                event_type: event.event_type().to_string(),
+                from_version: reached,
+                reason,
+            }));
+        }
+        Ok(decoded)
     }
 
     /// Runs `command` against aggregate `id`: load, decide, append under
