@@ -29,8 +29,7 @@ const MAGIC: &[u8; 8] = b"ANNALCKP";
 const VERSION: u32 = 1;
 /// Magic, version, store id, count.
 const HEADER_BYTES: usize = 8 + 4 + 16 + 4;
-/// Longest checkpoint name, in bytes.
-pub const CHECKPOINT_NAME_BYTES_MAX: usize = 1024;
+pub use crate::limits::CHECKPOINT_NAME_BYTES_MAX;
 
 /// The checkpoints as last read or written (`None`: not loaded yet, or
 /// unknown after a failed save). Saves are serialized by its lock.

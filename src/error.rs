@@ -59,7 +59,7 @@ pub enum Error {
     /// event's type, data or schema version differs from the retried one
     /// (metadata is not compared). Nothing was written.
     #[error(
-        "event id {id} in stream '{stream}' was already written by a different append (partial or mismatched retry)"
+        "an append to stream '{stream}' reuses event id {id}, already written by a different append (partial or mismatched retry)"
     )]
     IdempotencyConflict {
         /// The stream of the rejected append.

@@ -39,3 +39,10 @@ pub const STREAM_VERSION_MAX: u64 = u32::MAX as u64;
 
 /// Most streams the index file may declare (a sanity bound for decoding).
 pub const STREAMS_MAX: u64 = 1 << 32;
+
+/// Largest snapshot payload. Large enough for any sane aggregate state,
+/// small enough that one corrupt length cannot cause a huge allocation.
+pub const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Longest checkpoint name, in bytes (at least 1).
+pub const CHECKPOINT_NAME_BYTES_MAX: usize = 1024;

@@ -490,3 +490,39 @@ mod model {
         shuttle::check_random(|| scenario(false), 20_000);
     }
 }
+
+/// `recv_timeout` counts history the filter skips against its timeout: a
+/// narrow filter over a long history returns `None` after a page rather
+/// than scanning it all, and the scan goes on where it stopped.
+#[test]
+fn recv_timeout_returns_in_time_while_skipping_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Buffered);
+    let page = annal::SUBSCRIPTION_PAGE_EVENTS;
+    append_n(&store, "Noise-1", "Other", page * 4 + 10);
+    append_n(&store, "Order-1", "Wanted", 1);
+    let mut sub = store
+        .subscribe(SubscriptionFilter::all().event_type("Wanted"), StartFrom::Start)
+        .unwrap();
+    let mut calls = 0;
+    let mut last_position = 0;
+    let event = loop {
+        calls += 1;
+        assert!(calls < 100, "the scan made no progress");
+        match sub.recv_timeout(Duration::ZERO).unwrap() {
+            Some(e) => break e,
+            None => {
+                let position = sub.position();
+                assert!(position > last_position, "a call read nothing");
+                assert!(position - last_position <= page as u64, "a call read more than a page");
+                last_position = position;
+            }
+        }
+    };
+    assert_eq!(
+        (event.position(), event.event_type()),
+        ((page * 4 + 11) as u64, "Wanted")
+    );
+    assert!(calls >= 5, "only {calls} calls for five pages");
+    assert!(sub.try_recv().unwrap().is_none());
+}

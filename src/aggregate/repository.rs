@@ -382,6 +382,10 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// Runs `command` against aggregate `id`: load, decide, append under
     /// `Exact(version)`; on a concurrency conflict, load and decide again,
     /// up to the configured number of attempts.
+    ///
+    /// Not idempotent: each call decides again and writes events with new
+    /// ids, so a command run twice (retried after an error of unknown
+    /// outcome) is applied twice; see docs/AGGREGATES.md.
     pub fn execute(&self, id: &str, command: A::Command, meta: CommandMetadata) -> RepoResult<Executed<A>, A> {
         let stream = self.stream_name(id);
         for attempt in 1..=self.max_attempts {

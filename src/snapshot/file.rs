@@ -26,9 +26,7 @@ pub const FILE_HEADER_BYTES: usize = 32;
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SNP1");
 /// Size of the fixed part of a record.
 pub const RECORD_HEADER_BYTES: usize = 32;
-/// Largest snapshot payload. Large enough for any sane aggregate state,
-/// small enough that one corrupt length cannot cause a huge allocation.
-pub const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub use crate::limits::SNAPSHOT_BYTES_MAX;
 
 // File header fields.
 const H_MAGIC: usize = 0;

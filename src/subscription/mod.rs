@@ -242,8 +242,10 @@ impl<F: FileSystem> Subscription<F> {
         }
     }
 
-    /// The next event, waiting at most `timeout`: `Ok(None)` when none came
-    /// in time, [`Error::Closed`] once the store is closed.
+    /// The next event, waiting at most `timeout` (plus the read of one page
+    /// of the log): `Ok(None)` when none came in time, [`Error::Closed`]
+    /// once the store is closed. Reading history that the filter skips
+    /// counts against the timeout; the scan goes on at the next call.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
         let wait = Instant::now().checked_add(timeout).map_or(Wait::Forever, Wait::Until);
         self.receive(wait)
@@ -325,7 +327,18 @@ impl<F: FileSystem> Subscription<F> {
                 return Ok(Ok(e));
             }
             if !self.refill()? {
-                continue; // a full page: more to read, or closed
+                // A full page: more to read, or closed. A page the filter
+                // skipped whole counts against the deadline: a narrow
+                // filter over a long history returns in time, its scan
+                // kept for the next call.
+                if let Wait::Until(deadline) = wait
+                    && self.buffer.is_empty()
+                    && Instant::now() >= deadline
+                    && !self.is_closed()
+                {
+                    return Ok(Err(Nothing::NotYet));
+                }
+                continue;
             }
             if !self.buffer.is_empty() {
                 continue;
