@@ -129,6 +129,17 @@ impl ReadAll {
         self.category = Some(category.to_string());
         self
     }
+
+    /// Refuses filters that break a limit or could never match (a category
+    /// holding a `-`, an empty event type), as subscriptions do.
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        if let Some(category) = &self.category {
+            crate::writer::validate_category(category)?;
+        }
+        self.event_types
+            .iter()
+            .try_for_each(|t| crate::writer::validate_event_type(t))
+    }
 }
 
 /// Where the next positions come from.

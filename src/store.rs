@@ -259,7 +259,9 @@ impl<F: FileSystem> Store<F> {
 
     /// Appends to several streams in one atomic batch: either every
     /// stream's condition holds and all events are written, or nothing is.
-    /// Results come in the order of `appends`.
+    /// Results come in the order of `appends`. Each stream may appear once
+    /// (put all of a stream's events in one [`StreamAppend`]); a stream
+    /// named twice is [`Error::InvalidInput`].
     pub fn append_multi(&self, appends: &[StreamAppend]) -> Result<Vec<AppendResult>> {
         self.core().append(appends)
     }
@@ -275,6 +277,7 @@ impl<F: FileSystem> Store<F> {
     /// Reads all events in global order (see [`ReadAll`] for direction,
     /// start, limit and filters).
     pub fn read_all(&self, options: ReadAll) -> Result<Events<F>> {
+        options.validate()?;
         Ok(Events::all(self.handle.core.clone(), options))
     }
 
@@ -282,6 +285,7 @@ impl<F: FileSystem> Store<F> {
     /// `{category}-...`) in global order, after position `after` (0 for
     /// all), up to `limit` events.
     pub fn read_category(&self, category: &str, after: u64, limit: Option<usize>) -> Result<Events<F>> {
+        crate::writer::validate_category(category)?;
         Ok(Events::category(self.handle.core.clone(), category, after, limit))
     }
 

@@ -283,6 +283,30 @@ pub(crate) fn validate_stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a category name: a stream name's part before its first `-`, so
+/// one holding a `-` could never match a stream.
+pub(crate) fn validate_category(category: &str) -> Result<()> {
+    validate_stream_name(category)?;
+    if category.contains('-') {
+        return Err(Error::InvalidInput(format!(
+            "category '{category}' holds a '-': a category is a stream name's part before its first '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an event type used in a filter against the limits.
+pub(crate) fn validate_event_type(t: &str) -> Result<()> {
+    if t.is_empty() || t.len() > limits::EVENT_TYPE_BYTES_MAX {
+        return Err(Error::InvalidInput(format!(
+            "event type must be 1 to {} bytes, got {}",
+            limits::EVENT_TYPE_BYTES_MAX,
+            t.len()
+        )));
+    }
+    Ok(())
+}
+
 fn validate_event(e: &EventData) -> Result<()> {
     if e.id.is_nil() {
         // The usual value of an id that was never set: two such events
@@ -291,14 +315,7 @@ fn validate_event(e: &EventData) -> Result<()> {
             "event id is the nil UUID (all zeros); give each event its own id".into(),
         ));
     }
-    let t = &e.event_type;
-    if t.is_empty() || t.len() > limits::EVENT_TYPE_BYTES_MAX {
-        return Err(Error::InvalidInput(format!(
-            "event type must be 1 to {} bytes, got {}",
-            limits::EVENT_TYPE_BYTES_MAX,
-            t.len()
-        )));
-    }
+    validate_event_type(&e.event_type)?;
     let payload = e.data.len() + e.metadata.len();
     if payload > limits::EVENT_PAYLOAD_BYTES_MAX {
         return Err(Error::InvalidInput(format!(

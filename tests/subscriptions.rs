@@ -526,3 +526,42 @@ fn recv_timeout_returns_in_time_while_skipping_history() {
     assert!(calls >= 5, "only {calls} calls for five pages");
     assert!(sub.try_recv().unwrap().is_none());
 }
+
+/// A filter that breaks a limit or could never match is refused, for
+/// subscriptions, dispatcher handlers and category reads alike.
+#[test]
+fn filters_that_could_never_match_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Buffered);
+    append_n(&store, "Order-1", "Placed", 3);
+    let bad = [
+        SubscriptionFilter::category("Order-1"),
+        SubscriptionFilter::category(""),
+        SubscriptionFilter::stream(""),
+        SubscriptionFilter::all().event_type(""),
+        SubscriptionFilter::category("Order").event_type("x".repeat(256)),
+    ];
+    for filter in bad {
+        let what = format!("{filter:?}");
+        assert!(
+            matches!(
+                store.subscribe(filter.clone(), StartFrom::Start),
+                Err(Error::InvalidInput(_))
+            ),
+            "subscribe accepted {what}"
+        );
+        assert!(
+            matches!(
+                store.dispatcher().handler("h", filter, StartFrom::Start, |_| Ok(())),
+                Err(Error::InvalidInput(_))
+            ),
+            "a dispatcher handler accepted {what}"
+        );
+    }
+    assert!(matches!(
+        store.read_category("Order-1", 0, None),
+        Err(Error::InvalidInput(_))
+    ));
+    let read: Vec<_> = store.read_category("Order", 0, None).unwrap().collect_all().unwrap();
+    assert_eq!(read.len(), 3);
+}

@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
 
-use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, Target, hub::Hub, read_page};
+use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, hub::Hub, read_page};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::io::{FileSystem, StdFs};
@@ -196,9 +196,7 @@ impl<F: FileSystem> DispatcherBuilder<F> {
         if core.subscriptions.is_closed() {
             return Err(Error::Closed);
         }
-        if let Target::Stream(stream) = &filter.target {
-            crate::writer::validate_stream_name(stream)?;
-        }
+        filter.validate()?;
         let scanned = from.resolve(core.published.read().index.last_position())?;
         self.handlers.push(Slot {
             filter,

@@ -126,6 +126,19 @@ impl SubscriptionFilter {
         self
     }
 
+    /// Refuses a filter that breaks a limit or could never match: a bad
+    /// stream name, a category holding a `-`, an empty event type.
+    pub(crate) fn validate(&self) -> Result<()> {
+        match &self.target {
+            Target::All => {}
+            Target::Stream(name) => crate::writer::validate_stream_name(name)?,
+            Target::Category(category) => crate::writer::validate_category(category)?,
+        }
+        self.event_types
+            .iter()
+            .try_for_each(|t| crate::writer::validate_event_type(t))
+    }
+
     fn accepts(&self, e: &RecordedEvent) -> bool {
         let target_ok = match &self.target {
             Target::All => true,
@@ -205,6 +218,7 @@ enum Nothing {
 
 impl<F: FileSystem> Subscription<F> {
     pub(crate) fn new(core: &Arc<Core<F>>, filter: SubscriptionFilter, from: StartFrom) -> Result<Self> {
+        filter.validate()?;
         // Register before the first read of the log, so that no publish
         // after that read can go unnoticed (see hub.rs).
         let (id, wake) = core.subscriptions.register().ok_or(Error::Closed)?;
@@ -224,7 +238,6 @@ impl<F: FileSystem> Subscription<F> {
         let published = core.published.read();
         let start = from.resolve(published.index.last_position())?;
         if let Target::Stream(name) = &sub.filter.target {
-            crate::writer::validate_stream_name(name)?;
             sub.stream_version = published.index.stream(name).map_or(0, |e| e.count_up_to(start)) as u64;
         }
         sub.scanned = start;
