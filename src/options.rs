@@ -79,7 +79,10 @@ impl Options {
     }
 
     /// Sets how much log may be written before the index file is saved
-    /// again (default 64 MiB). Open replays at most about this much log.
+    /// again (default 64 MiB), at least: once the index file is larger than
+    /// this, the index is saved after as many bytes of log as the file
+    /// holds, so saving it never writes more than the log does. Open
+    /// replays at most about that much log.
     pub fn with_index_checkpoint_bytes(mut self, bytes: u64) -> Self {
         self.index_checkpoint_bytes = bytes;
         self

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -64,6 +64,9 @@ pub(crate) struct Core<F: FileSystem> {
     /// index file on disk covers, when known, so that a save with nothing
     /// new to cover (a close right after open, say) writes nothing.
     index_save: Mutex<Option<LogEnd>>,
+    /// Size of the index file last saved: the log written between saves
+    /// is at least this much (see [`Options::with_index_checkpoint_bytes`]).
+    pub index_file_bytes: AtomicU64,
     background_error: Mutex<Option<String>>,
     /// Subscribers to wake after each publish.
     pub subscriptions: Arc<crate::subscription::hub::Hub>,
@@ -175,6 +178,15 @@ impl<F: FileSystem> Store<F> {
         };
         let recovered = recovery::recover(&fs, &dir, &options)?;
         let saved_end = recovered.index_file_end;
+        // The loaded index file's size spaces the next saves (best effort:
+        // 0 only makes the first save come sooner).
+        let index_file_bytes = match saved_end {
+            Some(_) => fs
+                .open(&dir.join(index_file::FILE_NAME), OpenMode::Read)
+                .and_then(|f| f.len())
+                .unwrap_or(0),
+            None => 0,
+        };
         let window = IdWindow::new(options.idempotency_window_events);
         let writer = WriterState::new(
             recovered.end,
@@ -201,6 +213,7 @@ impl<F: FileSystem> Store<F> {
             report: recovered.report,
             index_save_requests: Mutex::new(None),
             index_save: Mutex::new(saved_end),
+            index_file_bytes: AtomicU64::new(index_file_bytes),
             background_error: Mutex::new(None),
             subscriptions: Arc::default(),
             checkpoint_cache: Default::default(),
@@ -641,6 +654,7 @@ impl<F: FileSystem> Core<F> {
         }
         io::write_atomic(&self.fs, &self.dir, index_file::FILE_NAME, &bytes)
             .ctx(|| format!("saving the index file in {}", self.dir.display()))?;
+        self.index_file_bytes.store(bytes.len() as u64, Ordering::Relaxed);
         *saved = Some(end);
         Ok(())
     }

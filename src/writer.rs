@@ -980,7 +980,11 @@ impl<F: FileSystem> Core<F> {
         }
         w.spare_queue = chunks;
         w.bytes_since_checkpoint += written;
-        if w.bytes_since_checkpoint >= self.options.index_checkpoint_bytes {
+        let interval = self
+            .options
+            .index_checkpoint_bytes
+            .max(self.index_file_bytes.load(Ordering::Relaxed));
+        if w.bytes_since_checkpoint >= interval {
             w.bytes_since_checkpoint = 0;
             self.request_checkpoint();
         }

@@ -400,3 +400,74 @@ fn a_record_pointing_at_another_batch_is_reported_not_looped_on() {
         .expect("open must not loop");
     assert!(matches!(outcome, Err(Error::Corruption { .. })), "{outcome:?}");
 }
+
+/// The position the index file on disk covers (0 when there is none).
+fn index_file_position(dir: &Path) -> u64 {
+    match fs::read(dir.join(annal::index::file::FILE_NAME)) {
+        Ok(bytes) => annal::index::file::decode_checkpoint(&bytes).unwrap().0.last_position,
+        Err(_) => 0,
+    }
+}
+
+/// Once the index file is larger than `index_checkpoint_bytes`, the index
+/// is saved after as much log as the file holds, not after every
+/// `index_checkpoint_bytes`: saving it never writes more than the log.
+#[test]
+fn index_saves_are_spaced_by_the_index_file_size_once_it_is_larger() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default()
+        .with_durability(annal::Durability::Buffered)
+        .with_index_checkpoint_bytes(4096);
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    // Many small events: an index file far larger than 4 KiB.
+    for i in 0..40u64 {
+        let events: Vec<_> = (0..100).map(|k| event("E", i * 100 + k)).collect();
+        store.append(&format!("S-{i}"), ExpectedVersion::Any, events).unwrap();
+    }
+    store.close().unwrap();
+    // Reopened: nothing written since the save, which was of this size.
+    let store = Store::open(dir.path(), options).unwrap();
+    let file_bytes = fs::metadata(dir.path().join("index")).unwrap().len();
+    assert!(file_bytes > 40 * 1024, "index file of {file_bytes} bytes");
+    let saved_at = index_file_position(dir.path());
+    assert_eq!(saved_at, 4000);
+    // Appends of about 2 KiB: far more than 4 KiB in all, less than the
+    // index file's size. No save may start.
+    let payload = vec![b'x'; 2000];
+    let mut written = 0;
+    while written + 2200 < file_bytes {
+        store
+            .append(
+                "Big-1",
+                ExpectedVersion::Any,
+                [annal::EventData::new("B", payload.clone())],
+            )
+            .unwrap();
+        written += 2100;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        index_file_position(dir.path()),
+        saved_at,
+        "saved before the file's size of log"
+    );
+    // Past it: the background save comes.
+    for _ in 0..4 {
+        store
+            .append(
+                "Big-1",
+                ExpectedVersion::Any,
+                [annal::EventData::new("B", payload.clone())],
+            )
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while index_file_position(dir.path()) == saved_at {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no save after the file's size of log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    store.close().unwrap();
+}

@@ -157,9 +157,21 @@ pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, byte
         fs.remove_file(&tmp)?;
     }
     let file = fs.open(&tmp, OpenMode::CreateNew)?;
-    file.write_all_at(bytes, 0)?;
+    let pieces = bytes.len().div_ceil(SYNC_PIECE_BYTES as usize);
+    for (i, piece) in bytes.chunks(SYNC_PIECE_BYTES as usize).enumerate() {
+        file.write_all_at(piece, i as u64 * SYNC_PIECE_BYTES)?;
+        if pieces > 1 {
+            file.sync_data()?;
+        }
+    }
     file.sync_all()?;
     drop(file);
     fs.rename(&tmp, &target)?;
     fs.sync_dir(dir)
 }
+
+/// Large files written in the background (an index file, a spare segment)
+/// are written and synced a piece of this size at a time: one sync of tens
+/// of MiB would put all of it in flight at once, and the appenders' own
+/// syncs would wait behind it.
+pub(crate) const SYNC_PIECE_BYTES: u64 = 1024 * 1024;

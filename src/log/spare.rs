@@ -27,13 +27,10 @@ use std::sync::mpsc::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::tail::write_zeros_until;
-use crate::io::{FileHandle, FileSystem, OpenMode};
+use crate::io::{FileHandle, FileSystem, OpenMode, SYNC_PIECE_BYTES};
 
 /// Name of the spare file in the store directory.
 pub const SPARE_FILE_NAME: &str = "next-segment.tmp";
-
-/// The spare is written and synced in pieces of this size.
-const SYNC_PIECE_BYTES: u64 = 1024 * 1024;
 
 /// The spare's life: asked for by the appender, made by the background
 /// thread, taken by the roll-over.
@@ -173,9 +170,7 @@ fn make<F: FileSystem>(fs: &F, spare: &Spare<F::File>) -> std::io::Result<Option
         fs.remove_file(&spare.path)?;
     }
     let file = fs.open(&spare.path, OpenMode::CreateNew)?;
-    // Synced piece by piece: one sync of the whole file would put tens of
-    // MiB in flight at once, and the appenders' own syncs would wait
-    // behind them.
+    // Synced piece by piece (see `SYNC_PIECE_BYTES`).
     let mut at = 0;
     while at < spare.len {
         let end = spare.len.min(at + SYNC_PIECE_BYTES);
