@@ -452,7 +452,7 @@ impl Index {
                 self.categories.insert(Arc::from(category), vec![name.clone()]);
             }
         }
-        self.order.push(name.clone());
+        push_grow(&mut self.order, name.clone(), 2);
         self.streams.entry(name).or_default()
     }
 
