@@ -91,8 +91,12 @@ impl<F: FileSystem> LogTail<F> {
         let ctx = || format!("creating segment {} from {}", path.display(), spare.display());
         file.write_all_at(&header.encode(), 0).ctx(ctx)?;
         file.sync_data().ctx(ctx)?;
+        // Closed across the rename, as in `create`: some systems (Windows)
+        // do not rename open files.
+        drop(file);
         fs.rename(&spare, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
+        let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
         Ok(LogTail::new(header.segment_id, path, file, len, segment_size))
     }
 
