@@ -433,16 +433,18 @@ fn index_saves_are_spaced_by_the_index_file_size_once_it_is_larger() {
     assert_eq!(saved_at, 4000);
     // Appends of about 2 KiB: far more than 4 KiB in all, less than the
     // index file's size. No save may start.
-    let payload = vec![b'x'; 2000];
-    let mut written = 0;
-    while written + 2200 < file_bytes {
+    let append_big = || {
         store
             .append(
                 "Big-1",
                 ExpectedVersion::Any,
-                [annal::EventData::new("B", payload.clone())],
+                [annal::EventData::new("B", vec![b'x'; 2000])],
             )
-            .unwrap();
+            .unwrap()
+    };
+    let mut written = 0;
+    while written + 2200 < file_bytes {
+        append_big();
         written += 2100;
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -453,13 +455,7 @@ fn index_saves_are_spaced_by_the_index_file_size_once_it_is_larger() {
     );
     // Past it: the background save comes.
     for _ in 0..4 {
-        store
-            .append(
-                "Big-1",
-                ExpectedVersion::Any,
-                [annal::EventData::new("B", payload.clone())],
-            )
-            .unwrap();
+        append_big();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while index_file_position(dir.path()) == saved_at {

@@ -337,6 +337,18 @@ fn status_reports_position_head_lag_and_state() {
     append_n(&store, "S-1", "E", annal::SUBSCRIPTION_PAGE_EVENTS + 10);
     sub.recv().unwrap().unwrap();
     assert_eq!(sub.status().state, SubscriptionState::CatchingUp);
+    // Before any read: live when it starts at the head.
+    let head = store.last_position();
+    let at_end = store.subscribe_all(StartFrom::End).unwrap();
+    assert_eq!(
+        (at_end.status().state, at_end.status().lag),
+        (SubscriptionState::Live, 0)
+    );
+    let behind = store.subscribe_all(StartFrom::After(head - 1)).unwrap();
+    assert_eq!(
+        (behind.status().state, behind.status().lag),
+        (SubscriptionState::CatchingUp, 1)
+    );
 }
 
 #[test]

@@ -157,13 +157,9 @@ impl StreamEntry {
             }
             Positions::Wide(v) => out.extend_from_slice(v.get(start..end).unwrap_or_default()),
             Positions::Loaded { at, len, appended } => {
-                let (in_loaded, in_appended) = split_range(start, end, *len as usize);
-                let at = *at as usize;
-                let first = loaded
-                    .get(at + in_loaded.start * 8..at + in_loaded.end * 8)
-                    .unwrap_or_default();
+                let (first, second) = loaded_parts(*at, *len, appended, start..end, loaded);
                 out.extend(first.chunks_exact(8).map(|c| u64_at(c, 0)));
-                out.extend_from_slice(appended.get(in_appended).unwrap_or_default());
+                out.extend_from_slice(second);
             }
         }
     }
@@ -184,13 +180,9 @@ impl StreamEntry {
                 }
             }
             Positions::Loaded { at, len, appended } => {
-                let (in_loaded, in_appended) = split_range(start, end, *len as usize);
-                let at = *at as usize;
-                let first = loaded
-                    .get(at + in_loaded.start * 8..at + in_loaded.end * 8)
-                    .unwrap_or_default();
+                let (first, second) = loaded_parts(*at, *len, appended, start..end, loaded);
                 out.extend_from_slice(first);
-                for p in appended.get(in_appended).unwrap_or_default() {
+                for p in second {
                     out.extend_from_slice(&p.to_le_bytes());
                 }
             }
@@ -326,6 +318,24 @@ impl<'a> Stream<'a> {
     pub fn count_up_to(&self, position: u64) -> usize {
         self.entry.count_up_to(position, self.loaded)
     }
+}
+
+/// The parts of a loaded entry (`len` positions at byte `at` of `loaded`,
+/// then `appended`) that hold versions `range` (`start + 1..=end`): the
+/// index file's little-endian bytes, then the appended positions.
+fn loaded_parts<'a>(
+    at: u32,
+    len: u32,
+    appended: &'a [u64],
+    range: std::ops::Range<usize>,
+    loaded: &'a [u8],
+) -> (&'a [u8], &'a [u64]) {
+    let (in_loaded, in_appended) = split_range(range.start, range.end, len as usize);
+    let at = at as usize;
+    let first = loaded
+        .get(at + in_loaded.start * 8..at + in_loaded.end * 8)
+        .unwrap_or_default();
+    (first, appended.get(in_appended).unwrap_or_default())
 }
 
 /// Pushes onto `v`, growing a full vector by `1 / shrink` of its length

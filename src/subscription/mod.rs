@@ -152,11 +152,13 @@ impl SubscriptionFilter {
 /// Whether a subscription is reading history or following new events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscriptionState {
-    /// Its last read of the log stopped at a full page: more events are
+    /// Its last read of the log stopped at a full page (or, before its
+    /// first read, it starts before the store's head): more events are
     /// waiting in the log.
     CatchingUp,
-    /// Its last read of the log reached the store's head: it delivers
-    /// events as they are published.
+    /// Its last read of the log reached the store's head (or, before its
+    /// first read, it starts there): it delivers events as they are
+    /// published.
     Live,
     /// The store was closed; nothing more will be delivered.
     Closed,
@@ -237,6 +239,8 @@ impl<F: FileSystem> Subscription<F> {
         };
         let published = core.published.read();
         let start = from.resolve(published.index.last_position())?;
+        // Before its first read: live when it starts at the head.
+        sub.live = start >= published.index.last_position();
         if let Target::Stream(name) = &sub.filter.target {
             sub.stream_version = published.index.stream(name).map_or(0, |e| e.count_up_to(start)) as u64;
         }
