@@ -132,9 +132,10 @@ pub struct Stats {
     /// at work.
     pub group_commits: u64,
     /// Bytes of the next segment file, made ahead of need and waiting for
-    /// the active segment to fill (0 when none is ready). Not counted in
-    /// `disk_bytes`; removed at close. See docs/DESIGN.md, "Segments made
-    /// ahead".
+    /// the active segment to fill (0 when none is ready; while one is being
+    /// made, its file exists already and grows toward the segment size).
+    /// Not counted in `disk_bytes`; removed at close. See docs/DESIGN.md,
+    /// "Segments made ahead".
     pub spare_segment_bytes: u64,
 }
 

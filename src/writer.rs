@@ -860,7 +860,7 @@ impl<F: FileSystem> Core<F> {
                 let size = self.options.segment_size_bytes;
                 *tail = match self.spare_segment.take() {
                     Some(spare) => LogTail::adopt(&self.fs, &self.dir, header, spare, size)?,
-                    None => LogTail::create(&self.fs, &self.dir, header, size)?,
+                    None => self.with_room(|| LogTail::create(&self.fs, &self.dir, header, size))?,
                 };
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
@@ -870,7 +870,7 @@ impl<F: FileSystem> Core<F> {
                 )));
             }
             let end = chunk.offset + chunk.bytes.len() as u64;
-            if tail.ensure_allocated(end, !buffered)? {
+            if self.with_room(|| tail.ensure_allocated(end, !buffered))? {
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
                     tail.path.clone(),
@@ -901,6 +901,19 @@ impl<F: FileSystem> Core<F> {
             )));
         }
         Ok(views)
+    }
+
+    /// Runs `grow`, which takes disk space for the log; when the disk is
+    /// full, gives the spare segment's space back and tries once more.
+    fn with_room<T>(&self, mut grow: impl FnMut() -> Result<T>) -> Result<T> {
+        match grow() {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::StorageFull && self.spare_segment.give_way(&self.fs) =>
+            {
+                grow()
+            }
+            outcome => outcome,
+        }
     }
 
     /// End of the published data in `segment` (the header's end when the

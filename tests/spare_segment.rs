@@ -187,6 +187,69 @@ mod power_loss {
         true
     }
 
+    /// On a disk that holds the spare but not the rest of the active
+    /// segment's growth, the spare gives its space back: appends go on,
+    /// through the roll-over, instead of failing with `StorageFull`.
+    #[test]
+    fn the_spare_gives_way_when_the_log_needs_the_space() {
+        const BIG: u64 = 16 * 1024 * 1024;
+        let fs = SimFs::new(7);
+        let options = Options::default()
+            .with_segment_size_bytes(BIG)
+            .with_durability(Durability::Buffered);
+        let store = Store::open_with(fs.clone(), dir(), options).expect("open");
+        let payload = vec![5u8; 256 * 1024];
+        let append = |n: u64| {
+            store
+                .append(
+                    "Big-1",
+                    ExpectedVersion::Any,
+                    [EventData::new("Filled", payload.clone())],
+                )
+                .unwrap_or_else(|e| panic!("append {n}: {e}"))
+        };
+        // Just past half: the spare is asked for, and made whole.
+        let mut n = 0;
+        while n * 256 * 1024 < BIG / 2 + 512 * 1024 {
+            append(n);
+            n += 1;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.stats().spare_segment_bytes == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(store.stats().spare_segment_bytes, BIG, "no spare was made");
+        // The disk holds what is there now and 1 MiB more: the active
+        // segment cannot finish growing while the spare holds its space.
+        let used: u64 = fs
+            .files()
+            .iter()
+            .map(|p| fs.read(p).map_or(0, |b| b.len() as u64))
+            .sum();
+        fs.set_capacity(Some(used + 1024 * 1024));
+        let segments = store.stats().segments;
+        while store.stats().segments == segments {
+            append(n);
+            n += 1;
+        }
+        for _ in 0..4 {
+            append(n);
+            n += 1;
+        }
+        assert_eq!(store.stats().spare_segment_bytes, 0);
+        assert!(
+            !fs.files().iter().any(|p| p.ends_with("next-segment.tmp")),
+            "the spare is still there"
+        );
+        // No spare is made again before a reopen, however far it goes.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(store.stats().spare_segment_bytes, 0);
+        store.close().expect("close");
+        fs.set_capacity(None);
+        let store = Store::open_with(fs, dir(), Options::default().with_segment_size_bytes(BIG)).expect("reopen");
+        assert_eq!(store.last_position(), n);
+    }
+
     #[test]
     fn a_power_loss_at_each_step_of_adopting_a_spare_loses_nothing_acknowledged() {
         let mut adopted = 0;

@@ -157,6 +157,21 @@ pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, byte
         fs.remove_file(&tmp)?;
     }
     let file = fs.open(&tmp, OpenMode::CreateNew)?;
+    let written = write_pieces(&file, bytes).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(e) = written {
+        // Best effort: a full disk gets its space back now, not at the
+        // next save or open (which remove a leftover all the same).
+        let _ = fs.remove_file(&tmp);
+        return Err(e);
+    }
+    fs.rename(&tmp, &target)?;
+    fs.sync_dir(dir)
+}
+
+/// Writes `bytes` from offset 0, a [`SYNC_PIECE_BYTES`] piece at a time,
+/// each synced when there are several.
+fn write_pieces<H: FileHandle>(file: &H, bytes: &[u8]) -> io::Result<()> {
     let pieces = bytes.len().div_ceil(SYNC_PIECE_BYTES as usize);
     for (i, piece) in bytes.chunks(SYNC_PIECE_BYTES as usize).enumerate() {
         file.write_all_at(piece, i as u64 * SYNC_PIECE_BYTES)?;
@@ -164,10 +179,7 @@ pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, byte
             file.sync_data()?;
         }
     }
-    file.sync_all()?;
-    drop(file);
-    fs.rename(&tmp, &target)?;
-    fs.sync_dir(dir)
+    Ok(())
 }
 
 /// Large files written in the background (an index file, a spare segment)

@@ -195,6 +195,9 @@ struct State {
     ops: u64,
     crash_at: Option<u64>,
     image: Option<SimImage>,
+    /// The disk's size: bytes of all named files together (`None`:
+    /// unlimited). A write or length change past it fails with ENOSPC.
+    capacity: Option<u64>,
 }
 
 impl State {
@@ -220,6 +223,25 @@ impl State {
             if fault.kind == kind && (n == base + fault.nth || (fault.sticky && n > base + fault.nth)) {
                 return Err(fault.error.to_io(kind));
             }
+        }
+        Ok(())
+    }
+
+    /// Fails with ENOSPC when growing `inode` to `len` bytes would pass the
+    /// disk's capacity.
+    fn make_room(&self, inode: u64, len: u64) -> io::Result<()> {
+        let Some(capacity) = self.capacity else { return Ok(()) };
+        let size = |ino: &u64| self.inodes.get(ino).map_or(0, |i| i.data.len() as u64);
+        let current = size(&inode);
+        if len <= current {
+            return Ok(());
+        }
+        let mut linked: Vec<u64> = self.names.values().copied().collect();
+        linked.sort_unstable();
+        linked.dedup();
+        let used: u64 = linked.iter().map(size).sum();
+        if used + (len - current) > capacity {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "simulated disk full"));
         }
         Ok(())
     }
@@ -356,6 +378,13 @@ impl SimFs {
             }
         }
         image
+    }
+
+    /// Sets the disk's size: the bytes of all files together (`None`:
+    /// unlimited). Writes and length changes past it fail with ENOSPC;
+    /// removing a file frees its bytes.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state.lock().capacity = bytes;
     }
 
     /// Adds a fault; its `nth` counts calls of its kind from now.
@@ -576,6 +605,7 @@ impl FileHandle for SimFile {
             }
             return Err(e);
         }
+        s.make_room(self.inode, offset + buf.len() as u64)?;
         let inode = s
             .inodes
             .get_mut(&self.inode)
@@ -609,6 +639,7 @@ impl FileHandle for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut s = self.state.lock();
         s.enter(OpKind::Allocate)?;
+        s.make_room(self.inode, len)?;
         let inode = s
             .inodes
             .get_mut(&self.inode)

@@ -15,6 +15,11 @@
 //! preallocation at all. When the spare is not ready in time (or could not
 //! be made), the roll-over creates the segment itself, as without a spare.
 //!
+//! The spare never competes with the log for space: when the active
+//! segment cannot grow, or the next one cannot be created, for lack of
+//! space, the spare is stopped and removed and the operation tried again
+//! ([`Spare::give_way`]); no spare is made again until the next open.
+//!
 //! The spare is a `*.tmp` file: a crash leaves at most an unfinished or
 //! unused one, which the next writable open removes with other leftovers,
 //! and a clean close removes it. While a store is open, its directory may
@@ -23,8 +28,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::tail::write_zeros_until;
 use crate::io::{FileHandle, FileSystem, OpenMode, SYNC_PIECE_BYTES};
@@ -45,6 +51,9 @@ enum State<H> {
     /// next roll-over, which creates its segment itself and reports its
     /// own errors.
     Failed,
+    /// Given up for the rest of this open, to leave the disk's space to
+    /// the log (see [`Spare::give_way`]).
+    Disabled,
 }
 
 /// The spare segment file, shared by the appenders and the background
@@ -54,11 +63,16 @@ pub(crate) struct Spare<H> {
     /// Size of the spare to make (the segment size).
     len: u64,
     state: Mutex<State<H>>,
+    /// Signalled by the background thread whenever it leaves `Asked`.
+    settled: Condvar,
     /// Wakes the background thread; `None` before it starts and after
     /// [`Spare::stop`].
     requests: Mutex<Option<Sender<()>>>,
     /// Set at close: a spare being zero-filled stops early.
     stop: AtomicBool,
+    /// Set by [`Spare::give_way`]: a spare being made stops early, and no
+    /// other is made.
+    abandon: AtomicBool,
 }
 
 impl<H: FileHandle> Spare<H> {
@@ -69,8 +83,10 @@ impl<H: FileHandle> Spare<H> {
             path: dir.join(SPARE_FILE_NAME),
             len: segment_size,
             state: Mutex::new(State::Idle),
+            settled: Condvar::new(),
             requests: Mutex::new(None),
             stop: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
         }
     }
 
@@ -108,8 +124,37 @@ impl<H: FileHandle> Spare<H> {
                 *state = State::Asked;
                 None
             }
+            State::Disabled => {
+                *state = State::Disabled;
+                None
+            }
             State::Idle | State::Failed => None,
         }
+    }
+
+    /// Leaves the disk's space to the log: called when the active segment
+    /// could not grow, or a new one could not be created, for lack of
+    /// space. Stops a spare being made, removes the file, and makes no
+    /// other until the store is opened again. Returns whether a file was
+    /// removed (space may have been freed: worth trying again).
+    pub fn give_way<F: FileSystem<File = H>>(&self, fs: &F) -> bool {
+        self.abandon.store(true, Ordering::Release);
+        let mut state = self.state.lock();
+        // The thread checks `abandon` between 1 MiB pieces; bounded all the
+        // same, should it be stuck in a slow call.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(*state, State::Asked) {
+            if self.settled.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        let had_spare = matches!(std::mem::replace(&mut *state, State::Disabled), State::Ready { .. });
+        drop(state);
+        let on_disk = fs.exists(&self.path);
+        if on_disk {
+            let _ = fs.remove_file(&self.path);
+        }
+        had_spare || on_disk
     }
 
     /// Bytes of the spare when it is made and waiting for the next
@@ -117,7 +162,7 @@ impl<H: FileHandle> Spare<H> {
     pub fn ready_bytes(&self) -> u64 {
         match &*self.state.lock() {
             State::Ready { len, .. } => *len,
-            State::Idle | State::Asked | State::Failed => 0,
+            State::Idle | State::Asked | State::Failed | State::Disabled => 0,
         }
     }
 
@@ -133,7 +178,7 @@ impl<H: FileHandle> Spare<H> {
     /// a file left behind is a leftover that the next writable open
     /// removes.
     pub fn remove<F: FileSystem<File = H>>(&self, fs: &F) {
-        *self.state.lock() = State::Idle;
+        *self.state.lock() = State::Disabled;
         if fs.exists(&self.path) {
             let _ = fs.remove_file(&self.path);
         }
@@ -145,12 +190,16 @@ impl<H: FileHandle> Spare<H> {
 pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Receiver<()>) {
     while requests.recv().is_ok() {
         if spare.stop.load(Ordering::Acquire) {
-            return;
+            break;
         }
-        match make(fs, spare) {
-            Ok(Some(file)) => {
-                *spare.state.lock() = State::Ready { file, len: spare.len };
-            }
+        let made = if spare.abandon.load(Ordering::Acquire) {
+            Ok(None)
+        } else {
+            make(fs, spare)
+        };
+        let mut state = spare.state.lock();
+        match made {
+            Ok(Some(file)) => *state = State::Ready { file, len: spare.len },
             made => {
                 // Stopped midway, or failed: free the space. The state
                 // changes only after the file is gone, so that a new
@@ -158,10 +207,14 @@ pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Re
                 if fs.exists(&spare.path) {
                     let _ = fs.remove_file(&spare.path);
                 }
-                *spare.state.lock() = if made.is_err() { State::Failed } else { State::Idle };
+                *state = if made.is_err() { State::Failed } else { State::Idle };
             }
         }
+        spare.settled.notify_all();
     }
+    // Stopped: nobody waits for a spare any more, but wake a waiter all
+    // the same.
+    spare.settled.notify_all();
 }
 
 /// Writes and syncs the spare file; `None` when stopped midway.
@@ -174,7 +227,7 @@ fn make<F: FileSystem>(fs: &F, spare: &Spare<F::File>) -> std::io::Result<Option
     let mut at = 0;
     while at < spare.len {
         let end = spare.len.min(at + SYNC_PIECE_BYTES);
-        if !write_zeros_until(&file, at, end, &spare.stop)? {
+        if spare.abandon.load(Ordering::Acquire) || !write_zeros_until(&file, at, end, &spare.stop)? {
             return Ok(None);
         }
         file.sync_data()?;

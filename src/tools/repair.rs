@@ -79,8 +79,10 @@ pub struct RepairReport {
 /// positions past the kept log are lowered to its last position, and
 /// snapshots of versions past their stream's kept events are removed from
 /// the snapshot file (a copy of the old file goes to quarantine).
-/// A store without damage is left untouched (`repaired` is false). A torn
-/// tail is not damage: open cuts it. Never called implicitly by the store.
+/// A store without damage is left untouched (`repaired` is false): it is
+/// only opened read-only, so even a torn tail or a leftover temporary file
+/// stays for the next writable open to clear (a torn tail is not damage).
+/// Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     let dir = dir.as_ref();
     let ids = walk::segment_ids(dir)?;
@@ -144,46 +146,78 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         report.checkpoints_quarantined |= had_checkpoints;
         quarantine_file(dir, crate::snapshot::file::FILE_NAME, &mut report)?;
     } else {
-        let store = Store::open(dir, Options::default().with_create_if_missing(false))?;
-        report.kept_events = store.last_position();
-        // No checkpoint may name a position the log does not hold: new
-        // events will take those positions, and the consumer would skip
-        // them.
-        let checkpoints = store.checkpoints();
-        for (name, position) in checkpoints.list()? {
-            if position > report.kept_events {
-                checkpoints.save(&name, report.kept_events)?;
-                report.checkpoints_lowered.push((name, position));
-                report.repaired = true;
-            }
+        // A store found undamaged is opened read-only and left untouched,
+        // unless its checkpoints or snapshots need fixing after all.
+        let untouched = !report.repaired && fix_side_files(dir, &mut report, true)?;
+        if !untouched {
+            fix_side_files(dir, &mut report, false)?;
         }
-        // Nor may a snapshot hold a version the stream does not: it was
-        // built on quarantined events, and would load as valid once the
-        // stream grows past it again.
-        // Only a snapshot file this store can use is looked into: opening
-        // one that is missing would create it, and one with a bad header
-        // would be started afresh (its snapshots lost without a copy).
-        let path = dir.join(crate::snapshot::file::FILE_NAME);
-        let usable = fs::read(&path)
-            .ok()
-            .filter(|bytes| crate::snapshot::file::decode_header(bytes).is_ok_and(|id| id == store.store_id()));
-        let past = match &usable {
-            Some(_) => store.snapshots_past_log()?,
-            None => Vec::new(),
-        };
-        if let Some(bytes) = usable.filter(|_| !past.is_empty()) {
-            let q = report.quarantine_dir.clone();
-            fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
-            let to = write_new(&q, crate::snapshot::file::FILE_NAME, &bytes)?;
-            sync_dir(&q)?;
-            report.quarantined_files.push(to);
-            store.drop_snapshots(&past)?;
-            report.snapshots_dropped = past;
-            report.repaired = true;
-        }
-        store.close()?;
     }
     Ok(report)
+}
+
+/// Opens the store (rebuilding its index when it was moved), counts the
+/// kept events, and fixes what the kept log contradicts: checkpoints past
+/// it, snapshots of versions it does not hold. With `read_only`, fixes
+/// nothing and returns false when something needs fixing (the caller then
+/// opens it writable); returns true otherwise.
+fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Result<bool> {
+    let options = Options::default()
+        .with_create_if_missing(false)
+        .with_read_only(read_only);
+    let store = Store::open(dir, options)?;
+    report.kept_events = store.last_position();
+    // No checkpoint may name a position the log does not hold: new events
+    // will take those positions, and the consumer would skip them.
+    let checkpoints = store.checkpoints();
+    let past_checkpoints: Vec<(String, u64)> = checkpoints
+        .list()?
+        .into_iter()
+        .filter(|&(_, position)| position > report.kept_events)
+        .collect();
+    // Nor may a snapshot hold a version the stream does not: it was built
+    // on quarantined events, and would load as valid once the stream grows
+    // past it again. Only a snapshot file this store can use is looked
+    // into: opening one that is missing would create it, and one with a
+    // bad header would be started afresh (its snapshots lost without a
+    // copy).
+    let path = dir.join(crate::snapshot::file::FILE_NAME);
+    let usable = fs::read(&path)
+        .ok()
+        .filter(|bytes| crate::snapshot::file::decode_header(bytes).is_ok_and(|id| id == store.store_id()));
+    let past_snapshots = match usable.as_ref().map(|_| store.snapshots_past_log()) {
+        None => Vec::new(),
+        Some(Ok(past)) => past,
+        // A snapshot file that a writable open would repair (a torn
+        // tail): look again through one.
+        Some(Err(_)) if read_only => {
+            store.close()?;
+            return Ok(false);
+        }
+        Some(Err(e)) => return Err(e),
+    };
+    if read_only {
+        let clean = past_checkpoints.is_empty() && past_snapshots.is_empty();
+        store.close()?;
+        return Ok(clean);
+    }
+    for (name, position) in past_checkpoints {
+        checkpoints.save(&name, report.kept_events)?;
+        report.checkpoints_lowered.push((name, position));
+        report.repaired = true;
+    }
+    if let Some(bytes) = usable.filter(|_| !past_snapshots.is_empty()) {
+        let q = report.quarantine_dir.clone();
+        fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+        let to = write_new(&q, crate::snapshot::file::FILE_NAME, &bytes)?;
+        sync_dir(&q)?;
+        report.quarantined_files.push(to);
+        store.drop_snapshots(&past_snapshots)?;
+        report.snapshots_dropped = past_snapshots;
+        report.repaired = true;
+    }
+    store.close()?;
+    Ok(true)
 }
 
 /// Moves the store's file `name`, when it exists, into the quarantine

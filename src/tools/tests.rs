@@ -62,6 +62,34 @@ fn clean_store_verifies_and_is_left_untouched() {
     assert!(!repaired.repaired);
     assert_eq!(repaired.kept_events, 300);
     assert!(!dir.path().join(QUARANTINE_DIR).exists());
+    assert_eq!(files(dir.path()), before, "repair changed an undamaged store");
+}
+
+/// "Nothing was changed" holds for an undamaged store that a crash left
+/// with a torn tail, a stale index file and a spare segment file: repair
+/// only looks (the next writable open clears them).
+#[test]
+fn repair_leaves_an_undamaged_store_as_a_crash_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 20);
+    let stale_index = std::fs::read(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("s-1", ExpectedVersion::Any, [EventData::new("Tick", "{}")])
+        .unwrap();
+    store.close().unwrap();
+    std::fs::write(dir.path().join(crate::index::file::FILE_NAME), stale_index).unwrap();
+    std::fs::write(dir.path().join("next-segment.tmp"), vec![0u8; 8192]).unwrap();
+    let last = segment::path(dir.path(), 1);
+    let mut bytes = std::fs::read(&last).unwrap();
+    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[data_end..data_end + 10].copy_from_slice(b"ABT1xxxxxx");
+    std::fs::write(&last, &bytes).unwrap();
+    let before = files(dir.path());
+    let repaired = repair(dir.path()).unwrap();
+    assert!(!repaired.repaired, "{repaired:?}");
+    assert_eq!(repaired.kept_events, 21);
+    assert_eq!(files(dir.path()), before, "repair changed an undamaged store");
 }
 
 /// A damaged last batch that the index file's header proves was durable
