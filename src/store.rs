@@ -143,7 +143,9 @@ impl Store<StdFs> {
     /// Opens the store in directory `path`, creating it when absent (unless
     /// [`Options::with_create_if_missing`] says otherwise).
     ///
-    /// Fails with [`Error::Locked`] when another handle has it open, and
+    /// Fails with [`Error::Locked`] when another handle has it open (after
+    /// trying again for a quarter of a second: a child process forked while
+    /// a store was open holds its lock until it starts its own program), and
     /// with [`Error::Corruption`] when the log is damaged somewhere a crash
     /// cannot explain.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store<StdFs>> {
@@ -491,18 +493,35 @@ fn open_locked<F: FileSystem>(fs: &F, dir: &Path, mode: OpenMode, shared: bool) 
     let file = fs
         .open(&path, mode)
         .map_err(|e| dir_error(dir, "opening the lock file in", e))?;
-    let locked = if shared {
-        file.try_lock_shared()
-    } else {
-        file.try_lock()
-    };
-    if !locked.ctx(|| format!("locking {}", path.display()))? {
-        return Err(Error::Locked {
-            path: dir.to_path_buf(),
-        });
+    // A lock held by someone else is tried again for a moment: a child
+    // process forked (by any thread of this process) while the store was
+    // open shares the lock file's descriptor, and so holds the lock, until
+    // it starts its own program. A store closed just before opening it
+    // again would otherwise be reported as locked.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_micros(500);
+    loop {
+        let locked = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        if locked.ctx(|| format!("locking {}", path.display()))? {
+            return Ok(file);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
-    Ok(file)
 }
+
+/// How long an open waits for a lock held elsewhere before it reports
+/// [`Error::Locked`].
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl<F: FileSystem> Handle<F> {
     fn start_threads(&self) -> Result<()> {

@@ -662,3 +662,42 @@ fn the_category_apis_select_the_same_streams() {
         Err(Error::InvalidInput(_))
     ));
 }
+
+/// A child process forked while the store was open shares the lock file's
+/// descriptor, and so its lock, until it starts its program: an open right
+/// after a close must wait for that moment, not report `Locked`.
+#[cfg(unix)]
+#[test]
+fn reopening_while_child_processes_start_is_never_locked() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path(), Options::default()).unwrap().close().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawning = stop.clone();
+    let spawner = std::thread::spawn(move || {
+        let mut children = 0;
+        while !spawning.load(Ordering::Relaxed) {
+            if std::process::Command::new("true").status().is_ok() {
+                children += 1;
+            }
+        }
+        children
+    });
+    let mut locked = 0;
+    for round in 0..300 {
+        let read_only = round % 2 == 1;
+        match Store::open(dir.path(), Options::default().with_read_only(read_only)) {
+            Ok(store) => store.close().unwrap(),
+            Err(Error::Locked { .. }) => locked += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let children = spawner.join().unwrap();
+    assert!(children > 0, "no child process started");
+    assert_eq!(
+        locked, 0,
+        "{locked} of 300 opens reported Locked while {children} children started"
+    );
+}
