@@ -3,8 +3,9 @@
 //! Preallocation keeps a durable append to one data sync, but the zeros
 //! have to be written and synced by someone. Without help, the appender
 //! that crosses a preallocation step or fills a segment does it while its
-//! caller waits: up to 32 MiB of zeros and a full sync, tens of
-//! milliseconds in the middle of a stream of 100-microsecond appends.
+//! caller waits: megabytes of zeros and a full sync, milliseconds (tens of
+//! them with the 32 MiB steps this replaced) in the middle of a stream of
+//! 100-microsecond appends.
 //!
 //! Instead, once the active segment is half full, a background thread
 //! writes a spare file, [`SPARE_FILE_NAME`], zero-filled to the whole
