@@ -71,7 +71,7 @@ pub fn encode(index: &Index, checkpoint: &Checkpoint) -> Vec<u8> {
 /// been in, reading the index through `read`: it runs the closure it is
 /// given on the current index, under the readers' lock.
 ///
-/// Each read copies a slice of at most [`SLICE_ENTRIES`] entries, so
+/// Each read copies a slice of at most 64k entries (`SLICE_ENTRIES`), so
 /// appends go on between slices instead of waiting for the whole encoding
 /// (tens of milliseconds for a few million events). The index only grows,
 /// so every slice sees the entries up to `checkpoint.last_position` as
