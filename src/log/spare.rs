@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::tail::write_zeros_until;
+use super::tail::write_zeros;
 use crate::io::{FileHandle, FileSystem, OpenMode, SYNC_PIECE_BYTES};
 
 /// Name of the spare file in the store directory.
@@ -228,9 +228,10 @@ fn make<F: FileSystem>(fs: &F, spare: &Spare<F::File>) -> std::io::Result<Option
     let mut at = 0;
     while at < spare.len {
         let end = spare.len.min(at + SYNC_PIECE_BYTES);
-        if spare.abandon.load(Ordering::Acquire) || !write_zeros_until(&file, at, end, &spare.stop)? {
+        if spare.abandon.load(Ordering::Acquire) || spare.stop.load(Ordering::Acquire) {
             return Ok(None);
         }
+        write_zeros(&file, at, end)?;
         file.sync_data()?;
         at = end;
     }

@@ -8,7 +8,6 @@
 //! Zero-filling works the same on every operating system.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -210,21 +209,12 @@ fn first_allocation(segment_size: u64) -> u64 {
 
 /// Writes zeros over `[from, to)`.
 pub fn write_zeros<H: FileHandle>(file: &H, from: u64, to: u64) -> std::io::Result<()> {
-    write_zeros_until(file, from, to, &AtomicBool::new(false)).map(|_| ())
-}
-
-/// Writes zeros over `[from, to)` unless `stop` is set, checked between
-/// pieces. Returns whether all were written.
-pub fn write_zeros_until<H: FileHandle>(file: &H, from: u64, to: u64, stop: &AtomicBool) -> std::io::Result<bool> {
     let zeros = vec![0u8; ZERO_CHUNK_BYTES];
     let mut at = from;
     while at < to {
-        if stop.load(Ordering::Acquire) {
-            return Ok(false);
-        }
         let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }
-    Ok(true)
+    Ok(())
 }
