@@ -89,6 +89,8 @@ pub(crate) struct Recovered<F: FileSystem> {
     pub report: RecoveryReport,
     /// The log end the index file on disk covers, when it was loaded.
     pub index_file_end: Option<LogEnd>,
+    /// The loaded index file's size (0 when none was loaded).
+    pub index_file_bytes: u64,
 }
 
 /// A segment found on disk.
@@ -116,6 +118,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     check_contiguous(dir, &ids)?;
     let found = open_segments(fs, dir, &ids, options.read_only)?;
     let index_bytes = read_index_file(fs, dir);
+    let index_len = index_bytes.as_ref().map_or(0, |b| b.len() as u64);
     let floor = index_bytes.as_ref().ok().and_then(|b| durable_floor(b, &found));
     let (index, checkpoint, rejected) = match index_bytes.and_then(|b| load_index(&b, &found)) {
         Ok((index, checkpoint)) => (index, Some(checkpoint), None),
@@ -123,8 +126,11 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     };
     let store_id = found[0].header.store_id;
     let proven = || crate::checkpoint::furthest_in(fs, dir, store_id);
-    let tail = replay(options, found, index, checkpoint, rejected, floor, &proven)?;
-    Ok(tail)
+    let mut recovered = replay(options, found, index, checkpoint, rejected, floor, &proven)?;
+    if recovered.index_file_end.is_some() {
+        recovered.index_file_bytes = index_len;
+    }
+    Ok(recovered)
 }
 
 /// Maps the index file's bytes; the error says why there are none. (A
@@ -252,6 +258,7 @@ fn create<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recove
             ..RecoveryReport::default()
         },
         index_file_end: None,
+        index_file_bytes: 0,
     })
 }
 
@@ -462,6 +469,7 @@ fn replay<F: FileSystem>(
         segments: Segments::new(1, views),
         report,
         index_file_end,
+        index_file_bytes: 0,
     })
 }
 

@@ -181,15 +181,6 @@ impl<F: FileSystem> Store<F> {
         };
         let recovered = recovery::recover(&fs, &dir, &options)?;
         let saved_end = recovered.index_file_end;
-        // The loaded index file's size spaces the next saves (best effort:
-        // 0 only makes the first save come sooner).
-        let index_file_bytes = match saved_end {
-            Some(_) => fs
-                .open(&dir.join(index_file::FILE_NAME), OpenMode::Read)
-                .and_then(|f| f.len())
-                .unwrap_or(0),
-            None => 0,
-        };
         let window = IdWindow::new(options.idempotency_window_events);
         let writer = WriterState::new(
             recovered.end,
@@ -216,7 +207,7 @@ impl<F: FileSystem> Store<F> {
             report: recovered.report,
             index_save_requests: Mutex::new(None),
             index_save: Mutex::new(saved_end),
-            index_file_bytes: AtomicU64::new(index_file_bytes),
+            index_file_bytes: AtomicU64::new(recovered.index_file_bytes),
             background_error: Mutex::new(None),
             subscriptions: Arc::default(),
             checkpoint_cache: Default::default(),
