@@ -108,10 +108,17 @@ impl EventData {
 
 /// Sets `key` to the string `value` in a JSON object held as bytes, keeping
 /// the other fields. The key and value are plain ASCII (no escaping needed).
+/// Bytes that are not shaped as an object (every top-level item a
+/// `"key": value` member with its brackets and quotes closed) are replaced
+/// by a new object.
 fn set_json_field(object: &[u8], key: &str, value: &str) -> Vec<u8> {
     let field = format!("\"{key}\":\"{value}\"");
     let text = std::str::from_utf8(object).unwrap_or("").trim();
-    let Some(body) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+    let Some(body) = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .filter(|body| top_level_items(body).all(|item| member(item).is_some_and(|(_, v)| is_closed(v))))
+    else {
         return format!("{{{field}}}").into_bytes();
     };
     // Drop an earlier value of the same key so the object stays valid JSON
@@ -157,6 +164,33 @@ fn split_top_level_comma(s: &str) -> (&str, &str) {
         }
     }
     (s, "")
+}
+
+/// Whether every string, array and object opened in `value` is closed
+/// within it, and nothing is closed that it did not open.
+fn is_closed(value: &str) -> bool {
+    let mut depth = 0i32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in value.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => depth += 1,
+            '}' | ']' if depth == 0 => return false,
+            '}' | ']' => depth -= 1,
+            _ => {}
+        }
+    }
+    depth == 0 && !in_string
 }
 
 /// The comma-separated items of a JSON object's body (between its braces),
@@ -482,6 +516,84 @@ mod tests {
         assert_eq!(e.metadata(), format!(r#"{{"$causationId":"{id}"}}"#).as_bytes());
         let e = EventData::new("T", "").with_metadata("not json").causation_id(id);
         assert_eq!(e.metadata(), format!(r#"{{"$causationId":"{id}"}}"#).as_bytes());
+    }
+
+    /// Any metadata bytes: reading or setting a field never panics, and
+    /// setting one always leaves an object that holds it.
+    #[test]
+    fn metadata_fields_survive_arbitrary_bytes() {
+        use proptest::prelude::*;
+        let pieces = prop::collection::vec(
+            prop_oneof![
+                Just("{".to_string()),
+                Just("}".to_string()),
+                Just("[".to_string()),
+                Just("]".to_string()),
+                Just("\"".to_string()),
+                Just("\\".to_string()),
+                Just(",".to_string()),
+                Just(":".to_string()),
+                Just(" ".to_string()),
+                Just("\"$correlationId\"".to_string()),
+                "[a-z0-9é]{0,3}",
+            ],
+            0..24,
+        );
+        let bytes = prop_oneof![
+            pieces.prop_map(|p| p.concat().into_bytes()),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ];
+        proptest!(|(metadata in bytes)| {
+            let _ = json_string_field(&metadata, CORRELATION_ID_KEY);
+            let id = Uuid::from_u128(42).to_string();
+            let set = set_json_field(&metadata, CORRELATION_ID_KEY, &id);
+            prop_assert_eq!(json_string_field(&set, CORRELATION_ID_KEY), Some(id.as_str()));
+        });
+    }
+
+    /// Valid JSON objects stay valid JSON with every other member kept, as
+    /// a JSON reader sees them.
+    #[cfg(feature = "aggregate")]
+    #[test]
+    fn setting_a_metadata_field_keeps_a_json_object_valid() {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[ -~é]{0,8}".prop_map(Value::from),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z$\"{},:]{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let keys = prop_oneof![Just(CORRELATION_ID_KEY.to_string()), "[a-z$\"{},:]{0,6}"];
+        let object = prop::collection::vec((keys, value), 0..5);
+        proptest!(|(members in object, pretty in any::<bool>())| {
+            let object: Map<String, Value> = members.into_iter().collect();
+            let text = if pretty {
+                serde_json::to_vec_pretty(&object)
+            } else {
+                serde_json::to_vec(&object)
+            }
+            .unwrap();
+            let id = Uuid::from_u128(7).to_string();
+            if object.get(CORRELATION_ID_KEY).and_then(Value::as_str).is_some_and(|v| !v.contains(['"', '\\'])) {
+                prop_assert_eq!(
+                    json_string_field(&text, CORRELATION_ID_KEY),
+                    object.get(CORRELATION_ID_KEY).and_then(Value::as_str)
+                );
+            }
+            let set = set_json_field(&text, CORRELATION_ID_KEY, &id);
+            let parsed: Map<String, Value> = serde_json::from_slice(&set).unwrap();
+            let mut expected = object.clone();
+            expected.insert(CORRELATION_ID_KEY.to_string(), Value::from(id.clone()));
+            prop_assert_eq!(parsed, expected);
+        });
     }
 
     #[test]
