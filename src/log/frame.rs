@@ -327,8 +327,13 @@ fn check_record(frame: &[u8], offset: usize, index: u32) -> Result<RecordHeader,
     if h.stream_len == 0 || h.type_len == 0 {
         return Err(bad("empty stream name or event type"));
     }
-    if std::str::from_utf8(&record[RECORD_HEADER_BYTES..fixed]).is_err() {
-        return Err(bad("stream name or event type is not UTF-8"));
+    // Each on its own: two invalid halves can join into valid UTF-8.
+    let stream_end = RECORD_HEADER_BYTES + usize::from(h.stream_len);
+    if std::str::from_utf8(&record[RECORD_HEADER_BYTES..stream_end]).is_err() {
+        return Err(bad("stream name is not UTF-8"));
+    }
+    if std::str::from_utf8(&record[stream_end..fixed]).is_err() {
+        return Err(bad("event type is not UTF-8"));
     }
     if h.version == 0 {
         return Err(bad("stream version 0"));
@@ -447,6 +452,44 @@ mod tests {
             let r = check_batch(&buf[..cut], |_, _| {});
             assert!(r.is_err(), "cut at {cut} accepted");
         }
+    }
+
+    /// Recomputes a one-record batch's record and batch CRCs after its
+    /// bytes were edited.
+    fn reseal(buf: &mut [u8]) {
+        let at = BATCH_HEADER_BYTES;
+        let crc = record_crc(&buf[at..]);
+        put(&mut buf[at..], R_CRC, &crc.to_le_bytes());
+        let mut batch_crc = crc32fast::Hasher::new();
+        batch_crc.update(&buf[..B_CRC]);
+        batch_crc.update(&buf[B_FIRST_POSITION..BATCH_HEADER_BYTES]);
+        batch_crc.update(&buf[at + R_CRC..at + R_CRC + 4]);
+        let crc = batch_crc.finalize();
+        put(buf, B_CRC, &crc.to_le_bytes());
+    }
+
+    #[test]
+    fn stream_name_and_event_type_are_each_checked_for_utf8() {
+        // Stream "a", type "éb" (0xC3 0xA9 'b'); then the split moved by
+        // one byte: stream "a\xC3", type "\xA9b". Joined, still UTF-8.
+        let event = EventData::new("éb", &b"{}"[..]);
+        let mut buf = Vec::new();
+        let input = RecordInput {
+            stream: "a",
+            version: 1,
+            event: &event,
+        };
+        encode_batch(&mut buf, 1, 0, [input]);
+        assert!(check_batch(&buf, |_, _| {}).is_ok());
+        buf[BATCH_HEADER_BYTES + R_STREAM_LEN] = 2;
+        buf[BATCH_HEADER_BYTES + R_TYPE_LEN] = 2;
+        reseal(&mut buf);
+        assert_eq!(
+            check_batch(&buf, |_, _| {}),
+            Err(FrameError::Invalid(
+                "record 0 of the batch: stream name is not UTF-8".into()
+            ))
+        );
     }
 
     #[test]
