@@ -27,8 +27,19 @@ pub const CHECKPOINTS_FILE_NAME: &str = "checkpoints";
 const MAGIC: &[u8; 8] = b"ANNALCKP";
 /// Format version of the checkpoint file.
 const VERSION: u32 = 1;
+// Field offsets of the header, each derived from the one before.
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = H_MAGIC + 8;
+const H_STORE_ID: usize = H_VERSION + 4;
+const H_COUNT: usize = H_STORE_ID + 16;
 /// Magic, version, store id, count.
-const HEADER_BYTES: usize = 8 + 4 + 16 + 4;
+const HEADER_BYTES: usize = H_COUNT + 4;
+/// An entry's name length field; the name follows it, then the position.
+const E_NAME_LEN_BYTES: usize = 2;
+/// An entry's position field.
+const E_POSITION_BYTES: usize = 8;
+/// The CRC after the last entry.
+const CRC_BYTES: usize = 4;
 pub use crate::limits::CHECKPOINT_NAME_BYTES_MAX;
 
 /// The checkpoints as last read or written (`None`: not loaded yet, or
@@ -223,7 +234,7 @@ fn check_name(name: &str) -> Result<()> {
 
 /// Encodes the checkpoint file (see docs/FORMAT.md).
 pub(crate) fn encode(store_id: uuid::Uuid, map: &BTreeMap<String, u64>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + 4 + map.len() * 32);
+    let mut out = Vec::with_capacity(HEADER_BYTES + CRC_BYTES + map.len() * 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(store_id.as_bytes());
@@ -241,46 +252,48 @@ pub(crate) fn encode(store_id: uuid::Uuid, map: &BTreeMap<String, u64>) -> Vec<u
 /// Decodes the checkpoint file; on failure, the offset and what is wrong.
 pub(crate) fn decode(bytes: &[u8], store_id: uuid::Uuid) -> Result<BTreeMap<String, u64>, (u64, String)> {
     let bad = |offset: usize, reason: &str| (offset as u64, reason.to_string());
-    if bytes.len() < HEADER_BYTES + 4 {
+    if bytes.len() < HEADER_BYTES + CRC_BYTES {
         return Err(bad(0, "checkpoint file too short"));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let (body, crc) = bytes.split_at(bytes.len() - CRC_BYTES);
     let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     if crc32fast::hash(body) != crc {
         return Err(bad(0, "checkpoint file checksum mismatch"));
     }
-    if &body[..8] != MAGIC {
-        return Err(bad(0, "not a checkpoint file (bad magic)"));
+    let u32_at = |at: usize| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+    if &body[H_MAGIC..H_VERSION] != MAGIC {
+        return Err(bad(H_MAGIC, "not a checkpoint file (bad magic)"));
     }
-    let version = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
+    let version = u32_at(H_VERSION);
     if version != VERSION {
         return Err(bad(
-            8,
+            H_VERSION,
             &format!("checkpoint file version {version}, this build reads {VERSION}"),
         ));
     }
-    if body[12..28] != store_id.as_bytes()[..] {
-        return Err(bad(12, "checkpoint file belongs to another store"));
+    if body[H_STORE_ID..H_COUNT] != store_id.as_bytes()[..] {
+        return Err(bad(H_STORE_ID, "checkpoint file belongs to another store"));
     }
-    let count = u32::from_le_bytes([body[28], body[29], body[30], body[31]]);
+    let count = u32_at(H_COUNT);
     let mut map = BTreeMap::new();
     let mut at = HEADER_BYTES;
     for _ in 0..count {
+        let name_at = at + E_NAME_LEN_BYTES;
         let len = body
-            .get(at..at + 2)
+            .get(at..name_at)
             .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
             .ok_or_else(|| bad(at, "truncated checkpoint entry"))?;
         let name = body
-            .get(at + 2..at + 2 + len)
+            .get(name_at..name_at + len)
             .and_then(|b| std::str::from_utf8(b).ok())
             .ok_or_else(|| bad(at, "bad checkpoint name"))?;
         let position = body
-            .get(at + 2 + len..at + 10 + len)
+            .get(name_at + len..name_at + len + E_POSITION_BYTES)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_le_bytes)
             .ok_or_else(|| bad(at, "truncated checkpoint entry"))?;
         map.insert(name.to_string(), position);
-        at += 10 + len;
+        at = name_at + len + E_POSITION_BYTES;
     }
     if at != body.len() {
         return Err(bad(at, "trailing bytes after the last checkpoint"));
@@ -301,6 +314,16 @@ impl<F: FileSystem> Store<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layout_matches_format_md() {
+        crate::format_doc::assert_layout(
+            "## Checkpoint file (`checkpoints`)",
+            &[H_MAGIC, H_VERSION, H_STORE_ID, H_COUNT],
+            HEADER_BYTES,
+        );
+        crate::format_doc::assert_layout("Entry:", &[0], E_NAME_LEN_BYTES);
+    }
 
     #[test]
     fn round_trip_and_damage() {

@@ -81,6 +81,8 @@ mod backup;
 mod checkpoint;
 mod error;
 mod event;
+#[cfg(test)]
+mod format_doc;
 mod hash;
 mod id;
 mod idempotency;

@@ -331,6 +331,28 @@ fn mix(p: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layout_matches_format_md() {
+        crate::format_doc::assert_layout(
+            "### Header (80 bytes)",
+            &[
+                H_MAGIC,
+                H_VERSION,
+                H_FLAGS,
+                H_STORE_ID,
+                H_LAST_POSITION,
+                H_END_SEGMENT,
+                H_END_OFFSET,
+                H_LAST_BATCH_CRC,
+                H_STREAM_COUNT,
+                H_BODY_LEN,
+                H_RESERVED,
+                H_CRC,
+            ],
+            HEADER_BYTES,
+        );
+    }
     use crate::index::Location;
 
     /// [`decode`] of bytes held in a vector (tests build files that way).

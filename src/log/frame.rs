@@ -392,6 +392,30 @@ pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> O
 mod tests {
     use super::*;
 
+    #[test]
+    fn layouts_match_format_md() {
+        crate::format_doc::assert_layout(
+            "### Batch frame (one per append)",
+            &[B_MAGIC, B_FRAME_LEN, B_COUNT, B_CRC, B_FIRST_POSITION, B_TIMESTAMP],
+            BATCH_HEADER_BYTES,
+        );
+        crate::format_doc::assert_layout(
+            "### Record (one per event)",
+            &[
+                R_LEN,
+                R_CRC,
+                R_BATCH_BACK,
+                R_VERSION,
+                R_ID,
+                R_SCHEMA,
+                R_STREAM_LEN,
+                R_TYPE_LEN,
+                R_METADATA_LEN,
+            ],
+            RECORD_HEADER_BYTES,
+        );
+    }
+
     fn sample() -> (Vec<u8>, Vec<EventData>) {
         let events = vec![
             EventData::new("Created", &b"{\"a\":1}"[..]).with_metadata(&b"{}"[..]),

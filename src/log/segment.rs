@@ -227,6 +227,24 @@ pub fn find_valid_batch(bytes: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layout_matches_format_md() {
+        crate::format_doc::assert_layout(
+            "### Segment header (64 bytes)",
+            &[
+                H_MAGIC,
+                H_VERSION,
+                H_HEADER_LEN,
+                H_STORE_ID,
+                H_SEGMENT_ID,
+                H_FIRST_POSITION,
+                H_RESERVED,
+                H_CRC,
+            ],
+            SEGMENT_HEADER_BYTES as usize,
+        );
+    }
     use crate::event::EventData;
     use crate::log::frame::{RecordInput, encode_batch};
 

@@ -305,6 +305,29 @@ pub fn scan(bytes: &[u8]) -> Scan {
 mod tests {
     use super::*;
 
+    #[test]
+    fn layouts_match_format_md() {
+        crate::format_doc::assert_layout(
+            "### Header (32 bytes)",
+            &[H_MAGIC, H_VERSION, H_STORE_ID, H_CRC],
+            FILE_HEADER_BYTES,
+        );
+        crate::format_doc::assert_layout(
+            "### Record (one per saved snapshot)",
+            &[
+                R_MAGIC,
+                R_CRC,
+                R_LEN,
+                R_STREAM_LEN,
+                R_RESERVED,
+                R_VERSION,
+                R_SCHEMA,
+                R_DATA_LEN,
+            ],
+            RECORD_HEADER_BYTES,
+        );
+    }
+
     fn file(records: &[Vec<u8>]) -> Vec<u8> {
         let mut f = encode_header(Uuid::nil()).to_vec();
         for r in records {
