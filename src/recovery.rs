@@ -16,9 +16,10 @@
 //! | sealed segment: invalid bytes after its last batch      | refuse: `Corruption` (it was synced)      |
 //! | last segment: zeros after the last batch                | clean end                                 |
 //! | last segment: invalid bytes, no valid batch after them, | torn tail: zero them, sync, go on         |
-//! | past the index file's synced end and past every saved   |                                           |
-//! | checkpoint's position                                   |                                           |
-//! | the same, but a checkpoint names a later position       | refuse: `Corruption` (it was synced)      |
+//! | past the index file's synced end, every saved           |                                           |
+//! | checkpoint's position and every saved snapshot's version|                                           |
+//! | the same, but a checkpoint names a later position, or a | refuse: `Corruption` (it was synced)      |
+//! | snapshot a later version of a stream                    |                                           |
 //! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
 //! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
 //!
@@ -125,7 +126,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         Err(reason) => (Index::default(), None, Some(reason)),
     };
     let store_id = found[0].header.store_id;
-    let proven = || crate::checkpoint::furthest_in(fs, dir, store_id);
+    let proven = |index: &Index| durable_proof(fs, dir, store_id, index);
     let mut recovered = replay(options, found, index, checkpoint, rejected, floor, &proven)?;
     if recovered.index_file_end.is_some() {
         recovered.index_file_bytes = index_len;
@@ -359,7 +360,7 @@ fn replay<F: FileSystem>(
     checkpoint: Option<Checkpoint>,
     rejected: Option<String>,
     floor: Option<(u64, u64)>,
-    proven: &dyn Fn() -> Option<(String, u64)>,
+    proven: &dyn Fn(&Index) -> Option<String>,
 ) -> Result<Recovered<F>> {
     let store_id = found[0].header.store_id;
     let (start_segment, start_offset, mut end) = match checkpoint {
@@ -420,16 +421,11 @@ fn replay<F: FileSystem>(
                 return Err(Error::corruption(&seg.path, data_end, why));
             }
             if let Some(dirty_end) = torn {
-                // A checkpoint past the valid data proves the damaged
-                // bytes held durable events: corruption, not a torn write.
-                if let Some((name, position)) = proven()
-                    && position > index.last_position()
-                {
-                    return Err(Error::corruption(
-                        &seg.path,
-                        data_end,
-                        checkpoint_floor_reason(&name, position, index.last_position()),
-                    ));
+                // A checkpoint or snapshot past the valid data proves the
+                // damaged bytes held durable events: corruption, not a
+                // torn write.
+                if let Some(why) = proven(&index) {
+                    return Err(Error::corruption(&seg.path, data_end, why));
                 }
                 report.torn_tail_bytes = dirty_end - data_end;
                 // Read-only: the bytes stay; readers never go past `end`.
@@ -473,14 +469,31 @@ fn replay<F: FileSystem>(
     })
 }
 
-/// Why invalid bytes after the last valid batch (position `last`) are
-/// damage rather than a torn write, given checkpoint `name` at `position`
-/// (also used by `verify` and `repair`).
-pub(crate) fn checkpoint_floor_reason(name: &str, position: u64, last: u64) -> String {
-    format!(
-        "invalid bytes after the last valid batch (position {last}), but checkpoint '{name}' at {position} \
-         proves events up to {position} were durable: the damaged bytes held acknowledged events"
-    )
+/// Why invalid bytes after the last valid batch of the log that `index`
+/// holds are damage rather than a torn write, when something saved proves
+/// the log was durable past it: a checkpoint past its last position, or a
+/// snapshot of a stream at a version past the stream's last one (both are
+/// saved only once the log is durable that far). `None` when nothing does.
+/// Read only when there are such bytes. (Also used by `verify` and
+/// `repair`.)
+pub(crate) fn durable_proof<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid, index: &Index) -> Option<String> {
+    let last = index.last_position();
+    if let Some((name, position)) = crate::checkpoint::furthest_in(fs, dir, store_id).filter(|(_, p)| *p > last) {
+        return Some(format!(
+            "invalid bytes after the last valid batch (position {last}), but checkpoint '{name}' at {position} \
+             proves events up to {position} were durable: the damaged bytes held acknowledged events"
+        ));
+    }
+    let snapshots = crate::snapshot::durable_versions_in(fs, dir, store_id);
+    let (stream, version) = snapshots
+        .into_iter()
+        .find(|(stream, version)| *version > index.stream_version(stream))?;
+    let have = index.stream_version(&stream);
+    Some(format!(
+        "invalid bytes after the last valid batch (position {last}), but a snapshot of '{stream}' at version \
+         {version} proves its events up to {version} were durable (the log holds {have}): the damaged bytes \
+         held acknowledged events"
+    ))
 }
 
 /// Replays one segment from `from`; returns where its valid data ends and,

@@ -21,6 +21,8 @@
 pub mod file;
 mod store;
 
+pub(crate) use store::durable_versions_in;
+
 use bytes::Bytes;
 
 /// A saved snapshot of one stream.

@@ -149,6 +149,29 @@ impl<F: FileSystem> Open<F> {
     }
 }
 
+/// The highest snapshot version of each stream in the snapshot file of
+/// store `store_id` in `dir`, read through `fs`: empty when there is no
+/// file or it belongs to no such store. A save makes the log durable up to
+/// its version first, so each proves its stream had that many durable
+/// events; open, `verify` and `repair` hold a torn tail to them as they do
+/// to checkpoints. (Damaged records are passed over: they prove nothing.)
+pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid) -> Vec<(String, u64)> {
+    let Ok(Some(bytes)) = io::read_if_exists(fs, &dir.join(FILE_NAME)) else {
+        return Vec::new();
+    };
+    if file::decode_header(&bytes).ok() != Some(store_id) {
+        return Vec::new();
+    }
+    let mut highest: HashMap<String, u64> = HashMap::new();
+    for r in file::scan(&bytes).records {
+        let v = highest.entry(r.stream).or_default();
+        *v = (*v).max(r.version);
+    }
+    let mut versions: Vec<(String, u64)> = highest.into_iter().collect();
+    versions.sort_unstable();
+    versions
+}
+
 impl<F: FileSystem> Snapshots<F> {
     /// The snapshot file's bytes, `None` when there is none; read while no
     /// save can write (saves hold the same lock).

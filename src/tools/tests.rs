@@ -634,6 +634,54 @@ fn a_checkpoint_on_a_damaged_last_batch_makes_it_corruption_not_a_torn_tail() {
     store.close().unwrap();
 }
 
+/// A snapshot is saved only once the log is durable up to its version, so
+/// one on an event of the damaged last batch proves that batch was durable,
+/// as a checkpoint does. Cutting it instead would let the snapshot pass
+/// for the state of a later, different event at the same version.
+#[test]
+fn a_snapshot_on_a_damaged_last_batch_makes_it_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    // Event 100 is version 15 of s-1 (100 appends round-robin over 7).
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.stream_version("s-1"), Some(15));
+    store.save_snapshot("s-1", 15, 1, b"state at 15").unwrap();
+    store.save_snapshot("s-2", 14, 1, b"state at 14").unwrap();
+    store.close().unwrap();
+    damage_last_batch_without_index(dir.path());
+    let before = files(dir.path());
+
+    let says_snapshot = |reason: &str| {
+        assert!(
+            reason.contains("snapshot of 's-1' at version 15") && reason.contains("holds 14"),
+            "{reason}"
+        )
+    };
+    match Store::open(dir.path(), options()) {
+        Err(Error::Corruption { reason, .. }) => says_snapshot(&reason),
+        other => panic!("expected corruption, got {:?}", other.map(|s| s.last_position())),
+    }
+    let r = verify(dir.path()).unwrap();
+    assert_eq!(r.torn_tail, None);
+    says_snapshot(&r.first_damage().cloned().unwrap().reason);
+    assert_eq!(files(dir.path()), before, "neither open nor verify changed a byte");
+
+    // Repair quarantines the batch and drops the snapshot past the log, so
+    // that it never loads as the state of a new version 15.
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired);
+    assert_eq!(rep.kept_events, 99);
+    assert_eq!(rep.snapshots_dropped, vec![("s-1".to_string(), 15)]);
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("s-1", ExpectedVersion::Exact(14), [EventData::new("Other", "{}")])
+        .unwrap();
+    let loaded = store.load_snapshot("s-1").snapshot.map(|s| s.version);
+    assert_ne!(loaded, Some(15), "the old snapshot passed for the new version 15");
+    assert_eq!(store.load_snapshot("s-2").snapshot.map(|s| s.version), Some(14));
+    store.close().unwrap();
+}
+
 #[test]
 fn a_damaged_last_batch_past_every_checkpoint_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();

@@ -223,23 +223,21 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
     Ok(())
 }
 
-/// Holds a torn tail to the furthest saved checkpoint, as open does: a
-/// checkpoint proves the log was durable up to its position, so invalid
-/// bytes where its events should be are damage, never a torn write to cut.
+/// Holds a torn tail to the saved checkpoints and snapshots, as open does:
+/// each proves the log was durable up to its event, so invalid bytes where
+/// such events should be are damage, never a torn write to cut.
 pub(crate) fn hold_to_checkpoints(dir: &Path, w: &mut Walk) {
     let (Some(torn), Some(store_id)) = (&w.torn_tail, w.store_id) else {
         return;
     };
-    let last = w.index.last_position();
-    let Some((name, position)) = crate::checkpoint::furthest_in(&StdFs, dir, store_id).filter(|(_, p)| *p > last)
-    else {
+    let Some(reason) = crate::recovery::durable_proof(&StdFs, dir, store_id, &w.index) else {
         return;
     };
     w.damage = Some(Damage {
         file: torn.file.clone(),
         segment: w.data_end.map(|(segment, _)| segment),
         offset: torn.offset,
-        reason: crate::recovery::checkpoint_floor_reason(&name, position, last),
+        reason,
     });
     w.torn_tail = None;
 }
