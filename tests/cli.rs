@@ -745,3 +745,48 @@ fn an_append_whose_output_fails_says_the_event_was_written() {
     ok(&["append", s(&store), "Order-1", "Placed", "--id", id]);
     assert_eq!(ok(&["read-all", s(&store)]).len(), 1);
 }
+
+/// An import whose results cannot be written says which input lines are
+/// appended all the same, so that they are not imported twice.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_import_whose_output_fails_says_which_lines_were_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let input = dir.path().join("in.jsonl");
+    let text: String = (0..3)
+        .map(|i| format!("{{\"stream\":\"c-{i}\",\"type\":\"T\",\"data\":{{}}}}\n"))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = Command::new(BIN)
+        .args(["import", s(&store), s(&input)])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("input lines 1 to 3 are appended and durable, but writing their results failed"),
+        "{err}"
+    );
+    assert_eq!(ok(&["read-all", s(&store)]).len(), 3);
+}
+
+/// The index file is a cache: when it cannot be saved as the store closes
+/// after an append (here a directory stands in its way), the append,
+/// already durable, still succeeds and prints its result; the failure is
+/// a warning.
+#[test]
+fn an_append_whose_index_save_fails_still_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    ok(&["append", s(&store), "Order-1", "Placed"]);
+    std::fs::remove_file(store.join("index")).unwrap();
+    std::fs::create_dir(store.join("index")).unwrap();
+    let o = run(&["append", s(&store), "Order-1", "Paid", "--expected", "1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o)[0]["last_version"], 2);
+    assert!(stderr(&o).starts_with("annal: warning: "), "{}", stderr(&o));
+    assert_eq!(ok(&["read", s(&store), "Order-1"]).len(), 2);
+}

@@ -70,15 +70,42 @@ pub fn embeddable(bytes: &[u8]) -> Option<&str> {
 
 /// Adds a payload under `key` when it is embeddable JSON, else under
 /// `{key}_base64`. In `lossy` mode (for reading, not exporting), JSON with
-/// line breaks or surrounding whitespace is re-serialized compactly instead.
+/// line breaks or surrounding whitespace is written without the whitespace
+/// between its tokens instead: the same tokens, so the same value.
 pub fn payload(obj: Obj, key: &str, bytes: &[u8], lossy: bool) -> Obj {
     if let Some(text) = embeddable(bytes) {
         return obj.raw(key, text);
     }
-    if lossy && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
-        return obj.raw(key, &value.to_string());
+    if lossy
+        && let Ok(text) = std::str::from_utf8(bytes)
+        && serde_json::from_str::<&RawValue>(text).is_ok()
+    {
+        return obj.raw(key, &minified(text));
     }
     obj.str(&format!("{key}_base64"), &BASE64.encode(bytes))
+}
+
+/// Valid JSON `text` without the whitespace between its tokens: every token
+/// as written (numbers keep their digits, objects their repeated keys), on
+/// one line (a JSON string holds no raw line break).
+fn minified(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The line `read` and `read-all` print for an event.
@@ -161,6 +188,15 @@ mod tests {
         assert_eq!(line(b"\xff", false), r#"{"data_base64":"/w=="}"#);
         assert_eq!(line(b"{\n}", false), r#"{"data_base64":"ewp9"}"#);
         assert_eq!(line(b"{\n}", true), r#"{"data":{}}"#);
+        // Whitespace goes, tokens stay as written: big and precise numbers,
+        // repeated keys, escapes and spaces inside strings.
+        let stored = b"[123456789012345678901234567890,\n 1.0000000000000000001]";
+        assert_eq!(
+            line(stored, true),
+            r#"{"data":[123456789012345678901234567890,1.0000000000000000001]}"#
+        );
+        let stored = b"{\"a\": 1,\n\"a\" : \"x \\\" y\\\\\"}\n";
+        assert_eq!(line(stored, true), r#"{"data":{"a":1,"a":"x \" y\\"}}"#);
         assert_eq!(line(b" 1", false), r#"{"data_base64":"IDE="}"#);
         assert_eq!(line(b"\"x\"", false), r#"{"data":"x"}"#);
     }

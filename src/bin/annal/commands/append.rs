@@ -4,7 +4,7 @@ use std::io::Write;
 
 use annal::{Durability, EventData};
 
-use super::{close, line, open_or_create, stdout};
+use super::{close_after_acknowledging, line, open_or_create, stdout};
 use crate::args::AppendArgs;
 use crate::fail::{Failure, Outcome};
 use crate::json;
@@ -30,9 +30,11 @@ pub fn run(a: AppendArgs) -> Outcome {
     let id = event.id();
     let store = open_or_create(&a.dir, Durability::Sync)?;
     let result = store.append(&a.stream, a.expected, [event])?;
-    close(store)?;
+    // Durable now (`Durability::Sync`): print the result before closing,
+    // whose failure would not undo the append.
     let mut out = stdout();
     let written = line(&mut out, &json::result_line(&a.stream, &result)).and_then(|()| Ok(out.flush()?));
+    close_after_acknowledging(store);
     // The event is stored whatever happens to the output: say so, with its
     // id, so that a retry can pass `--id` and not write it twice.
     written.map_err(|f| {

@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 
 use annal::{Durability, Store};
 
-use super::{close, line, open_or_create, stdout};
+use super::{close_after_acknowledging, line, open_or_create, stdout};
 use crate::args::ImportArgs;
 use crate::fail::{Failure, Outcome};
 use crate::input::parse_line;
@@ -41,6 +41,7 @@ pub fn run(a: ImportArgs) -> Outcome {
         store,
         out: stdout(),
         pending: Vec::new(),
+        pending_through_line: 0,
         events: 0,
         progress: Progress::new(a.progress, "events"),
     };
@@ -61,7 +62,7 @@ pub fn run(a: ImportArgs) -> Outcome {
         }
         line_no += 1;
         bytes_read += n as u64;
-        if let Err(f) = importer.import(&buf) {
+        if let Err(f) = importer.import(&buf, line_no) {
             // Everything before this line is appended: make it durable and
             // say so before reporting the failure.
             importer.acknowledge()?;
@@ -76,7 +77,8 @@ pub fn run(a: ImportArgs) -> Outcome {
     }
     importer.acknowledge()?;
     importer.progress.finish(importer.events, total_bytes.map(|_| 1.0));
-    close(importer.store)
+    close_after_acknowledging(importer.store);
+    Ok(())
 }
 
 struct Importer {
@@ -84,13 +86,15 @@ struct Importer {
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     /// Result lines of appends not yet synced.
     pending: Vec<String>,
+    /// The input line of the last append in `pending`.
+    pending_through_line: u64,
     events: u64,
     progress: Progress,
 }
 
 impl Importer {
-    /// Appends one line (blank lines are skipped).
-    fn import(&mut self, raw: &[u8]) -> Outcome {
+    /// Appends input line `line_no` (blank lines are skipped).
+    fn import(&mut self, raw: &[u8], line_no: u64) -> Outcome {
         let text = std::str::from_utf8(raw).map_err(|_| Failure::new("not valid UTF-8"))?;
         let text = text.trim();
         if text.is_empty() {
@@ -100,20 +104,35 @@ impl Importer {
         let count = append.events.len() as u64;
         let result = self.store.append(&append.stream, append.expected, append.events)?;
         self.pending.push(json::result_line(&append.stream, &result));
+        self.pending_through_line = line_no;
         self.events += count;
         Ok(())
     }
 
-    /// Makes every append so far durable, then prints their results.
+    /// Makes every append so far durable, then prints their results. When
+    /// the output fails, says which input lines are appended all the same,
+    /// so that they are not imported twice.
     fn acknowledge(&mut self) -> Outcome {
         if self.pending.is_empty() {
             return Ok(());
         }
         self.store.sync()?;
-        for l in self.pending.drain(..) {
-            line(&mut self.out, &l)?;
+        let printed = self
+            .pending
+            .drain(..)
+            .try_for_each(|l| line(&mut self.out, &l))
+            .and_then(|()| Ok(self.out.flush()?));
+        if let Err(f) = printed {
+            let why = if f.message.is_empty() {
+                "the output was closed".to_string()
+            } else {
+                f.message
+            };
+            return Err(Failure::new(format!(
+                "input lines 1 to {} are appended and durable, but writing their results failed: {why}",
+                self.pending_through_line
+            )));
         }
-        self.out.flush()?;
         Ok(())
     }
 }

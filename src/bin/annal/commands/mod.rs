@@ -84,3 +84,16 @@ pub fn line(out: &mut impl Write, text: &str) -> Outcome {
 pub fn close(store: Store) -> Outcome {
     Ok(store.close()?)
 }
+
+/// Closes a store after every append made through it was synced and its
+/// result printed. A failure now (saving the index file, a cache that the
+/// next open rebuilds from the log, on a full disk say) takes nothing
+/// back: it is a warning on stderr, and the command still succeeds, so
+/// that a script does not retry appends that were made.
+pub fn close_after_acknowledging(store: Store) {
+    if let Err(e) = store.close() {
+        eprintln!(
+            "annal: warning: every result printed was appended and is durable, but closing the store failed: {e}"
+        );
+    }
+}
