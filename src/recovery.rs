@@ -15,7 +15,7 @@
 //! | index file behind the log                               | load it, replay the log after it          |
 //! | sealed segment: invalid bytes after its last batch      | refuse: `Corruption` (it was synced)      |
 //! | last segment: zeros after the last batch                | clean end                                 |
-//! | last segment: invalid bytes, no valid batch after them, | torn tail: zero them, sync, go on         |
+//! | last segment: invalid bytes, no valid batch after them, | torn tail: copy to quarantine/, zero, sync|
 //! | past the index file's synced end, every saved           |                                           |
 //! | checkpoint's position and every saved snapshot's version|                                           |
 //! | the same, but a checkpoint names a later position, or a | refuse: `Corruption` (it was synced)      |
@@ -41,7 +41,7 @@ use uuid::Uuid;
 use crate::error::{Error, IoContext, Result};
 use crate::index::file::{self as index_file, Checkpoint};
 use crate::index::{Index, Location};
-use crate::io::{FileHandle, FileSystem, OpenMode};
+use crate::io::{self, FileHandle, FileSystem, OpenMode};
 use crate::log::frame::{self, RECORD_HEADER_BYTES};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader};
 use crate::log::tail::{LogTail, write_zeros};
@@ -76,6 +76,10 @@ pub struct RecoveryReport {
     /// Bytes of a torn final write that were zeroed (found and left in
     /// place by a read-only open).
     pub torn_tail_bytes: u64,
+    /// Where a copy of those bytes was kept before they were zeroed:
+    /// `quarantine/<segment file>.torn-<offset>` (from the offset where the
+    /// valid log ends to the last non-zero byte).
+    pub torn_tail_kept: Option<PathBuf>,
     /// Number of segment files.
     pub segments: usize,
 }
@@ -127,7 +131,8 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     };
     let store_id = found[0].header.store_id;
     let proven = |index: &Index| durable_proof(fs, dir, store_id, index);
-    let mut recovered = replay(options, found, index, checkpoint, rejected, floor, &proven)?;
+    let keep = |segment: &Path, offset: u64, bytes: &[u8]| keep_torn_tail(fs, dir, segment, offset, bytes);
+    let mut recovered = replay(options, found, index, checkpoint, rejected, floor, &proven, &keep)?;
     if recovered.index_file_end.is_some() {
         recovered.index_file_bytes = index_len;
     }
@@ -361,6 +366,7 @@ fn replay<F: FileSystem>(
     rejected: Option<String>,
     floor: Option<(u64, u64)>,
     proven: &dyn Fn(&Index) -> Option<String>,
+    keep: &dyn Fn(&Path, u64, &[u8]) -> Result<PathBuf>,
 ) -> Result<Recovered<F>> {
     let store_id = found[0].header.store_id;
     let (start_segment, start_offset, mut end) = match checkpoint {
@@ -430,6 +436,12 @@ fn replay<F: FileSystem>(
                 report.torn_tail_bytes = dirty_end - data_end;
                 // Read-only: the bytes stay; readers never go past `end`.
                 if !options.read_only {
+                    let torn_bytes = usize::try_from(data_end)
+                        .ok()
+                        .zip(usize::try_from(dirty_end).ok())
+                        .and_then(|(from, to)| map.get(from..to))
+                        .unwrap_or_default();
+                    report.torn_tail_kept = Some(keep(&seg.path, data_end, torn_bytes)?);
                     let ctx = || format!("cutting the torn tail of {}", seg.path.display());
                     write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
                     seg.file.sync_data().ctx(ctx)?;
@@ -467,6 +479,34 @@ fn replay<F: FileSystem>(
         index_file_end,
         index_file_bytes: 0,
     })
+}
+
+/// Copies the bytes of a torn tail that open is about to zero into
+/// `quarantine/<segment file>.torn-<offset>` (`.1`, `.2`, ... appended when
+/// taken), durably. Nothing saved shows they were ever acknowledged (see
+/// [`durable_proof`]), but bit rot in the last batch written since the last
+/// index save looks the same as a torn write, and a copy costs little.
+fn keep_torn_tail<F: FileSystem>(fs: &F, dir: &Path, segment: &Path, offset: u64, bytes: &[u8]) -> Result<PathBuf> {
+    let quarantine = dir.join(crate::tools::QUARANTINE_DIR);
+    let ctx = || {
+        format!(
+            "keeping the torn tail of {} in {}",
+            segment.display(),
+            quarantine.display()
+        )
+    };
+    fs.create_dir_all(&quarantine).ctx(ctx)?;
+    fs.sync_dir(dir).ctx(ctx)?;
+    let file_name = segment.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let base = format!("{file_name}.torn-{offset}");
+    let mut name = base.clone();
+    let mut n = 1;
+    while fs.exists(&quarantine.join(&name)) {
+        name = format!("{base}.{n}");
+        n += 1;
+    }
+    io::write_atomic(fs, &quarantine, &name, bytes).ctx(ctx)?;
+    Ok(quarantine.join(name))
 }
 
 /// Why invalid bytes after the last valid batch of the log that `index`

@@ -691,10 +691,22 @@ fn a_damaged_last_batch_past_every_checkpoint_is_a_torn_tail() {
 
     let r = verify(dir.path()).unwrap();
     assert!(r.is_clean(), "{r:?}");
-    assert!(r.torn_tail.is_some());
+    let torn = r.torn_tail.clone().unwrap();
+    let before = std::fs::read(&torn.file).unwrap();
     let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.last_position(), 99);
-    assert!(store.recovery_report().torn_tail_bytes > 0);
+    let report = store.recovery_report();
+    assert!(report.torn_tail_bytes > 0);
+    // The zeroed bytes are kept, whole, in quarantine/.
+    let kept = report.torn_tail_kept.clone().unwrap();
+    let name = kept.file_name().unwrap().to_str().unwrap().to_string();
+    let torn_name = torn.file.file_name().unwrap().to_str().unwrap();
+    assert_eq!(name, format!("{torn_name}.torn-{}", torn.offset));
+    let at = torn.offset as usize;
+    let copy = std::fs::read(&kept).unwrap();
+    assert_eq!(copy.len() as u64, report.torn_tail_bytes);
+    assert_eq!(copy, before[at..at + copy.len()]);
+    assert!(std::fs::read(&torn.file).unwrap()[at..].iter().all(|&b| b == 0));
     store
         .append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")])
         .unwrap();
