@@ -132,7 +132,12 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     let store_id = found[0].header.store_id;
     let proven = |index: &Index| durable_proof(fs, dir, store_id, index);
     let keep = |segment: &Path, offset: u64, bytes: &[u8]| keep_torn_tail(fs, dir, segment, offset, bytes);
-    let mut recovered = replay(options, found, index, checkpoint, rejected, floor, &proven, &keep)?;
+    let tail_rules = TailRules {
+        floor,
+        proven: &proven,
+        keep: &keep,
+    };
+    let mut recovered = replay(options, found, index, checkpoint, rejected, &tail_rules)?;
     if recovered.index_file_end.is_some() {
         recovered.index_file_bytes = index_len;
     }
@@ -364,10 +369,9 @@ fn replay<F: FileSystem>(
     mut index: Index,
     checkpoint: Option<Checkpoint>,
     rejected: Option<String>,
-    floor: Option<(u64, u64)>,
-    proven: &dyn Fn(&Index) -> Option<String>,
-    keep: &dyn Fn(&Path, u64, &[u8]) -> Result<PathBuf>,
+    rules: &TailRules<'_>,
 ) -> Result<Recovered<F>> {
+    let floor = rules.floor;
     let store_id = found[0].header.store_id;
     let (start_segment, start_offset, mut end) = match checkpoint {
         Some(cp) => (
@@ -430,7 +434,7 @@ fn replay<F: FileSystem>(
                 // A checkpoint or snapshot past the valid data proves the
                 // damaged bytes held durable events: corruption, not a
                 // torn write.
-                if let Some(why) = proven(&index) {
+                if let Some(why) = (rules.proven)(&index) {
                     return Err(Error::corruption(&seg.path, data_end, why));
                 }
                 report.torn_tail_bytes = dirty_end - data_end;
@@ -441,7 +445,7 @@ fn replay<F: FileSystem>(
                         .zip(usize::try_from(dirty_end).ok())
                         .and_then(|(from, to)| map.get(from..to))
                         .unwrap_or_default();
-                    report.torn_tail_kept = Some(keep(&seg.path, data_end, torn_bytes)?);
+                    report.torn_tail_kept = Some((rules.keep)(&seg.path, data_end, torn_bytes)?);
                     let ctx = || format!("cutting the torn tail of {}", seg.path.display());
                     write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
                     seg.file.sync_data().ctx(ctx)?;
@@ -480,6 +484,23 @@ fn replay<F: FileSystem>(
         index_file_bytes: 0,
     })
 }
+
+/// What replay consults about invalid bytes at the log's end, beyond the
+/// log itself, and what it does with them.
+struct TailRules<'a> {
+    /// Where the index file's header says the log was durable (segment,
+    /// offset): the log must reach it.
+    floor: Option<(u64, u64)>,
+    /// Why torn-looking bytes held durable events, when a saved checkpoint
+    /// or snapshot proves it (see [`durable_proof`]).
+    proven: &'a dyn Fn(&Index) -> Option<String>,
+    /// Keeps a copy of a torn tail (segment path, offset, bytes) before it
+    /// is zeroed; returns where (see [`keep_torn_tail`]).
+    keep: &'a KeepTornTail<'a>,
+}
+
+/// See [`TailRules::keep`].
+type KeepTornTail<'a> = dyn Fn(&Path, u64, &[u8]) -> Result<PathBuf> + 'a;
 
 /// Copies the bytes of a torn tail that open is about to zero into
 /// `quarantine/<segment file>.torn-<offset>` (`.1`, `.2`, ... appended when
