@@ -756,3 +756,28 @@ fn verify_reports_duplicate_ids() {
     let d = r.duplicate_ids.unwrap();
     assert_eq!((d.extra_events, d.first), (1, (a.id(), 1, 3)));
 }
+
+/// A sealed segment cut short exactly at a batch boundary reads as a clean
+/// end; the next segment's first position then says what is missing.
+#[test]
+fn a_middle_segment_cut_at_a_batch_boundary_is_named_with_the_missing_events() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let seg = segment::path(dir.path(), 2);
+    let bytes = std::fs::read(&seg).unwrap();
+    // Walk the frames: keep the first two batches, cut the rest.
+    let mut at = 64usize;
+    for _ in 0..2 {
+        at += u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    assert!(at < bytes.len(), "segment 2 holds more than two batches");
+    std::fs::write(&seg, &bytes[..at]).unwrap();
+
+    let r = verify(dir.path()).unwrap();
+    let damage = r.first_damage().cloned().unwrap();
+    assert_eq!(damage.segment, Some(3), "{damage}");
+    assert!(
+        damage.reason.contains("are missing: segment 2 ends short of them"),
+        "{damage}"
+    );
+}

@@ -262,11 +262,21 @@ fn check_header_fields(header: &SegmentHeader, id: u64, w: &mut Walk) -> Result<
         Some(store) if store != header.store_id => return Err("segment belongs to another store".into()),
         _ => w.store_id = Some(header.store_id),
     }
-    if header.first_position != w.index.last_position() + 1 {
+    let last = w.index.last_position();
+    if header.first_position != last + 1 {
+        let why = if header.first_position > last + 1 && id > 1 {
+            format!(
+                " (events {} to {} are missing: segment {} ends short of them)",
+                last + 1,
+                header.first_position - 1,
+                id - 1
+            )
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "segment starts at position {} but the log before it ends at {}",
-            header.first_position,
-            w.index.last_position()
+            "segment starts at position {} but the log before it ends at {last}{why}",
+            header.first_position
         ));
     }
     Ok(())
