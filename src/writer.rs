@@ -286,7 +286,13 @@ pub(crate) fn validate_stream_name(name: &str) -> Result<()> {
 /// Checks a category name: a stream name's part before its first `-`, so
 /// one holding a `-` could never match a stream.
 pub(crate) fn validate_category(category: &str) -> Result<()> {
-    validate_stream_name(category)?;
+    if category.is_empty() || category.len() > limits::STREAM_NAME_BYTES_MAX {
+        return Err(Error::InvalidInput(format!(
+            "category must be 1 to {} bytes, got {}",
+            limits::STREAM_NAME_BYTES_MAX,
+            category.len()
+        )));
+    }
     if category.contains('-') {
         return Err(Error::InvalidInput(format!(
             "category '{category}' holds a '-': a category is a stream name's part before its first '-'"

@@ -790,3 +790,23 @@ fn an_append_whose_index_save_fails_still_succeeds() {
     assert!(stderr(&o).starts_with("annal: warning: "), "{}", stderr(&o));
     assert_eq!(ok(&["read", s(&store), "Order-1"]).len(), 2);
 }
+
+/// `-` names stdin; a directory given as FILE is refused before anything
+/// is created.
+#[test]
+fn import_reads_stdin_from_a_dash_and_refuses_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let o = run_with_stdin(
+        &["import", s(&store), "-"],
+        "{\"stream\":\"c-1\",\"type\":\"T\",\"data\":{}}\n",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o).len(), 1);
+
+    let other = dir.path().join("other");
+    let o = run(&["import", s(&other), s(dir.path())]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("it is a directory"), "{}", stderr(&o));
+    assert!(!other.exists(), "a store was created for a failed import");
+}

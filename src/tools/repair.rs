@@ -251,12 +251,16 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairR
         let from = usize::try_from(damage.offset).unwrap_or(usize::MAX).min(map.len());
         let end = map[from..].iter().rposition(|&b| b != 0).map_or(from, |i| from + i + 1);
         let bytes = &map[from..end];
-        let name = format!("{}.from-{}", segment::file_name(first_bad), damage.offset);
-        let to = write_new(&q, &name, bytes)?;
-        count_frames(bytes, 0, report);
-        report.quarantined_bytes += bytes.len() as u64;
-        report.quarantined_files.push(to);
-        sync_dir(&q)?;
+        // A segment cut short (at or before the damage) has no bytes to
+        // keep: no empty file.
+        if !bytes.is_empty() {
+            let name = format!("{}.from-{}", segment::file_name(first_bad), damage.offset);
+            let to = write_new(&q, &name, bytes)?;
+            count_frames(bytes, 0, report);
+            report.quarantined_bytes += bytes.len() as u64;
+            report.quarantined_files.push(to);
+            sync_dir(&q)?;
+        }
     }
     // 2. Later segments (and the damaged one when its header is bad), the
     //    highest first, so that the segments left are always numbered

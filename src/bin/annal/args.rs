@@ -137,7 +137,7 @@ pub struct AppendArgs {
 pub struct ImportArgs {
     /// The store directory (created when missing).
     pub dir: PathBuf,
-    /// The JSON-lines file to import [default: stdin].
+    /// The JSON-lines file to import (`-` or none: stdin).
     pub file: Option<PathBuf>,
     /// Show progress (events, events/s) on stderr.
     #[arg(long)]

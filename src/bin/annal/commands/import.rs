@@ -28,12 +28,16 @@ const READ_BUFFER_BYTES: usize = 256 * 1024;
 
 pub fn run(a: ImportArgs) -> Outcome {
     let (source, total_bytes): (Box<dyn Read>, Option<u64>) = match &a.file {
-        Some(path) => {
-            let file = File::open(path).map_err(|e| Failure::new(format!("cannot open {}: {e}", path.display())))?;
+        Some(path) if path.as_os_str() != "-" => {
+            let cannot = |e: &dyn std::fmt::Display| Failure::new(format!("cannot open {}: {e}", path.display()));
+            if path.is_dir() {
+                return Err(cannot(&"it is a directory"));
+            }
+            let file = File::open(path).map_err(|e| cannot(&e))?;
             let len = file.metadata().map(|m| m.len()).ok();
             (Box::new(file), len)
         }
-        None => (Box::new(std::io::stdin()), None),
+        _ => (Box::new(std::io::stdin()), None),
     };
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, source);
     let store = open_or_create(&a.dir, Durability::Buffered)?;
