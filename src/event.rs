@@ -326,21 +326,25 @@ pub struct RecordedEvent {
 
 impl RecordedEvent {
     /// Global position: 1 for the store's first event, gapless.
+    #[inline]
     pub fn position(&self) -> u64 {
         self.position
     }
 
     /// Version in its stream: 1 for the stream's first event, gapless.
+    #[inline]
     pub fn version(&self) -> u64 {
         self.version
     }
 
     /// The event id.
+    #[inline]
     pub fn id(&self) -> Uuid {
         self.id
     }
 
     /// The stream name.
+    #[inline]
     pub fn stream(&self) -> &str {
         let start = self.record_at as usize + crate::log::frame::RECORD_HEADER_BYTES;
         self.text(start, self.stream_end as usize)
@@ -348,31 +352,37 @@ impl RecordedEvent {
 
     /// The stream's category: the part of its name before the first `-`
     /// (the whole name when it has none).
+    #[inline]
     pub fn category(&self) -> &str {
         category_of(self.stream())
     }
 
     /// The event type.
+    #[inline]
     pub fn event_type(&self) -> &str {
         self.text(self.stream_end as usize, self.type_end as usize)
     }
 
     /// The schema version of the payload, as given at append.
+    #[inline]
     pub fn schema_version(&self) -> u16 {
         self.schema_version
     }
 
     /// The data bytes (borrowed from the log).
+    #[inline]
     pub fn data(&self) -> &[u8] {
         self.bytes.get(self.metadata_end as usize..).unwrap_or_default()
     }
 
     /// The data as a shared [`Bytes`] handle (no copy).
+    #[inline]
     pub fn data_bytes(&self) -> Bytes {
         self.bytes.slice(self.metadata_end as usize..)
     }
 
     /// The metadata bytes (borrowed from the log).
+    #[inline]
     pub fn metadata(&self) -> &[u8] {
         self.bytes
             .get(self.type_end as usize..self.metadata_end as usize)
@@ -380,12 +390,14 @@ impl RecordedEvent {
     }
 
     /// The metadata as a shared [`Bytes`] handle (no copy).
+    #[inline]
     pub fn metadata_bytes(&self) -> Bytes {
         self.bytes.slice(self.type_end as usize..self.metadata_end as usize)
     }
 
     /// When the append that wrote this event happened, in microseconds
     /// since the Unix epoch.
+    #[inline]
     pub fn timestamp_micros(&self) -> i64 {
         crate::log::frame::batch_timestamp(&self.bytes)
     }
@@ -412,12 +424,14 @@ impl RecordedEvent {
     }
 
     /// The raw record bytes, as stored in the log (see docs/FORMAT.md).
+    #[inline]
     pub fn raw_record(&self) -> &[u8] {
         self.bytes.get(self.record_at as usize..).unwrap_or_default()
     }
 
     // Names were checked to be UTF-8 when the record was decoded; checking
     // again here keeps this safe code at the cost of a few nanoseconds.
+    #[inline]
     fn text(&self, start: usize, end: usize) -> &str {
         self.bytes
             .get(start..end)

@@ -343,6 +343,7 @@ fn check_record(frame: &[u8], offset: usize, index: u32) -> Result<RecordHeader,
 
 /// The append time in a batch header at the start of `batch` (0 when the
 /// bytes are too short, which a checked record's batch never is).
+#[inline]
 pub fn batch_timestamp(batch: &[u8]) -> i64 {
     batch
         .get(..BATCH_HEADER_BYTES)
@@ -354,6 +355,7 @@ pub fn batch_timestamp(batch: &[u8]) -> i64 {
 ///
 /// Still bounds-checks everything, so a bug elsewhere cannot cause a panic
 /// or an out-of-bounds read; returns `None` when the bytes do not fit.
+#[inline]
 pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> Option<RecordedEvent> {
     // A fixed-size header: the field reads below need no bounds checks.
     let h: &[u8; RECORD_HEADER_BYTES] = segment

@@ -121,6 +121,7 @@ impl SegmentView {
     }
 
     /// Reads the (verified) record at `offset` as the event at `position`.
+    #[inline]
     pub fn read(&self, offset: u64, position: u64) -> Result<RecordedEvent> {
         self.ensure_verified(offset)?;
         usize::try_from(offset)
