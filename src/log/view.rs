@@ -42,6 +42,7 @@ impl SegmentView {
     }
 
     /// The verification watermark.
+    #[inline]
     pub fn verified_end(&self) -> u64 {
         self.verified_end.load(Ordering::Acquire)
     }
