@@ -47,18 +47,21 @@ impl IdWindow {
     }
 
     /// Where `id` was written, when it is still in the window.
+    #[inline]
     pub fn get(&self, id: &Uuid) -> Option<Written> {
         self.ids.get(id).copied()
     }
 
     /// Whether the window holds the id of every event from `position` on,
     /// so that an id it lacks was not written there.
+    #[inline]
     pub fn covers(&self, position: u64) -> bool {
         self.floor.is_some_and(|floor| position >= floor)
     }
 
     /// Remembers an id (of the event after the last one remembered),
     /// forgetting the oldest beyond capacity.
+    #[inline]
     pub fn insert(&mut self, id: Uuid, written: Written) {
         if self.capacity == 0 {
             return;

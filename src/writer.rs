@@ -272,6 +272,7 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
 }
 
 /// Checks a stream name against the limits.
+#[inline]
 pub(crate) fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > limits::STREAM_NAME_BYTES_MAX {
         return Err(Error::InvalidInput(format!(
@@ -302,6 +303,7 @@ pub(crate) fn validate_category(category: &str) -> Result<()> {
 }
 
 /// Checks an event type used in a filter against the limits.
+#[inline]
 pub(crate) fn validate_event_type(t: &str) -> Result<()> {
     if t.is_empty() || t.len() > limits::EVENT_TYPE_BYTES_MAX {
         return Err(Error::InvalidInput(format!(

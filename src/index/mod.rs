@@ -373,6 +373,7 @@ impl PartialEq for Index {
 
 impl Index {
     /// The last global position (0 when the store is empty).
+    #[inline]
     pub fn last_position(&self) -> u64 {
         self.locations.len() as u64
     }
@@ -383,12 +384,14 @@ impl Index {
     }
 
     /// A stream's positions.
+    #[inline]
     pub fn stream(&self, name: &str) -> Option<Stream<'_>> {
         let loaded = &self.loaded;
         self.streams.get(name).map(|entry| Stream { entry, loaded })
     }
 
     /// The interned name of a stream and its last version, when it exists.
+    #[inline]
     pub fn stream_key(&self, name: &str) -> Option<(Arc<str>, u64)> {
         self.streams
             .get_key_value(name)
@@ -396,6 +399,7 @@ impl Index {
     }
 
     /// A stream's last version (0 when it has no events).
+    #[inline]
     pub fn stream_version(&self, name: &str) -> u64 {
         self.streams.get(name).map_or(0, |e| e.len() as u64)
     }

@@ -117,6 +117,7 @@ impl WritableMap {
 
     /// Copies `bytes` to `offset`; false (and nothing copied) when they do
     /// not fit in the map.
+    #[inline]
     pub fn write_at(&mut self, bytes: &[u8], offset: u64) -> bool {
         let Ok(start) = usize::try_from(offset) else {
             return false;

@@ -104,6 +104,7 @@ pub struct RecordInput<'a> {
 }
 
 /// Encoded size of one record.
+#[inline]
 pub fn record_len(stream: &str, event: &EventData) -> usize {
     RECORD_HEADER_BYTES + stream.len() + event.event_type.len() + event.metadata.len() + event.data.len()
 }
@@ -173,6 +174,7 @@ pub fn encode_batch<'a>(
 
 /// The CRC field of a batch frame that [`encode_batch`] has just written
 /// at the start of `frame` (0 when `frame` is shorter than a header).
+#[inline]
 pub fn encoded_batch_crc(frame: &[u8]) -> u32 {
     frame
         .get(B_CRC..B_CRC + 4)
