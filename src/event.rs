@@ -139,28 +139,45 @@ fn set_json_field(object: &[u8], key: &str, value: &str) -> Vec<u8> {
     }
 }
 
+/// Where a character of JSON text is: inside a string or not, and how
+/// deeply nested in arrays and objects.
+#[derive(Default)]
+struct Nesting {
+    depth: i32,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    /// Takes the next character; returns whether it lies outside every
+    /// string (then `depth` counts the brackets opened before and by it).
+    fn outside_string(&mut self, c: char) -> bool {
+        if self.in_string {
+            match (self.escaped, c) {
+                (true, _) => self.escaped = false,
+                (false, '\\') => self.escaped = true,
+                (false, '"') => self.in_string = false,
+                _ => {}
+            }
+            return false;
+        }
+        match c {
+            '"' => self.in_string = true,
+            '{' | '[' => self.depth += 1,
+            '}' | ']' => self.depth -= 1,
+            _ => {}
+        }
+        true
+    }
+}
+
 /// Splits `s` at its first comma that is not inside a string, array or
 /// object; returns the part before and the rest after the comma.
 fn split_top_level_comma(s: &str) -> (&str, &str) {
-    let mut depth = 0i32;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut nesting = Nesting::default();
     for (i, c) in s.char_indices() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '{' | '[' => depth += 1,
-            '}' | ']' => depth -= 1,
-            ',' if depth == 0 => return (&s[..i], &s[i + 1..]),
-            _ => {}
+        if nesting.outside_string(c) && c == ',' && nesting.depth == 0 {
+            return (&s[..i], &s[i + 1..]);
         }
     }
     (s, "")
@@ -169,28 +186,14 @@ fn split_top_level_comma(s: &str) -> (&str, &str) {
 /// Whether every string, array and object opened in `value` is closed
 /// within it, and nothing is closed that it did not open.
 fn is_closed(value: &str) -> bool {
-    let mut depth = 0i32;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut nesting = Nesting::default();
     for c in value.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '{' | '[' => depth += 1,
-            '}' | ']' if depth == 0 => return false,
-            '}' | ']' => depth -= 1,
-            _ => {}
+        nesting.outside_string(c);
+        if nesting.depth < 0 {
+            return false;
         }
     }
-    depth == 0 && !in_string
+    nesting.depth == 0 && !nesting.in_string
 }
 
 /// The comma-separated items of a JSON object's body (between its braces),
