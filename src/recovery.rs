@@ -23,6 +23,10 @@
 //! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
 //! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
 //!
+//! A writable open syncs the last segment before it publishes the log: what
+//! it holds may be only in the page cache (a process that died before its
+//! sync), and published events count as durable.
+//!
 //! A read-only open makes the same decisions but writes nothing: it never
 //! creates a store, and leaves `*.tmp` files and a torn tail in place (the
 //! published log ends before the tail, so readers never reach it).
@@ -80,6 +84,9 @@ pub struct RecoveryReport {
     /// `quarantine/<segment file>.torn-<offset>` (from the offset where the
     /// valid log ends to the last non-zero byte).
     pub torn_tail_kept: Option<PathBuf>,
+    /// Why no copy could be kept (a full disk, say): the bytes were zeroed
+    /// all the same, as a torn write may be.
+    pub torn_tail_not_kept: Option<String>,
     /// Number of segment files.
     pub segments: usize,
 }
@@ -130,7 +137,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         Err(reason) => (Index::default(), None, Some(reason)),
     };
     let store_id = found[0].header.store_id;
-    let proven = |index: &Index| durable_proof(fs, dir, store_id, index);
+    let proven = |index: &Index, torn_bytes: u64| durable_proof(fs, dir, store_id, index, torn_bytes);
     let keep = |segment: &Path, offset: u64, bytes: &[u8]| keep_torn_tail(fs, dir, segment, offset, bytes);
     let tail_rules = TailRules {
         floor,
@@ -434,7 +441,7 @@ fn replay<F: FileSystem>(
                 // A checkpoint or snapshot past the valid data proves the
                 // damaged bytes held durable events: corruption, not a
                 // torn write.
-                if let Some(why) = (rules.proven)(&index) {
+                if let Some(why) = (rules.proven)(&index, dirty_end - data_end) {
                     return Err(Error::corruption(&seg.path, data_end, why));
                 }
                 report.torn_tail_bytes = dirty_end - data_end;
@@ -445,7 +452,12 @@ fn replay<F: FileSystem>(
                         .zip(usize::try_from(dirty_end).ok())
                         .and_then(|(from, to)| map.get(from..to))
                         .unwrap_or_default();
-                    report.torn_tail_kept = Some((rules.keep)(&seg.path, data_end, torn_bytes)?);
+                    // A safety net, not a condition: a store whose torn
+                    // tail cannot be copied (a full disk) still opens.
+                    match (rules.keep)(&seg.path, data_end, torn_bytes) {
+                        Ok(kept) => report.torn_tail_kept = Some(kept),
+                        Err(e) => report.torn_tail_not_kept = Some(e.to_string()),
+                    }
                     let ctx = || format!("cutting the torn tail of {}", seg.path.display());
                     write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
                     seg.file.sync_data().ctx(ctx)?;
@@ -466,6 +478,16 @@ fn replay<F: FileSystem>(
     let Some((path, file, allocated, segment_id)) = tail_parts else {
         return Err(Error::InvalidInput("no segments".into()));
     };
+    // What the last segment holds may be only in the page cache: written
+    // by a process that died before its sync, or that ran without syncs.
+    // This store publishes it now, and in durable mode what is published
+    // counts as durable (reads, subscriptions, retries acknowledged, and
+    // checkpoint and snapshot saves, which later opens take as proof), so
+    // it is made durable first. (Earlier segments were synced when sealed.)
+    if !options.read_only {
+        file.sync_data()
+            .ctx(|| format!("syncing the recovered log in {}", path.display()))?;
+    }
     if let Some(floor) = floor
         && floor.0 > segment_id
         && let Some(why) = short_of_floor(floor, segment_id, allocated)
@@ -491,9 +513,9 @@ struct TailRules<'a> {
     /// Where the index file's header says the log was durable (segment,
     /// offset): the log must reach it.
     floor: Option<(u64, u64)>,
-    /// Why torn-looking bytes held durable events, when a saved checkpoint
-    /// or snapshot proves it (see [`durable_proof`]).
-    proven: &'a dyn Fn(&Index) -> Option<String>,
+    /// Why torn-looking bytes (this many) held durable events, when a
+    /// saved checkpoint or snapshot proves it (see [`durable_proof`]).
+    proven: &'a dyn Fn(&Index, u64) -> Option<String>,
     /// Keeps a copy of a torn tail (segment path, offset, bytes) before it
     /// is zeroed; returns where (see [`keep_torn_tail`]).
     keep: &'a KeepTornTail<'a>,
@@ -501,6 +523,10 @@ struct TailRules<'a> {
 
 /// See [`TailRules::keep`].
 type KeepTornTail<'a> = dyn Fn(&Path, u64, &[u8]) -> Result<PathBuf> + 'a;
+
+/// The fewest bytes a record takes: its header and one-byte stream name
+/// and event type.
+const MIN_RECORD_BYTES: u64 = RECORD_HEADER_BYTES as u64 + 2;
 
 /// Copies the bytes of a torn tail that open is about to zero into
 /// `quarantine/<segment file>.torn-<offset>` (`.1`, `.2`, ... appended when
@@ -535,9 +561,20 @@ fn keep_torn_tail<F: FileSystem>(fs: &F, dir: &Path, segment: &Path, offset: u64
 /// the log was durable past it: a checkpoint past its last position, or a
 /// snapshot of a stream at a version past the stream's last one (both are
 /// saved only once the log is durable that far). `None` when nothing does.
-/// Read only when there are such bytes. (Also used by `verify` and
-/// `repair`.)
-pub(crate) fn durable_proof<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid, index: &Index) -> Option<String> {
+/// Read only when there are such bytes, `torn_bytes` of them. (Also used by
+/// `verify` and `repair`.)
+///
+/// A snapshot counts only when the events it is ahead by could fit in the
+/// torn bytes (each record takes at least 42): the snapshot file's scan
+/// steps over a damaged record by its length field, and a damaged length
+/// could land on bytes inside a snapshot's data that read as a record.
+pub(crate) fn durable_proof<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    store_id: Uuid,
+    index: &Index,
+    torn_bytes: u64,
+) -> Option<String> {
     let last = index.last_position();
     if let Some((name, position)) = crate::checkpoint::furthest_in(fs, dir, store_id).filter(|(_, p)| *p > last) {
         return Some(format!(
@@ -546,9 +583,11 @@ pub(crate) fn durable_proof<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid, i
         ));
     }
     let snapshots = crate::snapshot::durable_versions_in(fs, dir, store_id);
-    let (stream, version) = snapshots
-        .into_iter()
-        .find(|(stream, version)| *version > index.stream_version(stream))?;
+    let fits = |ahead: u64| ahead.saturating_mul(MIN_RECORD_BYTES) <= torn_bytes;
+    let (stream, version) = snapshots.into_iter().find(|(stream, version)| {
+        let have = index.stream_version(stream);
+        *version > have && fits(*version - have)
+    })?;
     let have = index.stream_version(&stream);
     Some(format!(
         "invalid bytes after the last valid batch (position {last}), but a snapshot of '{stream}' at version \

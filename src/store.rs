@@ -638,8 +638,14 @@ impl<F: FileSystem> Core<F> {
         }
     }
 
-    /// Syncs the active segment; a failure poisons the store.
+    /// Syncs the active segment; a failure poisons the store. Refuses on a
+    /// poisoned store: a sync retried after a failed one can report success
+    /// for writes the kernel dropped, and callers take its success as the
+    /// log being durable (snapshot and checkpoint saves, `Store::sync`).
     pub(crate) fn sync_tail(&self) -> Result<()> {
+        if let Some(why) = self.writer.lock().poisoned() {
+            return Err(Error::Poisoned(why.to_string()));
+        }
         let result = self.tail.lock().sync();
         if let Err(e) = &result {
             self.writer.lock().poison(e.to_string());

@@ -781,3 +781,51 @@ fn a_middle_segment_cut_at_a_batch_boundary_is_named_with_the_missing_events() {
         "{damage}"
     );
 }
+
+/// A snapshot ahead of the log by more events than the torn bytes could
+/// hold proves nothing (its record can only come from damage in the
+/// snapshot file): the tail is cut as torn, and kept.
+#[test]
+fn a_snapshot_further_ahead_than_the_torn_bytes_could_hold_is_no_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    let store = Store::open(dir.path(), options()).unwrap();
+    store.save_snapshot("s-2", 14, 1, b"state").unwrap();
+    store.close().unwrap();
+    // A record claiming version 1,000 of s-1 (which has 15 events).
+    let snapshots = dir.path().join(crate::snapshot::file::FILE_NAME);
+    let record = crate::snapshot::file::encode_record("s-1", 1000, 1, b"far ahead").unwrap();
+    let mut bytes = std::fs::read(&snapshots).unwrap();
+    bytes.extend_from_slice(&record);
+    std::fs::write(&snapshots, bytes).unwrap();
+    damage_last_batch_without_index(dir.path());
+
+    let r = verify(dir.path()).unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert!(r.torn_tail.is_some());
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.last_position(), 99);
+    assert!(store.recovery_report().torn_tail_kept.is_some());
+}
+
+/// Keeping a copy of a torn tail is a safety net, not a condition: when
+/// it cannot be made (here `quarantine` is a file), the store opens all
+/// the same and says why there is no copy.
+#[test]
+fn a_torn_tail_that_cannot_be_copied_is_cut_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    damage_last_batch_without_index(dir.path());
+    std::fs::write(dir.path().join(QUARANTINE_DIR), b"in the way").unwrap();
+
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.last_position(), 99);
+    let report = store.recovery_report();
+    assert!(report.torn_tail_bytes > 0);
+    assert_eq!(report.torn_tail_kept, None);
+    assert!(report.torn_tail_not_kept.is_some(), "{report:?}");
+    store
+        .append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")])
+        .unwrap();
+    store.close().unwrap();
+}

@@ -230,7 +230,7 @@ pub(crate) fn hold_to_checkpoints(dir: &Path, w: &mut Walk) {
     let (Some(torn), Some(store_id)) = (&w.torn_tail, w.store_id) else {
         return;
     };
-    let Some(reason) = crate::recovery::durable_proof(&StdFs, dir, store_id, &w.index) else {
+    let Some(reason) = crate::recovery::durable_proof(&StdFs, dir, store_id, &w.index, torn.bytes) else {
         return;
     };
     w.damage = Some(Damage {
