@@ -81,7 +81,7 @@ pub struct RecoveryReport {
     /// place by a read-only open).
     pub torn_tail_bytes: u64,
     /// Where a copy of those bytes was kept before they were zeroed:
-    /// `quarantine/<segment file>.torn-<offset>` (from the offset where the
+    /// `quarantine/<N>.seg.torn-<offset>` (from the offset where the
     /// valid log ends to the last non-zero byte).
     pub torn_tail_kept: Option<PathBuf>,
     /// Why no copy could be kept (a full disk, say): the bytes were zeroed
@@ -529,7 +529,7 @@ type KeepTornTail<'a> = dyn Fn(&Path, u64, &[u8]) -> Result<PathBuf> + 'a;
 const MIN_RECORD_BYTES: u64 = RECORD_HEADER_BYTES as u64 + 2;
 
 /// Copies the bytes of a torn tail that open is about to zero into
-/// `quarantine/<segment file>.torn-<offset>` (`.1`, `.2`, ... appended when
+/// `quarantine/<N>.seg.torn-<offset>` (`.1`, `.2`, ... appended when
 /// taken), durably. Nothing saved shows they were ever acknowledged (see
 /// [`durable_proof`]), but bit rot in the last batch written since the last
 /// index save looks the same as a torn write, and a copy costs little.

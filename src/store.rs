@@ -380,8 +380,10 @@ impl<F: FileSystem> Store<F> {
     }
 
     /// Makes every acknowledged append durable now (useful in the periodic
-    /// and buffered modes; a no-op cost in durable mode, and a no-op on a
-    /// read-only store, which writes nothing).
+    /// and buffered modes; in durable mode everything acknowledged is
+    /// durable already, and this costs one data sync; on a read-only store
+    /// it does nothing). Fails with [`Error::Poisoned`] once a write or
+    /// sync has failed: a failed sync is never retried.
     pub fn sync(&self) -> Result<()> {
         if self.core().options.read_only {
             return Ok(());

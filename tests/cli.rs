@@ -543,6 +543,21 @@ fn verify_reports_a_torn_tail_without_cutting_it() {
     assert_eq!(v["torn_tail"]["offset"], end as u64);
     assert_eq!(v["torn_tail"]["bytes"], 7);
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "not cut");
+
+    // The next writing command cuts it, keeps a copy, and says so.
+    let o = run(&["append", d, "c-new", "T"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("annal: warning: cut a torn final write of 7 bytes"),
+        "{err}"
+    );
+    let copy = dir
+        .path()
+        .join("quarantine")
+        .join(format!("{}.torn-{end}", annal::log::segment::file_name(1)));
+    assert!(err.contains(s(&copy)), "{err}");
+    assert_eq!(std::fs::read(&copy).unwrap(), &bytes[end..end + 7]);
 }
 
 #[test]

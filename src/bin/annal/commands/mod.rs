@@ -63,9 +63,24 @@ pub fn open_read_only(dir: &Path) -> Outcome<Store> {
     Ok(Store::open(dir, Options::default().with_read_only(true))?)
 }
 
-/// Opens the store in `dir`, creating it when missing.
+/// Opens the store in `dir`, creating it when missing. A torn final write
+/// that the open cut (a crash's unfinished write, never acknowledged) is
+/// said on stderr as a warning, with where its bytes were kept.
 pub fn open_or_create(dir: &Path, durability: Durability) -> Outcome<Store> {
-    Ok(Store::open(dir, Options::default().with_durability(durability))?)
+    let store = Store::open(dir, Options::default().with_durability(durability))?;
+    let report = store.recovery_report();
+    if report.torn_tail_bytes > 0 {
+        let copy = match (&report.torn_tail_kept, &report.torn_tail_not_kept) {
+            (Some(path), _) => format!("a copy of its bytes is in {}", path.display()),
+            (None, Some(why)) => format!("no copy of its bytes could be kept: {why}"),
+            (None, None) => "no copy of its bytes was kept".to_string(),
+        };
+        eprintln!(
+            "annal: warning: cut a torn final write of {} bytes (a write a crash left unfinished, never acknowledged); {copy}",
+            report.torn_tail_bytes
+        );
+    }
+    Ok(store)
 }
 
 /// Buffered stdout.
