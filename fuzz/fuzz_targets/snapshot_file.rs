@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
             (d.stream, d.version, d.schema_version, d.len),
             (r.stream.as_str(), r.version, r.schema_version, r.len)
         );
-        let again = file::encode_record(d.stream, d.version, d.schema_version, d.data).expect("re-encodes");
+        let again =
+            file::encode_record(d.stream, d.version, d.event_id, d.schema_version, d.data).expect("re-encodes");
         assert_eq!(&again[..], &data[start..start + r.len as usize]);
     }
     let _ = file::decode_record(data);

@@ -18,14 +18,16 @@ use crate::limits;
 pub const FILE_NAME: &str = "snapshots";
 /// Magic number opening the snapshot file.
 pub const FILE_MAGIC: [u8; 8] = *b"ANNALSNP";
-/// Format version of the snapshot file this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version of the snapshot file this build writes and reads (2:
+/// records name the event they were taken at; a file of version 1 is
+/// started afresh, as any file this build cannot read).
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the file header.
 pub const FILE_HEADER_BYTES: usize = 32;
-/// Magic number opening every snapshot record ("SNP1" as little-endian).
-pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SNP1");
+/// Magic number opening every snapshot record ("SNP2" as little-endian).
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"SNP2");
 /// Size of the fixed part of a record.
-pub const RECORD_HEADER_BYTES: usize = 32;
+pub const RECORD_HEADER_BYTES: usize = 48;
 pub use crate::limits::SNAPSHOT_BYTES_MAX;
 
 // File header fields.
@@ -44,7 +46,8 @@ const R_RESERVED: usize = R_STREAM_LEN + 2;
 const R_VERSION: usize = R_RESERVED + 2;
 const R_SCHEMA: usize = R_VERSION + 8;
 const R_DATA_LEN: usize = R_SCHEMA + 4;
-const _: () = assert!(R_DATA_LEN + 4 == RECORD_HEADER_BYTES);
+const R_EVENT_ID: usize = R_DATA_LEN + 4;
+const _: () = assert!(R_EVENT_ID + 16 == RECORD_HEADER_BYTES);
 
 /// Why the file header is unusable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +92,10 @@ pub struct RecordRef<'a> {
     pub stream: &'a str,
     /// The stream version the snapshot reflects (at least 1).
     pub version: u64,
+    /// The id of the stream's event at that version when the snapshot was
+    /// saved: a log whose event there has another id is not the one the
+    /// snapshot was built from.
+    pub event_id: Uuid,
     /// The application's schema version of the snapshot payload.
     pub schema_version: u32,
     /// The snapshot payload.
@@ -143,7 +150,13 @@ pub fn record_len(stream: &str, data_len: usize) -> Result<usize, String> {
 }
 
 /// Encodes one snapshot record (checked with [`record_len`] first).
-pub fn encode_record(stream: &str, version: u64, schema_version: u32, data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn encode_record(
+    stream: &str,
+    version: u64,
+    event_id: Uuid,
+    schema_version: u32,
+    data: &[u8],
+) -> Result<Vec<u8>, String> {
     let len = record_len(stream, data.len())?;
     if version == 0 {
         return Err("a snapshot reflects stream version 1 or later".into());
@@ -155,6 +168,7 @@ pub fn encode_record(stream: &str, version: u64, schema_version: u32, data: &[u8
     buf[R_VERSION..R_VERSION + 8].copy_from_slice(&version.to_le_bytes());
     buf[R_SCHEMA..R_SCHEMA + 4].copy_from_slice(&schema_version.to_le_bytes());
     buf[R_DATA_LEN..R_DATA_LEN + 4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    buf[R_EVENT_ID..R_EVENT_ID + 16].copy_from_slice(event_id.as_bytes());
     let s = RECORD_HEADER_BYTES;
     buf[s..s + stream.len()].copy_from_slice(stream.as_bytes());
     buf[s + stream.len()..].copy_from_slice(data);
@@ -205,9 +219,12 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, RecordError> {
     }
     let s = RECORD_HEADER_BYTES;
     let stream = std::str::from_utf8(&record[s..s + stream_len]).map_err(|_| invalid("stream name is not UTF-8"))?;
+    let mut event_id = [0u8; 16];
+    event_id.copy_from_slice(&record[R_EVENT_ID..R_EVENT_ID + 16]);
     Ok(RecordRef {
         stream,
         version,
+        event_id: Uuid::from_bytes(event_id),
         schema_version: u32_at(record, R_SCHEMA),
         data: &record[s + stream_len..],
         len,
@@ -323,6 +340,7 @@ mod tests {
                 R_VERSION,
                 R_SCHEMA,
                 R_DATA_LEN,
+                R_EVENT_ID,
             ],
             RECORD_HEADER_BYTES,
         );
@@ -338,20 +356,20 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = encode_record("Account-1", 7, 3, b"state").unwrap();
+        let r = encode_record("Account-1", 7, Uuid::from_u128(9), 3, b"state").unwrap();
         let d = decode_record(&r).unwrap();
         assert_eq!(
-            (d.stream, d.version, d.schema_version, d.data),
-            ("Account-1", 7, 3, &b"state"[..])
+            (d.stream, d.version, d.event_id, d.schema_version, d.data),
+            ("Account-1", 7, Uuid::from_u128(9), 3, &b"state"[..])
         );
         assert_eq!(decode_header(&encode_header(Uuid::nil())).unwrap(), Uuid::nil());
     }
 
     #[test]
     fn scan_skips_a_bad_middle_record_and_cuts_a_torn_tail() {
-        let a = encode_record("A-1", 1, 1, b"a").unwrap();
-        let mut b = encode_record("A-1", 2, 1, b"bb").unwrap();
-        let c = encode_record("A-2", 1, 1, b"c").unwrap();
+        let a = encode_record("A-1", 1, Uuid::from_u128(9), 1, b"a").unwrap();
+        let mut b = encode_record("A-1", 2, Uuid::from_u128(9), 1, b"bb").unwrap();
+        let c = encode_record("A-2", 1, Uuid::from_u128(9), 1, b"c").unwrap();
         let last = b.len() - 1;
         b[last] ^= 1;
         let mut bytes = file(&[a.clone(), b.clone(), c.clone()]);
@@ -368,9 +386,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_inputs() {
-        assert!(encode_record("", 1, 1, b"").is_err());
-        assert!(encode_record("A-1", 0, 1, b"").is_err());
+        assert!(encode_record("", 1, Uuid::from_u128(9), 1, b"").is_err());
+        assert!(encode_record("A-1", 0, Uuid::from_u128(9), 1, b"").is_err());
         assert!(decode_header(b"short").is_err());
-        assert!(matches!(decode_record(&[0xFF; 40]), Err(RecordError::Unreadable(_))));
+        assert!(matches!(decode_record(&[0xFF; 64]), Err(RecordError::Unreadable(_))));
     }
 }

@@ -32,6 +32,10 @@ pub struct Snapshot {
     pub stream: String,
     /// The stream version whose state it holds (events 1..=version applied).
     pub version: u64,
+    /// The id of the stream's event at `version` when the snapshot was
+    /// saved. A load uses a snapshot only while the log's event at that
+    /// version still has this id.
+    pub event_id: uuid::Uuid,
     /// The application's schema version of `data`, chosen by whoever saved
     /// it; a reader expecting another version should ignore the snapshot.
     pub schema_version: u32,
@@ -93,6 +97,18 @@ pub enum SnapshotIssue {
         snapshot_version: u64,
         /// The stream's version.
         stream_version: u64,
+    },
+    /// The snapshot was taken at an event the log no longer holds at its
+    /// version (the log was cut, by a repair or an older annal, and the
+    /// stream grew again): it is never used.
+    #[error(
+        "snapshot of '{stream}' at version {snapshot_version} was taken at another event than the log's at that version"
+    )]
+    OtherEvent {
+        /// The stream.
+        stream: String,
+        /// The snapshot's version.
+        snapshot_version: u64,
     },
     /// The snapshot was saved with another schema version than the reader
     /// expects (the aggregate's state type changed).

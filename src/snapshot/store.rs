@@ -143,6 +143,7 @@ impl<F: FileSystem> Open<F> {
         Ok(Snapshot {
             stream: stream.to_string(),
             version: r.version,
+            event_id: r.event_id,
             schema_version: r.schema_version,
             data,
         })
@@ -308,7 +309,7 @@ fn compact<F: FileSystem>(
     for (stream, entry) in kept {
         match old.read(stream, &entry) {
             Ok(s) => {
-                let record = file::encode_record(stream, s.version, s.schema_version, &s.data)
+                let record = file::encode_record(stream, s.version, s.event_id, s.schema_version, &s.data)
                     .map_err(|why| Error::InvalidInput(format!("re-encoding a snapshot: {why}")))?;
                 let at = bytes.len() as u64;
                 placed.push((
@@ -362,7 +363,9 @@ impl<F: FileSystem> Store<F> {
         if core.options.durability != Durability::Sync {
             core.sync_tail()?;
         }
-        let record = file::encode_record(stream, version, schema_version, data).map_err(Error::InvalidInput)?;
+        let event_id = self.event_id_at(stream, version)?;
+        let record =
+            file::encode_record(stream, version, event_id, schema_version, data).map_err(Error::InvalidInput)?;
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
         let mut guard = snapshots.state.lock();
@@ -389,6 +392,20 @@ impl<F: FileSystem> Store<F> {
             self.compact_locked(&mut guard, options)?;
         }
         Ok(())
+    }
+
+    /// The id of `stream`'s event at `version`, which a snapshot there is
+    /// bound to.
+    fn event_id_at(&self, stream: &str, version: u64) -> Result<Uuid> {
+        let core = self.core();
+        let position = {
+            let published = core.published.read();
+            let i = usize::try_from(version.wrapping_sub(1)).unwrap_or(usize::MAX);
+            published.index.stream(stream).and_then(|e| e.get(i))
+        };
+        let position = position
+            .ok_or_else(|| Error::InvalidInput(format!("stream '{stream}' has no event at version {version}")))?;
+        Ok(core.read_position(position)?.id())
     }
 
     /// The newest usable snapshot of `stream` (see [`Store::load_snapshot_at`]).
@@ -430,6 +447,12 @@ impl<F: FileSystem> Store<F> {
                 continue;
             }
             match open.read(stream, entry) {
+                Ok(s) if self.event_id_at(stream, s.version).ok() != Some(s.event_id) => {
+                    result.issues.push(SnapshotIssue::OtherEvent {
+                        stream: stream.to_string(),
+                        snapshot_version: s.version,
+                    });
+                }
                 Ok(s) => {
                     result.snapshot = Some(s);
                     break;

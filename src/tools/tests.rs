@@ -794,7 +794,7 @@ fn a_snapshot_further_ahead_than_the_torn_bytes_could_hold_is_no_proof() {
     store.close().unwrap();
     // A record claiming version 1,000 of s-1 (which has 15 events).
     let snapshots = dir.path().join(crate::snapshot::file::FILE_NAME);
-    let record = crate::snapshot::file::encode_record("s-1", 1000, 1, b"far ahead").unwrap();
+    let record = crate::snapshot::file::encode_record("s-1", 1000, crate::Uuid::from_u128(1), 1, b"far ahead").unwrap();
     let mut bytes = std::fs::read(&snapshots).unwrap();
     bytes.extend_from_slice(&record);
     std::fs::write(&snapshots, bytes).unwrap();
@@ -827,5 +827,55 @@ fn a_torn_tail_that_cannot_be_copied_is_cut_all_the_same() {
     store
         .append("s-new", ExpectedVersion::Any, [EventData::new("T", "{}")])
         .unwrap();
+    store.close().unwrap();
+}
+
+/// A snapshot is bound to the event it was taken at: when the log lost
+/// that event (cut outside this build's open, say by an older annal) and
+/// the stream grew again, the snapshot is never loaded as the state of
+/// the new event at its version.
+#[test]
+fn a_snapshot_of_an_event_the_log_lost_is_never_loaded_for_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    for i in 0..4 {
+        store
+            .append("s-1", ExpectedVersion::Any, [EventData::new("T", format!("{i}"))])
+            .unwrap();
+    }
+    store.save_snapshot("s-1", 3, 1, b"state at 3").unwrap();
+    store.save_snapshot("s-1", 4, 1, b"state at 4").unwrap();
+    store.close().unwrap();
+    // The last batch zeroed and the index file removed: a log that simply
+    // ends after event 3.
+    std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+    let seg = segment::path(dir.path(), 1);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (mut at, mut last) = (64usize, 64usize);
+    while bytes[at..at + 4] != [0; 4] {
+        last = at;
+        at += u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    bytes[last..at].fill(0);
+    std::fs::write(&seg, bytes).unwrap();
+
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.stream_version("s-1"), Some(3));
+    store
+        .append("s-1", ExpectedVersion::Exact(3), [EventData::new("Other", "{}")])
+        .unwrap();
+    let load = store.load_snapshot("s-1");
+    assert_eq!(load.snapshot.map(|s| s.version), Some(3), "{:?}", load.issues);
+    assert!(
+        load.issues.iter().any(|i| matches!(
+            i,
+            crate::snapshot::SnapshotIssue::OtherEvent {
+                snapshot_version: 4,
+                ..
+            }
+        )),
+        "{:?}",
+        load.issues
+    );
     store.close().unwrap();
 }
