@@ -530,8 +530,9 @@ impl<F: FileSystem> Store<F> {
 
     /// Snapshots whose version is past their stream's last version, as
     /// (stream, version). Only a log that lost events (to `repair`, or a
-    /// deleted segment) has them; once the stream grows again past such a
-    /// version, a load could not tell the snapshot from a valid one.
+    /// deleted segment) has them. Loads never use them (while ahead, and
+    /// once the stream grew past them again, by their event id), but they
+    /// are dead weight in the file.
     pub(crate) fn snapshots_past_log(&self) -> Result<Vec<(String, u64)>> {
         let core = self.core();
         let snapshots = &core.snapshots;

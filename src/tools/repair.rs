@@ -176,8 +176,8 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
         .filter(|&(_, position)| position > report.kept_events)
         .collect();
     // Nor may a snapshot hold a version the stream does not: it was built
-    // on quarantined events, and would load as valid once the stream grows
-    // past it again. Only a snapshot file this store can use is looked
+    // on quarantined events (loads pass over it, by its version and then
+    // by its event id, but it is dead weight). Only a snapshot file this store can use is looked
     // into: opening one that is missing would create it, and one with a
     // bad header would be started afresh (its snapshots lost without a
     // copy).

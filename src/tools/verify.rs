@@ -319,8 +319,7 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<
                 r.offset,
                 format!(
                     "snapshot of '{}' at version {} is past the stream's last event (version {have}): it was taken \
-                     of events the log no longer holds, and would load as valid once the stream grows past it; \
-                     `annal repair` removes it",
+                     of events the log no longer holds (loads never use it); `annal repair` removes it",
                     r.stream, r.version
                 ),
             ));
