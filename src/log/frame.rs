@@ -41,6 +41,9 @@ const R_TYPE_LEN: usize = R_STREAM_LEN + 1;
 const R_METADATA_LEN: usize = R_TYPE_LEN + 1;
 const _: () = assert!(R_METADATA_LEN + 4 == RECORD_HEADER_BYTES);
 
+/// Where a record's event id lies, from the record's start (16 bytes).
+pub(crate) const RECORD_EVENT_ID_AT: usize = R_ID;
+
 /// Why bytes at some offset are not a valid batch frame.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {

@@ -242,6 +242,8 @@ pub struct Found {
     pub stream: String,
     /// Stream version.
     pub version: u64,
+    /// The id of the stream's event at that version when it was saved.
+    pub event_id: Uuid,
     /// Snapshot schema version.
     pub schema_version: u32,
 }
@@ -288,6 +290,7 @@ pub fn scan(bytes: &[u8]) -> Scan {
                     len: r.len,
                     stream: r.stream.to_string(),
                     version: r.version,
+                    event_id: r.event_id,
                     schema_version: r.schema_version,
                 });
                 at += r.len as usize;

@@ -22,6 +22,7 @@ const ISSUES_KEPT: usize = 256;
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     version: u64,
+    event_id: Uuid,
     schema_version: u32,
     offset: u64,
     len: u32,
@@ -99,6 +100,7 @@ impl<F: FileSystem> Open<F> {
         for r in scan.records {
             let entry = Entry {
                 version: r.version,
+                event_id: r.event_id,
                 schema_version: r.schema_version,
                 offset: r.offset,
                 len: r.len,
@@ -381,6 +383,7 @@ impl<F: FileSystem> Store<F> {
         }
         let entry = Entry {
             version,
+            event_id,
             schema_version,
             offset: open.end,
             len: record.len() as u32,
@@ -528,26 +531,34 @@ impl<F: FileSystem> Store<F> {
         })
     }
 
-    /// Snapshots whose version is past their stream's last version, as
-    /// (stream, version). Only a log that lost events (to `repair`, or a
-    /// deleted segment) has them. Loads never use them (while ahead, and
-    /// once the stream grew past them again, by their event id), but they
-    /// are dead weight in the file.
+    /// Snapshots the log no longer holds the events of, as (stream,
+    /// version): a version past the stream's last one, or an event id other
+    /// than that of the log's event at that version. Only a log that lost
+    /// events (to `repair`, an older annal, a deleted segment) has them.
+    /// Loads never use them, but they are dead weight in the file.
     pub(crate) fn snapshots_past_log(&self) -> Result<Vec<(String, u64)>> {
         let core = self.core();
         let snapshots = &core.snapshots;
-        let held: Vec<(String, Vec<u64>)> = {
+        let held: Vec<(String, Vec<(u64, Uuid)>)> = {
             let mut guard = snapshots.state.lock();
             let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
             open.streams
                 .iter()
-                .map(|(stream, entries)| (stream.clone(), entries.iter().map(|e| e.version).collect()))
+                .map(|(stream, entries)| {
+                    let held = entries.iter().map(|e| (e.version, e.event_id)).collect();
+                    (stream.clone(), held)
+                })
                 .collect()
         };
         let mut past = Vec::new();
         for (stream, versions) in held {
-            let have = self.stream_version(&stream).unwrap_or(0);
-            past.extend(versions.into_iter().filter(|&v| v > have).map(|v| (stream.clone(), v)));
+            let of_this_log = |&(version, id): &(u64, Uuid)| self.event_id_at(&stream, version).ok() == Some(id);
+            past.extend(
+                versions
+                    .into_iter()
+                    .filter(|held| !of_this_log(held))
+                    .map(|(v, _)| (stream.clone(), v)),
+            );
         }
         past.sort_unstable();
         Ok(past)

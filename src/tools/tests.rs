@@ -866,6 +866,21 @@ fn a_snapshot_of_an_event_the_log_lost_is_never_loaded_for_its_successor() {
         .unwrap();
     let load = store.load_snapshot("s-1");
     assert_eq!(load.snapshot.map(|s| s.version), Some(3), "{:?}", load.issues);
+    store.close().unwrap();
+    // verify reports it, repair removes it (and keeps the one at 3).
+    let r = verify(dir.path()).unwrap();
+    let problems = match &r.snapshots {
+        SnapshotFileStatus::Damaged { problems, .. } => problems.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        problems.iter().any(|p| p.reason.contains("another event")),
+        "{problems:?}"
+    );
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.snapshots_dropped, vec![("s-1".to_string(), 4)]);
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(store.load_snapshot("s-1").issues.is_empty());
     assert!(
         load.issues.iter().any(|i| matches!(
             i,

@@ -312,8 +312,32 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<
             "torn or unreadable bytes after the last valid snapshot".into(),
         ));
     }
+    // The id of a stream's event at a version, read from its segment.
+    let event_id_at = |stream: &str, version: u64| -> Option<Uuid> {
+        use std::io::{Read, Seek, SeekFrom};
+        let position = index
+            .stream(stream)?
+            .get(usize::try_from(version.checked_sub(1)?).ok()?)?;
+        let location = index.location(position)?;
+        let mut file = std::fs::File::open(crate::log::segment::path(dir, location.segment)).ok()?;
+        let mut id = [0u8; 16];
+        let at = location.offset + crate::log::frame::RECORD_EVENT_ID_AT as u64;
+        file.seek(SeekFrom::Start(at)).ok()?;
+        file.read_exact(&mut id).ok()?;
+        Some(Uuid::from_bytes(id))
+    };
     for r in &scan.records {
         let have = index.stream_version(&r.stream);
+        if r.version <= have && event_id_at(&r.stream, r.version) != Some(r.event_id) {
+            problems.push(problem(
+                r.offset,
+                format!(
+                    "snapshot of '{}' at version {} was taken at another event than the log's at that version \
+                     (the log was cut and the stream grew again; loads never use it); `annal repair` removes it",
+                    r.stream, r.version
+                ),
+            ));
+        }
         if r.version > have {
             problems.push(problem(
                 r.offset,
