@@ -191,11 +191,18 @@ fn write_fuzz_seed_corpus() {
         .append("S-1", ExpectedVersion::Any, [EventData::new("E", "x")])
         .expect("append");
     store.checkpoints().save("a", 1).expect("save");
+    store.save_snapshot("S-1", 1, 1, br#"{"balance":7}"#).expect("snapshot");
     store.close().expect("close");
+    let durable = fs.durable_image();
     write(
         "checkpoint_file",
         "two-names",
-        &fs.durable_image().files[&dir().join(annal::CHECKPOINTS_FILE_NAME)],
+        &durable.files[&dir().join(annal::CHECKPOINTS_FILE_NAME)],
+    );
+    write(
+        "snapshot_file",
+        "small-file",
+        &durable.files[&dir().join(annal::snapshot::file::FILE_NAME)],
     );
     let mut ops = 7u64.to_le_bytes().to_vec();
     ops.extend_from_slice(&[0, 10, 65, 20, 4, 0, 6, 0, 1, 30, 5, 0, 7, 3, 2, 200, 7, 9]);
