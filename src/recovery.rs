@@ -458,9 +458,9 @@ fn replay<F: FileSystem>(
                         Ok(kept) => report.torn_tail_kept = Some(kept),
                         Err(e) => report.torn_tail_not_kept = Some(e.to_string()),
                     }
+                    // Synced with the rest of the last segment below.
                     let ctx = || format!("cutting the torn tail of {}", seg.path.display());
                     write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
-                    seg.file.sync_data().ctx(ctx)?;
                     map = seg.file.map(map.len() as u64).ctx(ctx)?;
                 }
             }

@@ -274,26 +274,13 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
 /// Checks a stream name against the limits.
 #[inline]
 pub(crate) fn validate_stream_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > limits::STREAM_NAME_BYTES_MAX {
-        return Err(Error::InvalidInput(format!(
-            "stream name must be 1 to {} bytes, got {}",
-            limits::STREAM_NAME_BYTES_MAX,
-            name.len()
-        )));
-    }
-    Ok(())
+    check_name_len("stream name", name, limits::STREAM_NAME_BYTES_MAX)
 }
 
 /// Checks a category name: a stream name's part before its first `-`, so
 /// one holding a `-` could never match a stream.
 pub(crate) fn validate_category(category: &str) -> Result<()> {
-    if category.is_empty() || category.len() > limits::STREAM_NAME_BYTES_MAX {
-        return Err(Error::InvalidInput(format!(
-            "category must be 1 to {} bytes, got {}",
-            limits::STREAM_NAME_BYTES_MAX,
-            category.len()
-        )));
-    }
+    check_name_len("category", category, limits::STREAM_NAME_BYTES_MAX)?;
     if category.contains('-') {
         return Err(Error::InvalidInput(format!(
             "category '{category}' holds a '-': a category is a stream name's part before its first '-'"
@@ -305,11 +292,16 @@ pub(crate) fn validate_category(category: &str) -> Result<()> {
 /// Checks an event type used in a filter against the limits.
 #[inline]
 pub(crate) fn validate_event_type(t: &str) -> Result<()> {
-    if t.is_empty() || t.len() > limits::EVENT_TYPE_BYTES_MAX {
+    check_name_len("event type", t, limits::EVENT_TYPE_BYTES_MAX)
+}
+
+/// Checks that `name` (a `what`) has 1 to `max` bytes.
+#[inline]
+fn check_name_len(what: &str, name: &str, max: usize) -> Result<()> {
+    if name.is_empty() || name.len() > max {
         return Err(Error::InvalidInput(format!(
-            "event type must be 1 to {} bytes, got {}",
-            limits::EVENT_TYPE_BYTES_MAX,
-            t.len()
+            "{what} must be 1 to {max} bytes, got {}",
+            name.len()
         )));
     }
     Ok(())

@@ -138,7 +138,11 @@ impl<F: FileSystem> Open<F> {
             reason,
         };
         let r = file::decode_record(&buf).map_err(|e| corrupt(e.to_string()))?;
-        if r.stream != stream || r.version != entry.version || r.schema_version != entry.schema_version {
+        if r.stream != stream
+            || r.version != entry.version
+            || r.event_id != entry.event_id
+            || r.schema_version != entry.schema_version
+        {
             return Err(corrupt("record changed since the file was opened".into()));
         }
         let data = Bytes::copy_from_slice(r.data);
@@ -449,13 +453,14 @@ impl<F: FileSystem> Store<F> {
             if entry.version > max_version {
                 continue;
             }
+            if self.event_id_at(stream, entry.version).ok() != Some(entry.event_id) {
+                result.issues.push(SnapshotIssue::OtherEvent {
+                    stream: stream.to_string(),
+                    snapshot_version: entry.version,
+                });
+                continue;
+            }
             match open.read(stream, entry) {
-                Ok(s) if self.event_id_at(stream, s.version).ok() != Some(s.event_id) => {
-                    result.issues.push(SnapshotIssue::OtherEvent {
-                        stream: stream.to_string(),
-                        snapshot_version: s.version,
-                    });
-                }
                 Ok(s) => {
                     result.snapshot = Some(s);
                     break;
@@ -536,7 +541,7 @@ impl<F: FileSystem> Store<F> {
     /// than that of the log's event at that version. Only a log that lost
     /// events (to `repair`, an older annal, a deleted segment) has them.
     /// Loads never use them, but they are dead weight in the file.
-    pub(crate) fn snapshots_past_log(&self) -> Result<Vec<(String, u64)>> {
+    pub(crate) fn dead_snapshots(&self) -> Result<Vec<(String, u64)>> {
         let core = self.core();
         let snapshots = &core.snapshots;
         let held: Vec<(String, Vec<(u64, Uuid)>)> = {

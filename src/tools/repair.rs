@@ -110,7 +110,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         };
         let mut w = walk::walk(dir, &ids, target, false, &mut |_| {})?;
         walk::hold_to_durable_floor(dir, &mut w)?;
-        walk::hold_to_checkpoints(dir, &mut w);
+        walk::hold_to_durable_proofs(dir, &mut w);
         let index = verify::check_index(dir, &w, saved);
         let index_damage = match index {
             IndexStatus::Damaged(d) => Some(d),
@@ -175,17 +175,16 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
         .into_iter()
         .filter(|&(_, position)| position > report.kept_events)
         .collect();
-    // Nor may a snapshot hold a version the stream does not: it was built
-    // on quarantined events (loads pass over it, by its version and then
-    // by its event id, but it is dead weight). Only a snapshot file this store can use is looked
-    // into: opening one that is missing would create it, and one with a
-    // bad header would be started afresh (its snapshots lost without a
-    // copy).
+    // Nor should the snapshot file keep snapshots of events the log does
+    // not hold (loads pass over them, but they are dead weight). Only a
+    // snapshot file this store can use is looked into: opening one that is
+    // missing would create it, and one with a bad header would be started
+    // afresh (its snapshots lost without a copy).
     let path = dir.join(crate::snapshot::file::FILE_NAME);
     let usable = fs::read(&path)
         .ok()
         .filter(|bytes| crate::snapshot::file::decode_header(bytes).is_ok_and(|id| id == store.store_id()));
-    let past_snapshots = match usable.as_ref().map(|_| store.snapshots_past_log()) {
+    let past_snapshots = match usable.as_ref().map(|_| store.dead_snapshots()) {
         None => Vec::new(),
         Some(Ok(past)) => past,
         // A snapshot file that a writable open would repair (a torn

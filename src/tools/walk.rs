@@ -226,7 +226,7 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
 /// Holds a torn tail to the saved checkpoints and snapshots, as open does:
 /// each proves the log was durable up to its event, so invalid bytes where
 /// such events should be are damage, never a torn write to cut.
-pub(crate) fn hold_to_checkpoints(dir: &Path, w: &mut Walk) {
+pub(crate) fn hold_to_durable_proofs(dir: &Path, w: &mut Walk) {
     let (Some(torn), Some(store_id)) = (&w.torn_tail, w.store_id) else {
         return;
     };
