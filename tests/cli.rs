@@ -36,6 +36,14 @@ fn run_with_stdin(args: &[&str], input: &str) -> Output {
     output
 }
 
+/// Runs with stdout on `/dev/full`, where every write fails for lack of
+/// space (Linux).
+#[cfg(target_os = "linux")]
+fn run_into_full_disk(args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    Command::new(BIN).args(args).stdout(full).output().unwrap()
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap()
 }
@@ -115,8 +123,7 @@ fn help_works_on_every_command() {
 #[test]
 fn help_that_cannot_be_written_fails() {
     for args in [&["--help"][..], &["--version"], &["read", "--help"]] {
-        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let o = Command::new(BIN).args(args).stdout(full).output().unwrap();
+        let o = run_into_full_disk(args);
         assert_eq!(code(&o), 1, "{args:?}");
         assert!(
             stderr(&o).starts_with("annal: cannot write to standard output"),
@@ -743,12 +750,7 @@ fn an_append_whose_output_fails_says_the_event_was_written() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s");
     let id = "9045a153-227a-4ddb-a492-2c5f7ff97445";
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let o = Command::new(BIN)
-        .args(["append", s(&store), "Order-1", "Placed", "--id", id])
-        .stdout(full)
-        .output()
-        .unwrap();
+    let o = run_into_full_disk(&["append", s(&store), "Order-1", "Placed", "--id", id]);
     assert_eq!(code(&o), 1);
     let err = stderr(&o);
     assert!(
@@ -773,12 +775,7 @@ fn an_import_whose_output_fails_says_which_lines_were_appended() {
         .map(|i| format!("{{\"stream\":\"c-{i}\",\"type\":\"T\",\"data\":{{}}}}\n"))
         .collect();
     std::fs::write(&input, text).unwrap();
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let o = Command::new(BIN)
-        .args(["import", s(&store), s(&input)])
-        .stdout(full)
-        .output()
-        .unwrap();
+    let o = run_into_full_disk(&["import", s(&store), s(&input)]);
     assert_eq!(code(&o), 1);
     let err = stderr(&o);
     assert!(

@@ -203,12 +203,7 @@ fn a_failed_sync_is_never_retried_into_success() {
     store
         .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
         .expect("append");
-    fs.inject(Fault {
-        kind: OpKind::Sync,
-        nth: 0,
-        error: FaultError::Eio,
-        sticky: false,
-    });
+    fail_next_sync(&fs, false);
     let err = store
         .append("A-1", ExpectedVersion::Any, [EventData::new("E", "2")])
         .unwrap_err();
@@ -239,12 +234,7 @@ fn a_store_poisoned_by_a_failed_sync_confirms_nothing_durable() {
     store
         .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
         .expect("append");
-    fs.inject(Fault {
-        kind: OpKind::Sync,
-        nth: 0,
-        error: FaultError::Eio,
-        sticky: false,
-    });
+    fail_next_sync(&fs, false);
     assert!(store.sync().is_err(), "the failed sync itself");
     // The next sync would succeed: the store must not try it.
     assert!(matches!(store.sync(), Err(Error::Poisoned(_))));
@@ -275,12 +265,7 @@ fn events_recovered_from_the_page_cache_are_synced_before_anything_counts_on_the
         // The fourth append is written, its sync fails: never acknowledged
         // (a SIGKILL between write and sync leaves the same state).
         let fourth = EventData::new("E", "3");
-        fs.inject(Fault {
-            kind: OpKind::Sync,
-            nth: 0,
-            error: FaultError::Eio,
-            sticky: true,
-        });
+        fail_next_sync(&fs, true);
         assert!(store.append("s-1", ExpectedVersion::Any, [fourth.clone()]).is_err());
         drop(store);
         fs.clear_faults();
@@ -310,6 +295,16 @@ fn events_recovered_from_the_page_cache_are_synced_before_anything_counts_on_the
             "seed {seed}"
         );
     }
+}
+
+/// Makes the next sync fail with EIO (and every later one, when `sticky`).
+fn fail_next_sync(fs: &SimFs, sticky: bool) {
+    fs.inject(Fault {
+        kind: OpKind::Sync,
+        nth: 0,
+        error: FaultError::Eio,
+        sticky,
+    });
 }
 
 /// From now on every write finds the disk full.
