@@ -307,11 +307,6 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
                 "segment number in header differs from file name",
             ));
         }
-        if let Some(first) = found.first()
-            && first.header.store_id != header.store_id
-        {
-            return Err(Error::corruption(&path, 0, "segment belongs to another store"));
-        }
         let map = file.map(len).ctx(ctx)?;
         found.push(Found {
             header,
@@ -319,6 +314,10 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
             file,
             map,
         });
+    }
+    let headers: Vec<(u64, Uuid)> = found.iter().map(|f| (f.header.segment_id, f.header.store_id)).collect();
+    if let Some((id, reason)) = segment::foreign_segment(&headers) {
+        return Err(Error::corruption(segment::path(dir, id), 0, reason));
     }
     Ok(found)
 }

@@ -49,13 +49,43 @@ pub fn path(dir: &Path, id: u64) -> PathBuf {
     dir.join(file_name(id))
 }
 
-/// Parses a segment file name back into its number.
+/// Parses a segment file name back into its number. Segments are numbered
+/// from 1, so a name with the number 0 is not a segment's (a file of that
+/// name is someone else's, and left alone).
 pub fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|&id| id > 0)
+}
+
+/// The segment that does not belong, when segment headers disagree on the
+/// store id: the first whose id differs from the one most segments carry
+/// (on a tie, segment 1's), with the reason naming both ids. `headers`
+/// holds (segment number, store id) of every header that could be read.
+///
+/// A store's segments all carry its id. A file of another store put among
+/// them (a restore gone wrong) must be named, whichever number it took:
+/// taking segment 1's id as the store's would blame every other segment
+/// when the stray file is segment 1.
+pub fn foreign_segment(headers: &[(u64, Uuid)]) -> Option<(u64, String)> {
+    let mut counts: Vec<(Uuid, usize)> = Vec::new();
+    for &(_, store_id) in headers {
+        match counts.iter_mut().find(|(id, _)| *id == store_id) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((store_id, 1)),
+        }
+    }
+    // `max_by_key` keeps the last of equal counts: look from the back so
+    // that a tie goes to the id seen first (segment 1's).
+    let &(store_id, n) = counts.iter().rev().max_by_key(|&&(_, n)| n)?;
+    let &(segment, other) = headers.iter().find(|&&(_, id)| id != store_id)?;
+    let reason = format!(
+        "segment belongs to another store (its store id is {other}; {n} of the {} segments have store id {store_id})",
+        headers.len()
+    );
+    Some((segment, reason))
 }
 
 impl SegmentHeader {
@@ -269,6 +299,7 @@ mod tests {
         assert_eq!(file_name(12), "00000000000000000012.seg");
         assert_eq!(parse_file_name(&file_name(12)), Some(12));
         assert_eq!(parse_file_name("12.seg"), None);
+        assert_eq!(parse_file_name(&file_name(0)), None, "segments are numbered from 1");
         assert_eq!(parse_file_name("00000000000000000012.seg.tmp"), None);
     }
 

@@ -103,6 +103,19 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     };
     {
         let _lock = lock::exclusive(dir)?;
+        // Which store's events to keep is for the user to say: keeping the
+        // log before the stray file would throw out every later segment
+        // of the store, or all of it when the stray file is segment 1.
+        if let Some((stray, reason)) = walk::foreign_segment(dir, &ids) {
+            return Err(crate::Error::corruption(
+                segment::path(dir, stray),
+                0,
+                format!(
+                    "{reason}; repair changed nothing: move the segment file that does not belong \
+                     out of the directory, then run repair again"
+                ),
+            ));
+        }
         let saved = verify::load_index_file(dir)?;
         let target = match &saved {
             Some(Ok((_, cp))) => cp.last_position,
@@ -132,7 +145,22 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             report.checkpoints_quarantined = quarantine_file(dir, crate::CHECKPOINTS_FILE_NAME, &mut report)?;
             report.repaired = true;
         }
-        report.damage = w.damage.or(index_damage).or(checkpoints_damage);
+        // A snapshot file that is not a file at all (a directory) is moved
+        // aside too; a damaged one is the open's to start afresh.
+        let snapshots = crate::snapshot::file::FILE_NAME;
+        let snapshots_damage = fs::metadata(dir.join(snapshots))
+            .is_ok_and(|meta| !meta.is_file())
+            .then(|| Damage {
+                file: dir.join(snapshots),
+                segment: None,
+                offset: 0,
+                reason: verify::NOT_A_FILE.into(),
+            });
+        if snapshots_damage.is_some() {
+            quarantine_file(dir, snapshots, &mut report)?;
+            report.repaired = true;
+        }
+        report.damage = w.damage.or(index_damage).or(checkpoints_damage).or(snapshots_damage);
     }
     // Open (rebuilding the index when it was moved), to count what is kept
     // and to prove the store opens. A store whose first segment header was

@@ -894,3 +894,94 @@ fn a_snapshot_of_an_event_the_log_lost_is_never_loaded_for_its_successor() {
     );
     store.close().unwrap();
 }
+
+/// A segment 1 of another store put among this store's segments (a
+/// restore gone wrong) is named as the stray file by open and verify, and
+/// repair changes nothing: keeping "the log before the damage" would have
+/// thrown out every segment of this store and kept the stray one.
+#[test]
+fn a_stray_first_segment_of_another_store_is_named_and_repair_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let other = tempfile::tempdir().unwrap();
+    store_with(other.path(), 5);
+    let first = segment::path(dir.path(), 1);
+    std::fs::copy(segment::path(other.path(), 1), &first).unwrap();
+    let before = files(dir.path());
+
+    let named = |e: Error| match e {
+        Error::Corruption { file, reason, .. } => {
+            assert_eq!(file, first, "{reason}");
+            assert!(reason.contains("another store"), "{reason}");
+            reason
+        }
+        other => panic!("{other:?}"),
+    };
+    named(Store::open(dir.path(), options()).map(|_| ()).unwrap_err());
+    named(
+        Store::open(dir.path(), options().with_read_only(true))
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    let r = verify(dir.path()).unwrap();
+    let damage = r.damage.expect("verify found nothing");
+    assert_eq!((damage.file, damage.offset), (first.clone(), 0));
+    let reason = named(repair(dir.path()).unwrap_err());
+    assert!(reason.contains("changed nothing"), "{reason}");
+    assert_eq!(files(dir.path()), before, "repair changed the store");
+    assert!(!dir.path().join(QUARANTINE_DIR).exists());
+}
+
+/// Directories where the index, checkpoints and snapshot files belong are
+/// damage that verify reports and repair moves aside, not I/O errors that
+/// stop both.
+#[test]
+fn directories_in_place_of_side_files_are_reported_and_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 30);
+    let names = [
+        crate::index::file::FILE_NAME,
+        crate::CHECKPOINTS_FILE_NAME,
+        crate::snapshot::file::FILE_NAME,
+    ];
+    for name in names {
+        let path = dir.path().join(name);
+        let _ = std::fs::remove_file(&path);
+        std::fs::create_dir(&path).unwrap();
+    }
+    let r = verify(dir.path()).unwrap();
+    assert!(r.damage.is_none(), "{r:?}");
+    assert!(
+        matches!(&r.index, IndexStatus::Damaged(d) if d.reason.contains("not a file")),
+        "{r:?}"
+    );
+    assert!(!r.is_clean(), "{r:?}");
+    let repaired = repair(dir.path()).unwrap();
+    assert!(repaired.repaired);
+    assert_eq!(repaired.kept_events, 30);
+    for name in names {
+        assert!(!dir.path().join(name).is_dir(), "{name} still a directory");
+        assert!(
+            dir.path().join(QUARANTINE_DIR).join(name).is_dir(),
+            "{name} not in quarantine"
+        );
+    }
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+/// A file named like segment 0 (annal numbers segments from 1) is not part
+/// of the store: the store opens, verifies and repairs as if it were not
+/// there, and it is left alone.
+#[test]
+fn a_file_named_like_segment_zero_is_not_part_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    let zero = segment::path(dir.path(), 0);
+    std::fs::copy(segment::path(dir.path(), 1), &zero).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.last_position(), 100);
+    store.close().unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
+    assert!(!repair(dir.path()).unwrap().repaired);
+    assert!(zero.exists());
+}

@@ -212,10 +212,18 @@ pub(crate) fn read_checkpoints(
     store_id: Option<Uuid>,
 ) -> Result<Option<std::result::Result<BTreeMap<String, u64>, Damage>>> {
     let path = dir.join(crate::CHECKPOINTS_FILE_NAME);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    let bytes = match read_store_file(&path)? {
+        None => return Ok(None),
+        Some(Ok(bytes)) => bytes,
+        Some(Err(reason)) => {
+            return Ok(Some(Err(Damage {
+                file: path,
+                segment: None,
+                offset: 0,
+                reason,
+            })));
+        }
+    };
     // Without a readable segment header there is no store id to compare
     // with; the file's own then stands in.
     let id = store_id
@@ -281,15 +289,19 @@ fn check_checkpoints(
 fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<SnapshotFileStatus> {
     use crate::snapshot::file as snapshot_file;
     let path = dir.join(snapshot_file::FILE_NAME);
-    if !path.exists() {
-        return Ok(SnapshotFileStatus::Missing);
-    }
-    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
     let problem = |offset: u64, reason: String| Damage {
         file: path.clone(),
         segment: None,
         offset,
         reason,
+    };
+    let bytes = match read_store_file(&path)? {
+        None => return Ok(SnapshotFileStatus::Missing),
+        Some(Ok(bytes)) => bytes,
+        Some(Err(reason)) => {
+            let problems = vec![problem(0, reason)];
+            return Ok(SnapshotFileStatus::Damaged { records: 0, problems });
+        }
     };
     let mut problems = Vec::new();
     match snapshot_file::decode_header(&bytes) {
@@ -364,11 +376,25 @@ pub(crate) type SavedIndex = Option<Result<(Index, Checkpoint), String>>;
 /// Reads and decodes the index file, if there is one.
 pub(crate) fn load_index_file(dir: &Path) -> Result<SavedIndex> {
     let path = dir.join(index_file::FILE_NAME);
-    if !path.exists() {
-        return Ok(None);
+    Ok(read_store_file(&path)?.map(|bytes| index_file::decode(&bytes?.into())))
+}
+
+/// Why a store file that is a directory (or another special file) is damage.
+pub(crate) const NOT_A_FILE: &str = "not a file: something else has its name";
+
+/// The bytes of one of the store's side files: `None` when there is none,
+/// the reason when something other than a file has its name (a directory,
+/// say: damage for `repair` to move aside, not an I/O error that stops
+/// `verify`).
+pub(crate) fn read_store_file(path: &Path) -> Result<Option<std::result::Result<Vec<u8>, String>>> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(meta) if !meta.is_file() => Ok(Some(Err(NOT_A_FILE.into()))),
+        _ => {
+            let bytes = std::fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+            Ok(Some(Ok(bytes)))
+        }
     }
-    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
-    Ok(Some(index_file::decode(&bytes.into())))
 }
 
 /// Compares the index file with what the walk found in the log.

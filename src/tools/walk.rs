@@ -67,6 +67,23 @@ pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// The segment of another store among `ids`, with the reason (see
+/// [`segment::foreign_segment`]). Headers that cannot be read are left to
+/// the walk, which reports them.
+pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Option<(u64, String)> {
+    let headers: Vec<(u64, Uuid)> = ids
+        .iter()
+        .filter_map(|&id| {
+            let path = segment::path(dir, id);
+            let file = StdFs.open(&path, OpenMode::Read).ok()?;
+            let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+            file.read_exact_at(&mut head, 0).ok()?;
+            Some((id, SegmentHeader::decode(&head, &path).ok()?.store_id))
+        })
+        .collect();
+    segment::foreign_segment(&headers)
+}
+
 /// Opens and maps a segment file read-only.
 pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
     let ctx = || format!("reading {}", path.display());
@@ -106,6 +123,7 @@ pub(crate) fn walk(
         data_end: None,
         ids: collect_ids.then(Vec::new),
     };
+    let foreign = foreign_segment(dir, ids);
     for (i, &id) in ids.iter().enumerate() {
         let expected = i as u64 + 1;
         if id != expected {
@@ -120,7 +138,11 @@ pub(crate) fn walk(
         let last = i + 1 == ids.len();
         let path = segment::path(dir, id);
         let map = map_file(&path)?;
-        if let Err(reason) = check_header(&map, &path, id, &mut w)? {
+        let checked = match &foreign {
+            Some((stray, reason)) if *stray == id => Err(reason.clone()),
+            _ => check_header(&map, &path, id, &mut w)?,
+        };
+        if let Err(reason) = checked {
             w.damage = Some(Damage {
                 file: path,
                 segment: Some(id),
@@ -201,10 +223,9 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
         return Ok(());
     }
     let path = dir.join(crate::index::file::FILE_NAME);
-    if !path.exists() {
+    let Some(Ok(bytes)) = super::verify::read_store_file(&path)? else {
         return Ok(());
-    }
-    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+    };
     let (Some(store_id), Some((segment, end))) = (w.store_id, w.data_end) else {
         return Ok(());
     };
