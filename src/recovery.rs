@@ -140,7 +140,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     let proven = |index: &Index, torn_bytes: u64| durable_proof(fs, dir, store_id, index, torn_bytes);
     let keep = |segment: &Path, offset: u64, bytes: &[u8]| keep_torn_tail(fs, dir, segment, offset, bytes);
     let tail_rules = TailRules {
-        floor,
+        floor: floor.as_ref(),
         proven: &proven,
         keep: &keep,
     };
@@ -172,23 +172,78 @@ fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Bytes, String> {
 /// of the file cannot be used. The store syncs the log before it saves an
 /// index file, so the log must reach this point: damage before it is
 /// corruption of acknowledged data, never a torn tail to cut.
-fn durable_floor<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Option<(u64, u64)> {
+fn durable_floor<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Option<Checkpoint> {
     durable_floor_of(bytes, found.first()?.header.store_id)
 }
 
 /// [`durable_floor`] from an index file's bytes and the log's store id
 /// (also used by `verify` and `repair`).
-pub(crate) fn durable_floor_of(bytes: &[u8], store_id: Uuid) -> Option<(u64, u64)> {
+pub(crate) fn durable_floor_of(bytes: &[u8], store_id: Uuid) -> Option<Checkpoint> {
     let (checkpoint, _, _) = index_file::decode_checkpoint(bytes).ok()?;
-    (checkpoint.store_id == store_id && checkpoint.last_position > 0)
-        .then_some((checkpoint.end_segment, checkpoint.end_offset))
+    (checkpoint.store_id == store_id && checkpoint.last_position > 0 && checkpoint.end_segment > 0)
+        .then_some(checkpoint)
+}
+
+/// Where and why a log that reaches the durable `floor` holds other data
+/// there than the batch the index file recorded (its last position, end
+/// and CRC): acknowledged events were replaced, by a segment restored from
+/// another copy of the store, say. `index` is the log's, `map` the floor
+/// segment's bytes. `None` when the log holds that very batch. (A log that
+/// falls short of the floor is [`short_of_floor`]'s to report.)
+pub(crate) fn floor_batch_replaced(floor: &Checkpoint, index: &Index, map: &[u8]) -> Option<(u64, String)> {
+    let location = index.location(floor.last_position);
+    let holds = location
+        .filter(|l| l.segment == floor.end_segment)
+        .map(|l| log_holds_batch(floor, l.offset, map));
+    match holds {
+        Some(Ok(())) => None,
+        Some(Err((at, _))) => Some((at, replaced_reason(floor))),
+        None => Some((floor.end_offset, replaced_reason(floor))),
+    }
+}
+
+fn replaced_reason(floor: &Checkpoint) -> String {
+    format!(
+        "the index file records the batch of events up to position {} ending at offset {} as durable, \
+         but the log holds other data there: acknowledged events were replaced",
+        floor.last_position, floor.end_offset
+    )
+}
+
+/// Whether the record at `record_at` in `map` belongs to the batch that
+/// `checkpoint` recorded: a valid batch holding its last position, ending
+/// at its end offset, with its CRC. The error gives the batch's offset (or
+/// the record's, when no batch is found) and the reason.
+fn log_holds_batch(checkpoint: &Checkpoint, record_at: u64, map: &[u8]) -> Result<(), (u64, String)> {
+    let not_in_log = |why: &str| (record_at, why.to_string());
+    let record_at = usize::try_from(record_at).map_err(|_| not_in_log("offset out of range"))?;
+    let record = map
+        .get(record_at..)
+        .and_then(frame::parse_record_header)
+        .ok_or_else(|| not_in_log("last event not in the log"))?;
+    let batch_at = record_at
+        .checked_sub(record.batch_back as usize)
+        .ok_or_else(|| not_in_log("last event not in the log"))?;
+    let header = frame::check_batch(&map[batch_at..], |_, _| {})
+        .map_err(|_| not_in_log("the index file's last batch is not in the log"))?;
+    let last = header.first_position.saturating_add(u64::from(header.record_count) - 1);
+    if header.crc != checkpoint.last_batch_crc
+        || last != checkpoint.last_position
+        || batch_at as u64 + u64::from(header.frame_len) != checkpoint.end_offset
+    {
+        return Err((
+            batch_at as u64,
+            "index file does not match the log (stale or ahead)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a log whose last segment is `segment`, with valid data up to `end`,
 /// lost acknowledged events, given the durable `floor` (segment, offset);
 /// `None` when it reaches the floor. (Also used by `verify` and `repair`.)
-pub(crate) fn short_of_floor(floor: (u64, u64), segment: u64, end: u64) -> Option<String> {
-    let (floor_segment, floor_offset) = floor;
+pub(crate) fn short_of_floor(floor: &Checkpoint, segment: u64, end: u64) -> Option<String> {
+    let (floor_segment, floor_offset) = (floor.end_segment, floor.end_offset);
     if floor_segment > segment {
         Some(format!(
             "the log ends in this segment, but the index file records durable data in segment {floor_segment}"
@@ -348,24 +403,7 @@ fn load_index<F: FileSystem>(bytes: &Bytes, found: &[Found<F>]) -> Result<(Index
     if location.segment != checkpoint.end_segment {
         return Err("index file's last event is not in its end segment".into());
     }
-    let map = &end_segment.map;
-    let record_at = usize::try_from(location.offset).map_err(|_| "offset out of range")?;
-    let record = map
-        .get(record_at..)
-        .and_then(frame::parse_record_header)
-        .ok_or("last event not in the log")?;
-    let batch_at = record_at
-        .checked_sub(record.batch_back as usize)
-        .ok_or("last event not in the log")?;
-    let header =
-        frame::check_batch(&map[batch_at..], |_, _| {}).map_err(|_| "the index file's last batch is not in the log")?;
-    let last = header.first_position.saturating_add(u64::from(header.record_count) - 1);
-    if header.crc != checkpoint.last_batch_crc
-        || last != checkpoint.last_position
-        || batch_at as u64 + u64::from(header.frame_len) != checkpoint.end_offset
-    {
-        return Err("index file does not match the log (stale or ahead)".into());
-    }
+    log_holds_batch(&checkpoint, location.offset, &end_segment.map).map_err(|(_, why)| why)?;
     Ok((index, checkpoint))
 }
 
@@ -431,7 +469,7 @@ fn replay<F: FileSystem>(
             // A segment that holds the floor must reach it (later ones are
             // checked once the last segment is known, below).
             if let Some(floor) = floor
-                && floor.0 == id
+                && floor.end_segment == id
                 && let Some(why) = short_of_floor(floor, id, data_end)
             {
                 return Err(Error::corruption(&seg.path, data_end, why));
@@ -488,10 +526,19 @@ fn replay<F: FileSystem>(
             .ctx(|| format!("syncing the recovered log in {}", path.display()))?;
     }
     if let Some(floor) = floor
-        && floor.0 > segment_id
+        && floor.end_segment > segment_id
         && let Some(why) = short_of_floor(floor, segment_id, allocated)
     {
         return Err(Error::corruption(&path, allocated, why));
+    }
+    // The log reaches the floor; it must hold the very batch recorded there.
+    if let Some(floor) = floor
+        && let Some(view) = usize::try_from(floor.end_segment.saturating_sub(1))
+            .ok()
+            .and_then(|i| views.get(i))
+        && let Some((offset, why)) = floor_batch_replaced(floor, &index, &view.map)
+    {
+        return Err(Error::corruption(&view.path, offset, why));
     }
     let tail = LogTail::new(segment_id, path, file, allocated, options.segment_size_bytes);
     Ok(Recovered {
@@ -511,7 +558,7 @@ fn replay<F: FileSystem>(
 struct TailRules<'a> {
     /// Where the index file's header says the log was durable (segment,
     /// offset): the log must reach it.
-    floor: Option<(u64, u64)>,
+    floor: Option<&'a Checkpoint>,
     /// Why torn-looking bytes (this many) held durable events, when a
     /// saved checkpoint or snapshot proves it (see [`durable_proof`]).
     proven: &'a dyn Fn(&Index, u64) -> Option<String>,

@@ -985,3 +985,50 @@ fn a_file_named_like_segment_zero_is_not_part_of_the_store() {
     assert!(!repair(dir.path()).unwrap().repaired);
     assert!(zero.exists());
 }
+
+/// Segments restored from a copy of the store that went on differently
+/// (a backup appended to, say) hold other events where the index file
+/// recorded acknowledged ones. A log that reaches the durable floor must
+/// hold the very batch recorded there: open, a read-only open and verify
+/// report the replacement, instead of rebuilding the index from the other
+/// copy's events and so erasing the evidence.
+#[test]
+fn segments_from_a_diverged_copy_are_corruption_not_a_stale_index() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 110);
+    let fork = tempfile::tempdir().unwrap();
+    for (path, bytes) in files(dir.path()) {
+        std::fs::write(fork.path().join(path.file_name().unwrap()), bytes).unwrap();
+    }
+    let append = |path: &Path, n: u64, event_type: &str| {
+        let store = Store::open(path, options()).unwrap();
+        for _ in 0..n {
+            store
+                .append("s-1", ExpectedVersion::Any, [EventData::new(event_type, "{}")])
+                .unwrap();
+        }
+        store.close().unwrap();
+    };
+    append(dir.path(), 10, "Acknowledged");
+    append(fork.path(), 15, "Forked");
+    for (path, bytes) in files(fork.path()) {
+        if segment::parse_file_name(path.file_name().unwrap().to_str().unwrap()).is_some() {
+            std::fs::write(dir.path().join(path.file_name().unwrap()), bytes).unwrap();
+        }
+    }
+    let before = files(dir.path());
+    let replaced = |e: Error| match e {
+        Error::Corruption { reason, .. } => assert!(reason.contains("were replaced"), "{reason}"),
+        other => panic!("{other:?}"),
+    };
+    replaced(
+        Store::open(dir.path(), options().with_read_only(true))
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    replaced(Store::open(dir.path(), options()).map(|_| ()).unwrap_err());
+    let r = verify(dir.path()).unwrap();
+    let damage = r.damage.expect("verify found nothing");
+    assert!(damage.reason.contains("were replaced"), "{damage:?}");
+    assert_eq!(files(dir.path()), before, "the refused opens changed the store");
+}

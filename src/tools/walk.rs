@@ -229,18 +229,28 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
     let (Some(store_id), Some((segment, end))) = (w.store_id, w.data_end) else {
         return Ok(());
     };
-    let Some(why) = crate::recovery::durable_floor_of(&bytes, store_id)
-        .and_then(|floor| crate::recovery::short_of_floor(floor, segment, end))
-    else {
+    let Some(floor) = crate::recovery::durable_floor_of(&bytes, store_id) else {
         return Ok(());
     };
-    w.torn_tail = None;
-    w.damage = Some(Damage {
-        file: segment::path(dir, segment),
-        segment: Some(segment),
-        offset: end,
-        reason: why,
-    });
+    let damage = match crate::recovery::short_of_floor(&floor, segment, end) {
+        Some(why) => Some((segment, end, why)),
+        // The log reaches the floor: it must hold the very batch recorded
+        // there.
+        None => {
+            let map = map_file(&segment::path(dir, floor.end_segment))?;
+            crate::recovery::floor_batch_replaced(&floor, &w.index, &map)
+                .map(|(offset, why)| (floor.end_segment, offset, why))
+        }
+    };
+    if let Some((segment, offset, reason)) = damage {
+        w.torn_tail = None;
+        w.damage = Some(Damage {
+            file: segment::path(dir, segment),
+            segment: Some(segment),
+            offset,
+            reason,
+        });
+    }
     Ok(())
 }
 
