@@ -407,3 +407,37 @@ fn a_forged_record_that_breaks_its_stream_versions() {
         other => panic!("expected corruption, got {:?}", other.map(|s| s.last_position())),
     }
 }
+
+/// A batch copied, CRCs and all, over another of the same size (a forger,
+/// or a block of the file written at the wrong place): the index, loaded
+/// from its file, points at the copy for the overwritten event. Reads
+/// report corruption instead of serving the copy's event at the
+/// overwritten one's position (with the copy's id, version and data).
+#[test]
+fn a_batch_copied_over_another_is_not_read_as_the_event_it_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_three(dir.path());
+    store.close().unwrap();
+    // Three one-event batches of the same size follow the segment header.
+    let segment = dir.path().join("00000000000000000001.seg");
+    let mut bytes = fs::read(&segment).unwrap();
+    let len = u32::from_le_bytes(bytes[68..72].try_into().unwrap()) as usize;
+    let (first, second) = (64, 64 + len);
+    let copy = bytes[second..second + len].to_vec();
+    bytes[first..first + len].copy_from_slice(&copy);
+    fs::write(&segment, bytes).unwrap();
+
+    // (An open checks the batches of the id window's events: keep the
+    // damage out of it, as it is in a store of more than 10,000 events.)
+    let store = Store::open(dir.path(), Options::default().with_idempotency_window_events(1)).unwrap();
+    assert!(store.recovery_report().index_loaded);
+    let corrupt = |r: Option<annal::Result<annal::RecordedEvent>>| match r {
+        Some(Err(Error::Corruption { reason, .. })) => assert!(reason.contains("position"), "{reason}"),
+        other => panic!("expected corruption, got {other:?}"),
+    };
+    corrupt(store.read_all(ReadAll::forward()).unwrap().next());
+    corrupt(store.read_stream("Order-1", ReadStream::forward()).unwrap().next());
+    assert!(store.read_position(1).is_err());
+    let third = store.read_position(3).unwrap().unwrap();
+    assert_eq!(third.data(), [2u8; 10]);
+}

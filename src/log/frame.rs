@@ -359,7 +359,8 @@ pub fn batch_timestamp(batch: &[u8]) -> i64 {
 /// `segment`, whose bytes have been checked (see [`check_batch`]).
 ///
 /// Still bounds-checks everything, so a bug elsewhere cannot cause a panic
-/// or an out-of-bounds read; returns `None` when the bytes do not fit.
+/// or an out-of-bounds read; returns `None` when the bytes do not fit or
+/// the record's batch does not hold `position`.
 #[inline]
 pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> Option<RecordedEvent> {
     // A fixed-size header: the field reads below need no bounds checks.
@@ -382,7 +383,7 @@ pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> O
     let shift = |at: usize| (batch_back + at) as u32;
     let mut id = [0u8; 16];
     id.copy_from_slice(&h[R_ID..R_ID + 16]);
-    Some(RecordedEvent {
+    let event = RecordedEvent {
         bytes: segment.slice(batch_start..offset + len),
         position,
         version: field(R_VERSION) as u64,
@@ -392,7 +393,14 @@ pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> O
         stream_end: shift(stream_end),
         type_end: shift(type_end),
         metadata_end: shift(metadata_end),
-    })
+    };
+    // The batch must hold `position`: an index that points at another
+    // batch (one copied over this one, CRCs and all) is not read from.
+    // (Wrapping: a position before the batch's is far past its count.)
+    let b: &[u8; BATCH_HEADER_BYTES] = event.bytes.first_chunk()?;
+    let first_position = u64::from_le_bytes(*b[B_FIRST_POSITION..].first_chunk()?);
+    let count = u32::from_le_bytes(*b[B_COUNT..].first_chunk()?);
+    (position.wrapping_sub(first_position) < u64::from(count)).then_some(event)
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ impl SegmentView {
         usize::try_from(offset)
             .ok()
             .and_then(|o| frame::decode_checked_record(&self.map, o, position))
-            .ok_or_else(|| Error::corruption(&self.path, offset, "index points at no valid record"))
+            .ok_or_else(|| Error::corruption(&self.path, offset, "index points at no valid record of this position"))
     }
 }
 
