@@ -540,62 +540,77 @@ impl<F: FileSystem> Core<F> {
     }
 
     /// With `Any`/`StreamExists`: is this append a retry of one in the
-    /// recent-id window?
+    /// recent-id window? The first of its ids the window holds places the
+    /// whole append; ids before it that the window has forgotten (a batch
+    /// larger than the window, or one the window is halfway done with) are
+    /// looked up in the stream.
     fn retry_in_window(&self, w: &WriterState, a: &StreamAppend) -> Result<Option<AppendResult>> {
-        let first = &a.events[0];
-        let Some(start) = w.window.get(&first.id) else {
-            if let Some(e) = a.events.iter().find(|e| w.window.get(&e.id).is_some()) {
-                return Err(Error::IdempotencyConflict {
-                    stream: a.stream.clone(),
-                    id: e.id,
-                });
-            }
+        let conflict = |e: &EventData| Error::IdempotencyConflict {
+            stream: a.stream.clone(),
+            id: e.id,
+        };
+        let Some((i, found)) = (0u64..)
+            .zip(&a.events)
+            .find_map(|(i, e)| Some((i, w.window.get(&e.id)?)))
+        else {
             return Ok(None);
         };
-        for (i, e) in a.events.iter().enumerate() {
-            let same = w
-                .window
-                .get(&e.id)
-                .is_some_and(|x| x.version == start.version + i as u64 && x.position == start.position + i as u64);
-            if !same || (i == 0 && !self.stream_holds(w, &a.stream, start)) {
-                return Err(Error::IdempotencyConflict {
-                    stream: a.stream.clone(),
-                    id: e.id,
-                });
+        let (Some(version), Some(position)) = (found.version.checked_sub(i), found.position.checked_sub(i)) else {
+            return Err(conflict(&a.events[i as usize]));
+        };
+        if version == 0 || position == 0 {
+            return Err(conflict(&a.events[i as usize]));
+        }
+        for (j, e) in (0u64..).zip(&a.events) {
+            let expected = Written {
+                version: version + j,
+                position: position + j,
+            };
+            let same = match w.window.get(&e.id) {
+                // The window does not keep streams: the stream must hold
+                // the event there.
+                Some(x) => x == expected && self.stream_holds(w, &a.stream, expected),
+                // Forgotten by the window (only ids before the first one
+                // it holds can be): the stream must hold it there.
+                None if j < i => self.id_at(w, &a.stream, expected.version)? == Some((e.id, expected.position)),
+                None => false,
+            };
+            if !same {
+                return Err(conflict(e));
             }
         }
         let k = a.events.len() as u64;
         Ok(Some(AppendResult {
-            first_version: start.version,
-            last_version: start.version + k - 1,
-            first_position: start.position,
-            last_position: start.position + k - 1,
+            first_version: version,
+            last_version: version + k - 1,
+            first_position: position,
+            last_position: position + k - 1,
         }))
     }
 
-    /// With `Any`/`StreamExists`, once the window has forgotten the ids:
-    /// are these events the stream's last ones? So a retry of a stream's
-    /// latest append is found however long ago it was written. Reads the
-    /// log only when the stream's candidate events are older than the
-    /// window (newer ones would have been found in it).
+    /// With `Any`/`StreamExists`, once the window has forgotten the ids (or
+    /// never held them: a window of 0): are these events the stream's last
+    /// ones, queued or published? So a retry of a stream's latest append
+    /// is found however long ago it was written, and while it is still
+    /// queued. Reads the log only when the stream's candidate events are
+    /// older than the window (newer ones would have been found in it).
     fn retry_at_stream_end(&self, w: &WriterState, a: &StreamAppend, version: u64) -> Result<Option<AppendResult>> {
         let k = a.events.len() as u64;
         if version < k {
             return Ok(None);
         }
         let first_version = version - k + 1;
-        let At::Published(Some(first_position)) = self.event_at(w, &a.stream, first_version) else {
-            return Ok(None);
+        let first_position = match self.event_at(w, &a.stream, first_version) {
+            At::Queued(Some((_, position))) | At::Published(Some(position)) => position,
+            At::Queued(None) | At::Published(None) => return Ok(None),
         };
-        if w.window.covers(first_position) || self.read_position(first_position)?.id() != a.events[0].id {
+        if w.window.covers(first_position)
+            || self.id_at(w, &a.stream, first_version)? != Some((a.events[0].id, first_position))
+        {
             return Ok(None);
         }
         for (i, e) in (1u64..).zip(&a.events[1..]) {
-            let same = match self.event_at(w, &a.stream, first_version + i) {
-                At::Published(Some(p)) => p == first_position + i && self.read_position(p)?.id() == e.id,
-                _ => false,
-            };
-            if !same {
+            if self.id_at(w, &a.stream, first_version + i)? != Some((e.id, first_position + i)) {
                 return Err(Error::IdempotencyConflict {
                     stream: a.stream.clone(),
                     id: e.id,

@@ -252,6 +252,70 @@ fn a_retry_of_a_streams_latest_append_is_found_after_the_window_forgot_it() {
     assert_eq!(stream(&store, "I-1").len(), 3);
 }
 
+/// A retry whose first ids the window has forgotten while it still holds
+/// later ones (a batch larger than the window, or one the window is
+/// halfway done with) is recognised as the retry it is, whether or not
+/// the stream has grown since, instead of being refused as a conflict.
+#[test]
+fn a_retry_half_forgotten_by_the_window_is_still_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().with_idempotency_window_events(16)).unwrap();
+    let big: Vec<EventData> = (0..40).map(|i| event("Big", i)).collect();
+    let first = store.append("Big-1", ExpectedVersion::Any, big.clone()).unwrap();
+    assert_eq!(store.append("Big-1", ExpectedVersion::Any, big.clone()).unwrap(), first);
+
+    let part: Vec<EventData> = (0..10).map(|i| event("Part", i)).collect();
+    let written = store.append("Part-1", ExpectedVersion::Any, part.clone()).unwrap();
+    store
+        .append("Part-1", ExpectedVersion::Any, [event("Later", 0)])
+        .unwrap();
+    for i in 0..9 {
+        store.append("Filler-1", ExpectedVersion::Any, [event("X", i)]).unwrap();
+    }
+    // The window now holds the last 6 of `part`'s ids, not the first 4.
+    for expected in [ExpectedVersion::Any, ExpectedVersion::StreamExists] {
+        assert_eq!(store.append("Part-1", expected, part.clone()).unwrap(), written);
+    }
+    // Other events in the forgotten places are still a conflict.
+    let mut changed = part.clone();
+    changed[0] = event("Part", 99);
+    let err = store.append("Part-1", ExpectedVersion::Any, changed).unwrap_err();
+    assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err}");
+    assert_eq!(store.last_position(), 40 + 10 + 1 + 9);
+}
+
+/// Retries racing each other while the first attempt is still queued: with
+/// no window at all (or one that the rest of the queued group overflows),
+/// the queued events are found at the stream's end, so every thread gets
+/// the one result and the events are written once.
+#[test]
+fn racing_retries_write_once_without_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().with_idempotency_window_events(0)).unwrap();
+    let threads = 6;
+    let rounds = 100;
+    for round in 0..rounds {
+        let batch: Vec<EventData> = (0..3).map(|i| event("Retried", i)).collect();
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (store, batch, barrier) = (&store, batch.clone(), barrier.clone());
+                    scope.spawn(move || {
+                        barrier.wait();
+                        store
+                            .append(&format!("Idem-{round}"), ExpectedVersion::Any, batch)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(results.iter().all(|r| *r == results[0]), "round {round}: {results:?}");
+    }
+    assert_eq!(store.last_position(), 3 * rounds);
+}
+
 #[test]
 fn duplicate_ids_in_one_append_are_refused() {
     let (_d, store) = open();
