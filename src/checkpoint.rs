@@ -103,7 +103,10 @@ impl<F: FileSystem> Checkpoints<F> {
         }
     }
 
-    /// Every checkpoint, by name.
+    /// Every checkpoint, by name, as saved: an inventory, which includes
+    /// any checkpoint past the log's last event (see [`Checkpoints::load`],
+    /// which refuses to return one, and `annal repair`, which lowers it).
+    /// Resume consumers with `load`, not from this list.
     pub fn list(&self) -> Result<BTreeMap<String, u64>> {
         let core = self.core()?;
         let mut cache = core.checkpoint_cache.map.lock();

@@ -186,7 +186,15 @@ pub fn scan(bytes: &[u8], start: u64, mut each: impl FnMut(u64, &BatchHeader, &[
                 offset += header.frame_len as usize;
             }
             Err(FrameError::End) => {
-                return classify_tail(bytes, offset, "non-zero bytes after the last batch".into());
+                return match classify_tail(bytes, offset, "non-zero bytes after the last batch".into()) {
+                    // Zeros where a batch should start, a valid one later.
+                    ScanEnd::Corrupt { offset, next, .. } => ScanEnd::Corrupt {
+                        offset,
+                        next,
+                        reason: "zeros where a batch should start".into(),
+                    },
+                    end => end,
+                };
             }
             Err(FrameError::Truncated) => {
                 return classify_tail(bytes, offset, "batch cut short".into());
@@ -349,6 +357,17 @@ mod tests {
             ScanEnd::Corrupt { offset, next, .. } => {
                 assert_eq!(offset, ends[0] as u64);
                 assert_eq!(next, ends[1] as u64);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+
+        // The middle batch zeroed, a valid one after it: said as zeros.
+        let mut zeroed = buf.clone();
+        zeroed[ends[0]..ends[1]].fill(0);
+        match scan(&zeroed, SEGMENT_HEADER_BYTES, |_, _, _| {}) {
+            ScanEnd::Corrupt { offset, next, reason } => {
+                assert_eq!((offset, next), (ends[0] as u64, ends[1] as u64));
+                assert_eq!(reason, "zeros where a batch should start");
             }
             other => panic!("expected corruption, got {other:?}"),
         }

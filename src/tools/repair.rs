@@ -82,6 +82,12 @@ pub struct RepairReport {
 /// A store without damage is left untouched (`repaired` is false): it is
 /// only opened read-only, so even a torn tail or a leftover temporary file
 /// stays for the next writable open to clear (a torn tail is not damage).
+/// An index, checkpoints or snapshot file that is not a file at all (a
+/// directory) is moved to quarantine too.
+///
+/// Refuses ([`crate::Error::Corruption`], nothing changed) a directory
+/// whose segments carry different store ids: which store's events to keep
+/// is for the user to say.
 /// Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     let dir = dir.as_ref();
