@@ -27,6 +27,9 @@ enum Op {
         n: u8,
     },
     RetryLast,
+    /// Retries the `n`-th most recent successful append, when the store
+    /// promises to recognise it (see `recognised`).
+    RetryOld(u8),
     Reopen {
         drop_index: bool,
     },
@@ -51,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(stream, expect, sizes)| Op::Append { stream, expect, sizes }),
         1 => (0u8..5, 0u8..5, 1u8..3).prop_map(|(a, b, n)| Op::Multi { a, b, n }),
         1 => Just(Op::RetryLast),
+        2 => any::<u8>().prop_map(Op::RetryOld),
         1 => any::<bool>().prop_map(|drop_index| Op::Reopen { drop_index }),
         2 => (0u8..5, 0u64..8, 0usize..6, any::<bool>())
             .prop_map(|(stream, from, limit, backward)| Op::ReadBack { stream, from, limit, backward }),
@@ -123,12 +127,29 @@ fn check_all(store: &Store, model: &Model) {
     assert_eq!(store.last_position(), model.global.len() as u64);
 }
 
-fn run(ops: Vec<Op>) {
+/// Whether a retry of `appends` (written with `results`) is one the store
+/// promises to recognise: `Exact`/`NoStream` always; `Any`/`StreamExists`
+/// while the window of the last `window` ids holds one of its ids, or its
+/// events are still their stream's last ones.
+fn recognised(appends: &[StreamAppend], results: &[annal::AppendResult], model: &Model, window: u64) -> bool {
+    let last = model.global.len() as u64;
+    appends.iter().zip(results).all(|(a, r)| match a.expected {
+        ExpectedVersion::Exact(_) | ExpectedVersion::NoStream => true,
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+            r.last_position + window > last || model.version(&a.stream) == r.last_version
+        }
+    })
+}
+
+fn run(ops: Vec<Op>, window: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options::default().with_segment_size_bytes(8 * 1024);
+    let options = Options::default()
+        .with_segment_size_bytes(8 * 1024)
+        .with_idempotency_window_events(window);
     let mut store = Some(Store::open(dir.path(), options.clone()).unwrap());
     let mut model = Model::default();
     let mut last: Option<(Vec<StreamAppend>, Vec<annal::AppendResult>)> = None;
+    let mut done: Vec<(Vec<StreamAppend>, Vec<annal::AppendResult>)> = Vec::new();
     let mut counter = 0u64;
     for op in ops {
         let s = store.as_ref().unwrap();
@@ -157,6 +178,7 @@ fn run(ops: Vec<Op>) {
                     assert_eq!(r.first_position, model.global.len() as u64 + 1);
                     model.apply(&st, &events);
                     last = Some((vec![StreamAppend::new(st, expected, events)], vec![r]));
+                    done.extend(last.clone());
                 } else {
                     let err = result.unwrap_err();
                     let actual = (v > 0).then_some(v);
@@ -184,11 +206,21 @@ fn run(ops: Vec<Op>) {
                         model.apply(&ap.stream, &ap.events);
                     }
                     last = Some((appends, results));
+                    done.extend(last.clone());
                 }
             }
             Op::RetryLast => {
-                if let Some((appends, results)) = &last {
+                if let Some((appends, results)) = &last
+                    && recognised(appends, results, &model, window as u64)
+                {
                     assert_eq!(&s.append_multi(appends).unwrap(), results);
+                }
+            }
+            Op::RetryOld(n) => {
+                if let Some((appends, results)) = done.iter().rev().nth(n as usize % done.len().max(1))
+                    && recognised(appends, results, &model, window as u64)
+                {
+                    assert_eq!(&s.append_multi(appends).unwrap(), results, "{appends:?}");
                 }
             }
             Op::Reopen { drop_index } => {
@@ -234,6 +266,16 @@ proptest! {
 
     #[test]
     fn store_matches_model(ops in prop::collection::vec(op(), 1..60)) {
-        run(ops);
+        run(ops, 10_000);
+    }
+
+    /// The same with windows small enough for retries to fall out of them,
+    /// wholly or in part.
+    #[test]
+    fn store_matches_model_with_small_id_windows(
+        ops in prop::collection::vec(op(), 1..60),
+        window in prop_oneof![Just(0usize), Just(1), Just(3), Just(16)],
+    ) {
+        run(ops, window);
     }
 }
