@@ -49,6 +49,14 @@ pub(crate) struct CheckpointCache {
     map: Mutex<Option<BTreeMap<String, u64>>>,
 }
 
+impl CheckpointCache {
+    /// Waits for a save in progress (a store's close does, having marked
+    /// the store closed, which saves check under the same lock).
+    pub(crate) fn wait_for_save(&self) {
+        drop(self.map.lock());
+    }
+}
+
 /// The checkpoint store of an open store (see [`Store::checkpoints`]).
 /// Cheap to clone; does not keep the store open.
 pub struct Checkpoints<F: FileSystem = StdFs> {
@@ -155,6 +163,12 @@ impl<F: FileSystem> Checkpoints<F> {
 
     fn update(&self, core: &Core<F>, change: impl FnOnce(&mut BTreeMap<String, u64>)) -> Result<()> {
         let mut cache = core.checkpoint_cache.map.lock();
+        // Again under the lock that close takes: a save that passed the
+        // first check as another thread closed the store writes nothing
+        // once that close has returned.
+        if self.hub.is_closed() {
+            return Err(Error::Closed);
+        }
         let mut map = loaded(core, &mut cache)?.clone();
         change(&mut map);
         let bytes = encode(core.store_id, &map);

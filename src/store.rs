@@ -413,9 +413,11 @@ impl<F: FileSystem> Store<F> {
     /// for a handler call in progress, unless called from a handler), and
     /// releases the directory lock (once every clone of the handle, and
     /// every [`Events`](crate::Events) iterator, is gone). Further appends,
-    /// subscriptions, dispatchers and checkpoint calls on any clone fail
-    /// with [`Error::Closed`]; reads through a remaining clone still return
-    /// what was written.
+    /// subscriptions, dispatchers, checkpoint calls and snapshot saves and
+    /// compactions on any clone fail with [`Error::Closed`] (a checkpoint
+    /// or snapshot save in progress is waited for: none writes once close
+    /// has returned); reads through a remaining clone, snapshot loads
+    /// included, still return what was written.
     ///
     /// Fails with the first step's error: [`Error::Poisoned`] when the
     /// store had stopped accepting writes, else an I/O error of the final
@@ -580,6 +582,10 @@ impl<F: FileSystem> Handle<F> {
             w.poisoned().map(str::to_string)
         };
         core.subscriptions.close();
+        // Waits for a checkpoint or snapshot save in progress; later ones
+        // see the store closed under these locks and write nothing.
+        core.checkpoint_cache.wait_for_save();
+        core.snapshots.wait_for_save();
         drop(self.stop_flusher.lock().take());
         drop(core.index_save_requests.lock().take());
         core.spare_segment.stop();
@@ -607,6 +613,14 @@ impl<F: FileSystem> Drop for Handle<F> {
 }
 
 impl<F: FileSystem> Core<F> {
+    /// Fails with [`Error::Closed`] once the store was closed.
+    pub(crate) fn check_not_closed(&self) -> Result<()> {
+        if self.subscriptions.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
     /// Fails with [`Error::ReadOnly`] when the store was opened read-only.
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.options.read_only {

@@ -187,3 +187,35 @@ mod sim {
         );
     }
 }
+
+/// Once a store is closed through one handle, snapshot and checkpoint
+/// saves through another fail with `Closed` and write nothing, as appends
+/// do; reads, snapshot loads included, still work. (Close also waits for
+/// a save already in progress, and a save checks again under the lock
+/// close takes, so none writes once close has returned.)
+#[test]
+fn saves_through_a_clone_fail_once_the_store_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store
+        .append("Order-1", ExpectedVersion::Any, [EventData::new("E", "{}")])
+        .unwrap();
+    store.save_snapshot("Order-1", 1, 1, b"state").unwrap();
+    let clone = store.clone();
+    let cps = store.checkpoints();
+    store.close().unwrap();
+    let snapshot_file = std::fs::read(dir.path().join(annal::snapshot::file::FILE_NAME)).unwrap();
+    assert!(matches!(
+        clone.save_snapshot("Order-1", 1, 1, b"later"),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(clone.compact_snapshots(), Err(Error::Closed)));
+    assert!(matches!(cps.save("orders", 1), Err(Error::Closed)));
+    assert_eq!(
+        std::fs::read(dir.path().join(annal::snapshot::file::FILE_NAME)).unwrap(),
+        snapshot_file
+    );
+    assert!(!dir.path().join(annal::CHECKPOINTS_FILE_NAME).exists());
+    assert!(clone.load_snapshot("Order-1").snapshot.is_some());
+    assert_eq!(clone.read_position(1).unwrap().unwrap().version(), 1);
+}

@@ -49,6 +49,15 @@ pub(crate) struct Snapshots<F: FileSystem> {
     compactions: Mutex<u64>,
 }
 
+impl<F: FileSystem> Snapshots<F> {
+    /// Waits for a save or compaction in progress (a store's close does,
+    /// having marked the store closed, which they check under the same
+    /// lock).
+    pub(crate) fn wait_for_save(&self) {
+        drop(self.state.lock());
+    }
+}
+
 impl<F: FileSystem> Default for Snapshots<F> {
     fn default() -> Self {
         Snapshots {
@@ -354,9 +363,11 @@ impl<F: FileSystem> Store<F> {
     /// snapshot is never ahead of the log) or the snapshot is too large.
     /// In the non-durable [`Durability`] modes, the log is synced first, so
     /// that no crash can leave a snapshot of events that are gone. Fails
-    /// with [`Error::ReadOnly`] on a read-only store.
+    /// with [`Error::ReadOnly`] on a read-only store, and with
+    /// [`Error::Closed`] once the store was closed (through any clone).
     pub fn save_snapshot(&self, stream: &str, version: u64, schema_version: u32, data: &[u8]) -> Result<()> {
         self.core().check_writable()?;
+        self.core().check_not_closed()?;
         crate::writer::validate_stream_name(stream)?;
         file::record_len(stream, data.len()).map_err(Error::InvalidInput)?;
         let have = self.stream_version(stream).unwrap_or(0);
@@ -375,6 +386,9 @@ impl<F: FileSystem> Store<F> {
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
         let mut guard = snapshots.state.lock();
+        // Again under the lock that close takes: no save writes once the
+        // store's close has returned.
+        core.check_not_closed()?;
         let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
         let path = core.dir.join(FILE_NAME);
         let written = file_of(open)
@@ -509,13 +523,15 @@ impl<F: FileSystem> Store<F> {
     /// Rewrites the snapshot file with only the kept snapshots (the newest
     /// [`SnapshotOptions::keep_per_stream`] per stream), crash-safely.
     /// Saves do this by themselves when superseded snapshots dominate.
-    /// Fails with [`Error::ReadOnly`] on a read-only store.
+    /// Fails with [`Error::ReadOnly`] on a read-only store, and with
+    /// [`Error::Closed`] once the store was closed.
     pub fn compact_snapshots(&self) -> Result<()> {
         let core = self.core();
         core.check_writable()?;
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
         let mut guard = snapshots.state.lock();
+        core.check_not_closed()?;
         snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
         self.compact_locked(&mut guard, options)
     }
