@@ -266,6 +266,18 @@ pub(crate) fn encode(store_id: uuid::Uuid, map: &BTreeMap<String, u64>) -> Vec<u
     out
 }
 
+/// The store id of a checkpoints file whose CRC, magic and version check
+/// out (whatever its entries).
+pub(crate) fn store_id_of(bytes: &[u8]) -> Option<uuid::Uuid> {
+    let body = bytes.get(..bytes.len().checked_sub(CRC_BYTES)?)?;
+    let crc = bytes.get(body.len()..)?;
+    let fits = body.len() >= HEADER_BYTES
+        && crc32fast::hash(body).to_le_bytes() == crc
+        && &body[H_MAGIC..H_VERSION] == MAGIC
+        && body[H_VERSION..H_STORE_ID] == VERSION.to_le_bytes();
+    fits.then(|| uuid::Uuid::from_slice(&body[H_STORE_ID..H_COUNT]).ok())?
+}
+
 /// Decodes the checkpoint file; on failure, the offset and what is wrong.
 pub(crate) fn decode(bytes: &[u8], store_id: uuid::Uuid) -> Result<BTreeMap<String, u64>, (u64, String)> {
     let bad = |offset: usize, reason: &str| (offset as u64, reason.to_string());

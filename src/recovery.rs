@@ -371,10 +371,35 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
         });
     }
     let headers: Vec<(u64, Uuid)> = found.iter().map(|f| (f.header.segment_id, f.header.store_id)).collect();
-    if let Some((id, reason)) = segment::foreign_segment(&headers) {
+    if let Some((id, reason)) = segment::foreign_segment(&headers, || side_file_store_ids(fs, dir)) {
         return Err(Error::corruption(segment::path(dir, id), 0, reason));
     }
     Ok(found)
+}
+
+/// The store ids in the headers of the store's files other than segments
+/// (index, checkpoints, snapshots), each only where its header checks out:
+/// the witnesses of [`segment::foreign_segment`]. (Also used by `verify`
+/// and `repair`.)
+pub(crate) fn side_file_store_ids<F: FileSystem>(fs: &F, dir: &Path) -> Vec<Uuid> {
+    let head = |name: &str, len: usize| -> Option<Vec<u8>> {
+        let file = fs.open(&dir.join(name), OpenMode::Read).ok()?;
+        let mut bytes = vec![0u8; usize::try_from(file.len().ok()?).ok()?.min(len)];
+        file.read_exact_at(&mut bytes, 0).ok()?;
+        Some(bytes)
+    };
+    let index = head(index_file::FILE_NAME, index_file::HEADER_BYTES)
+        .and_then(|b| Some(index_file::decode_checkpoint(&b).ok()?.0.store_id));
+    let checkpoints = io::read_if_exists(fs, &dir.join(crate::CHECKPOINTS_FILE_NAME))
+        .ok()
+        .flatten()
+        .and_then(|b| crate::checkpoint::store_id_of(&b));
+    let snapshots = head(
+        crate::snapshot::file::FILE_NAME,
+        crate::snapshot::file::FILE_HEADER_BYTES,
+    )
+    .and_then(|b| crate::snapshot::file::decode_header(&b).ok());
+    [index, checkpoints, snapshots].into_iter().flatten().collect()
 }
 
 /// Loads the index file and checks it against the log; the error says why

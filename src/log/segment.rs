@@ -61,31 +61,55 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 }
 
 /// The segment that does not belong, when segment headers disagree on the
-/// store id: the first whose id differs from the one most segments carry
-/// (on a tie, segment 1's), with the reason naming both ids. `headers`
-/// holds (segment number, store id) of every header that could be read.
+/// store id, with the reason. `headers` holds (segment number, store id)
+/// of every header that could be read; `witnesses` gives the store ids in
+/// the headers of the store's other files (index, checkpoints, snapshots),
+/// asked for only when the segments disagree.
 ///
-/// A store's segments all carry its id. A file of another store put among
+/// A store's files all carry its id. A segment of another store put among
 /// them (a restore gone wrong) must be named, whichever number it took:
 /// taking segment 1's id as the store's would blame every other segment
-/// when the stray file is segment 1.
-pub fn foreign_segment(headers: &[(u64, Uuid)]) -> Option<(u64, String)> {
-    let mut counts: Vec<(Uuid, usize)> = Vec::new();
-    for &(_, store_id) in headers {
-        match counts.iter_mut().find(|(id, _)| *id == store_id) {
+/// when the stray file is segment 1. Each segment and each other file
+/// counts as one vote for the id it carries; the id with the most votes is
+/// the store's, and the first segment with another id is named. When two
+/// ids tie, nothing tells which files belong: the reason says so, and
+/// names no file as the one to move.
+pub fn foreign_segment(headers: &[(u64, Uuid)], witnesses: impl FnOnce() -> Vec<Uuid>) -> Option<(u64, String)> {
+    let &(first_segment, first_id) = headers.first()?;
+    let &(segment, other) = headers.iter().find(|&&(_, id)| id != first_id)?;
+    let witnesses = witnesses();
+    let mut votes: Vec<(Uuid, usize)> = Vec::new();
+    for id in headers.iter().map(|&(_, id)| id).chain(witnesses.iter().copied()) {
+        match votes.iter_mut().find(|(v, _)| *v == id) {
             Some((_, n)) => *n += 1,
-            None => counts.push((store_id, 1)),
+            None => votes.push((id, 1)),
         }
     }
-    // `max_by_key` keeps the last of equal counts: look from the back so
-    // that a tie goes to the id seen first (segment 1's).
-    let &(store_id, n) = counts.iter().rev().max_by_key(|&&(_, n)| n)?;
-    let &(segment, other) = headers.iter().find(|&&(_, id)| id != store_id)?;
-    let reason = format!(
-        "segment belongs to another store (its store id is {other}; {n} of the {} segments have store id {store_id})",
-        headers.len()
-    );
-    Some((segment, reason))
+    votes.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    let segments_with = |id: Uuid| headers.iter().filter(|&&(_, h)| h == id).count();
+    let others_with = |id: Uuid| witnesses.iter().filter(|&&w| w == id).count();
+    let (store_id, n) = votes[0];
+    if votes.get(1).is_some_and(|&(_, m)| m == n) {
+        return Some((
+            segment,
+            format!(
+                "segments of different stores: segment {first_segment} has store id {first_id}, segment {segment} \
+                 has {other}, and the store's other files do not tell which belongs: move the segments of the \
+                 store that does not belong out of the directory"
+            ),
+        ));
+    }
+    let &(stray, stray_id) = headers.iter().find(|&&(_, id)| id != store_id)?;
+    Some((
+        stray,
+        format!(
+            "segment belongs to another store (its store id is {stray_id}; {} of the {} segments and {} of the \
+             store's other files have store id {store_id})",
+            segments_with(store_id),
+            headers.len(),
+            others_with(store_id)
+        ),
+    ))
 }
 
 impl SegmentHeader {

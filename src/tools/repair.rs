@@ -116,10 +116,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             return Err(crate::Error::corruption(
                 segment::path(dir, stray),
                 0,
-                format!(
-                    "{reason}; repair changed nothing: move the segment file that does not belong \
-                     out of the directory, then run repair again"
-                ),
+                format!("{reason}; repair changed nothing (run it again once one store's segments are left)"),
             ));
         }
         let saved = verify::load_index_file(dir)?;

@@ -1032,3 +1032,43 @@ fn segments_from_a_diverged_copy_are_corruption_not_a_stale_index() {
     assert!(damage.reason.contains("were replaced"), "{damage:?}");
     assert_eq!(files(dir.path()), before, "the refused opens changed the store");
 }
+
+/// Two segments, one of another store: the segments alone tie, so the
+/// store's other files (here its index file) tell which one belongs. With
+/// no other file to tell, the reason says that nothing tells, and names no
+/// file as the one to move.
+#[test]
+fn a_tie_between_segments_of_two_stores_is_settled_by_the_other_files_or_said() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    let other = tempfile::tempdir().unwrap();
+    store_with(other.path(), 100);
+    assert_eq!(walk::segment_ids(dir.path()).unwrap(), [1, 2]);
+    let first = segment::path(dir.path(), 1);
+    std::fs::copy(segment::path(other.path(), 1), &first).unwrap();
+    match Store::open(dir.path(), options()).map(|_| ()).unwrap_err() {
+        Error::Corruption { file, reason, .. } => {
+            assert_eq!(file, first, "{reason}");
+            assert!(
+                reason.contains("1 of the 2 segments and 1 of the store's other files"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let damage = verify(dir.path()).unwrap().damage.expect("verify found nothing");
+    assert_eq!(damage.file, first);
+
+    std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+    let before = files(dir.path());
+    for err in [
+        Store::open(dir.path(), options()).map(|_| ()).unwrap_err(),
+        repair(dir.path()).map(|_| ()).unwrap_err(),
+    ] {
+        match err {
+            Error::Corruption { reason, .. } => assert!(reason.contains("do not tell which belongs"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(files(dir.path()), before);
+}

@@ -81,7 +81,7 @@ pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Option<(u64, String)> 
             Some((id, SegmentHeader::decode(&head, &path).ok()?.store_id))
         })
         .collect();
-    segment::foreign_segment(&headers)
+    segment::foreign_segment(&headers, || crate::recovery::side_file_store_ids(&StdFs, dir))
 }
 
 /// Opens and maps a segment file read-only.
