@@ -8,10 +8,13 @@
 //! | no segment file                                         | new store (if `create_if_missing`)        |
 //! | `*.tmp` files                                           | remove (unfinished creations or renames)  |
 //! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
-//! | segment of another store (store id differs)             | refuse: `Corruption`                      |
+//! | segments of different stores (store ids differ)         | refuse: `Corruption` naming the segment   |
+//! |                                                         | whose id most of the store's files lack   |
 //! | index file missing, corrupt, of another store           | rebuild the index from the whole log      |
 //! | index file whose last batch does not match the log      | rebuild the index from the whole log      |
 //! | log shorter than the index file's header says was synced | refuse: `Corruption` (acknowledged data)  |
+//! | log holding another batch where that header's last     | refuse: `Corruption` (acknowledged events |
+//! | batch ended                                             | replaced)                                 |
 //! | index file behind the log                               | load it, replay the log after it          |
 //! | sealed segment: invalid bytes after its last batch      | refuse: `Corruption` (it was synced)      |
 //! | last segment: zeros after the last batch                | clean end                                 |
