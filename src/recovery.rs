@@ -11,7 +11,7 @@
 //! | segments of different stores (store ids differ)         | refuse: `Corruption` naming the segment   |
 //! |                                                         | whose id most of the store's files lack   |
 //! | index file missing, corrupt, of another store           | rebuild the index from the whole log      |
-//! | index file whose last batch does not match the log      | rebuild the index from the whole log      |
+//! | index file with a sound header but an unusable body     | rebuild, holding the log to the header:   |
 //! | log shorter than the index file's header says was synced | refuse: `Corruption` (acknowledged data)  |
 //! | log holding another batch where that header's last     | refuse: `Corruption` (acknowledged events |
 //! | batch ended                                             | replaced)                                 |
