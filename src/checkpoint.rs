@@ -87,7 +87,10 @@ impl<F: FileSystem> Checkpoints<F> {
         self.core.upgrade().ok_or(Error::Closed)
     }
 
-    /// The position saved under `name`, `None` when there is none.
+    /// The position saved under `name`, `None` when there is none. A name
+    /// no checkpoint can have (empty, or longer than
+    /// [`CHECKPOINT_NAME_BYTES_MAX`]) is [`Error::InvalidInput`], as in
+    /// `save` and `remove`.
     ///
     /// A checkpoint past the log's last event (the log lost events to
     /// damage or a deleted file) is reported as [`Error::Corruption`]
@@ -97,6 +100,7 @@ impl<F: FileSystem> Checkpoints<F> {
     /// to look valid. `annal repair` lowers such checkpoints to the log's
     /// end; saving it lower or removing it also ends the refusal.
     pub fn load(&self, name: &str) -> Result<Option<u64>> {
+        check_name(name)?;
         let core = self.core()?;
         let mut cache = core.checkpoint_cache.map.lock();
         let position = loaded(&core, &mut cache)?.get(name).copied();
@@ -150,8 +154,10 @@ impl<F: FileSystem> Checkpoints<F> {
 
     /// Removes the checkpoint `name` (a no-op when absent), durably: a
     /// projection with no checkpoint starts from the first event. Fails
-    /// with [`Error::ReadOnly`] on a read-only store.
+    /// with [`Error::ReadOnly`] on a read-only store, and with
+    /// [`Error::InvalidInput`] for a name no checkpoint can have.
     pub fn remove(&self, name: &str) -> Result<()> {
+        check_name(name)?;
         let core = self.core()?;
         core.check_writable()?;
         self.update(&core, |map| {

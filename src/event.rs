@@ -108,16 +108,15 @@ impl EventData {
 
 /// Sets `key` to the string `value` in a JSON object held as bytes, keeping
 /// the other fields. The key and value are plain ASCII (no escaping needed).
-/// Bytes that are not shaped as an object (every top-level item a
-/// `"key": value` member with its brackets and quotes closed) are replaced
-/// by a new object.
+/// Bytes that are not a JSON object (RFC 8259, checked strictly) are
+/// replaced by a new object, so the result is always valid JSON.
 fn set_json_field(object: &[u8], key: &str, value: &str) -> Vec<u8> {
     let field = format!("\"{key}\":\"{value}\"");
     let text = std::str::from_utf8(object).unwrap_or("").trim();
-    let Some(body) = text
-        .strip_prefix('{')
+    let Some(body) = Some(text)
+        .filter(|t| crate::json::is_object(t))
+        .and_then(|t| t.strip_prefix('{'))
         .and_then(|t| t.strip_suffix('}'))
-        .filter(|body| top_level_items(body).all(|item| member(item).is_some_and(|(_, v)| is_closed(v))))
     else {
         return format!("{{{field}}}").into_bytes();
     };
@@ -181,19 +180,6 @@ fn split_top_level_comma(s: &str) -> (&str, &str) {
         }
     }
     (s, "")
-}
-
-/// Whether every string, array and object opened in `value` is closed
-/// within it, and nothing is closed that it did not open.
-fn is_closed(value: &str) -> bool {
-    let mut nesting = Nesting::default();
-    for c in value.chars() {
-        nesting.outside_string(c);
-        if nesting.depth < 0 {
-            return false;
-        }
-    }
-    nesting.depth == 0 && !nesting.in_string
 }
 
 /// The comma-separated items of a JSON object's body (between its braces),
@@ -533,6 +519,15 @@ mod tests {
         assert_eq!(e.metadata(), format!(r#"{{"$causationId":"{id}"}}"#).as_bytes());
         let e = EventData::new("T", "").with_metadata("not json").causation_id(id);
         assert_eq!(e.metadata(), format!(r#"{{"$causationId":"{id}"}}"#).as_bytes());
+        // Shaped like an object, brackets and quotes balanced, but not JSON.
+        for broken in [r#"{"a":}"#, r#"{"a":1 2}"#, r#"{"a":tru}"#, r#"{"a":01}"#] {
+            let e = EventData::new("T", "").with_metadata(broken).causation_id(id);
+            assert_eq!(
+                e.metadata(),
+                format!(r#"{{"$causationId":"{id}"}}"#).as_bytes(),
+                "{broken}"
+            );
+        }
     }
 
     /// Any metadata bytes: reading or setting a field never panics, and
@@ -565,6 +560,8 @@ mod tests {
             let id = Uuid::from_u128(42).to_string();
             let set = set_json_field(&metadata, CORRELATION_ID_KEY, &id);
             prop_assert_eq!(json_string_field(&set, CORRELATION_ID_KEY), Some(id.as_str()));
+            let text = std::str::from_utf8(&set).unwrap_or_default();
+            prop_assert!(crate::json::is_object(text), "not a JSON object: {:?}", text);
         });
     }
 

@@ -88,6 +88,7 @@ mod id;
 mod idempotency;
 pub mod index;
 pub mod io;
+mod json;
 pub(crate) mod le;
 pub mod limits;
 pub mod log;

@@ -67,8 +67,10 @@ pub enum ProjectionError {
     /// again, starting with the one that failed.
     #[error("projection handler failed at position {position}: {source}")]
     Handler {
-        /// Global position of the event being handled (0 for a batch hook
-        /// or reset).
+        /// Global position of the event being handled; for a failed
+        /// `begin_batch`, the event that opened the batch; for a failed
+        /// `end_batch`, the position the batch ends at (the checkpoint it
+        /// would have saved); 0 for a failed `reset`.
         position: u64,
         /// The handler's error.
         #[source]
@@ -96,12 +98,21 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
     /// `filter` selects. Resumes after the saved checkpoint (from the first
     /// event when there is none). Saves the checkpoint every 1,000 events
     /// or second by default (see [`ProjectionRunner::with_checkpoint_every`]).
+    /// Fails with [`Error::ReadOnly`] on a read-only store, where no
+    /// checkpoint could be saved (every run would apply the same events
+    /// again).
     pub fn new(
         store: &Store<F>,
         name: impl Into<String>,
         filter: SubscriptionFilter,
         projection: P,
     ) -> Result<Self, ProjectionError> {
+        if store.is_read_only() {
+            return Err(Error::ReadOnly {
+                path: store.path().to_path_buf(),
+            }
+            .into());
+        }
         let name = name.into();
         let checkpoints = store.checkpoints();
         let saved = checkpoints.load(&name)?;

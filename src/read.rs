@@ -53,6 +53,8 @@ impl ReadStream {
     }
 
     /// Starts at this version, inclusive, in the chosen direction.
+    /// (Versions start at 1: forward from 0 reads the whole stream,
+    /// backward from 0 reads nothing.)
     pub fn from_version(mut self, version: u64) -> Self {
         self.from_version = Some(version);
         self
@@ -177,6 +179,11 @@ impl Filter {
 
 /// An iterator of events, oldest or newest first. Yields an error (and
 /// then stops) when it meets corruption.
+///
+/// A snapshot of the log as it was when the read was made: events
+/// appended later are not yielded (subscribe to follow new events). An
+/// iterator keeps the store's files mapped, so the directory stays locked
+/// until it is dropped, even after [`Store::close`](crate::Store::close).
 pub struct Events<F: FileSystem = StdFs> {
     core: Arc<Core<F>>,
     source: Source,

@@ -29,6 +29,10 @@ fn save_load_remove_and_survive_reopen() {
     cps.save("totals", 5).unwrap();
     assert!(matches!(cps.save("totals", 6), Err(Error::InvalidInput(_))));
     assert!(matches!(cps.save("", 1), Err(Error::InvalidInput(_))));
+    for name in [String::new(), "n".repeat(annal::CHECKPOINT_NAME_BYTES_MAX + 1)] {
+        assert!(matches!(cps.load(&name), Err(Error::InvalidInput(_))));
+        assert!(matches!(cps.remove(&name), Err(Error::InvalidInput(_))));
+    }
     assert_eq!(cps.load("orders").unwrap(), Some(3));
     assert_eq!(cps.load("totals").unwrap(), Some(5));
     cps.remove("totals").unwrap();

@@ -122,6 +122,19 @@ fn a_read_only_open_reads_everything_and_writes_nothing() {
     assert!(read_only(store.save_snapshot("Order-1", 7, 1, b"x")));
     assert!(read_only(store.save_snapshot("No-such-stream", 1, 1, b"x")));
     assert!(read_only(store.compact_snapshots()));
+    // A projection runner, which saves checkpoints, is refused up front
+    // (it would apply the same events again on every run).
+    struct Nothing;
+    impl annal::Projection for Nothing {
+        fn apply(&mut self, _: &annal::RecordedEvent) -> Result<(), annal::HandlerError> {
+            Ok(())
+        }
+    }
+    let runner = annal::ProjectionRunner::new(&store, "report", annal::SubscriptionFilter::all(), Nothing);
+    assert!(matches!(
+        runner,
+        Err(annal::ProjectionError::Store(Error::ReadOnly { .. }))
+    ));
     store.sync().unwrap();
     store.close().unwrap();
     assert_eq!(files(&path), before, "a read-only open changed the directory");

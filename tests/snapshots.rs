@@ -191,6 +191,12 @@ fn torn_tail_is_cut_and_earlier_snapshots_are_kept() {
     assert_eq!(loaded.snapshot_version, Some(8));
     assert_eq!(loaded.replayed, 4);
     assert!(matches!(store.snapshot_issues()[..], [SnapshotIssue::TornTail { .. }]));
+    // The load that opened the file met the torn tail: its result says so.
+    assert!(
+        matches!(loaded.issues[..], [SnapshotIssue::TornTail { .. }]),
+        "{:?}",
+        loaded.issues
+    );
     // A missing file: a plain replay, no issue.
     let mut missing = image;
     missing.files.remove(&path);

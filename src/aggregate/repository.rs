@@ -231,26 +231,38 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         stream_name(A::CATEGORY, id)
     }
 
-    /// Loads aggregate `id` as it is now.
+    /// The stream name of aggregate `id`, refused ([`crate::Error::InvalidInput`]
+    /// in [`RepositoryError::Store`]) when no stream can have it (too
+    /// long): a load then fails as `execute` would, rather than find a new,
+    /// empty aggregate.
+    fn valid_stream(&self, id: &str) -> RepoResult<String, A> {
+        let stream = self.stream_name(id);
+        crate::writer::validate_stream_name(&stream)?;
+        Ok(stream)
+    }
+
+    /// Loads aggregate `id` as it is now. Fails with
+    /// [`crate::Error::InvalidInput`] (in [`RepositoryError::Store`]) for an id
+    /// that makes no valid stream name, as every load does.
     pub fn load(&self, id: &str) -> RepoResult<Loaded<A>, A> {
-        self.load_stream(&self.stream_name(id), u64::MAX, true)
+        self.load_stream(&self.valid_stream(id)?, u64::MAX, true)
     }
 
     /// Loads aggregate `id` without using any snapshot (a full replay).
     pub fn load_without_snapshot(&self, id: &str) -> RepoResult<Loaded<A>, A> {
-        self.load_stream(&self.stream_name(id), u64::MAX, false)
+        self.load_stream(&self.valid_stream(id)?, u64::MAX, false)
     }
 
     /// Loads aggregate `id` as it was at stream version `version` (or now,
     /// if the stream is shorter), from the newest snapshot at or before it.
     pub fn load_at_version(&self, id: &str, version: u64) -> RepoResult<Loaded<A>, A> {
-        self.load_stream(&self.stream_name(id), version, true)
+        self.load_stream(&self.valid_stream(id)?, version, true)
     }
 
     /// Loads aggregate `id` as it was when the store's last global position
     /// was `position`: with exactly its events at positions up to it.
     pub fn load_at_position(&self, id: &str, position: u64) -> RepoResult<Loaded<A>, A> {
-        let stream = self.stream_name(id);
+        let stream = self.valid_stream(id)?;
         let version = self.version_at_position(&stream, position)?;
         self.load_stream(&stream, version, true)
     }
@@ -340,8 +352,12 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// The schema version the upcasters reach must be the decoded event's
     /// [`DomainEvent::schema_version`]: a payload left at an older version
     /// (a missing upcaster) or stored by a newer version of the program is
-    /// an [`RepositoryError::Upcast`] error, never decoded into a shape it
-    /// does not have.
+    /// never decoded into a shape it does not have. When its bytes decode
+    /// all the same, that is an [`RepositoryError::Upcast`] error; when
+    /// they do not (the usual case of a changed shape), a
+    /// [`RepositoryError::Codec`] error whose message names the schema
+    /// version the payload was left at (the current version is known only
+    /// from a decoded event).
     pub fn decode(&self, event: &RecordedEvent) -> RepoResult<A::Event, A> {
         let upcast_error = |source: UpcastError| RepositoryError::Upcast {
             stream: event.stream().to_string(),
@@ -358,7 +374,14 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
             .map_err(|source| RepositoryError::Codec {
                 stream: event.stream().to_string(),
                 version: event.version(),
-                source,
+                // The current version is the decoded event's, unknown here:
+                // say where the payload stands, for the missing upcaster.
+                source: CodecError(format!(
+                    "{} (event type '{}' at schema version {reached} after upcasting: if the type's shape \
+                     changed since, register an upcaster from version {reached})",
+                    source.0,
+                    event.event_type()
+                )),
             })?;
         let current = decoded.schema_version();
         if reached != current {

@@ -214,12 +214,28 @@ impl<F: FileSystem> Snapshots<F> {
         store_id: Uuid,
         read_only: bool,
     ) -> Result<&'a mut Open<F>> {
+        self.ensure_open_noting(state, fs, dir, store_id, read_only, &mut Vec::new())
+    }
+
+    /// [`Snapshots::ensure_open`], adding to `met` the problems found in
+    /// the file when this call is the one that opens it (a load reports
+    /// them in its result too).
+    fn ensure_open_noting<'a>(
+        &self,
+        state: &'a mut Option<Open<F>>,
+        fs: &F,
+        dir: &Path,
+        store_id: Uuid,
+        read_only: bool,
+        met: &mut Vec<SnapshotIssue>,
+    ) -> Result<&'a mut Open<F>> {
         if state.is_none() {
             let mut found = Vec::new();
             let keep = self.options.lock().keep_per_stream;
             let open = open_file(fs, dir, store_id, keep, &mut found, read_only)?;
             for issue in found {
-                self.report(issue);
+                self.report(issue.clone());
+                met.push(issue);
             }
             *state = Some(open);
         }
@@ -444,7 +460,18 @@ impl<F: FileSystem> Store<F> {
         let core = self.core();
         let snapshots = &core.snapshots;
         let mut guard = snapshots.state.lock();
-        let open = match snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only) {
+        // Problems found in the file by the open this load makes, if any:
+        // reported in its result (first) as well.
+        let mut met = Vec::new();
+        let opened = snapshots.ensure_open_noting(
+            &mut guard,
+            &core.fs,
+            &core.dir,
+            core.store_id,
+            core.options.read_only,
+            &mut met,
+        );
+        let open = match opened {
             Ok(open) => open,
             Err(e) => {
                 drop(guard);
@@ -486,6 +513,7 @@ impl<F: FileSystem> Store<F> {
         for issue in &result.issues {
             snapshots.report(issue.clone());
         }
+        result.issues.splice(0..0, met);
         result
     }
 
