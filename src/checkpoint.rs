@@ -152,6 +152,19 @@ impl<F: FileSystem> Checkpoints<F> {
         Ok(())
     }
 
+    /// Makes every published event durable: a sync of the log in the
+    /// periodic and buffered modes, nothing in durable mode (published
+    /// events were synced). The projection runner calls it before a
+    /// projection commits its read model, so that no read model can name
+    /// a position a power loss could still take from the log.
+    pub(crate) fn sync_log(&self) -> Result<()> {
+        let core = self.core()?;
+        if core.options.durability != Durability::Sync {
+            core.sync_tail()?;
+        }
+        Ok(())
+    }
+
     /// Removes the checkpoint `name` (a no-op when absent), durably: a
     /// projection with no checkpoint starts from the first event. Fails
     /// with [`Error::ReadOnly`] on a read-only store, and with

@@ -42,7 +42,11 @@ pub trait Projection {
     /// Called after the last event of a batch, before the checkpoint is
     /// saved at `position`: make the read model's state durable here
     /// (commit a transaction, write a file). Saving the position with the
-    /// state lets [`Projection::apply`] skip events it already has.
+    /// state lets [`Projection::apply`] skip events it already has. The
+    /// log holds every event up to `position` durably by then (the runner
+    /// syncs it first in the periodic and buffered modes). Not called
+    /// when only events the filter does not match have passed: the
+    /// checkpoint then moves on alone.
     fn end_batch(&mut self, position: u64) -> Result<(), HandlerError> {
         let _ = position;
         Ok(())
@@ -254,9 +258,14 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
     }
 
     /// Ends the open batch (if any) and saves the checkpoint when it moved.
+    /// In the periodic and buffered modes the log is synced first: a read
+    /// model that stores its position (`end_batch`) must never be ahead of
+    /// what a power loss leaves of the log, or the events that take the
+    /// lost positions would be skipped as already applied.
     fn commit(&mut self) -> Result<(), ProjectionError> {
         let position = self.subscription.position();
         if self.batch_started.is_some() {
+            self.checkpoints.sync_log()?;
             if let Err(source) = self.projection.end_batch(position) {
                 self.pending = 0;
                 self.batch_started = None;
