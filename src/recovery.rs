@@ -6,7 +6,7 @@
 //! | what open finds                                         | decision                                  |
 //! |---------------------------------------------------------|-------------------------------------------|
 //! | no segment file                                         | new store (if `create_if_missing`)        |
-//! | `*.tmp` files                                           | remove (unfinished creations or renames)  |
+//! | the store's own `*.tmp` files (`is_own_temp_file`)      | remove (unfinished creations or renames)  |
 //! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
 //! | segments of different stores (store ids differ)         | refuse: `Corruption` naming the segment   |
 //! |                                                         | whose id most of the store's files lack   |
@@ -261,9 +261,28 @@ pub(crate) fn short_of_floor(floor: &Checkpoint, segment: u64, end: u64) -> Opti
     }
 }
 
+/// Whether `name` is a temporary file the store itself makes: a segment
+/// being created (`N.seg.tmp`), the spare segment, or a side file being
+/// replaced (`index.tmp`, `checkpoints.tmp`, `snapshots.tmp`). Only these
+/// are removed at open: other `*.tmp` files in the directory are someone
+/// else's (a store created in a directory that already held files).
+fn is_own_temp_file(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    segment::parse_file_name(stem).is_some()
+        || name == crate::log::spare::SPARE_FILE_NAME
+        || [
+            index_file::FILE_NAME,
+            crate::CHECKPOINTS_FILE_NAME,
+            crate::snapshot::file::FILE_NAME,
+        ]
+        .contains(&stem)
+}
+
 fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<()> {
     let mut removed = false;
-    for name in names.iter().filter(|n| n.ends_with(".tmp")) {
+    for name in names.iter().filter(|n| is_own_temp_file(n)) {
         let path = dir.join(name);
         match fs.remove_file(&path) {
             Ok(()) => removed = true,

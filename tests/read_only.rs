@@ -78,7 +78,7 @@ fn store_with_torn_tail(path: &Path) -> Vec<annal::RecordedEvent> {
     let mut segment = std::fs::read(segment_path(path)).unwrap();
     segment[(start + end) / 2] ^= 0x5A;
     std::fs::write(segment_path(path), segment).unwrap();
-    std::fs::write(path.join("leftover.tmp"), b"half a save").unwrap();
+    std::fs::write(path.join("index.tmp"), b"half a save").unwrap();
     assert_eq!(expected.len(), 21);
     expected
 }
@@ -144,7 +144,7 @@ fn a_read_only_open_reads_everything_and_writes_nothing() {
     assert_eq!(store.recovery_report().torn_tail_bytes, report.torn_tail_bytes);
     assert_eq!(store.last_position(), 21);
     store.close().unwrap();
-    assert!(!path.join("leftover.tmp").exists());
+    assert!(!path.join("index.tmp").exists());
 }
 
 #[test]
@@ -236,9 +236,26 @@ fn a_directory_named_like_a_temporary_file_does_not_block_an_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     Store::open(&path, Options::default()).unwrap().close().unwrap();
-    std::fs::create_dir(path.join("someones.tmp")).unwrap();
+    std::fs::create_dir(path.join("index.tmp")).unwrap();
     Store::open(&path, Options::default()).unwrap().close().unwrap();
-    assert!(path.join("someones.tmp").is_dir());
+    assert!(path.join("index.tmp").is_dir());
+}
+
+/// Only the temporary files the store itself makes are removed at open:
+/// a store created in a directory that already held files (a mistyped
+/// path) leaves the user's own `*.tmp` files alone.
+#[test]
+fn an_open_removes_only_its_own_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("report.tmp"), b"precious").unwrap();
+    std::fs::write(path.join("00000000000000000007.seg.tmp"), b"half a segment").unwrap();
+    std::fs::write(path.join("next-segment.tmp"), [0u8; 64]).unwrap();
+    Store::open(&path, Options::default()).unwrap().close().unwrap();
+    assert_eq!(std::fs::read(path.join("report.tmp")).unwrap(), b"precious");
+    assert!(!path.join("00000000000000000007.seg.tmp").exists());
+    assert!(!path.join("next-segment.tmp").exists());
 }
 
 #[test]
