@@ -822,3 +822,37 @@ fn import_reads_stdin_from_a_dash_and_refuses_a_directory() {
     assert!(stderr(&o).contains("it is a directory"), "{}", stderr(&o));
     assert!(!other.exists(), "a store was created for a failed import");
 }
+
+/// JSON nested deeper than 127 levels is written as base64, as CLI.md says
+/// (jq, Python and serde_json refuse deeper values), and export and import
+/// still carry it byte for byte.
+#[test]
+fn json_nested_deeper_than_127_levels_is_written_as_base64() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let input = format!(
+        "{{\"stream\":\"d-1\",\"type\":\"T\",\"data\":{}}}\n{{\"stream\":\"d-1\",\"type\":\"T\",\"data\":{}}}\n",
+        nested(127),
+        nested(128)
+    );
+    let o = run_with_stdin(&["import", d], &input);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for command in ["read-all", "export"] {
+        let o = run(&[command, d]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let out = stdout(&o);
+        let rows: Vec<&str> = out.lines().collect();
+        assert!(
+            rows[0].contains(&format!("\"data\":{}", nested(127))),
+            "{command}: {}",
+            rows[0]
+        );
+        assert!(rows[1].contains("\"data_base64\":"), "{command}: {}", rows[1]);
+    }
+    let copy = dir.path().join("copy");
+    let exported = stdout(&run(&["export", d]));
+    let o = run_with_stdin(&["import", s(&copy)], &exported);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&run(&["export", s(&copy)])), exported);
+}

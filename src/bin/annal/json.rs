@@ -61,11 +61,46 @@ pub fn array(items: impl IntoIterator<Item = String>) -> String {
 /// whitespace.
 pub fn embeddable(bytes: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let clean = !text.is_empty()
-        && text.trim() == text
-        && !text.contains(['\n', '\r'])
-        && serde_json::from_str::<&RawValue>(text).is_ok();
+    let clean = !text.is_empty() && text.trim() == text && !text.contains(['\n', '\r']) && is_json(text);
     clean.then_some(text)
+}
+
+/// Deepest nesting written as JSON: deeper values go out as base64, since
+/// common JSON readers (jq, Python, serde_json) refuse them.
+const NESTING_MAX: usize = 127;
+
+/// Valid JSON nested at most [`NESTING_MAX`] levels deep.
+fn is_json(text: &str) -> bool {
+    nesting_at_most(text, NESTING_MAX) && serde_json::from_str::<&RawValue>(text).is_ok()
+}
+
+/// Whether no array or object in `text` (JSON or not) is opened deeper than
+/// `max` levels, counting brackets outside strings.
+fn nesting_at_most(text: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Adds a payload under `key` when it is embeddable JSON, else under
@@ -78,7 +113,7 @@ pub fn payload(obj: Obj, key: &str, bytes: &[u8], lossy: bool) -> Obj {
     }
     if lossy
         && let Ok(text) = std::str::from_utf8(bytes)
-        && serde_json::from_str::<&RawValue>(text).is_ok()
+        && is_json(text)
     {
         return obj.raw(key, &minified(text));
     }
