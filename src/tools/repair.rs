@@ -83,7 +83,9 @@ pub struct RepairReport {
 /// only opened read-only, so even a torn tail or a leftover temporary file
 /// stays for the next writable open to clear (a torn tail is not damage).
 /// An index, checkpoints or snapshot file that is not a file at all (a
-/// directory) is moved to quarantine too.
+/// directory) is moved to quarantine too, and so is a snapshot file
+/// damaged itself (header, a record, torn bytes): a cache, which loads do
+/// without.
 ///
 /// Refuses ([`crate::Error::Corruption`], nothing changed) a directory
 /// whose segments carry different store ids: which store's events to keep
@@ -148,17 +150,24 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             report.checkpoints_quarantined = quarantine_file(dir, crate::CHECKPOINTS_FILE_NAME, &mut report)?;
             report.repaired = true;
         }
-        // A snapshot file that is not a file at all (a directory) is moved
-        // aside too; a damaged one is the open's to start afresh.
+        // A snapshot file that is damaged itself (its header, a record,
+        // torn bytes), or not a file at all, is moved aside whole: it is a
+        // cache, and loads replay without it (snapshots of events the log
+        // lacks are dropped from a sound file below instead).
         let snapshots = crate::snapshot::file::FILE_NAME;
-        let snapshots_damage = fs::metadata(dir.join(snapshots))
-            .is_ok_and(|meta| !meta.is_file())
-            .then(|| Damage {
+        let snapshots_damage = match verify::read_store_file(&dir.join(snapshots))? {
+            None => None,
+            Some(Err(reason)) => Some(Damage {
                 file: dir.join(snapshots),
                 segment: None,
                 offset: 0,
-                reason: verify::NOT_A_FILE.into(),
-            });
+                reason,
+            }),
+            Some(Ok(bytes)) => {
+                let (problems, _) = verify::snapshot_file_problems(&bytes, &dir.join(snapshots), w.store_id);
+                problems.into_iter().next()
+            }
+        };
         if snapshots_damage.is_some() {
             quarantine_file(dir, snapshots, &mut report)?;
             report.repaired = true;

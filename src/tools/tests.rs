@@ -381,6 +381,25 @@ fn verify_checks_the_snapshot_file_without_failing_the_store() {
     }
     assert!(report.is_clean(), "snapshots are a cache: the store itself is clean");
     assert_eq!(files(dir.path()), before, "verify changed nothing");
+
+    // Repair moves the damaged file aside whole (a cache: loads replay),
+    // so that verify no longer reports damage repair cannot clear.
+    let repaired = repair(dir.path()).unwrap();
+    assert!(repaired.repaired, "{repaired:?}");
+    assert_eq!(repaired.kept_events, 20);
+    assert_eq!(
+        std::fs::read(dir.path().join(QUARANTINE_DIR).join(crate::snapshot::file::FILE_NAME)).unwrap(),
+        bytes
+    );
+    assert_eq!(verify(dir.path()).unwrap().snapshots, SnapshotFileStatus::Missing);
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(store.load_snapshot("s-2").snapshot.is_none());
+    store.save_snapshot("s-2", 3, 1, b"again").unwrap();
+    store.close().unwrap();
+    assert_eq!(
+        verify(dir.path()).unwrap().snapshots,
+        SnapshotFileStatus::Clean { records: 1 }
+    );
 }
 
 #[test]

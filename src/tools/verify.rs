@@ -303,27 +303,10 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<
             return Ok(SnapshotFileStatus::Damaged { records: 0, problems });
         }
     };
-    let mut problems = Vec::new();
-    match snapshot_file::decode_header(&bytes) {
-        Ok(id) if Some(id) != store_id && store_id.is_some() => {
-            problems.push(problem(0, "snapshot file of another store".into()));
-        }
-        Ok(_) => {}
-        Err(e) => problems.push(problem(0, format!("bad snapshot file header: {e}"))),
-    }
-    if !problems.is_empty() {
+    let (mut problems, scan) = snapshot_file_problems(&bytes, &path, store_id);
+    let Some(scan) = scan else {
         return Ok(SnapshotFileStatus::Damaged { records: 0, problems });
-    }
-    let scan = snapshot_file::scan(&bytes);
-    for skipped in &scan.skipped {
-        problems.push(problem(skipped.offset, skipped.reason.clone()));
-    }
-    if scan.end < bytes.len() as u64 && bytes[scan.end as usize..].iter().any(|b| *b != 0) {
-        problems.push(problem(
-            scan.end,
-            "torn or unreadable bytes after the last valid snapshot".into(),
-        ));
-    }
+    };
     // The id of a stream's event at a version, read from its segment.
     let event_id_at = |stream: &str, version: u64| -> Option<Uuid> {
         use std::io::{Read, Seek, SeekFrom};
@@ -367,6 +350,45 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<
     } else {
         SnapshotFileStatus::Damaged { records, problems }
     })
+}
+
+/// The snapshot file's own damage: a header that is unusable or of
+/// another store, records that fail their checks, torn bytes after the
+/// last valid record; with the scan of its records when the header is
+/// usable. (Snapshots of events the log does not hold are not damage of
+/// the file: [`check_snapshots`] and `repair` deal with them.)
+pub(crate) fn snapshot_file_problems(
+    bytes: &[u8],
+    path: &Path,
+    store_id: Option<Uuid>,
+) -> (Vec<Damage>, Option<crate::snapshot::file::Scan>) {
+    use crate::snapshot::file as snapshot_file;
+    let problem = |offset: u64, reason: String| Damage {
+        file: path.to_path_buf(),
+        segment: None,
+        offset,
+        reason,
+    };
+    match snapshot_file::decode_header(bytes) {
+        Ok(id) if Some(id) != store_id && store_id.is_some() => {
+            return (vec![problem(0, "snapshot file of another store".into())], None);
+        }
+        Ok(_) => {}
+        Err(e) => return (vec![problem(0, format!("bad snapshot file header: {e}"))], None),
+    }
+    let scan = snapshot_file::scan(bytes);
+    let mut problems: Vec<Damage> = scan
+        .skipped
+        .iter()
+        .map(|skipped| problem(skipped.offset, skipped.reason.clone()))
+        .collect();
+    if scan.end < bytes.len() as u64 && bytes[scan.end as usize..].iter().any(|b| *b != 0) {
+        problems.push(problem(
+            scan.end,
+            "torn or unreadable bytes after the last valid snapshot".into(),
+        ));
+    }
+    (problems, Some(scan))
 }
 
 /// The decoded index file: `None` when absent, else the decoded index or
