@@ -221,7 +221,7 @@ fn write_image(image: &Image, tmp: &Path) -> Result<u64> {
         }
     }
     // An empty lock file: read-only opens of the backup lock it too (a
-    // directory without one is read without a lock).
+    // directory without one is read under the directory's lock alone).
     write_synced(&tmp.join(LOCK_FILE_NAME), &[])?;
     sync_dir(tmp)?;
     Ok(bytes)

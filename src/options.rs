@@ -107,7 +107,8 @@ impl Options {
     /// - It takes a shared lock, which excludes a writable open (and is
     ///   excluded by one) but not other read-only opens. A directory
     ///   without a lock file has never been opened writable and is read
-    ///   without a lock.
+    ///   under the directory's own lock alone (on Unix; elsewhere without
+    ///   a lock).
     /// - Open checks the log as usual and refuses the same damage, but
     ///   leaves a torn tail in place (readers stop before it; see
     ///   [`crate::RecoveryReport::torn_tail_bytes`]), leaves `*.tmp` files,

@@ -76,7 +76,7 @@ pub(crate) struct Core<F: FileSystem> {
     pub snapshots: crate::snapshot::Snapshots<F>,
     /// The directory lock (none for a read-only open of a directory
     /// without a lock file).
-    _lock_file: Option<F::File>,
+    _locks: Locks<F>,
 }
 
 /// An open event store. Cheap to clone and share between threads
@@ -174,10 +174,10 @@ impl<F: FileSystem> Store<F> {
                 return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
             }
         }
-        let lock_file = if options.read_only {
+        let locks = if options.read_only {
             lock_shared(&fs, &dir)?
         } else {
-            Some(lock(&fs, &dir)?)
+            lock(&fs, &dir)?
         };
         let recovered = recovery::recover(&fs, &dir, &options)?;
         let saved_end = recovered.index_file_end;
@@ -212,7 +212,7 @@ impl<F: FileSystem> Store<F> {
             subscriptions: Arc::default(),
             checkpoint_cache: Default::default(),
             snapshots: Default::default(),
-            _lock_file: lock_file,
+            _locks: locks,
             options,
         });
         let handle = Handle {
@@ -452,11 +452,24 @@ fn dir_error(dir: &Path, doing: &str, e: std::io::Error) -> Error {
     }
 }
 
+/// The store directory's locks, held together: the lock file's, and the
+/// directory's own where the platform has it (which deleting the lock
+/// file cannot drop). Released when dropped.
+pub(crate) struct Locks<F: FileSystem> {
+    /// The open lock file (none for a read-only open of a directory
+    /// without one).
+    file: Option<F::File>,
+    _dir: crate::io::DirectoryLock,
+}
+
 /// Takes the directory's exclusive lock (creating the lock file) and
 /// writes the lock note.
-pub(crate) fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
+pub(crate) fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<Locks<F>> {
     let path = dir.join(LOCK_FILE_NAME);
-    let file = open_locked(fs, dir, OpenMode::CreateOrOpen, false)?;
+    let locks = open_locked(fs, dir, Some(OpenMode::CreateOrOpen), false)?;
+    let Some(file) = &locks.file else {
+        return Err(Error::InvalidInput("no lock file".into()));
+    };
     // A fixed-width note: the next open overwrites it in place, without
     // the truncation (a metadata change) that a shorter pid would need.
     let note = format!(
@@ -469,25 +482,26 @@ pub(crate) fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<F::File> {
         file.set_len(0).ctx(ctx)?;
     }
     file.write_all_at(note.as_bytes(), 0).ctx(ctx)?;
-    Ok(file)
+    Ok(locks)
 }
 
 /// Takes the shared lock of a read-only open: it excludes a writable open
 /// and not other read-only ones. A directory without a lock file was never
-/// opened writable (or was copied without it): there is nothing to lock.
-pub(crate) fn lock_shared<F: FileSystem>(fs: &F, dir: &Path) -> Result<Option<F::File>> {
-    if !fs.exists(&dir.join(LOCK_FILE_NAME)) {
-        return Ok(None);
-    }
-    open_locked(fs, dir, OpenMode::Read, true).map(Some)
+/// opened writable (or was copied without it, or someone deleted it): the
+/// directory's own lock is taken alone, where the platform has one.
+pub(crate) fn lock_shared<F: FileSystem>(fs: &F, dir: &Path) -> Result<Locks<F>> {
+    let mode = fs.exists(&dir.join(LOCK_FILE_NAME)).then_some(OpenMode::Read);
+    open_locked(fs, dir, mode, true)
 }
 
-/// Opens the lock file in `mode` and takes its lock, shared or exclusive;
-/// [`Error::Locked`] when another holder excludes it.
-fn open_locked<F: FileSystem>(fs: &F, dir: &Path, mode: OpenMode, shared: bool) -> Result<F::File> {
+/// Opens the lock file in `mode` (none: no lock file) and takes its lock
+/// and the directory's, shared or exclusive; [`Error::Locked`] when
+/// another holder excludes either.
+fn open_locked<F: FileSystem>(fs: &F, dir: &Path, mode: Option<OpenMode>, shared: bool) -> Result<Locks<F>> {
     let path = dir.join(LOCK_FILE_NAME);
-    let file = fs
-        .open(&path, mode)
+    let file = mode
+        .map(|mode| fs.open(&path, mode))
+        .transpose()
         .map_err(|e| dir_error(dir, "opening the lock file in", e))?;
     // A lock held by someone else is tried again for a moment: a child
     // process forked (by any thread of this process) while the store was
@@ -497,13 +511,17 @@ fn open_locked<F: FileSystem>(fs: &F, dir: &Path, mode: OpenMode, shared: bool) 
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = std::time::Duration::from_micros(500);
     loop {
-        let locked = if shared {
-            file.try_lock_shared()
-        } else {
-            file.try_lock()
+        let locked = match &file {
+            None => Ok(true),
+            Some(file) if shared => file.try_lock_shared(),
+            Some(file) => file.try_lock(),
         };
-        if locked.ctx(|| format!("locking {}", path.display()))? {
-            return Ok(file);
+        if locked.ctx(|| format!("locking {}", path.display()))?
+            && let Some(dir_lock) = fs
+                .try_lock_dir(dir, shared)
+                .ctx(|| format!("locking {}", dir.display()))?
+        {
+            return Ok(Locks { file, _dir: dir_lock });
         }
         if std::time::Instant::now() >= deadline {
             return Err(Error::Locked {

@@ -559,6 +559,24 @@ fn a_second_open_is_locked_out() {
     Store::open(dir.path(), Options::default()).unwrap();
 }
 
+/// Deleting the lock file of an open store (a cleanup script taking it for
+/// a stale lock) does not let a second writer in: the directory itself is
+/// locked too (on Unix), and a second open, which would create and lock a
+/// new lock file, is still refused; so is a read-only one.
+#[cfg(unix)]
+#[test]
+fn a_deleted_lock_file_does_not_let_a_second_writer_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    std::fs::remove_file(dir.path().join(annal::LOCK_FILE_NAME)).unwrap();
+    let err = Store::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    let err = Store::open(dir.path(), Options::default().with_read_only(true)).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    store.close().unwrap();
+    Store::open(dir.path(), Options::default()).unwrap().close().unwrap();
+}
+
 #[test]
 fn closed_handles_refuse_appends() {
     let (_d, store) = open();

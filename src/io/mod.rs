@@ -30,6 +30,20 @@ pub enum OpenMode {
     CreateOrOpen,
 }
 
+/// A lock held on a store directory itself (see
+/// [`FileSystem::try_lock_dir`]); released when dropped.
+#[derive(Debug, Default)]
+pub struct DirectoryLock {
+    _dir: Option<std::fs::File>,
+}
+
+impl DirectoryLock {
+    /// A lock held through `dir`, an open handle of the directory.
+    pub fn held_by(dir: std::fs::File) -> Self {
+        DirectoryLock { _dir: Some(dir) }
+    }
+}
+
 /// A directory of files, as the store sees it.
 pub trait FileSystem: Send + Sync + 'static {
     /// The open-file type.
@@ -44,6 +58,15 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Opens a file.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Self::File>;
+    /// Locks the directory itself, shared or exclusive, where the platform
+    /// locks directories: a lock beside the lock file's that deleting the
+    /// lock file cannot drop (a second process would otherwise create a new
+    /// lock file and lock that). `Ok(None)` when another holder excludes
+    /// it. By default (and where directories cannot be locked) it holds
+    /// nothing and always succeeds: the lock file's lock stands alone.
+    fn try_lock_dir(&self, _dir: &Path, _shared: bool) -> io::Result<Option<DirectoryLock>> {
+        Ok(Some(DirectoryLock::default()))
+    }
     /// Renames a file, replacing the target. Durable after [`FileSystem::sync_dir`].
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file. Durable after [`FileSystem::sync_dir`].

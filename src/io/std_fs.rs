@@ -26,6 +26,32 @@ impl FileSystem for StdFs {
         fs::create_dir_all(path)
     }
 
+    fn try_lock_dir(&self, dir: &Path, shared: bool) -> io::Result<Option<super::DirectoryLock>> {
+        #[cfg(unix)]
+        {
+            // A directory that cannot be opened or locked (a file system
+            // without such locks) leaves the lock file's lock alone.
+            let Ok(handle) = fs::File::open(dir) else {
+                return Ok(Some(super::DirectoryLock::default()));
+            };
+            let locked = if shared {
+                handle.try_lock_shared()
+            } else {
+                handle.try_lock()
+            };
+            match locked {
+                Ok(()) => Ok(Some(super::DirectoryLock::held_by(handle))),
+                Err(fs::TryLockError::WouldBlock) => Ok(None),
+                Err(fs::TryLockError::Error(_)) => Ok(Some(super::DirectoryLock::default())),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (dir, shared);
+            Ok(Some(super::DirectoryLock::default()))
+        }
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<StdFile> {
         let mut options = OpenOptions::new();
         options.read(true);

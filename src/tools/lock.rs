@@ -4,26 +4,27 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::io::{FileSystem, StdFs};
+use crate::io::StdFs;
 use crate::store;
 
 /// A held lock; released when dropped.
 pub(crate) struct DirLock {
-    _file: Option<<StdFs as FileSystem>::File>,
+    _locks: store::Locks<StdFs>,
 }
 
 /// Takes a shared lock, as a read-only open does: it excludes a writable
 /// [`crate::Store`] but not other readers. Creates nothing: a directory
-/// without a lock file (never opened as a store) is not locked.
+/// without a lock file (never opened as a store) gets the directory's own
+/// lock alone.
 pub(crate) fn shared(dir: &Path) -> Result<DirLock> {
     Ok(DirLock {
-        _file: store::lock_shared(&StdFs, dir)?,
+        _locks: store::lock_shared(&StdFs, dir)?,
     })
 }
 
 /// Takes the exclusive lock, as a writable open does.
 pub(crate) fn exclusive(dir: &Path) -> Result<DirLock> {
     Ok(DirLock {
-        _file: Some(store::lock(&StdFs, dir)?),
+        _locks: store::lock(&StdFs, dir)?,
     })
 }
