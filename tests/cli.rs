@@ -856,3 +856,19 @@ fn json_nested_deeper_than_127_levels_is_written_as_base64() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&run(&["export", s(&copy)])), exported);
 }
+
+/// An input without line breaks (a binary file given by mistake) is
+/// refused once a line passes what any append could hold (128 MiB), not
+/// read whole into memory; what came before it is appended as usual.
+#[test]
+fn an_import_line_longer_than_any_append_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let mut input = String::from("{\"stream\":\"a-1\",\"type\":\"T\"}\n");
+    input.push_str(&"a".repeat((128 << 20) + 1));
+    let o = run_with_stdin(&["import", d], &input);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("line 2: longer than 128 MiB"), "{}", stderr(&o));
+    assert_eq!(lines(&o).len(), 1, "the first line was appended and said so");
+    assert_eq!(ok(&["read-all", d]).len(), 1);
+}

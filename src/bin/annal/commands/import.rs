@@ -25,6 +25,11 @@ use crate::progress::Progress;
 const SYNC_EVERY_LINES: usize = 1000;
 /// Input buffer size.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// Longest input line read: four times what one append can hold (base64
+/// takes a third more, and each event has its JSON fields besides), so
+/// no valid line is refused, and a file without line breaks (a binary
+/// file given by mistake) is refused before it fills the memory.
+const LINE_BYTES_MAX: u64 = 4 * annal::limits::BATCH_BYTES_MAX as u64;
 
 pub fn run(a: ImportArgs) -> Outcome {
     let (source, total_bytes): (Box<dyn Read>, Option<u64>) = match &a.file {
@@ -54,7 +59,7 @@ pub fn run(a: ImportArgs) -> Outcome {
     let mut bytes_read = 0u64;
     loop {
         buf.clear();
-        let n = match reader.read_until(b'\n', &mut buf) {
+        let n = match (&mut reader).take(LINE_BYTES_MAX + 1).read_until(b'\n', &mut buf) {
             Ok(n) => n,
             Err(e) => {
                 importer.acknowledge()?;
@@ -66,6 +71,13 @@ pub fn run(a: ImportArgs) -> Outcome {
         }
         line_no += 1;
         bytes_read += n as u64;
+        if n as u64 > LINE_BYTES_MAX {
+            importer.acknowledge()?;
+            return Err(Failure::new(format!(
+                "line {line_no}: longer than {} MiB, more than any append can hold",
+                LINE_BYTES_MAX >> 20
+            )));
+        }
         if let Err(f) = importer.import(&buf, line_no) {
             // Everything before this line is appended: make it durable and
             // say so before reporting the failure.

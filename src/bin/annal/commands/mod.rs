@@ -64,8 +64,9 @@ pub fn open_read_only(dir: &Path) -> Outcome<Store> {
 }
 
 /// Opens the store in `dir`, creating it when missing. A torn final write
-/// that the open cut (a crash's unfinished write, never acknowledged) is
-/// said on stderr as a warning, with where its bytes were kept.
+/// that the open cut (invalid bytes at the log's end that nothing proves
+/// durable: a crash's unfinished write) is said on stderr as a warning,
+/// with where its bytes were kept.
 pub fn open_or_create(dir: &Path, durability: Durability) -> Outcome<Store> {
     let store = Store::open(dir, Options::default().with_durability(durability))?;
     let report = store.recovery_report();
@@ -76,7 +77,9 @@ pub fn open_or_create(dir: &Path, durability: Durability) -> Outcome<Store> {
             (None, None) => "no copy of its bytes was kept".to_string(),
         };
         eprintln!(
-            "annal: warning: cut a torn final write of {} bytes (a write a crash left unfinished, never acknowledged); {copy}",
+            "annal: warning: cut a torn final write of {} bytes (invalid bytes at the end of the log that \
+             nothing proves durable: a write a crash left unfinished, never acknowledged, unless the last \
+             write was damaged since the index file was saved); {copy}",
             report.torn_tail_bytes
         );
     }
