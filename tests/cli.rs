@@ -587,6 +587,7 @@ fn repair_keeps_the_prefix_and_quarantines_the_rest() {
     assert_eq!(r["index_rebuilt"], true);
     assert_eq!(r["checkpoints_lowered"], serde_json::json!([]));
     assert_eq!(r["snapshots_dropped"], serde_json::json!([]));
+    assert_eq!(r["headers_rebuilt"], serde_json::json!([]));
     assert_eq!(r["damage"], v["corruption"]);
     assert!(stderr(&o).contains(&format!("kept {kept} events")), "{}", stderr(&o));
     let q = dir.path().join("quarantine");

@@ -11,10 +11,11 @@ use crate::error::{IoContext, Result};
 use crate::index::file as index_file;
 use crate::io::{FileHandle, FileSystem, OpenMode, StdFs};
 use crate::log::frame::{self, FrameError};
-use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::log::tail::write_zeros;
 use crate::options::Options;
 use crate::store::Store;
+use uuid::Uuid;
 
 /// Name of the folder, inside the store directory, that receives what
 /// [`repair`] takes out of the log.
@@ -56,6 +57,12 @@ pub struct RepairReport {
     /// skipping them. Its read model may still reflect events that were
     /// quarantined: rebuild it if that matters.
     pub checkpoints_lowered: Vec<(String, u64)>,
+    /// Segments whose header was damaged on its own and was written anew
+    /// (the old bytes copied into quarantine as `<segment file>.header`):
+    /// every field of a header is known from elsewhere (the file name, the
+    /// store's id, the position its first batch holds), so one damaged
+    /// header does not cost the events of its segment and every later one.
+    pub headers_rebuilt: Vec<u64>,
     /// Snapshots, as (stream, version), of versions past their stream's
     /// kept events: taken of events the repair quarantined. They are
     /// removed from the snapshot file (the whole old file is copied into
@@ -66,6 +73,12 @@ pub struct RepairReport {
 
 /// Salvages a store whose log is damaged somewhere a crash cannot explain
 /// (so that [`Store::open`] refuses it with [`crate::Error::Corruption`]).
+///
+/// A segment header damaged on its own (it fails its own checks while the
+/// segment's first batch holds exactly the position after the log before
+/// it, and the store's id is known) is written anew first, the old bytes
+/// copied to `quarantine/<segment file>.header`
+/// ([`RepairReport::headers_rebuilt`]).
 ///
 /// Keeps every batch before the first damaged one. Moves the rest into
 /// `DIR/quarantine/`: the bytes of the damaged segment from the damaged
@@ -107,6 +120,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         index_rebuilt: false,
         checkpoints_quarantined: false,
         checkpoints_lowered: Vec::new(),
+        headers_rebuilt: Vec::new(),
         snapshots_dropped: Vec::new(),
     };
     {
@@ -126,9 +140,24 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             Some(Ok((_, cp))) => cp.last_position,
             _ => 0,
         };
-        let mut w = walk::walk(dir, &ids, target, false, &mut |_| {})?;
-        walk::hold_to_durable_floor(dir, &mut w)?;
-        walk::hold_to_durable_proofs(dir, &mut w);
+        let walk_log = || -> Result<walk::Walk> {
+            let mut w = walk::walk(dir, &ids, target, false, &mut |_| {})?;
+            walk::hold_to_durable_floor(dir, &mut w)?;
+            walk::hold_to_durable_proofs(dir, &mut w);
+            Ok(w)
+        };
+        let mut w = walk_log()?;
+        // A segment header damaged on its own is written anew, and the log
+        // walked again (each segment's header at most once).
+        let mut header_damage = None;
+        while let Some(damage) = w.damage.clone().filter(|d| d.offset == 0)
+            && let Some(id) = damage.segment
+            && !report.headers_rebuilt.contains(&id)
+            && rebuild_header(dir, &ids, id, &w, &mut report)?
+        {
+            header_damage.get_or_insert(damage);
+            w = walk_log()?;
+        }
         let index = verify::check_index(dir, &w, saved);
         let index_damage = match index {
             IndexStatus::Damaged(d) => Some(d),
@@ -172,7 +201,12 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             quarantine_file(dir, snapshots, &mut report)?;
             report.repaired = true;
         }
-        report.damage = w.damage.or(index_damage).or(checkpoints_damage).or(snapshots_damage);
+        report.damage = w
+            .damage
+            .or(header_damage)
+            .or(index_damage)
+            .or(checkpoints_damage)
+            .or(snapshots_damage);
     }
     // Open (rebuilding the index when it was moved), to count what is kept
     // and to prove the store opens. A store whose first segment header was
@@ -273,6 +307,72 @@ fn quarantine_file(dir: &Path, name: &str, report: &mut RepairReport) -> Result<
     sync_dir(&q)?;
     sync_dir(dir)?;
     Ok(existed)
+}
+
+/// Writes a new header for segment `id`, when its header is damaged on its
+/// own: it fails its own checks (magic, length, CRC), the store's id is
+/// known (from the segments before it, or, for segment 1, agreed on by
+/// every other segment and side file that names one), and the segment's
+/// first batch holds exactly the position after the log before it (or the
+/// segment holds nothing but zeros). The old header's bytes are copied
+/// into quarantine first. Returns whether it did.
+fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut RepairReport) -> Result<bool> {
+    let path = segment::path(dir, id);
+    // A missing segment (a gap) has no header to rebuild.
+    let Some(map) = ids.contains(&id).then(|| map_file(&path).ok()).flatten() else {
+        return Ok(false);
+    };
+    let header_bytes = SEGMENT_HEADER_BYTES as usize;
+    // A valid header that says something else (another number, another
+    // store, another position) is not rewritten.
+    if map.len() < header_bytes || !matches!(SegmentHeader::decode(&map, &path), Err(crate::Error::Corruption { .. })) {
+        return Ok(false);
+    }
+    let Some(store_id) = w.store_id.or_else(|| agreed_store_id(dir, ids, id)) else {
+        return Ok(false);
+    };
+    let first_position = w.index.last_position() + 1;
+    let body = &map[header_bytes..];
+    match frame::check_batch(body, |_, _| {}) {
+        Ok(batch) if batch.first_position == first_position => {}
+        Err(FrameError::End) if body.iter().all(|&b| b == 0) => {}
+        _ => return Ok(false),
+    }
+    let q = report.quarantine_dir.clone();
+    fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+    let old = write_new(&q, &format!("{}.header", segment::file_name(id)), &map[..header_bytes])?;
+    sync_dir(&q)?;
+    report.quarantined_files.push(old);
+    drop(map);
+    let header = SegmentHeader {
+        store_id,
+        segment_id: id,
+        first_position,
+    };
+    let ctx = || format!("rewriting the header of {}", path.display());
+    let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+    file.write_all_at(&header.encode(), 0).ctx(ctx)?;
+    file.sync_all().ctx(ctx)?;
+    report.headers_rebuilt.push(id);
+    report.repaired = true;
+    Ok(true)
+}
+
+/// The store id that every readable segment header other than segment
+/// `except`'s, and every side file header, carries, when they agree on
+/// one.
+fn agreed_store_id(dir: &Path, ids: &[u64], except: u64) -> Option<Uuid> {
+    let mut found = crate::recovery::side_file_store_ids(&StdFs, dir);
+    for &other in ids.iter().filter(|&&other| other != except) {
+        let path = segment::path(dir, other);
+        if let Ok(map) = map_file(&path)
+            && let Ok(header) = SegmentHeader::decode(&map, &path)
+        {
+            found.push(header.store_id);
+        }
+    }
+    let &first = found.first()?;
+    found.iter().all(|&id| id == first).then_some(first)
 }
 
 /// Quarantines the log from `damage` on.

@@ -213,18 +213,24 @@ fn damaged_header_quarantines_whole_segments() {
     let dir = tempfile::tempdir().unwrap();
     store_with(dir.path(), 300);
     let before = verify(dir.path()).unwrap();
+    // The header and the first batch: nothing tells where the segment
+    // starts, so its header cannot be rebuilt.
     flip(&segment::path(dir.path(), 3), 20);
+    flip(&segment::path(dir.path(), 3), 64 + 45);
     let r = verify(dir.path()).unwrap();
     let d = r.damage.unwrap();
     assert_eq!((d.segment, d.offset), (Some(3), 0));
     let rep = repair(dir.path()).unwrap();
+    assert!(rep.headers_rebuilt.is_empty(), "{rep:?}");
     assert_eq!(rep.quarantined_files.len() as u64, before.segments - 2 + 1);
-    assert_eq!(rep.kept_events + rep.quarantined_events, 300);
-    assert_eq!(rep.unreadable_bytes, 0);
+    // All but the damaged first batch's event are counted.
+    assert_eq!(rep.kept_events + rep.quarantined_events, 299);
+    assert!(rep.unreadable_bytes > 0);
     assert!(verify(dir.path()).unwrap().is_clean());
 }
 
-/// Damage in the first segment's header leaves no event to keep: every
+/// Damage in the first segment's header (one that cannot be rebuilt)
+/// leaves no event to keep: every
 /// segment goes to quarantine, and with them the checkpoints and snapshots
 /// of the store that is gone, so that the store the next append creates
 /// (with a new id) starts clean instead of with files of another store.
@@ -236,7 +242,9 @@ fn a_damaged_first_header_leaves_no_store_and_no_files_of_it() {
     let store = Store::open(dir.path(), options()).unwrap();
     store.save_snapshot("s-1", 3, 1, b"state").unwrap();
     store.close().unwrap();
+    // The header and the first batch: the header cannot be rebuilt.
     flip(&segment::path(dir.path(), 1), 20);
+    flip(&segment::path(dir.path(), 1), 64 + 45);
 
     let rep = repair(dir.path()).unwrap();
     assert!(rep.repaired && rep.checkpoints_quarantined, "{rep:?}");
@@ -1090,4 +1098,47 @@ fn a_tie_between_segments_of_two_stores_is_settled_by_the_other_files_or_said() 
         }
     }
     assert_eq!(files(dir.path()), before);
+}
+
+/// A segment header damaged on its own (one flipped bit, the reserved bytes
+/// included) is written anew from what is known elsewhere: the file name,
+/// the store's id, the position the segment's first batch holds. The
+/// segment and every later one stay in the store; the old header's bytes
+/// go to quarantine. Also for segment 1, whose store id the other segments
+/// and side files agree on.
+#[test]
+fn a_header_damaged_on_its_own_is_rebuilt_and_its_events_kept() {
+    for (segment_id, at) in [(3, 20), (3, 50), (1, 20), (1, 60)] {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = store_with(dir.path(), 300);
+        let path = segment::path(dir.path(), segment_id);
+        let original = std::fs::read(&path).unwrap();
+        flip(&path, at);
+        let d = verify(dir.path()).unwrap().damage.expect("verify found nothing");
+        assert_eq!((d.segment, d.offset), (Some(segment_id), 0));
+
+        let rep = repair(dir.path()).unwrap();
+        assert!(rep.repaired, "{rep:?}");
+        assert_eq!(rep.headers_rebuilt, [segment_id]);
+        assert_eq!((rep.kept_events, rep.quarantined_events), (300, 0), "{rep:?}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            original,
+            "the header is as it was written"
+        );
+        let copy = dir
+            .path()
+            .join(QUARANTINE_DIR)
+            .join(format!("{}.header", segment::file_name(segment_id)));
+        assert_eq!(std::fs::read(copy).unwrap().len(), 64);
+        assert!(verify(dir.path()).unwrap().is_clean());
+        let store = Store::open(dir.path(), options()).unwrap();
+        let read: Vec<crate::Uuid> = store
+            .read_all(ReadAll::forward())
+            .unwrap()
+            .map(|e| e.unwrap().id())
+            .collect();
+        assert_eq!(read, ids);
+        store.close().unwrap();
+    }
 }

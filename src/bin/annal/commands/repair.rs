@@ -41,12 +41,21 @@ pub fn run(dir: &Path) -> Outcome {
         .bool("index_rebuilt", r.index_rebuilt)
         .bool("checkpoints_quarantined", r.checkpoints_quarantined)
         .raw("checkpoints_lowered", &json::array(lowered))
+        .raw(
+            "headers_rebuilt",
+            &json::array(r.headers_rebuilt.iter().map(|id| id.to_string())),
+        )
         .raw("snapshots_dropped", &json::array(dropped))
         .raw("damage", &damage(r.damage.as_ref()))
         .finish();
     let mut out = stdout();
     line(&mut out, &text)?;
     out.flush()?;
+    for id in &r.headers_rebuilt {
+        eprintln!(
+            "annal: the header of segment {id} was damaged and was written anew from the file name, the store's id and its first batch (the old bytes are in quarantine)"
+        );
+    }
     if r.checkpoints_quarantined {
         eprintln!(
             "annal: the checkpoints file was unreadable and moved into quarantine: every consumer starts again from its first event"
