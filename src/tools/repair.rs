@@ -78,7 +78,9 @@ pub struct RepairReport {
 /// segment's first batch holds exactly the position after the log before
 /// it, and the store's id is known) is written anew first, the old bytes
 /// copied to `quarantine/<segment file>.header`
-/// ([`RepairReport::headers_rebuilt`]).
+/// ([`RepairReport::headers_rebuilt`]); bytes after the last batch of a
+/// sealed segment whose next segment follows on are copied to quarantine
+/// and cut. Neither costs an event.
 ///
 /// Keeps every batch before the first damaged one. Moves the rest into
 /// `DIR/quarantine/`: the bytes of the damaged segment from the damaged
@@ -147,15 +149,20 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             Ok(w)
         };
         let mut w = walk_log()?;
-        // A segment header damaged on its own is written anew, and the log
-        // walked again (each segment's header at most once).
-        let mut header_damage = None;
-        while let Some(damage) = w.damage.clone().filter(|d| d.offset == 0)
+        // Damage that costs no event is mended in place, and the log walked
+        // again: a segment header damaged on its own is written anew, bytes
+        // after the last batch of a sealed segment whose next segment
+        // follows on are cut (each segment at most once).
+        let mut mended_damage = None;
+        let mut mended = Vec::new();
+        while let Some(damage) = w.damage.clone()
             && let Some(id) = damage.segment
-            && !report.headers_rebuilt.contains(&id)
-            && rebuild_header(dir, &ids, id, &w, &mut report)?
+            && !mended.contains(&id)
+            && (damage.offset == 0 && rebuild_header(dir, &ids, id, &w, &mut report)?
+                || damage.offset > 0 && cut_sealed_tail(dir, &ids, &damage, &w, &mut report)?)
         {
-            header_damage.get_or_insert(damage);
+            mended.push(id);
+            mended_damage.get_or_insert(damage);
             w = walk_log()?;
         }
         let index = verify::check_index(dir, &w, saved);
@@ -203,7 +210,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         }
         report.damage = w
             .damage
-            .or(header_damage)
+            .or(mended_damage)
             .or(index_damage)
             .or(checkpoints_damage)
             .or(snapshots_damage);
@@ -354,6 +361,53 @@ fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut
     file.write_all_at(&header.encode(), 0).ctx(ctx)?;
     file.sync_all().ctx(ctx)?;
     report.headers_rebuilt.push(id);
+    report.repaired = true;
+    Ok(true)
+}
+
+/// Cuts the bytes after the last batch of a sealed segment (`damage` in
+/// segment N, not the last), when no valid batch follows them in it and
+/// segment N + 1 starts at exactly the position after the log before
+/// them: bytes added there later (a sealed segment ends at its last
+/// batch), holding no event of the log. They are copied into quarantine
+/// first. Returns whether it did.
+fn cut_sealed_tail(
+    dir: &Path,
+    ids: &[u64],
+    damage: &Damage,
+    w: &walk::Walk,
+    report: &mut RepairReport,
+) -> Result<bool> {
+    let Some(id) = damage.segment.filter(|id| ids.contains(&(id + 1))) else {
+        return Ok(false);
+    };
+    let path = segment::path(dir, id);
+    let next = segment::path(dir, id + 1);
+    let (Ok(map), Ok(next_map)) = (map_file(&path), map_file(&next)) else {
+        return Ok(false);
+    };
+    let follows_on = SegmentHeader::decode(&next_map, &next)
+        .is_ok_and(|h| Some(h.store_id) == w.store_id && h.first_position == w.index.last_position() + 1);
+    let from = usize::try_from(damage.offset).unwrap_or(usize::MAX);
+    if !follows_on || from < SEGMENT_HEADER_BYTES as usize || from >= map.len() {
+        return Ok(false);
+    }
+    if segment::find_valid_batch(&map, from).is_some() {
+        return Ok(false);
+    }
+    let q = report.quarantine_dir.clone();
+    fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+    let bytes = &map[from..];
+    let to = write_new(&q, &format!("{}.from-{from}", segment::file_name(id)), bytes)?;
+    sync_dir(&q)?;
+    report.quarantined_files.push(to);
+    report.quarantined_bytes += bytes.len() as u64;
+    report.unreadable_bytes += bytes.iter().filter(|&&b| b != 0).count() as u64;
+    drop(map);
+    let ctx = || format!("cutting {} at {from}", path.display());
+    let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+    file.set_len(damage.offset).ctx(ctx)?;
+    file.sync_all().ctx(ctx)?;
     report.repaired = true;
     Ok(true)
 }

@@ -1142,3 +1142,49 @@ fn a_header_damaged_on_its_own_is_rebuilt_and_its_events_kept() {
         store.close().unwrap();
     }
 }
+
+/// Bytes added after the last batch of a sealed segment (which ends at its
+/// last batch) hold no event of the log when the next segment starts right
+/// after it: repair cuts them (copied into quarantine) and keeps every
+/// segment. A damaged last batch of a sealed segment is not cut that way:
+/// the next segment then does not follow on from the valid log.
+#[test]
+fn bytes_added_to_a_sealed_segment_are_cut_and_later_segments_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = store_with(dir.path(), 300);
+    let path = segment::path(dir.path(), 1);
+    let original = std::fs::read(&path).unwrap();
+    let mut grown = original.clone();
+    grown.extend_from_slice(&[1u8; 100]);
+    std::fs::write(&path, &grown).unwrap();
+    let d = verify(dir.path()).unwrap().damage.expect("verify found nothing");
+    assert_eq!((d.segment, d.offset), (Some(1), original.len() as u64));
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired, "{rep:?}");
+    assert_eq!(
+        (rep.kept_events, rep.quarantined_events, rep.unreadable_bytes),
+        (300, 0, 100)
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), original);
+    assert!(verify(dir.path()).unwrap().is_clean());
+    let store = Store::open(dir.path(), options()).unwrap();
+    let read: Vec<crate::Uuid> = store
+        .read_all(ReadAll::forward())
+        .unwrap()
+        .map(|e| e.unwrap().id())
+        .collect();
+    assert_eq!(read, ids);
+    store.close().unwrap();
+
+    // The sealed segment's last batch damaged: its events are gone, so
+    // the next segment does not follow on; the usual prefix is kept.
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let path = segment::path(dir.path(), 1);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    flip(&path, len - 3);
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.kept_events < 300, "{rep:?}");
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
