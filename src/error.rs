@@ -26,8 +26,10 @@ pub enum Error {
     },
 
     /// Another process (or another handle in this process) has the store
-    /// open. Close it first; only one handle may own a directory.
-    #[error("store at {path} is locked by another handle or process")]
+    /// open. Close it first; only one handle may own a directory. (On Unix
+    /// the directory itself is locked too, with `flock`: a script that
+    /// `flock`s the store directory excludes the store as well.)
+    #[error("store at {path} is locked by another handle or process (its LOCK file or the directory itself)")]
     Locked {
         /// The store directory.
         path: PathBuf,

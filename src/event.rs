@@ -112,7 +112,10 @@ impl EventData {
 /// replaced by a new object, so the result is always valid JSON.
 fn set_json_field(object: &[u8], key: &str, value: &str) -> Vec<u8> {
     let field = format!("\"{key}\":\"{value}\"");
-    let text = std::str::from_utf8(object).unwrap_or("").trim();
+    // JSON's own whitespace only: other spaces around it are not JSON.
+    let text = std::str::from_utf8(object)
+        .unwrap_or("")
+        .trim_matches([' ', '\t', '\n', '\r']);
     let Some(body) = Some(text)
         .filter(|t| crate::json::is_object(t))
         .and_then(|t| t.strip_prefix('{'))

@@ -152,16 +152,16 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         // Damage that costs no event is mended in place, and the log walked
         // again: a segment header damaged on its own is written anew, bytes
         // after the last batch of a sealed segment whose next segment
-        // follows on are cut (each segment at most once).
+        // follows on are cut (each at most once per segment).
         let mut mended_damage = None;
         let mut mended = Vec::new();
         while let Some(damage) = w.damage.clone()
             && let Some(id) = damage.segment
-            && !mended.contains(&id)
+            && !mended.contains(&(id, damage.offset == 0))
             && (damage.offset == 0 && rebuild_header(dir, &ids, id, &w, &mut report)?
                 || damage.offset > 0 && cut_sealed_tail(dir, &ids, &damage, &w, &mut report)?)
         {
-            mended.push(id);
+            mended.push((id, damage.offset == 0));
             mended_damage.get_or_insert(damage);
             w = walk_log()?;
         }
@@ -316,13 +316,19 @@ fn quarantine_file(dir: &Path, name: &str, report: &mut RepairReport) -> Result<
     Ok(existed)
 }
 
+/// Most bits in which a damaged segment header may differ from the one
+/// `repair` would write in its place (one byte's worth).
+const REBUILD_BITS_MAX: u32 = 8;
+
 /// Writes a new header for segment `id`, when its header is damaged on its
 /// own: it fails its own checks (magic, length, CRC), the store's id is
 /// known (from the segments before it, or, for segment 1, agreed on by
 /// every other segment and side file that names one), and the segment's
 /// first batch holds exactly the position after the log before it (or the
-/// segment holds nothing but zeros). The old header's bytes are copied
-/// into quarantine first. Returns whether it did.
+/// segment holds nothing but zeros), and the damaged header differs from
+/// the new one in at most [`REBUILD_BITS_MAX`] bits (bit rot, not another
+/// header). The old header's bytes are copied into quarantine first.
+/// Returns whether it did.
 fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut RepairReport) -> Result<bool> {
     let path = segment::path(dir, id);
     // A missing segment (a gap) has no header to rebuild.
@@ -345,20 +351,32 @@ fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut
         Err(FrameError::End) if body.iter().all(|&b| b == 0) => {}
         _ => return Ok(false),
     }
+    let header = SegmentHeader {
+        store_id,
+        segment_id: id,
+        first_position,
+    };
+    // Only bit rot is mended: a header that differs from the one it would
+    // be in more than a byte's worth of bits is some other header (a
+    // segment of another store, say, whose batches cannot tell).
+    let new = header.encode();
+    let differing: u32 = new
+        .iter()
+        .zip(&map[..header_bytes])
+        .map(|(a, b)| (a ^ b).count_ones())
+        .sum();
+    if differing > REBUILD_BITS_MAX {
+        return Ok(false);
+    }
     let q = report.quarantine_dir.clone();
     fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
     let old = write_new(&q, &format!("{}.header", segment::file_name(id)), &map[..header_bytes])?;
     sync_dir(&q)?;
     report.quarantined_files.push(old);
     drop(map);
-    let header = SegmentHeader {
-        store_id,
-        segment_id: id,
-        first_position,
-    };
     let ctx = || format!("rewriting the header of {}", path.display());
     let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-    file.write_all_at(&header.encode(), 0).ctx(ctx)?;
+    file.write_all_at(&new, 0).ctx(ctx)?;
     file.sync_all().ctx(ctx)?;
     report.headers_rebuilt.push(id);
     report.repaired = true;
@@ -386,8 +404,18 @@ fn cut_sealed_tail(
     let (Ok(map), Ok(next_map)) = (map_file(&path), map_file(&next)) else {
         return Ok(false);
     };
-    let follows_on = SegmentHeader::decode(&next_map, &next)
-        .is_ok_and(|h| Some(h.store_id) == w.store_id && h.first_position == w.index.last_position() + 1);
+    let expected = w.index.last_position() + 1;
+    // The next segment starts right after the valid log: by its header, or
+    // (a header damaged itself, which repair rebuilds next) by its first
+    // batch.
+    let follows_on = match SegmentHeader::decode(&next_map, &next) {
+        Ok(h) => Some(h.store_id) == w.store_id && h.first_position == expected,
+        Err(crate::Error::Corruption { .. }) => next_map
+            .get(SEGMENT_HEADER_BYTES as usize..)
+            .and_then(|body| frame::check_batch(body, |_, _| {}).ok())
+            .is_some_and(|batch| batch.first_position == expected),
+        Err(_) => false,
+    };
     let from = usize::try_from(damage.offset).unwrap_or(usize::MAX);
     if !follows_on || from < SEGMENT_HEADER_BYTES as usize || from >= map.len() {
         return Ok(false);

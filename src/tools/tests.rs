@@ -1188,3 +1188,47 @@ fn bytes_added_to_a_sealed_segment_are_cut_and_later_segments_kept() {
     assert!(rep.kept_events < 300, "{rep:?}");
     assert!(verify(dir.path()).unwrap().is_clean());
 }
+
+/// A header is rebuilt only from bit rot: another store's segment whose
+/// header is damaged (its batches cannot tell whose they are) is not taken
+/// in under this store's id.
+#[test]
+fn a_damaged_header_of_another_stores_segment_is_not_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let other = tempfile::tempdir().unwrap();
+    store_with(other.path(), 300);
+    let first = segment::path(dir.path(), 1);
+    std::fs::copy(segment::path(other.path(), 1), &first).unwrap();
+    flip(&first, 20);
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.headers_rebuilt.is_empty(), "{rep:?}");
+    assert_eq!(rep.kept_events, 0, "{rep:?}");
+}
+
+/// Two mendable damages at once, in one segment or in neighbours, cost no
+/// event either.
+#[test]
+fn a_damaged_header_and_bytes_added_to_a_sealed_segment_are_both_mended() {
+    for (junk_in, header_of) in [(3, 3), (2, 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = store_with(dir.path(), 300);
+        let junk = segment::path(dir.path(), junk_in);
+        let mut bytes = std::fs::read(&junk).unwrap();
+        bytes.extend_from_slice(&[7u8; 50]);
+        std::fs::write(&junk, bytes).unwrap();
+        flip(&segment::path(dir.path(), header_of), 50);
+        let rep = repair(dir.path()).unwrap();
+        assert_eq!(rep.headers_rebuilt, [header_of], "{rep:?}");
+        assert_eq!((rep.kept_events, rep.quarantined_events), (300, 0), "{rep:?}");
+        assert!(verify(dir.path()).unwrap().is_clean());
+        let store = Store::open(dir.path(), options()).unwrap();
+        let read: Vec<crate::Uuid> = store
+            .read_all(ReadAll::forward())
+            .unwrap()
+            .map(|e| e.unwrap().id())
+            .collect();
+        assert_eq!(read, ids);
+        store.close().unwrap();
+    }
+}
