@@ -29,6 +29,16 @@ enum Open {
     Object,
 }
 
+impl Open {
+    /// The byte that closes it.
+    fn close(self) -> u8 {
+        match self {
+            Open::Array => b']',
+            Open::Object => b'}',
+        }
+    }
+}
+
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -43,39 +53,28 @@ impl Parser<'_> {
         loop {
             self.skip_whitespace();
             if expect_value {
-                match self.peek()? {
-                    b'{' => {
+                let c = self.peek()?;
+                match c {
+                    b'{' | b'[' => {
+                        let kind = if c == b'{' { Open::Object } else { Open::Array };
                         self.i += 1;
                         self.skip_whitespace();
-                        if self.eat(b'}') {
-                            expect_value = false;
-                        } else {
-                            open.push(Open::Object);
-                            self.key()?;
+                        if !self.eat(kind.close()) {
+                            if let Open::Object = kind {
+                                self.key()?;
+                            }
+                            open.push(kind);
+                            continue;
                         }
                     }
-                    b'[' => {
-                        self.i += 1;
-                        self.skip_whitespace();
-                        if self.eat(b']') {
-                            expect_value = false;
-                        } else {
-                            open.push(Open::Array);
-                        }
-                    }
-                    b'"' => {
-                        self.string()?;
-                        expect_value = false;
-                    }
-                    b't' => self.literal(b"true", &mut expect_value)?,
-                    b'f' => self.literal(b"false", &mut expect_value)?,
-                    b'n' => self.literal(b"null", &mut expect_value)?,
-                    b'-' | b'0'..=b'9' => {
-                        self.number()?;
-                        expect_value = false;
-                    }
+                    b'"' => self.string()?,
+                    b't' => self.literal(b"true")?,
+                    b'f' => self.literal(b"false")?,
+                    b'n' => self.literal(b"null")?,
+                    b'-' | b'0'..=b'9' => self.number()?,
                     _ => return None,
                 }
+                expect_value = false;
                 continue;
             }
             match (open.last(), self.peek()) {
@@ -89,7 +88,7 @@ impl Parser<'_> {
                     }
                     expect_value = true;
                 }
-                (Some(Open::Array), Some(b']')) | (Some(Open::Object), Some(b'}')) => {
+                (Some(&kind), Some(c)) if c == kind.close() => {
                     self.i += 1;
                     open.pop();
                 }
@@ -155,12 +154,11 @@ impl Parser<'_> {
         Some(())
     }
 
-    fn literal(&mut self, word: &[u8], expect_value: &mut bool) -> Option<()> {
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
         if !self.b.get(self.i..)?.starts_with(word) {
             return None;
         }
         self.i += word.len();
-        *expect_value = false;
         Some(())
     }
 

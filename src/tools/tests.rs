@@ -28,6 +28,18 @@ fn store_with(dir: &Path, n: u64) -> Vec<crate::Uuid> {
     ids
 }
 
+/// The ids of every event of the store in `dir`, in global order.
+fn all_ids(dir: &Path) -> Vec<crate::Uuid> {
+    let store = Store::open(dir, options()).unwrap();
+    let ids = store
+        .read_all(ReadAll::forward())
+        .unwrap()
+        .map(|e| e.unwrap().id())
+        .collect();
+    store.close().unwrap();
+    ids
+}
+
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -1132,14 +1144,7 @@ fn a_header_damaged_on_its_own_is_rebuilt_and_its_events_kept() {
             .join(format!("{}.header", segment::file_name(segment_id)));
         assert_eq!(std::fs::read(copy).unwrap().len(), 64);
         assert!(verify(dir.path()).unwrap().is_clean());
-        let store = Store::open(dir.path(), options()).unwrap();
-        let read: Vec<crate::Uuid> = store
-            .read_all(ReadAll::forward())
-            .unwrap()
-            .map(|e| e.unwrap().id())
-            .collect();
-        assert_eq!(read, ids);
-        store.close().unwrap();
+        assert_eq!(all_ids(dir.path()), ids);
     }
 }
 
@@ -1168,14 +1173,7 @@ fn bytes_added_to_a_sealed_segment_are_cut_and_later_segments_kept() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), original);
     assert!(verify(dir.path()).unwrap().is_clean());
-    let store = Store::open(dir.path(), options()).unwrap();
-    let read: Vec<crate::Uuid> = store
-        .read_all(ReadAll::forward())
-        .unwrap()
-        .map(|e| e.unwrap().id())
-        .collect();
-    assert_eq!(read, ids);
-    store.close().unwrap();
+    assert_eq!(all_ids(dir.path()), ids);
 
     // The sealed segment's last batch damaged: its events are gone, so
     // the next segment does not follow on; the usual prefix is kept.
@@ -1222,13 +1220,6 @@ fn a_damaged_header_and_bytes_added_to_a_sealed_segment_are_both_mended() {
         assert_eq!(rep.headers_rebuilt, [header_of], "{rep:?}");
         assert_eq!((rep.kept_events, rep.quarantined_events), (300, 0), "{rep:?}");
         assert!(verify(dir.path()).unwrap().is_clean());
-        let store = Store::open(dir.path(), options()).unwrap();
-        let read: Vec<crate::Uuid> = store
-            .read_all(ReadAll::forward())
-            .unwrap()
-            .map(|e| e.unwrap().id())
-            .collect();
-        assert_eq!(read, ids);
-        store.close().unwrap();
+        assert_eq!(all_ids(dir.path()), ids);
     }
 }
