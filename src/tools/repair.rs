@@ -445,14 +445,12 @@ fn cut_sealed_tail(
 /// one.
 fn agreed_store_id(dir: &Path, ids: &[u64], except: u64) -> Option<Uuid> {
     let mut found = crate::recovery::side_file_store_ids(&StdFs, dir);
-    for &other in ids.iter().filter(|&&other| other != except) {
-        let path = segment::path(dir, other);
-        if let Ok(map) = map_file(&path)
-            && let Ok(header) = SegmentHeader::decode(&map, &path)
-        {
-            found.push(header.store_id);
-        }
-    }
+    found.extend(
+        walk::segment_store_ids(dir, ids)
+            .into_iter()
+            .filter(|&(id, _)| id != except)
+            .map(|(_, store_id)| store_id),
+    );
     let &first = found.first()?;
     found.iter().all(|&id| id == first).then_some(first)
 }

@@ -71,8 +71,14 @@ pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
 /// [`segment::foreign_segment`]). Headers that cannot be read are left to
 /// the walk, which reports them.
 pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Option<(u64, String)> {
-    let headers: Vec<(u64, Uuid)> = ids
-        .iter()
+    let headers = segment_store_ids(dir, ids);
+    segment::foreign_segment(&headers, || crate::recovery::side_file_store_ids(&StdFs, dir))
+}
+
+/// The store id of each segment among `ids` whose header can be read and
+/// decoded, as (segment number, store id).
+pub(crate) fn segment_store_ids(dir: &Path, ids: &[u64]) -> Vec<(u64, Uuid)> {
+    ids.iter()
         .filter_map(|&id| {
             let path = segment::path(dir, id);
             let file = StdFs.open(&path, OpenMode::Read).ok()?;
@@ -80,8 +86,7 @@ pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Option<(u64, String)> 
             file.read_exact_at(&mut head, 0).ok()?;
             Some((id, SegmentHeader::decode(&head, &path).ok()?.store_id))
         })
-        .collect();
-    segment::foreign_segment(&headers, || crate::recovery::side_file_store_ids(&StdFs, dir))
+        .collect()
 }
 
 /// Opens and maps a segment file read-only.
