@@ -140,11 +140,10 @@ impl<F: FileSystem> Checkpoints<F> {
                 "checkpoint '{name}' at {position} would be ahead of the log, which ends at {last}"
             )));
         }
-        if core.options.durability != Durability::Sync {
-            // Everything published so far (up to `last`) is written; make it
-            // durable before a checkpoint can point at it.
-            core.sync_tail()?;
-        }
+        // Everything published so far (up to `last`) is written; make it
+        // durable before a checkpoint can point at it (unless a sync since
+        // it was published already has: the projection runner's, say).
+        core.sync_through(position)?;
         self.update(&core, |map| {
             map.insert(name.to_string(), position);
         })?;

@@ -67,6 +67,10 @@ pub(crate) struct Core<F: FileSystem> {
     /// Size of the index file last saved: the log written between saves
     /// is at least this much (see [`Options::with_index_checkpoint_bytes`]).
     pub index_file_bytes: AtomicU64,
+    /// The last position a successful [`Core::sync_tail`] made durable
+    /// (it was published when the sync began), so that a save that names
+    /// an earlier position needs no sync of its own.
+    synced_position: AtomicU64,
     background_error: Mutex<Option<String>>,
     /// Subscribers to wake after each publish.
     pub subscriptions: Arc<crate::subscription::hub::Hub>,
@@ -208,6 +212,7 @@ impl<F: FileSystem> Store<F> {
             index_save_requests: Mutex::new(None),
             index_save: Mutex::new(saved_end),
             index_file_bytes: AtomicU64::new(recovered.index_file_bytes),
+            synced_position: AtomicU64::new(0),
             background_error: Mutex::new(None),
             subscriptions: Arc::default(),
             checkpoint_cache: Default::default(),
@@ -681,11 +686,34 @@ impl<F: FileSystem> Core<F> {
         if let Some(why) = self.writer.lock().poisoned() {
             return Err(Error::Poisoned(why.to_string()));
         }
+        // Published events were written before they were published, and
+        // earlier segments synced when sealed: this sync makes them durable.
+        let published = self.published.read().index.last_position();
         let result = self.tail.lock().sync();
-        if let Err(e) = &result {
-            self.writer.lock().poison(e.to_string());
+        match &result {
+            Ok(()) => {
+                self.synced_position.fetch_max(published, Ordering::AcqRel);
+            }
+            Err(e) => self.writer.lock().poison(e.to_string()),
         }
         result
+    }
+
+    /// Makes the log durable at least up to `position` (published) in the
+    /// periodic and buffered modes: a [`Core::sync_tail`], unless an earlier
+    /// one already covered it (a store poisoned since refuses all the same,
+    /// as the sync would). In durable mode published events were synced.
+    pub(crate) fn sync_through(&self, position: u64) -> Result<()> {
+        if self.options.durability == Durability::Sync {
+            return Ok(());
+        }
+        if position <= self.synced_position.load(Ordering::Acquire) {
+            return match self.writer.lock().poisoned() {
+                Some(why) => Err(Error::Poisoned(why.to_string())),
+                None => Ok(()),
+            };
+        }
+        self.sync_tail()
     }
 
     /// Saves the index file for the published state. Syncs the log first

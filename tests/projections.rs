@@ -272,3 +272,37 @@ fn a_committed_read_model_is_never_ahead_of_the_log_after_a_power_loss() {
         }
     }
 }
+
+/// The runner's sync before `end_batch` also covers the checkpoint it then
+/// saves: one sync of the log per batch, not two (the checkpoint file's own
+/// sync is the other one counted).
+#[cfg(feature = "sim")]
+#[test]
+fn a_batch_costs_one_sync_of_the_log_in_the_buffered_mode() {
+    use annal::Durability;
+    use annal::io::sim::{OpKind, SimFs};
+
+    struct Nothing;
+    impl Projection for Nothing {
+        fn apply(&mut self, _: &RecordedEvent) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+    let fs = SimFs::new(1);
+    let options = Options::default().with_durability(Durability::Buffered);
+    let store = Store::open_with(fs.clone(), std::path::PathBuf::from("/sim/store"), options).unwrap();
+    for i in 0..10u64 {
+        store
+            .append("Acc-1", ExpectedVersion::Any, [EventData::new("Dep", i.to_string())])
+            .unwrap();
+    }
+    let mut runner = ProjectionRunner::new(&store, "m", SubscriptionFilter::category("Acc"), Nothing).unwrap();
+    let before = fs.count(OpKind::Sync);
+    assert_eq!(runner.run_until_caught_up().unwrap(), 10);
+    assert_eq!(
+        fs.count(OpKind::Sync) - before,
+        2,
+        "the log once, the checkpoints file once"
+    );
+    assert_eq!(store.checkpoints().load("m").unwrap(), Some(10));
+}
