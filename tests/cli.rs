@@ -382,6 +382,21 @@ fn import_stops_at_the_first_bad_line() {
 }
 
 #[test]
+fn an_import_refused_at_its_first_line_creates_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("new");
+    let d = s(&store);
+    let o = run_with_stdin(&["import", d], "\n{\"stream\":\"s-1\",\"type\":\n");
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+    assert!(!store.exists(), "nothing was imported, so nothing is created");
+    // An empty input imports an empty store, as before.
+    let o = run_with_stdin(&["import", d], "");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(ok(&["stats", d])[0]["events"], 0);
+}
+
+#[test]
 fn export_import_round_trip_is_exact() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");

@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 
 use annal::{Durability, Store};
 
@@ -45,9 +46,9 @@ pub fn run(a: ImportArgs) -> Outcome {
         _ => (Box::new(std::io::stdin()), None),
     };
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, source);
-    let store = open_or_create(&a.dir, Durability::Buffered)?;
     let mut importer = Importer {
-        store,
+        dir: a.dir,
+        store: None,
         out: stdout(),
         pending: Vec::new(),
         pending_through_line: 0,
@@ -93,12 +94,16 @@ pub fn run(a: ImportArgs) -> Outcome {
     }
     importer.acknowledge()?;
     importer.progress.finish(importer.events, total_bytes.map(|_| 1.0));
-    close_after_acknowledging(importer.store);
+    // An input without lines still creates the (empty) store.
+    close_after_acknowledging(importer.store()?);
     Ok(())
 }
 
 struct Importer {
-    store: Store,
+    dir: PathBuf,
+    /// Opened (or created) by the first valid line: an input refused at
+    /// its first line leaves no store behind.
+    store: Option<Store>,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     /// Result lines of appends not yet synced.
     pending: Vec<String>,
@@ -118,11 +123,21 @@ impl Importer {
         }
         let append = parse_line(text).map_err(Failure::new)?;
         let count = append.events.len() as u64;
-        let result = self.store.append(&append.stream, append.expected, append.events)?;
+        let result = self.store()?.append(&append.stream, append.expected, append.events)?;
         self.pending.push(json::result_line(&append.stream, &result));
         self.pending_through_line = line_no;
         self.events += count;
         Ok(())
+    }
+
+    /// The store, opened (or created) on first use.
+    fn store(&mut self) -> Outcome<Store> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        let store = open_or_create(&self.dir, Durability::Buffered)?;
+        self.store = Some(store.clone());
+        Ok(store)
     }
 
     /// Makes every append so far durable, then prints their results. When
@@ -132,7 +147,9 @@ impl Importer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.sync()?;
+        if let Some(store) = &self.store {
+            store.sync()?;
+        }
         let printed = self
             .pending
             .drain(..)
