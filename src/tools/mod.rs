@@ -1,22 +1,26 @@
 //! Maintenance tools that work on a store directory without opening it as
-//! a [`crate::Store`]: [`verify`] (read-only check of every byte) and
-//! [`repair`] (salvage a log damaged in the middle).
+//! a [`crate::Store`]: [`verify`] (read-only check of every byte),
+//! [`repair`] (salvage a log damaged in the middle) and [`salvage`] (read
+//! back the events of the bytes `repair` quarantined).
 //!
 //! The `annal` command-line tool's `verify` and `repair` commands are thin
 //! wrappers around these functions; applications can call them directly.
 //!
-//! Both take the store directory's lock (`verify` a shared one, `repair` an
-//! exclusive one), so they fail with [`crate::Error::Locked`] while a
-//! [`crate::Store`] has the directory open.
+//! `verify` and `repair` take the store directory's lock (`verify` a shared
+//! one, `repair` an exclusive one), so they fail with
+//! [`crate::Error::Locked`] while a [`crate::Store`] has the directory
+//! open. `salvage` reads only the quarantine folder and takes no lock.
 
 mod lock;
 mod repair;
+mod salvage;
 mod verify;
 mod walk;
 
 use std::path::PathBuf;
 
 pub use repair::{QUARANTINE_DIR, RepairReport, repair};
+pub use salvage::{SalvagedFile, quarantined_log_files, salvage};
 pub use verify::{
     CheckpointsFileStatus, DuplicateIds, IndexStatus, SnapshotFileStatus, VerifyReport, verify, verify_with_progress,
 };

@@ -84,6 +84,25 @@ pub enum Command {
     /// appears only once the copy is complete and synced. Prints a JSON summary.
     #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
+    /// Print the events still readable in DIR/quarantine/ as import lines.
+    ///
+    /// Reads the log bytes that `repair` (or an open cutting a torn tail) moved into
+    /// DIR/quarantine/, or only the FILEs given, and prints each event of every batch that
+    /// passes its CRC checks, in log order, as `export` would (same id, exact expected
+    /// version). `annal salvage DIR | annal import DIR` appends them again; a line whose
+    /// version no longer follows on stops the import (exit 3). Changes nothing; a summary per
+    /// file goes to stderr.
+    #[command(after_help = EXIT_CODES)]
+    Salvage(SalvageArgs),
+}
+
+/// Arguments of `salvage`.
+#[derive(Debug, Args)]
+pub struct SalvageArgs {
+    /// The store directory whose quarantine folder to read.
+    pub dir: PathBuf,
+    /// Read only these files (quarantined log files, in any folder) instead.
+    pub files: Vec<PathBuf>,
 }
 
 /// Arguments of `backup`.

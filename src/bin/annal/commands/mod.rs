@@ -7,6 +7,7 @@ mod export;
 mod import;
 mod read;
 mod repair;
+mod salvage;
 mod stats;
 mod verify;
 
@@ -31,6 +32,7 @@ pub fn run(command: Command) -> Outcome {
         Command::Verify(a) => verify::run(a),
         Command::Repair(a) => repair::run(&a.dir),
         Command::Backup(a) => backup::run(a),
+        Command::Salvage(a) => salvage::run(a),
     }
 }
 

@@ -1,0 +1,58 @@
+//! `annal salvage`: the events of quarantined log bytes, as import lines.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+
+use annal::tools::{QUARANTINE_DIR, quarantined_log_files, salvage};
+
+use super::export::export_line;
+use super::{line, stdout};
+use crate::args::SalvageArgs;
+use crate::fail::{Failure, Outcome};
+
+pub fn run(a: SalvageArgs) -> Outcome {
+    let files = if a.files.is_empty() {
+        if !a.dir.is_dir() {
+            return Err(Failure::new(format!("no such directory: {}", a.dir.display())));
+        }
+        quarantined_log_files(&a.dir)?
+    } else {
+        a.files
+    };
+    if files.is_empty() {
+        eprintln!(
+            "annal: nothing to salvage: no quarantined log files in {}",
+            a.dir.join(QUARANTINE_DIR).display()
+        );
+        return Ok(());
+    }
+    let mut out = stdout();
+    let mut failed = None;
+    let found = salvage(&files, |event| match line(&mut out, &export_line(&event)) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(f) => {
+            failed = Some(f);
+            ControlFlow::Break(())
+        }
+    })?;
+    if let Some(f) = failed {
+        return Err(f);
+    }
+    out.flush()?;
+    for f in &found {
+        let mut skipped = Vec::new();
+        if f.duplicates > 0 {
+            skipped.push(format!("{} already printed from an earlier file", f.duplicates));
+        }
+        if f.unreadable_bytes > 0 {
+            skipped.push(format!("{} unreadable bytes", f.unreadable_bytes));
+        }
+        let skipped = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (skipped: {})", skipped.join(", "))
+        };
+        eprintln!("annal: {}: {} events{skipped}", f.file.display(), f.events);
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Reading back the events of quarantined log bytes.
+//!
+//! `repair` and a writable open move log bytes they cannot keep into
+//! `quarantine/` (docs/FORMAT.md, "Quarantine"). Batches in them that still
+//! pass their CRC checks hold events the store no longer serves; [`salvage`]
+//! hands them over, so that they can be appended again (the `annal
+//! salvage` command prints them as import lines).
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::event::RecordedEvent;
+use crate::log::frame::{self, FrameError};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::tools::walk::map_file;
+
+use super::QUARANTINE_DIR;
+
+/// What [`salvage`] found in one quarantined file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SalvagedFile {
+    /// The file.
+    pub file: PathBuf,
+    /// Events handed over from it.
+    pub events: u64,
+    /// Events of valid batches skipped because an earlier file (or an
+    /// earlier batch of this one) held the same event id.
+    pub duplicates: u64,
+    /// Non-zero bytes outside valid batch frames (damage), skipped.
+    pub unreadable_bytes: u64,
+}
+
+/// The log files in `dir`'s quarantine folder, in log order: whole
+/// segments (`<N>.seg`), the tail of a damaged segment
+/// (`<N>.seg.from-<offset>`) and copies of torn tails
+/// (`<N>.seg.torn-<offset>`), each possibly with a `.<k>` suffix. Other
+/// files there (headers, index, checkpoints, snapshots) hold no events.
+/// Empty when there is no quarantine folder.
+pub fn quarantined_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let q = dir.join(QUARANTINE_DIR);
+    let entries = match std::fs::read_dir(&q) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", q.display()), e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("reading {}", q.display()), e))?;
+        let name = entry.file_name();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if let Some(key) = name.to_str().and_then(log_file_key).filter(|_| is_file) {
+            files.push((key, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|(_, path)| path).collect())
+}
+
+/// Hands `each` every event of the valid batch frames in `files` (as
+/// listed by [`quarantined_log_files`], or any files in that format), in
+/// file order and log order within a file, skipping damaged stretches and
+/// events whose id was already handed over. Each event keeps the position,
+/// stream, version, id and timestamp it had in the log. `each` may stop
+/// the walk by returning [`ControlFlow::Break`].
+///
+/// A file's frames start at byte 64 when its name ends in `.seg` (a whole
+/// segment with its header) and at byte 0 otherwise. Returns what was
+/// found in each file visited.
+pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> ControlFlow<()>) -> Result<Vec<SalvagedFile>> {
+    let mut seen = HashSet::new();
+    let mut found = Vec::new();
+    for path in files {
+        let bytes = map_file(path)?;
+        let whole_segment = path.file_name().and_then(|n| n.to_str()).and_then(log_file_key);
+        let start = match whole_segment {
+            Some((_, 0, _)) => SEGMENT_HEADER_BYTES as usize,
+            _ => 0,
+        };
+        let mut file = SalvagedFile {
+            file: path.clone(),
+            events: 0,
+            duplicates: 0,
+            unreadable_bytes: 0,
+        };
+        let mut at = start.min(bytes.len());
+        let mut stopped = false;
+        while at < bytes.len() && !stopped {
+            let mut records = Vec::new();
+            match frame::check_batch(&bytes[at..], |r, _| records.push(r.offset as usize)) {
+                Ok(header) => {
+                    for (i, offset) in records.into_iter().enumerate() {
+                        let position = header.first_position.saturating_add(i as u64);
+                        let Some(event) = frame::decode_checked_record(&bytes, at + offset, position) else {
+                            continue;
+                        };
+                        if !seen.insert(event.id()) {
+                            file.duplicates += 1;
+                            continue;
+                        }
+                        file.events += 1;
+                        if each(event).is_break() {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                    at += header.frame_len as usize;
+                }
+                Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
+                Err(_) => {
+                    let next = segment::find_valid_batch(&bytes, at + 1).unwrap_or(bytes.len());
+                    file.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
+                    at = next;
+                }
+            }
+        }
+        found.push(file);
+        if stopped {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// Sort key of a quarantined log file's name: (segment number, offset in
+/// the segment where its bytes start (0 for a whole segment), copy number);
+/// `None` for names that are not log files.
+fn log_file_key(name: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = name.split('.');
+    let segment: u64 = parts
+        .next()
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()?;
+    if parts.next() != Some("seg") {
+        return None;
+    }
+    let mut offset = 0;
+    let mut copy = 0;
+    match parts.next() {
+        None => {}
+        Some(p) if p.starts_with("from-") || p.starts_with("torn-") => {
+            offset = p[5..].parse().ok()?;
+            if let Some(k) = parts.next() {
+                copy = k.parse().ok()?;
+            }
+        }
+        Some(k) => copy = k.parse().ok()?,
+    }
+    parts.next().is_none().then_some((segment, offset, copy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_file_key;
+
+    #[test]
+    fn names_of_log_files() {
+        let seg = "00000000000000000003.seg";
+        assert_eq!(log_file_key(seg), Some((3, 0, 0)));
+        assert_eq!(log_file_key(&format!("{seg}.2")), Some((3, 0, 2)));
+        assert_eq!(log_file_key(&format!("{seg}.from-176")), Some((3, 176, 0)));
+        assert_eq!(log_file_key(&format!("{seg}.torn-9000.1")), Some((3, 9000, 1)));
+        for other in [
+            format!("{seg}.header"),
+            format!("{seg}.from-x"),
+            format!("{seg}.from-1.2.3"),
+            "index".to_string(),
+            "snapshots".to_string(),
+            "checkpoints.1".to_string(),
+            "x3.seg".to_string(),
+            ".seg".to_string(),
+        ] {
+            assert_eq!(log_file_key(&other), None, "{other}");
+        }
+    }
+}
