@@ -101,7 +101,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 5. Reads.
     let started = Instant::now();
     let n = store.read_stream("Order-7", ReadStream::forward())?.count() as u64;
-    println!("read one stream ({n} events)          : {:?}", started.elapsed());
+    println!(
+        "{:<37}: {:?}",
+        format!("read one stream ({n} events)"),
+        started.elapsed()
+    );
     let started = Instant::now();
     let mut total = 0u64;
     let mut bytes = 0usize;

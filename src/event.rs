@@ -292,6 +292,16 @@ impl StreamAppend {
             events: events.into_iter().collect(),
         }
     }
+
+    /// Checks what every append checks before it reaches a store: the
+    /// stream name and event types (1 to 255 bytes), at least one event,
+    /// no nil or repeated event id, each event's size, and the batch's
+    /// event count and encoded size against [`crate::limits`]. An append
+    /// can still fail these checks in a store whose segments are smaller
+    /// than a batch of [`crate::limits::BATCH_BYTES_MAX`] bytes needs.
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::writer::validate(std::slice::from_ref(self), crate::limits::BATCH_BYTES_MAX)
+    }
 }
 
 /// An event read from the store.

@@ -264,8 +264,13 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
         )));
     }
     if bytes > batch_bytes_max {
+        let why = if batch_bytes_max < limits::BATCH_BYTES_MAX {
+            " (what fits in one segment; see Options::with_segment_size_bytes)"
+        } else {
+            ""
+        };
         return Err(Error::InvalidInput(format!(
-            "append encodes to {bytes} bytes; the limit is {batch_bytes_max} (see Options::with_segment_size_bytes)"
+            "append encodes to {bytes} bytes; the limit is {batch_bytes_max} bytes{why}"
         )));
     }
     Ok(())

@@ -684,6 +684,77 @@ fn salvage_prints_quarantined_events_as_they_were_exported() {
     assert!(stderr(&o).contains(first), "{}", stderr(&o));
 }
 
+/// Input that the append refuses creates no store, from `append` or from
+/// the first line of an `import`.
+#[test]
+fn a_refused_append_creates_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("new");
+    let d = s(&store);
+    let nil = "00000000-0000-0000-0000-000000000000";
+    for args in [
+        &["append", d, "", "T"][..],
+        &["append", d, "s-1", ""],
+        &["append", d, "s-1", "T", "--id", nil],
+    ] {
+        let o = run(args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("invalid input"), "{}", stderr(&o));
+        assert!(!store.exists(), "{args:?} created a store");
+    }
+    let o = run_with_stdin(
+        &["import", d],
+        &format!("{{\"stream\":\"s-1\",\"type\":\"T\",\"id\":\"{nil}\"}}\n"),
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("line 1") && stderr(&o).contains("nil"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!store.exists(), "import created a store");
+}
+
+/// `--expected` values that are no version get the command's own message.
+#[test]
+fn expected_versions_that_cannot_be_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    for (value, message) in [
+        ("-1", "must not be negative"),
+        ("4294967296", "too large"),
+        ("99999999999999999999", "too large"),
+        ("soon", "any, no-stream, exists or a number"),
+    ] {
+        let o = run(&["append", d, "s-1", "T", "--expected", value]);
+        assert_eq!(code(&o), 2, "{value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{value}: {}", stderr(&o));
+    }
+    let o = run_with_stdin(
+        &["import", d],
+        "{\"stream\":\"s-1\",\"type\":\"T\",\"expected\":4294967296}\n",
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("too large"), "{}", stderr(&o));
+    // The largest version is accepted (and is the wrong one here).
+    let o = run(&["append", d, "s-1", "T", "--expected", "4294967295"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+}
+
+/// An editor's byte-order mark at the start of an import file is skipped.
+#[test]
+fn import_skips_a_byte_order_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let o = run_with_stdin(&["import", d], "\u{feff}{\"stream\":\"s-1\",\"type\":\"T\"}\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(ok(&["read", d, "s-1"]).len(), 1);
+    // Anywhere else it is not JSON.
+    let o = run_with_stdin(&["import", d], "{\"stream\":\"s-1\",\"type\":\"T\"}\n\u{feff}{}\n");
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+}
+
 /// A lost last segment leaves no log bytes to move: the summary says so
 /// (and why) instead of "moved 0 events".
 #[test]
@@ -763,6 +834,17 @@ fn backup_copies_the_store_and_refuses_an_existing_destination() {
     let o = run(&["backup", s(&missing), s(&dir.path().join("other"))]);
     assert_eq!(code(&o), 1);
     assert!(!dir.path().join("other").exists());
+
+    // The summary cannot be written: the backup is made all the same, and
+    // the message says so (a retry would find DEST taken).
+    #[cfg(target_os = "linux")]
+    {
+        let full = dir.path().join("full");
+        let o = run_into_full_disk(&["backup", s(&store_dir), s(&full)]);
+        assert_eq!(code(&o), 1);
+        assert!(stderr(&o).contains("is complete"), "{}", stderr(&o));
+        assert_eq!(ok(&["read-all", s(&full)]).len(), 40);
+    }
 }
 
 #[test]

@@ -36,7 +36,8 @@ pub enum Command {
     /// Append JSON lines from FILE or stdin, one append per line.
     ///
     /// Each line is {"stream":..,"type":..,"data":<JSON>,"metadata":<JSON>,"id":<uuid>,
-    /// "expected":"any"|"no-stream"|"exists"|N} (only stream and type are required), or
+    /// "expected":"any"|"no-stream"|"exists"|N,"schema_version":N} (only stream and type are
+    /// required), or
     /// {"stream":..,"expected":..,"events":[{"type":..,"data":..,...},...]} for an atomic batch.
     /// "data_base64"/"metadata_base64" may replace "data"/"metadata" for bytes that are not JSON.
     /// Prints each line's result once it is durable. Stops at the first malformed line or failed
@@ -137,7 +138,7 @@ pub struct AppendArgs {
     /// The event data as standard base64, for bytes that are not JSON.
     #[arg(long, value_name = "BASE64", value_parser = base64_bytes)]
     pub data_base64: Option<Base64Bytes>,
-    /// The event metadata, as JSON [default: none].
+    /// The event metadata, as JSON [default: none; `null` is none too].
     #[arg(long, value_name = "JSON", value_parser = json_text, conflicts_with = "metadata_base64")]
     pub metadata: Option<String>,
     /// The event metadata as standard base64.
@@ -147,7 +148,7 @@ pub struct AppendArgs {
     #[arg(long, value_name = "UUID")]
     pub id: Option<annal::Uuid>,
     /// The stream's expected version: any, no-stream, exists, or a version number.
-    #[arg(long, value_name = "any|no-stream|exists|N", default_value = "any", value_parser = expected_version)]
+    #[arg(long, value_name = "any|no-stream|exists|N", default_value = "any", value_parser = expected_version, allow_hyphen_values = true)]
     pub expected: ExpectedVersion,
 }
 
@@ -198,7 +199,7 @@ pub struct ReadAllArgs {
     /// Only events of this type (repeat to allow several).
     #[arg(long = "type", value_name = "T")]
     pub event_types: Vec<String>,
-    /// Only events of streams of this category (streams named C-...).
+    /// Only events of streams of this category (the stream named C and streams named C-...).
     #[arg(long, value_name = "C")]
     pub category: Option<String>,
 }
@@ -229,10 +230,23 @@ pub fn expected_version(s: &str) -> Result<ExpectedVersion, String> {
         "any" => Ok(ExpectedVersion::Any),
         "no-stream" => Ok(ExpectedVersion::NoStream),
         "exists" => Ok(ExpectedVersion::StreamExists),
-        n => n
+        n if n.starts_with('-') && n.len() > 1 && n[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("expected version must not be negative, got {n}"))
+        }
+        n if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n
             .parse()
+            .ok()
+            .filter(|&v| v <= annal::limits::STREAM_VERSION_MAX)
             .map(ExpectedVersion::Exact)
-            .map_err(|_| format!("expected version must be any, no-stream, exists or a number, not '{s}'")),
+            .ok_or_else(|| {
+                format!(
+                    "expected version {n} is too large: a stream version is at most {}",
+                    annal::limits::STREAM_VERSION_MAX
+                )
+            }),
+        _ => Err(format!(
+            "expected version must be any, no-stream, exists or a number, not '{s}'"
+        )),
     }
 }
 

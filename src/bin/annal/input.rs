@@ -171,7 +171,14 @@ fn expected(raw: &RawValue) -> Result<ExpectedVersion, String> {
             "any" | "no-stream" | "exists" => crate::args::expected_version(&s).map_err(|_| bad()),
             _ => Err(bad()),
         },
-        Ok(serde_json::Value::Number(n)) => n.as_u64().map(ExpectedVersion::Exact).ok_or_else(bad),
+        Ok(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= annal::limits::STREAM_VERSION_MAX => Ok(ExpectedVersion::Exact(v)),
+            Some(_) => Err(format!(
+                "\"expected\" is too large: a stream version is at most {}",
+                annal::limits::STREAM_VERSION_MAX
+            )),
+            None => Err(bad()),
+        },
         _ => Err(bad()),
     }
 }

@@ -65,10 +65,12 @@ impl Progress {
                 f * 100.0
             ));
         }
-        line.push_str(&format!(
-            "{count} {} ({rate:.0} {}/s, {secs:.1}s)",
-            self.unit, self.unit
-        ));
+        let label = if count == 1 {
+            self.unit.trim_end_matches('s')
+        } else {
+            self.unit
+        };
+        line.push_str(&format!("{count} {label} ({rate:.0} {}/s, {secs:.1}s)", self.unit));
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r{line:<78}");
         let _ = err.flush();

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use annal::{Durability, EventData};
+use annal::{Durability, EventData, StreamAppend};
 
 use super::{close_after_acknowledging, line, open_or_create, stdout};
 use crate::args::AppendArgs;
@@ -28,12 +28,16 @@ pub fn run(a: AppendArgs) -> Outcome {
         event = event.with_id(id);
     }
     let id = event.id();
+    // Checked before the store is opened, so that input the append would
+    // refuse creates no store.
+    let append = StreamAppend::new(a.stream, a.expected, [event]);
+    append.validate()?;
     let store = open_or_create(&a.dir, Durability::Sync)?;
-    let result = store.append(&a.stream, a.expected, [event])?;
+    let result = store.append(&append.stream, append.expected, append.events)?;
     // Durable now (`Durability::Sync`): print the result before closing,
     // whose failure would not undo the append.
     let mut out = stdout();
-    let written = line(&mut out, &json::result_line(&a.stream, &result)).and_then(|()| Ok(out.flush()?));
+    let written = line(&mut out, &json::result_line(&append.stream, &result)).and_then(|()| Ok(out.flush()?));
     close_after_acknowledging(store);
     // The event is stored whatever happens to the output: say so, with its
     // id, so that a retry can pass `--id` and not write it twice.

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::{close, line, open_read_only, stdout};
 use crate::args::BackupArgs;
-use crate::fail::Outcome;
+use crate::fail::{Failure, Outcome};
 use crate::json::Obj;
 
 pub fn run(a: BackupArgs) -> Outcome {
@@ -18,7 +18,17 @@ pub fn run(a: BackupArgs) -> Outcome {
         .num("bytes", report.bytes)
         .finish();
     let mut out = stdout();
-    line(&mut out, &text)?;
-    out.flush()?;
-    Ok(())
+    // The backup is complete whatever happens to the output: say so, so
+    // that a script does not retry into a DEST that now exists.
+    line(&mut out, &text).and_then(|()| Ok(out.flush()?)).map_err(|f| {
+        let why = if f.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", f.message)
+        };
+        Failure::new(format!(
+            "the backup {} is complete, but writing its summary failed{why}",
+            a.dest.display()
+        ))
+    })
 }

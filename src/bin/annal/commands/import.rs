@@ -102,7 +102,8 @@ pub fn run(a: ImportArgs) -> Outcome {
 struct Importer {
     dir: PathBuf,
     /// Opened (or created) by the first valid line: an input refused at
-    /// its first line leaves no store behind.
+    /// its first line (malformed, or an append that breaks the limits)
+    /// leaves no store behind.
     store: Option<Store>,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     /// Result lines of appends not yet synced.
@@ -117,11 +118,21 @@ impl Importer {
     /// Appends input line `line_no` (blank lines are skipped).
     fn import(&mut self, raw: &[u8], line_no: u64) -> Outcome {
         let text = std::str::from_utf8(raw).map_err(|_| Failure::new("not valid UTF-8"))?;
+        // A byte-order mark that an editor put at the start of the file.
+        let text = if line_no == 1 {
+            text.trim_start_matches('\u{feff}')
+        } else {
+            text
+        };
         let text = text.trim();
         if text.is_empty() {
             return Ok(());
         }
         let append = parse_line(text).map_err(Failure::new)?;
+        if self.store.is_none() {
+            // Before the store is created, as `append` does.
+            append.validate()?;
+        }
         let count = append.events.len() as u64;
         let result = self.store()?.append(&append.stream, append.expected, append.events)?;
         self.pending.push(json::result_line(&append.stream, &result));

@@ -52,7 +52,8 @@ pub fn run(a: SalvageArgs) -> Outcome {
         } else {
             format!(" (skipped: {})", skipped.join(", "))
         };
-        eprintln!("annal: {}: {} events{skipped}", f.file.display(), f.events);
+        let events = if f.events == 1 { "event" } else { "events" };
+        eprintln!("annal: {}: {} {events}{skipped}", f.file.display(), f.events);
     }
     Ok(())
 }
