@@ -112,7 +112,11 @@ pub(crate) struct Recovered<F: FileSystem> {
 struct Found<F: FileSystem> {
     header: SegmentHeader,
     path: PathBuf,
-    file: F::File,
+    /// The last segment's file, which becomes the log's tail. Earlier
+    /// segments are only read, through their maps: their files are closed
+    /// at once, so that a store of any number of segments opens within a
+    /// small limit of open files.
+    file: Option<F::File>,
     map: Bytes,
 }
 
@@ -388,7 +392,7 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
         found.push(Found {
             header,
             path,
-            file,
+            file: last.then_some(file),
             map,
         });
     }
@@ -544,8 +548,12 @@ fn replay<F: FileSystem>(
                     }
                     // Synced with the rest of the last segment below.
                     let ctx = || format!("cutting the torn tail of {}", seg.path.display());
-                    write_zeros(&seg.file, data_end, dirty_end).ctx(ctx)?;
-                    map = seg.file.map(map.len() as u64).ctx(ctx)?;
+                    let file = seg
+                        .file
+                        .as_ref()
+                        .ok_or_else(|| Error::corruption(&seg.path, data_end, "torn tail in a sealed segment"))?;
+                    write_zeros(file, data_end, dirty_end).ctx(ctx)?;
+                    map = file.map(map.len() as u64).ctx(ctx)?;
                 }
             }
             report.replayed_bytes += data_end - from;
@@ -555,8 +563,8 @@ fn replay<F: FileSystem>(
         }
         let view = SegmentView::new(id, seg.path.clone(), map.clone(), verified);
         views.push(Arc::new(view));
-        if last {
-            tail_parts = Some((seg.path, seg.file, map.len() as u64, id));
+        if let Some(file) = seg.file.filter(|_| last) {
+            tail_parts = Some((seg.path, file, map.len() as u64, id));
         }
     }
     let Some((path, file, allocated, segment_id)) = tail_parts else {

@@ -755,6 +755,43 @@ fn import_skips_a_byte_order_mark() {
     assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
 }
 
+/// Opening a store keeps no file open per segment: one of many more
+/// segments than the process may open files opens, reads and appends.
+#[cfg(unix)]
+#[test]
+fn a_store_of_more_segments_than_open_files_allowed_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let options = Options::default()
+        .with_segment_size_bytes(annal::limits::SEGMENT_BYTES_MIN)
+        .with_durability(annal::Durability::Buffered);
+    let store = Store::open(dir.path(), options).unwrap();
+    for i in 0..3_000u64 {
+        let e = EventData::new("T", format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(200)));
+        store
+            .append(&format!("c-{}", i % 7), ExpectedVersion::Any, [e])
+            .unwrap();
+    }
+    let segments = store.stats().segments;
+    store.close().unwrap();
+    assert!(segments > 200, "{segments} segments");
+    let limited = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n 64 && exec {BIN} {args}"))
+            .output()
+            .unwrap()
+    };
+    let o = limited(&format!("stats {d}"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o)[0]["events"], 3_000);
+    let o = limited(&format!("append {d} c-1 T"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = limited(&format!("read-all {d}"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o).len(), 3_001);
+}
+
 /// A lost last segment leaves no log bytes to move: the summary says so
 /// (and why) instead of "moved 0 events".
 #[test]
