@@ -388,6 +388,9 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
                 "segment number in header differs from file name",
             ));
         }
+        if !read_only {
+            fill_holes(fs, &path, &file, len)?;
+        }
         let map = file.map(len).ctx(ctx)?;
         found.push(Found {
             header,
@@ -401,6 +404,26 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
         return Err(Error::corruption(segment::path(dir, id), 0, reason));
     }
     Ok(found)
+}
+
+/// Writes zeros into the holes of a sparse segment file (a copy of the
+/// store made by a tool that drops runs of zeros: `cp --sparse=always`,
+/// `rsync -S`), so that the store's maps of it never land in a hole: a
+/// copy into a writable map there on a full disk, or on tmpfs any access,
+/// kills the process with `SIGBUS` instead of failing. The bytes do not
+/// change (a hole reads as zeros); a full disk fails the open instead.
+/// One `lseek` per file when there are no holes.
+fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len: u64) -> Result<()> {
+    let ctx = || format!("filling the holes of {} (a sparse copy?)", path.display());
+    let holes = file.holes(len).ctx(ctx)?;
+    if holes.is_empty() {
+        return Ok(());
+    }
+    let writable = fs.open(path, OpenMode::ReadWrite).ctx(ctx)?;
+    for hole in holes {
+        write_zeros(&writable, hole.start, hole.end).ctx(ctx)?;
+    }
+    writable.sync_data().ctx(ctx)
 }
 
 /// The store ids in the headers of the store's files other than segments

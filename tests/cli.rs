@@ -792,6 +792,52 @@ fn a_store_of_more_segments_than_open_files_allowed_opens() {
     assert_eq!(lines(&o).len(), 3_001);
 }
 
+/// An import stopped by the file-size limit (`ulimit -f`: the same path
+/// as a full disk) reports the line and the write that failed, says which
+/// lines were appended without being acknowledged, and every line it did
+/// acknowledge is in the store.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_import_stopped_by_the_file_size_limit_says_where_and_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = dir.path().join("in.jsonl");
+    let line = |i: usize| {
+        format!(
+            "{{\"stream\":\"s-{}\",\"type\":\"T\",\"data\":{{\"pad\":\"{}\"}}}}\n",
+            i % 50,
+            "x".repeat(200)
+        )
+    };
+    std::fs::write(&input, (0..20_000).map(line).collect::<String>()).unwrap();
+    // 2 or 4 MiB, as the shell counts blocks: either is less than the input.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 4096 && exec {BIN} import {} {}",
+            s(&store),
+            s(&input)
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("annal: line ") && err.contains("File too large"),
+        "{err}"
+    );
+    let acknowledged = lines(&o).len() as u64;
+    assert!(acknowledged > 0);
+    if err.contains("were appended before it") {
+        assert!(err.contains(&format!("input lines {} to ", acknowledged + 1)), "{err}");
+    }
+    let events = ok(&["stats", s(&store)])[0]["events"].as_u64().unwrap();
+    assert!(
+        events >= acknowledged && events < 20_000,
+        "{events} events, {acknowledged} acknowledged"
+    );
+}
+
 /// A lost last segment leaves no log bytes to move: the summary says so
 /// (and why) instead of "moved 0 events".
 #[test]

@@ -467,3 +467,54 @@ fn index_saves_are_spaced_by_the_index_file_size_once_it_is_larger() {
     }
     store.close().unwrap();
 }
+
+/// A sparse copy of a store (a copy tool dropped runs of zeros) gets its
+/// holes filled by a writing open, so that no map of it lands in a hole:
+/// there a copy into the writable map on a full disk (and on tmpfs any
+/// access) would kill the process with `SIGBUS` instead of failing. The
+/// events are unchanged.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_writing_open_fills_the_holes_of_a_sparse_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 20);
+    let open = |options: Options| Store::open(dir.path(), options).unwrap();
+    let store = open(Options::default().with_read_only(true));
+    let before = summary(&all(&store));
+    store.close().unwrap();
+    // Segment 1 made sparse from its first page after the data on, as
+    // `cp --sparse=always` leaves it.
+    let seg = segment_path(dir.path(), 1);
+    let bytes = fs::read(&seg).unwrap();
+    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    let keep = data_end.div_ceil(4096) * 4096;
+    let file = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    file.set_len(keep).unwrap();
+    file.set_len(bytes.len() as u64).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let allocated = || fs::metadata(&seg).unwrap().blocks() * 512;
+    if allocated() >= bytes.len() as u64 {
+        return; // this file system keeps no holes
+    }
+    // A read-only open writes nothing.
+    let reader = open(Options::default().with_read_only(true));
+    assert_eq!(summary(&all(&reader)), before);
+    reader.close().unwrap();
+    assert!(allocated() < bytes.len() as u64);
+
+    let store = open(Options::default());
+    assert!(
+        allocated() >= bytes.len() as u64,
+        "{} of {} bytes allocated",
+        allocated(),
+        bytes.len()
+    );
+    assert_eq!(summary(&all(&store)), before);
+    store
+        .append("after-1", ExpectedVersion::NoStream, [event("A", 1)])
+        .unwrap();
+    assert_eq!(summary(&all(&store))[..before.len()], before[..]);
+    store.close().unwrap();
+}

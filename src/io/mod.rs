@@ -112,6 +112,15 @@ pub trait FileHandle: Send + Sync + 'static {
     fn map_writable(&self, _len: u64) -> io::Result<Option<WritableMap>> {
         Ok(None)
     }
+    /// The holes (ranges without storage behind them, read as zeros) in
+    /// the first `len` bytes of a sparse file, in order. A copy into a
+    /// writable map that lands in a hole on a full disk, and on tmpfs even
+    /// a read from a map, kills the process with `SIGBUS` instead of
+    /// failing, so a writable open fills them first. By default (and where
+    /// the platform cannot tell) none.
+    fn holes(&self, _len: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A writable shared memory map of the start of a file (see

@@ -216,6 +216,46 @@ impl FileHandle for StdFile {
         Ok(Some(WritableMap::new(map)))
     }
 
+    /// Linux: found with `SEEK_HOLE` and `SEEK_DATA` (a file system
+    /// without them reports the whole file as data). Moves the file offset,
+    /// which the store never uses (it reads and writes at explicit offsets).
+    #[cfg(target_os = "linux")]
+    fn holes(&self, len: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
+        use std::os::fd::AsRawFd;
+        let seek = |from: u64, whence: libc::c_int| -> io::Result<Option<u64>> {
+            let Ok(from) = libc::off_t::try_from(from) else {
+                return Ok(None);
+            };
+            // SAFETY: `lseek` on a descriptor that stays open for the call;
+            // it reads no memory of ours.
+            let at = unsafe { libc::lseek(self.file.as_raw_fd(), from, whence) };
+            if at >= 0 {
+                return Ok(u64::try_from(at).ok());
+            }
+            let e = io::Error::last_os_error();
+            // ENXIO: no hole or data at or after `from` (past the end).
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        };
+        let mut holes = Vec::new();
+        let mut at = 0;
+        while at < len {
+            let Some(hole) = seek(at, libc::SEEK_HOLE)?.filter(|&h| h < len) else {
+                break;
+            };
+            let data = seek(hole, libc::SEEK_DATA)?.map_or(len, |d| d.min(len));
+            if data <= hole {
+                break;
+            }
+            holes.push(hole..data);
+            at = data;
+        }
+        Ok(holes)
+    }
+
     fn try_lock(&self) -> io::Result<bool> {
         match self.file.try_lock() {
             Ok(()) => Ok(true),

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    ignore_file_size_signal();
     let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return parser_said(&e),
@@ -48,3 +49,18 @@ fn parser_said(e: &clap::Error) -> ExitCode {
         Err(_) => ExitCode::from(code),
     }
 }
+
+/// A write past the file-size limit (`ulimit -f`) then fails with `EFBIG`,
+/// which the command reports (exit code 1, what was appended said), instead
+/// of the signal killing it mid-way; as Rust does for `SIGPIPE`.
+#[cfg(target_os = "linux")]
+fn ignore_file_size_signal() {
+    // SAFETY: sets a signal's disposition to "ignore", with no handler to
+    // run, at the start of `main` before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn ignore_file_size_signal() {}

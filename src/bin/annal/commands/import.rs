@@ -51,6 +51,7 @@ pub fn run(a: ImportArgs) -> Outcome {
         store: None,
         out: stdout(),
         pending: Vec::new(),
+        pending_from_line: 0,
         pending_through_line: 0,
         events: 0,
         progress: Progress::new(a.progress, "events"),
@@ -63,8 +64,7 @@ pub fn run(a: ImportArgs) -> Outcome {
         let n = match (&mut reader).take(LINE_BYTES_MAX + 1).read_until(b'\n', &mut buf) {
             Ok(n) => n,
             Err(e) => {
-                importer.acknowledge()?;
-                return Err(Failure::new(format!("reading line {}: {e}", line_no + 1)));
+                return Err(importer.stop(Failure::new(format!("reading line {}: {e}", line_no + 1))));
             }
         };
         if n == 0 {
@@ -73,17 +73,13 @@ pub fn run(a: ImportArgs) -> Outcome {
         line_no += 1;
         bytes_read += n as u64;
         if n as u64 > LINE_BYTES_MAX {
-            importer.acknowledge()?;
-            return Err(Failure::new(format!(
+            return Err(importer.stop(Failure::new(format!(
                 "line {line_no}: longer than {} MiB, more than any append can hold",
                 LINE_BYTES_MAX >> 20
-            )));
+            ))));
         }
         if let Err(f) = importer.import(&buf, line_no) {
-            // Everything before this line is appended: make it durable and
-            // say so before reporting the failure.
-            importer.acknowledge()?;
-            return Err(f.context(format_args!("line {line_no}")));
+            return Err(importer.stop(f.context(format_args!("line {line_no}"))));
         }
         let waiting = reader.buffer().contains(&b'\n');
         if !waiting || importer.pending.len() >= SYNC_EVERY_LINES {
@@ -108,7 +104,8 @@ struct Importer {
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     /// Result lines of appends not yet synced.
     pending: Vec<String>,
-    /// The input line of the last append in `pending`.
+    /// The input lines of the first and last appends in `pending`.
+    pending_from_line: u64,
     pending_through_line: u64,
     events: u64,
     progress: Progress,
@@ -135,6 +132,9 @@ impl Importer {
         }
         let count = append.events.len() as u64;
         let result = self.store()?.append(&append.stream, append.expected, append.events)?;
+        if self.pending.is_empty() {
+            self.pending_from_line = line_no;
+        }
         self.pending.push(json::result_line(&append.stream, &result));
         self.pending_through_line = line_no;
         self.events += count;
@@ -149,6 +149,39 @@ impl Importer {
         let store = open_or_create(&self.dir, Durability::Buffered)?;
         self.store = Some(store.clone());
         Ok(store)
+    }
+
+    /// Stops the import at `failure`: everything appended before it is
+    /// made durable and acknowledged first. When that fails too (the
+    /// failure poisoned the store: a full disk), the message still leads
+    /// with `failure` (and keeps its exit code), and says which lines were
+    /// appended without being acknowledged.
+    fn stop(&mut self, failure: Failure) -> Failure {
+        let (from, through) = (self.pending_from_line, self.pending_through_line);
+        let note = |note: String| {
+            if failure.message.is_empty() || note.is_empty() {
+                return Failure {
+                    code: failure.code,
+                    message: failure.message.clone(),
+                };
+            }
+            Failure {
+                code: failure.code,
+                message: format!("{}; {note}", failure.message),
+            }
+        };
+        if let Some(store) = self.store.as_ref().filter(|_| !self.pending.is_empty())
+            && let Err(e) = store.sync()
+        {
+            return note(format!(
+                "input lines {from} to {through} were appended before it but could not be made durable \
+                 ({e}): they may or may not be in the store"
+            ));
+        }
+        match self.acknowledge() {
+            Ok(()) => failure,
+            Err(ack) => note(ack.message),
+        }
     }
 
     /// Makes every append so far durable, then prints their results. When
