@@ -406,12 +406,13 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
     Ok(found)
 }
 
-/// Writes zeros into the holes of a sparse segment file (a copy of the
+/// Gives storage to the holes of a sparse segment file (a copy of the
 /// store made by a tool that drops runs of zeros: `cp --sparse=always`,
 /// `rsync -S`), so that the store's maps of it never land in a hole: a
 /// copy into a writable map there on a full disk, or on tmpfs any access,
 /// kills the process with `SIGBUS` instead of failing. The bytes do not
-/// change (a hole reads as zeros); a full disk fails the open instead.
+/// change (each range is read and written back); a full disk fails the
+/// open instead.
 /// One `lseek` per file when there are no holes.
 fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len: u64) -> Result<()> {
     let ctx = || format!("filling the holes of {} (a sparse copy?)", path.display());
@@ -420,8 +421,17 @@ fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len: u64) -> R
         return Ok(());
     }
     let writable = fs.open(path, OpenMode::ReadWrite).ctx(ctx)?;
+    // What is read is written back, not zeros: the bytes stay what they
+    // are even if the file system reported a range with data as a hole.
+    let mut chunk = vec![0u8; 1 << 20];
     for hole in holes {
-        write_zeros(&writable, hole.start, hole.end).ctx(ctx)?;
+        let mut at = hole.start;
+        while at < hole.end {
+            let n = usize::try_from(hole.end - at).map_or(chunk.len(), |n| n.min(chunk.len()));
+            writable.read_exact_at(&mut chunk[..n], at).ctx(ctx)?;
+            writable.write_all_at(&chunk[..n], at).ctx(ctx)?;
+            at += n as u64;
+        }
     }
     writable.sync_data().ctx(ctx)
 }
