@@ -91,7 +91,10 @@ pub fn run(a: ImportArgs) -> Outcome {
     importer.acknowledge()?;
     importer.progress.finish(importer.events, total_bytes.map(|_| 1.0));
     // An input without lines still creates the (empty) store.
-    close_after_acknowledging(importer.store()?);
+    importer.store()?;
+    if let Some(store) = importer.store.take() {
+        close_after_acknowledging(store);
+    }
     Ok(())
 }
 
@@ -142,13 +145,11 @@ impl Importer {
     }
 
     /// The store, opened (or created) on first use.
-    fn store(&mut self) -> Outcome<Store> {
-        if let Some(store) = &self.store {
-            return Ok(store.clone());
+    fn store(&mut self) -> Outcome<&Store> {
+        if self.store.is_none() {
+            self.store = Some(open_or_create(&self.dir, Durability::Buffered)?);
         }
-        let store = open_or_create(&self.dir, Durability::Buffered)?;
-        self.store = Some(store.clone());
-        Ok(store)
+        self.store.as_ref().ok_or_else(|| Failure::new("the store is not open"))
     }
 
     /// Stops the import at `failure`: everything appended before it is
