@@ -414,7 +414,7 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
 /// change (each range is read and written back); a full disk fails the
 /// open instead.
 /// One `lseek` per file when there are no holes.
-fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len: u64) -> Result<()> {
+pub(crate) fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len: u64) -> Result<()> {
     let ctx = || format!("filling the holes of {} (a sparse copy?)", path.display());
     let holes = file.holes(len).ctx(ctx)?;
     if holes.is_empty() {

@@ -674,6 +674,29 @@ fn salvage_prints_quarantined_events_as_they_were_exported() {
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert_eq!(ok(&["stats", d])[0]["events"], kept as u64 + 3);
 
+    // A copy of a whole segment under any name ending in .seg reads from
+    // after its header; files are checked before anything is printed.
+    let whole = r["quarantined_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .find(|f| f.ends_with(".seg"))
+        .unwrap();
+    let copy = dir.path().join("copy.seg");
+    std::fs::copy(whole, &copy).unwrap();
+    let o = run(&["salvage", d, s(&copy)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        !stdout(&o).is_empty() && !stderr(&o).contains("unreadable"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["salvage", d, s(&copy), &format!("{d}/missing.seg")]);
+    assert_eq!((code(&o), stdout(&o).as_str()), (1, ""), "{}", stderr(&o));
+    let o = run(&["salvage", &format!("{d}/missing"), s(&copy)]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+
     // Named files only: the first quarantined one.
     let first = r["quarantined_files"][0].as_str().unwrap();
     let o = run(&["salvage", d, first]);
@@ -713,6 +736,19 @@ fn a_refused_append_creates_no_store() {
         stderr(&o)
     );
     assert!(!store.exists(), "import created a store");
+    // A condition no empty store meets: the append's own conflict, exit 3.
+    for (flag, field) in [("3", "3"), ("exists", "\"exists\"")] {
+        let o = run(&["append", d, "s-1", "T", "--expected", flag]);
+        assert_eq!(code(&o), 3, "{flag}: {}", stderr(&o));
+        assert!(stderr(&o).contains("wrong expected version"), "{}", stderr(&o));
+        let line = format!("{{\"stream\":\"s-1\",\"type\":\"T\",\"expected\":{field}}}\n");
+        let o = run_with_stdin(&["import", d], &line);
+        assert_eq!(code(&o), 3, "{field}: {}", stderr(&o));
+        assert!(stderr(&o).contains("line 1: wrong expected version"), "{}", stderr(&o));
+        assert!(!store.exists(), "--expected {flag} created a store");
+    }
+    // Met by an empty store: created.
+    ok(&["append", d, "s-1", "T", "--expected", "0"]);
 }
 
 /// `--expected` values that are no version get the command's own message.
@@ -730,12 +766,17 @@ fn expected_versions_that_cannot_be_are_usage_errors() {
         assert_eq!(code(&o), 2, "{value}: {}", stderr(&o));
         assert!(stderr(&o).contains(message), "{value}: {}", stderr(&o));
     }
-    let o = run_with_stdin(
-        &["import", d],
-        "{\"stream\":\"s-1\",\"type\":\"T\",\"expected\":4294967296}\n",
-    );
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("too large"), "{}", stderr(&o));
+    for (value, message) in [
+        ("4294967296", "too large"),
+        ("18446744073709551616", "too large"),
+        ("-1", "must not be negative"),
+        ("1.5", "a version number"),
+    ] {
+        let line = format!("{{\"stream\":\"s-1\",\"type\":\"T\",\"expected\":{value}}}\n");
+        let o = run_with_stdin(&["import", d], &line);
+        assert_eq!(code(&o), 1, "{value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{value}: {}", stderr(&o));
+    }
     // The largest version is accepted (and is the wrong one here).
     let o = run(&["append", d, "s-1", "T", "--expected", "4294967295"]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));

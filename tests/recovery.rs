@@ -483,21 +483,12 @@ fn a_writing_open_fills_the_holes_of_a_sparse_copy() {
     let store = open(Options::default().with_read_only(true));
     let before = summary(&all(&store));
     store.close().unwrap();
-    // Segment 1 made sparse from its first page after the data on, as
-    // `cp --sparse=always` leaves it.
     let seg = segment_path(dir.path(), 1);
     let bytes = fs::read(&seg).unwrap();
-    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
-    let keep = data_end.div_ceil(4096) * 4096;
-    let file = fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    file.set_len(keep).unwrap();
-    file.set_len(bytes.len() as u64).unwrap();
-    file.sync_all().unwrap();
-    drop(file);
-    let allocated = || fs::metadata(&seg).unwrap().blocks() * 512;
-    if allocated() >= bytes.len() as u64 {
+    if !make_sparse(&seg) {
         return; // this file system keeps no holes
     }
+    let allocated = || fs::metadata(&seg).unwrap().blocks() * 512;
     // A read-only open writes nothing.
     let reader = open(Options::default().with_read_only(true));
     assert_eq!(summary(&all(&reader)), before);
@@ -517,4 +508,38 @@ fn a_writing_open_fills_the_holes_of_a_sparse_copy() {
         .unwrap();
     assert_eq!(summary(&all(&store))[..before.len()], before[..]);
     store.close().unwrap();
+}
+
+/// Makes a segment sparse from its first page after the data on, as `cp
+/// --sparse=always` leaves it; false when the file system keeps no holes.
+#[cfg(target_os = "linux")]
+fn make_sparse(seg: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let bytes = fs::read(seg).unwrap();
+    let data_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    let keep = data_end.div_ceil(4096) * 4096;
+    let file = fs::OpenOptions::new().write(true).open(seg).unwrap();
+    file.set_len(keep).unwrap();
+    file.set_len(bytes.len() as u64).unwrap();
+    file.sync_all().unwrap();
+    fs::metadata(seg).unwrap().blocks() * 512 < bytes.len() as u64
+}
+
+/// `repair` writes too: it fills the holes of a sparse copy before it maps
+/// the segments, as a writing open does.
+#[cfg(target_os = "linux")]
+#[test]
+fn repair_fills_the_holes_of_a_sparse_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), 20);
+    let seg = segment_path(dir.path(), 1);
+    let bytes = fs::read(&seg).unwrap();
+    if !make_sparse(&seg) {
+        return;
+    }
+    let report = annal::tools::repair(dir.path()).unwrap();
+    assert!(!report.repaired, "nothing to repair: {report:?}");
+    assert!(fs::metadata(&seg).unwrap().blocks() * 512 >= bytes.len() as u64);
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "the bytes are the same");
 }

@@ -137,6 +137,16 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
                 format!("{reason}; repair changed nothing (run it again once one store's segments are left)"),
             ));
         }
+        // A writing command: the holes of a sparse copy get storage before
+        // the walk maps the segments (see `recovery::fill_holes`).
+        for &id in &ids {
+            let path = segment::path(dir, id);
+            let file = StdFs
+                .open(&path, OpenMode::Read)
+                .ctx(|| format!("opening {}", path.display()))?;
+            let len = file.len().ctx(|| format!("opening {}", path.display()))?;
+            crate::recovery::fill_holes(&StdFs, &path, &file, len)?;
+        }
         let saved = verify::load_index_file(dir)?;
         let target = match &saved {
             Some(Ok((_, cp))) => cp.last_position,

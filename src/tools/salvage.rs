@@ -25,8 +25,8 @@ pub struct SalvagedFile {
     pub file: PathBuf,
     /// Events handed over from it.
     pub events: u64,
-    /// Events of valid batches skipped because an earlier file (or an
-    /// earlier batch of this one) held the same event id.
+    /// Events of valid batches skipped because their id was handed over
+    /// already (from an earlier file, or an earlier batch of this one).
     pub duplicates: u64,
     /// Non-zero bytes outside valid batch frames (damage), skipped.
     pub unreadable_bytes: u64,
@@ -49,8 +49,11 @@ pub fn quarantined_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("reading {}", q.display()), e))?;
         let name = entry.file_name();
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if let Some(key) = name.to_str().and_then(log_file_key).filter(|_| is_file) {
+        let Some(key) = name.to_str().and_then(log_file_key) else {
+            continue;
+        };
+        // Following links; a directory or a device holds no log bytes.
+        if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
             files.push((key, entry.path()));
         }
     }
@@ -65,18 +68,28 @@ pub fn quarantined_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// stream, version, id and timestamp it had in the log. `each` may stop
 /// the walk by returning [`ControlFlow::Break`].
 ///
-/// A file's frames start at byte 64 when its name ends in `.seg` (a whole
-/// segment with its header) and at byte 0 otherwise. Returns what was
-/// found in each file visited.
+/// A file's frames start at byte 64 when its name ends in `.seg` or
+/// `.seg.<k>` (a whole segment with its header) and at byte 0 otherwise.
+/// Every file is opened before the first event is handed over: a file
+/// that cannot be read (missing, not a regular file) fails the call
+/// before `each` is called. Returns what was found in each file visited.
 pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> ControlFlow<()>) -> Result<Vec<SalvagedFile>> {
+    let mut maps = Vec::with_capacity(files.len());
+    for path in files {
+        let metadata = std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if !metadata.is_file() {
+            return Err(Error::InvalidInput(format!("{} is not a regular file", path.display())));
+        }
+        maps.push(map_file(path)?);
+    }
     let mut seen = HashSet::new();
     let mut found = Vec::new();
-    for path in files {
-        let bytes = map_file(path)?;
-        let whole_segment = path.file_name().and_then(|n| n.to_str()).and_then(log_file_key);
-        let start = match whole_segment {
-            Some((_, 0, _)) => SEGMENT_HEADER_BYTES as usize,
-            _ => 0,
+    for (path, bytes) in files.iter().zip(maps) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let start = if is_whole_segment(name) {
+            SEGMENT_HEADER_BYTES as usize
+        } else {
+            0
         };
         let mut file = SalvagedFile {
             file: path.clone(),
@@ -123,6 +136,16 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
     Ok(found)
 }
 
+/// Whether a file named `name` is a whole segment: `*.seg`, or `*.seg.<k>`
+/// (a copy numbered by a later repair).
+fn is_whole_segment(name: &str) -> bool {
+    let base = match name.rsplit_once('.') {
+        Some((base, k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    };
+    base.ends_with(".seg")
+}
+
 /// Sort key of a quarantined log file's name: (segment number, offset in
 /// the segment where its bytes start (0 for a whole segment), copy number);
 /// `None` for names that are not log files.
@@ -153,7 +176,29 @@ fn log_file_key(name: &str) -> Option<(u64, u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::log_file_key;
+    use super::{is_whole_segment, log_file_key};
+
+    #[test]
+    fn whole_segments_by_name() {
+        for whole in [
+            "00000000000000000003.seg",
+            "00000000000000000003.seg.2",
+            "copy.seg",
+            "x.seg.10",
+        ] {
+            assert!(is_whole_segment(whole), "{whole}");
+        }
+        for part in [
+            "00000000000000000003.seg.from-64",
+            "00000000000000000003.seg.torn-64.1",
+            "a.seg.bak",
+            "a.bin",
+            "seg",
+            "a.seg.",
+        ] {
+            assert!(!is_whole_segment(part), "{part}");
+        }
+    }
 
     #[test]
     fn names_of_log_files() {

@@ -171,14 +171,27 @@ fn expected(raw: &RawValue) -> Result<ExpectedVersion, String> {
             "any" | "no-stream" | "exists" => crate::args::expected_version(&s).map_err(|_| bad()),
             _ => Err(bad()),
         },
-        Ok(serde_json::Value::Number(n)) => match n.as_u64() {
-            Some(v) if v <= annal::limits::STREAM_VERSION_MAX => Ok(ExpectedVersion::Exact(v)),
-            Some(_) => Err(format!(
-                "\"expected\" is too large: a stream version is at most {}",
-                annal::limits::STREAM_VERSION_MAX
-            )),
-            None => Err(bad()),
-        },
+        Ok(serde_json::Value::Number(_)) => {
+            // Told apart on the text: an integer past u64 parses as a float.
+            let text = raw.get().trim();
+            let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+            if text.strip_prefix('-').is_some_and(digits) {
+                return Err("\"expected\" must not be negative".to_string());
+            }
+            if !digits(text) {
+                return Err(bad());
+            }
+            text.parse()
+                .ok()
+                .filter(|&v| v <= annal::limits::STREAM_VERSION_MAX)
+                .map(ExpectedVersion::Exact)
+                .ok_or_else(|| {
+                    format!(
+                        "\"expected\" is too large: a stream version is at most {}",
+                        annal::limits::STREAM_VERSION_MAX
+                    )
+                })
+        }
         _ => Err(bad()),
     }
 }

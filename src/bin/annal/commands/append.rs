@@ -4,7 +4,7 @@ use std::io::Write;
 
 use annal::{Durability, EventData, StreamAppend};
 
-use super::{close_after_acknowledging, line, open_or_create, stdout};
+use super::{close_after_acknowledging, line, open_or_create, refuse_in_no_store, stdout};
 use crate::args::AppendArgs;
 use crate::fail::{Failure, Outcome};
 use crate::json;
@@ -32,6 +32,7 @@ pub fn run(a: AppendArgs) -> Outcome {
     // refuse creates no store.
     let append = StreamAppend::new(a.stream, a.expected, [event]);
     append.validate()?;
+    refuse_in_no_store(&a.dir, &append.stream, append.expected)?;
     let store = open_or_create(&a.dir, Durability::Sync)?;
     let result = store.append(&append.stream, append.expected, append.events)?;
     // Durable now (`Durability::Sync`): print the result before closing,

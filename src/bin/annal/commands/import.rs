@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use annal::{Durability, Store};
 
-use super::{close_after_acknowledging, line, open_or_create, stdout};
+use super::{close_after_acknowledging, line, open_or_create, refuse_in_no_store, stdout};
 use crate::args::ImportArgs;
 use crate::fail::{Failure, Outcome};
 use crate::input::parse_line;
@@ -132,6 +132,7 @@ impl Importer {
         if self.store.is_none() {
             // Before the store is created, as `append` does.
             append.validate()?;
+            refuse_in_no_store(&self.dir, &append.stream, append.expected)?;
         }
         let count = append.events.len() as u64;
         let result = self.store()?.append(&append.stream, append.expected, append.events)?;

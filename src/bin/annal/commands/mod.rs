@@ -14,7 +14,7 @@ mod verify;
 use std::io::{BufWriter, StdoutLock, Write};
 use std::path::Path;
 
-use annal::{Durability, Options, Store};
+use annal::{Durability, ExpectedVersion, Options, Store};
 
 use crate::args::Command;
 use crate::fail::{Failure, Outcome};
@@ -48,6 +48,27 @@ pub fn has_store(dir: &Path) -> bool {
                 .is_some()
         })
     })
+}
+
+/// Refuses, before a store is created for it, an append that can only
+/// fail in an empty store: one that expects its stream to exist (at a
+/// version above 0, or any). The failure is the append's own (exit code
+/// 3), so that a refused command creates nothing.
+pub fn refuse_in_no_store(dir: &Path, stream: &str, expected: ExpectedVersion) -> Outcome {
+    let needs_events = match expected {
+        ExpectedVersion::StreamExists => true,
+        ExpectedVersion::Exact(n) => n > 0,
+        ExpectedVersion::Any | ExpectedVersion::NoStream => false,
+    };
+    if needs_events && !has_store(dir) {
+        return Err(annal::Error::WrongExpectedVersion {
+            stream: stream.to_string(),
+            expected,
+            actual: None,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The failure for a directory without a store.

@@ -11,10 +11,10 @@ use crate::args::SalvageArgs;
 use crate::fail::{Failure, Outcome};
 
 pub fn run(a: SalvageArgs) -> Outcome {
+    if !a.dir.is_dir() {
+        return Err(Failure::new(format!("no such directory: {}", a.dir.display())));
+    }
     let files = if a.files.is_empty() {
-        if !a.dir.is_dir() {
-            return Err(Failure::new(format!("no such directory: {}", a.dir.display())));
-        }
         quarantined_log_files(&a.dir)?
     } else {
         a.files
@@ -42,7 +42,7 @@ pub fn run(a: SalvageArgs) -> Outcome {
     for f in &found {
         let mut skipped = Vec::new();
         if f.duplicates > 0 {
-            skipped.push(format!("{} already printed from an earlier file", f.duplicates));
+            skipped.push(format!("{} whose id was printed already", f.duplicates));
         }
         if f.unreadable_bytes > 0 {
             skipped.push(format!("{} unreadable bytes", f.unreadable_bytes));
