@@ -443,3 +443,50 @@ fn crash_during_snapshot_saves_and_compactions() {
     }
     assert!(n > 50, "the workload made only {n} mutating calls");
 }
+
+/// A load racing saves of newer versions finds no snapshot "ahead of the
+/// log": every snapshot saved was of a version the stream had then (only
+/// a log cut shorter by `repair` leaves one ahead).
+#[test]
+fn loads_racing_saves_report_nothing_ahead_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().with_durability(Durability::Buffered)).unwrap();
+    store
+        .append("A-1", annal::ExpectedVersion::Any, [annal::EventData::new("T", "{}")])
+        .unwrap();
+    store.save_snapshot("A-1", 1, 1, b"1").unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // More loaders than cores: some are preempted between steps.
+        let loaders: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut loads = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let load = store.load_snapshot("A-1");
+                        assert!(load.snapshot.is_some());
+                        assert!(load.issues.is_empty(), "{:?}", load.issues);
+                        loads += 1;
+                    }
+                    loads
+                })
+            })
+            .collect();
+        for v in 2..=400u64 {
+            store
+                .append(
+                    "A-1",
+                    annal::ExpectedVersion::Exact(v - 1),
+                    [annal::EventData::new("T", "{}")],
+                )
+                .unwrap();
+            store.save_snapshot("A-1", v, 1, v.to_string().as_bytes()).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for loader in loaders {
+            assert!(loader.join().unwrap() > 0);
+        }
+    });
+    assert!(store.snapshot_issues().is_empty(), "{:?}", store.snapshot_issues());
+    store.close().unwrap();
+}

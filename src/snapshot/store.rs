@@ -456,10 +456,14 @@ impl<F: FileSystem> Store<F> {
     /// passed over (and reported); this never fails.
     pub fn load_snapshot_at(&self, stream: &str, max_version: u64) -> SnapshotLoad {
         let mut result = SnapshotLoad::default();
-        let have = self.stream_version(stream).unwrap_or(0);
         let core = self.core();
         let snapshots = &core.snapshots;
         let mut guard = snapshots.state.lock();
+        // Read under the lock saves take: every snapshot saved so far was
+        // of a version the stream had then, so only a log cut shorter
+        // since (by `repair`) leaves one ahead of it. (Read before the
+        // lock, a save of a newer version in between looked ahead.)
+        let have = self.stream_version(stream).unwrap_or(0);
         // Problems found in the file by the open this load makes, if any:
         // reported in its result (first) as well.
         let mut met = Vec::new();
