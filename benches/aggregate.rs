@@ -1,6 +1,7 @@
 //! Loading a 10,000-event aggregate: a full replay, and from a snapshot
 //! taken at its last version (plus the replay of 100 events after a
-//! snapshot 100 events old).
+//! snapshot 100 events old); loading a snapshot while another stream's
+//! are saved.
 
 use annal::aggregate::{Aggregate, CommandMetadata, DomainEvent, JsonCodec, Repository};
 use annal::{Durability, EventData, ExpectedVersion, Options, Store};
@@ -89,6 +90,33 @@ fn load(c: &mut Criterion) {
             let l = repo.load("behind").expect("load");
             assert_eq!((l.version, l.replayed), (EVENTS, 100));
         })
+    });
+    group.finish();
+
+    // A snapshot load while another stream's snapshots (64 KiB each) are
+    // saved in a loop: a save's write and sync, and the compactions they
+    // cause, must not hold up loads of other streams.
+    let mut group = c.benchmark_group("load_snapshot_during_saves_of_another_stream");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let saver = s.spawn(|| {
+            let state = vec![7u8; 64 * 1024];
+            let mut saves = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = store
+                    .append("Account-busy", ExpectedVersion::Any, batch(0, 1))
+                    .expect("append")
+                    .last_version;
+                store.save_snapshot("Account-busy", v, 1, &state).expect("save");
+                saves += 1;
+            }
+            saves
+        });
+        group.bench_function("snapshot_only", |b| {
+            b.iter(|| assert!(store.load_snapshot("Account-snap").snapshot.is_some()))
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(saver.join().expect("saver") > 0);
     });
     group.finish();
 }

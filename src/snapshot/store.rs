@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -30,8 +31,9 @@ struct Entry {
 
 /// The snapshot file, opened.
 struct Open<F: FileSystem> {
-    /// None for a read-only store without a snapshot file.
-    file: Option<F::File>,
+    /// None for a read-only store without a snapshot file. Shared, so that
+    /// a save writes and syncs it without holding the map's lock.
+    file: Option<Arc<F::File>>,
     /// Where the next record goes (the file's valid length).
     end: u64,
     /// Per stream, its records sorted by version (one per version).
@@ -42,7 +44,15 @@ struct Open<F: FileSystem> {
 
 /// The store's snapshot side-file, opened on first use (a store that never
 /// uses snapshots has no snapshot file).
+///
+/// Two locks: `writing`, held for a whole save or compaction (one writer
+/// of the file at a time, and what close waits for), and `state`, the map,
+/// held only briefly, so that loads of other streams never wait for a
+/// save's write and sync or a compaction's rewrite. The file a save writes
+/// to is the one in `state` when it started: only holders of `writing`
+/// replace or drop it, and a load opens the file only when none is open.
 pub(crate) struct Snapshots<F: FileSystem> {
+    writing: Mutex<()>,
     state: Mutex<Option<Open<F>>>,
     options: Mutex<SnapshotOptions>,
     issues: Mutex<VecDeque<SnapshotIssue>>,
@@ -54,13 +64,14 @@ impl<F: FileSystem> Snapshots<F> {
     /// having marked the store closed, which they check under the same
     /// lock).
     pub(crate) fn wait_for_save(&self) {
-        drop(self.state.lock());
+        drop(self.writing.lock());
     }
 }
 
 impl<F: FileSystem> Default for Snapshots<F> {
     fn default() -> Self {
         Snapshots {
+            writing: Mutex::new(()),
             state: Mutex::new(None),
             options: Mutex::new(SnapshotOptions::default()),
             issues: Mutex::new(VecDeque::new()),
@@ -77,7 +88,7 @@ impl<F: FileSystem> Open<F> {
     /// A file without records.
     fn empty(file: Option<F::File>) -> Self {
         Open {
-            file,
+            file: file.map(Arc::new),
             end: FILE_HEADER_BYTES as u64,
             streams: HashMap::new(),
             live_bytes: 0,
@@ -136,33 +147,42 @@ impl<F: FileSystem> Open<F> {
 
     /// Reads and checks the record an entry points at.
     fn read(&self, stream: &str, entry: &Entry) -> std::result::Result<Snapshot, SnapshotIssue> {
-        let mut buf = vec![0u8; entry.len as usize];
-        let file = self.file.as_ref().ok_or_else(|| SnapshotIssue::Io {
+        let file = self.file.as_deref().ok_or_else(|| SnapshotIssue::Io {
             reason: "no snapshot file".into(),
         })?;
-        file.read_exact_at(&mut buf, entry.offset)
-            .map_err(|e| SnapshotIssue::Io { reason: e.to_string() })?;
-        let corrupt = |reason: String| SnapshotIssue::Corrupt {
-            offset: entry.offset,
-            reason,
-        };
-        let r = file::decode_record(&buf).map_err(|e| corrupt(e.to_string()))?;
-        if r.stream != stream
-            || r.version != entry.version
-            || r.event_id != entry.event_id
-            || r.schema_version != entry.schema_version
-        {
-            return Err(corrupt("record changed since the file was opened".into()));
-        }
-        let data = Bytes::copy_from_slice(r.data);
-        Ok(Snapshot {
-            stream: stream.to_string(),
-            version: r.version,
-            event_id: r.event_id,
-            schema_version: r.schema_version,
-            data,
-        })
+        read_record::<F>(file, stream, entry)
     }
+}
+
+/// Reads and checks the record `entry` points at in `file`.
+fn read_record<F: FileSystem>(
+    file: &F::File,
+    stream: &str,
+    entry: &Entry,
+) -> std::result::Result<Snapshot, SnapshotIssue> {
+    let mut buf = vec![0u8; entry.len as usize];
+    file.read_exact_at(&mut buf, entry.offset)
+        .map_err(|e| SnapshotIssue::Io { reason: e.to_string() })?;
+    let corrupt = |reason: String| SnapshotIssue::Corrupt {
+        offset: entry.offset,
+        reason,
+    };
+    let r = file::decode_record(&buf).map_err(|e| corrupt(e.to_string()))?;
+    if r.stream != stream
+        || r.version != entry.version
+        || r.event_id != entry.event_id
+        || r.schema_version != entry.schema_version
+    {
+        return Err(corrupt("record changed since the file was opened".into()));
+    }
+    let data = Bytes::copy_from_slice(r.data);
+    Ok(Snapshot {
+        stream: stream.to_string(),
+        version: r.version,
+        event_id: r.event_id,
+        schema_version: r.schema_version,
+        data,
+    })
 }
 
 /// The highest snapshot version of each stream in the snapshot file of
@@ -192,7 +212,7 @@ impl<F: FileSystem> Snapshots<F> {
     /// The snapshot file's bytes, `None` when there is none; read while no
     /// save can write (saves hold the same lock).
     pub(crate) fn file_bytes(&self, fs: &F, dir: &Path) -> Result<Option<Vec<u8>>> {
-        let _no_saves = self.state.lock();
+        let _no_saves = self.writing.lock();
         let path = dir.join(FILE_NAME);
         io::read_if_exists(fs, &path).ctx(|| format!("reading {}", path.display()))
     }
@@ -295,7 +315,7 @@ fn open_file<F: FileSystem>(
     let (open, torn) = Open::scanned(file, &bytes, keep, issues);
     if torn && !read_only {
         file_of(&open)
-            .and_then(|file: &F::File| file.set_len(open.end).and_then(|()| file.sync_all()))
+            .and_then(|file: &Arc<F::File>| file.set_len(open.end).and_then(|()| file.sync_all()))
             .ctx(|| format!("cutting {}", path.display()))?;
     }
     Ok(open)
@@ -313,24 +333,24 @@ fn check_header(bytes: &[u8], store_id: Uuid) -> std::result::Result<(), String>
 }
 
 /// The open file, which a writable store always has.
-fn file_of<F: FileSystem>(open: &Open<F>) -> std::io::Result<&F::File> {
+fn file_of<F: FileSystem>(open: &Open<F>) -> std::io::Result<&Arc<F::File>> {
     open.file
         .as_ref()
         .ok_or_else(|| std::io::Error::other("snapshot file not open"))
 }
 
-/// Writes a new file with only the kept records; returns it opened.
+/// Writes a new file with only the kept records of `streams` (records of
+/// `old_file`); returns it opened.
 fn compact<F: FileSystem>(
     fs: &F,
     dir: &Path,
     store_id: Uuid,
-    old: &Open<F>,
+    (streams, old_file): (&HashMap<String, Vec<Entry>>, &F::File),
     keep: usize,
     issues: &mut Vec<SnapshotIssue>,
 ) -> Result<Open<F>> {
     // Kept records, in their order in the old file.
-    let mut kept: Vec<(&str, Entry)> = old
-        .streams
+    let mut kept: Vec<(&str, Entry)> = streams
         .iter()
         .flat_map(|(s, entries)| entries.iter().rev().take(keep).map(move |e| (s.as_str(), *e)))
         .collect();
@@ -338,7 +358,7 @@ fn compact<F: FileSystem>(
     let mut bytes = file::encode_header(store_id).to_vec();
     let mut placed = Vec::with_capacity(kept.len());
     for (stream, entry) in kept {
-        match old.read(stream, &entry) {
+        match read_record::<F>(old_file, stream, &entry) {
             Ok(s) => {
                 let record = file::encode_record(stream, s.version, s.event_id, s.schema_version, &s.data)
                     .map_err(|why| Error::InvalidInput(format!("re-encoding a snapshot: {why}")))?;
@@ -401,32 +421,46 @@ impl<F: FileSystem> Store<F> {
             file::encode_record(stream, version, event_id, schema_version, data).map_err(Error::InvalidInput)?;
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
-        let mut guard = snapshots.state.lock();
+        let _writing = snapshots.writing.lock();
         // Again under the lock that close takes: no save writes once the
         // store's close has returned.
         core.check_not_closed()?;
-        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
         let path = core.dir.join(FILE_NAME);
-        let written = file_of(open)
-            .and_then(|file: &F::File| file.write_all_at(&record, open.end).and_then(|()| file.sync_all()))
+        let (file, offset) = {
+            let mut guard = snapshots.state.lock();
+            let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
+            let file = file_of(open).ctx(|| format!("saving a snapshot to {}", path.display()))?;
+            (Arc::clone(file), open.end)
+        };
+        // Written and synced without the map's lock: loads go on meanwhile
+        // (they see the record only once it is durable and inserted).
+        let written = file
+            .write_all_at(&record, offset)
+            .and_then(|()| file.sync_all())
             .ctx(|| format!("saving a snapshot to {}", path.display()));
+        let mut guard = snapshots.state.lock();
         if let Err(e) = written {
             // The tail may hold part of the record: reopen (and cut) next time.
             *guard = None;
             return Err(e);
         }
+        // The same file as above: only holders of `writing` replace it.
+        let open = guard
+            .as_mut()
+            .ok_or_else(|| Error::InvalidInput("snapshot file not open".into()))?;
         let entry = Entry {
             version,
             event_id,
             schema_version,
-            offset: open.end,
+            offset,
             len: record.len() as u32,
         };
-        open.end += record.len() as u64;
+        open.end = offset + record.len() as u64;
         open.insert(stream, entry, options.keep_per_stream);
         let dead = open.end - FILE_HEADER_BYTES as u64 - open.live_bytes;
         if open.end > options.compact_min_bytes && dead > open.live_bytes {
-            self.compact_locked(&mut guard, options)?;
+            drop(guard);
+            self.compact_writing(options)?;
         }
         Ok(())
     }
@@ -562,10 +596,13 @@ impl<F: FileSystem> Store<F> {
         core.check_writable()?;
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
-        let mut guard = snapshots.state.lock();
+        let _writing = snapshots.writing.lock();
         core.check_not_closed()?;
-        snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
-        self.compact_locked(&mut guard, options)
+        {
+            let mut guard = snapshots.state.lock();
+            snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
+        }
+        self.compact_writing(options)
     }
 
     /// Figures about the snapshot file (opening it if needed).
@@ -624,37 +661,50 @@ impl<F: FileSystem> Store<F> {
         core.check_writable()?;
         let snapshots = &core.snapshots;
         let options = *snapshots.options.lock();
-        let mut guard = snapshots.state.lock();
-        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, false)?;
-        for (stream, version) in drop {
-            if let Some(entries) = open.streams.get_mut(stream) {
-                entries.retain(|e| e.version != *version);
-                if entries.is_empty() {
-                    open.streams.remove(stream);
+        let _writing = snapshots.writing.lock();
+        {
+            let mut guard = snapshots.state.lock();
+            let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, false)?;
+            for (stream, version) in drop {
+                if let Some(entries) = open.streams.get_mut(stream) {
+                    entries.retain(|e| e.version != *version);
+                    if entries.is_empty() {
+                        open.streams.remove(stream);
+                    }
                 }
             }
+            open.recount(options.keep_per_stream);
         }
-        open.recount(options.keep_per_stream);
-        self.compact_locked(&mut guard, options)
+        self.compact_writing(options)
     }
 
-    fn compact_locked(&self, guard: &mut Option<Open<F>>, options: SnapshotOptions) -> Result<()> {
+    /// Rewrites the file to its kept records; called holding `writing`.
+    /// The map's lock is held only to copy the map and to swap in the new
+    /// file: loads read the old file meanwhile (it stays valid, open, after
+    /// the new one is renamed over its name).
+    fn compact_writing(&self, options: SnapshotOptions) -> Result<()> {
         let core = self.core();
-        let Some(old) = guard.as_ref() else {
-            return Ok(());
+        let (streams, old_file) = {
+            let guard = core.snapshots.state.lock();
+            let Some(old) = guard.as_ref() else {
+                return Ok(());
+            };
+            let file = file_of(old).ctx(|| format!("compacting {}", core.dir.join(FILE_NAME).display()))?;
+            (old.streams.clone(), Arc::clone(file))
         };
         let mut issues = Vec::new();
         let result = compact(
             &core.fs,
             &core.dir,
             core.store_id,
-            old,
+            (&streams, &old_file),
             options.keep_per_stream,
             &mut issues,
         );
         for issue in issues {
             core.snapshots.report(issue);
         }
+        let mut guard = core.snapshots.state.lock();
         match result {
             Ok(open) => {
                 *guard = Some(open);
