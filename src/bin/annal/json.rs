@@ -69,9 +69,44 @@ pub fn embeddable(bytes: &[u8]) -> Option<&str> {
 /// common JSON readers (jq, Python, serde_json) refuse them.
 const NESTING_MAX: usize = 127;
 
-/// Valid JSON nested at most [`NESTING_MAX`] levels deep.
+/// Valid JSON nested at most [`NESTING_MAX`] levels deep, whose strings
+/// escape no unpaired surrogate (`"\ud800"`: RFC 8259's grammar allows it,
+/// but it is no Unicode text, and jq and others refuse it).
 fn is_json(text: &str) -> bool {
-    nesting_at_most(text, NESTING_MAX) && serde_json::from_str::<&RawValue>(text).is_ok()
+    nesting_at_most(text, NESTING_MAX) && surrogates_paired(text) && serde_json::from_str::<&RawValue>(text).is_ok()
+}
+
+/// Whether every `\uD800`-`\uDBFF` escape in `text` is followed at once by
+/// a `\uDC00`-`\uDFFF` one, and no such low escape comes alone.
+fn surrogates_paired(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let escape_at = |i: usize| -> Option<u16> {
+        let hex = bytes.get(i..i + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match escape_at(i) {
+            Some(0xD800..=0xDBFF) => {
+                if !matches!(escape_at(i + 6), Some(0xDC00..=0xDFFF)) {
+                    return false;
+                }
+                i += 12;
+            }
+            Some(0xDC00..=0xDFFF) => return false,
+            Some(_) => i += 6,
+            // Another escape (`\"`, `\\`, ...): skip both bytes.
+            None => i += 2,
+        }
+    }
+    true
 }
 
 /// Whether no array or object in `text` (JSON or not) is opened deeper than
@@ -213,6 +248,21 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
         assert_eq!(rfc3339(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn unpaired_surrogates_are_not_embedded() {
+        for text in [r#""\ud800""#, r#""\udc00""#, r#"{"a":"x\ud83dy"}"#, r#""\ud83d\u0041""#] {
+            assert!(embeddable(text.as_bytes()).is_none(), "{text}");
+        }
+        for text in [
+            r#""\ud83d\ude00""#,
+            r#""\\ud800""#,
+            r#""\u00e9""#,
+            r#"{"a":"\\\ud83d\udE00"}"#,
+        ] {
+            assert!(embeddable(text.as_bytes()).is_some(), "{text}");
+        }
     }
 
     #[test]
