@@ -747,6 +747,12 @@ fn a_refused_append_creates_no_store() {
         assert!(stderr(&o).contains("line 1: wrong expected version"), "{}", stderr(&o));
         assert!(!store.exists(), "--expected {flag} created a store");
     }
+    // A file in the directory's place is that, not a version conflict.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "hi").unwrap();
+    let o = run(&["append", s(&file), "s-1", "T", "--expected", "1"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
     // Met by an empty store: created.
     ok(&["append", d, "s-1", "T", "--expected", "0"]);
 }

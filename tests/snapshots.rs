@@ -490,3 +490,44 @@ fn loads_racing_saves_report_nothing_ahead_of_the_log() {
     assert!(store.snapshot_issues().is_empty(), "{:?}", store.snapshot_issues());
     store.close().unwrap();
 }
+
+/// Options changed while saves run: the count of kept bytes (which decides
+/// when to compact) stays the one a fresh count gives, and never runs past
+/// the file (it once subtracted with one `keep_per_stream` and added with
+/// another: an overflow).
+#[test]
+fn options_changed_during_saves_keep_the_live_count_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().with_durability(Durability::Buffered)).unwrap();
+    let options = |keep| SnapshotOptions {
+        keep_per_stream: keep,
+        compact_min_bytes: 1 << 30,
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let toggler = s.spawn(|| {
+            let mut keep = 1;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                keep = 5 - keep; // 1, 4, 1, ...
+                store.set_snapshot_options(options(keep));
+                let stats = store.snapshot_stats().unwrap();
+                assert!(stats.live_bytes <= stats.file_bytes, "{stats:?}");
+            }
+        });
+        for v in 1..=600u64 {
+            store
+                .append("A-1", annal::ExpectedVersion::Any, [annal::EventData::new("T", "{}")])
+                .unwrap();
+            // Sizes vary, so that counting with another `keep` differs.
+            store
+                .save_snapshot("A-1", v, 1, &vec![7; 100 + (v % 37) as usize * 11])
+                .unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        toggler.join().unwrap();
+    });
+    let counted = store.snapshot_stats().unwrap().live_bytes;
+    store.set_snapshot_options(store.snapshot_options()); // a fresh count
+    assert_eq!(store.snapshot_stats().unwrap().live_bytes, counted);
+    store.close().unwrap();
+}

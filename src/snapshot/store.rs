@@ -38,8 +38,12 @@ struct Open<F: FileSystem> {
     end: u64,
     /// Per stream, its records sorted by version (one per version).
     streams: HashMap<String, Vec<Entry>>,
-    /// Bytes of the kept records (the newest `keep_per_stream` per stream).
+    /// Bytes of the kept records (the newest `keep` per stream).
     live_bytes: u64,
+    /// The `keep_per_stream` that `live_bytes` counts with: kept here, with
+    /// the count, so that an options change racing a save cannot subtract
+    /// with one and add with another.
+    keep: usize,
 }
 
 /// The store's snapshot side-file, opened on first use (a store that never
@@ -86,12 +90,13 @@ fn kept_bytes(entries: &[Entry], keep: usize) -> u64 {
 
 impl<F: FileSystem> Open<F> {
     /// A file without records.
-    fn empty(file: Option<F::File>) -> Self {
+    fn empty(file: Option<F::File>, keep: usize) -> Self {
         Open {
             file: file.map(Arc::new),
             end: FILE_HEADER_BYTES as u64,
             streams: HashMap::new(),
             live_bytes: 0,
+            keep,
         }
     }
 
@@ -115,7 +120,7 @@ impl<F: FileSystem> Open<F> {
                 reason: scan.cut_reason.unwrap_or_default(),
             });
         }
-        let mut open = Open::empty(Some(file));
+        let mut open = Open::empty(Some(file), keep);
         open.end = scan.end;
         for r in scan.records {
             let entry = Entry {
@@ -125,13 +130,14 @@ impl<F: FileSystem> Open<F> {
                 offset: r.offset,
                 len: r.len,
             };
-            open.insert(&r.stream, entry, keep);
+            open.insert(&r.stream, entry);
         }
         (open, torn)
     }
 
     /// Adds (or replaces, for the same version) a record in the map.
-    fn insert(&mut self, stream: &str, entry: Entry, keep: usize) {
+    fn insert(&mut self, stream: &str, entry: Entry) {
+        let keep = self.keep;
         let entries = self.streams.entry(stream.to_string()).or_default();
         self.live_bytes -= kept_bytes(entries, keep);
         match entries.binary_search_by_key(&entry.version, |e| e.version) {
@@ -141,7 +147,9 @@ impl<F: FileSystem> Open<F> {
         self.live_bytes += kept_bytes(entries, keep);
     }
 
+    /// Counts `live_bytes` again, keeping `keep` per stream from now on.
     fn recount(&mut self, keep: usize) {
+        self.keep = keep;
         self.live_bytes = self.streams.values().map(|e| kept_bytes(e, keep)).sum();
     }
 
@@ -213,6 +221,9 @@ impl<F: FileSystem> Snapshots<F> {
     /// save can write (saves hold the same lock).
     pub(crate) fn file_bytes(&self, fs: &F, dir: &Path) -> Result<Option<Vec<u8>>> {
         let _no_saves = self.writing.lock();
+        // And no load opening the file meanwhile (which may cut a torn
+        // tail or start the file afresh).
+        let _no_opens = self.state.lock();
         let path = dir.join(FILE_NAME);
         io::read_if_exists(fs, &path).ctx(|| format!("reading {}", path.display()))
     }
@@ -295,12 +306,12 @@ fn open_file<F: FileSystem>(
                     reason: format!("unusable snapshot file, read as empty: {reason}"),
                 });
             }
-            return Ok(Open::empty(None));
+            return Ok(Open::empty(None, keep));
         }
         if let Some(reason) = reason {
             issues.push(SnapshotIssue::FileReplaced { reason });
         }
-        Ok(Open::empty(Some(create_file(fs, dir, store_id)?)))
+        Ok(Open::empty(Some(create_file(fs, dir, store_id)?), keep))
     };
     if !fs.exists(&path) {
         return fresh(issues, None);
@@ -381,10 +392,10 @@ fn compact<F: FileSystem>(
     let file = fs
         .open(&path, OpenMode::ReadWrite)
         .ctx(|| format!("opening {}", path.display()))?;
-    let mut open = Open::empty(Some(file));
+    let mut open = Open::empty(Some(file), keep);
     open.end = bytes.len() as u64;
     for (stream, entry) in placed {
-        open.insert(&stream, entry, keep);
+        open.insert(&stream, entry);
     }
     Ok(open)
 }
@@ -456,7 +467,7 @@ impl<F: FileSystem> Store<F> {
             len: record.len() as u32,
         };
         open.end = offset + record.len() as u64;
-        open.insert(stream, entry, options.keep_per_stream);
+        open.insert(stream, entry);
         let dead = open.end - FILE_HEADER_BYTES as u64 - open.live_bytes;
         if open.end > options.compact_min_bytes && dead > open.live_bytes {
             drop(guard);
@@ -673,7 +684,7 @@ impl<F: FileSystem> Store<F> {
                     }
                 }
             }
-            open.recount(options.keep_per_stream);
+            open.recount(open.keep);
         }
         self.compact_writing(options)
     }
@@ -706,7 +717,13 @@ impl<F: FileSystem> Store<F> {
         }
         let mut guard = core.snapshots.state.lock();
         match result {
-            Ok(open) => {
+            Ok(mut open) => {
+                // Options changed during the rewrite were counted into the
+                // old map: count the new one with those in force.
+                let keep = core.snapshots.options.lock().keep_per_stream;
+                if keep != open.keep {
+                    open.recount(keep);
+                }
                 *guard = Some(open);
                 *core.snapshots.compactions.lock() += 1;
                 Ok(())

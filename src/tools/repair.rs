@@ -97,6 +97,9 @@ pub struct RepairReport {
 /// A store without damage is left untouched (`repaired` is false): it is
 /// only opened read-only, so even a torn tail or a leftover temporary file
 /// stays for the next writable open to clear (a torn tail is not damage).
+/// The one write `repair` makes before it looks for damage: the holes of
+/// a sparse copy of the store get storage (the bytes stay the same; see
+/// docs/DURABILITY.md, "Known limits"), so a full disk fails it then.
 /// An index, checkpoints or snapshot file that is not a file at all (a
 /// directory) is moved to quarantine too, and so is a snapshot file
 /// damaged itself (header, a record, torn bytes): a cache, which loads do

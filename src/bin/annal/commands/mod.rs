@@ -60,7 +60,14 @@ pub fn refuse_in_no_store(dir: &Path, stream: &str, expected: ExpectedVersion) -
         ExpectedVersion::Exact(n) => n > 0,
         ExpectedVersion::Any | ExpectedVersion::NoStream => false,
     };
-    if needs_events && !has_store(dir) {
+    // Only where an open would create the store: DIR missing, or a
+    // directory without one (not a file in its place, not a directory
+    // that cannot be read: the open reports those).
+    let would_create = match std::fs::read_dir(dir) {
+        Ok(_) => !has_store(dir),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if needs_events && would_create {
         return Err(annal::Error::WrongExpectedVersion {
             stream: stream.to_string(),
             expected,
