@@ -11,7 +11,10 @@
 //! - **Atomic**: an append (even across several streams) is written whole
 //!   or not at all, also across a crash.
 //! - **Idempotent**: retrying an append with the same event ids does not
-//!   write the events twice.
+//!   write the events twice: with `Exact`/`NoStream` always; with
+//!   `Any`/`StreamExists` while the events are still their stream's last
+//!   ones or within the id window (the last 10,000 ids by default, see
+//!   [`Options::with_idempotency_window_events`]).
 //! - **Durable**: with [`Durability::Sync`] (the default), an append returns
 //!   only once its events are on stable storage; concurrent appends share
 //!   syncs (group commit).

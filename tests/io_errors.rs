@@ -15,6 +15,8 @@
 
 mod sim_support;
 
+use std::time::Duration;
+
 use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimRng};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamAppend};
 use sim_support::{Ledger, check, check_side_files, dir, record_attempt_into, snapshot_bytes};
@@ -228,21 +230,24 @@ fn a_failed_sync_is_never_retried_into_success() {
 /// log was durable that far).
 #[test]
 fn a_store_poisoned_by_a_failed_sync_confirms_nothing_durable() {
-    let opts = options().with_durability(Durability::Buffered);
-    let fs = SimFs::new(5);
-    let store = Store::open_with(fs.clone(), dir(), opts).expect("open");
-    store
-        .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
-        .expect("append");
-    fail_next_sync(&fs, false);
-    assert!(store.sync().is_err(), "the failed sync itself");
-    // The next sync would succeed: the store must not try it.
-    assert!(matches!(store.sync(), Err(Error::Poisoned(_))));
-    assert!(matches!(
-        store.save_snapshot("A-1", 1, 1, b"state"),
-        Err(Error::Poisoned(_))
-    ));
-    assert!(matches!(store.checkpoints().save("c", 1), Err(Error::Poisoned(_))));
+    // A long period: only the explicit syncs below run.
+    for durability in [Durability::Buffered, Durability::Periodic(Duration::from_secs(3600))] {
+        let opts = options().with_durability(durability);
+        let fs = SimFs::new(5);
+        let store = Store::open_with(fs.clone(), dir(), opts).expect("open");
+        store
+            .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
+            .expect("append");
+        fail_next_sync(&fs, false);
+        assert!(store.sync().is_err(), "the failed sync itself ({durability:?})");
+        // The next sync would succeed: the store must not try it.
+        assert!(matches!(store.sync(), Err(Error::Poisoned(_))));
+        assert!(matches!(
+            store.save_snapshot("A-1", 1, 1, b"state"),
+            Err(Error::Poisoned(_))
+        ));
+        assert!(matches!(store.checkpoints().save("c", 1), Err(Error::Poisoned(_))));
+    }
 }
 
 /// A process that dies between its write and its sync leaves the batch in

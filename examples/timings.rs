@@ -1,0 +1,140 @@
+//! Standalone timings that criterion's averages hide: the latency of each
+//! append over a long run, sustained buffered appends, and snapshot loads
+//! while another stream's snapshots are saved. docs/PERFORMANCE.md quotes
+//! them; the criterion benches in `benches/` give the averaged figures.
+//!
+//! ```sh
+//! cargo run --release --example timings -- durable100 60000 /tmp/t   # appends of 100 events, one by one
+//! cargo run --release --example timings -- buffered 500000 /tmp/t    # OS-buffered single-event appends
+//! cargo run --release --example timings -- snapshot-loads 4096 /tmp/t  # loads during saves of 4 KiB snapshots
+//! ```
+//!
+//! Each run starts from an empty store in the given directory (removed
+//! first). Events are shaped as in the benches (`benches/common/mod.rs`).
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use annal::{Durability, EventData, ExpectedVersion, Options, Store};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> Result {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [mode, n, dir] = args.as_slice() else {
+        return Err("usage: timings durable100|buffered|snapshot-loads N DIR".into());
+    };
+    let n: u64 = n.parse()?;
+    let dir = std::path::Path::new(dir);
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    match mode.as_str() {
+        "durable100" => durable100(n, dir),
+        "buffered" => buffered(n, dir),
+        "snapshot-loads" => snapshot_loads(usize::try_from(n)?, dir),
+        _ => Err(format!("unknown mode {mode}").into()),
+    }
+}
+
+/// `n` durable appends of 100 events, each timed.
+fn durable100(n: u64, dir: &std::path::Path) -> Result {
+    let store = Store::open(dir, Options::default())?;
+    let batches: Vec<Vec<EventData>> = (0..n)
+        .map(|k| (k * 100..k * 100 + 100).map(common::event).collect())
+        .collect();
+    let mut each = Vec::with_capacity(batches.len());
+    let started = Instant::now();
+    for (k, events) in (0u64..).zip(batches) {
+        let t = Instant::now();
+        store.append(&common::stream_name(k), ExpectedVersion::Any, events)?;
+        each.push(t.elapsed());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    store.close()?;
+    each.sort_unstable();
+    let total: Duration = each.iter().sum();
+    let slowest: Duration = each.iter().rev().take(each.len() / 100).sum();
+    let q = |p: f64| each[((each.len() as f64 * p) as usize).min(each.len() - 1)];
+    println!(
+        "durable100: {:.0} events/s; median {:?}, p99 {:?}, p99.9 {:?}, slowest {:?}; the slowest 1 % took {:.0} % of the time",
+        (n * 100) as f64 / secs,
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        each[each.len() - 1],
+        slowest.as_secs_f64() * 100.0 / total.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `n` OS-buffered single-event appends (events and names built first).
+fn buffered(n: u64, dir: &std::path::Path) -> Result {
+    let store = Store::open(dir, Options::default().with_durability(Durability::Buffered))?;
+    let events: Vec<EventData> = (0..n).map(common::event).collect();
+    let names: Vec<String> = (0..n).map(common::stream_name).collect();
+    let started = Instant::now();
+    for (name, event) in names.iter().zip(events) {
+        store.append(name, ExpectedVersion::Any, [event])?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    store.close()?;
+    println!("buffered: {:.0} appends/s over {n}", n as f64 / secs);
+    Ok(())
+}
+
+/// 500 timed loads of one stream's snapshot, with nothing else running,
+/// then while another thread saves `size`-byte snapshots of another stream
+/// in a loop.
+fn snapshot_loads(size: usize, dir: &std::path::Path) -> Result {
+    let store = Store::open(dir, Options::default())?;
+    for stream in ["A-1", "B-1"] {
+        store.append(stream, ExpectedVersion::Any, [EventData::new("E", "{}")])?;
+        store.save_snapshot(stream, 1, 1, b"s")?;
+    }
+    let loads = || -> Vec<Duration> {
+        let mut each: Vec<Duration> = (0..500)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(store.load_snapshot("B-1"));
+                let took = t.elapsed();
+                std::thread::sleep(Duration::from_micros(200));
+                took
+            })
+            .collect();
+        each.sort_unstable();
+        each
+    };
+    let quiet = loads();
+    let stop = AtomicBool::new(false);
+    let (busy, saves) = std::thread::scope(|s| -> Result<(Vec<Duration>, u64)> {
+        let saver = s.spawn(|| -> annal::Result<u64> {
+            let state = vec![1u8; size];
+            let mut saves = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let v = store
+                    .append("A-1", ExpectedVersion::Any, [EventData::new("E", "{}")])?
+                    .last_version;
+                store.save_snapshot("A-1", v, 1, &state)?;
+                saves += 1;
+            }
+            Ok(saves)
+        });
+        let busy = loads();
+        stop.store(true, Ordering::Relaxed);
+        let saves = saver.join().map_err(|_| "the saver panicked")??;
+        Ok((busy, saves))
+    })?;
+    let show = |each: &[Duration]| format!("p50 {:?}, p99 {:?}, max {:?}", each[250], each[495], each[499]);
+    println!(
+        "snapshot-loads: quiet {}; during {saves} saves of {size} bytes: {}; compactions {}",
+        show(&quiet),
+        show(&busy),
+        store.snapshot_stats()?.compactions
+    );
+    store.close()?;
+    Ok(())
+}
