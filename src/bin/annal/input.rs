@@ -173,24 +173,7 @@ fn expected(raw: &RawValue) -> Result<ExpectedVersion, String> {
         },
         Ok(serde_json::Value::Number(_)) => {
             // Told apart on the text: an integer past u64 parses as a float.
-            let text = raw.get().trim();
-            let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-            if text.strip_prefix('-').is_some_and(digits) {
-                return Err("\"expected\" must not be negative".to_string());
-            }
-            if !digits(text) {
-                return Err(bad());
-            }
-            text.parse()
-                .ok()
-                .filter(|&v| v <= annal::limits::STREAM_VERSION_MAX)
-                .map(ExpectedVersion::Exact)
-                .ok_or_else(|| {
-                    format!(
-                        "\"expected\" is too large: a stream version is at most {}",
-                        annal::limits::STREAM_VERSION_MAX
-                    )
-                })
+            crate::args::version_number(raw.get().trim(), "\"expected\"").unwrap_or_else(|| Err(bad()))
         }
         _ => Err(bad()),
     }
