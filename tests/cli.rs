@@ -674,6 +674,22 @@ fn salvage_prints_quarantined_events_as_they_were_exported() {
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert_eq!(ok(&["stats", d])[0]["events"], kept as u64 + 3);
 
+    // A second copy of quarantined bytes (a later repair's, say) prints
+    // nothing again: each id once.
+    let from = r["quarantined_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .find(|f| f.contains(".seg.from-"))
+        .unwrap();
+    std::fs::copy(from, format!("{from}.1")).unwrap();
+    let o = run(&["salvage", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), salvaged, "each id once");
+    assert!(stderr(&o).contains("whose id was printed already"), "{}", stderr(&o));
+    std::fs::remove_file(format!("{from}.1")).unwrap();
+
     // A copy of a whole segment under any name ending in .seg reads from
     // after its header; files are checked before anything is printed.
     let whole = r["quarantined_files"]

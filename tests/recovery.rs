@@ -543,3 +543,42 @@ fn repair_fills_the_holes_of_a_sparse_copy() {
     assert!(fs::metadata(&seg).unwrap().blocks() * 512 >= bytes.len() as u64);
     assert_eq!(fs::read(&seg).unwrap(), bytes, "the bytes are the same");
 }
+
+/// Damage outside what an open checks (a store with an index file and no
+/// id window: the open replays and checks nothing) is found when the
+/// damaged event is read: reads check each batch's CRCs the first time.
+#[test]
+fn damage_an_open_does_not_check_is_reported_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().with_idempotency_window_events(0);
+    {
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        for i in 0..20 {
+            store.append("S-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+        }
+        store.close().unwrap();
+    }
+    // One byte of the first event's data.
+    let seg = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let first = event("E", 0);
+    let at = find(dir.path(), first.data()) as usize;
+    bytes[at] ^= 0x20;
+    fs::write(&seg, bytes).unwrap();
+
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(store.recovery_report().replayed_events, 0, "the index file was loaded");
+    let read: Vec<_> = store.read_all(annal::ReadAll::forward()).unwrap().collect();
+    assert!(
+        matches!(read.first(), Some(Err(Error::Corruption { .. }))),
+        "{:?}",
+        read.first()
+    );
+    assert_eq!(read.len(), 1, "the read stops at the damage");
+    let err = store
+        .read_stream("S-1", annal::ReadStream::forward())
+        .unwrap()
+        .next()
+        .unwrap();
+    assert!(matches!(err, Err(Error::Corruption { .. })));
+}

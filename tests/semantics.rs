@@ -166,9 +166,15 @@ fn any_retry_is_detected_in_the_window_and_across_reopen() {
             .append("A-1", ExpectedVersion::Any, [batch[1].clone(), event("E", 3)])
             .unwrap_err();
         assert!(matches!(err, Error::IdempotencyConflict { .. }));
-        // The same ids into another stream: an error.
+        // The same ids into another stream: an error, whatever the
+        // expected version (an exact one too: the ids are known).
         let err = store.append("B-1", ExpectedVersion::Any, batch.clone()).unwrap_err();
         assert!(matches!(err, Error::IdempotencyConflict { .. }));
+        for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0)] {
+            let err = store.append("B-1", expected, batch.clone()).unwrap_err();
+            assert!(matches!(err, Error::IdempotencyConflict { .. }), "{expected:?}: {err}");
+        }
+        assert_eq!(store.stream_version("B-1"), None, "nothing written");
         first
     };
     let store = Store::open(dir.path(), Options::default()).unwrap();
