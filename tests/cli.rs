@@ -676,14 +676,13 @@ fn salvage_prints_quarantined_events_as_they_were_exported() {
 
     // A second copy of quarantined bytes (a later repair's, say) prints
     // nothing again: each id once.
-    let from = r["quarantined_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .find(|f| f.contains(".seg.from-"))
-        .unwrap();
-    std::fs::copy(from, format!("{from}.1")).unwrap();
+    let quarantined = |matches: &dyn Fn(&str) -> bool| -> String {
+        let files = r["quarantined_files"].as_array().unwrap();
+        let file = files.iter().map(|f| f.as_str().unwrap()).find(|f| matches(f));
+        file.unwrap().to_string()
+    };
+    let from = quarantined(&|f| f.contains(".seg.from-"));
+    std::fs::copy(&from, format!("{from}.1")).unwrap();
     let o = run(&["salvage", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), salvaged, "each id once");
@@ -692,15 +691,9 @@ fn salvage_prints_quarantined_events_as_they_were_exported() {
 
     // A copy of a whole segment under any name ending in .seg reads from
     // after its header; files are checked before anything is printed.
-    let whole = r["quarantined_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .find(|f| f.ends_with(".seg"))
-        .unwrap();
+    let whole = quarantined(&|f| f.ends_with(".seg"));
     let copy = dir.path().join("copy.seg");
-    std::fs::copy(whole, &copy).unwrap();
+    std::fs::copy(&whole, &copy).unwrap();
     let o = run(&["salvage", d, s(&copy)]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
