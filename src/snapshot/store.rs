@@ -14,7 +14,7 @@ use super::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStat
 use crate::error::{Error, IoContext, Result};
 use crate::io::{self, FileHandle, FileSystem, OpenMode};
 use crate::options::Durability;
-use crate::store::Store;
+use crate::store::{Core, Store};
 
 /// Most issues kept for [`Store::snapshot_issues`] (the oldest go first).
 const ISSUES_KEPT: usize = 256;
@@ -236,34 +236,26 @@ impl<F: FileSystem> Snapshots<F> {
         issues.push_back(issue);
     }
 
-    /// Opens the file if it is not yet, reporting what opening found.
+    /// Opens the file of `core`'s store if it is not yet, reporting what
+    /// opening found, and adding it to `met` (a load reports it in its
+    /// result too).
     fn ensure_open<'a>(
         &self,
         state: &'a mut Option<Open<F>>,
-        fs: &F,
-        dir: &Path,
-        store_id: Uuid,
-        read_only: bool,
-    ) -> Result<&'a mut Open<F>> {
-        self.ensure_open_noting(state, fs, dir, store_id, read_only, &mut Vec::new())
-    }
-
-    /// [`Snapshots::ensure_open`], adding to `met` the problems found in
-    /// the file when this call is the one that opens it (a load reports
-    /// them in its result too).
-    fn ensure_open_noting<'a>(
-        &self,
-        state: &'a mut Option<Open<F>>,
-        fs: &F,
-        dir: &Path,
-        store_id: Uuid,
-        read_only: bool,
+        core: &Core<F>,
         met: &mut Vec<SnapshotIssue>,
     ) -> Result<&'a mut Open<F>> {
         if state.is_none() {
             let mut found = Vec::new();
             let keep = self.options.lock().keep_per_stream;
-            let open = open_file(fs, dir, store_id, keep, &mut found, read_only)?;
+            let open = open_file(
+                &core.fs,
+                &core.dir,
+                core.store_id,
+                keep,
+                &mut found,
+                core.options.read_only,
+            )?;
             for issue in found {
                 self.report(issue.clone());
                 met.push(issue);
@@ -439,7 +431,7 @@ impl<F: FileSystem> Store<F> {
         let path = core.dir.join(FILE_NAME);
         let (file, offset) = {
             let mut guard = snapshots.state.lock();
-            let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
+            let open = snapshots.ensure_open(&mut guard, core, &mut Vec::new())?;
             let file = file_of(open).ctx(|| format!("saving a snapshot to {}", path.display()))?;
             (Arc::clone(file), open.end)
         };
@@ -512,14 +504,7 @@ impl<F: FileSystem> Store<F> {
         // Problems found in the file by the open this load makes, if any:
         // reported in its result (first) as well.
         let mut met = Vec::new();
-        let opened = snapshots.ensure_open_noting(
-            &mut guard,
-            &core.fs,
-            &core.dir,
-            core.store_id,
-            core.options.read_only,
-            &mut met,
-        );
+        let opened = snapshots.ensure_open(&mut guard, core, &mut met);
         let open = match opened {
             Ok(open) => open,
             Err(e) => {
@@ -611,7 +596,7 @@ impl<F: FileSystem> Store<F> {
         core.check_not_closed()?;
         {
             let mut guard = snapshots.state.lock();
-            snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
+            snapshots.ensure_open(&mut guard, core, &mut Vec::new())?;
         }
         self.compact_writing(options)
     }
@@ -622,7 +607,7 @@ impl<F: FileSystem> Store<F> {
         let snapshots = &core.snapshots;
         let compactions = *snapshots.compactions.lock();
         let mut guard = snapshots.state.lock();
-        let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
+        let open = snapshots.ensure_open(&mut guard, core, &mut Vec::new())?;
         Ok(SnapshotStats {
             streams: open.streams.len() as u64,
             records: open.streams.values().map(|e| e.len() as u64).sum(),
@@ -642,7 +627,7 @@ impl<F: FileSystem> Store<F> {
         let snapshots = &core.snapshots;
         let held: Vec<(String, Vec<(u64, Uuid)>)> = {
             let mut guard = snapshots.state.lock();
-            let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, core.options.read_only)?;
+            let open = snapshots.ensure_open(&mut guard, core, &mut Vec::new())?;
             open.streams
                 .iter()
                 .map(|(stream, entries)| {
@@ -675,7 +660,7 @@ impl<F: FileSystem> Store<F> {
         let _writing = snapshots.writing.lock();
         {
             let mut guard = snapshots.state.lock();
-            let open = snapshots.ensure_open(&mut guard, &core.fs, &core.dir, core.store_id, false)?;
+            let open = snapshots.ensure_open(&mut guard, core, &mut Vec::new())?;
             for (stream, version) in drop {
                 if let Some(entries) = open.streams.get_mut(stream) {
                     entries.retain(|e| e.version != *version);
