@@ -40,13 +40,16 @@ pub fn run(command: Command) -> Outcome {
 /// opening so that commands other than `append` and `import` never create
 /// anything (not even a lock file) in a directory without a store.
 pub fn has_store(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(annal::log::segment::parse_file_name)
-                .is_some()
-        })
+    std::fs::read_dir(dir).is_ok_and(holds_segment)
+}
+
+/// Whether a directory listing names a segment file.
+fn holds_segment(entries: std::fs::ReadDir) -> bool {
+    entries.filter_map(Result::ok).any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(annal::log::segment::parse_file_name)
+            .is_some()
     })
 }
 
@@ -64,7 +67,7 @@ pub fn refuse_in_no_store(dir: &Path, stream: &str, expected: ExpectedVersion) -
     // directory without one (not a file in its place, not a directory
     // that cannot be read: the open reports those).
     let would_create = match std::fs::read_dir(dir) {
-        Ok(_) => !has_store(dir),
+        Ok(entries) => !holds_segment(entries),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     };
     if needs_events && would_create {
