@@ -14,6 +14,11 @@
 //! keep the last applied position with the read model and skip events at
 //! or before it, or make every write an upsert keyed by event id or
 //! stream version).
+//!
+//! A handler that fails (returns an error, or panics and the app catches
+//! the panic and runs the runner again) sends the runner back to its last
+//! saved checkpoint: the event it failed on is applied again, never
+//! skipped.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -95,6 +100,10 @@ pub struct ProjectionRunner<P, F: FileSystem = StdFs> {
     batch_started: Option<Instant>,
     /// The last checkpoint saved (or loaded).
     saved: u64,
+    /// A handler call is in progress: still set at the next run only when
+    /// the call panicked (and the app caught the panic), and then the
+    /// runner goes back to its checkpoint as after a handler error.
+    in_handler: bool,
 }
 
 impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
@@ -132,6 +141,7 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
             pending: 0,
             batch_started: None,
             saved: saved.unwrap_or(0),
+            in_handler: false,
         })
     }
 
@@ -146,6 +156,7 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
     /// Applies every event available now, then ends the batch and saves
     /// the checkpoint. Returns the number of events applied.
     pub fn run_until_caught_up(&mut self) -> Result<u64, ProjectionError> {
+        self.recover_from_panic()?;
         let mut applied = 0;
         while let Some(event) = self.subscription.try_recv()? {
             self.handle(&event)?;
@@ -161,6 +172,10 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
     /// events applied. A store closing ends the run with `Ok`; events
     /// applied since the last save are applied again by the next run.
     pub fn run(&mut self, poll: Duration, mut stop: impl FnMut(&P) -> bool) -> Result<u64, ProjectionError> {
+        match self.recover_from_panic() {
+            Err(ProjectionError::Store(Error::Closed)) => return Ok(0),
+            other => other?,
+        }
         let mut applied = 0;
         loop {
             let step = if stop(&self.projection) {
@@ -194,9 +209,9 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
         self.saved = 0;
         self.pending = 0;
         self.batch_started = None;
+        self.in_handler = false;
         self.subscription = self.subscription.resubscribe(StartFrom::Start)?;
-        self.projection
-            .reset()
+        self.call_handler(|p| p.reset())
             .map_err(|source| ProjectionError::Handler { position: 0, source })
     }
 
@@ -230,15 +245,43 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
         self.subscription.status()
     }
 
+    /// Calls the projection, marking the call in progress until it
+    /// returns (see `in_handler`).
+    fn call_handler<T>(&mut self, f: impl FnOnce(&mut P) -> T) -> T {
+        self.in_handler = true;
+        let out = f(&mut self.projection);
+        self.in_handler = false;
+        out
+    }
+
+    /// After a handler call that panicked: goes back to the last
+    /// checkpoint, as after a handler error, so that the event it panicked
+    /// on (already taken from the subscription) and the rest of its batch
+    /// are applied again instead of skipped.
+    fn recover_from_panic(&mut self) -> Result<(), ProjectionError> {
+        if self.in_handler {
+            self.rewind()?;
+            self.in_handler = false;
+        }
+        Ok(())
+    }
+
+    /// Drops the open batch and resubscribes after the last saved
+    /// checkpoint.
+    fn rewind(&mut self) -> Result<(), ProjectionError> {
+        self.pending = 0;
+        self.batch_started = None;
+        self.subscription = self.subscription.resubscribe(StartFrom::After(self.saved))?;
+        Ok(())
+    }
+
     fn handle(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let position = event.position();
         let result = self.apply_one(event);
         if let Err(source) = result {
             // Go back to the last checkpoint, so that the failed event and
             // the rest of its batch are applied again by the next run.
-            self.pending = 0;
-            self.batch_started = None;
-            self.subscription = self.subscription.resubscribe(StartFrom::After(self.saved))?;
+            self.rewind()?;
             return Err(ProjectionError::Handler { position, source });
         }
         self.pending += 1;
@@ -251,10 +294,10 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
 
     fn apply_one(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         if self.batch_started.is_none() {
-            self.projection.begin_batch()?;
+            self.call_handler(|p| p.begin_batch())?;
             self.batch_started = Some(Instant::now());
         }
-        self.projection.apply(event)
+        self.call_handler(|p| p.apply(event))
     }
 
     /// Ends the open batch (if any) and saves the checkpoint when it moved.
@@ -266,10 +309,8 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
         let position = self.subscription.position();
         if self.batch_started.is_some() {
             self.checkpoints.sync_log()?;
-            if let Err(source) = self.projection.end_batch(position) {
-                self.pending = 0;
-                self.batch_started = None;
-                self.subscription = self.subscription.resubscribe(StartFrom::After(self.saved))?;
+            if let Err(source) = self.call_handler(|p| p.end_batch(position)) {
+                self.rewind()?;
                 return Err(ProjectionError::Handler { position, source });
             }
             self.batch_started = None;

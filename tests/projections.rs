@@ -22,6 +22,7 @@ struct OrderCounts {
     batches: Vec<(u64, u64)>,
     batch_first: Option<u64>,
     fail_once_at: Option<u64>,
+    panic_once_at: Option<u64>,
     resets: u32,
 }
 
@@ -31,6 +32,10 @@ impl Projection for OrderCounts {
         if self.fail_once_at == Some(event.position()) {
             self.fail_once_at = None;
             return Err("simulated handler failure".into());
+        }
+        if self.panic_once_at == Some(event.position()) {
+            self.panic_once_at = None;
+            panic!("simulated handler panic");
         }
         if event.position() <= self.last_applied {
             return Ok(()); // already applied: idempotent skip
@@ -152,6 +157,50 @@ fn handler_failure_redelivers_from_the_checkpoint_and_rebuild_starts_over() {
     assert_eq!(runner.run_until_caught_up().unwrap(), 20);
     assert_eq!(runner.projection().counts.get("Order-1"), Some(&20));
     assert_eq!(store.checkpoints().load("counts").unwrap(), Some(40));
+}
+
+/// A handler that panics, in an app that catches the panic and goes on
+/// using the runner (a worker pool, a supervisor): the event it panicked
+/// on had been taken from the subscription, and must be applied again, as
+/// after a handler error, not skipped with the checkpoint saved past it.
+#[test]
+fn a_handler_panic_caught_by_the_app_does_not_skip_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Options::default()).unwrap();
+    place(&store, 1, 20); // Order-1 events at odd positions 1..=39
+    for live in [false, true] {
+        let name = if live { "live" } else { "caught-up" };
+        let projection = OrderCounts {
+            panic_once_at: Some(25),
+            ..OrderCounts::default()
+        };
+        let mut runner = ProjectionRunner::new(&store, name, SubscriptionFilter::stream("Order-1"), projection)
+            .unwrap()
+            .with_checkpoint_every(5, Duration::from_secs(3600));
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if live {
+                runner.run(Duration::from_millis(1), |p| p.last_applied == 39)
+            } else {
+                runner.run_until_caught_up()
+            }
+        }));
+        assert!(first.is_err(), "{name}: the handler's panic reaches the app");
+        assert_eq!(runner.checkpoint(), 20, "{name}");
+        if live {
+            runner.run(Duration::from_millis(1), |p| p.last_applied == 39).unwrap();
+        } else {
+            assert_eq!(runner.run_until_caught_up().unwrap(), 10, "{name}: 21 to 39 again");
+        }
+        let p = runner.projection();
+        assert_eq!(p.seen.iter().filter(|&&x| x == 25).count(), 2, "{name}: {:?}", p.seen);
+        assert_eq!(p.counts.get("Order-1"), Some(&20), "{name}");
+        assert!(runner.checkpoint() >= 39, "{name}: {}", runner.checkpoint());
+        assert_eq!(
+            store.checkpoints().load(name).unwrap(),
+            Some(runner.checkpoint()),
+            "{name}"
+        );
+    }
 }
 
 #[test]
