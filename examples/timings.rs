@@ -7,6 +7,8 @@
 //! cargo run --release --example timings -- durable100 60000 /tmp/t   # appends of 100 events, one by one
 //! cargo run --release --example timings -- buffered 500000 /tmp/t    # OS-buffered single-event appends
 //! cargo run --release --example timings -- snapshot-loads 4096 /tmp/t  # loads during saves of 4 KiB snapshots
+//! cargo run --release --example timings -- stalls-buffered 3000000 /tmp/t    # the slowest single-event appends
+//! cargo run --release --example timings -- stalls-periodic 3000000 /tmp/t    # the same, Periodic(100 ms)
 //! ```
 //!
 //! Each run starts from an empty store in the given directory (removed
@@ -25,7 +27,7 @@ type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn main() -> Result {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, n, dir] = args.as_slice() else {
-        return Err("usage: timings durable100|buffered|snapshot-loads N DIR".into());
+        return Err("usage: timings durable100|buffered|snapshot-loads|stalls-buffered|stalls-periodic N DIR".into());
     };
     let n: u64 = n.parse()?;
     let dir = std::path::Path::new(dir);
@@ -36,6 +38,8 @@ fn main() -> Result {
         "durable100" => durable100(n, dir),
         "buffered" => buffered(n, dir),
         "snapshot-loads" => snapshot_loads(usize::try_from(n)?, dir),
+        "stalls-buffered" => stalls(n, dir, Durability::Buffered),
+        "stalls-periodic" => stalls(n, dir, Durability::Periodic(Duration::from_millis(100))),
         _ => Err(format!("unknown mode {mode}").into()),
     }
 }
@@ -83,6 +87,35 @@ fn buffered(n: u64, dir: &std::path::Path) -> Result {
     let secs = started.elapsed().as_secs_f64();
     store.close()?;
     println!("buffered: {:.0} appends/s over {n}", n as f64 / secs);
+    Ok(())
+}
+
+/// `n` single-event appends in a non-durable mode, each timed: how long
+/// and how often an append waits for the disk (a segment's seal, a
+/// periodic or index-save sync).
+fn stalls(n: u64, dir: &std::path::Path, durability: Durability) -> Result {
+    let store = Store::open(dir, Options::default().with_durability(durability))?;
+    let events: Vec<EventData> = (0..n).map(common::event).collect();
+    let names: Vec<String> = (0..n).map(common::stream_name).collect();
+    let mut each = Vec::with_capacity(events.len());
+    let started = Instant::now();
+    for (name, event) in names.iter().zip(events) {
+        let t = Instant::now();
+        store.append(name, ExpectedVersion::Any, [event])?;
+        each.push(t.elapsed());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let segments = store.stats().segments;
+    store.close()?;
+    let over = |ms: u64| each.iter().filter(|&&d| d > Duration::from_millis(ms)).count();
+    let (over1, over10) = (over(1), over(10));
+    each.sort_unstable();
+    println!(
+        "stalls ({durability:?}): {:.0} appends/s over {n}, {segments} segments; p99.99 {:?}, slowest {:?}; {over1} appends over 1 ms, {over10} over 10 ms",
+        n as f64 / secs,
+        each[((each.len() as f64 * 0.9999) as usize).min(each.len() - 1)],
+        each[each.len() - 1],
+    );
     Ok(())
 }
 

@@ -152,6 +152,13 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         keep: &keep,
     };
     let mut recovered = replay(options, found, index, checkpoint, rejected, &tail_rules)?;
+    if !options.read_only {
+        let path = recovered.tail.path.clone();
+        let file = fs
+            .open(&path, OpenMode::ReadWrite)
+            .ctx(|| format!("opening {}", path.display()))?;
+        recovered.tail.attach_sync_file(file);
+    }
     if recovered.index_file_end.is_some() {
         recovered.index_file_bytes = index_len;
     }
@@ -628,7 +635,8 @@ fn replay<F: FileSystem>(
     {
         return Err(Error::corruption(&view.path, offset, why));
     }
-    let tail = LogTail::new(segment_id, path, file, allocated, options.segment_size_bytes);
+    // The second handle for syncs comes in `recover`, which has the file system.
+    let tail = LogTail::new(segment_id, path, file, None, allocated, options.segment_size_bytes);
     Ok(Recovered {
         store_id,
         index,

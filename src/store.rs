@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -53,12 +53,20 @@ pub(crate) struct Core<F: FileSystem> {
     /// Incremented each time a group commit ends, successfully or not.
     pub commit_generation: AtomicU64,
     pub tail: Mutex<LogTail<F>>,
+    /// Held through each [`Core::sync_tail`] (which, in the periodic and
+    /// buffered modes, syncs without holding `tail`), until a failure has
+    /// poisoned the store: the next sync sees the poison, never a
+    /// successful retry of a failed sync.
+    sync_lock: Mutex<()>,
     /// The next segment file, made ahead by a background thread.
     pub spare_segment: Spare<F::File>,
     pub report: RecoveryReport,
     /// Wakes the background thread that saves the index file (not to be
     /// confused with named checkpoints, `checkpoint_cache`).
     index_save_requests: Mutex<Option<Sender<()>>>,
+    /// Wakes the sync thread of the periodic and buffered modes (see
+    /// [`Core::request_sync`]); dropped to stop it.
+    sync_requests: Mutex<Option<SyncSender<()>>>,
     /// Held while an index file is being saved (the background thread and
     /// explicit saves share one temp file name); holds the log end the
     /// index file on disk covers, when known, so that a save with nothing
@@ -102,7 +110,6 @@ impl<F: FileSystem> Clone for Store<F> {
 struct Handle<F: FileSystem> {
     core: Arc<Core<F>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    stop_flusher: Mutex<Option<Sender<()>>>,
     closed: OnceLock<Result<()>>,
 }
 
@@ -208,8 +215,10 @@ impl<F: FileSystem> Store<F> {
             committed_seq: AtomicU64::new(0),
             commit_generation: AtomicU64::new(0),
             tail: Mutex::new(recovered.tail),
+            sync_lock: Mutex::new(()),
             report: recovered.report,
             index_save_requests: Mutex::new(None),
+            sync_requests: Mutex::new(None),
             index_save: Mutex::new(saved_end),
             index_file_bytes: AtomicU64::new(recovered.index_file_bytes),
             synced_position: AtomicU64::new(0),
@@ -223,7 +232,6 @@ impl<F: FileSystem> Store<F> {
         let handle = Handle {
             core: core.clone(),
             threads: Mutex::new(Vec::new()),
-            stop_flusher: Mutex::new(None),
             closed: OnceLock::new(),
         };
         // Read-only too: filling the window checks the batches of the
@@ -566,14 +574,22 @@ impl<F: FileSystem> Handle<F> {
             .spawn(move || spare::serve(&core.fs, &core.spare_segment, &requests))
             .map_err(|e| Error::io("starting the spare segment thread", e))?;
         self.threads.lock().push(spare_maker);
-        if let Durability::Periodic(interval) = self.core.options.durability {
-            let (stop_tx, stop_rx) = mpsc::channel::<()>();
-            *self.stop_flusher.lock() = Some(stop_tx);
+        // Periodic mode syncs every interval; both non-durable modes also
+        // sync when asked (`Core::request_sync`), so that a segment's seal
+        // finds little left to flush.
+        let interval = match self.core.options.durability {
+            Durability::Sync => None,
+            Durability::Periodic(interval) => Some(interval),
+            Durability::Buffered => Some(std::time::Duration::MAX),
+        };
+        if let Some(interval) = interval {
+            let (tx, rx) = mpsc::sync_channel::<()>(1);
+            *self.core.sync_requests.lock() = Some(tx);
             let core = self.core.clone();
             let flusher = std::thread::Builder::new()
                 .name("annal-sync".into())
                 .spawn(move || {
-                    while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                    while let Ok(()) | Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
                         // A failed sync poisons the store inside sync_tail.
                         let _ = core.sync_tail();
                     }
@@ -610,7 +626,7 @@ impl<F: FileSystem> Handle<F> {
         // see the store closed under these locks and write nothing.
         core.checkpoint_cache.wait_for_save();
         core.snapshots.wait_for_save();
-        drop(self.stop_flusher.lock().take());
+        drop(core.sync_requests.lock().take());
         drop(core.index_save_requests.lock().take());
         core.spare_segment.stop();
         for t in self.threads.lock().drain(..) {
@@ -683,13 +699,27 @@ impl<F: FileSystem> Core<F> {
     /// for writes the kernel dropped, and callers take its success as the
     /// log being durable (snapshot and checkpoint saves, `Store::sync`).
     pub(crate) fn sync_tail(&self) -> Result<()> {
+        let _syncing = self.sync_lock.lock();
         if let Some(why) = self.writer.lock().poisoned() {
             return Err(Error::Poisoned(why.to_string()));
         }
         // Published events were written before they were published, and
         // earlier segments synced when sealed: this sync makes them durable.
         let published = self.published.read().index.last_position();
-        let result = self.tail.lock().sync();
+        let handle = match self.options.durability {
+            // The leader syncs through the tail's file, holding it.
+            Durability::Sync => None,
+            // Appends only copy into the map meanwhile: they need not wait
+            // for this sync (up to an interval's worth of data, or a whole
+            // segment's before an index save in buffered mode). The handle
+            // is the segment's that held `published` when it was read, or
+            // a later one (the earlier segments were synced when sealed).
+            _ => self.tail.lock().sync_handle(),
+        };
+        let result = match handle {
+            Some((file, path)) => file.sync_data().ctx(|| format!("syncing {}", path.display())),
+            None => self.tail.lock().sync(),
+        };
         match &result {
             Ok(()) => {
                 self.synced_position.fetch_max(published, Ordering::AcqRel);
@@ -697,6 +727,15 @@ impl<F: FileSystem> Core<F> {
             Err(e) => self.writer.lock().poison(e.to_string()),
         }
         result
+    }
+
+    /// Asks the sync thread (periodic and buffered modes) for a
+    /// [`Core::sync_tail`] soon, without waiting for it; a request already
+    /// pending covers this one.
+    pub(crate) fn request_sync(&self) {
+        if let Some(tx) = self.sync_requests.lock().as_ref() {
+            let _ = tx.try_send(());
+        }
     }
 
     /// Makes the log durable at least up to `position` (published) in the

@@ -864,7 +864,12 @@ impl<F: FileSystem> Core<F> {
         // Durable mode keeps write calls (whose errors the fault-injection
         // tests prove are handled); the other modes ack before any sync.
         let mapped = self.options.durability != Durability::Sync;
-        let buffered = self.options.durability == Durability::Buffered;
+        // Only durable mode syncs a preallocation step's zeros (so that each
+        // append's data sync has no metadata to flush). In the other modes
+        // that sync would flush every append written since the last sync
+        // while the appender waits; their own syncs (periodic, or
+        // `Store::sync`) flush the zeros' length with the data instead.
+        let sync_zeros = self.options.durability == Durability::Sync;
         for chunk in chunks {
             if chunk.segment != tail.segment_id {
                 debug_assert_eq!(chunk.segment, tail.segment_id + 1);
@@ -890,7 +895,7 @@ impl<F: FileSystem> Core<F> {
                 )));
             }
             let end = chunk.offset + chunk.bytes.len() as u64;
-            if self.with_room(|| tail.ensure_allocated(end, !buffered))? {
+            if self.with_room(|| tail.ensure_allocated(end, sync_zeros))? {
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
                     tail.path.clone(),
@@ -906,6 +911,10 @@ impl<F: FileSystem> Core<F> {
         }
         if self.options.durability == Durability::Sync {
             tail.sync()?;
+        } else if let Some(last) = chunks.last()
+            && tail.passed_sync_step(last.offset + last.bytes.len() as u64)
+        {
+            self.request_sync();
         }
         if let Some(last) = chunks.last()
             && last.offset + last.bytes.len() as u64 > self.options.segment_size_bytes / 2

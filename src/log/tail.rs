@@ -8,6 +8,7 @@
 //! Zero-filling works the same on every operating system.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -23,6 +24,10 @@ const PREALLOCATE_STEP_MIN_BYTES: u64 = 1024 * 1024;
 /// Largest preallocation step.
 const PREALLOCATE_STEP_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Data written between background syncs in the periodic and buffered
+/// modes.
+pub const SYNC_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The active segment, owned by whichever appender is writing.
 pub struct LogTail<F: FileSystem> {
     /// Segment number.
@@ -31,6 +36,13 @@ pub struct LogTail<F: FileSystem> {
     pub path: PathBuf,
     /// The open file.
     pub file: F::File,
+    /// A second handle to the file, opened with it, for syncs made outside
+    /// the tail's lock (see [`LogTail::sync_handle`]); `None` on a
+    /// read-only store.
+    sync_file: Option<Arc<F::File>>,
+    /// Data written up to here has had a background sync asked for (see
+    /// [`LogTail::passed_sync_step`]).
+    sync_asked_at: u64,
     /// Bytes of the file that exist and are zero-filled or written.
     pub allocated: u64,
     /// The configured segment size.
@@ -71,7 +83,15 @@ impl<F: FileSystem> LogTail<F> {
         fs.rename(&tmp, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
         let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-        Ok(LogTail::new(header.segment_id, path, file, allocated, segment_size))
+        let sync_file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+        Ok(LogTail::new(
+            header.segment_id,
+            path,
+            file,
+            Some(sync_file),
+            allocated,
+            segment_size,
+        ))
     }
 
     /// Makes the spare file at `spare` (`len` synced zeros, see
@@ -96,16 +116,34 @@ impl<F: FileSystem> LogTail<F> {
         fs.rename(&spare, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
         let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-        Ok(LogTail::new(header.segment_id, path, file, len, segment_size))
+        let sync_file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+        Ok(LogTail::new(
+            header.segment_id,
+            path,
+            file,
+            Some(sync_file),
+            len,
+            segment_size,
+        ))
     }
 
     /// The tail of an existing segment file whose first `allocated` bytes
-    /// exist.
-    pub fn new(segment_id: u64, path: PathBuf, file: F::File, allocated: u64, segment_size: u64) -> LogTail<F> {
+    /// exist; `sync_file` is a second handle to it, opened before anything
+    /// more is written through `file` (`None` on a read-only store).
+    pub fn new(
+        segment_id: u64,
+        path: PathBuf,
+        file: F::File,
+        sync_file: Option<F::File>,
+        allocated: u64,
+        segment_size: u64,
+    ) -> LogTail<F> {
         LogTail {
             segment_id,
             path,
             file,
+            sync_file: sync_file.map(Arc::new),
+            sync_asked_at: 0,
             allocated,
             segment_size,
             write_map: WriteMap::Unknown,
@@ -171,6 +209,34 @@ impl<F: FileSystem> LogTail<F> {
     /// Makes written data durable.
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().ctx(|| format!("syncing {}", self.path.display()))
+    }
+
+    /// Whether data written up to `end` is [`SYNC_STEP_BYTES`] or more past
+    /// where a background sync was last asked for (then counted as asked).
+    /// The periodic and buffered modes ask for one each step, so that the
+    /// segment's seal, which the appender waits for, has at most a step's
+    /// data left to flush instead of up to a whole segment's.
+    pub fn passed_sync_step(&mut self, end: u64) -> bool {
+        if end < self.sync_asked_at.saturating_add(SYNC_STEP_BYTES) {
+            return false;
+        }
+        self.sync_asked_at = end;
+        true
+    }
+
+    /// Gives the tail its second handle (see [`LogTail::new`]).
+    pub fn attach_sync_file(&mut self, file: F::File) {
+        self.sync_file = Some(Arc::new(file));
+    }
+
+    /// The second handle to the segment and its path, for a sync made
+    /// without holding the tail: appends go on meanwhile. A handle of its
+    /// own, opened with the segment before any data was written, because a
+    /// failed writeback is reported once to each open file description (on
+    /// Linux): a sync through `file` cannot take the error away from this
+    /// handle's sync, nor this one from the writer's.
+    pub fn sync_handle(&self) -> Option<(Arc<F::File>, PathBuf)> {
+        self.sync_file.clone().map(|f| (f, self.path.clone()))
     }
 
     /// Seals the segment: syncs its data, cuts the unused preallocation at
