@@ -69,6 +69,8 @@ impl<F: FileSystem> Store<F> {
     /// (`.annal-backup-<uuid>.partial`), synced, then renamed to `dest`, so
     /// `dest` appears whole or not at all; after a failure the temporary
     /// directory is removed (after a crash, it is left: remove it). The
+    /// one failure after `dest` appeared, the sync of its parent directory,
+    /// says that the backup is complete. The
     /// backup shares the store's id: it is the same store at an earlier
     /// point, meant to replace it, not to run beside it.
     ///
@@ -100,7 +102,17 @@ impl<F: FileSystem> Store<F> {
                 )));
             }
             fs::rename(&tmp, &dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-            sync_dir(parent_of(&dest))?;
+            // The backup is complete from here: a failure says so, since
+            // DEST now exists and a retry to it is refused.
+            let parent = parent_of(&dest);
+            StdFs.sync_dir(parent).ctx(|| {
+                format!(
+                    "syncing {} after the backup {} was complete (its contents are whole and synced, \
+                     but its name may not survive a power loss until the directory is synced)",
+                    parent.display(),
+                    dest.display()
+                )
+            })?;
             Ok(bytes)
         });
         match result {

@@ -582,6 +582,40 @@ fn verify_reports_a_torn_tail_without_cutting_it() {
     assert_eq!(std::fs::read(&copy).unwrap(), &bytes[end..end + 7]);
 }
 
+/// Standard error on a full disk (`/dev/full`): a message or warning that
+/// cannot be written is dropped; the command still does its work and
+/// exits with its own status (it panicked, exit 101, before the append).
+#[cfg(target_os = "linux")]
+#[test]
+fn messages_that_cannot_be_written_change_no_outcome() {
+    let run_stderr_full = |args: &[&str]| {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        Command::new(BIN).args(args).stderr(full).output().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 10);
+    // A warning at open (the torn tail cut), then the append itself.
+    tear_tail(dir.path());
+    let o = run_stderr_full(&["append", d, "c-new", "T"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(lines(&o)[0]["first_version"], 1);
+    // A refused append keeps its exit status (3: wrong expected version).
+    let o = run_stderr_full(&["append", d, "c-new", "T", "--expected", "no-stream"]);
+    assert_eq!(code(&o), 3);
+    // Damage keeps verify's (4).
+    let damaged = tempfile::tempdir().unwrap();
+    sample_store(damaged.path(), 300);
+    damage_segment_two(damaged.path());
+    let o = run_stderr_full(&["verify", s(damaged.path())]);
+    assert_eq!(code(&o), 4);
+    // And repair, which writes its account on standard error, repairs.
+    let o = run_stderr_full(&["repair", s(damaged.path())]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(lines(&o)[0]["repaired"], true);
+    assert_eq!(code(&run(&["verify", s(damaged.path())])), 0);
+}
+
 #[test]
 fn repair_keeps_the_prefix_and_quarantines_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -892,6 +926,38 @@ fn an_import_stopped_by_the_file_size_limit_says_where_and_what() {
         events >= acknowledged && events < 20_000,
         "{events} events, {acknowledged} acknowledged"
     );
+}
+
+/// A repair whose copy into quarantine fails (the file-size limit, as a
+/// full disk) fails with the error, leaves no partial copy behind, and a
+/// later repair does the whole job.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_repair_that_cannot_write_its_copy_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    damage_segment_two(dir.path());
+    // 2 or 4 KiB: less than the half segment (8 KiB) to copy.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f 4 && exec {BIN} repair {d}"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("File too large"), "{}", stderr(&o));
+    let quarantine = dir.path().join("quarantine");
+    let partial: Vec<_> = std::fs::read_dir(&quarantine)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        partial.iter().all(|n| !n.to_string_lossy().ends_with(".partial")),
+        "{partial:?}"
+    );
+    let o = run(&["repair", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o)[0]["repaired"], true);
+    assert_eq!(code(&run(&["verify", d])), 0);
 }
 
 /// A lost last segment leaves no log bytes to move: the summary says so

@@ -198,7 +198,11 @@ pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, byte
         let _ = fs.remove_file(&tmp);
         return Err(e);
     }
-    fs.rename(&tmp, &target)?;
+    if let Err(e) = fs.rename(&tmp, &target) {
+        // Best effort, as above (a failed rename leaves the name as it was).
+        let _ = fs.remove_file(&tmp);
+        return Err(e);
+    }
     fs.sync_dir(dir)
 }
 

@@ -234,7 +234,14 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     // store; its checkpoints and snapshots go to quarantine too (the next
     // append creates a new store, with a new id, which they would not
     // belong to).
-    if walk::segment_ids(dir).is_err() {
+    // Only "no segment" means that: an I/O error listing the directory
+    // says nothing about it, and must not cost the side files.
+    let no_segments = match walk::segment_ids(dir) {
+        Ok(_) => false,
+        Err(crate::Error::InvalidInput(_)) => true,
+        Err(e) => return Err(e),
+    };
+    if no_segments {
         let _lock = lock::exclusive(dir)?;
         let had_checkpoints = quarantine_file(dir, crate::CHECKPOINTS_FILE_NAME, &mut report)?;
         report.checkpoints_quarantined |= had_checkpoints;
@@ -567,12 +574,17 @@ fn write_new(q: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let to = free_name(q, name);
     let tmp = q.join(format!("{name}.partial"));
     let ctx = || format!("writing {}", to.display());
-    {
-        let mut file = File::create(&tmp).ctx(ctx)?;
-        std::io::Write::write_all(&mut file, bytes).ctx(ctx)?;
-        file.sync_all().ctx(ctx)?;
+    let written = File::create(&tmp)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, &to));
+    if let Err(e) = written {
+        // No partial copy left behind (a full disk gets its space back).
+        let _ = fs::remove_file(&tmp);
+        return Err(e).ctx(ctx);
     }
-    fs::rename(&tmp, &to).ctx(ctx)?;
     Ok(to)
 }
 

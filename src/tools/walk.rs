@@ -51,12 +51,24 @@ pub(crate) struct Walk {
     pub ids: Option<Vec<(u128, u64)>>,
 }
 
-/// The segment numbers in `dir`, sorted; fails when there are none (the
-/// directory holds no store).
+/// The segment numbers in `dir`, sorted; fails with
+/// [`Error::InvalidInput`] when there are none (the directory holds no
+/// store, or is missing or not a directory), and with an I/O error when
+/// the directory cannot be read (which says nothing about its segments).
 pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
     let no_store = || Error::InvalidInput(format!("no annal store in {}", dir.display()));
-    if !dir.is_dir() {
-        return Err(no_store());
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(no_store()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(no_store());
+        }
+        Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
     }
     let names = StdFs.list_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
     let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();

@@ -4,6 +4,17 @@
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
+/// `eprintln!` that never panics: a message that cannot be written
+/// (standard error closed, or a file on a full disk) is dropped, so that
+/// the command still does its work and exits with its own status.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod args;
 mod commands;
@@ -26,7 +37,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if !f.message.is_empty() {
-                eprintln!("annal: {}", f.message);
+                note!("annal: {}", f.message);
             }
             ExitCode::from(f.code)
         }
@@ -42,7 +53,7 @@ fn parser_said(e: &clap::Error) -> ExitCode {
         Ok(()) => ExitCode::from(code),
         Err(io) if code == 0 => {
             if io.kind() != std::io::ErrorKind::BrokenPipe {
-                eprintln!("annal: cannot write to standard output: {io}");
+                note!("annal: cannot write to standard output: {io}");
             }
             ExitCode::from(fail::ERROR)
         }

@@ -193,8 +193,24 @@ impl Importer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        if let Some(store) = &self.store {
-            store.sync()?;
+        if let Some(store) = &self.store
+            && let Err(e) = store.sync()
+        {
+            let (from, through) = (self.pending_from_line, self.pending_through_line);
+            let failed = Failure::from(e);
+            let before = if from > 1 {
+                format!("; the lines before {from} are durable, and their results were printed")
+            } else {
+                String::new()
+            };
+            return Err(Failure {
+                code: failed.code,
+                message: format!(
+                    "{}: input lines {from} to {through} were appended but could not be made durable: \
+                     they may or may not be in the store{before}",
+                    failed.message
+                ),
+            });
         }
         let printed = self
             .pending

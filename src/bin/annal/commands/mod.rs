@@ -36,11 +36,31 @@ pub fn run(command: Command) -> Outcome {
     }
 }
 
-/// Whether `dir` holds a store (at least one segment file). Checked before
-/// opening so that commands other than `append` and `import` never create
-/// anything (not even a lock file) in a directory without a store.
-pub fn has_store(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(holds_segment)
+/// Fails unless `dir` holds a store (at least one segment file): "no annal
+/// store" when it is missing, not a directory or without segments, the
+/// I/O error when it cannot be read (which says nothing about a store in
+/// it). Checked before opening so that commands other than `append` and
+/// `import` never create anything (not even a lock file) in a directory
+/// without a store.
+pub fn require_store(dir: &Path) -> Outcome {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            if holds_segment(entries) {
+                Ok(())
+            } else {
+                Err(no_store(dir))
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Err(no_store(dir))
+        }
+        Err(e) => Err(Failure::new(format!("reading {}: {e}", dir.display()))),
+    }
 }
 
 /// Whether a directory listing names a segment file.
@@ -90,9 +110,7 @@ pub fn no_store(dir: &Path) -> Failure {
 /// they write nothing, run side by side, and work on read-only media.
 /// Fails (exit 1) when `dir` holds no store.
 pub fn open_read_only(dir: &Path) -> Outcome<Store> {
-    if !has_store(dir) {
-        return Err(no_store(dir));
-    }
+    require_store(dir)?;
     Ok(Store::open(dir, Options::default().with_read_only(true))?)
 }
 
@@ -109,7 +127,7 @@ pub fn open_or_create(dir: &Path, durability: Durability) -> Outcome<Store> {
             (None, Some(why)) => format!("no copy of its bytes could be kept: {why}"),
             (None, None) => "no copy of its bytes was kept".to_string(),
         };
-        eprintln!(
+        note!(
             "annal: warning: cut a torn final write of {} bytes (invalid bytes at the end of the log that \
              nothing proves durable: a write a crash left unfinished, never acknowledged, unless the last \
              write was damaged since the index file was saved); {copy}",
@@ -143,8 +161,6 @@ pub fn close(store: Store) -> Outcome {
 /// that a script does not retry appends that were made.
 pub fn close_after_acknowledging(store: Store) {
     if let Err(e) = store.close() {
-        eprintln!(
-            "annal: warning: every result printed was appended and is durable, but closing the store failed: {e}"
-        );
+        note!("annal: warning: every result printed was appended and is durable, but closing the store failed: {e}");
     }
 }

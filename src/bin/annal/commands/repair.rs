@@ -6,14 +6,12 @@ use std::path::Path;
 use annal::tools;
 
 use super::verify::damage;
-use super::{has_store, line, no_store, stdout};
+use super::{line, require_store, stdout};
 use crate::fail::Outcome;
 use crate::json::{self, Obj};
 
 pub fn run(dir: &Path) -> Outcome {
-    if !has_store(dir) {
-        return Err(no_store(dir));
-    }
+    require_store(dir)?;
     let r = tools::repair(dir)?;
     let files = r
         .quarantined_files
@@ -52,23 +50,23 @@ pub fn run(dir: &Path) -> Outcome {
     line(&mut out, &text)?;
     out.flush()?;
     for id in &r.headers_rebuilt {
-        eprintln!(
+        note!(
             "annal: the header of segment {id} was damaged and was written anew from the file name, the store's id and its first batch (the old bytes are in quarantine)"
         );
     }
     if r.checkpoints_quarantined {
-        eprintln!(
+        note!(
             "annal: the checkpoints file was unreadable and moved into quarantine: every consumer starts again from its first event"
         );
     }
     for (name, was) in &r.checkpoints_lowered {
-        eprintln!(
+        note!(
             "annal: checkpoint '{name}' was at {was}, past the kept log; it is now at {} (rebuild its read model if it used the lost events)",
             r.kept_events
         );
     }
     if !r.snapshots_dropped.is_empty() {
-        eprintln!(
+        note!(
             "annal: removed {} of versions the kept log does not hold (the old snapshot file is in {})",
             match r.snapshots_dropped.len() {
                 1 => "1 snapshot".to_string(),
@@ -85,7 +83,7 @@ pub fn run(dir: &Path) -> Outcome {
             .damage
             .as_ref()
             .map_or_else(String::new, |d| format!(" ({})", d.reason));
-        eprintln!(
+        note!(
             "annal: kept {}; no log bytes to move{reason}; {} moved into {}",
             events(r.kept_events),
             match r.quarantined_files.len() {
@@ -95,7 +93,7 @@ pub fn run(dir: &Path) -> Outcome {
             r.quarantine_dir.display()
         );
     } else if r.repaired {
-        eprintln!(
+        note!(
             "annal: kept {}; moved {} ({} bytes, {} of them unreadable) into {}",
             events(r.kept_events),
             events(r.quarantined_events),
@@ -104,7 +102,7 @@ pub fn run(dir: &Path) -> Outcome {
             r.quarantine_dir.display()
         );
     } else {
-        eprintln!(
+        note!(
             "annal: no damage found; nothing was changed ({})",
             events(r.kept_events)
         );

@@ -20,7 +20,7 @@ pub fn run(a: SalvageArgs) -> Outcome {
         a.files
     };
     if files.is_empty() {
-        eprintln!(
+        note!(
             "annal: nothing to salvage: no quarantined log files in {}",
             a.dir.join(QUARANTINE_DIR).display()
         );
@@ -53,7 +53,7 @@ pub fn run(a: SalvageArgs) -> Outcome {
             format!(" (skipped: {})", skipped.join(", "))
         };
         let events = if f.events == 1 { "event" } else { "events" };
-        eprintln!("annal: {}: {} {events}{skipped}", f.file.display(), f.events);
+        note!("annal: {}: {} {events}{skipped}", f.file.display(), f.events);
     }
     Ok(())
 }

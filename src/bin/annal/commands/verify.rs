@@ -4,16 +4,14 @@ use std::io::Write;
 
 use annal::tools::{self, CheckpointsFileStatus, Damage, IndexStatus, SnapshotFileStatus, VerifyReport};
 
-use super::{has_store, line, no_store, stdout};
+use super::{line, require_store, stdout};
 use crate::args::VerifyArgs;
 use crate::fail::{CORRUPTION, Failure, Outcome};
 use crate::json::Obj;
 use crate::progress::Progress;
 
 pub fn run(a: VerifyArgs) -> Outcome {
-    if !has_store(&a.dir) {
-        return Err(no_store(&a.dir));
-    }
+    require_store(&a.dir)?;
     let mut progress = Progress::new(a.progress, "events");
     let report = tools::verify_with_progress(&a.dir, &mut |p| {
         let fraction = (p.bytes_total > 0).then(|| p.bytes_done as f64 / p.bytes_total as f64);
