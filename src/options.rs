@@ -13,17 +13,14 @@ pub enum Durability {
     /// Nothing acknowledged is lost to a crash or power loss. The default.
     Sync,
     /// `append` returns once the events are handed to the operating system;
-    /// a background thread syncs every interval (and every 8 MiB of data
-    /// written). A process crash loses nothing; a power loss loses at most
-    /// the last interval's appends (always whole appends, never part of
-    /// one).
+    /// a background thread syncs every interval. A process crash loses
+    /// nothing; a power loss loses at most the last interval's appends
+    /// (always whole appends, never part of one).
     Periodic(Duration),
     /// `append` returns once the events are handed to the operating system,
-    /// which writes them when it chooses; the store syncs when it seals a
-    /// segment, saves its index or closes, and in the background every
-    /// 8 MiB of data written (so that a seal has little left to flush). A
-    /// process crash loses nothing; a power loss may lose recent appends
-    /// (whole appends only).
+    /// which writes them when it chooses (the store syncs only when it
+    /// seals a segment, saves its index, or closes). A process crash loses
+    /// nothing; a power loss may lose recent appends (whole appends only).
     Buffered,
 }
 

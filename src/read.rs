@@ -231,10 +231,8 @@ impl<F: FileSystem> Events<F> {
             let published = core.published.read();
             let index = &published.index;
             let mut positions: Vec<u64> = Vec::new();
-            for name in index.category_streams(category) {
-                if let Some(entry) = index.stream(name) {
-                    entry.extend_range(entry.count_up_to(after)..entry.len(), &mut positions);
-                }
+            for (_, entry) in index.category_streams(category) {
+                entry.extend_range(entry.count_up_to(after)..entry.len(), &mut positions);
             }
             positions.sort_unstable();
             if let Some(n) = limit {

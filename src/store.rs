@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -64,9 +64,8 @@ pub(crate) struct Core<F: FileSystem> {
     /// Wakes the background thread that saves the index file (not to be
     /// confused with named checkpoints, `checkpoint_cache`).
     index_save_requests: Mutex<Option<Sender<()>>>,
-    /// Wakes the sync thread of the periodic and buffered modes (see
-    /// [`Core::request_sync`]); dropped to stop it.
-    sync_requests: Mutex<Option<SyncSender<()>>>,
+    /// Dropped to stop the periodic mode's sync thread.
+    stop_flusher: Mutex<Option<Sender<()>>>,
     /// Held while an index file is being saved (the background thread and
     /// explicit saves share one temp file name); holds the log end the
     /// index file on disk covers, when known, so that a save with nothing
@@ -218,7 +217,7 @@ impl<F: FileSystem> Store<F> {
             sync_lock: Mutex::new(()),
             report: recovered.report,
             index_save_requests: Mutex::new(None),
-            sync_requests: Mutex::new(None),
+            stop_flusher: Mutex::new(None),
             index_save: Mutex::new(saved_end),
             index_file_bytes: AtomicU64::new(recovered.index_file_bytes),
             synced_position: AtomicU64::new(0),
@@ -574,22 +573,14 @@ impl<F: FileSystem> Handle<F> {
             .spawn(move || spare::serve(&core.fs, &core.spare_segment, &requests))
             .map_err(|e| Error::io("starting the spare segment thread", e))?;
         self.threads.lock().push(spare_maker);
-        // Periodic mode syncs every interval; both non-durable modes also
-        // sync when asked (`Core::request_sync`), so that a segment's seal
-        // finds little left to flush.
-        let interval = match self.core.options.durability {
-            Durability::Sync => None,
-            Durability::Periodic(interval) => Some(interval),
-            Durability::Buffered => Some(std::time::Duration::MAX),
-        };
-        if let Some(interval) = interval {
-            let (tx, rx) = mpsc::sync_channel::<()>(1);
-            *self.core.sync_requests.lock() = Some(tx);
+        if let Durability::Periodic(interval) = self.core.options.durability {
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            *self.core.stop_flusher.lock() = Some(stop_tx);
             let core = self.core.clone();
             let flusher = std::thread::Builder::new()
                 .name("annal-sync".into())
                 .spawn(move || {
-                    while let Ok(()) | Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
+                    while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
                         // A failed sync poisons the store inside sync_tail.
                         let _ = core.sync_tail();
                     }
@@ -626,7 +617,7 @@ impl<F: FileSystem> Handle<F> {
         // see the store closed under these locks and write nothing.
         core.checkpoint_cache.wait_for_save();
         core.snapshots.wait_for_save();
-        drop(core.sync_requests.lock().take());
+        drop(core.stop_flusher.lock().take());
         drop(core.index_save_requests.lock().take());
         core.spare_segment.stop();
         for t in self.threads.lock().drain(..) {
@@ -727,15 +718,6 @@ impl<F: FileSystem> Core<F> {
             Err(e) => self.writer.lock().poison(e.to_string()),
         }
         result
-    }
-
-    /// Asks the sync thread (periodic and buffered modes) for a
-    /// [`Core::sync_tail`] soon, without waiting for it; a request already
-    /// pending covers this one.
-    pub(crate) fn request_sync(&self) {
-        if let Some(tx) = self.sync_requests.lock().as_ref() {
-            let _ = tx.try_send(());
-        }
     }
 
     /// Makes the log durable at least up to `position` (published) in the

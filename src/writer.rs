@@ -911,10 +911,8 @@ impl<F: FileSystem> Core<F> {
         }
         if self.options.durability == Durability::Sync {
             tail.sync()?;
-        } else if let Some(last) = chunks.last()
-            && tail.passed_sync_step(last.offset + last.bytes.len() as u64)
-        {
-            self.request_sync();
+        } else if let Some(last) = chunks.last() {
+            tail.start_writeback_step(last.offset + last.bytes.len() as u64);
         }
         if let Some(last) = chunks.last()
             && last.offset + last.bytes.len() as u64 > self.options.segment_size_bytes / 2

@@ -98,16 +98,11 @@ fn encode_prefix(last: u64, checkpoint: &Checkpoint, read: &mut ReadIndex<'_>) -
     let mut done = false;
     while !done {
         read(&mut |index| {
-            let order = index.stream_order();
             let mut budget = SLICE_ENTRIES;
             while budget > 0 {
-                let Some(name) = order.get(next) else {
+                let Some((name, stream)) = index.stream_in_order(next) else {
                     done = true;
                     return;
-                };
-                let Some(stream) = index.stream(name) else {
-                    next += 1;
-                    continue;
                 };
                 let count = stream.count_up_to(last);
                 if within == 0 {
@@ -462,7 +457,7 @@ mod tests {
         let (decoded, cp) = decode_vec(&bytes).unwrap();
         assert_eq!(cp, checkpoint);
         assert_eq!(decoded, index);
-        assert_eq!(decoded.category_streams("s").len(), 3);
+        assert_eq!(decoded.category_streams("s").count(), 3);
     }
 
     /// Files with a valid CRC whose streams do not hold every position

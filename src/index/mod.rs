@@ -3,13 +3,16 @@
 //!
 //! Memory: 8 bytes per event in the global location table, 4 bytes per
 //! event in its stream's position list (8 once a stream holds a position
-//! past 2^32), plus the stream's map entry (name, vector header, hash-table
-//! slot). Both tables grow by a fraction of their size rather than by
-//! doubling, which bounds the slack to an eighth (locations) and a half
-//! (positions). What was loaded from the index file stays in that file's
-//! read-only mapping instead (8 bytes per event in each table, page-cache
-//! memory). `Index::memory_bytes` reports the figure, slack and mapped
-//! bytes included.
+//! past 2^32; none of its own for a stream of up to five events, held in
+//! the entry), plus per stream its name, a 48-byte entry in the list of
+//! streams, a 4-byte stream number in a hash table of numbers, and a
+//! 4-byte number in its category's list. The tables grow by a fraction of
+//! their size rather than by doubling, which bounds the slack to an
+//! eighth (locations, streams) and a half (positions, categories). What
+//! was loaded from the index file stays in that file's read-only mapping
+//! instead (8 bytes per event in each table, page-cache memory).
+//! `Index::memory_bytes` reports the figure, slack and mapped bytes
+//! included.
 
 pub mod file;
 mod locations;
@@ -17,12 +20,14 @@ mod locations;
 pub use locations::LocationTable;
 use locations::split_range;
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 
 use crate::event::category_of;
-use crate::hash::{FastMap, map_with_capacity};
+use crate::hash::{FastMap, Hasher};
 use crate::le::u64_at;
 use crate::limits;
 
@@ -66,6 +71,13 @@ pub struct StreamEntry {
 /// stream loaded from the index file, read in place from the file.
 #[derive(Clone, Debug)]
 enum Positions {
+    /// Up to [`INLINE_POSITIONS`] positions that fit in 32 bits, held in
+    /// the entry itself: a short stream (most of them, in many stores)
+    /// costs no allocation of its own.
+    Inline {
+        len: u8,
+        items: [u32; INLINE_POSITIONS],
+    },
     Narrow(Vec<u32>),
     Wide(Vec<u64>),
     /// `len` little-endian `u64`s at byte `at` of the index's loaded
@@ -79,9 +91,31 @@ enum Positions {
     },
 }
 
+/// Positions an entry holds without an allocation: as many as fit beside
+/// the length in the room the other variants take anyway.
+const INLINE_POSITIONS: usize = 5;
+
+// The inline positions take no room of their own.
+const _: () = assert!(std::mem::size_of::<Positions>() <= 32);
+
 impl Default for Positions {
     fn default() -> Self {
-        Positions::Narrow(Vec::new())
+        Positions::Inline {
+            len: 0,
+            items: [0; INLINE_POSITIONS],
+        }
+    }
+}
+
+impl Positions {
+    /// The positions, when held as 32-bit values (inline or not).
+    #[inline]
+    fn narrow(&self) -> Option<&[u32]> {
+        match self {
+            Positions::Inline { len, items } => items.get(..usize::from(*len)),
+            Positions::Narrow(v) => Some(v),
+            Positions::Wide(_) | Positions::Loaded { .. } => None,
+        }
     }
 }
 
@@ -89,6 +123,11 @@ impl StreamEntry {
     /// An entry holding `positions` (increasing).
     pub fn from_positions(positions: Vec<u64>) -> StreamEntry {
         let narrow = positions.last().is_none_or(|&p| u32::try_from(p).is_ok());
+        if narrow && positions.len() <= INLINE_POSITIONS {
+            let mut entry = StreamEntry::default();
+            positions.iter().for_each(|&p| entry.push(p));
+            return entry;
+        }
         let positions = if narrow {
             Positions::Narrow(positions.iter().map(|&p| p as u32).collect())
         } else {
@@ -129,6 +168,7 @@ impl StreamEntry {
     /// Number of events (= last version).
     fn len(&self) -> usize {
         match &self.positions {
+            Positions::Inline { len, .. } => usize::from(*len),
             Positions::Narrow(v) => v.len(),
             Positions::Wide(v) => v.len(),
             Positions::Loaded { len, appended, .. } => *len as usize + appended.len(),
@@ -137,8 +177,11 @@ impl StreamEntry {
 
     /// The global position of version `i + 1`.
     fn get(&self, i: usize, loaded: &[u8]) -> Option<u64> {
+        if let Some(v) = self.positions.narrow() {
+            return v.get(i).map(|&p| u64::from(p));
+        }
         match &self.positions {
-            Positions::Narrow(v) => v.get(i).map(|&p| u64::from(p)),
+            Positions::Inline { .. } | Positions::Narrow(_) => None,
             Positions::Wide(v) => v.get(i).copied(),
             Positions::Loaded { at, len, appended } => match i.checked_sub(*len as usize) {
                 None => Some(u64_at(loaded, *at as usize + i * 8)),
@@ -150,11 +193,13 @@ impl StreamEntry {
     /// Adds the positions of versions `start + 1..=end` to `out`; the
     /// caller has clamped the range to the stream.
     fn extend_range(&self, start: usize, end: usize, loaded: &[u8], out: &mut Vec<u64>) {
+        if let Some(v) = self.positions.narrow() {
+            let v = v.get(start..end).unwrap_or_default();
+            out.extend(v.iter().map(|&p| u64::from(p)));
+            return;
+        }
         match &self.positions {
-            Positions::Narrow(v) => {
-                let v = v.get(start..end).unwrap_or_default();
-                out.extend(v.iter().map(|&p| u64::from(p)));
-            }
+            Positions::Inline { .. } | Positions::Narrow(_) => {}
             Positions::Wide(v) => out.extend_from_slice(v.get(start..end).unwrap_or_default()),
             Positions::Loaded { at, len, appended } => {
                 let (first, second) = loaded_parts(*at, *len, appended, start..end, loaded);
@@ -168,12 +213,14 @@ impl StreamEntry {
     /// little-endian `u64`s (the index file's form); the caller has clamped
     /// the range to the stream.
     fn write_le_range(&self, start: usize, end: usize, loaded: &[u8], out: &mut Vec<u8>) {
-        match &self.positions {
-            Positions::Narrow(v) => {
-                for &p in v.get(start..end).unwrap_or_default() {
-                    out.extend_from_slice(&u64::from(p).to_le_bytes());
-                }
+        if let Some(v) = self.positions.narrow() {
+            for &p in v.get(start..end).unwrap_or_default() {
+                out.extend_from_slice(&u64::from(p).to_le_bytes());
             }
+            return;
+        }
+        match &self.positions {
+            Positions::Inline { .. } | Positions::Narrow(_) => {}
             Positions::Wide(v) => {
                 for p in v.get(start..end).unwrap_or_default() {
                     out.extend_from_slice(&p.to_le_bytes());
@@ -191,8 +238,11 @@ impl StreamEntry {
 
     /// How many of the stream's events are at or before `position`.
     fn count_up_to(&self, position: u64, loaded: &[u8]) -> usize {
+        if let Some(v) = self.positions.narrow() {
+            return v.partition_point(|&p| u64::from(p) <= position);
+        }
         match &self.positions {
-            Positions::Narrow(v) => v.partition_point(|&p| u64::from(p) <= position),
+            Positions::Inline { .. } | Positions::Narrow(_) => 0,
             Positions::Wide(v) => v.partition_point(|&p| p <= position),
             Positions::Loaded { at, len, appended } => {
                 // Binary search over the loaded part, then the appended one.
@@ -217,6 +267,32 @@ impl StreamEntry {
 
     fn push(&mut self, position: u64) {
         match &mut self.positions {
+            Positions::Inline { len, items } => {
+                let n = usize::from(*len);
+                match (u32::try_from(position), items.get_mut(n)) {
+                    (Ok(p), Some(slot)) => {
+                        *slot = p;
+                        *len += 1;
+                    }
+                    // Full, or past 32 bits: onto the heap.
+                    _ => {
+                        let held = items.get(..n).unwrap_or_default();
+                        self.positions = match u32::try_from(position) {
+                            Ok(p) => {
+                                let mut v = Vec::with_capacity(n * 2);
+                                v.extend_from_slice(held);
+                                v.push(p);
+                                Positions::Narrow(v)
+                            }
+                            Err(_) => {
+                                let mut v: Vec<u64> = held.iter().map(|&p| u64::from(p)).collect();
+                                v.push(position);
+                                Positions::Wide(v)
+                            }
+                        };
+                    }
+                }
+            }
             Positions::Narrow(v) => match u32::try_from(position) {
                 Ok(p) => push_grow(v, p, 2),
                 Err(_) => {
@@ -232,6 +308,7 @@ impl StreamEntry {
 
     fn heap_bytes(&self) -> usize {
         match &self.positions {
+            Positions::Inline { .. } => 0,
             Positions::Narrow(v) => v.capacity() * 4,
             Positions::Wide(v) => v.capacity() * 8,
             // The mapped positions are page-cache memory, counted all the same.
@@ -244,7 +321,7 @@ impl StreamEntry {
     fn mapped_bytes(&self) -> usize {
         match &self.positions {
             Positions::Loaded { len, .. } => *len as usize * 8,
-            Positions::Narrow(_) | Positions::Wide(_) => 0,
+            Positions::Inline { .. } | Positions::Narrow(_) | Positions::Wide(_) => 0,
         }
     }
 }
@@ -350,12 +427,18 @@ fn push_grow<T>(v: &mut Vec<T>, value: T, shrink: usize) {
 /// The index of everything that is visible to readers.
 #[derive(Clone, Debug, Default)]
 pub struct Index {
-    streams: FastMap<Arc<str>, StreamEntry>,
-    /// The streams in the order they were added: a stable order to walk
-    /// them in slices while streams are added (see
+    /// Every stream, in the order it was added (for a loaded index, the
+    /// index file's order first): its interned name and its positions. A
+    /// stream's number is its place here. The order is stable, to walk
+    /// the streams in slices while streams are added (see
     /// [`file::encode_sliced`]).
-    order: Vec<Arc<str>>,
-    categories: FastMap<Arc<str>, Vec<Arc<str>>>,
+    entries: Vec<(Arc<str>, StreamEntry)>,
+    /// Stream numbers, found by the hash of the name: 4 bytes per slot
+    /// instead of a map's name and entry (see "Memory" above).
+    ids: HashTable<u32>,
+    hasher: Hasher,
+    /// Each category's stream numbers, in the order the streams were added.
+    categories: FastMap<Arc<str>, Vec<u32>>,
     /// Entry `p - 1` is the packed location of position `p`.
     locations: LocationTable,
     /// The index file's bytes that loaded streams' positions refer to
@@ -365,7 +448,7 @@ pub struct Index {
 
 impl PartialEq for Index {
     fn eq(&self, other: &Self) -> bool {
-        self.streams.len() == other.streams.len()
+        self.entries.len() == other.entries.len()
             && self.locations == other.locations
             && self.streams().all(|(name, s)| other.stream(name) == Some(s))
     }
@@ -380,47 +463,68 @@ impl Index {
 
     /// Number of streams.
     pub fn stream_count(&self) -> usize {
-        self.streams.len()
+        self.entries.len()
+    }
+
+    /// The number of the stream named `name`.
+    #[inline]
+    fn find(&self, name: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(name);
+        let entries = &self.entries;
+        self.ids
+            .find(hash, |&id| entries.get(id as usize).is_some_and(|(n, _)| **n == *name))
+            .map(|&id| id as usize)
+    }
+
+    /// The stream numbered `id`, with its name.
+    #[inline]
+    fn at(&self, id: usize) -> Option<(&Arc<str>, Stream<'_>)> {
+        let loaded = &self.loaded;
+        self.entries
+            .get(id)
+            .map(|(name, entry)| (name, Stream { entry, loaded }))
     }
 
     /// A stream's positions.
     #[inline]
     pub fn stream(&self, name: &str) -> Option<Stream<'_>> {
-        let loaded = &self.loaded;
-        self.streams.get(name).map(|entry| Stream { entry, loaded })
+        self.at(self.find(name)?).map(|(_, s)| s)
     }
 
     /// The interned name of a stream and its last version, when it exists.
     #[inline]
     pub fn stream_key(&self, name: &str) -> Option<(Arc<str>, u64)> {
-        self.streams
-            .get_key_value(name)
-            .map(|(k, e)| (k.clone(), e.len() as u64))
+        self.at(self.find(name)?).map(|(k, s)| (k.clone(), s.version()))
     }
 
     /// A stream's last version (0 when it has no events).
     #[inline]
     pub fn stream_version(&self, name: &str) -> u64 {
-        self.streams.get(name).map_or(0, |e| e.len() as u64)
+        self.stream(name).map_or(0, |s| s.version())
     }
 
-    /// Every stream with its entry, in no particular order.
+    /// Every stream with its entry, in the order the streams were added
+    /// (for a loaded index, the index file's order first).
     pub fn streams(&self) -> impl Iterator<Item = (&Arc<str>, Stream<'_>)> {
         let loaded = &self.loaded;
-        self.streams
+        self.entries
             .iter()
             .map(move |(name, entry)| (name, Stream { entry, loaded }))
     }
 
-    /// Every stream's name, in the order the streams were added (for a
-    /// loaded index, the index file's order first).
-    pub fn stream_order(&self) -> &[Arc<str>] {
-        &self.order
+    /// The `i`-th stream in the order of [`Index::streams`], for walking
+    /// them in slices while streams are added (a stream keeps its place).
+    pub fn stream_in_order(&self, i: usize) -> Option<(&Arc<str>, Stream<'_>)> {
+        self.at(i)
     }
 
-    /// The streams of a category.
-    pub fn category_streams(&self, category: &str) -> &[Arc<str>] {
-        self.categories.get(category).map_or(&[], Vec::as_slice)
+    /// The streams of a category, in the order they were added.
+    pub fn category_streams(&self, category: &str) -> impl Iterator<Item = (&Arc<str>, Stream<'_>)> {
+        self.categories
+            .get(category)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(|&id| self.at(id as usize))
     }
 
     /// The location of a global position.
@@ -444,10 +548,11 @@ impl Index {
                 self.last_position()
             ));
         }
-        let entry = match self.streams.get_mut(stream) {
-            Some(entry) => entry,
-            None => self.insert_stream(Arc::from(stream)),
+        let id = match self.find(stream) {
+            Some(id) => id,
+            None => self.insert_stream(Arc::from(stream))?,
         };
+        let entry = &mut self.entries[id].1;
         let current = entry.len() as u64;
         if version != current + 1 {
             return Err(format!("stream '{stream}' version {version} does not follow {current}"));
@@ -457,17 +562,28 @@ impl Index {
         Ok(())
     }
 
-    /// Adds a new, empty stream and returns its entry.
-    fn insert_stream(&mut self, name: Arc<str>) -> &mut StreamEntry {
+    /// Adds a new, empty stream (not yet in the index) and returns its
+    /// number.
+    fn insert_stream(&mut self, name: Arc<str>) -> Result<usize, String> {
+        let id = self.entries.len();
+        let id32 = u32::try_from(id).map_err(|_| format!("more than {} streams", u32::MAX))?;
         let category = category_of(&name);
         match self.categories.get_mut(category) {
-            Some(list) => list.push(name.clone()),
+            Some(list) => push_grow(list, id32, 2),
             None => {
-                self.categories.insert(Arc::from(category), vec![name.clone()]);
+                self.categories.insert(Arc::from(category), vec![id32]);
             }
         }
-        push_grow(&mut self.order, name.clone(), 2);
-        self.streams.entry(name).or_default()
+        let hash = self.hasher.hash_one(&*name);
+        // Grown by an eighth: a large vector is moved by remapping, not
+        // copying, and the slack stays small (see "Memory" above).
+        push_grow(&mut self.entries, (name, StreamEntry::default()), 8);
+        let Index {
+            entries, ids, hasher, ..
+        } = self;
+        let rehash = |&id: &u32| entries.get(id as usize).map_or(0, |(n, _)| hasher.hash_one(&**n));
+        ids.insert_unique(hash, id32, rehash);
+        Ok(id)
     }
 
     /// Builds an index from parts loaded from the index file; `loaded` is
@@ -480,18 +596,19 @@ impl Index {
         loaded: Bytes,
     ) -> Result<Index, String> {
         let mut index = Index {
-            order: Vec::with_capacity(streams.len()),
-            streams: map_with_capacity(streams.len()),
+            entries: Vec::with_capacity(streams.len()),
+            ids: HashTable::with_capacity(streams.len()),
+            hasher: Hasher::default(),
             categories: FastMap::default(),
             locations,
             loaded,
         };
         for (name, decoded) in streams {
-            let entry = index.insert_stream(name.clone());
-            if entry.len() > 0 {
+            if index.find(&name).is_some() {
                 return Err(format!("stream '{name}' appears twice"));
             }
-            *entry = decoded;
+            let id = index.insert_stream(name)?;
+            index.entries[id].1 = decoded;
         }
         Ok(index)
     }
@@ -500,31 +617,30 @@ impl Index {
     /// slots (not the allocator's own overhead).
     pub fn memory_bytes(&self) -> usize {
         use std::mem::size_of;
-        let table_slot = size_of::<Arc<str>>() + size_of::<StreamEntry>() + 1;
         let streams: usize = self
-            .streams
+            .entries
             .iter()
             .map(|(name, entry)| name.len() + 16 + entry.heap_bytes())
             .sum();
         let categories: usize = self
             .categories
             .iter()
-            .map(|(name, list)| name.len() + 16 + list.capacity() * size_of::<Arc<str>>())
+            .map(|(name, list)| name.len() + 16 + list.capacity() * size_of::<u32>())
             .sum();
-        let category_slot = size_of::<Arc<str>>() + size_of::<Vec<Arc<str>>>() + 1;
+        let category_slot = size_of::<Arc<str>>() + size_of::<Vec<u32>>() + 1;
         self.locations.memory_bytes()
-            + self.streams.capacity() * table_slot
+            + self.entries.capacity() * size_of::<(Arc<str>, StreamEntry)>()
             + streams
+            + self.ids.capacity() * (size_of::<u32>() + 1)
             + self.categories.capacity() * category_slot
             + categories
-            + self.order.capacity() * size_of::<Arc<str>>()
     }
 
     /// Of [`Index::memory_bytes`], the bytes read in place from the index
     /// file's mapping (page cache the system can reclaim and read again)
     /// rather than allocated.
     pub fn mapped_bytes(&self) -> usize {
-        let streams: usize = self.streams.values().map(StreamEntry::mapped_bytes).sum();
+        let streams: usize = self.entries.iter().map(|(_, e)| e.mapped_bytes()).sum();
         self.locations.mapped_bytes() + streams
     }
 }
@@ -574,10 +690,25 @@ mod tests {
         assert_eq!(entry.count_up_to(u64::from(u32::MAX)), 3);
         assert_eq!(entry.get(3), Some(u64::from(u32::MAX) + 5));
         assert_eq!(entry.range(1..9).rev().collect::<Vec<_>>(), vec![all[3], all[2], 7]);
+        // Short streams hold their positions inline, until one more does
+        // not fit.
         assert!(matches!(
             StreamEntry::from_positions(vec![1, 2]).positions,
-            Positions::Narrow(_)
+            Positions::Inline { len: 2, .. }
         ));
+        let mut grown = StreamEntry::from_positions((1..=INLINE_POSITIONS as u64).collect());
+        assert!(matches!(grown.positions, Positions::Inline { .. }));
+        grown.push(INLINE_POSITIONS as u64 + 1);
+        assert!(matches!(grown.positions, Positions::Narrow(_)));
+        let want: Vec<u64> = (1..=INLINE_POSITIONS as u64 + 1).collect();
+        assert_eq!(view(&grown, &[]).iter().collect::<Vec<_>>(), want);
+        let mut wide = StreamEntry::from_positions(vec![3]);
+        wide.push(u64::from(u32::MAX) + 1);
+        assert!(matches!(wide.positions, Positions::Wide(_)));
+        assert_eq!(
+            view(&wide, &[]).iter().collect::<Vec<_>>(),
+            vec![3, u64::from(u32::MAX) + 1]
+        );
     }
 
     /// A stream loaded from the index file answers every query as the same
@@ -646,7 +777,7 @@ mod tests {
         assert!(index.push("a-1", 3, 5, at).is_err());
         assert_eq!(index.stream_version("a-1"), 2);
         assert_eq!(index.stream("a-1").unwrap().iter().collect::<Vec<_>>(), vec![1, 3]);
-        assert_eq!(index.category_streams("a").len(), 1);
+        assert_eq!(index.category_streams("a").count(), 1);
         assert_eq!(index.last_position(), 3);
         assert!(index.memory_bytes() > 0);
     }

@@ -121,6 +121,15 @@ pub trait FileHandle: Send + Sync + 'static {
     fn holes(&self, _len: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
         Ok(Vec::new())
     }
+
+    /// Starts writing back the dirty pages of `range` without waiting for
+    /// them and without promising anything: a later sync still has to
+    /// wait for them, but finds less to do. (On Linux `sync_file_range`
+    /// with only `SYNC_FILE_RANGE_WRITE`, which reports no writeback error
+    /// and so takes none away from a later sync.) By default nothing.
+    fn start_writeback(&self, _range: std::ops::Range<u64>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A writable shared memory map of the start of a file (see

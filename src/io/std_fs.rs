@@ -220,6 +220,25 @@ impl FileHandle for StdFile {
     /// without them reports the whole file as data). Moves the file offset,
     /// which the store never uses (it reads and writes at explicit offsets).
     #[cfg(target_os = "linux")]
+    fn start_writeback(&self, range: std::ops::Range<u64>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(from), Ok(len)) = (
+            libc::off64_t::try_from(range.start),
+            libc::off64_t::try_from(range.end.saturating_sub(range.start)),
+        ) else {
+            return Ok(());
+        };
+        // SAFETY: `sync_file_range` on a descriptor that stays open for the
+        // call; it reads and writes no memory of ours.
+        let done = unsafe { libc::sync_file_range(self.file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if done == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    #[cfg(target_os = "linux")]
     fn holes(&self, len: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
         use std::os::fd::AsRawFd;
         let seek = |from: u64, whence: libc::c_int| -> io::Result<Option<u64>> {

@@ -24,9 +24,12 @@ const PREALLOCATE_STEP_MIN_BYTES: u64 = 1024 * 1024;
 /// Largest preallocation step.
 const PREALLOCATE_STEP_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Data written between background syncs in the periodic and buffered
+/// Data written between starts of write-back in the periodic and buffered
 /// modes.
-pub const SYNC_STEP_BYTES: u64 = 8 * 1024 * 1024;
+pub const WRITEBACK_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The page size write-back ranges are aligned to.
+const WRITEBACK_PAGE_BYTES: u64 = 4096;
 
 /// The active segment, owned by whichever appender is writing.
 pub struct LogTail<F: FileSystem> {
@@ -40,9 +43,9 @@ pub struct LogTail<F: FileSystem> {
     /// the tail's lock (see [`LogTail::sync_handle`]); `None` on a
     /// read-only store.
     sync_file: Option<Arc<F::File>>,
-    /// Data written up to here has had a background sync asked for (see
-    /// [`LogTail::passed_sync_step`]).
-    sync_asked_at: u64,
+    /// Data before here has had its write-back started (see
+    /// [`LogTail::start_writeback_step`]).
+    writeback_from: u64,
     /// Bytes of the file that exist and are zero-filled or written.
     pub allocated: u64,
     /// The configured segment size.
@@ -143,7 +146,7 @@ impl<F: FileSystem> LogTail<F> {
             path,
             file,
             sync_file: sync_file.map(Arc::new),
-            sync_asked_at: 0,
+            writeback_from: 0,
             allocated,
             segment_size,
             write_map: WriteMap::Unknown,
@@ -211,17 +214,22 @@ impl<F: FileSystem> LogTail<F> {
         self.file.sync_data().ctx(|| format!("syncing {}", self.path.display()))
     }
 
-    /// Whether data written up to `end` is [`SYNC_STEP_BYTES`] or more past
-    /// where a background sync was last asked for (then counted as asked).
-    /// The periodic and buffered modes ask for one each step, so that the
-    /// segment's seal, which the appender waits for, has at most a step's
-    /// data left to flush instead of up to a whole segment's.
-    pub fn passed_sync_step(&mut self, end: u64) -> bool {
-        if end < self.sync_asked_at.saturating_add(SYNC_STEP_BYTES) {
-            return false;
+    /// Starts the write-back of the data written before `end`, once
+    /// [`WRITEBACK_STEP_BYTES`] more of it has been written since the last
+    /// time, without waiting for it (periodic and buffered modes): the
+    /// segment's seal, which the appender waits for, then finds at most a
+    /// step's data left to flush instead of up to a whole segment's. The
+    /// page that `end` falls in is left alone (more appends go there).
+    pub fn start_writeback_step(&mut self, end: u64) {
+        let to = end - end % WRITEBACK_PAGE_BYTES;
+        if to < self.writeback_from.saturating_add(WRITEBACK_STEP_BYTES) {
+            return;
         }
-        self.sync_asked_at = end;
-        true
+        // Best effort: it promises nothing, and a failed write-back is
+        // reported by the next sync, which every acknowledgement of
+        // durability waits for.
+        let _ = self.file.start_writeback(self.writeback_from..to);
+        self.writeback_from = to;
     }
 
     /// Gives the tail its second handle (see [`LogTail::new`]).
