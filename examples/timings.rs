@@ -9,6 +9,7 @@
 //! cargo run --release --example timings -- snapshot-loads 4096 /tmp/t  # loads during saves of 4 KiB snapshots
 //! cargo run --release --example timings -- stalls-buffered 3000000 /tmp/t    # the slowest single-event appends
 //! cargo run --release --example timings -- stalls-periodic 3000000 /tmp/t    # the same, Periodic(100 ms)
+//! cargo run --release --example timings -- index-memory 200000 /tmp/t       # index bytes per stream, short streams
 //! ```
 //!
 //! Each run starts from an empty store in the given directory (removed
@@ -27,7 +28,10 @@ type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn main() -> Result {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, n, dir] = args.as_slice() else {
-        return Err("usage: timings durable100|buffered|snapshot-loads|stalls-buffered|stalls-periodic N DIR".into());
+        return Err(
+            "usage: timings durable100|buffered|snapshot-loads|stalls-buffered|stalls-periodic|index-memory N DIR"
+                .into(),
+        );
     };
     let n: u64 = n.parse()?;
     let dir = std::path::Path::new(dir);
@@ -40,6 +44,7 @@ fn main() -> Result {
         "snapshot-loads" => snapshot_loads(usize::try_from(n)?, dir),
         "stalls-buffered" => stalls(n, dir, Durability::Buffered),
         "stalls-periodic" => stalls(n, dir, Durability::Periodic(Duration::from_millis(100))),
+        "index-memory" => index_memory(n, dir),
         _ => Err(format!("unknown mode {mode}").into()),
     }
 }
@@ -116,6 +121,40 @@ fn stalls(n: u64, dir: &std::path::Path, durability: Durability) -> Result {
         each[((each.len() as f64 * 0.9999) as usize).min(each.len() - 1)],
         each[each.len() - 1],
     );
+    Ok(())
+}
+
+/// `Stats::index_memory_bytes` for `n` streams (named `Order-<i>`) of 1, 3
+/// and 10 events each, written and after a reopen: what each stream costs
+/// beyond 16 bytes per event.
+fn index_memory(n: u64, dir: &std::path::Path) -> Result {
+    for k in [1u64, 3, 10] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        let store = Store::open(dir, Options::default().with_durability(Durability::Buffered))?;
+        for round in 0..k {
+            for start in (0..n).step_by(1000) {
+                let batch: Vec<annal::StreamAppend> = (start..(start + 1000).min(n))
+                    .map(|i| {
+                        let e = EventData::new("E", format!("{round}"));
+                        annal::StreamAppend::new(format!("Order-{i}"), ExpectedVersion::Any, [e])
+                    })
+                    .collect();
+                store.append_multi(&batch)?;
+            }
+        }
+        let per_stream = |bytes: u64| (bytes as f64 - 16.0 * (n * k) as f64) / n as f64;
+        let written = store.stats().index_memory_bytes;
+        store.close()?;
+        let reopened = Store::open(dir, Options::default())?.stats().index_memory_bytes;
+        println!(
+            "index-memory: {n} streams of {k} events: {written} bytes written ({:.1} B/stream beyond 16 B/event), \
+             {reopened} after a reopen ({:.1} B/stream)",
+            per_stream(written),
+            per_stream(reopened)
+        );
+    }
     Ok(())
 }
 

@@ -748,14 +748,19 @@ impl<F: FileSystem> Core<F> {
             }
             (self.checkpoint_of(&p), p.end)
         };
-        let bytes = self.encode_index(&checkpoint);
+        // The log first: an index file must never cover more of it than
+        // is durable.
         let same_segment = self.tail.lock().segment_id == end.segment;
         if same_segment {
             self.sync_tail()?;
         }
-        io::write_atomic(&self.fs, &self.dir, index_file::FILE_NAME, &bytes)
-            .ctx(|| format!("saving the index file in {}", self.dir.display()))?;
-        self.index_file_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+        // Encoded and written a piece at a time: the file (16 bytes per
+        // event) is never whole in memory.
+        let len = io::write_atomic_streamed(&self.fs, &self.dir, index_file::FILE_NAME, &mut |emit| {
+            index_file::encode_streamed(&checkpoint, &mut |f| f(&self.published.read().index), emit)
+        })
+        .ctx(|| format!("saving the index file in {}", self.dir.display()))?;
+        self.index_file_bytes.store(len, Ordering::Relaxed);
         *saved = Some(end);
         Ok(())
     }

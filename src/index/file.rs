@@ -64,7 +64,7 @@ pub type ReadIndex<'a> = dyn FnMut(&mut dyn FnMut(&Index)) + 'a;
 /// Encodes the index and its checkpoint.
 pub fn encode(index: &Index, checkpoint: &Checkpoint) -> Vec<u8> {
     let mut read = |f: &mut dyn FnMut(&Index)| f(index);
-    encode_prefix(index.last_position(), checkpoint, &mut read)
+    encode_sliced(checkpoint, &mut read)
 }
 
 /// Encodes the index file for `checkpoint`, a state the live index has
@@ -77,26 +77,117 @@ pub fn encode(index: &Index, checkpoint: &Checkpoint) -> Vec<u8> {
 /// so every slice sees the entries up to `checkpoint.last_position` as
 /// they were at the checkpoint; entries added since are left out.
 pub fn encode_sliced(checkpoint: &Checkpoint, read: &mut ReadIndex<'_>) -> Vec<u8> {
-    encode_prefix(checkpoint.last_position, checkpoint, read)
+    let mut out = Vec::new();
+    let header = encode_streamed(checkpoint, read, &mut |piece| {
+        out.extend_from_slice(piece);
+        Ok(())
+    });
+    if let (Ok(header), Some(start)) = (header, out.get_mut(..HEADER_BYTES)) {
+        start.copy_from_slice(&header);
+    }
+    out
 }
 
-/// Encodes the entries up to position `last` with `checkpoint`'s header.
-fn encode_prefix(last: u64, checkpoint: &Checkpoint, read: &mut ReadIndex<'_>) -> Vec<u8> {
+/// Pieces of about this size go to the emitter of [`encode_streamed`].
+const PIECE_BYTES: usize = 1 << 20;
+
+/// [`encode_sliced`] a piece at a time: passes the file's bytes to `emit`
+/// in order, about a MiB at a time, with zeros in place of the header,
+/// and returns the header (for the file's first [`HEADER_BYTES`], known
+/// once the body is). An index file is never whole in memory (it is 16
+/// bytes per event). Fails only with `emit`'s error.
+pub fn encode_streamed(
+    checkpoint: &Checkpoint,
+    read: &mut ReadIndex<'_>,
+    emit: &mut crate::io::Emit<'_>,
+) -> std::io::Result<Vec<u8>> {
+    let mut writer = PieceWriter {
+        out: Vec::with_capacity(PIECE_BYTES + SLICE_ENTRIES * 16),
+        emit,
+        body_crc: crc32fast::Hasher::new(),
+        body_len: 0,
+        failed: None,
+    };
+    writer.out.resize(HEADER_BYTES, 0);
+    writer.flush(HEADER_BYTES)?;
+    let streams = encode_body(checkpoint.last_position, read, &mut writer)?;
+    writer.flush(0)?;
+    let mut header = vec![0u8; HEADER_BYTES];
+    let h = &mut header[..];
+    h[H_MAGIC..H_VERSION].copy_from_slice(&MAGIC);
+    h[H_VERSION..H_FLAGS].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[H_STORE_ID..H_LAST_POSITION].copy_from_slice(checkpoint.store_id.as_bytes());
+    h[H_LAST_POSITION..H_END_SEGMENT].copy_from_slice(&checkpoint.last_position.to_le_bytes());
+    h[H_END_SEGMENT..H_END_OFFSET].copy_from_slice(&checkpoint.end_segment.to_le_bytes());
+    h[H_END_OFFSET..H_LAST_BATCH_CRC].copy_from_slice(&checkpoint.end_offset.to_le_bytes());
+    h[H_LAST_BATCH_CRC..H_STREAM_COUNT].copy_from_slice(&checkpoint.last_batch_crc.to_le_bytes());
+    h[H_STREAM_COUNT..H_BODY_LEN].copy_from_slice(&streams.to_le_bytes());
+    h[H_BODY_LEN..H_RESERVED].copy_from_slice(&writer.body_len.to_le_bytes());
+    let crc = crc32fast::hash(&h[..H_CRC]);
+    h[H_CRC..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    let body_crc = writer.body_crc.clone().finalize();
+    (writer.emit)(&body_crc.to_le_bytes())?;
+    Ok(header)
+}
+
+/// Collects encoded bytes and hands them to an emitter a piece at a time,
+/// hashing the body (everything after the header) on the way.
+struct PieceWriter<'e, 'a> {
+    out: Vec<u8>,
+    emit: &'e mut crate::io::Emit<'a>,
+    body_crc: crc32fast::Hasher,
+    body_len: u64,
+    /// An emitter's failure, kept to return once a slice of the index has
+    /// been read (the reading closure cannot return it).
+    failed: Option<std::io::Error>,
+}
+
+impl PieceWriter<'_, '_> {
+    /// Emits what was collected once a piece's worth is there (`0`: all
+    /// of it); the first `header` bytes are the header's room.
+    fn flush(&mut self, header: usize) -> std::io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if header == 0 && self.out.is_empty() {
+            return Ok(());
+        }
+        let body = self.out.get(header..).unwrap_or_default();
+        self.body_crc.update(body);
+        self.body_len += body.len() as u64;
+        (self.emit)(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// After a slice of the index was encoded into `out`: emits it when
+    /// it has grown to a piece (errors kept for the caller).
+    fn maybe_flush(&mut self) {
+        if self.out.len() >= PIECE_BYTES
+            && self.failed.is_none()
+            && let Err(e) = self.flush(0)
+        {
+            self.failed = Some(e);
+        }
+    }
+}
+
+/// Encodes the body (locations, then streams) of the entries up to
+/// position `last` into `w`; returns the number of streams.
+fn encode_body(last: u64, read: &mut ReadIndex<'_>, w: &mut PieceWriter<'_, '_>) -> std::io::Result<u32> {
     let entries = usize::try_from(last).unwrap_or(usize::MAX);
-    // The header's room first, filled in at the end: no copy of the body.
-    let mut out = vec![0u8; HEADER_BYTES];
-    out.reserve(entries.saturating_mul(16).min(1 << 30));
     let mut at = 0;
-    while at < entries {
+    while at < entries && w.failed.is_none() {
         let end = entries.min(at + SLICE_ENTRIES);
-        read(&mut |index| index.locations().write_le_range(at..end, &mut out));
+        read(&mut |index| index.locations().write_le_range(at..end, &mut w.out));
+        w.maybe_flush();
         at = end;
     }
     // Streams in the order they were added. One added after the checkpoint
     // has no events up to it and is left out.
     let (mut next, mut within, mut streams) = (0usize, 0usize, 0u32);
     let mut done = false;
-    while !done {
+    while !done && w.failed.is_none() {
         read(&mut |index| {
             let mut budget = SLICE_ENTRIES;
             while budget > 0 {
@@ -111,13 +202,13 @@ fn encode_prefix(last: u64, checkpoint: &Checkpoint, read: &mut ReadIndex<'_>) -
                         budget -= 1;
                         continue;
                     }
-                    out.push(name.len() as u8);
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(&(count as u64).to_le_bytes());
+                    w.out.push(name.len() as u8);
+                    w.out.extend_from_slice(name.as_bytes());
+                    w.out.extend_from_slice(&(count as u64).to_le_bytes());
                     streams += 1;
                 }
                 let end = count.min(within + budget);
-                stream.write_le_range(within..end, &mut out);
+                stream.write_le_range(within..end, &mut w.out);
                 budget = budget.saturating_sub((end - within).max(1));
                 if end == count {
                     (next, within) = (next + 1, 0);
@@ -126,23 +217,9 @@ fn encode_prefix(last: u64, checkpoint: &Checkpoint, read: &mut ReadIndex<'_>) -
                 }
             }
         });
+        w.maybe_flush();
     }
-    let body_len = (out.len() - HEADER_BYTES) as u64;
-    let h = &mut out[..HEADER_BYTES];
-    h[H_MAGIC..H_VERSION].copy_from_slice(&MAGIC);
-    h[H_VERSION..H_FLAGS].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[H_STORE_ID..H_LAST_POSITION].copy_from_slice(checkpoint.store_id.as_bytes());
-    h[H_LAST_POSITION..H_END_SEGMENT].copy_from_slice(&checkpoint.last_position.to_le_bytes());
-    h[H_END_SEGMENT..H_END_OFFSET].copy_from_slice(&checkpoint.end_segment.to_le_bytes());
-    h[H_END_OFFSET..H_LAST_BATCH_CRC].copy_from_slice(&checkpoint.end_offset.to_le_bytes());
-    h[H_LAST_BATCH_CRC..H_STREAM_COUNT].copy_from_slice(&checkpoint.last_batch_crc.to_le_bytes());
-    h[H_STREAM_COUNT..H_BODY_LEN].copy_from_slice(&streams.to_le_bytes());
-    h[H_BODY_LEN..H_RESERVED].copy_from_slice(&body_len.to_le_bytes());
-    let crc = crc32fast::hash(&h[..H_CRC]);
-    h[H_CRC..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
-    let body_crc = crc32fast::hash(&out[HEADER_BYTES..]);
-    out.extend_from_slice(&body_crc.to_le_bytes());
-    out
+    w.failed.take().map_or(Ok(streams), Err)
 }
 
 /// Why an index file cannot be used (it is then rebuilt from the log).
@@ -448,6 +525,49 @@ mod tests {
         let (decoded, cp) = decode_vec(&sliced).unwrap();
         assert_eq!(cp, checkpoint);
         assert_eq!(decoded.last_position(), checkpoint.last_position);
+    }
+
+    /// The streamed encoding hands over the file in bounded pieces (the
+    /// file is never whole in memory) that, with the header put in front,
+    /// are the file; an emitter's error stops it and is returned.
+    #[test]
+    fn streamed_pieces_are_bounded_and_an_emit_error_stops_the_encoding() {
+        let mut index = Index::default();
+        for i in 0..(SLICE_ENTRIES as u64 * 4) {
+            push(&mut index, &format!("s-{}", i % 3000));
+        }
+        let checkpoint = Checkpoint {
+            store_id: Uuid::from_u128(8),
+            last_position: index.last_position(),
+            end_segment: 1,
+            end_offset: 64,
+            last_batch_crc: 1,
+        };
+        let expected = encode(&index, &checkpoint);
+        let mut read = |f: &mut dyn FnMut(&Index)| f(&index);
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let header = encode_streamed(&checkpoint, &mut read, &mut |piece| {
+            pieces.push(piece.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert!(pieces.len() > 3, "{} pieces", pieces.len());
+        let largest = pieces.iter().map(Vec::len).max().unwrap_or(0);
+        assert!(largest <= PIECE_BYTES + SLICE_ENTRIES * 16 + 4096, "{largest}");
+        let mut file = pieces.concat();
+        file[..HEADER_BYTES].copy_from_slice(&header);
+        assert_eq!(file, expected);
+
+        let mut calls = 0;
+        let failed = encode_streamed(&checkpoint, &mut read, &mut |_| {
+            calls += 1;
+            if calls == 2 {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            Ok(())
+        });
+        assert_eq!(failed.unwrap_err().kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(calls, 2, "nothing emitted after the error");
     }
 
     #[test]

@@ -215,6 +215,53 @@ pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, byte
     fs.sync_dir(dir)
 }
 
+/// Where [`write_atomic_streamed`]'s writer puts each piece of a file, in
+/// order.
+pub(crate) type Emit<'a> = dyn FnMut(&[u8]) -> io::Result<()> + 'a;
+
+/// [`write_atomic`] for a file produced a piece at a time, so that it is
+/// never whole in memory: `fill` passes each piece to the emitter it is
+/// given, in order, and returns bytes to write over the file's start at
+/// the end (a header that needs the whole body first). Written pieces are
+/// synced every [`SYNC_PIECE_BYTES`], as `write_atomic` does. Returns the
+/// file's length.
+pub(crate) fn write_atomic_streamed<Fs: FileSystem>(
+    fs: &Fs,
+    dir: &Path,
+    name: &str,
+    fill: &mut dyn FnMut(&mut Emit<'_>) -> io::Result<Vec<u8>>,
+) -> io::Result<u64> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let target: PathBuf = dir.join(name);
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp)?;
+    }
+    let file = fs.open(&tmp, OpenMode::CreateNew)?;
+    let mut at = 0u64;
+    let mut unsynced = 0u64;
+    let written = fill(&mut |piece: &[u8]| {
+        file.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+        unsynced += piece.len() as u64;
+        if unsynced >= SYNC_PIECE_BYTES {
+            file.sync_data()?;
+            unsynced = 0;
+        }
+        Ok(())
+    })
+    .and_then(|start| file.write_all_at(&start, 0))
+    .and_then(|()| file.sync_all());
+    drop(file);
+    let renamed = written.and_then(|()| fs.rename(&tmp, &target));
+    if let Err(e) = renamed {
+        // Best effort, as in `write_atomic`.
+        let _ = fs.remove_file(&tmp);
+        return Err(e);
+    }
+    fs.sync_dir(dir)?;
+    Ok(at)
+}
+
 /// Writes `bytes` from offset 0, a [`SYNC_PIECE_BYTES`] piece at a time,
 /// each synced when there are several.
 fn write_pieces<H: FileHandle>(file: &H, bytes: &[u8]) -> io::Result<()> {
