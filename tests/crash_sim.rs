@@ -2,9 +2,11 @@
 //! cut by a power loss at a random call, then reopened and checked.
 //!
 //! Each seed: a store on `SimFs` with tiny segments and frequent index
-//! saves; 1 to 3 writer threads doing single- and multi-stream batch
-//! appends with every kind of expected version, retries with the same
-//! event ids, and explicit index saves; a power loss just before a random
+//! saves, in durable mode (three seeds in four) or in the periodic or
+//! buffered mode, where an append counts as acknowledged once a `sync` or
+//! a checkpoint save made after it returned; 1 to 3 writer threads doing
+//! single- and multi-stream batch appends with every kind of expected
+//! version, retries with the same event ids, and explicit index saves; a power loss just before a random
 //! mutating call, which keeps a random mix of the unsynced bytes (none, a
 //! prefix, a torn write, a garbled sector). Then, on the disk image:
 //! - the store opens (a crash is never reported as corruption);
@@ -35,11 +37,35 @@ use sim_support::{
     Ledger, check, check_side_files, dir, read_everything, record_attempt, record_attempt_into, snapshot_bytes,
 };
 
-fn options(rng: &mut SimRng) -> Options {
-    Options::default()
-        .with_durability(Durability::Sync)
+/// The store's options, and whether they are durable mode.
+fn options(rng: &mut SimRng) -> (Options, bool) {
+    // Mostly durable mode; a quarter of the seeds run the modes whose
+    // appends are durable once a `sync` (or a checkpoint save) returns.
+    let durability = match rng.below(8) {
+        0 => Durability::Buffered,
+        1 => Durability::Periodic(std::time::Duration::from_millis(1 + rng.below(3))),
+        _ => Durability::Sync,
+    };
+    let options = Options::default()
+        .with_durability(durability)
         .with_segment_size_bytes(4096 + rng.below(3) * 8192)
-        .with_index_checkpoint_bytes(2048 + rng.below(16384))
+        .with_index_checkpoint_bytes(2048 + rng.below(16384));
+    (options, durability == Durability::Sync)
+}
+
+/// An append's events as the ledger records an acknowledged one: id, then
+/// stream, version and position.
+type Placed = (annal::Uuid, (String, u64, u64));
+
+/// Records appends as acknowledged (durable).
+fn acknowledge(ledger: &Mutex<Ledger>, placed: impl IntoIterator<Item = Placed>) {
+    let mut l = ledger.lock();
+    for (id, entry) in placed {
+        // A retry acknowledged twice reports the same place.
+        if let Some(before) = l.acked.insert(id, entry.clone()) {
+            assert_eq!(before, entry, "a retry returned another result");
+        }
+    }
 }
 
 fn stream_name(rng: &mut SimRng) -> String {
@@ -90,11 +116,22 @@ fn random_append(rng: &mut SimRng, store: &Store<SimFs>) -> Vec<StreamAppend> {
 
 /// One writer thread. Returns when its appends are done or the machine is
 /// gone.
-fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u64) {
+fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u64, durable: bool) {
     let mut rng = SimRng::new(seed);
     let mut previous: Option<Vec<StreamAppend>> = None;
     let checkpoint_name = format!("projection-{seed}");
+    // Outside durable mode: this writer's appends that returned, not yet
+    // covered by a sync it made (a `sync`, or a checkpoint save, which
+    // syncs the log up to the position it names).
+    let mut unsynced: Vec<Placed> = Vec::new();
     for _ in 0..appends {
+        if !durable && rng.chance(10) {
+            if store.sync().is_err() {
+                return;
+            }
+            acknowledge(&ledger, unsynced.drain(..));
+            continue;
+        }
         if rng.chance(4) {
             if store.save_index().is_err() {
                 return;
@@ -117,6 +154,8 @@ fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u
                 .lock()
                 .checkpoints_acked
                 .insert(checkpoint_name.clone(), position);
+            // Every append of this writer so far is at or before it.
+            acknowledge(&ledger, unsynced.drain(..));
             continue;
         }
         if rng.chance(5) {
@@ -146,17 +185,18 @@ fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u
         record_attempt(&ledger, &batch);
         match store.append_multi(&batch) {
             Ok(results) => {
-                let mut l = ledger.lock();
+                let mut placed = Vec::new();
                 for (a, r) in batch.iter().zip(&results) {
                     assert_eq!(r.last_version - r.first_version + 1, a.events.len() as u64);
                     for (i, e) in a.events.iter().enumerate() {
                         let i = i as u64;
-                        let entry = (a.stream.clone(), r.first_version + i, r.first_position + i);
-                        // A retry acknowledged twice reports the same place.
-                        if let Some(before) = l.acked.insert(e.id(), entry.clone()) {
-                            assert_eq!(before, entry, "a retry returned another result");
-                        }
+                        placed.push((e.id(), (a.stream.clone(), r.first_version + i, r.first_position + i)));
                     }
+                }
+                if durable {
+                    acknowledge(&ledger, placed);
+                } else {
+                    unsynced.extend(placed);
                 }
             }
             Err(Error::WrongExpectedVersion { .. } | Error::IdempotencyConflict { .. }) => {}
@@ -188,7 +228,7 @@ struct Tally {
 fn run_seed(seed: u64) -> Tally {
     let mut tally = Tally::default();
     let mut rng = SimRng::new(seed);
-    let options = options(&mut rng);
+    let (options, durable) = options(&mut rng);
     let fs = SimFs::new(seed);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let writers = 1 + rng.below(3);
@@ -206,7 +246,7 @@ fn run_seed(seed: u64) -> Tally {
             .map(|t| {
                 let (store, ledger) = (store.clone(), ledger.clone());
                 let seed = seed.wrapping_mul(31).wrapping_add(t);
-                std::thread::spawn(move || writer(seed, store, ledger, appends))
+                std::thread::spawn(move || writer(seed, store, ledger, appends, durable))
             })
             .collect();
         for t in threads {
@@ -247,6 +287,7 @@ fn run_seed(seed: u64) -> Tally {
     fs3.crash_after(rng.below(40));
     let mut ledger2 = ledger.clone();
     if let Ok(store) = Store::open_with(fs3.clone(), dir(), options.clone()) {
+        let mut returned = Vec::new();
         for i in 0..3u64 {
             let e = EventData::new("After", i.to_le_bytes().to_vec());
             let batch = [StreamAppend::new("After-1", ExpectedVersion::Any, [e])];
@@ -254,12 +295,14 @@ fn run_seed(seed: u64) -> Tally {
             match store.append_multi(&batch) {
                 Ok(r) => {
                     let id = batch[0].events[0].id();
-                    ledger2
-                        .acked
-                        .insert(id, ("After-1".into(), r[0].first_version, r[0].first_position));
+                    returned.push((id, ("After-1".to_string(), r[0].first_version, r[0].first_position)));
                 }
                 Err(_) => break,
             }
+        }
+        // Outside durable mode they are acknowledged by a sync.
+        if durable || store.sync().is_ok() {
+            ledger2.acked.extend(returned);
         }
         fs3.crash_now();
     }
