@@ -21,9 +21,10 @@
 //!
 //! `ANNAL_CRASH_SEEDS=N` runs N seeds (default 2,000), starting at
 //! `ANNAL_CRASH_SEED_START` (default 0); `ANNAL_CRASH_SEED=S` runs seed S
-//! alone. A failure names its seed. Seeds with one writer replay exactly;
-//! with several, the workload and crash point replay but thread
-//! interleaving may differ.
+//! alone. A failure names its seed. Seeds with one writer replay exactly
+//! (but in periodic mode, whose sync thread runs on a timer); with
+//! several, the workload and crash point replay but thread interleaving
+//! may differ.
 #![cfg(feature = "sim")]
 
 use std::sync::Arc;
