@@ -44,7 +44,9 @@ pub struct BackupReport {
 struct Image {
     end: LogEnd,
     last_position: u64,
-    index: Vec<u8>,
+    /// What the copy's index file covers: the state at `end` (encoded
+    /// from the live index while the copy is written, a piece at a time).
+    checkpoint: index_file::Checkpoint,
     checkpoints: Option<Vec<u8>>,
     snapshots: Option<Vec<u8>>,
     views: Vec<Arc<SegmentView>>,
@@ -93,7 +95,9 @@ impl<F: FileSystem> Store<F> {
         let dest = destination(dest.as_ref())?;
         let tmp = parent_of(&dest).join(format!(".annal-backup-{}.partial", uuid::Uuid::new_v4().simple()));
         let image = self.capture()?;
-        let result = write_image(&image, &tmp).and_then(|bytes| {
+        let core = self.core();
+        let mut read_index = |f: &mut dyn FnMut(&crate::index::Index)| f(&core.published.read().index);
+        let result = write_image(&image, &tmp, &mut read_index).and_then(|bytes| {
             // `rename` would replace an empty directory made meanwhile.
             if dest.symlink_metadata().is_ok() {
                 return Err(Error::InvalidInput(format!(
@@ -144,7 +148,7 @@ impl<F: FileSystem> Store<F> {
             let p = core.published.read();
             (p.end, core.checkpoint_of(&p))
         };
-        let (last_position, index) = (checkpoint.last_position, core.encode_index(&checkpoint));
+        let last_position = checkpoint.last_position;
         if core.options.durability != Durability::Sync && !core.options.read_only {
             // Everything published by `end` is written; make it durable.
             core.sync_tail()?;
@@ -161,7 +165,7 @@ impl<F: FileSystem> Store<F> {
         Ok(Image {
             end,
             last_position,
-            index,
+            checkpoint,
             checkpoints,
             snapshots,
             views,
@@ -206,9 +210,10 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
-/// Writes the captured store into `tmp` and syncs it; returns the bytes
+/// Writes the captured store into `tmp` and syncs it, reading the live
+/// index through `read_index` for the index file; returns the bytes
 /// written.
-fn write_image(image: &Image, tmp: &Path) -> Result<u64> {
+fn write_image(image: &Image, tmp: &Path, read_index: &mut index_file::ReadIndex<'_>) -> Result<u64> {
     fs::create_dir(tmp).ctx(|| format!("creating {}", tmp.display()))?;
     let mut bytes = 0;
     for view in &image.views {
@@ -221,8 +226,8 @@ fn write_image(image: &Image, tmp: &Path) -> Result<u64> {
         write_synced(&tmp.join(segment::file_name(view.id)), data)?;
         bytes += data.len() as u64;
     }
+    bytes += write_index(&tmp.join(index_file::FILE_NAME), &image.checkpoint, read_index)?;
     let side_files = [
-        (index_file::FILE_NAME, Some(&image.index)),
         (CHECKPOINTS_FILE_NAME, image.checkpoints.as_ref()),
         (snapshot_file::FILE_NAME, image.snapshots.as_ref()),
     ];
@@ -256,6 +261,26 @@ fn checked_data(view: &SegmentView, limit: u64) -> Result<&[u8]> {
             format!("{reason} (valid data follows at offset {next})"),
         )),
     }
+}
+
+/// Writes the index file for `checkpoint` a piece at a time (it is never
+/// whole in memory), then its header, and syncs it; returns its length.
+fn write_index(path: &Path, checkpoint: &index_file::Checkpoint, read: &mut index_file::ReadIndex<'_>) -> Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let ctx = || format!("writing {}", path.display());
+    let mut file = File::create_new(path).ctx(ctx)?;
+    let mut len = 0u64;
+    let header = index_file::encode_streamed(checkpoint, read, &mut |piece| {
+        file.write_all(piece)?;
+        len += piece.len() as u64;
+        Ok(())
+    })
+    .ctx(ctx)?;
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.write_all(&header))
+        .ctx(ctx)?;
+    file.sync_all().ctx(ctx)?;
+    Ok(len)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -104,6 +104,10 @@ pub struct ProjectionRunner<P, F: FileSystem = StdFs> {
     /// the call panicked (and the app caught the panic), and then the
     /// runner goes back to its checkpoint as after a handler error.
     in_handler: bool,
+    /// A rebuild's `reset` has not returned Ok (it failed or panicked): the
+    /// next run calls it again before applying anything, so that no event
+    /// is applied over a half-reset projection.
+    reset_pending: bool,
 }
 
 impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
@@ -142,6 +146,7 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
             batch_started: None,
             saved: saved.unwrap_or(0),
             in_handler: false,
+            reset_pending: false,
         })
     }
 
@@ -200,7 +205,8 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
 
     /// Rebuilds from scratch: removes the checkpoint (durably), resets the
     /// projection, and resubscribes from the first event. The next run
-    /// applies every event again. (The checkpoint goes first: a crash in
+    /// applies every event again. When `reset` fails (or panics, and the
+    /// app goes on), the next run calls it again before applying anything. (The checkpoint goes first: a crash in
     /// between leaves a projection replayed over its old state, which an
     /// idempotent handler tolerates, never a reset projection that skips
     /// events.)
@@ -211,8 +217,16 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
         self.batch_started = None;
         self.in_handler = false;
         self.subscription = self.subscription.resubscribe(StartFrom::Start)?;
+        self.reset_pending = true;
+        self.reset()
+    }
+
+    /// Calls the projection's `reset` (see `reset_pending`).
+    fn reset(&mut self) -> Result<(), ProjectionError> {
         self.call_handler(|p| p.reset())
-            .map_err(|source| ProjectionError::Handler { position: 0, source })
+            .map_err(|source| ProjectionError::Handler { position: 0, source })?;
+        self.reset_pending = false;
+        Ok(())
     }
 
     /// The projection.
@@ -254,14 +268,18 @@ impl<P: Projection, F: FileSystem> ProjectionRunner<P, F> {
         out
     }
 
-    /// After a handler call that panicked: goes back to the last
-    /// checkpoint, as after a handler error, so that the event it panicked
-    /// on (already taken from the subscription) and the rest of its batch
-    /// are applied again instead of skipped.
+    /// Before a run: after a handler call that panicked, goes back to the
+    /// last checkpoint, as after a handler error, so that the event it
+    /// panicked on (already taken from the subscription) and the rest of
+    /// its batch are applied again instead of skipped; after a rebuild
+    /// whose `reset` failed or panicked, calls `reset` again.
     fn recover_from_panic(&mut self) -> Result<(), ProjectionError> {
         if self.in_handler {
             self.rewind()?;
             self.in_handler = false;
+        }
+        if self.reset_pending {
+            self.reset()?;
         }
         Ok(())
     }

@@ -152,7 +152,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         keep: &keep,
     };
     let mut recovered = replay(options, found, index, checkpoint, rejected, &tail_rules)?;
-    if !options.read_only {
+    if !options.read_only && options.durability != crate::options::Durability::Sync {
         let path = recovered.tail.path.clone();
         let file = fs
             .open(&path, OpenMode::ReadWrite)
@@ -345,7 +345,8 @@ fn create<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recove
         segment_id: 1,
         first_position: 1,
     };
-    let tail = LogTail::create(fs, dir, header, options.segment_size_bytes)?;
+    let sync_handle = options.durability != crate::options::Durability::Sync;
+    let tail = LogTail::create(fs, dir, header, options.segment_size_bytes, sync_handle)?;
     let map = tail.map()?;
     let view = SegmentView::new(1, tail.path.clone(), map, SEGMENT_HEADER_BYTES);
     Ok(Recovered {

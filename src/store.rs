@@ -64,8 +64,6 @@ pub(crate) struct Core<F: FileSystem> {
     /// Wakes the background thread that saves the index file (not to be
     /// confused with named checkpoints, `checkpoint_cache`).
     index_save_requests: Mutex<Option<Sender<()>>>,
-    /// Dropped to stop the periodic mode's sync thread.
-    stop_flusher: Mutex<Option<Sender<()>>>,
     /// Held while an index file is being saved (the background thread and
     /// explicit saves share one temp file name); holds the log end the
     /// index file on disk covers, when known, so that a save with nothing
@@ -109,6 +107,9 @@ impl<F: FileSystem> Clone for Store<F> {
 struct Handle<F: FileSystem> {
     core: Arc<Core<F>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Dropped to stop the periodic mode's sync thread (also when the
+    /// handle is dropped, however shutdown went).
+    stop_flusher: Mutex<Option<Sender<()>>>,
     closed: OnceLock<Result<()>>,
 }
 
@@ -217,7 +218,6 @@ impl<F: FileSystem> Store<F> {
             sync_lock: Mutex::new(()),
             report: recovered.report,
             index_save_requests: Mutex::new(None),
-            stop_flusher: Mutex::new(None),
             index_save: Mutex::new(saved_end),
             index_file_bytes: AtomicU64::new(recovered.index_file_bytes),
             synced_position: AtomicU64::new(0),
@@ -231,6 +231,7 @@ impl<F: FileSystem> Store<F> {
         let handle = Handle {
             core: core.clone(),
             threads: Mutex::new(Vec::new()),
+            stop_flusher: Mutex::new(None),
             closed: OnceLock::new(),
         };
         // Read-only too: filling the window checks the batches of the
@@ -575,7 +576,7 @@ impl<F: FileSystem> Handle<F> {
         self.threads.lock().push(spare_maker);
         if let Durability::Periodic(interval) = self.core.options.durability {
             let (stop_tx, stop_rx) = mpsc::channel::<()>();
-            *self.core.stop_flusher.lock() = Some(stop_tx);
+            *self.stop_flusher.lock() = Some(stop_tx);
             let core = self.core.clone();
             let flusher = std::thread::Builder::new()
                 .name("annal-sync".into())
@@ -617,7 +618,7 @@ impl<F: FileSystem> Handle<F> {
         // see the store closed under these locks and write nothing.
         core.checkpoint_cache.wait_for_save();
         core.snapshots.wait_for_save();
-        drop(core.stop_flusher.lock().take());
+        drop(self.stop_flusher.lock().take());
         drop(core.index_save_requests.lock().take());
         core.spare_segment.stop();
         for t in self.threads.lock().drain(..) {
@@ -774,14 +775,6 @@ impl<F: FileSystem> Core<F> {
             end_offset: p.end.offset,
             last_batch_crc: p.end.last_batch_crc,
         }
-    }
-
-    /// The index file's bytes for `checkpoint`, a published state: read
-    /// from the live index in short slices (see
-    /// [`index_file::encode_sliced`]), so appends are never held up for the
-    /// whole encoding.
-    pub(crate) fn encode_index(&self, checkpoint: &Checkpoint) -> Vec<u8> {
-        index_file::encode_sliced(checkpoint, &mut |f| f(&self.published.read().index))
     }
 
     /// Reads the published event at `position`.

@@ -883,9 +883,10 @@ impl<F: FileSystem> Core<F> {
                 )));
                 let header = tail.next_header(self.store_id, chunk.first_position);
                 let size = self.options.segment_size_bytes;
+                let sync_handle = self.options.durability != Durability::Sync;
                 *tail = match self.spare_segment.take() {
-                    Some(spare) => LogTail::adopt(&self.fs, &self.dir, header, spare, size)?,
-                    None => self.with_room(|| LogTail::create(&self.fs, &self.dir, header, size))?,
+                    Some(spare) => LogTail::adopt(&self.fs, &self.dir, header, spare, size, sync_handle)?,
+                    None => self.with_room(|| LogTail::create(&self.fs, &self.dir, header, size, sync_handle))?,
                 };
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
@@ -912,7 +913,7 @@ impl<F: FileSystem> Core<F> {
         if self.options.durability == Durability::Sync {
             tail.sync()?;
         } else if let Some(last) = chunks.last() {
-            tail.start_writeback_step(last.offset + last.bytes.len() as u64);
+            tail.start_writeback_step(last.offset + last.bytes.len() as u64)?;
         }
         if let Some(last) = chunks.last()
             && last.offset + last.bytes.len() as u64 > self.options.segment_size_bytes / 2

@@ -250,6 +250,43 @@ fn a_store_poisoned_by_a_failed_sync_confirms_nothing_durable() {
     }
 }
 
+/// In the non-durable modes the writer starts the write-back of every
+/// 8 MiB written. A write-back that fails in that call (on Linux, a failed
+/// delayed allocation: the pages are dropped and only that call hears of
+/// it) is a failed write: the append fails, and the store is poisoned, so
+/// no later sync can report the lost data durable.
+#[test]
+fn a_failed_write_back_fails_the_append_and_poisons_the_store() {
+    for durability in [Durability::Buffered, Durability::Periodic(Duration::from_secs(3600))] {
+        let fs = SimFs::new(11);
+        let opts = Options::default().with_durability(durability);
+        let store = Store::open_with(fs.clone(), dir(), opts).expect("open");
+        fs.inject(Fault {
+            kind: OpKind::Writeback,
+            nth: 0,
+            error: FaultError::Eio,
+            sticky: false,
+        });
+        let data = vec![b'x'; 64 * 1024];
+        let mut failed_at = None;
+        // 8 MiB is 128 such events: the first write-back comes before 200.
+        for i in 0..200 {
+            if let Err(e) = store.append("Blob-1", ExpectedVersion::Any, [EventData::new("Blob", data.clone())]) {
+                assert!(matches!(e, Error::Io { .. }), "{durability:?}: {e}");
+                failed_at = Some(i);
+                break;
+            }
+        }
+        assert!(failed_at.is_some(), "{durability:?}: no append failed");
+        assert_eq!(fs.count(OpKind::Writeback), 1, "{durability:?}");
+        assert!(matches!(
+            store.append("Blob-1", ExpectedVersion::Any, [EventData::new("Blob", "later")]),
+            Err(Error::Poisoned(_))
+        ));
+        assert!(matches!(store.sync(), Err(Error::Poisoned(_))), "{durability:?}");
+    }
+}
+
 /// A process that dies between its write and its sync leaves the batch in
 /// the page cache, and the next open reads it back. That open must make it
 /// durable before anything counts on it: in durable mode, a retry of the

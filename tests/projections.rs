@@ -23,6 +23,7 @@ struct OrderCounts {
     batch_first: Option<u64>,
     fail_once_at: Option<u64>,
     panic_once_at: Option<u64>,
+    fail_reset_once: bool,
     resets: u32,
 }
 
@@ -57,6 +58,10 @@ impl Projection for OrderCounts {
     }
 
     fn reset(&mut self) -> Result<(), HandlerError> {
+        if std::mem::take(&mut self.fail_reset_once) {
+            self.counts.remove("Order-1");
+            return Err("simulated reset failure, halfway".into());
+        }
         self.counts.clear();
         self.last_applied = 0;
         self.resets += 1;
@@ -157,6 +162,35 @@ fn handler_failure_redelivers_from_the_checkpoint_and_rebuild_starts_over() {
     assert_eq!(runner.run_until_caught_up().unwrap(), 20);
     assert_eq!(runner.projection().counts.get("Order-1"), Some(&20));
     assert_eq!(store.checkpoints().load("counts").unwrap(), Some(40));
+}
+
+/// A rebuild whose `reset` fails halfway: the next run resets again
+/// before applying anything, so no event is applied over a half-reset
+/// projection (it skipped everything: its last applied position was kept).
+#[test]
+fn a_failed_reset_is_made_again_before_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Options::default()).unwrap();
+    place(&store, 1, 5);
+    place(&store, 2, 5);
+    let mut runner = ProjectionRunner::new(
+        &store,
+        "counts",
+        SubscriptionFilter::category("Order"),
+        OrderCounts::default(),
+    )
+    .unwrap();
+    assert_eq!(runner.run_until_caught_up().unwrap(), 10);
+    runner.projection_mut().fail_reset_once = true;
+    assert!(matches!(
+        runner.rebuild(),
+        Err(ProjectionError::Handler { position: 0, .. })
+    ));
+    assert_eq!(runner.run_until_caught_up().unwrap(), 10);
+    let p = runner.projection();
+    assert_eq!(p.resets, 1, "the second reset went through");
+    assert_eq!(p.counts.get("Order-1"), Some(&5));
+    assert_eq!(p.counts.get("Order-2"), Some(&5));
 }
 
 /// A handler that panics, in an app that catches the panic and goes on

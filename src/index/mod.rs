@@ -415,6 +415,21 @@ fn loaded_parts<'a>(
     (first, appended.get(in_appended).unwrap_or_default())
 }
 
+/// The bytes of a hashbrown table holding `capacity` items of `item`
+/// bytes: a power of two of buckets (capacity is 7/8 of them from 8
+/// buckets up), each with a control byte, and 16 more control bytes.
+fn hash_table_bytes(capacity: usize, item: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity.saturating_mul(8) / 7).next_power_of_two()
+    };
+    buckets * (item + 1) + 16
+}
+
 /// Pushes onto `v`, growing a full vector by `1 / shrink` of its length
 /// (at least 4 elements) instead of doubling it.
 fn push_grow<T>(v: &mut Vec<T>, value: T, shrink: usize) {
@@ -631,7 +646,7 @@ impl Index {
         self.locations.memory_bytes()
             + self.entries.capacity() * size_of::<(Arc<str>, StreamEntry)>()
             + streams
-            + self.ids.capacity() * (size_of::<u32>() + 1)
+            + hash_table_bytes(self.ids.capacity(), size_of::<u32>())
             + self.categories.capacity() * category_slot
             + categories
     }

@@ -125,8 +125,12 @@ pub trait FileHandle: Send + Sync + 'static {
     /// Starts writing back the dirty pages of `range` without waiting for
     /// them and without promising anything: a later sync still has to
     /// wait for them, but finds less to do. (On Linux `sync_file_range`
-    /// with only `SYNC_FILE_RANGE_WRITE`, which reports no writeback error
-    /// and so takes none away from a later sync.) By default nothing.
+    /// with only `SYNC_FILE_RANGE_WRITE`, which leaves the file's recorded
+    /// write-back errors to the next sync.) An error is a write-back that
+    /// failed in the call itself (some, such as a delayed block allocation
+    /// that failed, are reported to this call only, the pages dropped):
+    /// the caller must treat it as a failed write. Where the file system
+    /// cannot do it, nothing (`Ok`). By default nothing.
     fn start_writeback(&self, _range: std::ops::Range<u64>) -> io::Result<()> {
         Ok(())
     }

@@ -86,11 +86,14 @@ pub enum OpKind {
     SyncDir,
     /// `remove_file`.
     Remove,
+    /// `start_writeback` (changes nothing durable; only an injected fault
+    /// makes it fail).
+    Writeback,
 }
 
 impl OpKind {
     /// Every kind.
-    pub const ALL: [OpKind; 7] = [
+    pub const ALL: [OpKind; 8] = [
         OpKind::Write,
         OpKind::Sync,
         OpKind::Allocate,
@@ -98,6 +101,7 @@ impl OpKind {
         OpKind::Create,
         OpKind::SyncDir,
         OpKind::Remove,
+        OpKind::Writeback,
     ];
 }
 
@@ -634,6 +638,10 @@ impl FileHandle for SimFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.sync_data()
+    }
+
+    fn start_writeback(&self, _range: std::ops::Range<u64>) -> io::Result<()> {
+        self.state.lock().enter(OpKind::Writeback)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

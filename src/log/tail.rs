@@ -28,8 +28,10 @@ const PREALLOCATE_STEP_MAX_BYTES: u64 = 4 * 1024 * 1024;
 /// modes.
 pub const WRITEBACK_STEP_BYTES: u64 = 8 * 1024 * 1024;
 
-/// The page size write-back ranges are aligned to.
-const WRITEBACK_PAGE_BYTES: u64 = 4096;
+/// Write-back ranges end on a multiple of this, a multiple of every usual
+/// page size (4, 16 or 64 KiB), so that the page still taking appends is
+/// never in one.
+const WRITEBACK_ALIGN_BYTES: u64 = 64 * 1024;
 
 /// The active segment, owned by whichever appender is writing.
 pub struct LogTail<F: FileSystem> {
@@ -69,8 +71,15 @@ enum WriteMap {
 
 impl<F: FileSystem> LogTail<F> {
     /// Creates segment `id` durably (temp file, header, preallocation,
-    /// sync, rename, directory sync) and returns it as the active tail.
-    pub fn create(fs: &F, dir: &Path, header: SegmentHeader, segment_size: u64) -> Result<LogTail<F>> {
+    /// sync, rename, directory sync) and returns it as the active tail;
+    /// with `sync_handle`, with its second handle (see [`LogTail::new`]).
+    pub fn create(
+        fs: &F,
+        dir: &Path,
+        header: SegmentHeader,
+        segment_size: u64,
+        sync_handle: bool,
+    ) -> Result<LogTail<F>> {
         let path = segment::path(dir, header.segment_id);
         let tmp = dir.join(format!("{}.tmp", segment::file_name(header.segment_id)));
         let ctx = || format!("creating segment {}", path.display());
@@ -86,12 +95,15 @@ impl<F: FileSystem> LogTail<F> {
         fs.rename(&tmp, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
         let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-        let sync_file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+        let sync_file = sync_handle
+            .then(|| fs.open(&path, OpenMode::ReadWrite))
+            .transpose()
+            .ctx(ctx)?;
         Ok(LogTail::new(
             header.segment_id,
             path,
             file,
-            Some(sync_file),
+            sync_file,
             allocated,
             segment_size,
         ))
@@ -108,6 +120,7 @@ impl<F: FileSystem> LogTail<F> {
         header: SegmentHeader,
         (spare, file, len): (PathBuf, F::File, u64),
         segment_size: u64,
+        sync_handle: bool,
     ) -> Result<LogTail<F>> {
         let path = segment::path(dir, header.segment_id);
         let ctx = || format!("creating segment {} from {}", path.display(), spare.display());
@@ -119,12 +132,15 @@ impl<F: FileSystem> LogTail<F> {
         fs.rename(&spare, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
         let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-        let sync_file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+        let sync_file = sync_handle
+            .then(|| fs.open(&path, OpenMode::ReadWrite))
+            .transpose()
+            .ctx(ctx)?;
         Ok(LogTail::new(
             header.segment_id,
             path,
             file,
-            Some(sync_file),
+            sync_file,
             len,
             segment_size,
         ))
@@ -132,7 +148,8 @@ impl<F: FileSystem> LogTail<F> {
 
     /// The tail of an existing segment file whose first `allocated` bytes
     /// exist; `sync_file` is a second handle to it, opened before anything
-    /// more is written through `file` (`None` on a read-only store).
+    /// more is written through `file`, for the syncs of the periodic and
+    /// buffered modes (`None` in durable mode and on a read-only store).
     pub fn new(
         segment_id: u64,
         path: PathBuf,
@@ -220,16 +237,19 @@ impl<F: FileSystem> LogTail<F> {
     /// segment's seal, which the appender waits for, then finds at most a
     /// step's data left to flush instead of up to a whole segment's. The
     /// page that `end` falls in is left alone (more appends go there).
-    pub fn start_writeback_step(&mut self, end: u64) {
-        let to = end - end % WRITEBACK_PAGE_BYTES;
+    /// Fails when the write-back failed in the call (see
+    /// [`FileHandle::start_writeback`]): a failed write, which poisons the
+    /// store.
+    pub fn start_writeback_step(&mut self, end: u64) -> Result<()> {
+        let to = end - end % WRITEBACK_ALIGN_BYTES;
         if to < self.writeback_from.saturating_add(WRITEBACK_STEP_BYTES) {
-            return;
+            return Ok(());
         }
-        // Best effort: it promises nothing, and a failed write-back is
-        // reported by the next sync, which every acknowledgement of
-        // durability waits for.
-        let _ = self.file.start_writeback(self.writeback_from..to);
+        self.file
+            .start_writeback(self.writeback_from..to)
+            .ctx(|| format!("writing back {}", self.path.display()))?;
         self.writeback_from = to;
+        Ok(())
     }
 
     /// Gives the tail its second handle (see [`LogTail::new`]).
