@@ -789,3 +789,39 @@ fn reopening_while_child_processes_start_is_never_locked() {
         "{locked} of 300 opens reported Locked while {children} children started"
     );
 }
+
+/// Stream names and event types outside ASCII read back exactly as
+/// written (names are read through an ASCII fast path, and the general
+/// UTF-8 check otherwise).
+#[test]
+fn non_ascii_names_and_types_read_back_as_written() {
+    let (_d, store) = open();
+    let names = [
+        ("Bestellung-Größe", "Bezahlt✓"),
+        ("注文-1", "支払済み"),
+        ("plain-1", "Plain"),
+    ];
+    for (stream, event_type) in names {
+        store
+            .append(stream, ExpectedVersion::NoStream, [EventData::new(event_type, "{}")])
+            .unwrap();
+    }
+    for (stream, event_type) in names {
+        let read = store
+            .read_stream(stream, ReadStream::forward())
+            .unwrap()
+            .collect_all()
+            .unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].stream(), stream);
+        assert_eq!(read[0].event_type(), event_type);
+    }
+    let all: Vec<(String, String)> = store
+        .read_all(ReadAll::forward())
+        .unwrap()
+        .map(|e| e.map(|e| (e.stream().to_string(), e.event_type().to_string())))
+        .collect::<annal::Result<_>>()
+        .unwrap();
+    let want: Vec<(String, String)> = names.iter().map(|(s, t)| (s.to_string(), t.to_string())).collect();
+    assert_eq!(all, want);
+}
