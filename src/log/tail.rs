@@ -94,19 +94,7 @@ impl<F: FileSystem> LogTail<F> {
         drop(file);
         fs.rename(&tmp, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
-        let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-        let sync_file = sync_handle
-            .then(|| fs.open(&path, OpenMode::ReadWrite))
-            .transpose()
-            .ctx(ctx)?;
-        Ok(LogTail::new(
-            header.segment_id,
-            path,
-            file,
-            sync_file,
-            allocated,
-            segment_size,
-        ))
+        LogTail::open_placed(fs, header.segment_id, &path, allocated, segment_size, sync_handle).ctx(ctx)
     }
 
     /// Makes the spare file at `spare` (`len` synced zeros, see
@@ -131,17 +119,28 @@ impl<F: FileSystem> LogTail<F> {
         drop(file);
         fs.rename(&spare, &path).ctx(ctx)?;
         fs.sync_dir(dir).ctx(ctx)?;
-        let file = fs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
-        let sync_file = sync_handle
-            .then(|| fs.open(&path, OpenMode::ReadWrite))
-            .transpose()
-            .ctx(ctx)?;
+        LogTail::open_placed(fs, header.segment_id, &path, len, segment_size, sync_handle).ctx(ctx)
+    }
+
+    /// Opens segment `id`, just put in place at `path` with `allocated`
+    /// bytes, as the active tail (with its second handle when
+    /// `sync_handle`, see [`LogTail::new`]).
+    fn open_placed(
+        fs: &F,
+        id: u64,
+        path: &Path,
+        allocated: u64,
+        segment_size: u64,
+        sync_handle: bool,
+    ) -> std::io::Result<LogTail<F>> {
+        let file = fs.open(path, OpenMode::ReadWrite)?;
+        let sync_file = sync_handle.then(|| fs.open(path, OpenMode::ReadWrite)).transpose()?;
         Ok(LogTail::new(
-            header.segment_id,
-            path,
+            id,
+            path.to_path_buf(),
             file,
             sync_file,
-            len,
+            allocated,
             segment_size,
         ))
     }
