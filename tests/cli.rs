@@ -928,6 +928,24 @@ fn an_import_stopped_by_the_file_size_limit_says_where_and_what() {
     );
 }
 
+/// A DIR that cannot be read (here a symbolic link to itself) is reported
+/// with the system's error, not as "no annal store" (which would say
+/// something about the store that nobody knows).
+#[cfg(unix)]
+#[test]
+fn a_dir_that_cannot_be_read_is_an_error_not_a_missing_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let looped = dir.path().join("loop");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    for command in ["verify", "repair", "stats"] {
+        let o = run(&[command, s(&looped)]);
+        assert_eq!(code(&o), 1, "{command}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(!err.contains("no annal store"), "{command}: {err}");
+        assert!(err.contains("symbolic links"), "{command}: {err}");
+    }
+}
+
 /// A repair whose copy into quarantine fails (the file-size limit, as a
 /// full disk) fails with the error, leaves no partial copy behind, and a
 /// later repair does the whole job.

@@ -250,6 +250,50 @@ fn a_store_poisoned_by_a_failed_sync_confirms_nothing_durable() {
     }
 }
 
+/// An index save that returned Ok survives a power loss right after it
+/// (the next open loads it), and one that failed leaves no temporary file
+/// behind (a full disk gets its space back at once).
+#[test]
+fn index_saves_are_durable_when_they_return_and_leave_nothing_when_they_fail() {
+    let fs = SimFs::new(3);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    for i in 0..20 {
+        store
+            .append(
+                &format!("s-{}", i % 3),
+                ExpectedVersion::Any,
+                [EventData::new("E", "x")],
+            )
+            .expect("append");
+    }
+    store.save_index().expect("save index");
+    let after_save = Store::open_with(SimFs::from_image(&fs.durable_image(), 3), dir(), options()).expect("reopen");
+    assert!(
+        after_save.recovery_report().index_loaded,
+        "{:?}",
+        after_save.recovery_report()
+    );
+    assert_eq!(after_save.recovery_report().replayed_events, 0);
+    drop(after_save);
+
+    store
+        .append("s-0", ExpectedVersion::Any, [EventData::new("E", "y")])
+        .expect("append");
+    fs.inject(Fault {
+        kind: OpKind::Write,
+        nth: 0,
+        error: FaultError::Enospc,
+        sticky: true,
+    });
+    assert!(store.save_index().is_err());
+    let leftovers: Vec<_> = fs
+        .files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 /// In the non-durable modes the writer starts the write-back of every
 /// 8 MiB written. A write-back that fails in that call (on Linux, a failed
 /// delayed allocation: the pages are dropped and only that call hears of

@@ -23,6 +23,9 @@ struct OrderCounts {
     batch_first: Option<u64>,
     fail_once_at: Option<u64>,
     panic_once_at: Option<u64>,
+    /// Panics in the n-th call of `begin_batch` (counted from 1).
+    panic_in_begin_batch: Option<u32>,
+    begin_batches: u32,
     fail_reset_once: bool,
     resets: u32,
 }
@@ -48,6 +51,11 @@ impl Projection for OrderCounts {
     }
 
     fn begin_batch(&mut self) -> Result<(), HandlerError> {
+        self.begin_batches += 1;
+        if self.panic_in_begin_batch == Some(self.begin_batches) {
+            self.panic_in_begin_batch = None;
+            panic!("simulated panic in begin_batch");
+        }
         self.batch_first = None;
         Ok(())
     }
@@ -202,11 +210,26 @@ fn a_handler_panic_caught_by_the_app_does_not_skip_the_event() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store"), Options::default()).unwrap();
     place(&store, 1, 20); // Order-1 events at odd positions 1..=39
-    for live in [false, true] {
-        let name = if live { "live" } else { "caught-up" };
-        let projection = OrderCounts {
-            panic_once_at: Some(25),
-            ..OrderCounts::default()
+    // In `apply` at position 25, or in the third `begin_batch` (the batch
+    // that starts at 21: batches of 5 events), whose event then had been
+    // taken from the subscription without being applied.
+    for (live, in_begin) in [(false, false), (true, false), (false, true), (true, true)] {
+        let name = format!(
+            "{}-{}",
+            if live { "live" } else { "caught-up" },
+            if in_begin { "begin" } else { "apply" }
+        );
+        let name = name.as_str();
+        let projection = if in_begin {
+            OrderCounts {
+                panic_in_begin_batch: Some(3),
+                ..OrderCounts::default()
+            }
+        } else {
+            OrderCounts {
+                panic_once_at: Some(25),
+                ..OrderCounts::default()
+            }
         };
         let mut runner = ProjectionRunner::new(&store, name, SubscriptionFilter::stream("Order-1"), projection)
             .unwrap()
@@ -226,7 +249,11 @@ fn a_handler_panic_caught_by_the_app_does_not_skip_the_event() {
             assert_eq!(runner.run_until_caught_up().unwrap(), 10, "{name}: 21 to 39 again");
         }
         let p = runner.projection();
-        assert_eq!(p.seen.iter().filter(|&&x| x == 25).count(), 2, "{name}: {:?}", p.seen);
+        if in_begin {
+            assert_eq!(p.seen.iter().filter(|&&x| x == 21).count(), 1, "{name}: {:?}", p.seen);
+        } else {
+            assert_eq!(p.seen.iter().filter(|&&x| x == 25).count(), 2, "{name}: {:?}", p.seen);
+        }
         assert_eq!(p.counts.get("Order-1"), Some(&20), "{name}");
         assert!(runner.checkpoint() >= 39, "{name}: {}", runner.checkpoint());
         assert_eq!(

@@ -796,4 +796,45 @@ mod tests {
         assert_eq!(index.last_position(), 3);
         assert!(index.memory_bytes() > 0);
     }
+
+    /// A stream is found by its whole name only, never by a prefix of it,
+    /// whatever the (randomly seeded) hashes: names long enough that many
+    /// prefixes share a probe group with them.
+    #[test]
+    fn streams_are_found_by_their_whole_name_only() {
+        let at = Location { segment: 1, offset: 64 };
+        for round in 0..20 {
+            let mut index = Index::default();
+            let names: Vec<String> = (0..3).map(|k| format!("{k}-{}", "x".repeat(240 - round))).collect();
+            for (i, name) in (1u64..).zip(&names) {
+                index.push(name, 1, i, at).unwrap();
+            }
+            for (i, name) in (1u64..).zip(&names) {
+                assert_eq!(index.stream(name).and_then(|s| s.get(0)), Some(i));
+                for end in 1..name.len() {
+                    assert!(index.stream(&name[..end]).is_none(), "{}", &name[..end]);
+                }
+            }
+            // Categories list each stream once, in order.
+            assert_eq!(index.category_streams("0").count(), 1);
+        }
+    }
+
+    /// An index file naming a stream twice (its CRC intact) is refused.
+    #[test]
+    fn from_parts_refuses_a_stream_named_twice() {
+        let streams = vec![
+            (Arc::from("a"), StreamEntry::from_positions(vec![1])),
+            (Arc::from("a"), StreamEntry::from_positions(vec![2])),
+        ];
+        let refused = Index::from_parts(LocationTable::from_vec(vec![64, 164]), streams, Bytes::new());
+        assert!(refused.is_err_and(|why| why.contains("appears twice")));
+        let streams = vec![
+            (Arc::from("a"), StreamEntry::from_positions(vec![1])),
+            (Arc::from("b"), StreamEntry::from_positions(vec![2])),
+        ];
+        let index = Index::from_parts(LocationTable::from_vec(vec![64, 164]), streams, Bytes::new()).unwrap();
+        assert_eq!(index.stream_count(), 2);
+        assert_eq!(index.stream("b").and_then(|s| s.get(0)), Some(2));
+    }
 }
