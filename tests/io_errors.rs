@@ -250,6 +250,82 @@ fn a_store_poisoned_by_a_failed_sync_confirms_nothing_durable() {
     }
 }
 
+/// In the non-durable modes a sync runs without holding up appends, one
+/// sync at a time. A second sync that comes while a failed one has not
+/// yet returned must wait for it, and then refuse (the store is
+/// poisoned), never report success by syncing again.
+#[test]
+fn a_sync_racing_a_failed_sync_is_refused() {
+    for durability in [Durability::Buffered, Durability::Periodic(Duration::from_secs(3600))] {
+        let fs = SimFs::new(21);
+        let store = Store::open_with(fs.clone(), dir(), options().with_durability(durability)).expect("open");
+        store
+            .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
+            .expect("append");
+        fail_next_sync(&fs, false);
+        let hold = fs.hold_next_sync();
+        let first = {
+            let store = store.clone();
+            std::thread::spawn(move || store.sync())
+        };
+        hold.wait_held();
+        let second = {
+            let store = store.clone();
+            std::thread::spawn(move || store.sync())
+        };
+        // The second sync is waiting (or would have synced by now).
+        std::thread::sleep(Duration::from_millis(50));
+        hold.release();
+        let (first, second) = (first.join().expect("first"), second.join().expect("second"));
+        assert!(first.is_err(), "{durability:?}: the failed sync");
+        assert!(matches!(second, Err(Error::Poisoned(_))), "{durability:?}: {second:?}");
+    }
+}
+
+/// A sync covers what was published when it began, not what was appended
+/// while it ran: a checkpoint saved afterwards at such an append's
+/// position must sync the log itself, so that a power loss never leaves a
+/// checkpoint past the log.
+#[test]
+fn a_sync_does_not_cover_an_append_made_while_it_ran() {
+    for durability in [Durability::Buffered, Durability::Periodic(Duration::from_secs(3600))] {
+        for seed in 0..10 {
+            let fs = SimFs::new(seed);
+            let opts = options().with_durability(durability);
+            let store = Store::open_with(fs.clone(), dir(), opts.clone()).expect("open");
+            store
+                .append("A-1", ExpectedVersion::Any, [EventData::new("E", "1")])
+                .expect("append");
+            let hold = fs.hold_next_sync();
+            let sync = {
+                let store = store.clone();
+                std::thread::spawn(move || store.sync())
+            };
+            hold.wait_held();
+            // The sync's work is done; it has not returned yet.
+            let during = store
+                .append("A-1", ExpectedVersion::Any, [EventData::new("E", "2")])
+                .expect("append during the sync");
+            hold.release();
+            sync.join().expect("sync thread").expect("sync");
+            store.checkpoints().save("c", during.last_position).expect("checkpoint");
+            fs.crash_now();
+            let image = fs.image().expect("crashed");
+            drop(store);
+            let reopened = Store::open_with(SimFs::from_image(&image, seed), dir(), opts).expect("reopen");
+            assert_eq!(
+                reopened.last_position(),
+                during.last_position,
+                "{durability:?}, seed {seed}: the checkpointed append"
+            );
+            assert_eq!(
+                reopened.checkpoints().load("c").expect("load"),
+                Some(during.last_position)
+            );
+        }
+    }
+}
+
 /// An index save that returned Ok survives a power loss right after it
 /// (the next open loads it), and one that failed leaves no temporary file
 /// behind (a full disk gets its space back at once).

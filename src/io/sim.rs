@@ -202,6 +202,55 @@ struct State {
     /// The disk's size: bytes of all named files together (`None`:
     /// unlimited). A write or length change past it fails with ENOSPC.
     capacity: Option<u64>,
+    /// Holds the next sync on its way out (see [`SimFs::hold_next_sync`]).
+    sync_hold: Option<SyncHold>,
+}
+
+/// A sync held on its way out, done (or failed) but not yet returned to
+/// its caller, until released: other calls go on meanwhile. Made by
+/// [`SimFs::hold_next_sync`], to test what races a sync.
+#[derive(Clone, Debug, Default)]
+pub struct SyncHold {
+    inner: Arc<(Mutex<HoldState>, parking_lot::Condvar)>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum HoldState {
+    #[default]
+    Armed,
+    Holding,
+    Released,
+}
+
+impl SyncHold {
+    /// Waits until a sync is held.
+    pub fn wait_held(&self) {
+        let (state, changed) = &*self.inner;
+        let mut state = state.lock();
+        while *state == HoldState::Armed {
+            changed.wait(&mut state);
+        }
+    }
+
+    /// Lets the held sync (or the next one, if none is held yet) return.
+    pub fn release(&self) {
+        let (state, changed) = &*self.inner;
+        *state.lock() = HoldState::Released;
+        changed.notify_all();
+    }
+
+    /// Called by the held sync: waits until released.
+    fn hold_here(&self) {
+        let (state, changed) = &*self.inner;
+        let mut state = state.lock();
+        if *state == HoldState::Armed {
+            *state = HoldState::Holding;
+            changed.notify_all();
+        }
+        while *state != HoldState::Released {
+            changed.wait(&mut state);
+        }
+    }
 }
 
 impl State {
@@ -450,6 +499,15 @@ impl SimFs {
         s.durable_names.remove(path);
     }
 
+    /// Holds the next `sync_data` or `sync_all` call on its way out, its
+    /// work done (or failed), until [`SyncHold::release`]: to test what
+    /// happens while a sync has not yet returned.
+    pub fn hold_next_sync(&self) -> SyncHold {
+        let hold = SyncHold::default();
+        self.state.lock().sync_hold = Some(hold.clone());
+        hold
+    }
+
     /// Paths of every file, sorted.
     pub fn files(&self) -> Vec<PathBuf> {
         self.state.lock().names.keys().cloned().collect()
@@ -623,17 +681,26 @@ impl FileHandle for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut s = self.state.lock();
-        s.enter(OpKind::Sync)?;
-        let inode = s
-            .inodes
-            .get_mut(&self.inode)
-            .ok_or_else(|| io::Error::other("file vanished"))?;
-        let pending = std::mem::take(&mut inode.pending);
-        for change in &pending {
-            change.apply(&mut inode.durable);
+        let (result, hold) = {
+            let mut s = self.state.lock();
+            let hold = s.sync_hold.take();
+            let result = s.enter(OpKind::Sync).and_then(|()| {
+                let inode = s
+                    .inodes
+                    .get_mut(&self.inode)
+                    .ok_or_else(|| io::Error::other("file vanished"))?;
+                let pending = std::mem::take(&mut inode.pending);
+                for change in &pending {
+                    change.apply(&mut inode.durable);
+                }
+                Ok(())
+            });
+            (result, hold)
+        };
+        if let Some(hold) = hold {
+            hold.hold_here();
         }
-        Ok(())
+        result
     }
 
     fn sync_all(&self) -> io::Result<()> {
