@@ -107,14 +107,26 @@ impl Default for Positions {
     }
 }
 
+/// A stream's positions as its methods read them: inline and heap 32-bit
+/// positions look the same.
+enum View<'a> {
+    Narrow(&'a [u32]),
+    Wide(&'a [u64]),
+    Loaded { at: u32, len: u32, appended: &'a [u64] },
+}
+
 impl Positions {
-    /// The positions, when held as 32-bit values (inline or not).
     #[inline]
-    fn narrow(&self) -> Option<&[u32]> {
+    fn view(&self) -> View<'_> {
         match self {
-            Positions::Inline { len, items } => items.get(..usize::from(*len)),
-            Positions::Narrow(v) => Some(v),
-            Positions::Wide(_) | Positions::Loaded { .. } => None,
+            Positions::Inline { len, items } => View::Narrow(items.get(..usize::from(*len)).unwrap_or_default()),
+            Positions::Narrow(v) => View::Narrow(v),
+            Positions::Wide(v) => View::Wide(v),
+            Positions::Loaded { at, len, appended } => View::Loaded {
+                at: *at,
+                len: *len,
+                appended,
+            },
         }
     }
 }
@@ -177,14 +189,11 @@ impl StreamEntry {
 
     /// The global position of version `i + 1`.
     fn get(&self, i: usize, loaded: &[u8]) -> Option<u64> {
-        if let Some(v) = self.positions.narrow() {
-            return v.get(i).map(|&p| u64::from(p));
-        }
-        match &self.positions {
-            Positions::Inline { .. } | Positions::Narrow(_) => None,
-            Positions::Wide(v) => v.get(i).copied(),
-            Positions::Loaded { at, len, appended } => match i.checked_sub(*len as usize) {
-                None => Some(u64_at(loaded, *at as usize + i * 8)),
+        match self.positions.view() {
+            View::Narrow(v) => v.get(i).map(|&p| u64::from(p)),
+            View::Wide(v) => v.get(i).copied(),
+            View::Loaded { at, len, appended } => match i.checked_sub(len as usize) {
+                None => Some(u64_at(loaded, at as usize + i * 8)),
                 Some(k) => appended.get(k).copied(),
             },
         }
@@ -193,16 +202,14 @@ impl StreamEntry {
     /// Adds the positions of versions `start + 1..=end` to `out`; the
     /// caller has clamped the range to the stream.
     fn extend_range(&self, start: usize, end: usize, loaded: &[u8], out: &mut Vec<u64>) {
-        if let Some(v) = self.positions.narrow() {
-            let v = v.get(start..end).unwrap_or_default();
-            out.extend(v.iter().map(|&p| u64::from(p)));
-            return;
-        }
-        match &self.positions {
-            Positions::Inline { .. } | Positions::Narrow(_) => {}
-            Positions::Wide(v) => out.extend_from_slice(v.get(start..end).unwrap_or_default()),
-            Positions::Loaded { at, len, appended } => {
-                let (first, second) = loaded_parts(*at, *len, appended, start..end, loaded);
+        match self.positions.view() {
+            View::Narrow(v) => {
+                let v = v.get(start..end).unwrap_or_default();
+                out.extend(v.iter().map(|&p| u64::from(p)));
+            }
+            View::Wide(v) => out.extend_from_slice(v.get(start..end).unwrap_or_default()),
+            View::Loaded { at, len, appended } => {
+                let (first, second) = loaded_parts(at, len, appended, start..end, loaded);
                 out.extend(first.chunks_exact(8).map(|c| u64_at(c, 0)));
                 out.extend_from_slice(second);
             }
@@ -213,21 +220,19 @@ impl StreamEntry {
     /// little-endian `u64`s (the index file's form); the caller has clamped
     /// the range to the stream.
     fn write_le_range(&self, start: usize, end: usize, loaded: &[u8], out: &mut Vec<u8>) {
-        if let Some(v) = self.positions.narrow() {
-            for &p in v.get(start..end).unwrap_or_default() {
-                out.extend_from_slice(&u64::from(p).to_le_bytes());
+        match self.positions.view() {
+            View::Narrow(v) => {
+                for &p in v.get(start..end).unwrap_or_default() {
+                    out.extend_from_slice(&u64::from(p).to_le_bytes());
+                }
             }
-            return;
-        }
-        match &self.positions {
-            Positions::Inline { .. } | Positions::Narrow(_) => {}
-            Positions::Wide(v) => {
+            View::Wide(v) => {
                 for p in v.get(start..end).unwrap_or_default() {
                     out.extend_from_slice(&p.to_le_bytes());
                 }
             }
-            Positions::Loaded { at, len, appended } => {
-                let (first, second) = loaded_parts(*at, *len, appended, start..end, loaded);
+            View::Loaded { at, len, appended } => {
+                let (first, second) = loaded_parts(at, len, appended, start..end, loaded);
                 out.extend_from_slice(first);
                 for p in second {
                     out.extend_from_slice(&p.to_le_bytes());
@@ -238,15 +243,12 @@ impl StreamEntry {
 
     /// How many of the stream's events are at or before `position`.
     fn count_up_to(&self, position: u64, loaded: &[u8]) -> usize {
-        if let Some(v) = self.positions.narrow() {
-            return v.partition_point(|&p| u64::from(p) <= position);
-        }
-        match &self.positions {
-            Positions::Inline { .. } | Positions::Narrow(_) => 0,
-            Positions::Wide(v) => v.partition_point(|&p| p <= position),
-            Positions::Loaded { at, len, appended } => {
+        match self.positions.view() {
+            View::Narrow(v) => v.partition_point(|&p| u64::from(p) <= position),
+            View::Wide(v) => v.partition_point(|&p| p <= position),
+            View::Loaded { at, len, appended } => {
                 // Binary search over the loaded part, then the appended one.
-                let (at, len) = (*at as usize, *len as usize);
+                let (at, len) = (at as usize, len as usize);
                 let (mut low, mut high) = (0, len);
                 while low < high {
                     let mid = low + (high - low) / 2;
