@@ -196,27 +196,13 @@ pub(crate) fn read_if_exists<Fs: FileSystem>(fs: &Fs, path: &Path) -> io::Result
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, directory
 /// fsync. After a crash the file holds either its old or its new contents.
+/// (A [`write_atomic_streamed`] of the bytes a piece at a time.)
 pub(crate) fn write_atomic<Fs: FileSystem>(fs: &Fs, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let target: PathBuf = dir.join(name);
-    if fs.exists(&tmp) {
-        fs.remove_file(&tmp)?;
-    }
-    let file = fs.open(&tmp, OpenMode::CreateNew)?;
-    let written = write_pieces(&file, bytes).and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(e) = written {
-        // Best effort: a full disk gets its space back now, not at the
-        // next save or open (which remove a leftover all the same).
-        let _ = fs.remove_file(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = fs.rename(&tmp, &target) {
-        // Best effort, as above (a failed rename leaves the name as it was).
-        let _ = fs.remove_file(&tmp);
-        return Err(e);
-    }
-    fs.sync_dir(dir)
+    write_atomic_streamed(fs, dir, name, &mut |emit| {
+        bytes.chunks(SYNC_PIECE_BYTES as usize).try_for_each(&mut *emit)?;
+        Ok(Vec::new())
+    })
+    .map(|_| ())
 }
 
 /// Where [`write_atomic_streamed`]'s writer puts each piece of a file, in
@@ -226,9 +212,9 @@ pub(crate) type Emit<'a> = dyn FnMut(&[u8]) -> io::Result<()> + 'a;
 /// [`write_atomic`] for a file produced a piece at a time, so that it is
 /// never whole in memory: `fill` passes each piece to the emitter it is
 /// given, in order, and returns bytes to write over the file's start at
-/// the end (a header that needs the whole body first). Written pieces are
-/// synced every [`SYNC_PIECE_BYTES`], as `write_atomic` does. Returns the
-/// file's length.
+/// the end (a header that needs the whole body first; empty for none).
+/// Written pieces are synced every [`SYNC_PIECE_BYTES`], so that no single
+/// sync puts a large file in flight at once. Returns the file's length.
 pub(crate) fn write_atomic_streamed<Fs: FileSystem>(
     fs: &Fs,
     dir: &Path,
@@ -253,30 +239,24 @@ pub(crate) fn write_atomic_streamed<Fs: FileSystem>(
         }
         Ok(())
     })
-    .and_then(|start| file.write_all_at(&start, 0))
+    .and_then(|start| {
+        if start.is_empty() {
+            Ok(())
+        } else {
+            file.write_all_at(&start, 0)
+        }
+    })
     .and_then(|()| file.sync_all());
     drop(file);
     let renamed = written.and_then(|()| fs.rename(&tmp, &target));
     if let Err(e) = renamed {
-        // Best effort, as in `write_atomic`.
+        // Best effort: a full disk gets its space back now, not at the next
+        // save or open (which remove a leftover all the same).
         let _ = fs.remove_file(&tmp);
         return Err(e);
     }
     fs.sync_dir(dir)?;
     Ok(at)
-}
-
-/// Writes `bytes` from offset 0, a [`SYNC_PIECE_BYTES`] piece at a time,
-/// each synced when there are several.
-fn write_pieces<H: FileHandle>(file: &H, bytes: &[u8]) -> io::Result<()> {
-    let pieces = bytes.len().div_ceil(SYNC_PIECE_BYTES as usize);
-    for (i, piece) in bytes.chunks(SYNC_PIECE_BYTES as usize).enumerate() {
-        file.write_all_at(piece, i as u64 * SYNC_PIECE_BYTES)?;
-        if pieces > 1 {
-            file.sync_data()?;
-        }
-    }
-    Ok(())
 }
 
 /// Large files written in the background (an index file, a spare segment)
