@@ -226,7 +226,12 @@ fn write_image(image: &Image, tmp: &Path, read_index: &mut index_file::ReadIndex
         write_synced(&tmp.join(segment::file_name(view.id)), data)?;
         bytes += data.len() as u64;
     }
-    bytes += write_index(&tmp.join(index_file::FILE_NAME), &image.checkpoint, read_index)?;
+    // Written a piece at a time (never whole in memory), as the store
+    // saves its own.
+    bytes += crate::io::write_atomic_streamed(&StdFs, tmp, index_file::FILE_NAME, &mut |emit| {
+        index_file::encode_streamed(&image.checkpoint, read_index, emit)
+    })
+    .ctx(|| format!("writing {}", tmp.join(index_file::FILE_NAME).display()))?;
     let side_files = [
         (CHECKPOINTS_FILE_NAME, image.checkpoints.as_ref()),
         (snapshot_file::FILE_NAME, image.snapshots.as_ref()),
@@ -261,26 +266,6 @@ fn checked_data(view: &SegmentView, limit: u64) -> Result<&[u8]> {
             format!("{reason} (valid data follows at offset {next})"),
         )),
     }
-}
-
-/// Writes the index file for `checkpoint` a piece at a time (it is never
-/// whole in memory), then its header, and syncs it; returns its length.
-fn write_index(path: &Path, checkpoint: &index_file::Checkpoint, read: &mut index_file::ReadIndex<'_>) -> Result<u64> {
-    use std::io::{Seek, SeekFrom, Write};
-    let ctx = || format!("writing {}", path.display());
-    let mut file = File::create_new(path).ctx(ctx)?;
-    let mut len = 0u64;
-    let header = index_file::encode_streamed(checkpoint, read, &mut |piece| {
-        file.write_all(piece)?;
-        len += piece.len() as u64;
-        Ok(())
-    })
-    .ctx(ctx)?;
-    file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.write_all(&header))
-        .ctx(ctx)?;
-    file.sync_all().ctx(ctx)?;
-    Ok(len)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
