@@ -16,11 +16,6 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, Hasher>;
 /// A hash set with [`Hasher`].
 pub(crate) type FastSet<K> = HashSet<K, Hasher>;
 
-/// An empty map with room for `capacity` entries.
-pub(crate) fn map_with_capacity<K, V>(capacity: usize) -> FastMap<K, V> {
-    FastMap::with_capacity_and_hasher(capacity, Hasher::default())
-}
-
 /// An empty set with room for `capacity` entries.
 pub(crate) fn set_with_capacity<K>(capacity: usize) -> FastSet<K> {
     FastSet::with_capacity_and_hasher(capacity, Hasher::default())

@@ -72,7 +72,7 @@ impl Options {
 
     /// Sets how many recent event ids are remembered to detect retried
     /// appends under `ExpectedVersion::Any`/`StreamExists` (default 10,000;
-    /// about 80 bytes of memory each, so 0.8 MB by default; 0 disables it).
+    /// about 40 bytes of memory each, so 0.4 MB by default; 0 disables it).
     /// A retry of a stream's latest append is recognised beyond the window
     /// too, by the ids of the stream's last events; a retry of an older
     /// append after later appends to its stream is recognised only within
