@@ -300,7 +300,7 @@ impl StreamAppend {
     /// can still fail these checks in a store whose segments are smaller
     /// than a batch of [`crate::limits::BATCH_BYTES_MAX`] bytes needs.
     pub fn validate(&self) -> crate::Result<()> {
-        crate::writer::validate(std::slice::from_ref(self), crate::limits::BATCH_BYTES_MAX)
+        crate::writer::validate(&[self.borrowed()], crate::limits::BATCH_BYTES_MAX)
     }
 }
 

@@ -95,6 +95,7 @@ mod json;
 pub(crate) mod le;
 pub mod limits;
 pub mod log;
+mod one_or_many;
 mod options;
 mod projection;
 mod read;

@@ -20,10 +20,11 @@ use crate::log::frame;
 use crate::log::spare::{self, Spare};
 use crate::log::tail::LogTail;
 use crate::log::view::Segments;
+use crate::one_or_many::OneOrMany;
 use crate::options::{Durability, Options};
 use crate::read::{Events, ReadAll, ReadStream};
 use crate::recovery::{self, LogEnd, RecoveryReport};
-use crate::writer::WriterState;
+use crate::writer::{AppendRef, WriterState};
 
 /// Name of the lock file in the store directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -272,9 +273,14 @@ impl<F: FileSystem> Store<F> {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = EventData>,
     ) -> Result<AppendResult> {
-        let append = StreamAppend::new(stream, expected, events);
-        let mut results = self.core().append(std::slice::from_ref(&append))?;
-        results.pop().ok_or(Error::Closed)
+        let events: OneOrMany<EventData> = events.into_iter().collect();
+        let append = AppendRef {
+            stream,
+            expected,
+            events: events.as_slice(),
+        };
+        let results = self.core().append(std::slice::from_ref(&append))?;
+        results.into_last().ok_or(Error::Closed)
     }
 
     /// Appends to several streams in one atomic batch: either every
@@ -283,7 +289,8 @@ impl<F: FileSystem> Store<F> {
     /// (put all of a stream's events in one [`StreamAppend`]); a stream
     /// named twice is [`Error::InvalidInput`].
     pub fn append_multi(&self, appends: &[StreamAppend]) -> Result<Vec<AppendResult>> {
-        self.core().append(appends)
+        let appends: OneOrMany<AppendRef<'_>> = appends.iter().map(StreamAppend::borrowed).collect();
+        Ok(self.core().append(appends.as_slice())?.into_vec())
     }
 
     /// Reads a stream (see [`ReadStream`] for direction, start and limit).

@@ -37,6 +37,7 @@ use crate::log::frame::{self, BATCH_HEADER_BYTES, RecordInput};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::log::tail::LogTail;
 use crate::log::view::SegmentView;
+use crate::one_or_many::OneOrMany;
 use crate::options::Durability;
 use crate::recovery::LogEnd;
 use crate::store::Core;
@@ -221,8 +222,32 @@ impl WriterState {
     }
 }
 
+/// One stream's part of an append, borrowed: what the writer reads of a
+/// [`StreamAppend`], so that `Store::append` need not build one (a name
+/// and an event vector to allocate and free on every append).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AppendRef<'a> {
+    /// The stream to append to.
+    pub(crate) stream: &'a str,
+    /// The condition on that stream.
+    pub(crate) expected: ExpectedVersion,
+    /// The events, in order.
+    pub(crate) events: &'a [EventData],
+}
+
+impl StreamAppend {
+    /// This append, borrowed.
+    pub(crate) fn borrowed(&self) -> AppendRef<'_> {
+        AppendRef {
+            stream: &self.stream,
+            expected: self.expected,
+            events: &self.events,
+        }
+    }
+}
+
 /// Checks names, sizes and ids of an append before taking any lock.
-pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Result<()> {
+pub(crate) fn validate(appends: &[AppendRef<'_>], batch_bytes_max: usize) -> Result<()> {
     if appends.is_empty() {
         return Err(Error::InvalidInput("an append needs at least one stream".into()));
     }
@@ -234,9 +259,9 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
     let mut seen: Option<(FastSet<&str>, FastSet<Uuid>)> =
         (!single).then(|| (set_with_capacity(appends.len()), set_with_capacity(appends.len())));
     for a in appends {
-        validate_stream_name(&a.stream)?;
+        validate_stream_name(a.stream)?;
         if let Some((streams, _)) = &mut seen
-            && !streams.insert(a.stream.as_str())
+            && !streams.insert(a.stream)
         {
             return Err(Error::InvalidInput(format!(
                 "stream '{}' appears twice in one append",
@@ -246,7 +271,7 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
         if a.events.is_empty() {
             return Err(Error::InvalidInput(format!("no events to append to '{}'", a.stream)));
         }
-        for e in &a.events {
+        for e in a.events {
             validate_event(e)?;
             if let Some((_, ids)) = &mut seen
                 && !ids.insert(e.id)
@@ -254,7 +279,7 @@ pub(crate) fn validate(appends: &[StreamAppend], batch_bytes_max: usize) -> Resu
                 return Err(Error::DuplicateEventId { id: e.id });
             }
             events += 1;
-            bytes += frame::record_len(&a.stream, e);
+            bytes += frame::record_len(a.stream, e);
         }
     }
     if events > limits::BATCH_EVENTS_MAX {
@@ -350,7 +375,7 @@ enum Decision {
 
 impl<F: FileSystem> Core<F> {
     /// Appends to one or more streams atomically.
-    pub(crate) fn append(&self, appends: &[StreamAppend]) -> Result<Vec<AppendResult>> {
+    pub(crate) fn append(&self, appends: &[AppendRef<'_>]) -> Result<OneOrMany<AppendResult>> {
         self.check_writable()?;
         validate(appends, self.options.batch_bytes_max())?;
         let mut w = self.writer.lock();
@@ -363,17 +388,17 @@ impl<F: FileSystem> Core<F> {
         }
         let duplicates = decisions.iter().filter(|d| matches!(d, Decision::Duplicate(_))).count();
         if duplicates == decisions.len() {
-            let results: Vec<AppendResult> = decisions
+            let results: OneOrMany<AppendResult> = decisions
                 .into_iter()
                 .filter_map(|d| match d {
                     Decision::Duplicate(r) => Some(r),
                     Decision::Write { .. } => None,
                 })
                 .collect();
-            let last = results.iter().map(|r| r.last_position).max().unwrap_or(0);
+            let last = results.as_slice().iter().map(|r| r.last_position).max().unwrap_or(0);
             self.wait_published(&mut w, last)?;
             drop(w);
-            self.check_retried_content(appends, &results)?;
+            self.check_retried_content(appends, results.as_slice())?;
             return Ok(results);
         }
         if duplicates > 0 {
@@ -385,7 +410,7 @@ impl<F: FileSystem> Core<F> {
                 .find(|(_, d)| matches!(d, Decision::Duplicate(_)))
                 .ok_or(Error::Closed)?;
             return Err(Error::IdempotencyConflict {
-                stream: a.stream.clone(),
+                stream: a.stream.to_string(),
                 id: a.events[0].id,
             });
         }
@@ -402,16 +427,16 @@ impl<F: FileSystem> Core<F> {
     /// than acknowledged without being written. Metadata is not compared:
     /// it often carries details of each attempt (a send time, a trace id).
     /// Runs only for retries, after their events are published.
-    fn check_retried_content(&self, appends: &[StreamAppend], results: &[AppendResult]) -> Result<()> {
+    fn check_retried_content(&self, appends: &[AppendRef<'_>], results: &[AppendResult]) -> Result<()> {
         for (a, r) in appends.iter().zip(results) {
-            for (position, e) in (r.first_position..).zip(&a.events) {
+            for (position, e) in (r.first_position..).zip(a.events) {
                 let stored = self.read_position(position)?;
                 if stored.event_type() != e.event_type()
                     || stored.data() != e.data()
                     || stored.schema_version() != e.schema_version
                 {
                     return Err(Error::IdempotencyConflict {
-                        stream: a.stream.clone(),
+                        stream: a.stream.to_string(),
                         id: e.id,
                     });
                 }
@@ -432,8 +457,8 @@ impl<F: FileSystem> Core<F> {
     }
 
     /// Checks one stream's expected version and idempotency.
-    fn decide(&self, w: &WriterState, a: &StreamAppend) -> Result<Decision> {
-        let (name, version) = self.current(w, &a.stream);
+    fn decide(&self, w: &WriterState, a: &AppendRef<'_>) -> Result<Decision> {
+        let (name, version) = self.current(w, a.stream);
         let exact = match a.expected {
             ExpectedVersion::Any => None,
             ExpectedVersion::NoStream => Some(0),
@@ -460,29 +485,29 @@ impl<F: FileSystem> Core<F> {
         if a.expected == ExpectedVersion::StreamExists && version == 0 {
             return Err(wrong_version(a, version));
         }
-        let name = name.unwrap_or_else(|| Arc::from(a.stream.as_str()));
+        let name = name.unwrap_or_else(|| Arc::from(a.stream));
         Ok(Decision::Write { name, version })
     }
 
     /// Accepts a write whose ids are not already known in the window.
-    fn fresh_ids(&self, w: &WriterState, a: &StreamAppend, name: Option<Arc<str>>, version: u64) -> Result<Decision> {
+    fn fresh_ids(&self, w: &WriterState, a: &AppendRef<'_>, name: Option<Arc<str>>, version: u64) -> Result<Decision> {
         if let Some(e) = a.events.iter().find(|e| w.window.get(&e.id).is_some()) {
             return Err(Error::IdempotencyConflict {
-                stream: a.stream.clone(),
+                stream: a.stream.to_string(),
                 id: e.id,
             });
         }
-        let name = name.unwrap_or_else(|| Arc::from(a.stream.as_str()));
+        let name = name.unwrap_or_else(|| Arc::from(a.stream));
         Ok(Decision::Write { name, version })
     }
 
     /// With `Exact(n)`: are the events right after version `n` these very
     /// events? `Some(result)` when all match, an error when some do.
-    fn retry_after(&self, w: &WriterState, a: &StreamAppend, n: u64) -> Result<Option<AppendResult>> {
+    fn retry_after(&self, w: &WriterState, a: &AppendRef<'_>, n: u64) -> Result<Option<AppendResult>> {
         let mut matched = Vec::with_capacity(a.events.len());
         for (i, e) in a.events.iter().enumerate() {
             let version = n + 1 + i as u64;
-            match self.id_at(w, &a.stream, version)? {
+            match self.id_at(w, a.stream, version)? {
                 Some((id, position)) if id == e.id => matched.push(position),
                 _ => break,
             }
@@ -492,7 +517,7 @@ impl<F: FileSystem> Core<F> {
         }
         if matched.len() < a.events.len() {
             return Err(Error::IdempotencyConflict {
-                stream: a.stream.clone(),
+                stream: a.stream.to_string(),
                 id: a.events[matched.len()].id,
             });
         }
@@ -549,13 +574,13 @@ impl<F: FileSystem> Core<F> {
     /// whole append; ids before it that the window has forgotten (a batch
     /// larger than the window, or one the window is halfway done with) are
     /// looked up in the stream.
-    fn retry_in_window(&self, w: &WriterState, a: &StreamAppend) -> Result<Option<AppendResult>> {
+    fn retry_in_window(&self, w: &WriterState, a: &AppendRef<'_>) -> Result<Option<AppendResult>> {
         let conflict = |e: &EventData| Error::IdempotencyConflict {
-            stream: a.stream.clone(),
+            stream: a.stream.to_string(),
             id: e.id,
         };
         let Some((i, found)) = (0u64..)
-            .zip(&a.events)
+            .zip(a.events)
             .find_map(|(i, e)| Some((i, w.window.get(&e.id)?)))
         else {
             return Ok(None);
@@ -566,7 +591,7 @@ impl<F: FileSystem> Core<F> {
         if version == 0 || position == 0 {
             return Err(conflict(&a.events[i as usize]));
         }
-        for (j, e) in (0u64..).zip(&a.events) {
+        for (j, e) in (0u64..).zip(a.events) {
             let expected = Written {
                 version: version + j,
                 position: position + j,
@@ -574,10 +599,10 @@ impl<F: FileSystem> Core<F> {
             let same = match w.window.get(&e.id) {
                 // The window does not keep streams: the stream must hold
                 // the event there.
-                Some(x) => x == expected && self.stream_holds(w, &a.stream, expected),
+                Some(x) => x == expected && self.stream_holds(w, a.stream, expected),
                 // Forgotten by the window (only ids before the first one
                 // it holds can be): the stream must hold it there.
-                None if j < i => self.id_at(w, &a.stream, expected.version)? == Some((e.id, expected.position)),
+                None if j < i => self.id_at(w, a.stream, expected.version)? == Some((e.id, expected.position)),
                 None => false,
             };
             if !same {
@@ -599,25 +624,25 @@ impl<F: FileSystem> Core<F> {
     /// is found however long ago it was written, and while it is still
     /// queued. Reads the log only when the stream's candidate events are
     /// older than the window (newer ones would have been found in it).
-    fn retry_at_stream_end(&self, w: &WriterState, a: &StreamAppend, version: u64) -> Result<Option<AppendResult>> {
+    fn retry_at_stream_end(&self, w: &WriterState, a: &AppendRef<'_>, version: u64) -> Result<Option<AppendResult>> {
         let k = a.events.len() as u64;
         if version < k {
             return Ok(None);
         }
         let first_version = version - k + 1;
-        let first_position = match self.event_at(w, &a.stream, first_version) {
+        let first_position = match self.event_at(w, a.stream, first_version) {
             At::Queued(Some((_, position))) | At::Published(Some(position)) => position,
             At::Queued(None) | At::Published(None) => return Ok(None),
         };
         if w.window.covers(first_position)
-            || self.id_at(w, &a.stream, first_version)? != Some((a.events[0].id, first_position))
+            || self.id_at(w, a.stream, first_version)? != Some((a.events[0].id, first_position))
         {
             return Ok(None);
         }
         for (i, e) in (1u64..).zip(&a.events[1..]) {
-            if self.id_at(w, &a.stream, first_version + i)? != Some((e.id, first_position + i)) {
+            if self.id_at(w, a.stream, first_version + i)? != Some((e.id, first_position + i)) {
                 return Err(Error::IdempotencyConflict {
-                    stream: a.stream.clone(),
+                    stream: a.stream.to_string(),
                     id: e.id,
                 });
             }
@@ -636,13 +661,13 @@ impl<F: FileSystem> Core<F> {
     fn enqueue(
         &self,
         w: &mut WriterState,
-        appends: &[StreamAppend],
+        appends: &[AppendRef<'_>],
         decisions: &[Decision],
-    ) -> (Vec<AppendResult>, u64) {
+    ) -> (OneOrMany<AppendResult>, u64) {
         let size: usize = BATCH_HEADER_BYTES
             + appends
                 .iter()
-                .flat_map(|a| a.events.iter().map(|e| frame::record_len(&a.stream, e)))
+                .flat_map(|a| a.events.iter().map(|e| frame::record_len(a.stream, e)))
                 .sum::<usize>();
         if w.tail_offset + size as u64 > self.options.segment_size_bytes && w.tail_offset > SEGMENT_HEADER_BYTES {
             w.tail_segment += 1;
@@ -674,18 +699,22 @@ impl<F: FileSystem> Core<F> {
                 Decision::Duplicate(_) => None,
             })
         };
-        let mut results = Vec::with_capacity(appends.len());
         let mut position = first_position;
-        for (a, (_, version)) in appends.iter().zip(bases()) {
-            let k = a.events.len() as u64;
-            results.push(AppendResult {
-                first_version: version + 1,
-                last_version: version + k,
-                first_position: position,
-                last_position: position + k - 1,
-            });
-            position += k;
-        }
+        let results: OneOrMany<AppendResult> = appends
+            .iter()
+            .zip(bases())
+            .map(|(a, (_, version))| {
+                let k = a.events.len() as u64;
+                let result = AppendResult {
+                    first_version: version + 1,
+                    last_version: version + k,
+                    first_position: position,
+                    last_position: position + k - 1,
+                };
+                position += k;
+                result
+            })
+            .collect();
         let seq = w.next_seq + 1;
         w.next_seq = seq;
         w.tail_offset += size as u64;
@@ -1044,9 +1073,9 @@ fn chunk_end_before_roll(chunks: &[Chunk], segment: u64, published_end: u64) -> 
 }
 
 /// Reject with the actual version.
-fn wrong_version(a: &StreamAppend, version: u64) -> Error {
+fn wrong_version(a: &AppendRef<'_>, version: u64) -> Error {
     Error::WrongExpectedVersion {
-        stream: a.stream.clone(),
+        stream: a.stream.to_string(),
         expected: a.expected,
         actual: (version > 0).then_some(version),
     }

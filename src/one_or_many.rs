@@ -1,0 +1,75 @@
+//! A list that holds a single element without a heap allocation: the
+//! events of a one-event append and the result of a one-stream append,
+//! the common case of every append path.
+
+/// One element inline, or any number in a vector.
+#[derive(Debug)]
+pub(crate) enum OneOrMany<T> {
+    /// Exactly one element.
+    One(T),
+    /// Zero or several elements (or one, when built from a vector).
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The elements, in order.
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(x) => std::slice::from_ref(x),
+            OneOrMany::Many(v) => v,
+        }
+    }
+
+    /// The elements as a vector (allocates for a single element).
+    pub(crate) fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(x) => vec![x],
+            OneOrMany::Many(v) => v,
+        }
+    }
+
+    /// The last element, if any.
+    #[inline]
+    pub(crate) fn into_last(self) -> Option<T> {
+        match self {
+            OneOrMany::One(x) => Some(x),
+            OneOrMany::Many(mut v) => v.pop(),
+        }
+    }
+}
+
+impl<T> FromIterator<T> for OneOrMany<T> {
+    #[inline]
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        let Some(first) = iter.next() else {
+            return OneOrMany::Many(Vec::new());
+        };
+        let Some(second) = iter.next() else {
+            return OneOrMany::One(first);
+        };
+        let mut v = Vec::with_capacity(iter.size_hint().0.saturating_add(2));
+        v.push(first);
+        v.push(second);
+        v.extend(iter);
+        OneOrMany::Many(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OneOrMany;
+
+    #[test]
+    fn keeps_every_element_in_order() {
+        for n in 0..5u32 {
+            let list: OneOrMany<u32> = (0..n).collect();
+            assert_eq!(matches!(list, OneOrMany::One(_)), n == 1);
+            assert_eq!(list.as_slice(), (0..n).collect::<Vec<_>>().as_slice());
+            assert_eq!(list.into_vec(), (0..n).collect::<Vec<_>>());
+            let list: OneOrMany<u32> = (0..n).collect();
+            assert_eq!(list.into_last(), n.checked_sub(1));
+        }
+    }
+}
