@@ -445,20 +445,21 @@ impl<F: FileSystem> Core<F> {
         Ok(())
     }
 
-    /// The stream's version including queued appends, and its name.
-    fn current(&self, w: &WriterState, stream: &str) -> (Option<Arc<str>>, u64) {
+    /// The stream's version including queued appends, its name, and the
+    /// position of its last event.
+    fn current(&self, w: &WriterState, stream: &str) -> (Option<Arc<str>>, u64, Option<u64>) {
         if let Some(p) = w.pending.get(stream) {
-            return (Some(p.name.clone()), p.version);
+            return (Some(p.name.clone()), p.version, p.events.last().map(|&(_, at)| at));
         }
         match self.published.read().index.stream_key(stream) {
-            Some((key, version)) => (Some(key), version),
-            None => (None, 0),
+            Some((key, version, last)) => (Some(key), version, last),
+            None => (None, 0, None),
         }
     }
 
     /// Checks one stream's expected version and idempotency.
     fn decide(&self, w: &WriterState, a: &AppendRef<'_>) -> Result<Decision> {
-        let (name, version) = self.current(w, a.stream);
+        let (name, version, last_position) = self.current(w, a.stream);
         let exact = match a.expected {
             ExpectedVersion::Any => None,
             ExpectedVersion::NoStream => Some(0),
@@ -479,7 +480,10 @@ impl<F: FileSystem> Core<F> {
         if let Some(result) = self.retry_in_window(w, a)? {
             return Ok(Decision::Duplicate(result));
         }
-        if let Some(result) = self.retry_at_stream_end(w, a, version)? {
+        // A retry of the stream's last append that the window would have
+        // found: no need to look further (the common case of one event).
+        let window_knows_last = a.events.len() == 1 && last_position.is_some_and(|at| w.window.covers(at));
+        if !window_knows_last && let Some(result) = self.retry_at_stream_end(w, a, version)? {
             return Ok(Decision::Duplicate(result));
         }
         if a.expected == ExpectedVersion::StreamExists && version == 0 {

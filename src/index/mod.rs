@@ -508,10 +508,14 @@ impl Index {
         self.at(self.find(name)?).map(|(_, s)| s)
     }
 
-    /// The interned name of a stream and its last version, when it exists.
+    /// The interned name of a stream, its last version and that version's
+    /// position, when the stream exists.
     #[inline]
-    pub fn stream_key(&self, name: &str) -> Option<(Arc<str>, u64)> {
-        self.at(self.find(name)?).map(|(k, s)| (k.clone(), s.version()))
+    pub fn stream_key(&self, name: &str) -> Option<(Arc<str>, u64, Option<u64>)> {
+        self.at(self.find(name)?).map(|(k, s)| {
+            let last = usize::try_from(s.version()).ok().and_then(|v| s.get(v.checked_sub(1)?));
+            (k.clone(), s.version(), last)
+        })
     }
 
     /// A stream's last version (0 when it has no events).
