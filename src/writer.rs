@@ -256,8 +256,10 @@ pub(crate) fn validate(appends: &[AppendRef<'_>], batch_bytes_max: usize) -> Res
     // A single event needs no duplicate checks (the common case), and no
     // sets (whose hashers cost a seed each).
     let single = appends.len() == 1 && appends[0].events.len() == 1;
+    // Sized for every event up front: growing a set rehashes it.
+    let event_count = appends.iter().map(|a| a.events.len()).sum::<usize>();
     let mut seen: Option<(FastSet<&str>, FastSet<Uuid>)> =
-        (!single).then(|| (set_with_capacity(appends.len()), set_with_capacity(appends.len())));
+        (!single).then(|| (set_with_capacity(appends.len()), set_with_capacity(event_count)));
     for a in appends {
         validate_stream_name(a.stream)?;
         if let Some((streams, _)) = &mut seen
@@ -1013,11 +1015,16 @@ impl<F: FileSystem> Core<F> {
         let mut published = self.published.write();
         let mut written = 0u64;
         for chunk in &chunks {
-            for (position, e) in (chunk.first_position..).zip(&chunk.entries) {
-                if let Err(reason) = published.index.push(&e.stream, e.version, position, e.location) {
+            // Each run of one stream's events (a batch's events to one
+            // stream are contiguous) is added with one look-up.
+            let mut position = chunk.first_position;
+            for run in chunk.entries.chunk_by(|a, b| Arc::ptr_eq(&a.stream, &b.stream)) {
+                let events = run.iter().map(|e| (e.version, e.location));
+                if let Err(reason) = published.index.push_run(&run[0].stream, position, events) {
                     w.poison(format!("internal error: {reason}"));
                     return;
                 }
+                position += run.len() as u64;
             }
             published.end = LogEnd {
                 segment: chunk.segment,

@@ -563,6 +563,19 @@ impl Index {
     /// from what the index holds; anything else is an error message (the
     /// log contradicts itself).
     pub fn push(&mut self, stream: &str, version: u64, position: u64, location: Location) -> Result<(), String> {
+        self.push_run(stream, position, [(version, location)])
+    }
+
+    /// Adds the next events, all of one stream, from global position
+    /// `position` on: one look-up of the stream for them all. Each
+    /// version and position must follow on exactly, as in
+    /// [`Index::push`]; on an error, the events before the wrong one stay.
+    pub fn push_run(
+        &mut self,
+        stream: &str,
+        position: u64,
+        events: impl IntoIterator<Item = (u64, Location)>,
+    ) -> Result<(), String> {
         if position != self.last_position() + 1 {
             return Err(format!(
                 "global position {position} does not follow {}",
@@ -573,13 +586,16 @@ impl Index {
             Some(id) => id,
             None => self.insert_stream(Arc::from(stream))?,
         };
-        let entry = &mut self.entries[id].1;
-        let current = entry.len() as u64;
-        if version != current + 1 {
-            return Err(format!("stream '{stream}' version {version} does not follow {current}"));
+        let Index { entries, locations, .. } = self;
+        let entry = &mut entries[id].1;
+        for (version, location) in events {
+            let current = entry.len() as u64;
+            if version != current + 1 {
+                return Err(format!("stream '{stream}' version {version} does not follow {current}"));
+            }
+            entry.push(locations.len() as u64 + 1);
+            locations.push(location.pack());
         }
-        entry.push(position);
-        self.locations.push(location.pack());
         Ok(())
     }
 
@@ -801,6 +817,27 @@ mod tests {
         assert_eq!(index.category_streams("a").count(), 1);
         assert_eq!(index.last_position(), 3);
         assert!(index.memory_bytes() > 0);
+    }
+
+    #[test]
+    fn a_run_is_checked_event_by_event() {
+        let mut index = Index::default();
+        let at = |offset| Location { segment: 1, offset };
+        index.push_run("a-1", 1, [(1, at(64)), (2, at(128))]).unwrap();
+        index.push_run("b-1", 3, [(1, at(192))]).unwrap();
+        assert!(index.push_run("a-1", 5, [(3, at(256))]).is_err(), "a gap in positions");
+        // The third event skips version 4: the two before it stay.
+        assert!(
+            index
+                .push_run("a-1", 4, [(3, at(256)), (4, at(320)), (6, at(384))])
+                .is_err()
+        );
+        assert_eq!(
+            index.stream("a-1").unwrap().iter().collect::<Vec<_>>(),
+            vec![1, 2, 4, 5]
+        );
+        assert_eq!(index.last_position(), 5);
+        assert_eq!(index.location(5), Some(at(320)));
     }
 
     /// A stream is found by its whole name only, never by a prefix of it,
