@@ -253,16 +253,12 @@ pub(crate) fn validate(appends: &[AppendRef<'_>], batch_bytes_max: usize) -> Res
     }
     let mut events = 0usize;
     let mut bytes = BATCH_HEADER_BYTES;
-    // A single event needs no duplicate checks (the common case), and no
-    // sets (whose hashers cost a seed each).
-    let single = appends.len() == 1 && appends[0].events.len() == 1;
-    // Sized for every event up front: growing a set rehashes it.
-    let event_count = appends.iter().map(|a| a.events.len()).sum::<usize>();
-    let mut seen: Option<(FastSet<&str>, FastSet<Uuid>)> =
-        (!single).then(|| (set_with_capacity(appends.len()), set_with_capacity(event_count)));
+    // One stream needs no check for a stream named twice (the common
+    // case), and no set (whose hasher costs a seed).
+    let mut streams: Option<FastSet<&str>> = (appends.len() > 1).then(|| set_with_capacity(appends.len()));
     for a in appends {
         validate_stream_name(a.stream)?;
-        if let Some((streams, _)) = &mut seen
+        if let Some(streams) = &mut streams
             && !streams.insert(a.stream)
         {
             return Err(Error::InvalidInput(format!(
@@ -275,13 +271,22 @@ pub(crate) fn validate(appends: &[AppendRef<'_>], batch_bytes_max: usize) -> Res
         }
         for e in a.events {
             validate_event(e)?;
-            if let Some((_, ids)) = &mut seen
-                && !ids.insert(e.id)
-            {
-                return Err(Error::DuplicateEventId { id: e.id });
-            }
             events += 1;
             bytes += frame::record_len(a.stream, e);
+        }
+    }
+    if events > 1 && events <= limits::BATCH_EVENTS_MAX {
+        // Sorting the ids finds a repeated one with a few comparisons each,
+        // cheaper than hashing them into a set.
+        let mut ids: Vec<u128> = appends
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.id.as_u128()))
+            .collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(Error::DuplicateEventId {
+                id: Uuid::from_u128(pair[0]),
+            });
         }
     }
     if events > limits::BATCH_EVENTS_MAX {

@@ -328,6 +328,25 @@ fn duplicate_ids_in_one_append_are_refused() {
     let e = event("E", 1);
     let err = store.append("A-1", ExpectedVersion::Any, [e.clone(), e]).unwrap_err();
     assert!(matches!(err, Error::DuplicateEventId { .. }));
+    // Far apart in a larger batch, and across the streams of one append.
+    let mut many: Vec<EventData> = (0..50).map(|i| event("E", i)).collect();
+    many[46] = many[3].clone();
+    let err = store.append("A-1", ExpectedVersion::Any, many.clone()).unwrap_err();
+    assert!(
+        matches!(err, Error::DuplicateEventId { id } if id == many[3].id()),
+        "{err:?}"
+    );
+    let (first, second) = many.split_at(25);
+    let err = store
+        .append_multi(&[
+            StreamAppend::new("A-1", ExpectedVersion::Any, first.to_vec()),
+            StreamAppend::new("B-1", ExpectedVersion::Any, second.to_vec()),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DuplicateEventId { id } if id == many[3].id()),
+        "{err:?}"
+    );
     assert_eq!(store.last_position(), 0);
 }
 

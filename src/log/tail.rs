@@ -300,9 +300,13 @@ fn first_allocation(segment_size: u64) -> u64 {
     segment_size.min(SEGMENT_HEADER_BYTES + PREALLOCATE_STEP_MIN_BYTES)
 }
 
+/// The source of [`write_zeros`]: in the zero-filled data section, so it
+/// costs no allocation (nor a memset of a reused one) per call.
+static ZEROS: [u8; ZERO_CHUNK_BYTES] = [0; ZERO_CHUNK_BYTES];
+
 /// Writes zeros over `[from, to)`.
 pub fn write_zeros<H: FileHandle>(file: &H, from: u64, to: u64) -> std::io::Result<()> {
-    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+    let zeros = &ZEROS;
     let mut at = from;
     while at < to {
         let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
