@@ -139,6 +139,10 @@ pub fn encode_batch<'a>(
         assert!(input.version <= limits::STREAM_VERSION_MAX);
         let mut r = [0u8; RECORD_HEADER_BYTES];
         put(&mut r, R_LEN, &(len as u32).to_le_bytes());
+        // The record CRC covers the length field, then everything after
+        // the CRC field: with the length also in the CRC field's place for
+        // now, those bytes are contiguous, one call to hash.
+        put(&mut r, R_CRC, &(len as u32).to_le_bytes());
         put(&mut r, R_BATCH_BACK, &((record_start - start) as u32).to_le_bytes());
         put(&mut r, R_VERSION, &(input.version as u32).to_le_bytes());
         put(&mut r, R_ID, input.event.id.as_bytes());
@@ -152,7 +156,8 @@ pub fn encode_batch<'a>(
         buf.extend_from_slice(event.event_type.as_bytes());
         buf.extend_from_slice(&event.metadata);
         buf.extend_from_slice(&event.data);
-        let crc = record_crc(&buf[record_start..]);
+        let crc = crc32fast::hash(&buf[record_start + R_CRC..]);
+        debug_assert_eq!(crc, record_crc(&buf[record_start..]));
         put(&mut buf[record_start..], R_CRC, &crc.to_le_bytes());
         count += 1;
     }
@@ -164,13 +169,13 @@ pub fn encode_batch<'a>(
     put(h, B_FIRST_POSITION, &first_position.to_le_bytes());
     put(h, B_TIMESTAMP, &timestamp_micros.to_le_bytes());
     // The header (but its CRC field), then the records' CRCs in order,
-    // gathered to be hashed in a few long pieces rather than four bytes
+    // gathered to be hashed in a few long pieces rather than a few bytes
     // at a time.
     let mut batch_crc = crc32fast::Hasher::new();
-    batch_crc.update(&h[..B_CRC]);
-    batch_crc.update(&h[B_FIRST_POSITION..]);
     let mut crcs = [0u8; 256];
-    let mut crcs_len = 0;
+    put(&mut crcs, 0, &h[..B_CRC]);
+    put(&mut crcs, B_CRC, &h[B_FIRST_POSITION..]);
+    let mut crcs_len = BATCH_HEADER_BYTES - 4;
     let mut at = start + BATCH_HEADER_BYTES;
     while at < buf.len() {
         if crcs_len == crcs.len() {
