@@ -76,7 +76,8 @@ impl Options {
     /// A retry of a stream's latest append is recognised beyond the window
     /// too, by the ids of the stream's last events; a retry of an older
     /// append after later appends to its stream is recognised only within
-    /// it (retries with `ExpectedVersion::Exact` always are).
+    /// it (retries with `ExpectedVersion::Exact` always are). At most
+    /// `u32::MAX` ids are remembered, whatever is asked.
     pub fn with_idempotency_window_events(mut self, events: usize) -> Self {
         self.idempotency_window_events = events;
         self
