@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::event::{RecordedEvent, category_of};
+use crate::event::RecordedEvent;
 use crate::index::{Location, Stream};
 use crate::io::{FileSystem, StdFs};
 use crate::log::view::SegmentView;
@@ -166,13 +166,22 @@ impl Filter {
         self.event_types.is_empty() && self.stream_prefix.is_none() && self.category.is_none()
     }
 
-    fn accepts(&self, e: &RecordedEvent) -> bool {
-        let type_ok = self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.event_type());
+    /// Whether the filter keeps an event of this stream and type, given as
+    /// the record's raw bytes (valid UTF-8, so comparing bytes compares
+    /// the strings; a `-` byte is never inside a longer character).
+    fn accepts_raw(&self, stream: &[u8], event_type: &[u8]) -> bool {
+        let type_ok = self.event_types.is_empty() || self.event_types.iter().any(|t| t.as_bytes() == event_type);
         let prefix_ok = self
             .stream_prefix
             .as_ref()
-            .is_none_or(|p| e.stream().starts_with(p.as_str()));
-        let category_ok = self.category.as_ref().is_none_or(|c| category_of(e.stream()) == c);
+            .is_none_or(|p| stream.starts_with(p.as_bytes()));
+        let category_ok = self.category.as_ref().is_none_or(|c| {
+            let category = stream
+                .iter()
+                .position(|&b| b == b'-')
+                .map_or(stream, |dash| &stream[..dash]);
+            category == c.as_bytes()
+        });
         type_ok && prefix_ok && category_ok
     }
 }
@@ -224,6 +233,29 @@ impl<F: FileSystem> Events<F> {
             category: options.category,
         };
         Events::new(core, Source::Range { next, last, backward }, filter, options.limit)
+    }
+
+    /// The events after position `after`, up to `up_to`, of a category
+    /// (all streams when `None`) and of some event types (any when empty),
+    /// oldest first: one page of a subscription's scan of the log.
+    pub(crate) fn scan(
+        core: Arc<Core<F>>,
+        after: u64,
+        up_to: u64,
+        category: Option<String>,
+        event_types: Vec<String>,
+    ) -> Self {
+        let source = Source::Range {
+            next: after.saturating_add(1),
+            last: up_to,
+            backward: false,
+        };
+        let filter = Filter {
+            event_types,
+            stream_prefix: None,
+            category,
+        };
+        Events::new(core, source, filter, None)
     }
 
     pub(crate) fn category(core: Arc<Core<F>>, category: &str, after: u64, limit: Option<usize>) -> Self {
@@ -301,6 +333,21 @@ impl<F: FileSystem> Events<F> {
             .ok_or_else(|| Error::corruption(&self.core.dir, 0, "no segment view"))
     }
 
+    /// Reads the record at `location` when the filter keeps it: the filter
+    /// looks at the record's names before an event is made of it, so
+    /// skipping one costs no reference to the map. Damage is an error
+    /// either way.
+    fn read_filtered(&mut self, location: Location, position: u64) -> Result<Option<RecordedEvent>> {
+        self.view_for(location.segment)?;
+        match (self.view.as_deref(), self.filter.as_ref()) {
+            (Some(view), Some(filter)) => view.read_if(location.offset, position, |stream, event_type| {
+                filter.accepts_raw(stream, event_type)
+            }),
+            (Some(view), None) => view.read(location.offset, position).map(Some),
+            (None, _) => Err(Error::corruption(&self.core.dir, 0, "no segment view")),
+        }
+    }
+
     fn next_event(&mut self) -> Option<Result<RecordedEvent>> {
         loop {
             if self.failed || self.remaining == 0 {
@@ -318,11 +365,23 @@ impl<F: FileSystem> Events<F> {
                     view.prefetch(ahead.offset);
                 }
             }
+            if self.filter.is_some() {
+                match self.read_filtered(location, position) {
+                    Ok(None) => continue,
+                    Ok(Some(e)) => {
+                        self.remaining -= 1;
+                        return Some(Ok(e));
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
             let event = self
                 .view_for(location.segment)
                 .and_then(|view| view.read(location.offset, position));
             match event {
-                Ok(e) if self.filter.as_ref().is_some_and(|f| !f.accepts(&e)) => continue,
                 Ok(e) => {
                     self.remaining -= 1;
                     return Some(Ok(e));

@@ -380,44 +380,112 @@ pub fn batch_timestamp(batch: &[u8]) -> i64 {
 /// the record's batch does not hold `position`.
 #[inline]
 pub fn decode_checked_record(segment: &Bytes, offset: usize, position: u64) -> Option<RecordedEvent> {
-    // A fixed-size header: the field reads below need no bounds checks.
-    let h: &[u8; RECORD_HEADER_BYTES] = segment
-        .get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?
-        .try_into()
-        .ok()?;
-    let field = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]) as usize;
-    let len = field(R_LEN);
-    let batch_back = field(R_BATCH_BACK);
-    let stream_end = RECORD_HEADER_BYTES + usize::from(h[R_STREAM_LEN]);
-    let type_end = stream_end + usize::from(h[R_TYPE_LEN]);
-    let metadata_end = type_end.checked_add(field(R_METADATA_LEN))?;
-    if metadata_end > len || batch_back < BATCH_HEADER_BYTES || offset.checked_add(len)? > segment.len() {
-        return None;
+    let event = Layout::of(segment, offset)?.event(segment, offset, position);
+    batch_holds(&event.bytes, position).then_some(event)
+}
+
+/// [`decode_checked_record`], building the event only when `keep` accepts
+/// its stream name and event type (raw bytes, as written: valid UTF-8):
+/// `Some(None)` for a record it turns away, without the cost of an event
+/// (a reference to the map, and the names' UTF-8 checks). A record it
+/// turns away is checked all the same: damage is reported (`None`)
+/// whatever `keep` says.
+#[inline]
+pub fn decode_checked_record_if(
+    segment: &Bytes,
+    offset: usize,
+    position: u64,
+    keep: impl FnOnce(&[u8], &[u8]) -> bool,
+) -> Option<Option<RecordedEvent>> {
+    let layout = Layout::of(segment, offset)?;
+    let record = segment.get(offset..offset + layout.len)?;
+    let stream = record.get(RECORD_HEADER_BYTES..layout.stream_end)?;
+    let event_type = record.get(layout.stream_end..layout.type_end)?;
+    if keep(stream, event_type) {
+        return decode_checked_record(segment, offset, position).map(Some);
     }
-    let batch_start = offset.checked_sub(batch_back)?;
-    // Every offset kept is at most `batch_back + len`: one check covers all.
-    u32::try_from(batch_back.checked_add(len)?).ok()?;
-    let shift = |at: usize| (batch_back + at) as u32;
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&h[R_ID..R_ID + 16]);
-    let event = RecordedEvent {
-        bytes: segment.slice(batch_start..offset + len),
-        position,
-        version: field(R_VERSION) as u64,
-        id: Uuid::from_bytes(id),
-        schema_version: u16::from_le_bytes([h[R_SCHEMA], h[R_SCHEMA + 1]]),
-        record_at: shift(0),
-        stream_end: shift(stream_end),
-        type_end: shift(type_end),
-        metadata_end: shift(metadata_end),
+    batch_holds(segment.get(layout.batch_start..)?, position).then_some(None)
+}
+
+/// Whether the batch frame at the start of `batch` holds `position`: an
+/// index that points at another batch (one copied over this one, CRCs and
+/// all) is not read from. (Wrapping: a position before the batch's is far
+/// past its count.)
+#[inline(always)]
+fn batch_holds(batch: &[u8], position: u64) -> bool {
+    let Some(b) = batch.first_chunk::<BATCH_HEADER_BYTES>() else {
+        return false;
     };
-    // The batch must hold `position`: an index that points at another
-    // batch (one copied over this one, CRCs and all) is not read from.
-    // (Wrapping: a position before the batch's is far past its count.)
-    let b: &[u8; BATCH_HEADER_BYTES] = event.bytes.first_chunk()?;
-    let first_position = u64::from_le_bytes(*b[B_FIRST_POSITION..].first_chunk()?);
-    let count = u32::from_le_bytes(*b[B_COUNT..].first_chunk()?);
-    (position.wrapping_sub(first_position) < u64::from(count)).then_some(event)
+    let first_position = u64_at(b, B_FIRST_POSITION);
+    let count = u32_at(b, B_COUNT);
+    position.wrapping_sub(first_position) < u64::from(count)
+}
+
+/// Where a checked record's parts are, relative to the record.
+#[derive(Clone, Copy)]
+struct Layout<'a> {
+    header: &'a [u8; RECORD_HEADER_BYTES],
+    /// Where the record's batch starts in the segment.
+    batch_start: usize,
+    len: usize,
+    batch_back: usize,
+    stream_end: usize,
+    type_end: usize,
+    metadata_end: usize,
+}
+
+impl<'a> Layout<'a> {
+    /// The layout of the record at `offset`, once every part is known to
+    /// fit.
+    #[inline(always)]
+    fn of(segment: &'a Bytes, offset: usize) -> Option<Self> {
+        // A fixed-size header: the field reads below need no bounds checks.
+        let header: &[u8; RECORD_HEADER_BYTES] = segment
+            .get(offset..offset.checked_add(RECORD_HEADER_BYTES)?)?
+            .try_into()
+            .ok()?;
+        let field = |at: usize| u32_at(header, at) as usize;
+        let len = field(R_LEN);
+        let batch_back = field(R_BATCH_BACK);
+        let stream_end = RECORD_HEADER_BYTES + usize::from(header[R_STREAM_LEN]);
+        let type_end = stream_end + usize::from(header[R_TYPE_LEN]);
+        let metadata_end = type_end.checked_add(field(R_METADATA_LEN))?;
+        if metadata_end > len || batch_back < BATCH_HEADER_BYTES || offset.checked_add(len)? > segment.len() {
+            return None;
+        }
+        // Every offset kept is at most `batch_back + len`: one check covers
+        // all.
+        u32::try_from(batch_back.checked_add(len)?).ok()?;
+        Some(Layout {
+            header,
+            batch_start: offset.checked_sub(batch_back)?,
+            len,
+            batch_back,
+            stream_end,
+            type_end,
+            metadata_end,
+        })
+    }
+
+    /// The event of the record at `offset` of `segment`.
+    #[inline(always)]
+    fn event(&self, segment: &Bytes, offset: usize, position: u64) -> RecordedEvent {
+        let h = self.header;
+        let shift = |at: usize| (self.batch_back + at) as u32;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h[R_ID..R_ID + 16]);
+        RecordedEvent {
+            bytes: segment.slice(self.batch_start..offset + self.len),
+            position,
+            version: u64::from(u32_at(h, R_VERSION)),
+            id: Uuid::from_bytes(id),
+            schema_version: u16::from_le_bytes([h[R_SCHEMA], h[R_SCHEMA + 1]]),
+            record_at: shift(0),
+            stream_end: shift(self.stream_end),
+            type_end: shift(self.type_end),
+            metadata_end: shift(self.metadata_end),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -484,6 +552,34 @@ mod tests {
             assert_eq!(e.schema_version(), events[i].schema_version);
             assert_eq!(e.timestamp_micros(), 1234);
         }
+    }
+
+    #[test]
+    fn a_filter_sees_the_names_and_never_hides_damage() {
+        let (buf, _) = sample();
+        let mut seen = Vec::new();
+        check_batch(&buf, |r, _| seen.push(r)).unwrap();
+        let bytes = Bytes::from(buf);
+        let at = seen[1].offset as usize;
+        let mut names = None;
+        let kept = decode_checked_record_if(&bytes, at, 11, |stream, event_type| {
+            names = Some((stream.to_vec(), event_type.to_vec()));
+            true
+        });
+        assert_eq!(names, Some((b"Order-1".to_vec(), b"Renamed".to_vec())));
+        assert_eq!(
+            kept.flatten().map(|e| e.id()),
+            Some(decode_checked_record(&bytes, at, 11).unwrap().id())
+        );
+        assert!(matches!(
+            decode_checked_record_if(&bytes, at, 11, |_, _| false),
+            Some(None)
+        ));
+        // Position 12 is not in this batch (10 and 11 are): damage, whatever
+        // the filter says.
+        assert!(decode_checked_record_if(&bytes, at, 12, |_, _| false).is_none());
+        assert!(decode_checked_record_if(&bytes, at, 12, |_, _| true).is_none());
+        assert!(decode_checked_record_if(&bytes, at + 1, 11, |_, _| false).is_none());
     }
 
     #[test]

@@ -130,6 +130,24 @@ impl SegmentView {
             .and_then(|o| frame::decode_checked_record(&self.map, o, position))
             .ok_or_else(|| Error::corruption(&self.path, offset, "index points at no valid record of this position"))
     }
+
+    /// [`SegmentView::read`], building the event only when `keep` accepts
+    /// its stream name and event type (see
+    /// [`frame::decode_checked_record_if`]): `Ok(None)` for one it turns
+    /// away. Damage is an error whatever `keep` would say.
+    #[inline]
+    pub fn read_if(
+        &self,
+        offset: u64,
+        position: u64,
+        keep: impl FnOnce(&[u8], &[u8]) -> bool,
+    ) -> Result<Option<RecordedEvent>> {
+        self.ensure_verified(offset)?;
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| frame::decode_checked_record_if(&self.map, o, position, keep))
+            .ok_or_else(|| Error::corruption(&self.path, offset, "index points at no valid record of this position"))
+    }
 }
 
 /// All readable segments, by number.

@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of};
 use crate::io::{FileSystem, StdFs};
-use crate::read::{Events, ReadAll, ReadStream};
+use crate::read::{Events, ReadStream};
 use crate::store::{Core, Store};
 use hub::Hub;
 
@@ -405,15 +405,24 @@ impl<F: FileSystem> Subscription<F> {
                 })?
             }
             Target::All | Target::Category(_) => {
-                let options = ReadAll::forward()
-                    .from_position(self.scanned)
-                    .limit(SUBSCRIPTION_PAGE_EVENTS);
-                read_page(Events::all(core.clone(), options), |e| {
+                // A page is the next SUBSCRIPTION_PAGE_EVENTS positions; the
+                // read skips the events the filter turns away without
+                // making events of them.
+                let up_to = head.min(self.scanned.saturating_add(SUBSCRIPTION_PAGE_EVENTS as u64));
+                let category = match &filter.target {
+                    Target::Category(c) => Some(c.clone()),
+                    Target::All | Target::Stream(_) => None,
+                };
+                let events = Events::scan(core.clone(), self.scanned, up_to, category, filter.event_types.clone());
+                let whole = read_events(events, |e| {
                     last_seen = e.position();
-                    if filter.accepts(&e) {
-                        buffer.push_back(e);
-                    }
+                    buffer.push_back(e);
                 })?
+                .is_some();
+                if whole {
+                    last_seen = up_to;
+                }
+                whole && up_to == head
             }
         };
         // A short page read everything published when it started, which
@@ -424,15 +433,14 @@ impl<F: FileSystem> Subscription<F> {
     }
 }
 
-/// Hands `each` the events of one page read (`events` is limited to
-/// [`SUBSCRIPTION_PAGE_EVENTS`]), in order. Returns whether the read
-/// reached the head: it came back short, with no damage.
+/// Hands `each` the events of one page read, in order. Returns how many
+/// it read, or `None` when a read error ended the page early.
 ///
 /// A read error after some events ends the page there, without an error:
 /// those events are delivered first, and the next read, which starts at
 /// the damaged record, reports it. An error on the page's first event is
 /// returned.
-fn read_page<F: FileSystem>(events: Events<F>, mut each: impl FnMut(RecordedEvent)) -> Result<bool> {
+fn read_events<F: FileSystem>(events: Events<F>, mut each: impl FnMut(RecordedEvent)) -> Result<Option<usize>> {
     let mut read = 0usize;
     for event in events {
         match event {
@@ -440,11 +448,18 @@ fn read_page<F: FileSystem>(events: Events<F>, mut each: impl FnMut(RecordedEven
                 read += 1;
                 each(event);
             }
-            Err(_) if read > 0 => return Ok(false),
+            Err(_) if read > 0 => return Ok(None),
             Err(e) => return Err(e),
         }
     }
-    Ok(read < SUBSCRIPTION_PAGE_EVENTS)
+    Ok(Some(read))
+}
+
+/// [`read_events`] of a read limited to [`SUBSCRIPTION_PAGE_EVENTS`]
+/// events: returns whether it reached the head (it came back short, with
+/// no damage).
+fn read_page<F: FileSystem>(events: Events<F>, each: impl FnMut(RecordedEvent)) -> Result<bool> {
+    Ok(read_events(events, each)?.is_some_and(|read| read < SUBSCRIPTION_PAGE_EVENTS))
 }
 
 impl<F: FileSystem> Drop for Subscription<F> {

@@ -1,0 +1,77 @@
+//! Reading one category of a store of many: `Store::read_category`,
+//! `read_all` with a category filter, and a category subscription catching
+//! up from the start (until `try_recv` finds nothing more). 1M events over
+//! 10,000 streams in 10 categories (`Cat0-…` to `Cat9-…`), so a category
+//! holds 100,000 events of 1,000 streams, interleaved with the others' in
+//! the log. Warm: the files are in the page cache.
+
+mod common;
+
+use std::time::Duration;
+
+use annal::{Durability, ExpectedVersion, Options, ReadAll, StartFrom, Store, StreamAppend};
+use common::event;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const EVENTS: u64 = 1_000_000;
+const CATEGORY_EVENTS: u64 = EVENTS / 10;
+
+fn stream(k: u64) -> String {
+    format!("Cat{}-{}", k % 10, k % common::STREAMS)
+}
+
+fn build(path: &std::path::Path) {
+    let store = Store::open(path, Options::default().with_durability(Durability::Buffered)).unwrap();
+    for start in (0..EVENTS).step_by(1000) {
+        let batch: Vec<StreamAppend> = (start..start + 1000)
+            .map(|k| StreamAppend::new(stream(k), ExpectedVersion::Any, [event(k)]))
+            .collect();
+        store.append_multi(&batch).unwrap();
+    }
+    store.close().unwrap();
+}
+
+fn categories(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path());
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    // Warm up: map, verify and page in every segment once.
+    assert_eq!(store.read_all(ReadAll::forward()).unwrap().count() as u64, EVENTS);
+    let mut group = c.benchmark_group("category_of_100k_in_1M");
+    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(CATEGORY_EVENTS));
+    group.bench_function("read_category", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for e in store.read_category("Cat3", 0, None).unwrap() {
+                n += e.unwrap().data().len() as u64;
+            }
+            n
+        })
+    });
+    group.bench_function("read_all_category_filter", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for e in store.read_all(ReadAll::forward().category("Cat3")).unwrap() {
+                n += e.unwrap().data().len() as u64;
+            }
+            n
+        })
+    });
+    group.bench_function("subscription_catch_up", |b| {
+        b.iter(|| {
+            let mut sub = store.subscribe_category("Cat3", StartFrom::Start).unwrap();
+            let mut n = 0u64;
+            while let Some(e) = sub.try_recv().unwrap() {
+                n += 1;
+                std::hint::black_box(e.data().len());
+            }
+            assert_eq!(n, CATEGORY_EVENTS);
+            n
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, categories);
+criterion_main!(benches);
