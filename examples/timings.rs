@@ -10,6 +10,7 @@
 //! cargo run --release --example timings -- stalls-buffered 3000000 /tmp/t    # the slowest single-event appends
 //! cargo run --release --example timings -- stalls-periodic 3000000 /tmp/t    # the same, Periodic(100 ms)
 //! cargo run --release --example timings -- index-memory 200000 /tmp/t       # index bytes per stream, short streams
+//! cargo run --release --example timings -- category-reads 2000 /tmp/t  # appends while a 1M-event category is read
 //! ```
 //!
 //! Each run starts from an empty store in the given directory (removed
@@ -29,7 +30,7 @@ fn main() -> Result {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, n, dir] = args.as_slice() else {
         return Err(
-            "usage: timings durable100|buffered|snapshot-loads|stalls-buffered|stalls-periodic|index-memory N DIR"
+            "usage: timings durable100|buffered|snapshot-loads|stalls-buffered|stalls-periodic|index-memory|category-reads N DIR"
                 .into(),
         );
     };
@@ -45,6 +46,7 @@ fn main() -> Result {
         "stalls-buffered" => stalls(n, dir, Durability::Buffered),
         "stalls-periodic" => stalls(n, dir, Durability::Periodic(Duration::from_millis(100))),
         "index-memory" => index_memory(n, dir),
+        "category-reads" => category_reads(n, dir),
         _ => Err(format!("unknown mode {mode}").into()),
     }
 }
@@ -208,5 +210,52 @@ fn snapshot_loads(size: usize, dir: &std::path::Path) -> Result {
         store.snapshot_stats()?.compactions
     );
     store.close()?;
+    Ok(())
+}
+
+/// `n` buffered single-event appends, each timed, 200 µs apart, while
+/// another thread makes category reads of a store of 1M events in one
+/// category (10,000 streams) over and over: how long an append waits for
+/// a read (the read copies the category's positions under the index lock
+/// that an append needs to publish).
+fn category_reads(n: u64, dir: &std::path::Path) -> Result {
+    common::build(dir, 1_000_000);
+    let store = Store::open(dir, Options::default().with_durability(Durability::Buffered))?;
+    let stop = AtomicBool::new(false);
+    let (reads, each) = std::thread::scope(|scope| -> Result<(u64, Vec<Duration>)> {
+        let reader = scope.spawn(|| -> annal::Result<(u64, Duration)> {
+            let (mut reads, started) = (0u64, Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                drop(store.read_category("Order", 0, Some(1))?);
+                reads += 1;
+            }
+            Ok((
+                reads,
+                started.elapsed() / u32::try_from(reads.max(1)).unwrap_or(u32::MAX),
+            ))
+        });
+        let mut each = Vec::with_capacity(usize::try_from(n)?);
+        for k in 0..n {
+            let t = Instant::now();
+            store.append(&common::stream_name(k), ExpectedVersion::Any, [common::event(k)])?;
+            each.push(t.elapsed());
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (reads, per_read) = reader.join().map_err(|_| "the reader panicked")??;
+        println!("category-reads: {reads} reads of 1M events, {per_read:?} each");
+        Ok((reads, each))
+    })?;
+    store.close()?;
+    let mut each = each;
+    each.sort_unstable();
+    let q = |p: f64| each[((each.len() as f64 * p) as usize).min(each.len() - 1)];
+    println!(
+        "category-reads: {} appends during {reads} reads: median {:?}, p99 {:?}, slowest {:?}",
+        each.len(),
+        q(0.5),
+        q(0.99),
+        each[each.len() - 1]
+    );
     Ok(())
 }

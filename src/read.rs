@@ -20,6 +20,10 @@ const PAGE_EVENTS: usize = 512;
 /// How many events ahead a read asks the processor to load.
 const PREFETCH_AHEAD: usize = 12;
 
+/// Streams whose positions a category read copies under one hold of the
+/// index lock.
+const CATEGORY_SLICE_STREAMS: usize = 256;
+
 /// Reading direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Direction {
@@ -259,19 +263,29 @@ impl<F: FileSystem> Events<F> {
     }
 
     pub(crate) fn category(core: Arc<Core<F>>, category: &str, after: u64, limit: Option<usize>) -> Self {
-        let positions = {
+        // The category's positions as of now, copied a slice of streams at
+        // a time and sorted without the index lock, which appends need to
+        // publish: a category of a million events holds them up for a
+        // fraction of a millisecond at a time, not for the whole sort.
+        let (last, streams) = {
             let published = core.published.read();
             let index = &published.index;
-            let mut positions: Vec<u64> = Vec::new();
-            for (_, entry) in index.category_streams(category) {
-                entry.extend_range(entry.count_up_to(after)..entry.len(), &mut positions);
-            }
-            positions.sort_unstable();
-            if let Some(n) = limit {
-                positions.truncate(n);
-            }
-            positions
+            (index.last_position(), index.category_stream_count(category))
         };
+        let mut positions: Vec<u64> = Vec::new();
+        for start in (0..streams).step_by(CATEGORY_SLICE_STREAMS) {
+            let published = core.published.read();
+            for (_, entry) in published
+                .index
+                .category_streams_in(category, start..start + CATEGORY_SLICE_STREAMS)
+            {
+                entry.extend_range(entry.count_up_to(after)..entry.count_up_to(last), &mut positions);
+            }
+        }
+        positions.sort_unstable();
+        if let Some(n) = limit {
+            positions.truncate(n);
+        }
         Events::new(core, Source::List { positions, next: 0 }, Filter::default(), None)
     }
 

@@ -4,7 +4,9 @@ mod common;
 
 use std::sync::Arc;
 
-use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, StreamAppend, Uuid, limits};
+use annal::{
+    Durability, Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, StreamAppend, Uuid, limits,
+};
 use common::*;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -572,6 +574,42 @@ fn category_reads_merge_streams_in_global_order() {
         .collect();
     let expected: Vec<u64> = (0..30).map(|i| 2 * i + 1).collect();
     assert_eq!(got, expected);
+}
+
+/// A category read made while its streams grow is the category as it was
+/// at one moment: every event of it up to some position, none after, with
+/// no gap, even with more streams than one slice of the read copies.
+#[test]
+fn a_category_read_during_appends_is_a_gapless_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().with_durability(Durability::Buffered)).unwrap();
+    let streams = 1000u64;
+    let appended = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..20_000u64 {
+                let stream = if i % 3 == 0 {
+                    "Other-1".to_string()
+                } else {
+                    format!("Order-{}", i % streams)
+                };
+                store.append(&stream, ExpectedVersion::Any, [event("E", i)]).unwrap();
+                appended.store(i + 1, std::sync::atomic::Ordering::Release);
+            }
+        });
+        while appended.load(std::sync::atomic::Ordering::Acquire) < 20_000 {
+            let got: Vec<u64> = store
+                .read_category("Order", 0, None)
+                .unwrap()
+                .map(|e| e.unwrap().position())
+                .collect();
+            // Positions are i + 1; Order's are those with i % 3 != 0.
+            let expected: Vec<u64> = (1..=got.last().copied().unwrap_or(0))
+                .filter(|p| (p - 1) % 3 != 0)
+                .collect();
+            assert_eq!(got, expected);
+        }
+    });
 }
 
 #[test]

@@ -541,9 +541,25 @@ impl Index {
 
     /// The streams of a category, in the order they were added.
     pub fn category_streams(&self, category: &str) -> impl Iterator<Item = (&Arc<str>, Stream<'_>)> {
-        self.categories
-            .get(category)
-            .map_or(&[][..], Vec::as_slice)
+        self.category_streams_in(category, 0..usize::MAX)
+    }
+
+    /// Number of streams of a category.
+    pub fn category_stream_count(&self, category: &str) -> usize {
+        self.categories.get(category).map_or(0, Vec::len)
+    }
+
+    /// The streams of a category numbered `range` in the order of
+    /// [`Index::category_streams`] (clamped to the category), for walking
+    /// them in slices while streams are added (a stream keeps its place).
+    pub fn category_streams_in(
+        &self,
+        category: &str,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (&Arc<str>, Stream<'_>)> {
+        let ids = self.categories.get(category).map_or(&[][..], Vec::as_slice);
+        let end = range.end.min(ids.len());
+        ids[range.start.min(end)..end]
             .iter()
             .filter_map(|&id| self.at(id as usize))
     }
