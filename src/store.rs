@@ -338,17 +338,15 @@ impl<F: FileSystem> Store<F> {
 
     /// Names of all streams, sorted.
     pub fn stream_names(&self) -> Vec<String> {
-        let published = self.core().published.read();
-        let mut names: Vec<String> = published.index.streams().map(|(k, _)| k.to_string()).collect();
+        let mut names: Vec<String> = self.core().streams_sliced(|name, _| name.to_string());
         names.sort_unstable();
         names
     }
 
     /// The `n` streams with the most events, largest first.
     pub fn largest_streams(&self, n: usize) -> Vec<(String, u64)> {
-        let published = self.core().published.read();
-        let mut all: Vec<(&str, u64)> = published.index.streams().map(|(k, e)| (&**k, e.version())).collect();
-        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut all: Vec<(Arc<str>, u64)> = self.core().streams_sliced(|name, version| (name.clone(), version));
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         all.into_iter().take(n).map(|(k, v)| (k.to_string(), v)).collect()
     }
 
@@ -652,6 +650,29 @@ impl<F: FileSystem> Drop for Handle<F> {
 }
 
 impl<F: FileSystem> Core<F> {
+    /// `each` of every stream (its name and version), in the index's order,
+    /// a slice of streams at a time under the index lock, which appends
+    /// need to publish: listing a million streams holds them up for a
+    /// fraction of a millisecond at a time. Streams added meanwhile may be
+    /// included.
+    pub(crate) fn streams_sliced<T>(&self, mut each: impl FnMut(&Arc<str>, u64) -> T) -> Vec<T> {
+        const SLICE_STREAMS: usize = 4096;
+        let (mut out, mut next) = (Vec::new(), 0usize);
+        loop {
+            let published = self.published.read();
+            let count = published.index.stream_count();
+            let end = next.saturating_add(SLICE_STREAMS).min(count);
+            out.extend((next..end).filter_map(|i| {
+                let (name, stream) = published.index.stream_in_order(i)?;
+                Some(each(name, stream.version()))
+            }));
+            if end >= count {
+                return out;
+            }
+            next = end;
+        }
+    }
+
     /// Fails with [`Error::Closed`] once the store was closed.
     pub(crate) fn check_not_closed(&self) -> Result<()> {
         if self.subscriptions.is_closed() {

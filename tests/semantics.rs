@@ -612,6 +612,36 @@ fn a_category_read_during_appends_is_a_gapless_prefix() {
     });
 }
 
+/// Listing streams walks the index in slices; every stream comes back once,
+/// however many slices there are.
+#[test]
+fn stream_listings_cover_every_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default().with_durability(Durability::Buffered)).unwrap();
+    let streams = 9_000u64;
+    let batch: Vec<StreamAppend> = (0..streams)
+        .map(|i| {
+            let events = (0..1 + i % 5).map(|k| event("E", i * 10 + k));
+            StreamAppend::new(format!("S-{i:05}"), ExpectedVersion::Any, events.collect::<Vec<_>>())
+        })
+        .collect();
+    for part in batch.chunks(1000) {
+        store.append_multi(part).unwrap();
+    }
+    let names = store.stream_names();
+    let expected: Vec<String> = (0..streams).map(|i| format!("S-{i:05}")).collect();
+    assert_eq!(names, expected);
+    let top = store.largest_streams(3);
+    assert_eq!(
+        top,
+        vec![
+            ("S-00004".to_string(), 5),
+            ("S-00009".to_string(), 5),
+            ("S-00014".to_string(), 5)
+        ]
+    );
+}
+
 #[test]
 fn a_second_open_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();
