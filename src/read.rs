@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::index::{Location, Stream};
+use crate::index::Location;
 use crate::io::{FileSystem, StdFs};
 use crate::log::view::SegmentView;
 use crate::store::Core;
@@ -150,8 +150,18 @@ impl ReadAll {
 
 /// Where the next positions come from.
 enum Source {
-    /// Positions listed in order (stream and category reads).
+    /// Positions listed in order (category reads).
     List { positions: Vec<u64>, next: usize },
+    /// The versions of one stream with indices `low..high` (version
+    /// `i + 1` at index `i`), taken from the low end or, backward, from the
+    /// high end; each page's positions are copied into `positions`.
+    Stream {
+        name: Arc<str>,
+        low: usize,
+        high: usize,
+        backward: bool,
+        positions: Vec<u64>,
+    },
     /// A range of global positions, walked in either direction.
     Range { next: u64, last: u64, backward: bool },
 }
@@ -213,14 +223,41 @@ pub struct Events<F: FileSystem = StdFs> {
 
 impl<F: FileSystem> Events<F> {
     pub(crate) fn stream(core: Arc<Core<F>>, stream: &str, options: ReadStream) -> Self {
-        let positions = {
+        // The versions to read, fixed now (later appends are not read);
+        // their positions are copied a page at a time, so that a long
+        // stream never holds the index lock, which appends need to
+        // publish, for more than a page.
+        let source = {
             let published = core.published.read();
-            match published.index.stream(stream) {
-                Some(entry) => select_versions(entry, &options),
-                None => Vec::new(),
-            }
+            published.index.stream_key(stream).map(|(name, count, _)| {
+                let count = usize::try_from(count).unwrap_or(usize::MAX);
+                let limit = options.limit.unwrap_or(usize::MAX);
+                let backward = options.direction == Direction::Backward;
+                let (low, high) = if backward {
+                    let start = options
+                        .from_version
+                        .map_or(count, |v| usize::try_from(v).unwrap_or(usize::MAX));
+                    let high = start.min(count);
+                    (high.saturating_sub(limit), high)
+                } else {
+                    let start = options.from_version.unwrap_or(1).max(1) - 1;
+                    let low = usize::try_from(start).unwrap_or(usize::MAX).min(count);
+                    (low, low.saturating_add(limit).min(count))
+                };
+                Source::Stream {
+                    name,
+                    low,
+                    high,
+                    backward,
+                    positions: Vec::new(),
+                }
+            })
         };
-        Events::new(core, Source::List { positions, next: 0 }, Filter::default(), None)
+        let source = source.unwrap_or(Source::List {
+            positions: Vec::new(),
+            next: 0,
+        });
+        Events::new(core, source, Filter::default(), None)
     }
 
     pub(crate) fn all(core: Arc<Core<F>>, options: ReadAll) -> Self {
@@ -315,6 +352,33 @@ impl<F: FileSystem> Events<F> {
                 let page = &page[..page.len().min(PAGE_EVENTS)];
                 self.page.extend(page.iter().filter_map(|&p| Some((p, packed(p)?))));
                 *next += page.len();
+            }
+            Source::Stream {
+                name,
+                low,
+                high,
+                backward,
+                positions,
+            } => {
+                let Some(entry) = published.index.stream(name) else {
+                    return;
+                };
+                let take = (*high - *low).min(PAGE_EVENTS);
+                let versions = if *backward {
+                    *high - take..*high
+                } else {
+                    *low..*low + take
+                };
+                positions.clear();
+                entry.extend_range(versions, positions);
+                if *backward {
+                    positions.reverse();
+                    *high -= take;
+                } else {
+                    *low += take;
+                }
+                self.page
+                    .extend(positions.iter().filter_map(|&p| Some((p, packed(p)?))));
             }
             Source::Range { next, last, backward } => {
                 // Positions up to `last` exist, so the table covers them.
@@ -420,25 +484,4 @@ impl<F: FileSystem> Iterator for Events<F> {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event()
     }
-}
-
-/// The positions of a stream read: direction, start version, limit.
-fn select_versions(all: Stream<'_>, options: &ReadStream) -> Vec<u64> {
-    let limit = options.limit.unwrap_or(usize::MAX);
-    let count = all.version();
-    let mut positions = Vec::new();
-    match options.direction {
-        Direction::Forward => {
-            let start = options.from_version.unwrap_or(1).max(1);
-            let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
-            all.extend_range(skip..skip.saturating_add(limit), &mut positions);
-        }
-        Direction::Backward => {
-            let start = options.from_version.unwrap_or(count).min(count);
-            let end = usize::try_from(start).unwrap_or(usize::MAX);
-            all.extend_range(end.saturating_sub(limit)..end, &mut positions);
-            positions.reverse();
-        }
-    }
-    positions
 }

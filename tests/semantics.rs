@@ -462,6 +462,50 @@ fn stream_reads_go_both_ways_with_start_and_limit() {
     assert!(store.read_stream("", ReadStream::forward()).is_err());
 }
 
+/// A long stream's read, at any start and limit and in either direction,
+/// across the read's pages; and a read covers the versions that existed
+/// when it was made, not those appended while it is read.
+#[test]
+fn long_stream_reads_page_at_any_start_and_limit() {
+    let (_d, store) = open();
+    let total = 1_300u64;
+    for start in (0..total).step_by(100) {
+        store
+            .append("S-1", ExpectedVersion::Any, (start..start + 100).map(|i| event("E", i)))
+            .unwrap();
+        store.append("T-1", ExpectedVersion::Any, [event("E", start)]).unwrap();
+    }
+    let versions = |o: ReadStream| -> Vec<u64> {
+        store
+            .read_stream("S-1", o)
+            .unwrap()
+            .map(|e| e.unwrap().version())
+            .collect()
+    };
+    for from in [1u64, 2, 511, 512, 513, 1024, 1299, 1300, 1301] {
+        for limit in [1usize, 511, 512, 513, 700, usize::MAX] {
+            let forward: Vec<u64> = (from..=total).take(limit).collect();
+            assert_eq!(versions(ReadStream::forward().from_version(from).limit(limit)), forward);
+            let backward: Vec<u64> = (1..=from.min(total)).rev().take(limit).collect();
+            assert_eq!(
+                versions(ReadStream::backward().from_version(from).limit(limit)),
+                backward
+            );
+        }
+    }
+    let mut forward = store.read_stream("S-1", ReadStream::forward()).unwrap();
+    let mut backward = store.read_stream("S-1", ReadStream::backward()).unwrap();
+    let first = forward.next().unwrap().unwrap().version();
+    let last = backward.next().unwrap().unwrap().version();
+    store
+        .append("S-1", ExpectedVersion::Any, (0..600).map(|i| event("F", i)))
+        .unwrap();
+    let rest_forward: Vec<u64> = forward.map(|e| e.unwrap().version()).collect();
+    let rest_backward: Vec<u64> = backward.map(|e| e.unwrap().version()).collect();
+    assert_eq!((first, rest_forward), (1, (2..=total).collect::<Vec<_>>()));
+    assert_eq!((last, rest_backward), (total, (1..total).rev().collect::<Vec<_>>()));
+}
+
 #[test]
 fn long_reads_cross_pages_in_both_directions() {
     let (_d, store) = open();
