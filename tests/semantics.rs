@@ -611,13 +611,17 @@ fn category_reads_merge_streams_in_global_order() {
             .unwrap();
         store.append("Other-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
     }
-    let got: Vec<u64> = store
-        .read_category("Order", 0, None)
+    let expected: Vec<u64> = (0..30).map(|i| 2 * i + 1).collect();
+    assert_eq!(category_positions(&store, "Order"), expected);
+}
+
+/// The positions a category read returns.
+fn category_positions(store: &Store, category: &str) -> Vec<u64> {
+    store
+        .read_category(category, 0, None)
         .unwrap()
         .map(|e| e.unwrap().position())
-        .collect();
-    let expected: Vec<u64> = (0..30).map(|i| 2 * i + 1).collect();
-    assert_eq!(got, expected);
+        .collect()
 }
 
 /// A category read made while its streams grow is the category as it was
@@ -642,11 +646,7 @@ fn a_category_read_during_appends_is_a_gapless_prefix() {
             }
         });
         while appended.load(std::sync::atomic::Ordering::Acquire) < 20_000 {
-            let got: Vec<u64> = store
-                .read_category("Order", 0, None)
-                .unwrap()
-                .map(|e| e.unwrap().position())
-                .collect();
+            let got = category_positions(&store, "Order");
             // Positions are i + 1; Order's are those with i % 3 != 0.
             let expected: Vec<u64> = (1..=got.last().copied().unwrap_or(0))
                 .filter(|p| (p - 1) % 3 != 0)
