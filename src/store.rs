@@ -336,14 +336,17 @@ impl<F: FileSystem> Store<F> {
         self.core().published.read().index.last_position()
     }
 
-    /// Names of all streams, sorted.
+    /// Names of all streams, sorted. Walked in slices, so that appends go
+    /// on meanwhile: a stream created during the call may be listed.
     pub fn stream_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.core().streams_sliced(|name, _| name.to_string());
         names.sort_unstable();
         names
     }
 
-    /// The `n` streams with the most events, largest first.
+    /// The `n` streams with the most events, largest first. Walked in
+    /// slices, so that appends go on meanwhile: with appends during the
+    /// call, each stream's count is read at its own moment.
     pub fn largest_streams(&self, n: usize) -> Vec<(String, u64)> {
         let mut all: Vec<(Arc<str>, u64)> = self.core().streams_sliced(|name, version| (name.clone(), version));
         all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

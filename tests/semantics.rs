@@ -454,6 +454,10 @@ fn stream_reads_go_both_ways_with_start_and_limit() {
     assert_eq!(versions(ReadStream::forward()), (1..=10).collect::<Vec<_>>());
     assert_eq!(versions(ReadStream::forward().from_version(4).limit(3)), [4, 5, 6]);
     assert_eq!(versions(ReadStream::forward().from_version(11)), Vec::<u64>::new());
+    assert_eq!(
+        versions(ReadStream::forward().from_version(0)),
+        (1..=10).collect::<Vec<_>>()
+    );
     assert_eq!(versions(ReadStream::backward()), (1..=10).rev().collect::<Vec<_>>());
     assert_eq!(versions(ReadStream::backward().from_version(4)), [4, 3, 2, 1]);
     assert_eq!(versions(ReadStream::backward().from_version(100).limit(2)), [10, 9]);
