@@ -46,6 +46,18 @@ impl Model {
     fn stream(&self, s: &str) -> Vec<&M> {
         self.events.iter().filter(|e| e.stream == s).collect()
     }
+
+    /// Records the next event, of `stream`.
+    fn push(&mut self, stream: &str, event_type: String) {
+        let version = self.stream(stream).len() as u64 + 1;
+        let position = self.head() + 1;
+        self.events.push(M {
+            position,
+            stream: stream.to_string(),
+            event_type,
+            version,
+        });
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -66,8 +78,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// (filter, predicate on (stream, type))
-fn filter(i: usize) -> (SubscriptionFilter, Box<dyn Fn(&str, &str) -> bool>) {
+/// Whether the model's event of this stream and type matches a filter.
+type Matches = Box<dyn Fn(&str, &str) -> bool>;
+
+/// A subscription filter and what it matches.
+fn filter(i: usize) -> (SubscriptionFilter, Matches) {
     match i {
         0 => (
             SubscriptionFilter::category("A"),
@@ -90,7 +105,7 @@ fn filter(i: usize) -> (SubscriptionFilter, Box<dyn Fn(&str, &str) -> bool>) {
 
 struct Sub {
     sub: Subscription<SimFs>,
-    pred: Box<dyn Fn(&str, &str) -> bool>,
+    pred: Matches,
     start: u64,
     delivered: Vec<u64>,
     last_position: u64,
@@ -340,11 +355,8 @@ proptest! {
                         .collect();
                     let types: Vec<String> = events.iter().map(|e| e.event_type().to_string()).collect();
                     store.append(stream, ExpectedVersion::Any, events).unwrap();
-                    let mut version = model.stream(stream).len() as u64;
                     for ty in types {
-                        version += 1;
-                        let position = model.head() + 1;
-                        model.events.push(M { position, stream: stream.to_string(), event_type: ty, version });
+                        model.push(stream, ty);
                     }
                     prop_assert_eq!(store.last_position(), model.head());
                 }
@@ -386,11 +398,8 @@ proptest! {
             if n == 0 { continue; }
             let events: Vec<EventData> = (0..n).map(|i| EventData::new(TYPES[i % 3], "y")).collect();
             store.append(s, ExpectedVersion::Any, events).unwrap();
-            let mut version = model.stream(s).len() as u64;
             for i in 0..n {
-                version += 1;
-                let position = model.head() + 1;
-                model.events.push(M { position, stream: s.to_string(), event_type: TYPES[i % 3].to_string(), version });
+                model.push(s, TYPES[i % 3].to_string());
             }
         }
         check_reads(&store, &model, seed)?;
