@@ -437,6 +437,15 @@ impl ValidateForTest for Options {
     }
 }
 
+/// The versions a stream read returns.
+fn stream_versions(store: &Store, stream: &str, options: ReadStream) -> Vec<u64> {
+    store
+        .read_stream(stream, options)
+        .unwrap()
+        .map(|e| e.unwrap().version())
+        .collect()
+}
+
 #[test]
 fn stream_reads_go_both_ways_with_start_and_limit() {
     let (_d, store) = open();
@@ -444,13 +453,7 @@ fn stream_reads_go_both_ways_with_start_and_limit() {
         store.append("S-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
         store.append("T-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
     }
-    let versions = |o: ReadStream| -> Vec<u64> {
-        store
-            .read_stream("S-1", o)
-            .unwrap()
-            .map(|e| e.unwrap().version())
-            .collect()
-    };
+    let versions = |o: ReadStream| stream_versions(&store, "S-1", o);
     assert_eq!(versions(ReadStream::forward()), (1..=10).collect::<Vec<_>>());
     assert_eq!(versions(ReadStream::forward().from_version(4).limit(3)), [4, 5, 6]);
     assert_eq!(versions(ReadStream::forward().from_version(11)), Vec::<u64>::new());
@@ -479,13 +482,7 @@ fn long_stream_reads_page_at_any_start_and_limit() {
             .unwrap();
         store.append("T-1", ExpectedVersion::Any, [event("E", start)]).unwrap();
     }
-    let versions = |o: ReadStream| -> Vec<u64> {
-        store
-            .read_stream("S-1", o)
-            .unwrap()
-            .map(|e| e.unwrap().version())
-            .collect()
-    };
+    let versions = |o: ReadStream| stream_versions(&store, "S-1", o);
     for from in [1u64, 2, 511, 512, 513, 1024, 1299, 1300, 1301] {
         for limit in [1usize, 511, 512, 513, 700, usize::MAX] {
             let forward: Vec<u64> = (from..=total).take(limit).collect();
