@@ -372,15 +372,21 @@ impl<F: FileSystem> Store<F> {
     /// Figures about the store.
     pub fn stats(&self) -> Stats {
         let core = self.core();
-        let (events, streams, index_memory_bytes, index_mapped_bytes) = {
+        let (events, streams, mut memory, mut mapped) = {
             let p = core.published.read();
             (
                 p.index.last_position(),
                 p.index.stream_count() as u64,
-                p.index.memory_bytes() as u64,
-                p.index.mapped_bytes() as u64,
+                p.index.shared_memory_bytes(),
+                p.index.shared_mapped_bytes(),
             )
         };
+        core.index_slices(|index, streams| {
+            let (m, mm) = index.streams_memory_bytes(streams);
+            memory += m;
+            mapped += mm;
+        });
+        let (index_memory_bytes, index_mapped_bytes) = (memory as u64, mapped as u64);
         let (appends_written, group_commits) = {
             let w = core.writer.lock();
             (w.appends_written, w.group_commits)
@@ -653,27 +659,37 @@ impl<F: FileSystem> Drop for Handle<F> {
 }
 
 impl<F: FileSystem> Core<F> {
-    /// `each` of every stream (its name and version), in the index's order,
-    /// a slice of streams at a time under the index lock, which appends
-    /// need to publish: listing a million streams holds them up for a
-    /// fraction of a millisecond at a time. Streams added meanwhile may be
-    /// included.
-    pub(crate) fn streams_sliced<T>(&self, mut each: impl FnMut(&Arc<str>, u64) -> T) -> Vec<T> {
+    /// Calls `each` with the index and the next slice of its streams (in
+    /// the order of [`Index::streams`]), a slice of 4,096 streams at a
+    /// time under the index lock, which appends need to publish: walking a
+    /// million streams holds them up for a fraction of a millisecond at a
+    /// time. Streams added meanwhile may be included.
+    pub(crate) fn index_slices(&self, mut each: impl FnMut(&Index, std::ops::Range<usize>)) {
         const SLICE_STREAMS: usize = 4096;
-        let (mut out, mut next) = (Vec::new(), 0usize);
+        let mut next = 0usize;
         loop {
             let published = self.published.read();
             let count = published.index.stream_count();
             let end = next.saturating_add(SLICE_STREAMS).min(count);
-            out.extend((next..end).filter_map(|i| {
-                let (name, stream) = published.index.stream_in_order(i)?;
-                Some(each(name, stream.version()))
-            }));
+            each(&published.index, next..end);
             if end >= count {
-                return out;
+                return;
             }
             next = end;
         }
+    }
+
+    /// `each` of every stream (its name and version), in the index's order,
+    /// walked with [`Core::index_slices`].
+    pub(crate) fn streams_sliced<T>(&self, mut each: impl FnMut(&Arc<str>, u64) -> T) -> Vec<T> {
+        let mut out = Vec::new();
+        self.index_slices(|index, streams| {
+            out.extend(streams.filter_map(|i| {
+                let (name, stream) = index.stream_in_order(i)?;
+                Some(each(name, stream.version()))
+            }));
+        });
+        out
     }
 
     /// Fails with [`Error::Closed`] once the store was closed.

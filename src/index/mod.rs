@@ -669,12 +669,21 @@ impl Index {
     /// Approximate heap bytes used, counting vector capacity and hash-table
     /// slots (not the allocator's own overhead).
     pub fn memory_bytes(&self) -> usize {
+        self.shared_memory_bytes() + self.streams_memory_bytes(0..self.entries.len()).0
+    }
+
+    /// Of [`Index::memory_bytes`], the bytes read in place from the index
+    /// file's mapping (page cache the system can reclaim and read again)
+    /// rather than allocated.
+    pub fn mapped_bytes(&self) -> usize {
+        self.shared_mapped_bytes() + self.streams_memory_bytes(0..self.entries.len()).1
+    }
+
+    /// The part of [`Index::memory_bytes`] that is not each stream's own:
+    /// the location table, the stream list's and tables' slots, and the
+    /// categories.
+    pub fn shared_memory_bytes(&self) -> usize {
         use std::mem::size_of;
-        let streams: usize = self
-            .entries
-            .iter()
-            .map(|(name, entry)| name.len() + 16 + entry.heap_bytes())
-            .sum();
         let categories: usize = self
             .categories
             .iter()
@@ -683,18 +692,28 @@ impl Index {
         let category_slot = size_of::<Arc<str>>() + size_of::<Vec<u32>>() + 1;
         self.locations.memory_bytes()
             + self.entries.capacity() * size_of::<(Arc<str>, StreamEntry)>()
-            + streams
             + hash_table_bytes(self.ids.capacity(), size_of::<u32>())
             + self.categories.capacity() * category_slot
             + categories
     }
 
-    /// Of [`Index::memory_bytes`], the bytes read in place from the index
-    /// file's mapping (page cache the system can reclaim and read again)
-    /// rather than allocated.
-    pub fn mapped_bytes(&self) -> usize {
-        let streams: usize = self.entries.iter().map(|(_, e)| e.mapped_bytes()).sum();
-        self.locations.mapped_bytes() + streams
+    /// The part of [`Index::mapped_bytes`] that is not each stream's own.
+    pub fn shared_mapped_bytes(&self) -> usize {
+        self.locations.mapped_bytes()
+    }
+
+    /// The memory and mapped bytes of the streams numbered `range` in the
+    /// order of [`Index::streams`] (clamped), for summing them in slices.
+    pub fn streams_memory_bytes(&self, range: std::ops::Range<usize>) -> (usize, usize) {
+        let end = range.end.min(self.entries.len());
+        self.entries[range.start.min(end)..end]
+            .iter()
+            .fold((0, 0), |(memory, mapped), (name, entry)| {
+                (
+                    memory + name.len() + 16 + entry.heap_bytes(),
+                    mapped + entry.mapped_bytes(),
+                )
+            })
     }
 }
 
@@ -833,6 +852,13 @@ mod tests {
         assert_eq!(index.category_streams("a").count(), 1);
         assert_eq!(index.last_position(), 3);
         assert!(index.memory_bytes() > 0);
+        // Summed in slices of streams (as `Store::stats` does), the same.
+        let slices = [0..1, 1..2, 2..usize::MAX].map(|r| index.streams_memory_bytes(r));
+        let memory: usize = slices.iter().map(|s| s.0).sum();
+        let mapped: usize = slices.iter().map(|s| s.1).sum();
+        assert_eq!(index.shared_memory_bytes() + memory, index.memory_bytes());
+        assert_eq!(index.shared_mapped_bytes() + mapped, index.mapped_bytes());
+        assert_eq!(index.streams_memory_bytes(5..9), (0, 0));
     }
 
     #[test]
