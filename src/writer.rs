@@ -487,10 +487,7 @@ impl<F: FileSystem> Core<F> {
         if let Some(result) = self.retry_in_window(w, a)? {
             return Ok(Decision::Duplicate(result));
         }
-        // A retry of the stream's last append that the window would have
-        // found: no need to look further (the common case of one event).
-        let window_knows_last = a.events.len() == 1 && last_position.is_some_and(|at| w.window.covers(at));
-        if !window_knows_last && let Some(result) = self.retry_at_stream_end(w, a, version)? {
+        if let Some(result) = self.retry_at_stream_end(w, a, version, last_position)? {
             return Ok(Decision::Duplicate(result));
         }
         if a.expected == ExpectedVersion::StreamExists && version == 0 {
@@ -635,15 +632,28 @@ impl<F: FileSystem> Core<F> {
     /// is found however long ago it was written, and while it is still
     /// queued. Reads the log only when the stream's candidate events are
     /// older than the window (newer ones would have been found in it).
-    fn retry_at_stream_end(&self, w: &WriterState, a: &AppendRef<'_>, version: u64) -> Result<Option<AppendResult>> {
+    /// `version` and `last_position` are the stream's version and the
+    /// position of its last event (see `Core::current`).
+    fn retry_at_stream_end(
+        &self,
+        w: &WriterState,
+        a: &AppendRef<'_>,
+        version: u64,
+        last_position: Option<u64>,
+    ) -> Result<Option<AppendResult>> {
         let k = a.events.len() as u64;
         if version < k {
             return Ok(None);
         }
         let first_version = version - k + 1;
-        let first_position = match self.event_at(w, a.stream, first_version) {
-            At::Queued(Some((_, position))) | At::Published(Some(position)) => position,
-            At::Queued(None) | At::Published(None) => return Ok(None),
+        let first_position = match (k, last_position) {
+            // The stream's last event, known already: no look-up (the
+            // common case of one event).
+            (1, Some(position)) => position,
+            _ => match self.event_at(w, a.stream, first_version) {
+                At::Queued(Some((_, position))) | At::Published(Some(position)) => position,
+                At::Queued(None) | At::Published(None) => return Ok(None),
+            },
         };
         if w.window.covers(first_position)
             || self.id_at(w, a.stream, first_version)? != Some((a.events[0].id, first_position))
