@@ -482,9 +482,30 @@ pub fn category_of(stream: &str) -> &str {
     stream.split_once('-').map_or(stream, |(c, _)| c)
 }
 
+/// [`category_of`] of a stream name given as its UTF-8 bytes (as a record
+/// holds it): the same split, since a `-` byte is never part of a longer
+/// character.
+pub(crate) fn category_of_bytes(stream: &[u8]) -> &[u8] {
+    stream
+        .iter()
+        .position(|&b| b == b'-')
+        .map_or(stream, |dash| &stream[..dash])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn categories_of_names_and_of_their_bytes_agree() {
+        for name in ["Order-1", "Order", "-x", "a-b-c", "Zähler-é-1", "日本-1", "é"] {
+            assert_eq!(
+                category_of_bytes(name.as_bytes()),
+                category_of(name).as_bytes(),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn metadata_fields_merge_into_objects() {

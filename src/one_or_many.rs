@@ -74,7 +74,6 @@ mod tests {
             assert_eq!(matches!(list, OneOrMany::One(_)), n == 1);
             let list: OneOrMany<u32> = (0..n).filter(|_| true).collect();
             assert_eq!(list.as_slice(), (0..n).collect::<Vec<_>>().as_slice());
-            assert_eq!(list.as_slice(), (0..n).collect::<Vec<_>>().as_slice());
             assert_eq!(list.into_vec(), (0..n).collect::<Vec<_>>());
             let list: OneOrMany<u32> = (0..n).collect();
             assert_eq!(list.into_last(), n.checked_sub(1));

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
+use crate::event::{RecordedEvent, category_of_bytes};
 use crate::index::Location;
 use crate::io::{FileSystem, StdFs};
 use crate::log::view::SegmentView;
@@ -182,20 +182,17 @@ impl Filter {
 
     /// Whether the filter keeps an event of this stream and type, given as
     /// the record's raw bytes (valid UTF-8, so comparing bytes compares
-    /// the strings; a `-` byte is never inside a longer character).
+    /// the strings).
     fn accepts_raw(&self, stream: &[u8], event_type: &[u8]) -> bool {
         let type_ok = self.event_types.is_empty() || self.event_types.iter().any(|t| t.as_bytes() == event_type);
         let prefix_ok = self
             .stream_prefix
             .as_ref()
             .is_none_or(|p| stream.starts_with(p.as_bytes()));
-        let category_ok = self.category.as_ref().is_none_or(|c| {
-            let category = stream
-                .iter()
-                .position(|&b| b == b'-')
-                .map_or(stream, |dash| &stream[..dash]);
-            category == c.as_bytes()
-        });
+        let category_ok = self
+            .category
+            .as_ref()
+            .is_none_or(|c| category_of_bytes(stream) == c.as_bytes());
         type_ok && prefix_ok && category_ok
     }
 }
@@ -417,13 +414,12 @@ impl<F: FileSystem> Events<F> {
     /// either way.
     fn read_filtered(&mut self, location: Location, position: u64) -> Result<Option<RecordedEvent>> {
         self.view_for(location.segment)?;
-        match (self.view.as_deref(), self.filter.as_ref()) {
-            (Some(view), Some(filter)) => view.read_if(location.offset, position, |stream, event_type| {
-                filter.accepts_raw(stream, event_type)
-            }),
-            (Some(view), None) => view.read(location.offset, position).map(Some),
-            (None, _) => Err(Error::corruption(&self.core.dir, 0, "no segment view")),
-        }
+        let (Some(view), Some(filter)) = (self.view.as_deref(), self.filter.as_ref()) else {
+            return Err(Error::corruption(&self.core.dir, 0, "no segment view"));
+        };
+        view.read_if(location.offset, position, |stream, event_type| {
+            filter.accepts_raw(stream, event_type)
+        })
     }
 
     fn next_event(&mut self) -> Option<Result<RecordedEvent>> {
