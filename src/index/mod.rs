@@ -5,8 +5,9 @@
 //! event in its stream's position list (8 once a stream holds a position
 //! past 2^32; none of its own for a stream of up to five events, held in
 //! the entry), plus per stream its name, a 48-byte entry in the list of
-//! streams, a 4-byte stream number in a hash table of numbers, and a
-//! 4-byte number in its category's list. The tables grow by a fraction of
+//! streams, an 8-byte slot in a hash table of stream numbers (the number
+//! and the stream's last position, see `Slot`), and a 4-byte number in
+//! its category's list. The tables grow by a fraction of
 //! their size rather than by doubling, which bounds the slack to an
 //! eighth (locations, streams) and a half (positions, categories). What
 //! was loaded from the index file stays in that file's read-only mapping
@@ -177,6 +178,26 @@ impl StreamEntry {
         StreamEntry { positions }
     }
 
+    /// Starts fetching into the cache the end of the positions' list,
+    /// where the next position goes.
+    #[inline]
+    fn prefetch_end(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let end: *const i8 = match &self.positions {
+                Positions::Inline { .. } => return,
+                Positions::Narrow(v) => v.as_ptr().wrapping_add(v.len()).cast(),
+                Positions::Wide(v) => v.as_ptr().wrapping_add(v.len()).cast(),
+                Positions::Loaded { appended, .. } => appended.as_ptr().wrapping_add(appended.len()).cast(),
+            };
+            // SAFETY: a prefetch is only a hint. It never faults, even on
+            // an address past the vector's allocation (formed with
+            // `wrapping_add`, which is defined), and changes no memory or
+            // register the program can observe.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(end) };
+        }
+    }
+
     /// Number of events (= last version).
     fn len(&self) -> usize {
         match &self.positions {
@@ -328,6 +349,18 @@ impl StreamEntry {
     }
 }
 
+/// A slot of the index's table of stream numbers: the stream's number,
+/// and the position of its last event while it fits in 32 bits (0 when it
+/// does not, or the stream has none). An append reads the slot while it
+/// looks the stream up, so it learns the stream's last position without
+/// reading the stream's positions, a cache miss in a store of many
+/// streams (see `Index::stream_key`).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: u32,
+    last: u32,
+}
+
 /// A stream's positions, as the index holds them: the global position of
 /// each version.
 #[derive(Clone, Copy, Debug)]
@@ -363,6 +396,11 @@ impl<'a> Stream<'a> {
     /// The global position of version `i + 1`.
     pub fn get(&self, i: usize) -> Option<u64> {
         self.entry.get(i, self.loaded)
+    }
+
+    /// The position of the last version (`None` when empty).
+    pub fn last(&self) -> Option<u64> {
+        self.get(self.len().checked_sub(1)?)
     }
 
     /// The positions of versions `range` (clamped to the stream).
@@ -450,9 +488,9 @@ pub struct Index {
     /// the streams in slices while streams are added (see
     /// [`file::encode_sliced`]).
     entries: Vec<(Arc<str>, StreamEntry)>,
-    /// Stream numbers, found by the hash of the name: 4 bytes per slot
+    /// Stream numbers, found by the hash of the name: 8 bytes per slot
     /// instead of a map's name and entry (see "Memory" above).
-    ids: HashTable<u32>,
+    ids: HashTable<Slot>,
     hasher: Hasher,
     /// Each category's stream numbers, in the order the streams were added.
     categories: FastMap<Arc<str>, Vec<u32>>,
@@ -486,11 +524,24 @@ impl Index {
     /// The number of the stream named `name`.
     #[inline]
     fn find(&self, name: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(name);
+        self.find_slot(self.hasher.hash_one(name), name).map(|s| s.id as usize)
+    }
+
+    /// The slot of the stream named `name`, whose hash is `hash`.
+    #[inline]
+    fn find_slot(&self, hash: u64, name: &str) -> Option<Slot> {
         let entries = &self.entries;
         self.ids
-            .find(hash, |&id| entries.get(id as usize).is_some_and(|(n, _)| **n == *name))
-            .map(|&id| id as usize)
+            .find(hash, |s| entries.get(s.id as usize).is_some_and(|(n, _)| **n == *name))
+            .copied()
+    }
+
+    /// Records in stream `id`'s slot (hash `hash`) the position of its
+    /// last event, now `last`.
+    fn set_last(&mut self, hash: u64, id: usize, last: u64) {
+        if let Some(slot) = self.ids.find_mut(hash, |s| s.id as usize == id) {
+            slot.last = u32::try_from(last).unwrap_or(0);
+        }
     }
 
     /// The stream numbered `id`, with its name.
@@ -512,8 +563,18 @@ impl Index {
     /// position, when the stream exists.
     #[inline]
     pub fn stream_key(&self, name: &str) -> Option<(Arc<str>, u64, Option<u64>)> {
-        self.at(self.find(name)?).map(|(k, s)| {
-            let last = usize::try_from(s.version()).ok().and_then(|v| s.get(v.checked_sub(1)?));
+        let slot = self.find_slot(self.hasher.hash_one(name), name)?;
+        self.at(slot.id as usize).map(|(k, s)| {
+            let last = match slot.last {
+                // Past 32 bits (or an empty stream): from the positions.
+                0 => usize::try_from(s.version()).ok().and_then(|v| s.get(v.checked_sub(1)?)),
+                // Known without reading the stream's positions, whose end
+                // an append of this stream will write: fetched meanwhile.
+                last => {
+                    s.entry.prefetch_end();
+                    Some(u64::from(last))
+                }
+            };
             (k.clone(), s.version(), last)
         })
     }
@@ -598,21 +659,27 @@ impl Index {
                 self.last_position()
             ));
         }
-        let id = match self.find(stream) {
-            Some(id) => id,
+        let hash = self.hasher.hash_one(stream);
+        let id = match self.find_slot(hash, stream) {
+            Some(slot) => slot.id as usize,
             None => self.insert_stream(Arc::from(stream))?,
         };
         let Index { entries, locations, .. } = self;
         let entry = &mut entries[id].1;
+        let mut outcome = Ok(());
         for (version, location) in events {
             let current = entry.len() as u64;
             if version != current + 1 {
-                return Err(format!("stream '{stream}' version {version} does not follow {current}"));
+                outcome = Err(format!("stream '{stream}' version {version} does not follow {current}"));
+                break;
             }
             entry.push(locations.len() as u64 + 1);
             locations.push(location.pack());
         }
-        Ok(())
+        if position <= self.last_position() {
+            self.set_last(hash, id, self.last_position());
+        }
+        outcome
     }
 
     /// Adds a new, empty stream (not yet in the index) and returns its
@@ -634,8 +701,8 @@ impl Index {
         let Index {
             entries, ids, hasher, ..
         } = self;
-        let rehash = |&id: &u32| entries.get(id as usize).map_or(0, |(n, _)| hasher.hash_one(&**n));
-        ids.insert_unique(hash, id32, rehash);
+        let rehash = |s: &Slot| entries.get(s.id as usize).map_or(0, |(n, _)| hasher.hash_one(&**n));
+        ids.insert_unique(hash, Slot { id: id32, last: 0 }, rehash);
         Ok(id)
     }
 
@@ -660,8 +727,15 @@ impl Index {
             if index.find(&name).is_some() {
                 return Err(format!("stream '{name}' appears twice"));
             }
+            let hash = index.hasher.hash_one(&*name);
             let id = index.insert_stream(name)?;
+            let last = Stream {
+                entry: &decoded,
+                loaded: &index.loaded,
+            }
+            .last();
             index.entries[id].1 = decoded;
+            index.set_last(hash, id, last.unwrap_or(0));
         }
         Ok(index)
     }
@@ -692,7 +766,7 @@ impl Index {
         let category_slot = size_of::<Arc<str>>() + size_of::<Vec<u32>>() + 1;
         self.locations.memory_bytes()
             + self.entries.capacity() * size_of::<(Arc<str>, StreamEntry)>()
-            + hash_table_bytes(self.ids.capacity(), size_of::<u32>())
+            + hash_table_bytes(self.ids.capacity(), size_of::<Slot>())
             + self.categories.capacity() * category_slot
             + categories
     }
@@ -903,6 +977,66 @@ mod tests {
             // Categories list each stream once, in order.
             assert_eq!(index.category_streams("0").count(), 1);
         }
+    }
+
+    /// `stream_key` gives each stream's last position, which appends take
+    /// from the stream's slot while it fits in 32 bits: after every push,
+    /// after a run cut short by a wrong version, and for streams loaded
+    /// from parts (inline, vector, in place and past 32 bits).
+    #[test]
+    fn stream_key_gives_the_last_position() {
+        let at = Location { segment: 1, offset: 64 };
+        let mut index = Index::default();
+        let names = ["a-1", "b-1", "c-1"];
+        let check = |index: &Index| {
+            for name in names {
+                let Some((key, version, last)) = index.stream_key(name) else {
+                    continue;
+                };
+                let stream = index.stream(name).unwrap();
+                assert_eq!(&*key, name);
+                assert_eq!(version, stream.version());
+                assert_eq!(last, stream.last(), "{name}");
+                assert_eq!(last, stream.iter().last());
+            }
+        };
+        let mut rng = 7u64;
+        for _ in 0..200 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let name = names[(rng >> 33) as usize % names.len()];
+            let run = 1 + (rng >> 40) % 4;
+            let version = index.stream_version(name);
+            let position = index.last_position() + 1;
+            index
+                .push_run(name, position, (1..=run).map(|k| (version + k, at)))
+                .unwrap();
+            check(&index);
+        }
+        // A run cut short: its events before the wrong version stay, and
+        // the last of them is the stream's last.
+        let version = index.stream_version("a-1");
+        let position = index.last_position() + 1;
+        assert!(
+            index
+                .push_run("a-1", position, [(version + 1, at), (version + 3, at)])
+                .is_err()
+        );
+        assert_eq!(index.stream_key("a-1").unwrap().2, Some(position));
+        check(&index);
+
+        let wide = 1u64 << 33;
+        let raw = le(&[3, 4, 5, 6, 7, 8, 9]);
+        let streams = vec![
+            (Arc::from("a-1"), StreamEntry::from_positions(vec![1, 2])),
+            (Arc::from("b-1"), StreamEntry::from_positions(vec![10, wide])),
+            (Arc::from("c-1"), StreamEntry::from_le_bytes(&raw, 0, 7)),
+        ];
+        let table = LocationTable::from_vec(vec![64; 10]);
+        let index = Index::from_parts(table, streams, Bytes::from(raw.clone())).unwrap();
+        assert_eq!(index.stream_key("a-1").unwrap().2, Some(2));
+        assert_eq!(index.stream_key("b-1").unwrap().2, Some(wide));
+        assert_eq!(index.stream_key("c-1").unwrap().2, Some(9));
+        check(&index);
     }
 
     /// An index file naming a stream twice (its CRC intact) is refused.

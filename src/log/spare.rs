@@ -64,6 +64,10 @@ pub(crate) struct Spare<H> {
     /// Size of the spare to make (the segment size).
     len: u64,
     state: Mutex<State<H>>,
+    /// True whenever `state` may be `Idle` (changed with it, under its
+    /// lock): [`Spare::ask`], called after every write past half of a
+    /// segment, returns at once without the lock when it is false.
+    may_be_idle: AtomicBool,
     /// Signalled by the background thread whenever it leaves `Asked`.
     settled: Condvar,
     /// Wakes the background thread; `None` before it starts and after
@@ -84,6 +88,7 @@ impl<H: FileHandle> Spare<H> {
             path: dir.join(SPARE_FILE_NAME),
             len: segment_size,
             state: Mutex::new(State::Idle),
+            may_be_idle: AtomicBool::new(true),
             settled: Condvar::new(),
             requests: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -103,14 +108,19 @@ impl<H: FileHandle> Spare<H> {
     /// or failed since the last roll-over. Cheap: the appender calls it
     /// after each write past half of a segment.
     pub fn ask(&self) {
+        if !self.may_be_idle.load(Ordering::Acquire) {
+            return;
+        }
         let mut state = self.state.lock();
         if !matches!(*state, State::Idle) {
+            self.may_be_idle.store(false, Ordering::Release);
             return;
         }
         if let Some(tx) = &*self.requests.lock()
             && tx.send(()).is_ok()
         {
             *state = State::Asked;
+            self.may_be_idle.store(false, Ordering::Release);
         }
     }
 
@@ -118,6 +128,7 @@ impl<H: FileHandle> Spare<H> {
     /// when it is not (the caller creates the segment itself).
     pub fn take(&self) -> Option<(PathBuf, H, u64)> {
         let mut state = self.state.lock();
+        self.may_be_idle.store(true, Ordering::Release);
         match std::mem::replace(&mut *state, State::Idle) {
             State::Ready { file, len } => Some((self.path.clone(), file, len)),
             State::Asked => {
@@ -209,6 +220,7 @@ pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Re
                     let _ = fs.remove_file(&spare.path);
                 }
                 *state = if made.is_err() { State::Failed } else { State::Idle };
+                spare.may_be_idle.store(true, Ordering::Release);
             }
         }
         spare.settled.notify_all();
