@@ -1109,7 +1109,13 @@ fn wrong_version(a: &AppendRef<'_>, version: u64) -> Error {
 
 /// Microseconds since the Unix epoch (0 if the clock is before it).
 fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    // Seconds and microseconds apart: `Duration::as_micros` works in 128
+    // bits. Seconds since 1970 times a million fit in 63 bits until the
+    // year 294,000.
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        i64::try_from(d.as_secs())
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000))
+            .map_or(i64::MAX, |s| s + i64::from(d.subsec_micros()))
+    })
 }
