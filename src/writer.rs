@@ -452,10 +452,24 @@ impl<F: FileSystem> Core<F> {
         Ok(())
     }
 
+    /// Whether queued appends are kept in `WriterState::pending`, the view
+    /// of streams with appends queued but not yet published. Only durable
+    /// mode needs it: its leader releases the writer lock while it writes
+    /// and syncs, and appends queued meanwhile must see the versions and
+    /// ids of those being written. In the other modes the leader holds
+    /// the lock from queueing to publishing (see [`Core::lead`]), so no
+    /// other append ever sees a queued one.
+    #[inline]
+    fn tracks_pending(&self) -> bool {
+        self.options.durability == Durability::Sync
+    }
+
     /// The stream's version including queued appends, its name, and the
     /// position of its last event.
     fn current(&self, w: &WriterState, stream: &str) -> (Option<Arc<str>>, u64, Option<u64>) {
-        if let Some(p) = w.pending.get(stream) {
+        if !w.pending.is_empty()
+            && let Some(p) = w.pending.get(stream)
+        {
             return (Some(p.name.clone()), p.version, p.events.last().map(|&(_, at)| at));
         }
         match self.published.read().index.stream_key(stream) {
@@ -565,7 +579,9 @@ impl<F: FileSystem> Core<F> {
     /// (with its id and position, when the version is in the queued
     /// range), or in the published index (its position, if any).
     fn event_at(&self, w: &WriterState, stream: &str, version: u64) -> At {
-        if let Some(p) = w.pending.get(stream) {
+        if !w.pending.is_empty()
+            && let Some(p) = w.pending.get(stream)
+        {
             let first_pending = p.version + 1 - p.events.len() as u64;
             if version >= first_pending {
                 let i = usize::try_from(version - first_pending).unwrap_or(usize::MAX);
@@ -756,12 +772,15 @@ impl<F: FileSystem> Core<F> {
         debug_assert_eq!(encoded, size);
         let mut record_at = batch_start + BATCH_HEADER_BYTES;
         let mut position = first_position;
+        let tracks_pending = self.tracks_pending();
         for (a, (name, version)) in appends.iter().zip(bases()) {
             let spare_pending = &mut state.spare_pending;
-            let pending = state.pending.entry(name.clone()).or_insert_with(|| PendingStream {
-                name: name.clone(),
-                version,
-                events: spare_pending.pop().unwrap_or_default(),
+            let mut pending = tracks_pending.then(|| {
+                state.pending.entry(name.clone()).or_insert_with(|| PendingStream {
+                    name: name.clone(),
+                    version,
+                    events: spare_pending.pop().unwrap_or_default(),
+                })
             });
             for (i, e) in a.events.iter().enumerate() {
                 let len = frame::record_len(name, e);
@@ -774,8 +793,10 @@ impl<F: FileSystem> Core<F> {
                         offset: chunk.offset + record_at as u64,
                     },
                 });
-                pending.events.push((e.id, position));
-                pending.version = event_version;
+                if let Some(pending) = &mut pending {
+                    pending.events.push((e.id, position));
+                    pending.version = event_version;
+                }
                 let written = Written {
                     version: event_version,
                     position,
@@ -842,16 +863,25 @@ impl<F: FileSystem> Core<F> {
     }
 
     /// Writes everything queued, then publishes it. Called and returns
-    /// with the writer lock held; releases it during I/O.
+    /// with the writer lock held. In durable mode it releases the lock
+    /// during the write and sync, so that other appends queue up for the
+    /// next group. In the other modes the write is a copy into the page
+    /// cache and the lock stays held: no append is queued while another
+    /// is being written (see [`Core::tracks_pending`]).
     pub(crate) fn lead(&self, w: &mut MutexGuard<'_, WriterState>) {
         w.leader_active = true;
         self.gather(w);
         let spare_queue = std::mem::take(&mut w.spare_queue);
         let chunks = std::mem::replace(&mut w.queue, spare_queue);
         w.last_group_appends = std::mem::take(&mut w.queued_appends);
+        debug_assert!(self.tracks_pending() || w.last_group_appends <= 1);
         // Only durable mode gathers, so only it needs the sync's duration.
         let started = (self.options.durability == Durability::Sync).then(Instant::now);
-        let outcome = MutexGuard::unlocked(w, || self.write_chunks(&chunks));
+        let outcome = if self.tracks_pending() {
+            MutexGuard::unlocked(w, || self.write_chunks(&chunks))
+        } else {
+            self.write_chunks(&chunks)
+        };
         if let Some(started) = started {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             w.sync_micros_avg = (w.sync_micros_avg * 7 + micros) / 8;
@@ -1057,16 +1087,18 @@ impl<F: FileSystem> Core<F> {
             .max()
             .unwrap_or(w.done_seq)
             .max(w.done_seq);
-        let spare_pending = &mut w.spare_pending;
-        w.pending.retain(|_, p| {
-            let keep = p.events.last().is_some_and(|&(_, pos)| pos > last_position);
-            if !keep && spare_pending.len() < 64 {
-                let mut events = std::mem::take(&mut p.events);
-                events.clear();
-                spare_pending.push(events);
-            }
-            keep
-        });
+        if !w.pending.is_empty() {
+            let spare_pending = &mut w.spare_pending;
+            w.pending.retain(|_, p| {
+                let keep = p.events.last().is_some_and(|&(_, pos)| pos > last_position);
+                if !keep && spare_pending.len() < 64 {
+                    let mut events = std::mem::take(&mut p.events);
+                    events.clear();
+                    spare_pending.push(events);
+                }
+                keep
+            });
+        }
         for mut chunk in chunks.drain(..) {
             chunk.bytes.clear();
             chunk.entries.clear();

@@ -3,7 +3,7 @@
 //! id the log holds twice, a retry half inside the window, and retries of
 //! an append still queued (DESIGN.md, "Appending").
 
-use annal::{AppendResult, Error, EventData, ExpectedVersion, Options, Store};
+use annal::{AppendResult, Durability, Error, EventData, ExpectedVersion, Options, Store};
 
 fn opts(capacity: usize) -> Options {
     Options::default()
@@ -94,12 +94,28 @@ fn partial_retry_at_stream_end_half_in_window_is_a_conflict() {
 }
 
 /// Retries racing with other streams' appends while the first attempt is
-/// still queued, with a window of one id: the queued event is found at the
+/// still queued (durable mode, whose leader writes and syncs without the
+/// writer lock), with a window of one id: the queued event is found at the
 /// stream's end.
 #[test]
 fn racing_single_event_retries_with_a_window_of_one() {
+    racing_single_event_retries(Durability::Sync);
+}
+
+/// The same in the modes whose appends never wait queued while another is
+/// written (the leader holds the writer lock from queueing to publishing).
+#[test]
+fn racing_single_event_retries_buffered_and_periodic() {
+    racing_single_event_retries(Durability::Buffered);
+    racing_single_event_retries(Durability::Periodic(std::time::Duration::from_millis(5)));
+}
+
+fn racing_single_event_retries(durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Options::default().with_idempotency_window_events(1)).unwrap();
+    let options = Options::default()
+        .with_idempotency_window_events(1)
+        .with_durability(durability);
+    let store = Store::open(dir.path(), options).unwrap();
     let threads = 6;
     let rounds = 150;
     let noise = std::sync::atomic::AtomicU64::new(0);
