@@ -351,7 +351,8 @@ impl StreamEntry {
 
 /// A slot of the index's table of stream numbers: the stream's number,
 /// and the position of its last event while it fits in 32 bits (0 when it
-/// does not, or the stream has none). An append reads the slot while it
+/// does not, when the stream has none, and for a stream loaded from the
+/// index file until its next append). An append reads the slot while it
 /// looks the stream up, so it learns the stream's last position without
 /// reading the stream's positions, a cache miss in a store of many
 /// streams (see `Index::stream_key`).
@@ -566,7 +567,8 @@ impl Index {
         let slot = self.find_slot(self.hasher.hash_one(name), name)?;
         self.at(slot.id as usize).map(|(k, s)| {
             let last = match slot.last {
-                // Past 32 bits (or an empty stream): from the positions.
+                // Past 32 bits, an empty stream, or loaded and not appended
+                // to since: from the positions.
                 0 => usize::try_from(s.version()).ok().and_then(|v| s.get(v.checked_sub(1)?)),
                 // Known without reading the stream's positions, whose end
                 // an append of this stream will write: fetched meanwhile.
@@ -727,15 +729,11 @@ impl Index {
             if index.find(&name).is_some() {
                 return Err(format!("stream '{name}' appears twice"));
             }
-            let hash = index.hasher.hash_one(&*name);
+            // The slot's last position stays unknown (0) until the
+            // stream's next append: reading every stream's last position
+            // here would touch the whole file at open.
             let id = index.insert_stream(name)?;
-            let last = Stream {
-                entry: &decoded,
-                loaded: &index.loaded,
-            }
-            .last();
             index.entries[id].1 = decoded;
-            index.set_last(hash, id, last.unwrap_or(0));
         }
         Ok(index)
     }
