@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example timings -- durable100 60000 /tmp/t   # appends of 100 events, one by one
 //! cargo run --release --example timings -- buffered 500000 /tmp/t    # OS-buffered single-event appends
+//! cargo run --release --example timings -- buffered16 800000 /tmp/t  # the same from 16 threads, N in all
 //! cargo run --release --example timings -- snapshot-loads 4096 /tmp/t  # loads during saves of 4 KiB snapshots
 //! cargo run --release --example timings -- stalls-buffered 3000000 /tmp/t    # the slowest single-event appends
 //! cargo run --release --example timings -- stalls-periodic 3000000 /tmp/t    # the same, Periodic(100 ms)
@@ -30,7 +31,7 @@ fn main() -> Result {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, n, dir] = args.as_slice() else {
         return Err(
-            "usage: timings durable100|buffered|snapshot-loads|stalls-buffered|stalls-periodic|index-memory|category-reads N DIR"
+            "usage: timings durable100|buffered|buffered16|snapshot-loads|stalls-buffered|stalls-periodic|index-memory|category-reads N DIR"
                 .into(),
         );
     };
@@ -42,6 +43,7 @@ fn main() -> Result {
     match mode.as_str() {
         "durable100" => durable100(n, dir),
         "buffered" => buffered(n, dir),
+        "buffered16" => buffered_threads(16, n, dir),
         "snapshot-loads" => snapshot_loads(usize::try_from(n)?, dir),
         "stalls-buffered" => stalls(n, dir, Durability::Buffered),
         "stalls-periodic" => stalls(n, dir, Durability::Periodic(Duration::from_millis(100))),
@@ -94,6 +96,47 @@ fn buffered(n: u64, dir: &std::path::Path) -> Result {
     let secs = started.elapsed().as_secs_f64();
     store.close()?;
     println!("buffered: {:.0} appends/s over {n}", n as f64 / secs);
+    Ok(())
+}
+
+/// `n` OS-buffered single-event appends made by `threads` threads, each
+/// to its own streams (events and names built beforehand).
+fn buffered_threads(threads: u64, n: u64, dir: &std::path::Path) -> Result {
+    let store = Store::open(dir, Options::default().with_durability(Durability::Buffered))?;
+    let each = n / threads;
+    let work: Vec<Vec<(String, EventData)>> = (0..threads)
+        .map(|t| {
+            (t * each..(t + 1) * each)
+                .map(|k| (common::stream_name(k), common::event(k)))
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .into_iter()
+            .map(|appends| {
+                let store = &store;
+                scope.spawn(move || -> annal::Result<()> {
+                    for (name, event) in appends {
+                        store.append(&name, ExpectedVersion::Any, [event])?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| -> Result {
+            h.join().map_err(|_| "an appender panicked")??;
+            Ok(())
+        })
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    store.close()?;
+    println!(
+        "buffered, {threads} threads: {:.0} appends/s over {}",
+        (each * threads) as f64 / secs,
+        each * threads
+    );
     Ok(())
 }
 
