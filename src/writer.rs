@@ -1151,3 +1151,30 @@ fn now_micros() -> i64 {
             .map_or(i64::MAX, |s| s + i64::from(d.subsec_micros()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// Durable mode keeps a view of queued appends; once every append is
+    /// published it is empty (else it would grow by every stream ever
+    /// appended to, and each entry by its events).
+    #[test]
+    fn the_pending_view_is_empty_once_everything_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path(), crate::Options::default()).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let store = &store;
+                scope.spawn(move || {
+                    for i in 0..50 {
+                        let stream = format!("S-{}", (t + i) % 8);
+                        let e = crate::EventData::new("E", "{}");
+                        store.append(&stream, crate::ExpectedVersion::Any, [e]).unwrap();
+                    }
+                });
+            }
+        });
+        let w = store.core().writer.lock();
+        assert!(w.pending.is_empty(), "{} streams still pending", w.pending.len());
+        assert!(w.spare_pending.len() <= 64);
+    }
+}

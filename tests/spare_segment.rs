@@ -129,6 +129,48 @@ fn a_spare_that_cannot_be_made_leaves_appends_and_roll_overs_working() {
     assert_eq!(store.last_position(), round * 64);
 }
 
+/// A spare that could not be made is not asked for again before the next
+/// roll-over, but is after it: the roll-over makes the spare askable again
+/// whatever it finds (a failed one included), or no spare would be made
+/// until the next open.
+#[test]
+fn a_spare_that_failed_is_asked_for_again_after_the_roll_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    // A directory in the spare's place: making the spare fails.
+    std::fs::create_dir_all(dir.join(SPARE_NAME)).unwrap();
+    let store = Store::open(&dir, options()).unwrap();
+    let mut round = 0u64;
+    let append = |round: &mut u64| {
+        store.append("Fill-1", ExpectedVersion::Any, batch(*round)).unwrap();
+        *round += 1;
+    };
+    // Past half of the first segment: the spare is asked for, and fails.
+    while round * BATCH_BYTES < SEGMENT * 6 / 10 {
+        append(&mut round);
+    }
+    // Time for the background thread to fail (at once: it cannot remove a
+    // directory), so that the roll-over finds the spare failed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(store.stats().spare_segment_bytes, 0);
+    fill_until(&store, &dir, 2, &mut round);
+    // The obstacle is gone: the next spare can be made.
+    std::fs::remove_dir(dir.join(SPARE_NAME)).unwrap();
+    let rolled_at = round;
+    while (round - rolled_at) * BATCH_BYTES < SEGMENT * 6 / 10 {
+        append(&mut round);
+    }
+    assert_eq!(
+        wait_for_spare(&store),
+        SEGMENT,
+        "no spare asked for after the roll-over"
+    );
+    fill_until(&store, &dir, 3, &mut round);
+    let lens = segment_lens(&dir);
+    assert_eq!(lens[2], SEGMENT, "the third segment was not the spare: {lens:?}");
+    store.close().unwrap();
+}
+
 #[test]
 fn a_read_only_open_leaves_a_spare_in_place() {
     let tmp = tempfile::tempdir().unwrap();
