@@ -110,5 +110,27 @@ fn writers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fdatasync_baseline, durable_batches, modes, writers);
+fn buffered_writers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append/buffered/1_event");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    for threads in [1u64, 4, 16] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default().with_durability(Durability::Buffered);
+        let store = Arc::new(Store::open(dir.path(), options).unwrap());
+        group.throughput(Throughput::Elements(threads));
+        group.bench_function(BenchmarkId::new("writers", threads), |b| {
+            b.iter_custom(|iters| threaded(&store, threads, iters))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    fdatasync_baseline,
+    durable_batches,
+    modes,
+    writers,
+    buffered_writers
+);
 criterion_main!(benches);
