@@ -23,6 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Longest a group-commit leader waits for more appends to join.
 const GATHER_WAIT_MICROS_MAX: u64 = 500;
 
+/// Longest an appender yields, waiting for another thread's group commit,
+/// before it parks (see `Options::with_group_commit_spin`).
+const COMMIT_SPIN_MICROS_MAX: u64 = 1_000;
+
 use parking_lot::MutexGuard;
 use uuid::Uuid;
 
@@ -832,9 +836,18 @@ impl<F: FileSystem> Core<F> {
             // Park outside the lock until the leader finishes. Waking by
             // thread rather than through the mutex lets the acknowledged
             // appenders return in parallel, without taking the lock again.
+            // Registered first, then yielding for a while (see
+            // `Options::with_group_commit_spin`): a leader's unpark of a
+            // thread that is not parked only leaves it a token (no system
+            // call), which a later `park` consumes at once.
             let generation = self.commit_generation.load(Ordering::Acquire);
             w.waiters.push(std::thread::current());
+            let spin = self.commit_spin(&w);
             drop(w);
+            let started = Instant::now();
+            while self.commit_generation.load(Ordering::Acquire) == generation && started.elapsed() < spin {
+                std::thread::yield_now();
+            }
             while self.commit_generation.load(Ordering::Acquire) == generation {
                 std::thread::park();
             }
@@ -843,6 +856,16 @@ impl<F: FileSystem> Core<F> {
             }
             w = self.writer.lock();
         }
+    }
+
+    /// How long a waiter yields before it parks: twice the smoothed sync
+    /// time, at most [`COMMIT_SPIN_MICROS_MAX`]; nothing when the option
+    /// is off.
+    fn commit_spin(&self, w: &WriterState) -> Duration {
+        if !self.options.group_commit_spin {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(w.sync_micros_avg.saturating_mul(2).min(COMMIT_SPIN_MICROS_MAX))
     }
 
     /// Waits until `position` is published (for retries of queued appends).

@@ -2,9 +2,10 @@
 //! appenders queue under the writer lock; whoever finds no leader becomes
 //! the leader, takes the queue, writes and syncs it outside the lock, then
 //! publishes `done_seq`, bumps the commit generation and unparks the
-//! appenders that parked waiting for it; parked appenders wake when the
-//! generation moves, and return if their sequence number is covered, or
-//! take the lock again (and possibly lead).
+//! appenders that registered to wait for it; a waiting appender yields a
+//! few times, then parks, until the generation moves, and returns if its
+//! sequence number is covered, or takes the lock again (and possibly
+//! lead).
 //!
 //! This models the protocol with the same steps and the same
 //! synchronization (mutex, atomics, park/unpark by thread, generation
@@ -76,6 +77,15 @@ impl Writer {
             let generation = self.generation.load(Ordering::Acquire);
             w.waiters.push(thread::current());
             drop(w);
+            // Yield a while before parking (the store bounds it by time;
+            // here by a count): the leader's unpark may come meanwhile
+            // and leave a token that the park below consumes.
+            for _ in 0..2 {
+                if self.generation.load(Ordering::Acquire) != generation {
+                    break;
+                }
+                thread::yield_now();
+            }
             while self.generation.load(Ordering::Acquire) == generation {
                 thread::park();
             }

@@ -13,8 +13,16 @@ use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Sto
 const STREAMS: u64 = 4;
 
 fn run(durability: Durability, threads: u64, appends_per_thread: u64) {
+    run_with(
+        Options::default().with_durability(durability),
+        threads,
+        appends_per_thread,
+    );
+}
+
+fn run_with(options: Options, threads: u64, appends_per_thread: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), Options::default().with_durability(durability)).unwrap());
+    let store = Arc::new(Store::open(dir.path(), options).unwrap());
     // Every thread reads its first stream's version, then all append at
     // once: threads sharing a stream are then certain to conflict.
     let start = Arc::new(std::sync::Barrier::new(threads as usize));
@@ -103,4 +111,11 @@ fn exact_appends_from_many_threads_lose_no_update_buffered() {
 #[test]
 fn exact_appends_from_many_threads_lose_no_update_durable() {
     run(Durability::Sync, 16, 40);
+}
+
+/// The same with group-commit waiters that park at once instead of
+/// yielding first.
+#[test]
+fn exact_appends_from_many_threads_lose_no_update_durable_parking() {
+    run_with(Options::default().with_group_commit_spin(false), 16, 40);
 }
