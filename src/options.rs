@@ -137,10 +137,13 @@ impl Options {
     /// few cores are most of a group commit's time besides the sync: 16
     /// threads appending durably ran 40 % faster on 2 cores (see
     /// docs/PERFORMANCE.md), for about 50 % more CPU per append. A
-    /// yielding thread runs only when no other thread of the machine is
-    /// ready to. Only concurrent durable appends wait this way: a lone
-    /// writer leads its own commits, and the other modes never wait for
-    /// another thread's write.
+    /// yielding thread gives way to any other thread ready to run on its
+    /// CPU. Only concurrent durable appends wait this way: a lone writer
+    /// leads its own commits, and the other modes never wait for another
+    /// thread's write. (A thread that saw its commit done while yielding
+    /// may still be unparked by the leader afterwards, so its next
+    /// `std::thread::park` can return at once: a spurious wake-up, which
+    /// `park`'s contract allows.)
     pub fn with_group_commit_spin(mut self, spin: bool) -> Self {
         self.group_commit_spin = spin;
         self
