@@ -1171,7 +1171,7 @@ fn now_micros() -> i64 {
         i64::try_from(d.as_secs())
             .ok()
             .and_then(|s| s.checked_mul(1_000_000))
-            .map_or(i64::MAX, |s| s + i64::from(d.subsec_micros()))
+            .map_or(i64::MAX, |s| s.saturating_add(i64::from(d.subsec_micros())))
     })
 }
 
