@@ -950,6 +950,15 @@ impl<F: FileSystem> Core<F> {
         }
         let wait = Duration::from_micros((w.sync_micros_avg / 2).min(GATHER_WAIT_MICROS_MAX));
         let deadline = Instant::now() + wait;
+        if self.options.group_commit_spin {
+            // Yield to the appenders on their way, with the lock released
+            // for them to queue, rather than sleep until the last one
+            // wakes this thread (see `Options::with_group_commit_spin`).
+            while w.queued_appends < w.last_group_appends && Instant::now() < deadline {
+                MutexGuard::unlocked(w, std::thread::yield_now);
+            }
+            return;
+        }
         w.gathering = true;
         while w.queued_appends < w.last_group_appends {
             if self.arrivals.wait_until(w, deadline).timed_out() {
