@@ -1,6 +1,8 @@
 //! A shuttle model of the group-commit protocol (`src/writer.rs`):
 //! appenders queue under the writer lock; whoever finds no leader becomes
-//! the leader, takes the queue, writes and syncs it outside the lock, then
+//! the leader, yields with the lock released while its queue holds fewer
+//! appends than the previous group (a bounded number of times: the
+//! gathering step), takes the queue, writes and syncs it outside the lock, then
 //! publishes `done_seq`, bumps the commit generation and unparks the
 //! appenders that registered to wait for it; a waiting appender yields a
 //! few times, then parks, until the generation moves, and returns if its
@@ -27,6 +29,8 @@ struct State {
     next_seq: u64,
     queue: Vec<u64>,
     leader_active: bool,
+    /// Appends the previous group carried.
+    last_group: usize,
     done_seq: u64,
     poisoned: bool,
     waiters: Vec<Thread>,
@@ -98,7 +102,20 @@ impl Writer {
 
     fn lead<'a>(&'a self, mut w: shuttle::sync::MutexGuard<'a, State>) -> shuttle::sync::MutexGuard<'a, State> {
         w.leader_active = true;
+        // Gather (durable mode with `group_commit_spin`): while the queue
+        // holds fewer appends than the previous group, yield with the lock
+        // released for appenders to queue (the store bounds it by time;
+        // here by a count).
+        for _ in 0..2 {
+            if w.queue.len() >= w.last_group {
+                break;
+            }
+            drop(w);
+            thread::yield_now();
+            w = self.state.lock().expect("lock");
+        }
         let group = std::mem::take(&mut w.queue);
+        w.last_group = group.len();
         drop(w);
         // Write and sync outside the lock.
         let sync_number = self.syncs.fetch_add(1, Ordering::AcqRel) + 1;
