@@ -15,35 +15,68 @@ use std::time::Duration;
 use annal::io::sim::{Fault, FaultError, OpKind, SimFs};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store};
 
+/// A durable store on a simulated file system, with one event written.
+fn store(seed: u64, spin: bool) -> (SimFs, Store<SimFs>) {
+    let fs = SimFs::new(seed);
+    let options = Options::default()
+        .with_durability(Durability::Sync)
+        .with_group_commit_spin(spin);
+    let store = Store::open_with(fs.clone(), "/sim/store", options).unwrap();
+    append(&store, "W-1").unwrap();
+    (fs, store)
+}
+
+fn append(store: &Store<SimFs>, stream: &str) -> annal::Result<()> {
+    store
+        .append(stream, ExpectedVersion::Any, [EventData::new("E", "x")])
+        .map(|_| ())
+}
+
+/// The next sync fails (once).
+fn fail_next_sync(fs: &SimFs) {
+    fs.inject(Fault {
+        kind: OpKind::Sync,
+        nth: 0,
+        error: FaultError::Eio,
+        sticky: false,
+    });
+}
+
+/// Appends to `A-1` and holds its sync; once it is held, runs `meanwhile`,
+/// appends to `B-1` and `C-1` from threads of their own and gives them
+/// time to queue behind it (microseconds; half a second leaves room for a
+/// loaded machine), then releases the sync. Returns A's outcome, then B's
+/// and C's.
+fn around_a_held_sync(
+    fs: &SimFs,
+    store: &Store<SimFs>,
+    meanwhile: impl FnOnce(),
+) -> (annal::Result<()>, Vec<annal::Result<()>>) {
+    let hold = fs.hold_next_sync();
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| append(store, "A-1"));
+        hold.wait_held();
+        meanwhile();
+        let others: Vec<_> = ["B-1", "C-1"]
+            .into_iter()
+            .map(|s| scope.spawn(move || append(store, s)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        hold.release();
+        let a = a.join().unwrap();
+        (a, others.into_iter().map(|t| t.join().unwrap()).collect())
+    })
+}
+
 /// Three appends, two syncs: the first append's sync is held until the two
 /// others have had time to queue behind it; they then share one.
 #[test]
 fn durable_appends_queue_up_during_a_sync_and_share_the_next() {
-    let fs = SimFs::new(17);
-    let options = Options::default().with_durability(Durability::Sync);
-    let store = Store::open_with(fs.clone(), "/sim/store", options).unwrap();
-    store
-        .append("W-1", ExpectedVersion::Any, [EventData::new("E", "0")])
-        .unwrap();
+    let (fs, store) = store(17, true);
     let before = store.stats();
-    let hold = fs.hold_next_sync();
-    std::thread::scope(|scope| {
-        let store = &store;
-        let first = scope.spawn(move || store.append("A-1", ExpectedVersion::Any, [EventData::new("E", "a")]));
-        hold.wait_held();
-        let others: Vec<_> = ["B-1", "C-1"]
-            .into_iter()
-            .map(|s| scope.spawn(move || store.append(s, ExpectedVersion::NoStream, [EventData::new("E", s)])))
-            .collect();
-        // Both queue up behind the held sync (microseconds; half a second
-        // leaves room for a loaded machine).
-        std::thread::sleep(Duration::from_millis(500));
-        hold.release();
-        first.join().unwrap().unwrap();
-        for t in others {
-            t.join().unwrap().unwrap();
-        }
-    });
+    let (a, others) = around_a_held_sync(&fs, &store, || {});
+    a.unwrap();
+    others.into_iter().for_each(|r| r.unwrap());
     let after = store.stats();
     assert_eq!(after.appends_written - before.appends_written, 3);
     assert_eq!(
@@ -68,50 +101,18 @@ fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-fn options(spin: bool) -> Options {
-    Options::default()
-        .with_durability(Durability::Sync)
-        .with_group_commit_spin(spin)
-}
-
-fn append(store: &Store<SimFs>, stream: &str) -> annal::Result<()> {
-    store
-        .append(stream, ExpectedVersion::Any, [EventData::new("E", "x")])
-        .map(|_| ())
-}
-
 /// A's sync is held and fails; B and C, queued meanwhile, wait for A's
 /// leader (parked: the last sync took microseconds, so they hardly
 /// yield). The failure must wake them: A gets the I/O error, B and C
 /// `Poisoned`, and close returns.
 fn waiters_of_a_failed_sync(spin: bool) {
-    let fs = SimFs::new(5);
-    let store = Store::open_with(fs.clone(), "/sim/store", options(spin)).unwrap();
-    append(&store, "W-1").unwrap();
-    fs.inject(Fault {
-        kind: OpKind::Sync,
-        nth: 0,
-        error: FaultError::Eio,
-        sticky: false,
-    });
-    let hold = fs.hold_next_sync();
-    std::thread::scope(|scope| {
-        let store = &store;
-        let a = scope.spawn(move || append(store, "A-1"));
-        hold.wait_held();
-        let others: Vec<_> = ["B-1", "C-1"]
-            .into_iter()
-            .map(|s| scope.spawn(move || append(store, s)))
-            .collect();
-        std::thread::sleep(Duration::from_millis(200));
-        hold.release();
-        let a = a.join().unwrap();
-        assert!(matches!(a, Err(Error::Io { .. })), "the failed group's append: {a:?}");
-        for t in others {
-            let r = t.join().unwrap();
-            assert!(matches!(r, Err(Error::Poisoned(_))), "a later append: {r:?}");
-        }
-    });
+    let (fs, store) = store(5, spin);
+    fail_next_sync(&fs);
+    let (a, others) = around_a_held_sync(&fs, &store, || {});
+    assert!(matches!(a, Err(Error::Io { .. })), "the failed group's append: {a:?}");
+    for r in others {
+        assert!(matches!(r, Err(Error::Poisoned(_))), "a later append: {r:?}");
+    }
     assert!(matches!(store.close(), Err(Error::Poisoned(_))));
 }
 
@@ -119,36 +120,16 @@ fn waiters_of_a_failed_sync(spin: bool) {
 /// group, whose sync fails: the one of them that waits for the other's
 /// group must be woken, and both get the I/O error.
 fn waiter_in_a_failed_group(spin: bool) {
-    let fs = SimFs::new(6);
-    let store = Store::open_with(fs.clone(), "/sim/store", options(spin)).unwrap();
-    append(&store, "W-1").unwrap();
-    let hold = fs.hold_next_sync();
-    std::thread::scope(|scope| {
-        let store = &store;
-        let a = scope.spawn(move || append(store, "A-1"));
-        hold.wait_held();
-        // A's sync is done: the next one, B and C's, fails.
-        fs.inject(Fault {
-            kind: OpKind::Sync,
-            nth: 0,
-            error: FaultError::Eio,
-            sticky: false,
-        });
-        let others: Vec<_> = ["B-1", "C-1"]
-            .into_iter()
-            .map(|s| scope.spawn(move || append(store, s)))
-            .collect();
-        std::thread::sleep(Duration::from_millis(200));
-        hold.release();
-        a.join().unwrap().unwrap();
-        for t in others {
-            let r = t.join().unwrap();
-            assert!(
-                matches!(r, Err(Error::Io { .. })),
-                "an append of the failed group: {r:?}"
-            );
-        }
-    });
+    let (fs, store) = store(6, spin);
+    // Once A's sync is under way, the next one, B and C's, fails.
+    let (a, others) = around_a_held_sync(&fs, &store, || fail_next_sync(&fs));
+    a.unwrap();
+    for r in others {
+        assert!(
+            matches!(r, Err(Error::Io { .. })),
+            "an append of the failed group: {r:?}"
+        );
+    }
     assert!(matches!(store.close(), Err(Error::Poisoned(_))));
 }
 
@@ -157,25 +138,10 @@ fn waiter_in_a_failed_group(spin: bool) {
 /// then leads a group of one, gathers for appends that never come, and
 /// must give up at the deadline.
 fn lone_append_after_a_group_of_two(spin: bool) {
-    let fs = SimFs::new(7);
-    let store = Store::open_with(fs.clone(), "/sim/store", options(spin)).unwrap();
-    append(&store, "W-1").unwrap();
-    let hold = fs.hold_next_sync();
-    std::thread::scope(|scope| {
-        let store = &store;
-        let a = scope.spawn(move || append(store, "A-1"));
-        hold.wait_held();
-        let others: Vec<_> = ["B-1", "C-1"]
-            .into_iter()
-            .map(|s| scope.spawn(move || append(store, s)))
-            .collect();
-        std::thread::sleep(Duration::from_millis(200));
-        hold.release();
-        a.join().unwrap().unwrap();
-        for t in others {
-            t.join().unwrap().unwrap();
-        }
-    });
+    let (fs, store) = store(7, spin);
+    let (a, others) = around_a_held_sync(&fs, &store, || {});
+    a.unwrap();
+    others.into_iter().for_each(|r| r.unwrap());
     let before = store.stats();
     for i in 0..3 {
         append(&store, &format!("D-{i}")).unwrap();
