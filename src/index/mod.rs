@@ -577,7 +577,7 @@ impl Index {
             let last = match slot.last {
                 // Past 32 bits, an empty stream, or loaded and not appended
                 // to since: from the positions.
-                0 => usize::try_from(s.version()).ok().and_then(|v| s.get(v.checked_sub(1)?)),
+                0 => s.last(),
                 // Known without reading the stream's positions, whose end
                 // an append of this stream will write: fetched meanwhile.
                 last => {
