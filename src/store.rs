@@ -411,7 +411,9 @@ impl<F: FileSystem> Store<F> {
     /// and buffered modes; in durable mode everything acknowledged is
     /// durable already, and this costs one data sync; on a read-only store
     /// it does nothing). Fails with [`Error::Poisoned`] once a write or
-    /// sync has failed: a failed sync is never retried.
+    /// sync has failed: a failed sync is never retried. After
+    /// [`Store::close`], which made everything durable, there is nothing
+    /// left to do: `Ok`, unless the store was poisoned.
     pub fn sync(&self) -> Result<()> {
         if self.core().options.read_only {
             return Ok(());
@@ -420,10 +422,12 @@ impl<F: FileSystem> Store<F> {
     }
 
     /// Saves the index file now, so that the next open replays nothing.
-    /// Fails with [`Error::ReadOnly`] on a read-only store.
+    /// Fails with [`Error::ReadOnly`] on a read-only store, and with
+    /// [`Error::Closed`] once the store was closed ([`Store::close`] saves
+    /// it, and nothing is written after it).
     pub fn save_index(&self) -> Result<()> {
         self.core().check_writable()?;
-        self.core().save_index()
+        self.core().save_index_unless_closed()
     }
 
     /// Whether the store was opened read-only ([`Options::with_read_only`]).
@@ -788,7 +792,19 @@ impl<F: FileSystem> Core<F> {
     /// Saves the index file for the published state. Syncs the log first
     /// so that the index never covers bytes a crash could still take away.
     pub(crate) fn save_index(&self) -> Result<()> {
-        let mut saved = self.index_save.lock();
+        self.save_index_locked(self.index_save.lock())
+    }
+
+    /// [`Core::save_index`] for the public call: fails with
+    /// [`Error::Closed`] once the store was closed, checked under the save
+    /// lock, so that no save starts after the one that close makes.
+    pub(crate) fn save_index_unless_closed(&self) -> Result<()> {
+        let saved = self.index_save.lock();
+        self.check_not_closed()?;
+        self.save_index_locked(saved)
+    }
+
+    fn save_index_locked(&self, mut saved: parking_lot::MutexGuard<'_, Option<LogEnd>>) -> Result<()> {
         let (checkpoint, end) = {
             let p = self.published.read();
             if *saved == Some(p.end) {

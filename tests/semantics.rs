@@ -724,6 +724,25 @@ fn closed_handles_refuse_appends() {
     assert!(matches!(err, Error::Closed));
 }
 
+/// After close, a remaining clone's index save is refused (close saved the
+/// index, and nothing is written after it), while a sync has nothing left
+/// to do.
+#[test]
+fn closed_handles_refuse_index_saves_and_sync_is_a_no_op() {
+    let (d, store) = open();
+    store.append("A-1", ExpectedVersion::Any, [event("E", 0)]).unwrap();
+    let other = store.clone();
+    store.close().unwrap();
+    let index = d.path().join("store").join("index");
+    std::fs::remove_file(&index).unwrap();
+    assert!(matches!(other.save_index(), Err(Error::Closed)));
+    assert!(!index.exists(), "an index file was written after close");
+    other.sync().unwrap();
+    drop(other);
+    let store = Store::open(d.path().join("store"), Options::default()).unwrap();
+    assert_eq!(store.read_stream("A-1", ReadStream::forward()).unwrap().count(), 1);
+}
+
 #[test]
 fn open_without_create_fails_on_missing_store() {
     let dir = tempfile::tempdir().unwrap();
