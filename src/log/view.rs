@@ -6,12 +6,21 @@
 //! which all batches have passed their CRCs, and a read past the watermark
 //! first checks the batches up to the record it wants. A bit flipped on
 //! disk is therefore reported as corruption, never returned as data.
+//!
+//! Damage stops the watermark, but not the reads of intact events after
+//! it: a read past a damaged batch checks the batch of the record it wants
+//! on its own (found through the record's back pointer, and accepted only
+//! if that batch passes every check and holds the record), and the batches
+//! checked past the damage are remembered as one run that sequential reads
+//! extend. Only a read of the damaged batch's events fails.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 use super::frame::{self, FrameError};
 use crate::error::{Error, Result};
@@ -28,6 +37,9 @@ pub struct SegmentView {
     pub map: Bytes,
     /// Every batch starting below this offset has passed its CRC check.
     verified_end: AtomicU64,
+    /// Batches checked past damage that stopped `verified_end`: one run of
+    /// whole batches, `start..end` (see [`SegmentView::verify_past_damage`]).
+    past_damage: Mutex<Option<Range<u64>>>,
 }
 
 impl SegmentView {
@@ -38,6 +50,7 @@ impl SegmentView {
             path,
             map,
             verified_end: AtomicU64::new(verified_end),
+            past_damage: Mutex::new(None),
         }
     }
 
@@ -71,24 +84,85 @@ impl SegmentView {
     fn verify_up_to(&self, offset: u64) -> Result<()> {
         let mut at = self.verified_end();
         while at <= offset {
-            let rest = usize::try_from(at)
-                .ok()
-                .and_then(|a| self.map.get(a..))
-                .unwrap_or_default();
-            match frame::check_batch(rest, |_, _| {}) {
-                Ok(header) => at += u64::from(header.frame_len),
-                Err(FrameError::End) | Err(FrameError::Truncated) => {
-                    return Err(Error::corruption(
-                        &self.path,
-                        at,
-                        "indexed event lies past the end of the log",
-                    ));
+            match self.check_batch_at(at) {
+                Ok(len) => at += len,
+                Err(damage) => {
+                    self.verified_end.fetch_max(at, Ordering::AcqRel);
+                    return self.verify_past_damage(offset, at, damage);
                 }
-                Err(FrameError::Invalid(reason)) => return Err(Error::corruption(&self.path, at, reason)),
             }
         }
         self.verified_end.fetch_max(at, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Checks the batch frame at `at`; its length, or the error that the
+    /// read of a record at or after it reports.
+    fn check_batch_at(&self, at: u64) -> Result<u64> {
+        let rest = usize::try_from(at)
+            .ok()
+            .and_then(|a| self.map.get(a..))
+            .unwrap_or_default();
+        match frame::check_batch(rest, |_, _| {}) {
+            Ok(header) => Ok(u64::from(header.frame_len)),
+            Err(FrameError::End) | Err(FrameError::Truncated) => Err(Error::corruption(
+                &self.path,
+                at,
+                "indexed event lies past the end of the log",
+            )),
+            Err(FrameError::Invalid(reason)) => Err(Error::corruption(&self.path, at, reason)),
+        }
+    }
+
+    /// Makes sure the batch holding `offset` has been checked, when the
+    /// batch at `damaged` (before it) failed its checks with `damage`:
+    /// within or right after the run already checked past the damage, the
+    /// run is extended up to it; elsewhere the record's batch is found
+    /// through the record's back pointer and checked on its own, and must
+    /// hold a record at exactly `offset` (so a damaged back pointer cannot
+    /// lead to another valid batch). It becomes the run. Fails with
+    /// `damage` when the record may lie in the damaged batch, or with the
+    /// error of its own batch.
+    #[cold]
+    #[inline(never)]
+    fn verify_past_damage(&self, offset: u64, damaged: u64, damage: Error) -> Result<()> {
+        let mut run = self.past_damage.lock();
+        if let Some(r) = run.as_mut()
+            && r.start <= offset
+        {
+            while r.end <= offset {
+                match self.check_batch_at(r.end) {
+                    Ok(len) => r.end += len,
+                    Err(_) => break,
+                }
+            }
+            if offset < r.end {
+                return Ok(());
+            }
+        }
+        let Some(start) = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.map.get(o..))
+            .and_then(frame::parse_record_header)
+            .and_then(|h| offset.checked_sub(u64::from(h.batch_back)))
+            .filter(|&start| start > damaged)
+        else {
+            return Err(damage);
+        };
+        let mut holds = false;
+        let rest = usize::try_from(start)
+            .ok()
+            .and_then(|s| self.map.get(s..))
+            .unwrap_or_default();
+        match frame::check_batch(rest, |record, _| holds |= start + u64::from(record.offset) == offset) {
+            Ok(header) if holds => {
+                *run = Some(start..start + u64::from(header.frame_len));
+                Ok(())
+            }
+            Ok(_) => Err(damage),
+            Err(FrameError::Invalid(reason)) => Err(Error::corruption(&self.path, start, reason)),
+            Err(FrameError::End | FrameError::Truncated) => Err(damage),
+        }
     }
 
     /// Hints the processor to start loading the record header at
