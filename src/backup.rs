@@ -186,18 +186,21 @@ fn destination(dest: &Path) -> Result<PathBuf> {
             )));
         }
     };
+    let given = dest;
     let parent = parent_of(dest);
     let dest = parent.join(name);
+    // Messages name the path as given.
     if dest.symlink_metadata().is_ok() {
         return Err(Error::InvalidInput(format!(
             "backup destination {} already exists",
-            dest.display()
+            given.display()
         )));
     }
     if !parent.is_dir() {
         return Err(Error::InvalidInput(format!(
-            "the directory {} to hold the backup does not exist",
-            parent.display()
+            "the directory {} to hold the backup {} does not exist",
+            parent.display(),
+            given.display()
         )));
     }
     Ok(dest)

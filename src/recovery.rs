@@ -260,11 +260,11 @@ pub(crate) fn short_of_floor(floor: &Checkpoint, segment: u64, end: u64) -> Opti
     let (floor_segment, floor_offset) = (floor.end_segment, floor.end_offset);
     if floor_segment > segment {
         Some(format!(
-            "the log ends in this segment, but the index file records durable data in segment {floor_segment}"
+            "valid data ends in this segment, but the index file records durable data in segment {floor_segment}"
         ))
     } else if floor_segment == segment && end < floor_offset {
         Some(format!(
-            "the log ends here, but the index file records durable data up to offset {floor_offset}; \
+            "valid data ends here, but the index file records durable data up to offset {floor_offset}; \
              acknowledged events are damaged or missing"
         ))
     } else {

@@ -1252,3 +1252,74 @@ fn an_import_line_longer_than_any_append_is_refused() {
     assert_eq!(lines(&o).len(), 1, "the first line was appended and said so");
     assert_eq!(ok(&["read-all", d]).len(), 1);
 }
+
+/// Messages name what is wrong: a regular file given as DIR to `salvage`
+/// is not a directory (it exists); a backup destination is named as given.
+#[test]
+fn messages_name_paths_as_given_and_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, b"x").unwrap();
+    let o = run(&["salvage", s(&file)]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+    let o = run(&["salvage", s(&dir.path().join("nope"))]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+
+    let store = dir.path().join("st");
+    sample_store(&store, 3);
+    let o = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["backup", "st", "st"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("backup destination st already exists"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Bytes added after the last batch of a sealed segment are reported as
+/// what they are (not a batch), not as a batch cut short.
+#[test]
+fn junk_after_a_sealed_segment_is_not_called_a_cut_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    let sealed = dir.path().join(annal::log::segment::file_name(1));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&sealed).unwrap();
+    f.write_all(b"junkjunk").unwrap();
+    drop(f);
+    let o = run(&["verify", d]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let out = stdout(&o) + &stderr(&o);
+    assert!(out.contains("bad batch magic"), "{out}");
+    assert!(!out.contains("cut short"), "{out}");
+}
+
+/// A repair that loses the first segment's header says that no store is
+/// left, and why the checkpoints went (not that they were unreadable).
+#[test]
+fn repair_of_a_lost_first_header_says_no_store_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store.checkpoints().save("c", 5).unwrap();
+    store.close().unwrap();
+    let first = dir.path().join(annal::log::segment::file_name(1));
+    let mut bytes = std::fs::read(&first).unwrap();
+    // The header and the first batch: the header cannot be rebuilt.
+    bytes[20] ^= 1;
+    bytes[64 + 45] ^= 1;
+    std::fs::write(&first, bytes).unwrap();
+    let o = run(&["repair", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o)[0]["checkpoints_quarantined"], true);
+    let err = stderr(&o);
+    assert!(err.contains("holds no store now"), "{err}");
+    assert!(!err.contains("checkpoints file was unreadable"), "{err}");
+}

@@ -231,11 +231,13 @@ pub fn parse_batch_header(bytes: &[u8]) -> Result<BatchHeader, FrameError> {
     if bytes.len() < 4 || u32_at(bytes, B_MAGIC) == 0 {
         return Err(FrameError::End);
     }
-    if bytes.len() < BATCH_HEADER_BYTES {
-        return Err(FrameError::Truncated);
-    }
+    // The magic first: a few stray bytes at the end of a file are not a
+    // batch cut short.
     if u32_at(bytes, B_MAGIC) != BATCH_MAGIC {
         return Err(FrameError::Invalid("bad batch magic".into()));
+    }
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err(FrameError::Truncated);
     }
     let header = BatchHeader {
         frame_len: u32_at(bytes, B_FRAME_LEN),

@@ -69,6 +69,11 @@ pub struct RepairReport {
     /// quarantine first): once the stream grew again past such a version,
     /// a load could not tell the snapshot from a valid one.
     pub snapshots_dropped: Vec<(String, u64)>,
+    /// Whether the first segment's header was lost, so that no event could
+    /// be kept and the directory holds no store any more: every segment,
+    /// and the checkpoints and snapshot files, which belonged to that
+    /// store, went to quarantine (the next append creates a new store).
+    pub store_removed: bool,
 }
 
 /// Salvages a store whose log is damaged somewhere a crash cannot explain
@@ -127,6 +132,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         checkpoints_lowered: Vec::new(),
         headers_rebuilt: Vec::new(),
         snapshots_dropped: Vec::new(),
+        store_removed: false,
     };
     {
         let _lock = lock::exclusive(dir)?;
@@ -242,6 +248,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         Err(e) => return Err(e),
     };
     if no_segments {
+        report.store_removed = true;
         let _lock = lock::exclusive(dir)?;
         let had_checkpoints = quarantine_file(dir, crate::CHECKPOINTS_FILE_NAME, &mut report)?;
         report.checkpoints_quarantined |= had_checkpoints;

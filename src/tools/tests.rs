@@ -259,7 +259,10 @@ fn a_damaged_first_header_leaves_no_store_and_no_files_of_it() {
     flip(&segment::path(dir.path(), 1), 64 + 45);
 
     let rep = repair(dir.path()).unwrap();
-    assert!(rep.repaired && rep.checkpoints_quarantined, "{rep:?}");
+    assert!(
+        rep.repaired && rep.checkpoints_quarantined && rep.store_removed,
+        "{rep:?}"
+    );
     assert_eq!(rep.kept_events, 0);
     for name in [crate::CHECKPOINTS_FILE_NAME, crate::snapshot::file::FILE_NAME] {
         assert!(!dir.path().join(name).exists(), "{name}");
@@ -610,7 +613,7 @@ fn a_damaged_checkpoints_file_is_reported_and_moved_by_repair() {
     store.close().unwrap();
 
     let rep = repair(dir.path()).unwrap();
-    assert!(rep.repaired && rep.checkpoints_quarantined);
+    assert!(rep.repaired && rep.checkpoints_quarantined && !rep.store_removed);
     assert_eq!(rep.kept_events, 50);
     assert!(
         rep.quarantined_files

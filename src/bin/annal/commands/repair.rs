@@ -54,7 +54,12 @@ pub fn run(dir: &Path) -> Outcome {
             "annal: the header of segment {id} was damaged and was written anew from the file name, the store's id and its first batch (the old bytes are in quarantine)"
         );
     }
-    if r.checkpoints_quarantined {
+    if r.store_removed {
+        note!(
+            "annal: the first segment's header was lost, so no event could be kept and {} holds no store now; its checkpoints and snapshot files went into quarantine with the log (the next append or import creates a new store)",
+            r.quarantine_dir.parent().unwrap_or(&r.quarantine_dir).display()
+        );
+    } else if r.checkpoints_quarantined {
         note!(
             "annal: the checkpoints file was unreadable and moved into quarantine: every consumer starts again from its first event"
         );

@@ -12,7 +12,12 @@ use crate::fail::{Failure, Outcome};
 
 pub fn run(a: SalvageArgs) -> Outcome {
     if !a.dir.is_dir() {
-        return Err(Failure::new(format!("no such directory: {}", a.dir.display())));
+        let why = if a.dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(Failure::new(format!("{} {why}", a.dir.display())));
     }
     let files = if a.files.is_empty() {
         quarantined_log_files(&a.dir)?
