@@ -10,7 +10,7 @@ mod sim_support;
 
 use annal::io::sim::{SimFs, SimImage};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, RecordedEvent, Store};
-use sim_support::dir;
+use sim_support::{dir, flip_payload, open_without_id_window};
 
 const EVENTS: u64 = 240;
 
@@ -55,24 +55,10 @@ fn payload(position: u64) -> EventData {
 /// the log's last batch).
 fn damaged(image: &SimImage, positions: &[u64]) -> Option<Store<SimFs>> {
     let mut image = image.clone();
-    for position in positions {
-        let needle = format!("payload-{position:06}");
-        let hit = image.files.values_mut().find_map(|bytes| {
-            let at = bytes.windows(needle.len()).position(|w| w == needle.as_bytes())?;
-            bytes[at + 3] ^= 0x20;
-            Some(())
-        });
-        assert!(hit.is_some(), "no event {position}");
+    for &position in positions {
+        flip_payload(&mut image, position);
     }
-    match Store::open_with(
-        SimFs::from_image(&image, 2),
-        dir(),
-        options().with_idempotency_window_events(0),
-    ) {
-        Ok(store) => Some(store),
-        Err(Error::Corruption { .. }) => None,
-        Err(other) => panic!("damage surfaced at open as {other:?}"),
-    }
+    open_without_id_window(&image, options())
 }
 
 /// Checks an event read at `position` is the one written there.

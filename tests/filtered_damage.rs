@@ -9,7 +9,7 @@ mod sim_support;
 
 use annal::io::sim::{SimFs, SimImage};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, StartFrom, Store, SubscriptionFilter};
-use sim_support::dir;
+use sim_support::{dir, flip_payload, open_without_id_window};
 
 fn options() -> Options {
     Options::default()
@@ -41,22 +41,8 @@ fn store_image(events: u64) -> SimImage {
 /// is met by the reads under test (or reported at open: `None`).
 fn damaged(image: &SimImage, position: u64) -> Option<Store<SimFs>> {
     let mut image = image.clone();
-    let needle = format!("payload-{position:06}");
-    let hit = image.files.values_mut().find_map(|bytes| {
-        let at = bytes.windows(needle.len()).position(|w| w == needle.as_bytes())?;
-        bytes[at + 3] ^= 0x20;
-        Some(())
-    });
-    assert!(hit.is_some(), "no event {position}");
-    match Store::open_with(
-        SimFs::from_image(&image, 2),
-        dir(),
-        options().with_idempotency_window_events(0),
-    ) {
-        Ok(store) => Some(store),
-        Err(Error::Corruption { .. }) => None,
-        Err(other) => panic!("damage surfaced at open as {other:?}"),
-    }
+    flip_payload(&mut image, position);
+    open_without_id_window(&image, options())
 }
 
 /// Damage at and around the subscription pages' edges (256 positions),

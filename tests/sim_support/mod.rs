@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use annal::io::sim::SimFs;
+use annal::io::sim::{SimFs, SimImage};
 use annal::{ReadAll, Store, StreamAppend, Uuid};
 use parking_lot::Mutex;
 
@@ -176,4 +176,32 @@ pub fn record_attempt_into(ledger: &mut Ledger, appends: &[StreamAppend]) {
     let shared = Mutex::new(std::mem::take(ledger));
     record_attempt(&shared, appends);
     *ledger = shared.into_inner();
+}
+
+/// Flips one bit in the first copy, in any file of `image`, of the text
+/// `payload-NNNNNN` (the event data the damage tests give the event at
+/// position NNNNNN), inside the record's CRC-checked bytes.
+pub fn flip_payload(image: &mut SimImage, position: u64) {
+    let needle = format!("payload-{position:06}");
+    let hit = image.files.values_mut().find_map(|bytes| {
+        let at = bytes.windows(needle.len()).position(|w| w == needle.as_bytes())?;
+        bytes[at + 3] ^= 0x20;
+        Some(())
+    });
+    assert!(hit.is_some(), "no event {position}");
+}
+
+/// Opens `image` with `options` and no id window, so that open reads no
+/// event and damage is met by the reads under test; `None` when open
+/// reported damage all the same (it checks the log's last batch).
+pub fn open_without_id_window(image: &SimImage, options: annal::Options) -> Option<Store<SimFs>> {
+    match Store::open_with(
+        SimFs::from_image(image, 2),
+        dir(),
+        options.with_idempotency_window_events(0),
+    ) {
+        Ok(store) => Some(store),
+        Err(annal::Error::Corruption { .. }) => None,
+        Err(other) => panic!("damage surfaced at open as {other:?}"),
+    }
 }
