@@ -10,9 +10,10 @@
 //! Damage stops the watermark, but not the reads of intact events after
 //! it: a read past a damaged batch checks the batch of the record it wants
 //! on its own (found through the record's back pointer, and accepted only
-//! if that batch passes every check and holds the record), and the batches
-//! checked past the damage are remembered as one run that sequential reads
-//! extend. Only a read of the damaged batch's events fails.
+//! if that batch passes every check and holds the record). The damage and
+//! the batches checked past it are remembered (a few runs of batches, each
+//! grown by the batch next to it), so that neither is checked again. Only
+//! a read of the damaged batch's events fails.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -26,6 +27,19 @@ use super::frame::{self, FrameError};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 
+/// How many runs of batches checked past damage a segment view keeps
+/// (readers in as many places of a damaged segment check each batch once).
+const PAST_DAMAGE_RUNS: usize = 8;
+
+/// What a segment view knows past damage that stopped its watermark.
+#[derive(Debug, Default)]
+struct PastDamage {
+    /// Where the damaged batch starts, and what is wrong with it.
+    damage: Option<(u64, String)>,
+    /// Runs of whole batches checked past it, `start..end`, oldest first.
+    runs: Vec<Range<u64>>,
+}
+
 /// A readable segment.
 #[derive(Debug)]
 pub struct SegmentView {
@@ -37,9 +51,9 @@ pub struct SegmentView {
     pub map: Bytes,
     /// Every batch starting below this offset has passed its CRC check.
     verified_end: AtomicU64,
-    /// Batches checked past damage that stopped `verified_end`: one run of
-    /// whole batches, `start..end` (see [`SegmentView::verify_past_damage`]).
-    past_damage: Mutex<Option<Range<u64>>>,
+    /// The damage that stopped `verified_end`, and the batches checked past
+    /// it (see [`SegmentView::verify_past_damage`]).
+    past_damage: Mutex<PastDamage>,
 }
 
 impl SegmentView {
@@ -50,7 +64,7 @@ impl SegmentView {
             path,
             map,
             verified_end: AtomicU64::new(verified_end),
-            past_damage: Mutex::new(None),
+            past_damage: Mutex::new(PastDamage::default()),
         }
     }
 
@@ -83,12 +97,25 @@ impl SegmentView {
     #[inline(never)]
     fn verify_up_to(&self, offset: u64) -> Result<()> {
         let mut at = self.verified_end();
+        {
+            // Damage found before stopped the watermark: not checked again.
+            let mut past = self.past_damage.lock();
+            let past = &mut *past;
+            if let Some((damaged, reason)) = &past.damage
+                && *damaged == at
+            {
+                return self.verify_past_damage(offset, at, reason, &mut past.runs);
+            }
+        }
         while at <= offset {
             match self.check_batch_at(at) {
                 Ok(len) => at += len,
-                Err(damage) => {
+                Err(reason) => {
                     self.verified_end.fetch_max(at, Ordering::AcqRel);
-                    return self.verify_past_damage(offset, at, damage);
+                    let mut past = self.past_damage.lock();
+                    let past = &mut *past;
+                    let (damaged, reason) = past.damage.get_or_insert((at, reason));
+                    return self.verify_past_damage(offset, *damaged, reason, &mut past.runs);
                 }
             }
         }
@@ -96,49 +123,41 @@ impl SegmentView {
         Ok(())
     }
 
-    /// Checks the batch frame at `at`; its length, or the error that the
-    /// read of a record at or after it reports.
-    fn check_batch_at(&self, at: u64) -> Result<u64> {
+    /// Checks the batch frame at `at`: its length, or what is wrong there.
+    fn check_batch_at(&self, at: u64) -> std::result::Result<u64, String> {
         let rest = usize::try_from(at)
             .ok()
             .and_then(|a| self.map.get(a..))
             .unwrap_or_default();
         match frame::check_batch(rest, |_, _| {}) {
             Ok(header) => Ok(u64::from(header.frame_len)),
-            Err(FrameError::End) | Err(FrameError::Truncated) => Err(Error::corruption(
-                &self.path,
-                at,
-                "indexed event lies past the end of the log",
-            )),
-            Err(FrameError::Invalid(reason)) => Err(Error::corruption(&self.path, at, reason)),
+            Err(FrameError::End) | Err(FrameError::Truncated) => {
+                Err("indexed event lies past the end of the log".to_string())
+            }
+            Err(FrameError::Invalid(reason)) => Err(reason),
         }
     }
 
     /// Makes sure the batch holding `offset` has been checked, when the
-    /// batch at `damaged` (before it) failed its checks with `damage`:
-    /// within or right after the run already checked past the damage, the
-    /// run is extended up to it; elsewhere the record's batch is found
-    /// through the record's back pointer and checked on its own, and must
-    /// hold a record at exactly `offset` (so a damaged back pointer cannot
-    /// lead to another valid batch). It becomes the run. Fails with
-    /// `damage` when the record may lie in the damaged batch, or with the
-    /// error of its own batch.
+    /// batch at `damaged` (before it) failed its checks for `reason`;
+    /// `runs` are the batches checked past it so far.
+    ///
+    /// The record's batch is found through the record's back pointer and
+    /// checked on its own; it must hold a record at exactly `offset`, so
+    /// that a damaged back pointer cannot lead to another valid batch (the
+    /// record's own CRC covers its back pointer). The batches checked so
+    /// are kept as a few runs of whole batches, each grown by the batch
+    /// that follows or precedes it, so that readers going either way check
+    /// each batch once, and a read costs the check of its own batch at
+    /// most, never of the batches between it and an earlier read. Fails
+    /// with the damage when the record may lie in the damaged batch, and
+    /// with the error of its own batch, named where that batch starts.
     #[cold]
     #[inline(never)]
-    fn verify_past_damage(&self, offset: u64, damaged: u64, damage: Error) -> Result<()> {
-        let mut run = self.past_damage.lock();
-        if let Some(r) = run.as_mut()
-            && r.start <= offset
-        {
-            while r.end <= offset {
-                match self.check_batch_at(r.end) {
-                    Ok(len) => r.end += len,
-                    Err(_) => break,
-                }
-            }
-            if offset < r.end {
-                return Ok(());
-            }
+    fn verify_past_damage(&self, offset: u64, damaged: u64, reason: &str, runs: &mut Vec<Range<u64>>) -> Result<()> {
+        let damage = || Error::corruption(&self.path, damaged, reason);
+        if runs.iter().any(|r| r.contains(&offset)) {
+            return Ok(());
         }
         let Some(start) = usize::try_from(offset)
             .ok()
@@ -147,22 +166,45 @@ impl SegmentView {
             .and_then(|h| offset.checked_sub(u64::from(h.batch_back)))
             .filter(|&start| start > damaged)
         else {
-            return Err(damage);
+            return Err(damage());
         };
         let mut holds = false;
         let rest = usize::try_from(start)
             .ok()
             .and_then(|s| self.map.get(s..))
             .unwrap_or_default();
-        match frame::check_batch(rest, |record, _| holds |= start + u64::from(record.offset) == offset) {
-            Ok(header) if holds => {
-                *run = Some(start..start + u64::from(header.frame_len));
-                Ok(())
+        let end = match frame::check_batch(rest, |record, _| holds |= start + u64::from(record.offset) == offset) {
+            Ok(header) if holds => start + u64::from(header.frame_len),
+            Ok(_) => return Err(damage()),
+            Err(FrameError::Invalid(reason)) => return Err(Error::corruption(&self.path, start, reason)),
+            Err(FrameError::End) => {
+                return Err(Error::corruption(&self.path, start, "zeros where a batch should start"));
             }
-            Ok(_) => Err(damage),
-            Err(FrameError::Invalid(reason)) => Err(Error::corruption(&self.path, start, reason)),
-            Err(FrameError::End | FrameError::Truncated) => Err(damage),
+            Err(FrameError::Truncated) => return Err(Error::corruption(&self.path, start, "batch cut short")),
+        };
+        match runs.iter().position(|r| r.end == start || r.start == end) {
+            Some(i) => {
+                let r = &mut runs[i];
+                *r = r.start.min(start)..r.end.max(end);
+                // Joined two runs: the one that now touches it is merged.
+                if let Some(j) = runs
+                    .iter()
+                    .position(|o| o.start == runs[i].end || o.end == runs[i].start)
+                {
+                    let other = runs.swap_remove(j);
+                    let i = if i == runs.len() { j } else { i };
+                    let r = &mut runs[i];
+                    *r = r.start.min(other.start)..r.end.max(other.end);
+                }
+            }
+            None => {
+                if runs.len() == PAST_DAMAGE_RUNS {
+                    runs.remove(0);
+                }
+                runs.push(start..end);
+            }
         }
+        Ok(())
     }
 
     /// Hints the processor to start loading the record header at
