@@ -114,7 +114,9 @@ impl SegmentView {
                     self.verified_end.fetch_max(at, Ordering::AcqRel);
                     let mut past = self.past_damage.lock();
                     let past = &mut *past;
-                    let (damaged, reason) = past.damage.get_or_insert((at, reason));
+                    // (Runs checked past other damage stay valid: each
+                    // holds whole batches that passed every check.)
+                    let (damaged, reason) = past.damage.insert((at, reason));
                     return self.verify_past_damage(offset, *damaged, reason, &mut past.runs);
                 }
             }
