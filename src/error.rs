@@ -66,7 +66,9 @@ pub enum Error {
     IdempotencyConflict {
         /// The stream of the rejected append.
         stream: String,
-        /// The first conflicting event id.
+        /// An id of the rejected append that is already stored: the first
+        /// found to conflict when it is stored itself, else the stored id
+        /// the append was matched by.
         id: uuid::Uuid,
     },
 

@@ -544,7 +544,7 @@ impl<F: FileSystem> Core<F> {
         if matched.len() < a.events.len() {
             return Err(Error::IdempotencyConflict {
                 stream: a.stream.to_string(),
-                id: a.events[matched.len()].id,
+                id: reused_id(w, &a.events[matched.len()], &a.events[0]),
             });
         }
         Ok(Some(AppendResult {
@@ -603,15 +603,15 @@ impl<F: FileSystem> Core<F> {
     /// larger than the window, or one the window is halfway done with) are
     /// looked up in the stream.
     fn retry_in_window(&self, w: &WriterState, a: &AppendRef<'_>) -> Result<Option<AppendResult>> {
-        let conflict = |e: &EventData| Error::IdempotencyConflict {
-            stream: a.stream.to_string(),
-            id: e.id,
-        };
         let Some((i, found)) = (0u64..)
             .zip(a.events)
             .find_map(|(i, e)| Some((i, w.window.get(&e.id)?)))
         else {
             return Ok(None);
+        };
+        let conflict = |e: &EventData| Error::IdempotencyConflict {
+            stream: a.stream.to_string(),
+            id: reused_id(w, e, &a.events[i as usize]),
         };
         let (Some(version), Some(position)) = (found.version.checked_sub(i), found.position.checked_sub(i)) else {
             return Err(conflict(&a.events[i as usize]));
@@ -684,7 +684,7 @@ impl<F: FileSystem> Core<F> {
             if self.id_at(w, a.stream, first_version + i)? != Some((e.id, first_position + i)) {
                 return Err(Error::IdempotencyConflict {
                     stream: a.stream.to_string(),
-                    id: e.id,
+                    id: reused_id(w, e, &a.events[0]),
                 });
             }
         }
@@ -1163,6 +1163,18 @@ fn chunk_end_before_roll(chunks: &[Chunk], segment: u64, published_end: u64) -> 
 }
 
 /// Reject with the actual version.
+/// The id to name in an [`Error::IdempotencyConflict`] found at event
+/// `at` of a retry whose event `stored` is known to be stored: `at`'s own
+/// id when the recent-id window holds it (it is stored, elsewhere), else
+/// `stored`'s (`at` may be new: the error names an id that was written).
+fn reused_id(w: &WriterState, at: &EventData, stored: &EventData) -> Uuid {
+    if w.window.get(&at.id).is_some() {
+        at.id
+    } else {
+        stored.id
+    }
+}
+
 fn wrong_version(a: &AppendRef<'_>, version: u64) -> Error {
     Error::WrongExpectedVersion {
         stream: a.stream.to_string(),

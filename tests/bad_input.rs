@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, StreamAppend, limits};
+use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, StreamAppend, Uuid, limits};
 
 /// A store holding three events in `Order-1`, and their ids.
 fn store_with_three(dir: &Path) -> Store {
@@ -166,6 +166,49 @@ fn partly_matching_idempotent_retry() {
     assert!(matches!(err, Error::IdempotencyConflict { .. }), "{err:?}");
     assert_eq!(store.stream_version("Order-2"), Some(2));
     assert_eq!(store.last_position(), 5);
+}
+
+/// The id an idempotency conflict names is one that is stored (the error
+/// says it was written), not a new id of the refused append, whichever
+/// way the retry is matched: by the window or at the stream's end, with
+/// `Any`, `StreamExists` or `Exact`, with or without a window.
+#[test]
+fn an_idempotency_conflict_names_a_stored_id() {
+    for window in [10_000, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default().with_idempotency_window_events(window)).unwrap();
+        let (a, b) = (EventData::new("A", "1"), EventData::new("B", "2"));
+        store
+            .append("S-1", ExpectedVersion::Any, [a.clone(), b.clone()])
+            .unwrap();
+        let stored: Vec<Uuid> = store
+            .read_stream("S-1", ReadStream::forward())
+            .unwrap()
+            .map(|e| e.unwrap().id())
+            .collect();
+        let mut retries = vec![
+            (ExpectedVersion::Exact(1), vec![b.clone(), EventData::new("C", "3")]),
+            (ExpectedVersion::Exact(0), vec![a.clone(), EventData::new("C", "3")]),
+            (ExpectedVersion::Any, vec![a.clone(), EventData::new("C", "3")]),
+        ];
+        if window > 0 {
+            // Without a window, an id is only looked for where the append
+            // would be a retry of the stream's last events (documented).
+            retries.push((ExpectedVersion::Any, vec![b.clone(), EventData::new("C", "3")]));
+            retries.push((ExpectedVersion::StreamExists, vec![b.clone(), EventData::new("C", "3")]));
+        }
+        for (expected, events) in retries {
+            let err = store.append("S-1", expected, events.clone()).unwrap_err();
+            let Error::IdempotencyConflict { id, .. } = err else {
+                panic!("window {window}, {expected:?}: {err:?}");
+            };
+            assert!(
+                stored.contains(&id),
+                "window {window}, {expected:?}: named {id}, not stored"
+            );
+        }
+        assert_eq!(store.last_position(), 2);
+    }
 }
 
 #[test]
