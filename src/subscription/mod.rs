@@ -149,7 +149,10 @@ impl SubscriptionFilter {
     }
 }
 
-/// Whether a subscription is reading history or following new events.
+/// Whether a subscription is reading history or following new events, as
+/// of its last read: not whether its consumer keeps up (a `Live`
+/// subscription that is not read stays `Live` while events pile up; see
+/// [`SubscriptionStatus::lag`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscriptionState {
     /// Its last read of the log stopped at a full page (or, before its
