@@ -36,8 +36,10 @@ pub(crate) struct Published {
     pub end: LogEnd,
 }
 
-/// Shared state of an open store. Lock order: `writer`, then `published`
-/// or `segments`; `tail` is never taken while holding another lock.
+/// Shared state of an open store. Lock order (docs/DESIGN.md, "Lock
+/// order"): `sync_lock`, then `writer`, `published` and `tail`;
+/// `index_save`, then `tail` and `sync_lock`; `writer`, then
+/// `published`, `segments` or `tail`; `tail`, then `published`.
 pub(crate) struct Core<F: FileSystem> {
     pub dir: PathBuf,
     pub fs: F,
