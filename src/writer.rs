@@ -432,6 +432,13 @@ impl<F: FileSystem> Core<F> {
         Ok(results)
     }
 
+    /// The position of event `id` when the recent-id window holds it (it
+    /// may still be queued, not yet published).
+    #[cfg(feature = "aggregate")]
+    pub(crate) fn recent_event_position(&self, id: Uuid) -> Option<u64> {
+        self.writer.lock().window.get(&id).map(|w| w.position)
+    }
+
     /// A retry matched by ids must also carry the same events: the stored
     /// type, data and schema version must equal the retried ones, or the
     /// caller reused an id for another event, which is refused rather

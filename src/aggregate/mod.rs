@@ -69,7 +69,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use codec::{BincodeCodec, Codec, CodecError, JsonCodec};
-pub use repository::{CommandMetadata, Executed, Loaded, Repository, RepositoryError};
+pub use repository::{CommandMetadata, Executed, Loaded, Repository, RepositoryError, command_event_id};
 pub use upcast::{UpcastError, Upcasters};
 
 /// An event type of an aggregate (usually an enum, one variant per kind of

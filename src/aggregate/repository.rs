@@ -20,6 +20,15 @@ fn backoff(attempt: u32) {
     std::thread::sleep(std::time::Duration::from_micros(jitter));
 }
 
+/// The id of the `k`-th event (from 0) that the command `command_id`
+/// appends through [`Repository::execute`]: a name-based UUID (version 5:
+/// SHA-1 of `k` as 8 little-endian bytes, in the namespace of the command
+/// id), the same in every run, process and version of this crate, so that
+/// a repeated command is recognised by its events' ids.
+pub fn command_event_id(command_id: Uuid, k: u64) -> Uuid {
+    Uuid::new_v5(&command_id, &k.to_le_bytes())
+}
+
 /// Where a command comes from: its id, and the correlation and causation
 /// ids to write into the metadata of the events it causes.
 ///
@@ -28,7 +37,10 @@ fn backoff(attempt: u32) {
 /// none is set, the command id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommandMetadata {
-    /// The command's id (random by default).
+    /// The command's id (random by default). The ids of the events the
+    /// command appends derive from it ([`command_event_id`]), which makes
+    /// [`Repository::execute`] idempotent: reuse it only to retry the same
+    /// command.
     pub command_id: Uuid,
     /// The conversation the command belongs to.
     pub correlation_id: Option<Uuid>,
@@ -157,6 +169,11 @@ pub struct Executed<A> {
     /// Why saving the policy's snapshot failed, if it did (the command
     /// itself succeeded; the next load replays a little more).
     pub snapshot_error: Option<String>,
+    /// The command (its command id) had already been executed on this
+    /// aggregate: nothing was decided or appended again, `events` and
+    /// `last_position` describe the earlier execution, `state` and
+    /// `version` the aggregate now (see [`Repository::execute`]).
+    pub repeated: bool,
 }
 
 /// Loads aggregates of type `A` and runs their commands, on a store with
@@ -289,6 +306,17 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     }
 
     fn load_stream(&self, stream: &str, max_version: u64, use_snapshot: bool) -> RepoResult<Loaded<A>, A> {
+        self.load_stream_seeing(stream, max_version, use_snapshot, |_| {})
+    }
+
+    /// [`Repository::load_stream`], showing `seen` every event replayed.
+    fn load_stream_seeing(
+        &self,
+        stream: &str,
+        max_version: u64,
+        use_snapshot: bool,
+        mut seen: impl FnMut(&RecordedEvent),
+    ) -> RepoResult<Loaded<A>, A> {
         let have = self.store.stream_version(stream).unwrap_or(0);
         let target = max_version.min(have);
         let mut loaded = Loaded {
@@ -338,6 +366,7 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
             )?;
             for event in events {
                 let event = event?;
+                seen(&event);
                 let decoded = self.decode(&event)?;
                 loaded.state.apply(&decoded);
                 loaded.version = event.version();
@@ -406,13 +435,33 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// `Exact(version)`; on a concurrency conflict, load and decide again,
     /// up to the configured number of attempts.
     ///
-    /// Not idempotent: each call decides again and writes events with new
-    /// ids, so a command run twice (retried after an error of unknown
-    /// outcome) is applied twice; see docs/AGGREGATES.md.
+    /// Idempotent by command id: the events a command appends get ids
+    /// derived from its [`CommandMetadata::command_id`] (see
+    /// [`command_event_id`]), and a command whose first event the
+    /// aggregate already holds is not decided again: it returns that
+    /// execution with [`Executed::repeated`] set. So a command retried
+    /// with the same metadata after an error of unknown outcome (an I/O
+    /// error, a crash, `Poisoned`) is applied once. It is found among the
+    /// events a load replays (all of them without snapshots) and, when a
+    /// snapshot covers it, among the store's recent event ids
+    /// ([`Options::with_idempotency_window_events`](crate::Options::with_idempotency_window_events));
+    /// older than both, it is decided again. See docs/AGGREGATES.md.
     pub fn execute(&self, id: &str, command: A::Command, meta: CommandMetadata) -> RepoResult<Executed<A>, A> {
         let stream = self.stream_name(id);
+        let first_id = command_event_id(meta.command_id, 0);
         for attempt in 1..=self.max_attempts {
-            let mut loaded = self.load_stream(&stream, u64::MAX, true)?;
+            let mut earlier = None;
+            let mut loaded = self.load_stream_seeing(&stream, u64::MAX, true, |e| {
+                if e.id() == first_id {
+                    earlier = Some(e.version());
+                }
+            })?;
+            if earlier.is_none() && loaded.snapshot_version.is_some() {
+                earlier = self.recent_event_version(&stream, first_id)?;
+            }
+            if let Some(version) = earlier {
+                return self.repeated(&stream, loaded, version, meta.command_id, attempt);
+            }
             let events = loaded.state.handle(command.clone()).map_err(RepositoryError::Domain)?;
             if events.is_empty() {
                 return Ok(Executed {
@@ -423,11 +472,15 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                     attempts: attempt,
                     snapshot_saved: None,
                     snapshot_error: None,
+                    repeated: false,
                 });
             }
-            let data = events
-                .iter()
-                .map(|e| self.encode(&stream, e, &meta))
+            let data = (0u64..)
+                .zip(&events)
+                .map(|(k, e)| {
+                    self.encode(&stream, e, &meta)
+                        .map(|d| d.with_id(command_event_id(meta.command_id, k)))
+                })
                 .collect::<RepoResult<Vec<_>, A>>()?;
             match self.store.append(&stream, ExpectedVersion::Exact(loaded.version), data) {
                 Ok(result) => {
@@ -444,6 +497,7 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                         attempts: attempt,
                         snapshot_saved: None,
                         snapshot_error: None,
+                        repeated: false,
                     };
                     if let Some(n) = self.snapshot_every
                         && version / n > before / n
@@ -488,6 +542,54 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         self.store
             .save_snapshot(stream, version, A::SNAPSHOT_SCHEMA_VERSION, &bytes)?;
         Ok(())
+    }
+
+    /// The version of `stream`'s event `id`, when the store's recent-id
+    /// window holds it (and it is that stream's).
+    fn recent_event_version(&self, stream: &str, id: Uuid) -> RepoResult<Option<u64>, A> {
+        let Some(position) = self.store.core().recent_event_position(id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .read_position(position)?
+            .filter(|e| e.id() == id && e.stream() == stream)
+            .map(|e| e.version()))
+    }
+
+    /// The result of a command found executed already, its first event at
+    /// `version` of `stream`: its events are those that follow with the
+    /// ids derived from `command`.
+    fn repeated(
+        &self,
+        stream: &str,
+        loaded: Loaded<A>,
+        version: u64,
+        command: Uuid,
+        attempt: u32,
+    ) -> RepoResult<Executed<A>, A> {
+        let (mut events, mut last_position) = (0usize, 0u64);
+        for e in self
+            .store
+            .read_stream(stream, ReadStream::forward().from_version(version))?
+        {
+            let e = e?;
+            if e.id() != command_event_id(command, events as u64) {
+                break;
+            }
+            events += 1;
+            last_position = e.position();
+        }
+        Ok(Executed {
+            state: loaded.state,
+            version: loaded.version,
+            events,
+            last_position,
+            attempts: attempt,
+            snapshot_saved: None,
+            snapshot_error: None,
+            repeated: true,
+        })
     }
 
     fn encode(&self, stream: &str, event: &A::Event, meta: &CommandMetadata) -> RepoResult<EventData, A> {
