@@ -144,6 +144,66 @@ fn one_command_run_by_many_threads_at_once_is_applied_once() {
     assert_eq!((loaded.version, loaded.state.balance), (21, 20));
 }
 
+/// A ticket whose event carries a fresh nonce each time it is decided: a
+/// handler that is not deterministic, as one stamping the time would be.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Ticket {
+    issued: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Issued {
+    nonce: u64,
+}
+
+impl DomainEvent for Issued {
+    fn event_type(&self) -> &'static str {
+        "Issued"
+    }
+}
+
+impl Aggregate for Ticket {
+    const CATEGORY: &'static str = "Ticket";
+    type Event = Issued;
+    type Command = ();
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &Issued) {
+        self.issued += 1;
+    }
+    fn handle(&self, (): ()) -> Result<Vec<Issued>, Self::Error> {
+        Ok(vec![Issued {
+            nonce: Uuid::new_v4().as_u64_pair().0,
+        }])
+    }
+}
+
+/// Threads running one command at once whose handler decides different
+/// events each time: the first to write wins, the others return its
+/// execution (`repeated`), none fails.
+#[test]
+fn one_command_with_a_nondeterministic_handler_run_at_once_is_applied_once() {
+    let (_dir, store) = store();
+    let repo = Arc::new(Repository::<Ticket>::new(store.clone(), JsonCodec).with_max_retries(10_000));
+    for round in 1..=20u64 {
+        let meta = CommandMetadata::new();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let repo = repo.clone();
+                std::thread::spawn(move || repo.execute("t", (), meta).unwrap())
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|r| !r.repeated).count(), 1, "round {round}");
+        let loaded = repo.load("t").unwrap();
+        assert_eq!((loaded.version, loaded.state.issued), (round, round as u32));
+        let last = results
+            .iter()
+            .map(|r| r.last_position)
+            .collect::<std::collections::HashSet<_>>();
+        assert_eq!(last.len(), 1, "all name the one execution");
+    }
+}
+
 /// The ids derived from a command id are pinned: a command retried by a
 /// later version of this crate must meet the same ids. (Computed
 /// independently with Python's `uuid.uuid5` on the 8 little-endian bytes

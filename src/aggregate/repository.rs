@@ -510,6 +510,23 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                     return Ok(executed);
                 }
                 Err(crate::Error::WrongExpectedVersion { .. }) => backoff(attempt),
+                Err(e @ crate::Error::IdempotencyConflict { .. }) => {
+                    // Another run of this command (a thread running it at
+                    // once) wrote its events first, which differ from these
+                    // (a handler that is not deterministic, stamping a time,
+                    // say): that execution stands. Anything else is the
+                    // error it says.
+                    let mut earlier = None;
+                    let loaded = self.load_stream_seeing(&stream, u64::MAX, false, |e| {
+                        if e.id() == first_id {
+                            earlier = Some(e.version());
+                        }
+                    })?;
+                    return match earlier {
+                        Some(version) => self.repeated(&stream, loaded, version, meta.command_id, attempt),
+                        None => Err(e.into()),
+                    };
+                }
                 Err(e) => return Err(e.into()),
             }
         }
