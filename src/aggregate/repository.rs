@@ -172,7 +172,10 @@ pub struct Executed<A> {
     /// The command (its command id) had already been executed on this
     /// aggregate: nothing was decided or appended again, `events` and
     /// `last_position` describe the earlier execution, `state` and
-    /// `version` the aggregate now (see [`Repository::execute`]).
+    /// `version` the aggregate now (see [`Repository::execute`]). A run
+    /// that raced another run of the same command and decided the same
+    /// events may return that execution with this flag unset (the store
+    /// took its append for a retry).
     pub repeated: bool,
 }
 
@@ -442,8 +445,8 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// execution with [`Executed::repeated`] set. So a command retried
     /// with the same metadata after an error of unknown outcome (an I/O
     /// error, a crash, `Poisoned`) is applied once. It is found among the
-    /// events a load replays (all of them without snapshots) and, when a
-    /// snapshot covers it, among the store's recent event ids
+    /// events a load replays (all of them without snapshots) and, when the
+    /// load used a snapshot, among the store's recent event ids
     /// ([`Options::with_idempotency_window_events`](crate::Options::with_idempotency_window_events));
     /// older than both, it is decided again. See docs/AGGREGATES.md.
     pub fn execute(&self, id: &str, command: A::Command, meta: CommandMetadata) -> RepoResult<Executed<A>, A> {
@@ -458,6 +461,11 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
             })?;
             if earlier.is_none() && loaded.snapshot_version.is_some() {
                 earlier = self.recent_event_version(&stream, first_id)?;
+                if earlier.is_some_and(|v| v > loaded.version) {
+                    // Written by another run of the command since the
+                    // load: the state returned must hold it.
+                    loaded = self.load_stream(&stream, u64::MAX, true)?;
+                }
             }
             if let Some(version) = earlier {
                 return self.repeated(&stream, loaded, version, meta.command_id, attempt);
