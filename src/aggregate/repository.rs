@@ -312,6 +312,18 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         self.load_stream_seeing(stream, max_version, use_snapshot, |_| {})
     }
 
+    /// Loads `stream` whole (from a snapshot when `use_snapshot`), and the
+    /// version of its event `id` if the load replayed it.
+    fn load_finding(&self, stream: &str, use_snapshot: bool, id: Uuid) -> RepoResult<(Loaded<A>, Option<u64>), A> {
+        let mut found = None;
+        let loaded = self.load_stream_seeing(stream, u64::MAX, use_snapshot, |e| {
+            if e.id() == id {
+                found = Some(e.version());
+            }
+        })?;
+        Ok((loaded, found))
+    }
+
     /// [`Repository::load_stream`], showing `seen` every event replayed.
     fn load_stream_seeing(
         &self,
@@ -453,12 +465,7 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         let stream = self.stream_name(id);
         let first_id = command_event_id(meta.command_id, 0);
         for attempt in 1..=self.max_attempts {
-            let mut earlier = None;
-            let mut loaded = self.load_stream_seeing(&stream, u64::MAX, true, |e| {
-                if e.id() == first_id {
-                    earlier = Some(e.version());
-                }
-            })?;
+            let (mut loaded, mut earlier) = self.load_finding(&stream, true, first_id)?;
             if earlier.is_none() && loaded.snapshot_version.is_some() {
                 earlier = self.recent_event_version(&stream, first_id)?;
                 if earlier.is_some_and(|v| v > loaded.version) {
@@ -524,12 +531,7 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                     // (a handler that is not deterministic, stamping a time,
                     // say): that execution stands. Anything else is the
                     // error it says.
-                    let mut earlier = None;
-                    let loaded = self.load_stream_seeing(&stream, u64::MAX, false, |e| {
-                        if e.id() == first_id {
-                            earlier = Some(e.version());
-                        }
-                    })?;
+                    let (loaded, earlier) = self.load_finding(&stream, false, first_id)?;
                     return match earlier {
                         Some(version) => self.repeated(&stream, loaded, version, meta.command_id, attempt),
                         None => Err(e.into()),

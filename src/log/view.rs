@@ -125,13 +125,17 @@ impl SegmentView {
         Ok(())
     }
 
-    /// Checks the batch frame at `at`: its length, or what is wrong there.
-    fn check_batch_at(&self, at: u64) -> std::result::Result<u64, String> {
-        let rest = usize::try_from(at)
+    /// The mapped bytes from offset `at` on (none past the end).
+    fn bytes_from(&self, at: u64) -> &[u8] {
+        usize::try_from(at)
             .ok()
             .and_then(|a| self.map.get(a..))
-            .unwrap_or_default();
-        match frame::check_batch(rest, |_, _| {}) {
+            .unwrap_or_default()
+    }
+
+    /// Checks the batch frame at `at`: its length, or what is wrong there.
+    fn check_batch_at(&self, at: u64) -> std::result::Result<u64, String> {
+        match frame::check_batch(self.bytes_from(at), |_, _| {}) {
             Ok(header) => Ok(u64::from(header.frame_len)),
             Err(FrameError::End) | Err(FrameError::Truncated) => {
                 Err("indexed event lies past the end of the log".to_string())
@@ -161,21 +165,16 @@ impl SegmentView {
         if runs.iter().any(|r| r.contains(&offset)) {
             return Ok(());
         }
-        let Some(start) = usize::try_from(offset)
-            .ok()
-            .and_then(|o| self.map.get(o..))
-            .and_then(frame::parse_record_header)
+        let Some(start) = frame::parse_record_header(self.bytes_from(offset))
             .and_then(|h| offset.checked_sub(u64::from(h.batch_back)))
             .filter(|&start| start > damaged)
         else {
             return Err(damage());
         };
         let mut holds = false;
-        let rest = usize::try_from(start)
-            .ok()
-            .and_then(|s| self.map.get(s..))
-            .unwrap_or_default();
-        let end = match frame::check_batch(rest, |record, _| holds |= start + u64::from(record.offset) == offset) {
+        let end = match frame::check_batch(self.bytes_from(start), |record, _| {
+            holds |= start + u64::from(record.offset) == offset
+        }) {
             Ok(header) if holds => start + u64::from(header.frame_len),
             Ok(_) => return Err(damage()),
             Err(FrameError::Invalid(reason)) => return Err(Error::corruption(&self.path, start, reason)),
@@ -184,28 +183,20 @@ impl SegmentView {
             }
             Err(FrameError::Truncated) => return Err(Error::corruption(&self.path, start, "batch cut short")),
         };
-        match runs.iter().position(|r| r.end == start || r.start == end) {
-            Some(i) => {
-                let r = &mut runs[i];
-                *r = r.start.min(start)..r.end.max(end);
-                // Joined two runs: the one that now touches it is merged.
-                if let Some(j) = runs
-                    .iter()
-                    .position(|o| o.start == runs[i].end || o.end == runs[i].start)
-                {
-                    let other = runs.swap_remove(j);
-                    let i = if i == runs.len() { j } else { i };
-                    let r = &mut runs[i];
-                    *r = r.start.min(other.start)..r.end.max(other.end);
-                }
+        // The runs it touches (one before, one after: runs never overlap)
+        // join it, and the whole becomes the newest run.
+        let mut run = start..end;
+        runs.retain(|r| {
+            let touches = r.end == run.start || r.start == run.end;
+            if touches {
+                run = run.start.min(r.start)..run.end.max(r.end);
             }
-            None => {
-                if runs.len() == PAST_DAMAGE_RUNS {
-                    runs.remove(0);
-                }
-                runs.push(start..end);
-            }
+            !touches
+        });
+        if runs.len() == PAST_DAMAGE_RUNS {
+            runs.remove(0);
         }
+        runs.push(run);
         Ok(())
     }
 
