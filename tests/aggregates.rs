@@ -7,7 +7,7 @@ mod aggregate_support;
 
 use std::sync::Arc;
 
-use aggregate_support::{Account, AccountCommand, AccountError, AccountEvent, fold};
+use aggregate_support::{Account, AccountCommand, AccountError, AccountEvent, fold, run_at_once};
 use annal::aggregate::{
     Aggregate, BincodeCodec, CommandMetadata, DomainEvent, JsonCodec, Repository, RepositoryError, Upcasters,
     command_event_id, split_stream_name,
@@ -129,16 +129,7 @@ fn one_command_run_by_many_threads_at_once_is_applied_once() {
     repo.execute("acc", AccountCommand::Open("ann".into()), CommandMetadata::new())
         .unwrap();
     for _ in 0..20 {
-        let meta = CommandMetadata::new();
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let repo = repo.clone();
-                std::thread::spawn(move || repo.execute("acc", AccountCommand::Deposit(1), meta).unwrap())
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        run_at_once(&repo, "acc", AccountCommand::Deposit(1), CommandMetadata::new(), 4);
     }
     let loaded = repo.load("acc").unwrap();
     assert_eq!((loaded.version, loaded.state.balance), (21, 20));
@@ -185,14 +176,7 @@ fn one_command_with_a_nondeterministic_handler_run_at_once_is_applied_once() {
     let (_dir, store) = store();
     let repo = Arc::new(Repository::<Ticket>::new(store.clone(), JsonCodec).with_max_retries(10_000));
     for round in 1..=20u64 {
-        let meta = CommandMetadata::new();
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let repo = repo.clone();
-                std::thread::spawn(move || repo.execute("t", (), meta).unwrap())
-            })
-            .collect();
-        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let results = run_at_once(&repo, "t", (), CommandMetadata::new(), 4);
         assert_eq!(results.iter().filter(|r| !r.repeated).count(), 1, "round {round}");
         let loaded = repo.load("t").unwrap();
         assert_eq!((loaded.version, loaded.state.issued), (round, round as u32));

@@ -9,9 +9,9 @@ mod aggregate_support;
 
 use std::sync::Arc;
 
-use aggregate_support::{Account, AccountCommand};
+use aggregate_support::{Account, AccountCommand, run_at_once};
 use annal::aggregate::{
-    Aggregate, CommandMetadata, DomainEvent, Executed, JsonCodec, Repository, RepositoryError, command_event_id,
+    Aggregate, CommandMetadata, DomainEvent, JsonCodec, Repository, RepositoryError, command_event_id,
 };
 use annal::{Options, ReadStream, Store, Uuid};
 use serde::{Deserialize, Serialize};
@@ -280,14 +280,7 @@ fn a_repeat_found_through_the_window_reports_a_state_with_the_command() {
         .unwrap();
     let mut stale = Vec::new();
     for round in 1..=600u64 {
-        let meta = CommandMetadata::new();
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let repo = repo.clone();
-                std::thread::spawn(move || repo.execute("acc", AccountCommand::Deposit(1), meta).unwrap())
-            })
-            .collect();
-        let results: Vec<Executed<Account>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let results = run_at_once(&repo, "acc", AccountCommand::Deposit(1), CommandMetadata::new(), 4);
         for r in results {
             if r.version < round + 1 || r.state.balance < round {
                 stale.push((round, r.repeated, r.version, r.state.balance));

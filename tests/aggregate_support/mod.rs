@@ -2,7 +2,9 @@
 //! tests.
 #![allow(dead_code)]
 
-use annal::aggregate::{Aggregate, DomainEvent};
+use std::sync::Arc;
+
+use annal::aggregate::{Aggregate, CommandMetadata, DomainEvent, Executed, Repository};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,4 +86,27 @@ pub fn fold(events: &[AccountEvent]) -> Account {
         a.apply(e);
     }
     a
+}
+
+/// Runs one command (`command`, `meta`) on aggregate `id` from `threads`
+/// threads at once; their results, each unwrapped.
+pub fn run_at_once<A>(
+    repo: &Arc<Repository<A>>,
+    id: &str,
+    command: A::Command,
+    meta: CommandMetadata,
+    threads: usize,
+) -> Vec<Executed<A>>
+where
+    A: Aggregate + Send + 'static,
+    A::Command: Send + 'static,
+    A::Error: std::fmt::Debug,
+{
+    let runs: Vec<_> = (0..threads)
+        .map(|_| {
+            let (repo, id, command) = (repo.clone(), id.to_string(), command.clone());
+            std::thread::spawn(move || repo.execute(&id, command, meta).unwrap())
+        })
+        .collect();
+    runs.into_iter().map(|t| t.join().unwrap()).collect()
 }
