@@ -100,6 +100,12 @@ impl EventData {
         &self.metadata
     }
 
+    /// The schema version of the payload (1 unless set with
+    /// [`with_schema_version`](Self::with_schema_version)).
+    pub fn schema_version(&self) -> u16 {
+        self.schema_version
+    }
+
     fn with_metadata_field(mut self, key: &str, id: Uuid) -> Self {
         self.metadata = Bytes::from(set_json_field(&self.metadata, key, &id.to_string()));
         self

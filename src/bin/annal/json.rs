@@ -196,6 +196,30 @@ pub fn event_line(e: &RecordedEvent) -> String {
     obj.finish()
 }
 
+/// The import line that appends `e` again with the same id, at the same
+/// version (the expected version is the one before it), keeping data and
+/// metadata byte for byte (base64 when they are not embeddable JSON).
+pub fn export_line(e: &RecordedEvent) -> String {
+    let obj = Obj::new().str("stream", e.stream());
+    let obj = match e.version() {
+        1 => obj.str("expected", "no-stream"),
+        v => obj.num("expected", v - 1),
+    };
+    let obj = obj.str("id", &e.id().to_string()).str("type", e.event_type());
+    let obj = payload(obj, "data", e.data(), false);
+    let obj = match e.metadata() {
+        [] => obj,
+        // "metadata": null imports as no metadata, so these bytes go as base64.
+        b"null" => obj.str("metadata_base64", "bnVsbA=="),
+        m => payload(obj, "metadata", m, false),
+    };
+    let obj = match e.schema_version() {
+        1 => obj,
+        v => obj.num("schema_version", u64::from(v)),
+    };
+    obj.finish()
+}
+
 /// The line `append` and `import` print for a successful append.
 pub fn result_line(stream: &str, r: &AppendResult) -> String {
     Obj::new()

@@ -18,6 +18,7 @@ macro_rules! note {
 
 mod args;
 mod commands;
+mod expected;
 mod fail;
 mod input;
 mod json;

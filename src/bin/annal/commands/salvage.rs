@@ -5,10 +5,10 @@ use std::ops::ControlFlow;
 
 use annal::tools::{QUARANTINE_DIR, quarantined_log_files, salvage};
 
-use super::export::export_line;
 use super::{line, stdout};
 use crate::args::SalvageArgs;
 use crate::fail::{Failure, Outcome};
+use crate::json::export_line;
 
 pub fn run(a: SalvageArgs) -> Outcome {
     if !a.dir.is_dir() {
