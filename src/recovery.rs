@@ -381,7 +381,12 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
             OpenMode::Read
         };
         let ctx = || format!("opening {}", path.display());
-        let file = fs.open(&path, mode).ctx(ctx)?;
+        let file = match fs.open(&path, mode) {
+            Err(e) if crate::io::is_not_a_regular_file(&e) => {
+                return Err(segment::not_a_regular_file(&path));
+            }
+            opened => opened.ctx(ctx)?,
+        };
         let len = file.len().ctx(ctx)?;
         if len < SEGMENT_HEADER_BYTES {
             return Err(Error::corruption(&path, 0, "segment file shorter than its header"));

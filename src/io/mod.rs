@@ -17,6 +17,26 @@ use bytes::Bytes;
 
 pub use std_fs::StdFs;
 
+/// Why [`StdFs`] refuses to open a directory, FIFO or device in place of a
+/// store file: every file the store opens is a regular file.
+#[derive(Debug)]
+pub(crate) struct NotARegularFile;
+
+impl std::fmt::Display for NotARegularFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a regular file")
+    }
+}
+
+impl std::error::Error for NotARegularFile {}
+
+/// Whether an open failed because the path is no regular file (see
+/// [`NotARegularFile`]): for a segment, damage to the store rather than an
+/// I/O failure.
+pub(crate) fn is_not_a_regular_file(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotARegularFile>())
+}
+
 /// How to open a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {

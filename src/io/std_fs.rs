@@ -67,12 +67,25 @@ impl FileSystem for StdFs {
                 options.write(true).create(true).truncate(false);
             }
         }
+        // A FIFO in place of a store file would block the open until some
+        // other process opened it for writing: never wait for one. (The
+        // flag changes nothing for a regular file.) Elsewhere, a look
+        // before opening catches all but a FIFO put there in between.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        #[cfg(not(target_os = "linux"))]
+        if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(not_a_regular_file());
+        }
         let file = options.open(path)?;
         // A directory (or device, or pipe) opens fine for reading, and only
         // the map or read after would fail, with a confusing error
-        // (ENODEV). Every file the store reads is a regular file.
-        if mode == OpenMode::Read && !file.metadata()?.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        // (ENODEV). Every file the store opens is a regular file.
+        if !file.metadata()?.is_file() {
+            return Err(not_a_regular_file());
         }
         Ok(StdFile { file })
     }
@@ -322,6 +335,11 @@ fn overwrites_in_place(file: &File) -> io::Result<bool> {
     #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
     let kind = stats.f_type as i64;
     Ok(matches!(kind, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | TMPFS_MAGIC))
+}
+
+/// The error for a store file that is a directory, FIFO or device.
+fn not_a_regular_file() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, super::NotARegularFile)
 }
 
 #[cfg(test)]

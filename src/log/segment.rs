@@ -44,6 +44,11 @@ pub fn file_name(id: u64) -> String {
     format!("{id:020}{SEGMENT_SUFFIX}")
 }
 
+/// The damage of a segment's name held by a directory, FIFO or device.
+pub(crate) fn not_a_regular_file(path: &Path) -> crate::Error {
+    crate::Error::corruption(path, 0, "not a regular file, where a segment should be")
+}
+
 /// Full path of segment `id` in `dir`.
 pub fn path(dir: &Path, id: u64) -> PathBuf {
     dir.join(file_name(id))

@@ -148,11 +148,14 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         }
         // A writing command: the holes of a sparse copy get storage before
         // the walk maps the segments (see `recovery::fill_holes`).
+        // (A segment's name held by a FIFO or directory has no holes: the
+        // walk reports it as damage.)
         for &id in &ids {
             let path = segment::path(dir, id);
-            let file = StdFs
-                .open(&path, OpenMode::Read)
-                .ctx(|| format!("opening {}", path.display()))?;
+            let file = match StdFs.open(&path, OpenMode::Read) {
+                Err(e) if crate::io::is_not_a_regular_file(&e) => continue,
+                opened => opened.ctx(|| format!("opening {}", path.display()))?,
+            };
             let len = file.len().ctx(|| format!("opening {}", path.display()))?;
             crate::recovery::fill_holes(&StdFs, &path, &file, len)?;
         }
@@ -190,7 +193,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             _ => None,
         };
         if let Some(damage) = &w.damage {
-            fs::create_dir_all(&quarantine_dir).ctx(|| format!("creating {}", quarantine_dir.display()))?;
+            make_quarantine(&quarantine_dir)?;
             quarantine_log(dir, &ids, damage, &mut report)?;
         }
         if w.damage.is_some() || index_damage.is_some() {
@@ -315,7 +318,7 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
     }
     if let Some(bytes) = usable.filter(|_| !past_snapshots.is_empty()) {
         let q = report.quarantine_dir.clone();
-        fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+        make_quarantine(&q)?;
         let to = write_new(&q, crate::snapshot::file::FILE_NAME, &bytes)?;
         sync_dir(&q)?;
         report.quarantined_files.push(to);
@@ -331,7 +334,7 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
 /// folder, durably. Returns whether it existed.
 fn quarantine_file(dir: &Path, name: &str, report: &mut RepairReport) -> Result<bool> {
     let q = report.quarantine_dir.clone();
-    fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+    make_quarantine(&q)?;
     let path = dir.join(name);
     let existed = path.exists();
     if existed {
@@ -396,7 +399,7 @@ fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut
         return Ok(false);
     }
     let q = report.quarantine_dir.clone();
-    fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+    make_quarantine(&q)?;
     let old = write_new(&q, &format!("{}.header", segment::file_name(id)), &map[..header_bytes])?;
     sync_dir(&q)?;
     report.quarantined_files.push(old);
@@ -451,7 +454,7 @@ fn cut_sealed_tail(
         return Ok(false);
     }
     let q = report.quarantine_dir.clone();
-    fs::create_dir_all(&q).ctx(|| format!("creating {}", q.display()))?;
+    make_quarantine(&q)?;
     let bytes = &map[from..];
     let to = write_new(&q, &format!("{}.from-{from}", segment::file_name(id)), bytes)?;
     sync_dir(&q)?;
@@ -514,11 +517,17 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairR
     let whole_from = if cut { first_bad + 1 } else { first_bad };
     for &id in ids.iter().rev().filter(|&&id| id >= whole_from) {
         let path = segment::path(dir, id);
-        let map = map_file(&path)?;
-        // Events start after the header, damaged or not.
-        count_frames(&map, SEGMENT_HEADER_BYTES as usize, report);
-        report.quarantined_bytes += map.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
-        drop(map);
+        match map_file(&path) {
+            Ok(map) => {
+                // Events start after the header, damaged or not.
+                count_frames(&map, SEGMENT_HEADER_BYTES as usize, report);
+                report.quarantined_bytes += map.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
+            }
+            // Not a regular file (a FIFO, a directory): moved aside as it
+            // is, with no bytes to count.
+            Err(crate::Error::Corruption { .. }) => {}
+            Err(e) => return Err(e),
+        }
         let to = move_into(&path, &q, &segment::file_name(id))?;
         report.quarantined_files.push(to);
         sync_dir(&q)?;
@@ -535,6 +544,18 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairR
         file.sync_all().ctx(ctx)?;
     }
     Ok(())
+}
+
+/// Creates the quarantine directory `q` when missing. Something else of
+/// that name is the user's to move: repair stops before changing anything.
+fn make_quarantine(q: &Path) -> Result<()> {
+    if fs::metadata(q).is_ok_and(|m| !m.is_dir()) {
+        return Err(crate::Error::InvalidInput(format!(
+            "{} exists and is not a directory: move it aside, then run repair again",
+            q.display()
+        )));
+    }
+    fs::create_dir_all(q).ctx(|| format!("creating {}", q.display()))
 }
 
 /// Counts the events of the valid batch frames in `bytes` from `start`,

@@ -104,7 +104,10 @@ pub(crate) fn segment_store_ids(dir: &Path, ids: &[u64]) -> Vec<(u64, Uuid)> {
 /// Opens and maps a segment file read-only.
 pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
     let ctx = || format!("reading {}", path.display());
-    let file = StdFs.open(path, OpenMode::Read).ctx(ctx)?;
+    let file = match StdFs.open(path, OpenMode::Read) {
+        Err(e) if crate::io::is_not_a_regular_file(&e) => return Err(segment::not_a_regular_file(path)),
+        opened => opened.ctx(ctx)?,
+    };
     let len = file.len().ctx(ctx)?;
     file.map(len).ctx(ctx)
 }
@@ -154,7 +157,18 @@ pub(crate) fn walk(
         }
         let last = i + 1 == ids.len();
         let path = segment::path(dir, id);
-        let map = map_file(&path)?;
+        let map = match map_file(&path) {
+            Err(Error::Corruption { reason, .. }) => {
+                w.damage = Some(Damage {
+                    file: path,
+                    segment: Some(id),
+                    offset: 0,
+                    reason,
+                });
+                break;
+            }
+            mapped => mapped?,
+        };
         let checked = match &foreign {
             Some((stray, reason)) if *stray == id => Err(reason.clone()),
             _ => check_header(&map, &path, id, &mut w)?,
