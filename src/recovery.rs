@@ -224,6 +224,51 @@ fn replaced_reason(floor: &Checkpoint) -> String {
     )
 }
 
+/// Why segment `previous` (its bytes `map`) does not end with the batch
+/// that the next segment's header (`next`) records; `None` when it does,
+/// when the header records none (segment 1's, or one written before annal
+/// recorded it), or when the batch there is not valid: damage, which reads
+/// report where it lies (a check at open must not make one damaged batch
+/// cost the whole store). The previous segment's last batch is the one
+/// holding the position before `next`'s first, found through `index`. (Also
+/// used by `verify` and `repair`.)
+pub(crate) fn chain_broken(next: &SegmentHeader, index: &Index, previous: u64, map: &[u8]) -> Option<String> {
+    if next.previous_end == 0 {
+        return None;
+    }
+    let found = last_batch_of(previous, next.first_position, index, map)?;
+    (found != (next.previous_end, next.previous_crc)).then(|| {
+        format!(
+            "segment header: the previous segment ({}) should end with a batch ending at offset {} with CRC \
+             {:#010x}, but its last batch ends at {} with CRC {:#010x}: one of the two segments comes from \
+             another copy of the store",
+            segment::file_name(previous),
+            next.previous_end,
+            next.previous_crc,
+            found.0,
+            found.1
+        )
+    })
+}
+
+/// Where the last batch of segment `previous` (its bytes `map`) ends, and
+/// its CRC field, given the first position of the segment after it: the
+/// batch holding the position before that one, found through `index`;
+/// (64, 0) when that position lies in an earlier segment (this one holds
+/// no batch). `None` when the batch there is not valid.
+pub(crate) fn last_batch_of(previous: u64, next_first_position: u64, index: &Index, map: &[u8]) -> Option<(u64, u32)> {
+    match index.location(next_first_position.checked_sub(1)?) {
+        Some(l) if l.segment == previous => {
+            let record_at = usize::try_from(l.offset).ok()?;
+            let record = map.get(record_at..).and_then(frame::parse_record_header)?;
+            let batch_at = record_at.checked_sub(record.batch_back as usize)?;
+            let batch = frame::check_batch(map.get(batch_at..)?, |_, _| {}).ok()?;
+            Some((batch_at as u64 + u64::from(batch.frame_len), batch.crc))
+        }
+        _ => Some((SEGMENT_HEADER_BYTES, 0)),
+    }
+}
+
 /// Whether the record at `record_at` in `map` belongs to the batch that
 /// `checkpoint` recorded: a valid batch holding its last position, ending
 /// at its end offset, with its CRC. The error gives the batch's offset (or
@@ -344,6 +389,8 @@ fn create<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recove
         store_id,
         segment_id: 1,
         first_position: 1,
+        previous_end: 0,
+        previous_crc: 0,
     };
     let sync_handle = options.durability != crate::options::Durability::Sync;
     let tail = LogTail::create(fs, dir, header, options.segment_size_bytes, sync_handle)?;
@@ -542,11 +589,18 @@ fn replay<F: FileSystem>(
         ..RecoveryReport::default()
     };
     let count = found.len();
-    let mut views = Vec::with_capacity(count);
+    let mut views: Vec<Arc<SegmentView>> = Vec::with_capacity(count);
     let mut tail_parts = None;
     for (i, seg) in found.into_iter().enumerate() {
         let id = seg.header.segment_id;
         let last = i + 1 == count;
+        // The segment before ends with the batch this one's header records
+        // (the index holds all of it by now).
+        if let Some(previous) = views.last()
+            && let Some(why) = chain_broken(&seg.header, &index, previous.id, &previous.map)
+        {
+            return Err(Error::corruption(&seg.path, 0, why));
+        }
         let mut verified = SEGMENT_HEADER_BYTES;
         let mut map = seg.map;
         if id >= start_segment {

@@ -992,7 +992,8 @@ impl<F: FileSystem> Core<F> {
         for chunk in chunks {
             if chunk.segment != tail.segment_id {
                 debug_assert_eq!(chunk.segment, tail.segment_id + 1);
-                let end = chunk_end_before_roll(chunks, tail.segment_id, self.published_end_in(tail.segment_id));
+                let (end, last_crc) =
+                    last_batch_before_roll(chunks, tail.segment_id, self.published_end_in(tail.segment_id));
                 tail.seal(end)?;
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
@@ -1000,7 +1001,7 @@ impl<F: FileSystem> Core<F> {
                     tail.map()?,
                     0,
                 )));
-                let header = tail.next_header(self.store_id, chunk.first_position);
+                let header = tail.next_header(self.store_id, chunk.first_position, end, last_crc);
                 let size = self.options.segment_size_bytes;
                 let sync_handle = self.options.durability != Durability::Sync;
                 *tail = match self.spare_segment.take() {
@@ -1065,12 +1066,12 @@ impl<F: FileSystem> Core<F> {
 
     /// End of the published data in `segment` (the header's end when the
     /// published log ends in an earlier segment).
-    fn published_end_in(&self, segment: u64) -> u64 {
+    fn published_end_in(&self, segment: u64) -> (u64, u32) {
         let published = self.published.read();
         if published.end.segment == segment {
-            published.end.offset
+            (published.end.offset, published.end.last_batch_crc)
         } else {
-            SEGMENT_HEADER_BYTES
+            (SEGMENT_HEADER_BYTES, 0)
         }
     }
 
@@ -1158,15 +1159,17 @@ impl<F: FileSystem> Core<F> {
     }
 }
 
-/// Where the data of segment `segment` ends, given the chunks of a group
-/// that wrote into it before rolling.
-fn chunk_end_before_roll(chunks: &[Chunk], segment: u64, published_end: u64) -> u64 {
+/// Where `segment`'s last batch ends, and its CRC, when the group's
+/// `chunks` roll to the next segment: the last chunk written to it in
+/// this group, else what was published (`published`: end and CRC; the
+/// segment's header end and 0 when it holds no batch).
+fn last_batch_before_roll(chunks: &[Chunk], segment: u64, published: (u64, u32)) -> (u64, u32) {
     chunks
         .iter()
         .filter(|c| c.segment == segment)
-        .map(|c| c.offset + c.bytes.len() as u64)
-        .max()
-        .unwrap_or(published_end)
+        .map(|c| (c.offset + c.bytes.len() as u64, c.last_batch_crc))
+        .max_by_key(|&(end, _)| end)
+        .unwrap_or(published)
 }
 
 /// Reject with the actual version.

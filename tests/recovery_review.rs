@@ -1156,3 +1156,89 @@ fn garbage_in_the_spare_segment_costs_no_event() {
     let out = cli_ok(&["verify", s(dir.path())]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+// ---------------------------------------------------------------------------
+// An early segment restored from a copy of the store that went on
+// differently (same store id, same positions, same offsets): each
+// segment's header records how the one before it ends.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn an_early_segment_from_a_diverged_copy_is_never_served_as_this_stores_events() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .with_segment_size_bytes(64 * 1024)
+        .with_durability(Durability::Buffered);
+    {
+        let store = Store::open(a.path(), opts.clone()).unwrap();
+        store
+            .append("Seed-1", ExpectedVersion::Any, [common::event("E", 0)])
+            .unwrap();
+        store.close().unwrap();
+    }
+    copy_dir(a.path(), b.path());
+    // The same shapes of events in both, to streams of other names.
+    for (dir, prefix) in [(a.path(), "X"), (b.path(), "Y")] {
+        let store = Store::open(dir, opts.clone()).unwrap();
+        for i in 0..1300u64 {
+            let events: Vec<_> = (0..10).map(|k| common::event("E", i * 10 + k)).collect();
+            store
+                .append(&format!("{prefix}-{}", i % 4), ExpectedVersion::Any, events)
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    assert_eq!(
+        fs::metadata(seg(a.path(), 1)).unwrap().len(),
+        fs::metadata(seg(b.path(), 1)).unwrap().len()
+    );
+    assert!(seg(a.path(), 4).exists());
+    let expected_x0: Vec<_> = {
+        let store = Store::open(a.path(), opts.clone().with_read_only(true)).unwrap();
+        summary(&common::stream(&store, "X-0"))
+    };
+    let original = fs::read(seg(a.path(), 1)).unwrap();
+    fs::copy(seg(b.path(), 1), seg(a.path(), 1)).unwrap();
+
+    // verify walks every byte: it must see that segment 1 holds other events.
+    let out = cli_ok(&["verify", s(a.path())]);
+    assert_eq!(code(&out), 4, "verify: {}", String::from_utf8_lossy(&out.stdout));
+
+    // The library: segment 2's header records how segment 1 ended, so
+    // every open refuses the store, naming segment 2, with the index file
+    // or without it; and so does `verify` without the index file.
+    let chain = |e: Error| match e {
+        Error::Corruption { file, offset, reason } => {
+            assert_eq!((&file, offset), (&seg(a.path(), 2), 0), "{reason}");
+            assert!(reason.contains("comes from another copy of the store"), "{reason}");
+        }
+        e => panic!("not corruption: {e}"),
+    };
+    for read_only in [true, false] {
+        chain(
+            Store::open(a.path(), opts.clone().with_read_only(read_only))
+                .map(|_| ())
+                .unwrap_err(),
+        );
+    }
+    fs::remove_file(a.path().join("index")).unwrap();
+    for read_only in [true, false] {
+        chain(
+            Store::open(a.path(), opts.clone().with_read_only(read_only))
+                .map(|_| ())
+                .unwrap_err(),
+        );
+    }
+    let out = cli_ok(&["verify", s(a.path())]);
+    assert_eq!(code(&out), 4, "verify: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out)["corruption"]["file"].as_str(), Some(s(&seg(a.path(), 2))));
+
+    // Its own segment 1 put back, the store is whole again.
+    fs::write(seg(a.path(), 1), original).unwrap();
+    let store = Store::open(a.path(), opts.clone().with_read_only(true)).unwrap();
+    assert_eq!(summary(&common::stream(&store, "X-0")), expected_x0);
+    drop(store);
+    let out = cli_ok(&["verify", s(a.path())]);
+    assert_eq!(code(&out), 0, "verify: {}", String::from_utf8_lossy(&out.stdout));
+}

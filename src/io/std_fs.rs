@@ -80,7 +80,11 @@ impl FileSystem for StdFs {
         if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
             return Err(not_a_regular_file());
         }
-        let file = options.open(path)?;
+        let file = options.open(path).map_err(|e| match e.kind() {
+            // A directory opened for writing.
+            io::ErrorKind::IsADirectory => not_a_regular_file(),
+            _ => e,
+        })?;
         // A directory (or device, or pipe) opens fine for reading, and only
         // the map or read after would fail, with a confusing error
         // (ENODEV). Every file the store opens is a regular file.

@@ -21,8 +21,9 @@ const H_HEADER_LEN: usize = H_VERSION + 4;
 const H_STORE_ID: usize = H_HEADER_LEN + 4;
 const H_SEGMENT_ID: usize = H_STORE_ID + 16;
 const H_FIRST_POSITION: usize = H_SEGMENT_ID + 8;
-const H_RESERVED: usize = H_FIRST_POSITION + 8;
-const H_CRC: usize = H_RESERVED + 12;
+const H_PREVIOUS_END: usize = H_FIRST_POSITION + 8;
+const H_PREVIOUS_CRC: usize = H_PREVIOUS_END + 8;
+const H_CRC: usize = H_PREVIOUS_CRC + 4;
 const _: () = assert!(H_CRC + 4 == SEGMENT_HEADER_BYTES as usize);
 
 /// File-name suffix of segments.
@@ -37,6 +38,16 @@ pub struct SegmentHeader {
     pub segment_id: u64,
     /// Global position of the first event this segment holds (or will).
     pub first_position: u64,
+    /// Where the previous segment's last batch ends (the previous
+    /// segment's length once sealed; 64 when it holds no batch), recorded
+    /// when this segment was made: 0 when not recorded (segment 1, or a
+    /// header written before annal recorded it).
+    pub previous_end: u64,
+    /// The batch CRC field of the previous segment's last batch (0 when it
+    /// holds none, or when `previous_end` is 0). With `previous_end`, it
+    /// chains each segment to the one before it: a segment restored from
+    /// another copy of the store does not end as the next one records.
+    pub previous_crc: u32,
 }
 
 /// File name of segment `id`: 20 decimal digits, so names sort by number.
@@ -126,7 +137,9 @@ impl SegmentHeader {
         b[H_HEADER_LEN..H_STORE_ID].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
         b[H_STORE_ID..H_SEGMENT_ID].copy_from_slice(self.store_id.as_bytes());
         b[H_SEGMENT_ID..H_FIRST_POSITION].copy_from_slice(&self.segment_id.to_le_bytes());
-        b[H_FIRST_POSITION..H_RESERVED].copy_from_slice(&self.first_position.to_le_bytes());
+        b[H_FIRST_POSITION..H_PREVIOUS_END].copy_from_slice(&self.first_position.to_le_bytes());
+        b[H_PREVIOUS_END..H_PREVIOUS_CRC].copy_from_slice(&self.previous_end.to_le_bytes());
+        b[H_PREVIOUS_CRC..H_CRC].copy_from_slice(&self.previous_crc.to_le_bytes());
         let crc = crc32fast::hash(&b[..H_CRC]);
         b[H_CRC..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -162,7 +175,9 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             store_id: Uuid::from_bytes(id),
             segment_id: u64::from_le_bytes(b[H_SEGMENT_ID..H_FIRST_POSITION].try_into().unwrap_or_default()),
-            first_position: u64::from_le_bytes(b[H_FIRST_POSITION..H_RESERVED].try_into().unwrap_or_default()),
+            first_position: u64::from_le_bytes(b[H_FIRST_POSITION..H_PREVIOUS_END].try_into().unwrap_or_default()),
+            previous_end: u64::from_le_bytes(b[H_PREVIOUS_END..H_PREVIOUS_CRC].try_into().unwrap_or_default()),
+            previous_crc: u32::from_le_bytes(b[H_PREVIOUS_CRC..H_CRC].try_into().unwrap_or_default()),
         })
     }
 }
@@ -306,7 +321,8 @@ mod tests {
                 H_STORE_ID,
                 H_SEGMENT_ID,
                 H_FIRST_POSITION,
-                H_RESERVED,
+                H_PREVIOUS_END,
+                H_PREVIOUS_CRC,
                 H_CRC,
             ],
             SEGMENT_HEADER_BYTES as usize,
@@ -321,6 +337,8 @@ mod tests {
             store_id: Uuid::from_u128(42),
             segment_id: 3,
             first_position: 77,
+            previous_end: 4_321,
+            previous_crc: 0xdead_beef,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b, Path::new("x")).unwrap(), h);

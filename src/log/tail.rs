@@ -285,12 +285,22 @@ impl<F: FileSystem> LogTail<F> {
             .ctx(|| format!("mapping {}", self.path.display()))
     }
 
-    /// The store id written in new segments' headers.
-    pub fn next_header(&self, store_id: Uuid, first_position: u64) -> SegmentHeader {
+    /// The header of the segment after this one, once this one is sealed
+    /// with its last batch ending at `previous_end` with CRC
+    /// `previous_crc` (64 and 0 when it holds none).
+    pub fn next_header(
+        &self,
+        store_id: Uuid,
+        first_position: u64,
+        previous_end: u64,
+        previous_crc: u32,
+    ) -> SegmentHeader {
         SegmentHeader {
             store_id,
             segment_id: self.segment_id + 1,
             first_position,
+            previous_end,
+            previous_crc,
         }
     }
 }

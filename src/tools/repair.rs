@@ -381,20 +381,41 @@ fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut
         Err(FrameError::End) if body.iter().all(|&b| b == 0) => {}
         _ => return Ok(false),
     }
-    let header = SegmentHeader {
-        store_id,
-        segment_id: id,
-        first_position,
+    // The previous segment's last batch, as this header records it: as
+    // found in the log, or not recorded (a header written before annal
+    // recorded it), whichever the damaged header is closer to.
+    let recorded = if id > 1 {
+        let previous = map_file(&segment::path(dir, id - 1))?;
+        crate::recovery::last_batch_of(id - 1, first_position, &w.index, &previous)
+    } else {
+        None
     };
     // Only bit rot is mended: a header that differs from the one it would
     // be in more than a byte's worth of bits is some other header (a
     // segment of another store, say, whose batches cannot tell).
-    let new = header.encode();
-    let differing: u32 = new
-        .iter()
-        .zip(&map[..header_bytes])
-        .map(|(a, b)| (a ^ b).count_ones())
-        .sum();
+    let Some((differing, new)) = [recorded, Some((0, 0))]
+        .into_iter()
+        .flatten()
+        .map(|(previous_end, previous_crc)| {
+            let new = SegmentHeader {
+                store_id,
+                segment_id: id,
+                first_position,
+                previous_end,
+                previous_crc,
+            }
+            .encode();
+            let differing: u32 = new
+                .iter()
+                .zip(&map[..header_bytes])
+                .map(|(a, b)| (a ^ b).count_ones())
+                .sum();
+            (differing, new)
+        })
+        .min_by_key(|&(differing, _)| differing)
+    else {
+        return Ok(false);
+    };
     if differing > REBUILD_BITS_MAX {
         return Ok(false);
     }

@@ -760,18 +760,28 @@ fn a_damaged_last_batch_past_every_checkpoint_is_a_torn_tail() {
 #[test]
 fn a_directory_named_like_a_segment_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(segment::path(dir.path(), 1)).unwrap();
-    let says_not_a_file = |e: Error| {
-        let text = e.to_string();
-        assert!(
-            text.contains("not a regular file") || text.contains("directory"),
-            "{text}"
-        );
-    };
-    says_not_a_file(verify(dir.path()).unwrap_err());
-    says_not_a_file(repair(dir.path()).unwrap_err());
-    says_not_a_file(Store::open(dir.path(), options()).unwrap_err());
-    assert!(segment::path(dir.path(), 1).is_dir());
+    let seg1 = segment::path(dir.path(), 1);
+    std::fs::create_dir(&seg1).unwrap();
+    std::fs::write(seg1.join("notes.txt"), b"someone's file").unwrap();
+    // Damage where the segment should be, named: verify reports it, an
+    // open refuses the store.
+    let report = verify(dir.path()).unwrap();
+    assert!(!report.is_clean());
+    let damage = report.damage.expect("a directory for a segment is damage");
+    assert_eq!((&damage.file, damage.offset), (&seg1, 0));
+    assert!(damage.reason.contains("not a regular file"), "{}", damage.reason);
+    let text = Store::open(dir.path(), options()).unwrap_err().to_string();
+    assert!(
+        text.contains("not a regular file") && text.contains(&*seg1.to_string_lossy()),
+        "{text}"
+    );
+    assert!(seg1.is_dir());
+    // Repair moves it aside whole (contents and all), and no store is left.
+    let rep = repair(dir.path()).unwrap();
+    assert!(rep.repaired && rep.store_removed);
+    assert!(!seg1.exists());
+    let moved = rep.quarantine_dir.join(segment::file_name(1));
+    assert_eq!(std::fs::read(moved.join("notes.txt")).unwrap(), b"someone's file");
 }
 
 /// A retry that was not recognised (window disabled, a later append to the
@@ -1123,7 +1133,7 @@ fn a_tie_between_segments_of_two_stores_is_settled_by_the_other_files_or_said() 
 /// and side files agree on.
 #[test]
 fn a_header_damaged_on_its_own_is_rebuilt_and_its_events_kept() {
-    for (segment_id, at) in [(3, 20), (3, 50), (1, 20), (1, 60)] {
+    for (segment_id, at) in [(3, 20), (3, 50), (3, 58), (1, 20), (1, 60)] {
         let dir = tempfile::tempdir().unwrap();
         let ids = store_with(dir.path(), 300);
         let path = segment::path(dir.path(), segment_id);
@@ -1225,4 +1235,79 @@ fn a_damaged_header_and_bytes_added_to_a_sealed_segment_are_both_mended() {
         assert!(verify(dir.path()).unwrap().is_clean());
         assert_eq!(all_ids(dir.path()), ids);
     }
+}
+
+/// Each segment's header records where the one before it ends and that
+/// batch's CRC (FORMAT.md); a header that records nothing (written before
+/// annal recorded it) is accepted, one that records another end is damage
+/// naming it, for `verify` and every open.
+#[test]
+fn segments_record_how_the_one_before_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = store_with(dir.path(), 300);
+    let segments = crate::tools::walk::segment_ids(dir.path()).unwrap();
+    assert!(segments.len() >= 3);
+    let header_of = |id: u64| {
+        let path = segment::path(dir.path(), id);
+        segment::SegmentHeader::decode(&std::fs::read(&path).unwrap(), &path).unwrap()
+    };
+    assert_eq!((header_of(1).previous_end, header_of(1).previous_crc), (0, 0));
+    for &id in &segments[1..] {
+        let previous = std::fs::read(segment::path(dir.path(), id - 1)).unwrap();
+        // The last batch of the previous (sealed) segment, by walking its frames.
+        let (mut at, mut last_crc) = (segment::SEGMENT_HEADER_BYTES as usize, 0);
+        while let Ok(batch) = crate::log::frame::check_batch(&previous[at..], |_, _| {}) {
+            last_crc = batch.crc;
+            at += batch.frame_len as usize;
+        }
+        assert_eq!(at, previous.len(), "a sealed segment ends at its last batch");
+        let h = header_of(id);
+        assert_eq!(
+            (h.previous_end, h.previous_crc),
+            (previous.len() as u64, last_crc),
+            "segment {id}"
+        );
+        assert_ne!(last_crc, 0);
+    }
+
+    let rewrite = |id: u64, previous_end: u64, previous_crc: u32| {
+        let path = segment::path(dir.path(), id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let header = segment::SegmentHeader {
+            previous_end,
+            previous_crc,
+            ..header_of(id)
+        };
+        bytes[..64].copy_from_slice(&header.encode());
+        std::fs::write(&path, bytes).unwrap();
+    };
+    // Not recorded: nothing to check.
+    let (end, crc) = (header_of(2).previous_end, header_of(2).previous_crc);
+    rewrite(2, 0, 0);
+    assert!(verify(dir.path()).unwrap().is_clean());
+    assert_eq!(all_ids(dir.path()), ids);
+    // Another end, or another CRC: damage at the header, whatever the
+    // index file says.
+    for (other_end, other_crc) in [(end - 1, crc), (end, crc ^ 1)] {
+        rewrite(2, other_end, other_crc);
+        let d = verify(dir.path()).unwrap().damage.expect("verify found nothing");
+        assert_eq!((d.segment, d.offset), (Some(2), 0));
+        assert!(d.reason.contains("another copy of the store"), "{}", d.reason);
+        for with_index in [true, false] {
+            if !with_index {
+                let _ = std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME));
+            }
+            for read_only in [true, false] {
+                match Store::open(dir.path(), options().with_read_only(read_only)) {
+                    Err(Error::Corruption { file, offset, .. }) => {
+                        assert_eq!((file, offset), (segment::path(dir.path(), 2), 0));
+                    }
+                    other => panic!("open gave {:?}", other.map(|_| ())),
+                }
+            }
+        }
+    }
+    rewrite(2, end, crc);
+    assert!(verify(dir.path()).unwrap().is_clean());
+    assert_eq!(all_ids(dir.path()), ids);
 }

@@ -144,6 +144,8 @@ pub(crate) fn walk(
         ids: collect_ids.then(Vec::new),
     };
     let foreign = foreign_segment(dir, ids);
+    // The segment before the one walked, to check the chain between them.
+    let mut previous: Option<Bytes> = None;
     for (i, &id) in ids.iter().enumerate() {
         let expected = i as u64 + 1;
         if id != expected {
@@ -171,7 +173,7 @@ pub(crate) fn walk(
         };
         let checked = match &foreign {
             Some((stray, reason)) if *stray == id => Err(reason.clone()),
-            _ => check_header(&map, &path, id, &mut w)?,
+            _ => check_header(&map, &path, id, previous.as_ref(), &mut w)?,
         };
         if let Err(reason) = checked {
             w.damage = Some(Damage {
@@ -191,6 +193,7 @@ pub(crate) fn walk(
             })
         });
         w.bytes_checked = done_before + map.len() as u64;
+        previous = Some(map);
         progress(Progress {
             bytes_done: w.bytes_checked,
             bytes_total,
@@ -307,13 +310,25 @@ pub(crate) fn hold_to_durable_proofs(dir: &Path, w: &mut Walk) {
 /// Checks a segment header; the inner error is the reason it is bad. A
 /// header of a newer format version is an error, not damage: a newer
 /// annal wrote it, and `repair` must not quarantine it.
-fn check_header(map: &[u8], path: &Path, id: u64, w: &mut Walk) -> Result<Result<(), String>> {
+fn check_header(
+    map: &[u8],
+    path: &Path,
+    id: u64,
+    previous: Option<&Bytes>,
+    w: &mut Walk,
+) -> Result<Result<(), String>> {
     let header = match SegmentHeader::decode(map, path) {
         Ok(h) => h,
         Err(Error::Corruption { reason, .. }) => return Ok(Err(reason)),
         Err(e) => return Err(e),
     };
-    Ok(check_header_fields(&header, id, w))
+    Ok(check_header_fields(&header, id, w).and_then(|()| {
+        // The segment before ends with the batch this header records.
+        match previous.and_then(|map| crate::recovery::chain_broken(&header, &w.index, id - 1, map)) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }))
 }
 
 fn check_header_fields(header: &SegmentHeader, id: u64, w: &mut Walk) -> Result<(), String> {
