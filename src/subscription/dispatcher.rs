@@ -230,7 +230,7 @@ impl<F: FileSystem> DispatcherBuilder<F> {
         let spawned = std::thread::Builder::new()
             .name("annal-dispatch".into())
             .spawn(move || {
-                Hub::mark_dispatcher_thread();
+                thread_shared.hub.mark_dispatcher_thread();
                 run(&core, &wake, &thread_shared, &mut handlers)
             });
         match spawned {

@@ -26,7 +26,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RecursiveRwLock, RecursiveRwLockReadGuard};
 
 /// The registered subscribers of one store.
 #[derive(Debug, Default)]
@@ -35,14 +35,20 @@ pub(crate) struct Hub {
     closed: AtomicBool,
     /// Held shared by dispatcher threads for each handler call, from the
     /// check that the store is open until the handler returns; taken
-    /// exclusively by [`Hub::wait_for_handler_calls`].
-    handler_calls: RwLock<()>,
+    /// exclusively by [`Hub::wait_for_handler_calls`]. Recursive: a call
+    /// starts beside the calls in progress even while a close waits for
+    /// them (a fair lock would queue it behind that close), as one of them
+    /// may be waiting for it (a handler of another dispatcher stopping this
+    /// one). Calls after the close check the flag first and never take it.
+    handler_calls: RecursiveRwLock<()>,
 }
 
 thread_local! {
-    /// Whether this thread is a dispatcher's: its user code runs inside a
-    /// handler call, which a close from there must not wait for.
-    static ON_DISPATCHER_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// The hub (its address) of the store this thread dispatches for, 0 on
+    /// other threads: its user code runs inside a handler call of that
+    /// store, which a close of that store from there must not wait for.
+    /// (The dispatcher thread holds the hub, so the address stays its.)
+    static DISPATCHING_FOR: Cell<usize> = const { Cell::new(0) };
 }
 
 #[derive(Debug, Default)]
@@ -95,25 +101,32 @@ impl Hub {
 
     /// Starts a handler call: `None` once the store is closed. Hold the
     /// guard until the handler returns.
-    pub(crate) fn handler_call(&self) -> Option<RwLockReadGuard<'_, ()>> {
+    pub(crate) fn handler_call(&self) -> Option<RecursiveRwLockReadGuard<'_, ()>> {
+        if self.is_closed() {
+            return None;
+        }
         let call = self.handler_calls.read();
         (!self.is_closed()).then_some(call)
     }
 
-    /// Marks the calling thread as a dispatcher's.
-    pub(crate) fn mark_dispatcher_thread() {
-        ON_DISPATCHER_THREAD.with(|on| on.set(true));
+    /// Marks the calling thread as a dispatcher of this hub's store.
+    pub(crate) fn mark_dispatcher_thread(&self) {
+        DISPATCHING_FOR.with(|on| on.set(self.address()));
     }
 
     /// Waits until no handler call started before [`Hub::close`] is still
     /// running, so that none runs once the store's close has returned.
-    /// From a dispatcher's thread (a handler closing the store) it does not
-    /// wait: that would wait for the caller itself, or deadlock with a
-    /// concurrent close from another thread.
+    /// From a thread dispatching for this store (one of its handlers
+    /// closing it) it does not wait: that would wait for the caller
+    /// itself, or deadlock with a concurrent close from another thread.
     pub(crate) fn wait_for_handler_calls(&self) {
-        if !ON_DISPATCHER_THREAD.with(Cell::get) {
+        if DISPATCHING_FOR.with(Cell::get) != self.address() {
             drop(self.handler_calls.write());
         }
+    }
+
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// Whether the store was closed.
