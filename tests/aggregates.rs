@@ -574,3 +574,65 @@ fn floats_load_the_same_from_snapshots_and_replays() {
         assert_eq!(bits(&executed.state), bits(&replayed.state), "{value:e}");
     }
 }
+
+/// A snapshot the aggregate cannot use (another schema version, as after
+/// rolling the application back, or bytes that do not decode) is reported
+/// and passed over for the newest one before it, not for a full replay.
+#[test]
+fn unusable_snapshots_fall_back_to_an_older_usable_one() {
+    let (_dir, store) = store();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec).with_snapshot_every(3);
+    repo.execute("1", AccountCommand::Open("ann".into()), CommandMetadata::new())
+        .unwrap();
+    for i in 0..9 {
+        repo.execute("1", AccountCommand::Deposit(i + 1), CommandMetadata::new())
+            .unwrap();
+    }
+    let events: Vec<_> = store
+        .read_stream("Account-1", ReadStream::forward())
+        .unwrap()
+        .map(|e| repo.decode(&e.unwrap()).unwrap())
+        .collect();
+    let want = fold(&events);
+    let usable: Vec<u64> = (1..=10)
+        .filter(|&v| {
+            store
+                .load_snapshot_at("Account-1", v)
+                .snapshot
+                .is_some_and(|s| s.version == v)
+        })
+        .collect();
+    assert_eq!(usable, [3, 6, 9]);
+
+    // A newer build's snapshot at 10, and undecodable bytes at 9.
+    let schema = Account::SNAPSHOT_SCHEMA_VERSION;
+    store.save_snapshot("Account-1", 10, schema + 1, b"{}").unwrap();
+    store.save_snapshot("Account-1", 9, schema, b"\xff not json").unwrap();
+    let l = repo.load("1").unwrap();
+    assert_eq!((l.state.clone(), l.version), (want.clone(), 10));
+    assert_eq!((l.snapshot_version, l.replayed), (Some(6), 4), "{:?}", l.issues);
+    let kinds: Vec<_> = l
+        .issues
+        .iter()
+        .map(|i| match i {
+            annal::SnapshotIssue::SchemaMismatch { version, .. } => ("schema", *version),
+            annal::SnapshotIssue::Undecodable { version, .. } => ("undecodable", *version),
+            other => panic!("unexpected issue {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, [("schema", 10), ("undecodable", 9)]);
+
+    // At a past version, the same: the newest usable one at or before it.
+    let at8 = repo.load_at_version("1", 8).unwrap();
+    assert_eq!((at8.snapshot_version, at8.version), (Some(6), 8));
+    // None usable: a full replay, with every snapshot reported.
+    for v in [3, 6] {
+        store.save_snapshot("Account-1", v, schema + 1, b"{}").unwrap();
+    }
+    let l = repo.load("1").unwrap();
+    assert_eq!(
+        (l.state, l.version, l.snapshot_version, l.replayed),
+        (want, 10, None, 10)
+    );
+    assert_eq!(l.issues.len(), 4, "{:?}", l.issues);
+}

@@ -232,15 +232,28 @@ fn schema_mismatch_and_undecodable_snapshots_fall_back() {
     assert_eq!(loaded.state.0, fold(&events));
     assert_eq!(loaded.snapshot_version, None);
     assert_eq!(loaded.replayed, 12);
+    // Every v1 snapshot is passed over, the newest first.
     assert!(matches!(
-        loaded.issues[..],
-        [SnapshotIssue::SchemaMismatch {
+        loaded.issues[0],
+        SnapshotIssue::SchemaMismatch {
             found: 1,
             expected: 2,
             version: 12,
             ..
-        }]
+        }
     ));
+    assert!(
+        loaded.issues.iter().all(|i| matches!(
+            i,
+            SnapshotIssue::SchemaMismatch {
+                found: 1,
+                expected: 2,
+                ..
+            }
+        )),
+        "{:?}",
+        loaded.issues
+    );
     // Saving a v2 snapshot makes the next v2 load use it.
     v2.snapshot("1").unwrap();
     assert_eq!(v2.load("1").unwrap().snapshot_version, Some(12));
@@ -253,6 +266,8 @@ fn schema_mismatch_and_undecodable_snapshots_fall_back() {
         loaded.issues[..],
         [SnapshotIssue::Undecodable { version: 12, .. }]
     ));
+    // The older v1 snapshot before it is used instead.
+    assert!(loaded.snapshot_version.is_some_and(|v| v < 12), "{loaded:?}");
     assert!(store.snapshot_issues().len() >= 2);
 }
 

@@ -147,7 +147,8 @@ pub struct Loaded<A> {
     pub snapshot_version: Option<u64>,
     /// Events replayed on top of the snapshot (or from the start).
     pub replayed: u64,
-    /// Snapshots passed over, and why (the load replayed instead).
+    /// Snapshots passed over, and why (the load started from an older
+    /// snapshot, or replayed from the start, instead).
     pub issues: Vec<SnapshotIssue>,
 }
 
@@ -261,7 +262,9 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         Ok(stream)
     }
 
-    /// Loads aggregate `id` as it is now. Fails with
+    /// Loads aggregate `id` as it is now, from the newest snapshot it can use
+    /// (one of another schema version, or that does not decode, is passed
+    /// over and reported in [`Loaded::issues`]). Fails with
     /// [`crate::Error::InvalidInput`] (in [`RepositoryError::Store`]) for an id
     /// that makes no valid stream name, as every load does.
     pub fn load(&self, id: &str) -> RepoResult<Loaded<A>, A> {
@@ -341,37 +344,41 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
             replayed: 0,
             issues: Vec::new(),
         };
-        if use_snapshot && target > 0 {
-            let found = self.store.load_snapshot_at(stream, target);
-            loaded.issues = found.issues;
-            if let Some(s) = found.snapshot {
-                let issue = if s.schema_version != A::SNAPSHOT_SCHEMA_VERSION {
-                    Some(SnapshotIssue::SchemaMismatch {
+        // The newest snapshot this aggregate can use: one of another schema
+        // version (written by a newer or older build) or that does not
+        // decode is reported and passed over for the one before it.
+        let mut below = if use_snapshot { target } else { 0 };
+        while below > 0 {
+            let found = self.store.load_snapshot_at(stream, below);
+            loaded.issues.extend(found.issues);
+            let Some(s) = found.snapshot else {
+                break;
+            };
+            let issue = if s.schema_version != A::SNAPSHOT_SCHEMA_VERSION {
+                SnapshotIssue::SchemaMismatch {
+                    stream: stream.to_string(),
+                    version: s.version,
+                    found: s.schema_version,
+                    expected: A::SNAPSHOT_SCHEMA_VERSION,
+                }
+            } else {
+                match self.codec.decode_state::<A>(&s.data) {
+                    Ok(state) => {
+                        loaded.state = state;
+                        loaded.version = s.version;
+                        loaded.snapshot_version = Some(s.version);
+                        break;
+                    }
+                    Err(e) => SnapshotIssue::Undecodable {
                         stream: stream.to_string(),
                         version: s.version,
-                        found: s.schema_version,
-                        expected: A::SNAPSHOT_SCHEMA_VERSION,
-                    })
-                } else {
-                    match self.codec.decode_state::<A>(&s.data) {
-                        Ok(state) => {
-                            loaded.state = state;
-                            loaded.version = s.version;
-                            loaded.snapshot_version = Some(s.version);
-                            None
-                        }
-                        Err(e) => Some(SnapshotIssue::Undecodable {
-                            stream: stream.to_string(),
-                            version: s.version,
-                            reason: e.0,
-                        }),
-                    }
-                };
-                if let Some(issue) = issue {
-                    self.store.report_snapshot_issue(issue.clone());
-                    loaded.issues.push(issue);
+                        reason: e.0,
+                    },
                 }
-            }
+            };
+            self.store.report_snapshot_issue(issue.clone());
+            loaded.issues.push(issue);
+            below = s.version.saturating_sub(1);
         }
         if loaded.version < target {
             let count = usize::try_from(target - loaded.version).unwrap_or(usize::MAX);
