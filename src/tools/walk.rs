@@ -159,8 +159,17 @@ pub(crate) fn walk(
         }
         let last = i + 1 == ids.len();
         let path = segment::path(dir, id);
-        let map = match map_file(&path) {
-            Err(Error::Corruption { reason, .. }) => {
+        // The segment's bytes with a sound header, or why not (a name
+        // held by no regular file, a stray segment, a bad header).
+        let checked = match (map_file(&path), &foreign) {
+            (Err(Error::Corruption { reason, .. }), _) => Err(reason),
+            (Err(e), _) => return Err(e),
+            (Ok(_), Some((stray, reason))) if *stray == id => Err(reason.clone()),
+            (Ok(map), _) => check_header(&map, &path, id, previous.as_ref(), &mut w)?.map(|()| map),
+        };
+        let map = match checked {
+            Ok(map) => map,
+            Err(reason) => {
                 w.damage = Some(Damage {
                     file: path,
                     segment: Some(id),
@@ -169,21 +178,7 @@ pub(crate) fn walk(
                 });
                 break;
             }
-            mapped => mapped?,
         };
-        let checked = match &foreign {
-            Some((stray, reason)) if *stray == id => Err(reason.clone()),
-            _ => check_header(&map, &path, id, previous.as_ref(), &mut w)?,
-        };
-        if let Err(reason) = checked {
-            w.damage = Some(Damage {
-                file: path,
-                segment: Some(id),
-                offset: 0,
-                reason,
-            });
-            break;
-        }
         let done_before = w.bytes_checked;
         let end = walk_segment(&map, id, target, &mut w, &mut |at, events| {
             progress(Progress {
