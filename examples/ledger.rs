@@ -148,17 +148,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_upcasters(upcasters)
         .with_snapshot_every(5);
 
+    // One request running many commands: each command gets its own id
+    // (an id reused means "the same command again": it would be applied
+    // once), all of them the request's correlation id.
     let request = CommandMetadata::new();
-    accounts.execute("bob", Command::Open { owner: "Bob".into() }, request)?;
+    accounts.execute("bob", Command::Open { owner: "Bob".into() }, request.next_command())?;
     for k in 1..=12 {
-        let alice = accounts.execute("alice", Command::Deposit { cents: 250 * k }, request)?;
+        let alice = accounts.execute("alice", Command::Deposit { cents: 250 * k }, request.next_command())?;
         if let Some(v) = alice.snapshot_saved {
             println!("snapshot of Account-alice saved at version {v}");
         }
-        accounts.execute("bob", Command::Deposit { cents: 1000 }, request)?;
+        accounts.execute("bob", Command::Deposit { cents: 1000 }, request.next_command())?;
     }
-    accounts.execute("bob", Command::Withdraw { cents: 3000 }, request)?;
-    match accounts.execute("bob", Command::Withdraw { cents: 1_000_000 }, request) {
+    accounts.execute("bob", Command::Withdraw { cents: 3000 }, request.next_command())?;
+    match accounts.execute("bob", Command::Withdraw { cents: 1_000_000 }, request.next_command()) {
         Err(e) => println!("refused: {e}"),
         Ok(_) => println!("unexpectedly accepted"),
     }

@@ -58,6 +58,13 @@ impl Projection for Totals {
         std::fs::write(&tmp, text)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &self.file)?;
+        // The rename is durable once the directory is synced (on Unix; a
+        // directory cannot be opened as a file on Windows).
+        #[cfg(unix)]
+        {
+            let dir = self.file.parent().filter(|d| !d.as_os_str().is_empty());
+            std::fs::File::open(dir.unwrap_or(std::path::Path::new(".")))?.sync_all()?;
+        }
         Ok(())
     }
 

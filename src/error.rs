@@ -28,11 +28,25 @@ pub enum Error {
     /// Another process (or another handle in this process) has the store
     /// open. Close it first; only one handle may own a directory. (On Unix
     /// the directory itself is locked too, with `flock`: a script that
-    /// `flock`s the store directory excludes the store as well.)
-    #[error("store at {path} is locked by another handle or process (its LOCK file or the directory itself)")]
+    /// `flock`s the store directory excludes the store as well.) A closed
+    /// store keeps its directory locked until every clone of its handle is
+    /// dropped (a `Repository`, a subscription or an `Events` iterator
+    /// holds one): `by_this_process` says the holder is in this process.
+    #[error(
+        "store at {} is locked {}",
+        path.display(),
+        if *by_this_process {
+            "by a handle of this process: a store, closed or not, holds its directory until the last clone of \
+             its handle is dropped (held by a Repository, a subscription, an Events iterator, a handler)"
+        } else {
+            "by another handle or process (its LOCK file or the directory itself)"
+        }
+    )]
     Locked {
         /// The store directory.
         path: PathBuf,
+        /// Whether a handle of this process holds the lock.
+        by_this_process: bool,
     },
 
     /// The append's expected version did not match the stream. Nothing was

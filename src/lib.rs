@@ -87,6 +87,7 @@ mod event;
 #[cfg(test)]
 mod format_doc;
 mod hash;
+mod held_locks;
 mod id;
 mod idempotency;
 pub mod index;

@@ -494,6 +494,9 @@ pub(crate) struct Locks<F: FileSystem> {
     /// without one).
     file: Option<F::File>,
     _dir: crate::io::DirectoryLock,
+    /// Kept in this process's registry of locked directories meanwhile
+    /// (dropped after the locks above).
+    _held: Option<crate::held_locks::Held>,
 }
 
 /// Takes the directory's exclusive lock (creating the lock file) and
@@ -555,11 +558,16 @@ fn open_locked<F: FileSystem>(fs: &F, dir: &Path, mode: Option<OpenMode>, shared
                 .try_lock_dir(dir, shared)
                 .ctx(|| format!("locking {}", dir.display()))?
         {
-            return Ok(Locks { file, _dir: dir_lock });
+            return Ok(Locks {
+                file,
+                _dir: dir_lock,
+                _held: crate::held_locks::hold(dir),
+            });
         }
         if std::time::Instant::now() >= deadline {
             return Err(Error::Locked {
                 path: dir.to_path_buf(),
+                by_this_process: crate::held_locks::is_held(dir),
             });
         }
         std::thread::sleep(pause);

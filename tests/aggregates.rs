@@ -77,11 +77,11 @@ fn a_repeated_command_is_applied_once() {
         repo.execute(&id, AccountCommand::Open("ann".into()), CommandMetadata::new())
             .unwrap();
         let deposit = CommandMetadata::new();
-        let first = repo.execute(&id, AccountCommand::Deposit(5), deposit).unwrap();
+        let first = repo.execute(&id, AccountCommand::Deposit(5), deposit.clone()).unwrap();
         assert!(!first.repeated);
         assert_eq!(first.snapshot_saved.is_some(), snapshot_every.is_some());
         for again in [repo.clone(), Repository::<Account>::new(store.clone(), JsonCodec)] {
-            let r = again.execute(&id, AccountCommand::Deposit(5), deposit).unwrap();
+            let r = again.execute(&id, AccountCommand::Deposit(5), deposit.clone()).unwrap();
             assert!(r.repeated, "{snapshot_every:?}");
             assert_eq!((r.events, r.last_position), (first.events, first.last_position));
             assert_eq!((r.version, r.state.balance), (2, 5));
@@ -108,7 +108,9 @@ fn a_repeated_command_is_applied_once() {
     let store = Store::open(&path, Options::default()).unwrap();
     let repo = Repository::<Account>::new(store.clone(), JsonCodec);
     let deposit = CommandMetadata::new();
-    let first = repo.execute("acc0", AccountCommand::Deposit(1), deposit).unwrap();
+    let first = repo
+        .execute("acc0", AccountCommand::Deposit(1), deposit.clone())
+        .unwrap();
     drop(repo);
     store.close().unwrap();
     let store = Store::open(&path, Options::default()).unwrap();
@@ -272,7 +274,8 @@ fn correlation_and_causation_reach_the_events() {
     let repo = Repository::<Account>::new(store.clone(), JsonCodec);
     let correlation = Uuid::new_v4();
     let meta = CommandMetadata::new().with_correlation_id(correlation);
-    repo.execute("a", AccountCommand::Open("x".into()), meta).unwrap();
+    repo.execute("a", AccountCommand::Open("x".into()), meta.clone())
+        .unwrap();
     let opened = store.read_position(1).unwrap().unwrap();
     assert_eq!(opened.correlation_id(), Some(correlation));
     assert_eq!(opened.causation_id(), Some(meta.command_id));
@@ -286,7 +289,7 @@ fn correlation_and_causation_reach_the_events() {
     assert_eq!(deposited.causation_id(), Some(opened.id()));
     // Without ids, both are the command's id.
     let plain = CommandMetadata::new();
-    repo.execute("a", AccountCommand::Deposit(3), plain).unwrap();
+    repo.execute("a", AccountCommand::Deposit(3), plain.clone()).unwrap();
     let e = store.read_position(3).unwrap().unwrap();
     assert_eq!(
         (e.correlation_id(), e.causation_id()),

@@ -97,9 +97,11 @@ fn a_repeat_the_aggregate_would_now_refuse_is_still_a_repeat() {
         repo.execute("a", AccountCommand::Deposit(5), CommandMetadata::new())
             .unwrap();
         let withdraw = CommandMetadata::new();
-        let first = repo.execute("a", AccountCommand::Withdraw(5), withdraw).unwrap();
+        let first = repo
+            .execute("a", AccountCommand::Withdraw(5), withdraw.clone())
+            .unwrap();
         let r = repo
-            .execute("a", AccountCommand::Withdraw(5), withdraw)
+            .execute("a", AccountCommand::Withdraw(5), withdraw.clone())
             .unwrap_or_else(|e| panic!("{snapshot_every:?}: {e}"));
         assert!(r.repeated);
         assert_eq!(
@@ -112,7 +114,7 @@ fn a_repeat_the_aggregate_would_now_refuse_is_still_a_repeat() {
         let store = open(&dir.path().join("s"), 10_000);
         let repo = self::repo::<Account>(&store, snapshot_every);
         let r = repo
-            .execute("a", AccountCommand::Withdraw(5), withdraw)
+            .execute("a", AccountCommand::Withdraw(5), withdraw.clone())
             .unwrap_or_else(|e| panic!("{snapshot_every:?} after reopen: {e}"));
         assert!(r.repeated);
         assert_eq!((r.events, r.last_position, r.version), (1, first.last_position, 3));
@@ -129,9 +131,9 @@ fn without_a_window_or_snapshot_a_repeat_is_found_among_the_replayed_events() {
     let store = open(&dir.path().join("s"), 0);
     let repo = repo::<Bag>(&store, None);
     let put = CommandMetadata::new();
-    let first = repo.execute("b", BagCommand::Put(2), put).unwrap();
+    let first = repo.execute("b", BagCommand::Put(2), put.clone()).unwrap();
     repo.execute("b", BagCommand::Put(1), CommandMetadata::new()).unwrap();
-    let r = repo.execute("b", BagCommand::Put(2), put).unwrap();
+    let r = repo.execute("b", BagCommand::Put(2), put.clone()).unwrap();
     assert!(r.repeated);
     assert_eq!(
         (r.events, r.last_position, r.version, r.state.items),
@@ -154,13 +156,13 @@ fn a_repeat_of_a_command_of_many_events_names_exactly_its_events() {
         let store = open(&dir.path().join("s"), 10_000);
         let repo = repo::<Bag>(&store, snapshot_every);
         let put = CommandMetadata::new();
-        let first = repo.execute("b", BagCommand::Put(3), put).unwrap();
+        let first = repo.execute("b", BagCommand::Put(3), put.clone()).unwrap();
         assert_eq!((first.events, first.version), (3, 3));
         repo.execute("b", BagCommand::Put(2), CommandMetadata::new()).unwrap();
         let last = repo.execute("b", BagCommand::Put(1), CommandMetadata::new()).unwrap();
         assert_eq!(last.version, 6);
         for again in [repo.clone(), self::repo::<Bag>(&store, snapshot_every)] {
-            let r = again.execute("b", BagCommand::Put(3), put).unwrap();
+            let r = again.execute("b", BagCommand::Put(3), put.clone()).unwrap();
             assert!(r.repeated, "{snapshot_every:?}");
             assert_eq!(
                 (r.events, r.last_position, r.version, r.state.items),
@@ -184,11 +186,11 @@ fn a_repeat_of_a_middle_command_covered_by_a_later_snapshot() {
     let repo = repo::<Bag>(&store, Some(5));
     repo.execute("b", BagCommand::Put(1), CommandMetadata::new()).unwrap();
     let put = CommandMetadata::new();
-    let first = repo.execute("b", BagCommand::Put(2), put).unwrap();
+    let first = repo.execute("b", BagCommand::Put(2), put.clone()).unwrap();
     assert_eq!(first.version, 3);
     let last = repo.execute("b", BagCommand::Put(3), CommandMetadata::new()).unwrap();
     assert_eq!((last.version, last.snapshot_saved), (6, Some(6)));
-    let r = repo.execute("b", BagCommand::Put(2), put).unwrap();
+    let r = repo.execute("b", BagCommand::Put(2), put.clone()).unwrap();
     assert!(r.repeated);
     assert_eq!(
         (r.events, r.last_position, r.version, r.state.items),
@@ -212,11 +214,11 @@ fn a_repeat_whose_first_event_left_the_window_is_still_applied_once() {
     let store = open(&dir.path().join("s"), 4);
     let repo = repo::<Bag>(&store, Some(1));
     let put = CommandMetadata::new();
-    let first = repo.execute("b", BagCommand::Put(4), put).unwrap();
+    let first = repo.execute("b", BagCommand::Put(4), put.clone()).unwrap();
     // One event elsewhere: the window forgets the command's first id only.
     repo.execute("other", BagCommand::Put(1), CommandMetadata::new())
         .unwrap();
-    let r = repo.execute("b", BagCommand::Put(4), put).unwrap();
+    let r = repo.execute("b", BagCommand::Put(4), put.clone()).unwrap();
     assert!(r.repeated);
     assert_eq!(
         (r.events, r.last_position, r.version, r.state.items),
@@ -233,9 +235,9 @@ fn a_command_of_no_events_is_decided_again() {
     let store = open(&dir.path().join("s"), 10_000);
     let repo = repo::<Bag>(&store, None);
     let meta = CommandMetadata::new();
-    let r = repo.execute("b", BagCommand::Nothing, meta).unwrap();
+    let r = repo.execute("b", BagCommand::Nothing, meta.clone()).unwrap();
     assert_eq!((r.events, r.repeated, r.version), (0, false, 0));
-    let r = repo.execute("b", BagCommand::Nothing, meta).unwrap();
+    let r = repo.execute("b", BagCommand::Nothing, meta.clone()).unwrap();
     assert_eq!((r.events, r.repeated, r.version), (0, false, 0));
 }
 
@@ -252,13 +254,14 @@ fn a_command_id_reused_on_another_aggregate_is_refused() {
         let repo = repo::<Bag>(&store, snapshot_every);
         repo.execute("two", BagCommand::Put(1), CommandMetadata::new()).unwrap();
         let meta = CommandMetadata::new();
-        repo.execute("one", BagCommand::Put(1), meta).unwrap();
+        repo.execute("one", BagCommand::Put(1), meta.clone()).unwrap();
         let err = repo
-            .execute("two", BagCommand::Put(1), meta)
+            .execute("two", BagCommand::Put(1), meta.clone())
             .map(|r| r.repeated)
             .unwrap_err();
         assert!(
-            matches!(err, RepositoryError::Store(annal::Error::IdempotencyConflict { .. })),
+            matches!(&err, RepositoryError::CommandIdReused { command_id, stream }
+                if *command_id == meta.command_id && stream == "Bag-two"),
             "{snapshot_every:?}: {err}"
         );
         assert_eq!(store.stream_version("Bag-two"), Some(1));

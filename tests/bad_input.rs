@@ -234,9 +234,34 @@ fn second_open_of_a_locked_directory() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_three(dir.path());
     let err = Store::open(dir.path(), Options::default()).unwrap_err();
-    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
-    assert!(err.to_string().contains("locked"));
+    assert!(
+        matches!(
+            err,
+            Error::Locked {
+                by_this_process: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("locked by a handle of this process"), "{err}");
     assert_untouched(&store);
+    // Once the last handle is gone, the registry forgets the directory.
+    drop(store);
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    let again = Store::open(dir.path(), Options::default()).unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Error::Locked {
+                by_this_process: true,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    drop(store);
+    assert!(Store::open(dir.path(), Options::default()).is_ok());
 }
 
 #[test]

@@ -95,6 +95,9 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
 /// older snapshots are ignored (replayed instead) rather than misread.
 pub trait Aggregate: Default + Serialize + DeserializeOwned {
     /// The category: the aggregate's streams are named `{CATEGORY}-{id}`.
+    /// Not empty and without `-` (a stream's category is its name up to the
+    /// first `-`, see [`crate::category_of`]): a `Repository` of an
+    /// aggregate whose category breaks this does not compile.
     const CATEGORY: &'static str;
     /// Schema version of the snapshot state (default 1).
     const SNAPSHOT_SCHEMA_VERSION: u32 = 1;

@@ -29,13 +29,32 @@ pub fn command_event_id(command_id: Uuid, k: u64) -> Uuid {
     Uuid::new_v5(&command_id, &k.to_le_bytes())
 }
 
+/// Whether `name` can be a category of its own: not empty, no `-` (else
+/// `{name}-{id}` would be in the category before its first `-`).
+const fn is_category(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'-' {
+            return false;
+        }
+        i += 1;
+    }
+    !bytes.is_empty()
+}
+
 /// Where a command comes from: its id, and the correlation and causation
 /// ids to write into the metadata of the events it causes.
 ///
 /// Each event gets `$correlationId` = the correlation id (or, when none is
 /// set, the command id) and `$causationId` = the causation id (or, when
 /// none is set, the command id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Not `Copy`: passing one value to two commands makes the second a repeat
+/// of the first (see [`Repository::execute`]), so a reuse has to be
+/// spelled out with `clone()` (to retry the same command).
+/// [`CommandMetadata::next_command`] gives the next command of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandMetadata {
     /// The command's id (random by default). The ids of the events the
     /// command appends derive from it ([`command_event_id`]), which makes
@@ -82,6 +101,17 @@ impl CommandMetadata {
         self
     }
 
+    /// Another command of the same conversation (a request that runs
+    /// several commands): a new command id, this one's correlation id (its
+    /// command id when it has none) and causation id.
+    pub fn next_command(&self) -> Self {
+        CommandMetadata {
+            command_id: Uuid::new_v4(),
+            correlation_id: Some(self.correlation_id.unwrap_or(self.command_id)),
+            causation_id: self.causation_id,
+        }
+    }
+
     /// A command caused by a stored event (a process manager reacting to
     /// it): causation = the event's id, correlation = the event's
     /// correlation id, or its id when it has none.
@@ -124,6 +154,20 @@ pub enum RepositoryError<E: std::error::Error + 'static> {
         /// The upcaster's error.
         #[source]
         source: UpcastError,
+    },
+    /// The command's id was used before by another command, whose events
+    /// are stored but not in this aggregate's stream: nothing was written.
+    /// Give each command its own id; reuse one only to retry the same
+    /// command (see [`CommandMetadata`]).
+    #[error(
+        "command id {command_id} was already used by another command, whose events are not in stream '{stream}': \
+         give each command its own id, and reuse one only to retry the same command"
+    )]
+    CommandIdReused {
+        /// The command id.
+        command_id: Uuid,
+        /// This command's stream.
+        stream: String,
     },
     /// Other writers kept changing the stream: every attempt met a
     /// concurrency conflict. Nothing was written by this command.
@@ -210,7 +254,54 @@ type RepoResult<T, A> = Result<T, RepositoryError<<A as Aggregate>::Error>>;
 impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// A repository over `store`, without snapshots or upcasters, making up
     /// to 10 attempts per command.
+    ///
+    /// An aggregate whose [`Aggregate::CATEGORY`] is empty or holds a `-`
+    /// is refused when this is compiled (its streams would fall into
+    /// another category):
+    ///
+    /// ```compile_fail
+    /// use annal::aggregate::{Aggregate, DomainEvent, JsonCodec, Repository};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// enum Placed {
+    ///     Placed,
+    /// }
+    /// impl DomainEvent for Placed {
+    ///     fn event_type(&self) -> &'static str {
+    ///         "Placed"
+    ///     }
+    /// }
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("never")]
+    /// struct Never;
+    ///
+    /// #[derive(Default, serde::Serialize, serde::Deserialize)]
+    /// struct Order;
+    /// impl Aggregate for Order {
+    ///     const CATEGORY: &'static str = "Order-v2"; // "Order" compiles
+    ///     type Event = Placed;
+    ///     type Command = ();
+    ///     type Error = Never;
+    ///     fn apply(&mut self, _: &Placed) {}
+    ///     fn handle(&self, _: ()) -> Result<Vec<Placed>, Never> {
+    ///         Ok(vec![Placed::Placed])
+    ///     }
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let dir = tempfile::tempdir()?;
+    ///     let store = annal::Store::open(dir.path(), annal::Options::default())?;
+    ///     let _orders = Repository::<Order>::new(store, JsonCodec);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn new(store: Store<F>, codec: C) -> Self {
+        const {
+            assert!(
+                is_category(A::CATEGORY),
+                "Aggregate::CATEGORY must be a non-empty name without '-'"
+            );
+        }
         Repository {
             store,
             codec,
@@ -467,7 +558,9 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// events a load replays (all of them without snapshots) and, when the
     /// load used a snapshot, among the store's recent event ids
     /// ([`Options::with_idempotency_window_events`](crate::Options::with_idempotency_window_events));
-    /// older than both, it is decided again. See docs/AGGREGATES.md.
+    /// older than both, it is decided again. A command id that another
+    /// aggregate's command used (within that window) fails with
+    /// [`RepositoryError::CommandIdReused`]. See docs/AGGREGATES.md.
     pub fn execute(&self, id: &str, command: A::Command, meta: CommandMetadata) -> RepoResult<Executed<A>, A> {
         let stream = self.stream_name(id);
         let first_id = command_event_id(meta.command_id, 0);
@@ -532,16 +625,19 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                     return Ok(executed);
                 }
                 Err(crate::Error::WrongExpectedVersion { .. }) => backoff(attempt),
-                Err(e @ crate::Error::IdempotencyConflict { .. }) => {
+                Err(crate::Error::IdempotencyConflict { .. }) => {
                     // Another run of this command (a thread running it at
                     // once) wrote its events first, which differ from these
                     // (a handler that is not deterministic, stamping a time,
-                    // say): that execution stands. Anything else is the
-                    // error it says.
+                    // say): that execution stands. Else the command id was
+                    // used before, for a command on another aggregate.
                     let (loaded, earlier) = self.load_finding(&stream, false, first_id)?;
                     return match earlier {
                         Some(version) => self.repeated(&stream, loaded, version, meta.command_id, attempt),
-                        None => Err(e.into()),
+                        None => Err(RepositoryError::CommandIdReused {
+                            command_id: meta.command_id,
+                            stream,
+                        }),
                     };
                 }
                 Err(e) => return Err(e.into()),
@@ -556,7 +652,7 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// Saves a snapshot of aggregate `id` as it is now; returns its version
     /// (0 when the aggregate has no events, and nothing is saved).
     pub fn snapshot(&self, id: &str) -> RepoResult<u64, A> {
-        let stream = self.stream_name(id);
+        let stream = self.valid_stream(id)?;
         let loaded = self.load_stream(&stream, u64::MAX, true)?;
         if loaded.version > 0 {
             self.save_snapshot_of(&stream, loaded.version, &loaded.state)?;

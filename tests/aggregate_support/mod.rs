@@ -104,7 +104,7 @@ where
 {
     let runs: Vec<_> = (0..threads)
         .map(|_| {
-            let (repo, id, command) = (repo.clone(), id.to_string(), command.clone());
+            let (repo, id, command, meta) = (repo.clone(), id.to_string(), command.clone(), meta.clone());
             std::thread::spawn(move || repo.execute(&id, command, meta).unwrap())
         })
         .collect();
