@@ -618,3 +618,87 @@ fn a_handler_and_another_thread_closing_the_store_together_do_not_deadlock() {
         drop(holder);
     }
 }
+
+/// `wait_for(position, timeout)`: true once every handler has handled (or
+/// passed over) every event up to the position, the events visible to the
+/// caller then; false when the timeout passes first, and false at once
+/// (not at the timeout) when a handler fails before the position or the
+/// store closes.
+#[test]
+fn wait_for_a_position_then_read_what_the_handlers_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Sync);
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let (slow, gate) = (seen.clone(), Arc::new(Mutex::new(())));
+    let held = gate.clone();
+    let dispatcher = store
+        .dispatcher()
+        .handler("slow", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            let _open = held.lock().unwrap();
+            thread::sleep(Duration::from_millis(2));
+            slow.lock().unwrap().push(e.position());
+            Ok(())
+        })
+        .unwrap()
+        .handler(
+            "others",
+            SubscriptionFilter::stream("Other-1"),
+            StartFrom::Start,
+            |_| Ok(()),
+        )
+        .unwrap()
+        .start()
+        .unwrap();
+    append_n(&store, "Order-1", "E", 20);
+    let last = store.last_position();
+    assert!(dispatcher.wait_for(last, Duration::from_secs(20)));
+    assert_eq!(seen.lock().unwrap().len(), 20, "every event handled when it returns");
+    assert!(dispatcher.status().iter().all(|h| h.position >= last));
+
+    // A handler held up: the timeout passes first.
+    let closed_gate = gate.lock().unwrap();
+    append_n(&store, "Order-1", "E", 1);
+    let started = Instant::now();
+    assert!(!dispatcher.wait_for(last + 1, Duration::from_millis(100)));
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    drop(closed_gate);
+    assert!(dispatcher.wait_for(last + 1, Duration::from_secs(20)));
+    drop(dispatcher);
+
+    // A handler failing before the position: false long before the timeout.
+    let failing = store
+        .dispatcher()
+        .handler("fails", SubscriptionFilter::all(), StartFrom::Start, |e| {
+            if e.position() == 3 { Err("no".into()) } else { Ok(()) }
+        })
+        .unwrap()
+        .handler("goes on", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
+        .unwrap()
+        .start()
+        .unwrap();
+    let started = Instant::now();
+    assert!(!failing.wait_for(store.last_position(), Duration::from_secs(30)));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(failing.is_running(), "the other handler goes on");
+    drop(failing);
+
+    // The store closing: false at once too.
+    let waiting = one_recorder(
+        &store,
+        SubscriptionFilter::all(),
+        StartFrom::End,
+        &Arc::new(Mutex::new(Vec::new())),
+    );
+    let target = store.last_position() + 1;
+    let closer = {
+        let store = store.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            store.close().unwrap();
+        })
+    };
+    let started = Instant::now();
+    assert!(!waiting.wait_for(target, Duration::from_secs(30)));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    closer.join().unwrap();
+}

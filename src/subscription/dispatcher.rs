@@ -30,9 +30,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, hub::Hub, read_page};
 use crate::error::{Error, Result};
@@ -71,9 +72,7 @@ type Callback = Box<dyn FnMut(&RecordedEvent) -> std::result::Result<(), Handler
 ///     })?
 ///     .start()?;
 /// store.append("Order-1", ExpectedVersion::NoStream, [EventData::new("OrderPaid", "{}")])?;
-/// while dispatcher.status().iter().any(|h| h.position < 1) {
-///     std::thread::yield_now();
-/// }
+/// assert!(dispatcher.wait_for(1, std::time::Duration::from_secs(10)));
 /// let handlers = dispatcher.stop()?; // where each handler got to
 /// assert_eq!(handlers[0].position, 1);
 /// assert_eq!(paid.load(Ordering::Relaxed), 1);
@@ -160,6 +159,21 @@ struct Shared {
     hub_id: u64,
     stop: AtomicBool,
     handlers: Vec<Arc<HandlerShared>>,
+    /// Set when the thread has ended (whatever the reason).
+    ended: AtomicBool,
+    /// Taken to announce progress (positions moved, a handler failed, the
+    /// thread ended) and by [`Dispatcher::wait_for`] to check for it, so
+    /// that no announcement falls between its check and its wait.
+    progress: Mutex<()>,
+    progressed: Condvar,
+}
+
+impl Shared {
+    /// Wakes [`Dispatcher::wait_for`] callers to look at the positions again.
+    fn announce_progress(&self) {
+        let _guard = self.progress.lock();
+        self.progressed.notify_all();
+    }
 }
 
 impl<F: FileSystem> Store<F> {
@@ -222,6 +236,9 @@ impl<F: FileSystem> DispatcherBuilder<F> {
             hub_id,
             stop: AtomicBool::new(false),
             handlers: self.handlers.iter().map(|h| h.shared.clone()).collect(),
+            ended: AtomicBool::new(false),
+            progress: Mutex::new(()),
+            progressed: Condvar::new(),
         });
         drop(core);
         let core = self.core;
@@ -231,7 +248,10 @@ impl<F: FileSystem> DispatcherBuilder<F> {
             .name("annal-dispatch".into())
             .spawn(move || {
                 thread_shared.hub.mark_dispatcher_thread();
-                run(&core, &wake, &thread_shared, &mut handlers)
+                let outcome = run(&core, &wake, &thread_shared, &mut handlers);
+                thread_shared.ended.store(true, Ordering::Release);
+                thread_shared.announce_progress();
+                outcome
             });
         match spawned {
             Ok(thread) => Ok(Dispatcher {
@@ -258,6 +278,40 @@ impl Dispatcher {
                 failure: h.failure.lock().clone(),
             })
             .collect()
+    }
+
+    /// Waits until every handler has handled (or passed over, when its
+    /// filter turns them away) every event up to `position`, for at most
+    /// `timeout`: after an append, for example, to read a read model that
+    /// holds it. Returns whether they got there; false as soon as they
+    /// cannot: a handler failed before `position`, or the dispatcher ended
+    /// (stopped, the store closed, a read failed).
+    pub fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let shared = &self.shared;
+        let mut guard = shared.progress.lock();
+        loop {
+            let there = shared
+                .handlers
+                .iter()
+                .all(|h| h.position.load(Ordering::Acquire) >= position);
+            if there {
+                return true;
+            }
+            let failed_before = shared
+                .handlers
+                .iter()
+                .any(|h| h.position.load(Ordering::Acquire) < position && h.failure.lock().is_some());
+            if failed_before || shared.ended.load(Ordering::Acquire) {
+                return false;
+            }
+            if shared.progressed.wait_until(&mut guard, deadline).timed_out() {
+                return shared
+                    .handlers
+                    .iter()
+                    .all(|h| h.position.load(Ordering::Acquire) >= position);
+            }
+        }
     }
 
     /// Whether the thread still runs (it ends on [`Dispatcher::stop`], when
@@ -381,12 +435,14 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
                 handler.offer(&event);
             }
         }
+        shared.announce_progress();
         if short && !stopped() {
             // A short page read everything published when it started,
             // which includes everything up to `head`.
             for handler in handlers.iter_mut().filter(|h| h.callback.is_some()) {
                 handler.advance(head);
             }
+            shared.announce_progress();
             if handlers.iter().all(|h| h.callback.is_none()) {
                 return Ok(());
             }
