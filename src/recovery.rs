@@ -226,29 +226,62 @@ fn replaced_reason(floor: &Checkpoint) -> String {
 
 /// Why segment `previous` (its bytes `map`) does not end with the batch
 /// that the next segment's header (`next`) records; `None` when it does,
-/// when the header records none (segment 1's, or one written before annal
-/// recorded it), or when the batch there is not valid: damage, which reads
-/// report where it lies (a check at open must not make one damaged batch
-/// cost the whole store). The previous segment's last batch is the one
-/// holding the position before `next`'s first, found through `index`. (Also
-/// used by `verify` and `repair`.)
+/// or when the header records none (segment 1's, or one written before
+/// annal recorded it). The previous segment's last batch is the one
+/// holding the position before `next`'s first, found through `index`.
+///
+/// Its header's end and CRC fields are compared first, without checking
+/// its CRCs (reads do that, lazily). When they differ: a valid batch there
+/// means another segment; an invalid one is damage, which reads report
+/// where it lies (a check at open must not make one damaged batch cost the
+/// whole store), as long as the file is as long as the header records (a
+/// sealed segment ends at its last batch, and damage leaves a file's
+/// length alone). (Also used by `verify` and `repair`.)
 pub(crate) fn chain_broken(next: &SegmentHeader, index: &Index, previous: u64, map: &[u8]) -> Option<String> {
     if next.previous_end == 0 {
         return None;
     }
-    let found = last_batch_of(previous, next.first_position, index, map)?;
-    (found != (next.previous_end, next.previous_crc)).then(|| {
-        format!(
-            "segment header: the previous segment ({}) should end with a batch ending at offset {} with CRC \
-             {:#010x}, but its last batch ends at {} with CRC {:#010x}: one of the two segments comes from \
-             another copy of the store",
-            segment::file_name(previous),
-            next.previous_end,
-            next.previous_crc,
-            found.0,
-            found.1
-        )
-    })
+    let recorded = (next.previous_end, next.previous_crc);
+    let last = index.location(next.first_position.checked_sub(1)?);
+    let batch_at = match last {
+        Some(l) if l.segment == previous => usize::try_from(l.offset).ok().and_then(|record_at| {
+            let record = map.get(record_at..).and_then(frame::parse_record_header)?;
+            record_at.checked_sub(record.batch_back as usize)
+        }),
+        // The position before lies in an earlier segment: this one holds
+        // no batch (annal never seals such a segment).
+        _ => return ((SEGMENT_HEADER_BYTES, 0) != recorded).then(|| chain_reason(previous, recorded, None)),
+    };
+    let fields = batch_at.and_then(|at| {
+        let header = frame::parse_batch_header(map.get(at..)?).ok()?;
+        Some((at as u64 + u64::from(header.frame_len), header.crc))
+    });
+    if fields == Some(recorded) {
+        return None;
+    }
+    let valid = batch_at
+        .and_then(|at| frame::check_batch(map.get(at..)?, |_, _| {}).ok())
+        .is_some();
+    if !valid && map.len() as u64 == next.previous_end {
+        return None;
+    }
+    Some(chain_reason(previous, recorded, fields.filter(|_| valid)))
+}
+
+/// The reason for a broken chain: what the next segment's header records
+/// of segment `previous`, and what its last batch is (`found`, when valid).
+fn chain_reason(previous: u64, recorded: (u64, u32), found: Option<(u64, u32)>) -> String {
+    let found = match found {
+        Some((end, crc)) => format!("its last batch ends at {end} with CRC {crc:#010x}"),
+        None => "it holds no valid batch there".to_string(),
+    };
+    format!(
+        "segment header: the previous segment ({}) should end with a batch ending at offset {} with CRC {:#010x}, \
+         but {found}: one of the two segments comes from another copy of the store",
+        segment::file_name(previous),
+        recorded.0,
+        recorded.1,
+    )
 }
 
 /// Where the last batch of segment `previous` (its bytes `map`) ends, and

@@ -254,6 +254,33 @@ fn a_fifo_in_place_of_a_middle_segment_is_reported_not_waited_on() {
     assert_ne!(code(&out), 101);
 }
 
+/// A writable open opens the last segment and `LOCK` for writing, which a
+/// FIFO would not block: each must still be refused as no regular file
+/// (not used as a segment or a lock).
+#[test]
+fn a_fifo_in_place_of_the_last_segment_or_lock_is_refused_by_a_writable_open() {
+    for name in ["last segment", "LOCK"] {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), small(), 600);
+        let path = match name {
+            "LOCK" => dir.path().join("LOCK"),
+            _ => {
+                let last = (1..).take_while(|&n| seg(dir.path(), n).exists()).last().unwrap();
+                seg(dir.path(), last)
+            }
+        };
+        mkfifo(&path);
+        let dir_path = dir.path().to_path_buf();
+        let got = within(Duration::from_secs(3), Some(path.clone()), move || {
+            Store::open(&dir_path, small()).map(|_| ()).map_err(|e| e.to_string())
+        });
+        let message = got
+            .unwrap_or_else(|| panic!("a writable open hangs on a FIFO {name}"))
+            .expect_err("opened with a FIFO");
+        assert!(message.contains("not a regular file"), "{name}: {message}");
+    }
+}
+
 #[test]
 fn a_fifo_named_lock_does_not_hang_a_reading_command() {
     let dir = tempfile::tempdir().unwrap();

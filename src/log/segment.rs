@@ -39,7 +39,8 @@ pub struct SegmentHeader {
     /// Global position of the first event this segment holds (or will).
     pub first_position: u64,
     /// Where the previous segment's last batch ends (the previous
-    /// segment's length once sealed; 64 when it holds no batch), recorded
+    /// segment's length once sealed; annal never seals one without a
+    /// batch), recorded
     /// when this segment was made: 0 when not recorded (segment 1, or a
     /// header written before annal recorded it).
     pub previous_end: u64,

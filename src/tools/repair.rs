@@ -171,6 +171,23 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             Ok(w)
         };
         let mut w = walk_log()?;
+        // Two segments from two copies of the store that went on
+        // differently: which copy's events to keep is for the user to say
+        // (keeping the log before the later one would serve the other
+        // copy's events, and quarantine this store's).
+        if w.chain_broken
+            && let Some(damage) = &w.damage
+        {
+            return Err(crate::Error::corruption(
+                &damage.file,
+                damage.offset,
+                format!(
+                    "{}; repair changed nothing (put back the segment that belongs, or move the segments of \
+                     the other copy aside, and run it again)",
+                    damage.reason
+                ),
+            ));
+        }
         // Damage that costs no event is mended in place, and the log walked
         // again: a segment header damaged on its own is written anew, bytes
         // after the last batch of a sealed segment whose next segment

@@ -49,6 +49,10 @@ pub(crate) struct Walk {
     pub data_end: Option<(u64, u64)>,
     /// Every event id with its position, when asked for (`verify`).
     pub ids: Option<Vec<(u128, u64)>>,
+    /// Whether the damage is a segment that does not end as the next one's
+    /// header records (see [`crate::recovery::chain_broken`]): one of the
+    /// two comes from another copy of the store.
+    pub chain_broken: bool,
 }
 
 /// The segment numbers in `dir`, sorted; fails with
@@ -142,6 +146,7 @@ pub(crate) fn walk(
         }),
         data_end: None,
         ids: collect_ids.then(Vec::new),
+        chain_broken: false,
     };
     let foreign = foreign_segment(dir, ids);
     // The segment before the one walked, to check the chain between them.
@@ -317,13 +322,15 @@ fn check_header(
         Err(Error::Corruption { reason, .. }) => return Ok(Err(reason)),
         Err(e) => return Err(e),
     };
-    Ok(check_header_fields(&header, id, w).and_then(|()| {
-        // The segment before ends with the batch this header records.
-        match previous.and_then(|map| crate::recovery::chain_broken(&header, &w.index, id - 1, map)) {
-            Some(why) => Err(why),
-            None => Ok(()),
-        }
-    }))
+    if let Err(why) = check_header_fields(&header, id, w) {
+        return Ok(Err(why));
+    }
+    // The segment before ends with the batch this header records.
+    if let Some(why) = previous.and_then(|map| crate::recovery::chain_broken(&header, &w.index, id - 1, map)) {
+        w.chain_broken = true;
+        return Ok(Err(why));
+    }
+    Ok(Ok(()))
 }
 
 fn check_header_fields(header: &SegmentHeader, id: u64, w: &mut Walk) -> Result<(), String> {
