@@ -242,15 +242,13 @@ pub(crate) fn chain_broken(next: &SegmentHeader, index: &Index, previous: u64, m
         return None;
     }
     let recorded = (next.previous_end, next.previous_crc);
-    let last = index.location(next.first_position.checked_sub(1)?);
-    let batch_at = match last {
-        Some(l) if l.segment == previous => usize::try_from(l.offset).ok().and_then(|record_at| {
-            let record = map.get(record_at..).and_then(frame::parse_record_header)?;
-            record_at.checked_sub(record.batch_back as usize)
-        }),
-        // The position before lies in an earlier segment: this one holds
-        // no batch (annal never seals such a segment).
-        _ => return ((SEGMENT_HEADER_BYTES, 0) != recorded).then(|| chain_reason(previous, recorded, None)),
+    let batch_at = match last_batch_start(previous, next.first_position, index, map) {
+        LastBatch::At(at) => Some(at),
+        LastBatch::Unreadable => None,
+        // Annal never seals such a segment.
+        LastBatch::NoBatch => {
+            return ((SEGMENT_HEADER_BYTES, 0) != recorded).then(|| chain_reason(previous, recorded, None));
+        }
     };
     let fields = batch_at.and_then(|at| {
         let header = frame::parse_batch_header(map.get(at..)?).ok()?;
@@ -290,15 +288,40 @@ fn chain_reason(previous: u64, recorded: (u64, u32), found: Option<(u64, u32)>) 
 /// (64, 0) when that position lies in an earlier segment (this one holds
 /// no batch). `None` when the batch there is not valid.
 pub(crate) fn last_batch_of(previous: u64, next_first_position: u64, index: &Index, map: &[u8]) -> Option<(u64, u32)> {
-    match index.location(next_first_position.checked_sub(1)?) {
-        Some(l) if l.segment == previous => {
-            let record_at = usize::try_from(l.offset).ok()?;
-            let record = map.get(record_at..).and_then(frame::parse_record_header)?;
-            let batch_at = record_at.checked_sub(record.batch_back as usize)?;
-            let batch = frame::check_batch(map.get(batch_at..)?, |_, _| {}).ok()?;
-            Some((batch_at as u64 + u64::from(batch.frame_len), batch.crc))
+    match last_batch_start(previous, next_first_position, index, map) {
+        LastBatch::At(at) => {
+            let batch = frame::check_batch(map.get(at..)?, |_, _| {}).ok()?;
+            Some((at as u64 + u64::from(batch.frame_len), batch.crc))
         }
-        _ => Some((SEGMENT_HEADER_BYTES, 0)),
+        LastBatch::NoBatch => Some((SEGMENT_HEADER_BYTES, 0)),
+        LastBatch::Unreadable => None,
+    }
+}
+
+/// Where segment `previous`'s last batch starts (see [`last_batch_of`]).
+enum LastBatch {
+    /// At this offset of the segment, by the back pointer of its record
+    /// of the position before the next segment's first (not checked).
+    At(usize),
+    /// That position lies in an earlier segment: this one holds no batch.
+    NoBatch,
+    /// No record header where the index puts that position.
+    Unreadable,
+}
+
+fn last_batch_start(previous: u64, next_first_position: u64, index: &Index, map: &[u8]) -> LastBatch {
+    let Some(last) = next_first_position.checked_sub(1) else {
+        return LastBatch::NoBatch;
+    };
+    match index.location(last) {
+        Some(l) if l.segment == previous => usize::try_from(l.offset)
+            .ok()
+            .and_then(|record_at| {
+                let record = map.get(record_at..).and_then(frame::parse_record_header)?;
+                record_at.checked_sub(record.batch_back as usize)
+            })
+            .map_or(LastBatch::Unreadable, LastBatch::At),
+        _ => LastBatch::NoBatch,
     }
 }
 
