@@ -639,3 +639,69 @@ fn unusable_snapshots_fall_back_to_an_older_usable_one() {
     );
     assert_eq!(l.issues.len(), 4, "{:?}", l.issues);
 }
+
+/// A repository load that looks back past an unusable snapshot reports
+/// each snapshot it passed over once: one ahead of a restored older log
+/// too (found by the first look, not again by the next ones).
+#[test]
+fn snapshots_passed_over_are_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let older = dir.path().join("older");
+    let store = Store::open(&path, Options::default()).unwrap();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec).with_snapshot_every(3);
+    repo.execute("1", AccountCommand::Open("ann".into()), CommandMetadata::new())
+        .unwrap();
+    for i in 0..9 {
+        repo.execute("1", AccountCommand::Deposit(i + 1), CommandMetadata::new())
+            .unwrap();
+    }
+    drop(repo);
+    store.close().unwrap();
+    // The log as it is now (10 events), kept aside.
+    std::fs::create_dir(&older).unwrap();
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".seg") || name == "index" {
+            std::fs::copy(entry.path(), older.join(&name)).unwrap();
+        }
+    }
+    // Three more events and a snapshot at 12; then the older log put back.
+    let store = Store::open(&path, Options::default()).unwrap();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec).with_snapshot_every(3);
+    for i in 0..3 {
+        repo.execute("1", AccountCommand::Deposit(i + 1), CommandMetadata::new())
+            .unwrap();
+    }
+    drop(repo);
+    store.close().unwrap();
+    for entry in std::fs::read_dir(&older).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), path.join(entry.file_name())).unwrap();
+    }
+    let store = Store::open(&path, Options::default()).unwrap();
+    let repo = Repository::<Account>::new(store.clone(), JsonCodec);
+    // Unusable for this build at 9 (another schema version).
+    store
+        .save_snapshot("Account-1", 9, Account::SNAPSHOT_SCHEMA_VERSION + 1, b"{}")
+        .unwrap();
+    let l = repo.load("1").unwrap();
+    assert_eq!((l.version, l.snapshot_version), (10, Some(6)), "{:?}", l.issues);
+    let ahead: Vec<_> = l
+        .issues
+        .iter()
+        .filter(|i| matches!(i, annal::SnapshotIssue::AheadOfLog { .. }))
+        .collect();
+    assert_eq!(ahead.len(), 1, "{:?}", l.issues);
+    let mismatch = l
+        .issues
+        .iter()
+        .filter(|i| matches!(i, annal::SnapshotIssue::SchemaMismatch { version: 9, .. }))
+        .count();
+    assert_eq!(mismatch, 1, "{:?}", l.issues);
+    // A load of a past version says nothing of snapshots beyond it.
+    let at7 = repo.load_at_version("1", 7).unwrap();
+    assert_eq!(at7.snapshot_version, Some(6));
+    assert!(at7.issues.is_empty(), "{:?}", at7.issues);
+}

@@ -490,7 +490,9 @@ impl<F: FileSystem> Store<F> {
     /// The newest usable snapshot of `stream` at or before version
     /// `max_version`, with the problems met on the way. Snapshots beyond the
     /// stream's current version, damaged ones and unreadable ones are
-    /// passed over (and reported); this never fails.
+    /// passed over (and reported); this never fails. A load of a past
+    /// version (`max_version` below the stream's) reports nothing about
+    /// snapshots beyond it.
     pub fn load_snapshot_at(&self, stream: &str, max_version: u64) -> SnapshotLoad {
         let mut result = SnapshotLoad::default();
         let core = self.core();
@@ -517,6 +519,12 @@ impl<F: FileSystem> Store<F> {
         };
         let entries = open.streams.get(stream).cloned().unwrap_or_default();
         for entry in entries.iter().rev() {
+            // Beyond a load of a past version: not this load's to pass over
+            // (nor to report again each time a repository looks further
+            // back).
+            if entry.version > max_version && max_version < have {
+                continue;
+            }
             if entry.version > have {
                 result.issues.push(SnapshotIssue::AheadOfLog {
                     stream: stream.to_string(),
