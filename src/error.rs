@@ -30,14 +30,16 @@ pub enum Error {
     /// the directory itself is locked too, with `flock`: a script that
     /// `flock`s the store directory excludes the store as well.) A closed
     /// store keeps its directory locked until every clone of its handle is
-    /// dropped (a `Repository`, a subscription or an `Events` iterator
-    /// holds one): `by_this_process` says the holder is in this process.
+    /// dropped (a `Repository`, an `Events` iterator, or a handler closure
+    /// that owns a `Store` clone holds one; subscriptions, dispatchers and
+    /// checkpoint handles do not): `by_this_process` says the holder is in
+    /// this process.
     #[error(
         "store at {} is locked {}",
         path.display(),
         if *by_this_process {
             "by a handle of this process: a store, closed or not, holds its directory until the last clone of \
-             its handle is dropped (held by a Repository, a subscription, an Events iterator, a handler)"
+             its handle is dropped (held by a Repository, an Events iterator, a handler that owns a Store clone)"
         } else {
             "by another handle or process (its LOCK file or the directory itself)"
         }

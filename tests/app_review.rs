@@ -1,5 +1,5 @@
 //! A new user's review of annal through a small task-tracker app
-//! (`examples/review_app.rs`, whose domain this file reuses): what the
+//! (`tests/app_support/mod.rs`, whose domain this file uses): what the
 //! README, docs/*.md and the rustdoc promise, checked end to end.
 
 #![cfg(all(feature = "aggregate", feature = "cli"))]

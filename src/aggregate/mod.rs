@@ -92,12 +92,14 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
 ///
 /// The state must be serde-serializable so that it can be snapshotted;
 /// bump [`Aggregate::SNAPSHOT_SCHEMA_VERSION`] when its shape changes, so
-/// older snapshots are ignored (replayed instead) rather than misread.
+/// older snapshots are ignored (an older snapshot of this schema version is
+/// used, or the stream replayed) rather than misread.
 pub trait Aggregate: Default + Serialize + DeserializeOwned {
     /// The category: the aggregate's streams are named `{CATEGORY}-{id}`.
     /// Not empty and without `-` (a stream's category is its name up to the
     /// first `-`, see [`crate::category_of`]): a `Repository` of an
-    /// aggregate whose category breaks this does not compile.
+    /// aggregate whose category breaks this fails to build (`cargo build`;
+    /// `cargo check` does not evaluate the check).
     const CATEGORY: &'static str;
     /// Schema version of the snapshot state (default 1).
     const SNAPSHOT_SCHEMA_VERSION: u32 = 1;

@@ -51,8 +51,10 @@ const fn is_category(name: &str) -> bool {
 /// none is set, the command id).
 ///
 /// Not `Copy`: passing one value to two commands makes the second a repeat
-/// of the first (see [`Repository::execute`]), so a reuse has to be
-/// spelled out with `clone()` (to retry the same command).
+/// of the first (on one aggregate) or a
+/// [`RepositoryError::CommandIdReused`] (on another; see
+/// [`Repository::execute`]), so a reuse has to be spelled out with
+/// `clone()` (to retry the same command).
 /// [`CommandMetadata::next_command`] gives the next command of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandMetadata {
@@ -256,8 +258,8 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// to 10 attempts per command.
     ///
     /// An aggregate whose [`Aggregate::CATEGORY`] is empty or holds a `-`
-    /// is refused when this is compiled (its streams would fall into
-    /// another category):
+    /// is refused when this is built (its streams would fall into another
+    /// category; `cargo check` does not evaluate the check):
     ///
     /// ```compile_fail
     /// use annal::aggregate::{Aggregate, DomainEvent, JsonCodec, Repository};
@@ -650,7 +652,9 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     }
 
     /// Saves a snapshot of aggregate `id` as it is now; returns its version
-    /// (0 when the aggregate has no events, and nothing is saved).
+    /// (0 when the aggregate has no events, and nothing is saved). Fails
+    /// with [`crate::Error::InvalidInput`] (in [`RepositoryError::Store`])
+    /// for an id that makes no valid stream name, as loads do.
     pub fn snapshot(&self, id: &str) -> RepoResult<u64, A> {
         let stream = self.valid_stream(id)?;
         let loaded = self.load_stream(&stream, u64::MAX, true)?;

@@ -2,8 +2,8 @@
 //! long stream replays only the events after its latest snapshot.
 //!
 //! A snapshot is a cache, never the source of truth. A corrupt, torn,
-//! missing or unusable snapshot costs a replay of the stream, never a
-//! failed load and never a wrong state: every record carries a CRC, a
+//! missing or unusable snapshot is passed over for an older one (or a
+//! replay of the stream), never a failed load and never a wrong state: every record carries a CRC, a
 //! snapshot is never used for a version beyond the stream's, and every
 //! problem met is reported as a [`SnapshotIssue`] (in the result of the
 //! load that met it, and in [`crate::Store::snapshot_issues`]).

@@ -285,7 +285,9 @@ impl Dispatcher {
     /// `timeout`: after an append, for example, to read a read model that
     /// holds it. Returns whether they got there; false as soon as they
     /// cannot: a handler failed before `position`, or the dispatcher ended
-    /// (stopped, the store closed, a read failed).
+    /// (stopped, the store closed, a read failed). Not from one of its own
+    /// handlers: their positions move only once the call returns, so it
+    /// would wait out the timeout.
     pub fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let shared = &self.shared;

@@ -111,7 +111,9 @@ pub struct RepairReport {
 /// without.
 ///
 /// Refuses ([`crate::Error::Corruption`], nothing changed) a directory
-/// whose segments carry different store ids: which store's events to keep
+/// whose segments carry different store ids, and one whose segments do not
+/// chain (a segment's header records another end or CRC for the segment
+/// before it than it has: two copies of the store): which events to keep
 /// is for the user to say.
 /// Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
