@@ -702,3 +702,40 @@ fn wait_for_a_position_then_read_what_the_handlers_did() {
     assert!(started.elapsed() < Duration::from_secs(10));
     closer.join().unwrap();
 }
+
+/// `wait_for` from one of the dispatcher's own handlers does not wait out
+/// its timeout (the handler's position moves only once it returns): it
+/// says at once whether the handlers are there.
+#[test]
+fn wait_for_from_an_own_handler_does_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Sync);
+    let slot: Arc<Mutex<Option<Dispatcher>>> = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let inside = slot.clone();
+    let dispatcher = store
+        .dispatcher()
+        .handler("asks", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            if e.position() == 2 {
+                let guard = inside.lock().unwrap();
+                let d = guard.as_ref().expect("set before the append");
+                let started = Instant::now();
+                let answers = (
+                    d.wait_for(1, Duration::from_secs(30)),
+                    d.wait_for(2, Duration::from_secs(30)),
+                );
+                tx.send((answers, started.elapsed())).unwrap();
+            }
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    *slot.lock().unwrap() = Some(dispatcher);
+    append_n(&store, "Order-1", "E", 2);
+    let (answers, took) = rx.recv_timeout(Duration::from_secs(20)).expect("the handler ran");
+    assert_eq!(answers, (true, false), "at 1 already, not yet at 2");
+    assert!(took < Duration::from_secs(5), "waited {took:?}");
+    let dispatcher = slot.lock().unwrap().take().unwrap();
+    assert!(dispatcher.wait_for(2, Duration::from_secs(20)));
+}

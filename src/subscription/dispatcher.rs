@@ -285,12 +285,16 @@ impl Dispatcher {
     /// `timeout`: after an append, for example, to read a read model that
     /// holds it. Returns whether they got there; false as soon as they
     /// cannot: a handler failed before `position`, or the dispatcher ended
-    /// (stopped, the store closed, a read failed). Not from one of its own
-    /// handlers: their positions move only once the call returns, so it
-    /// would wait out the timeout.
+    /// (stopped, the store closed, a read failed). From one of its own
+    /// handlers it does not wait (their positions move only once the call
+    /// returns): it says whether they are there already.
     pub fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let shared = &self.shared;
+        let own_thread = self
+            .thread
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id());
         let mut guard = shared.progress.lock();
         loop {
             let there = shared
@@ -304,7 +308,7 @@ impl Dispatcher {
                 .handlers
                 .iter()
                 .any(|h| h.position.load(Ordering::Acquire) < position && h.failure.lock().is_some());
-            if failed_before || shared.ended.load(Ordering::Acquire) {
+            if failed_before || own_thread || shared.ended.load(Ordering::Acquire) {
                 return false;
             }
             if shared.progressed.wait_until(&mut guard, deadline).timed_out() {
