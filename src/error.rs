@@ -47,7 +47,9 @@ pub enum Error {
     Locked {
         /// The store directory.
         path: PathBuf,
-        /// Whether a handle of this process holds the lock.
+        /// Whether a handle of this process holds the lock (the directory
+        /// is told apart by its device and inode on Unix, by its canonical
+        /// path elsewhere).
         by_this_process: bool,
     },
 

@@ -3,41 +3,64 @@
 //! very process (a closed `Store` whose clones are still alive) rather than
 //! another process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use parking_lot::Mutex;
 
-/// Canonical directory paths with the number of lock holders on each.
-static HELD: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
+/// What tells a directory apart: on Unix its device and inode (the same
+/// through any path to it, and after a rename), elsewhere its canonical
+/// path.
+#[cfg(unix)]
+type Key = (u64, u64);
+#[cfg(not(unix))]
+type Key = std::path::PathBuf;
+
+#[cfg(unix)]
+fn key(dir: &Path) -> Option<Key> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn key(dir: &Path) -> Option<Key> {
+    std::fs::canonicalize(dir).ok()
+}
+
+/// Held directories with the number of lock holders on each.
+static HELD: Mutex<Vec<(Key, usize)>> = Mutex::new(Vec::new());
 
 /// A directory's place in the registry while its locks are held; leaves it
 /// when dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
-    dir: PathBuf,
+    key: Key,
 }
 
-/// Registers `dir` as locked by this process. `None` when its canonical
-/// path cannot be found (a simulated file system's directory).
+/// Registers `dir` as locked by this process. `None` when it cannot be
+/// looked at (a simulated file system's directory).
 pub(crate) fn hold(dir: &Path) -> Option<Held> {
-    let dir = std::fs::canonicalize(dir).ok()?;
+    let key = key(dir)?;
+    // (`Copy` on Unix, a path elsewhere.)
+    #[allow(clippy::clone_on_copy)]
+    let entry = key.clone();
     let mut held = HELD.lock();
-    match held.iter_mut().find(|(d, _)| *d == dir) {
+    match held.iter_mut().find(|(k, _)| *k == key) {
         Some((_, n)) => *n += 1,
-        None => held.push((dir.clone(), 1)),
+        None => held.push((entry, 1)),
     }
-    Some(Held { dir })
+    Some(Held { key })
 }
 
 /// Whether this process holds `dir` locked.
 pub(crate) fn is_held(dir: &Path) -> bool {
-    std::fs::canonicalize(dir).is_ok_and(|dir| HELD.lock().iter().any(|(d, _)| *d == dir))
+    key(dir).is_some_and(|key| HELD.lock().iter().any(|(k, _)| *k == key))
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let mut held = HELD.lock();
-        if let Some(i) = held.iter().position(|(d, _)| *d == self.dir) {
+        if let Some(i) = held.iter().position(|(k, _)| *k == self.key) {
             held[i].1 -= 1;
             if held[i].1 == 0 {
                 held.swap_remove(i);

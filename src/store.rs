@@ -490,13 +490,14 @@ fn dir_error(dir: &Path, doing: &str, e: std::io::Error) -> Error {
 /// directory's own where the platform has it (which deleting the lock
 /// file cannot drop). Released when dropped.
 pub(crate) struct Locks<F: FileSystem> {
+    /// Kept in this process's registry of locked directories meanwhile
+    /// (first, so that it leaves the registry before the locks are
+    /// released: never "held here" while another process may hold them).
+    _held: Option<crate::held_locks::Held>,
     /// The open lock file (none for a read-only open of a directory
     /// without one).
     file: Option<F::File>,
     _dir: crate::io::DirectoryLock,
-    /// Kept in this process's registry of locked directories meanwhile
-    /// (dropped after the locks above).
-    _held: Option<crate::held_locks::Held>,
 }
 
 /// Takes the directory's exclusive lock (creating the lock file) and
@@ -559,9 +560,9 @@ fn open_locked<F: FileSystem>(fs: &F, dir: &Path, mode: Option<OpenMode>, shared
                 .ctx(|| format!("locking {}", dir.display()))?
         {
             return Ok(Locks {
+                _held: crate::held_locks::hold(dir),
                 file,
                 _dir: dir_lock,
-                _held: crate::held_locks::hold(dir),
             });
         }
         if std::time::Instant::now() >= deadline {

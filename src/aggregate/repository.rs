@@ -601,6 +601,25 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                 .collect::<RepoResult<Vec<_>, A>>()?;
             match self.store.append(&stream, ExpectedVersion::Exact(loaded.version), data) {
                 Ok(result) => {
+                    // A run of this command that decided more events may
+                    // have got there first: the store then took these
+                    // (its first ones, same ids) for a retry of it. That
+                    // execution stands, whole.
+                    let next_id = command_event_id(meta.command_id, events.len() as u64);
+                    let next = self
+                        .store
+                        .read_stream(
+                            &stream,
+                            ReadStream::forward().from_version(result.last_version + 1).limit(1),
+                        )?
+                        .next()
+                        .transpose()?;
+                    if next.is_some_and(|e| e.id() == next_id) {
+                        let (loaded, earlier) = self.load_finding(&stream, false, first_id)?;
+                        if let Some(version) = earlier {
+                            return self.repeated(&stream, loaded, version, meta.command_id, attempt);
+                        }
+                    }
                     for e in &events {
                         loaded.state.apply(e);
                     }
@@ -632,7 +651,13 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
                     // once) wrote its events first, which differ from these
                     // (a handler that is not deterministic, stamping a time,
                     // say): that execution stands. Else the command id was
-                    // used before, for a command on another aggregate.
+                    // used before, for a command on another aggregate. (The
+                    // store may have matched the ids of the other run's
+                    // append while it waited for its sync: its events are
+                    // looked for once published.)
+                    if let Some(position) = self.store.core().recent_event_position(first_id) {
+                        self.wait_published(position);
+                    }
                     let (loaded, earlier) = self.load_finding(&stream, false, first_id)?;
                     return match earlier {
                         Some(version) => self.repeated(&stream, loaded, version, meta.command_id, attempt),
@@ -676,6 +701,15 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         self.store
             .save_snapshot(stream, version, A::SNAPSHOT_SCHEMA_VERSION, &bytes)?;
         Ok(())
+    }
+
+    /// Waits (a few seconds at most) until the event at `position`, queued
+    /// by another append, is published: readable, and in the index.
+    fn wait_published(&self, position: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.store.last_position() < position && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
 
     /// The version of `stream`'s event `id`, when the store's recent-id

@@ -27,7 +27,7 @@
 //! reads the same log.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -161,6 +161,9 @@ struct Shared {
     handlers: Vec<Arc<HandlerShared>>,
     /// Set when the thread has ended (whatever the reason).
     ended: AtomicBool,
+    /// Callers in [`Dispatcher::wait_for`]: while there are any, progress
+    /// is announced after each event, not only after each page.
+    waiters: AtomicUsize,
     /// Taken to announce progress (positions moved, a handler failed, the
     /// thread ended) and by [`Dispatcher::wait_for`] to check for it, so
     /// that no announcement falls between its check and its wait.
@@ -237,6 +240,7 @@ impl<F: FileSystem> DispatcherBuilder<F> {
             stop: AtomicBool::new(false),
             handlers: self.handlers.iter().map(|h| h.shared.clone()).collect(),
             ended: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
             progress: Mutex::new(()),
             progressed: Condvar::new(),
         });
@@ -289,13 +293,30 @@ impl Dispatcher {
     /// handlers it does not wait (their positions move only once the call
     /// returns): it says whether they are there already.
     pub fn wait_for(&self, position: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // No deadline for a timeout too large to add (`Duration::MAX`).
+        let deadline = Instant::now().checked_add(timeout);
         let shared = &self.shared;
         let own_thread = self
             .thread
             .as_ref()
             .is_some_and(|t| t.thread().id() == std::thread::current().id());
         let mut guard = shared.progress.lock();
+        // Counted while waiting: the thread then announces each event
+        // handled, not only each page (see `run`).
+        shared.waiters.fetch_add(1, Ordering::SeqCst);
+        let there = self.wait_for_locked(position, deadline, own_thread, &mut guard);
+        shared.waiters.fetch_sub(1, Ordering::SeqCst);
+        there
+    }
+
+    fn wait_for_locked(
+        &self,
+        position: u64,
+        deadline: Option<Instant>,
+        own_thread: bool,
+        guard: &mut parking_lot::MutexGuard<'_, ()>,
+    ) -> bool {
+        let shared = &self.shared;
         loop {
             let there = shared
                 .handlers
@@ -311,7 +332,14 @@ impl Dispatcher {
             if failed_before || own_thread || shared.ended.load(Ordering::Acquire) {
                 return false;
             }
-            if shared.progressed.wait_until(&mut guard, deadline).timed_out() {
+            let timed_out = match deadline {
+                Some(deadline) => shared.progressed.wait_until(guard, deadline).timed_out(),
+                None => {
+                    shared.progressed.wait(guard);
+                    false
+                }
+            };
+            if timed_out {
                 return shared
                     .handlers
                     .iter()
@@ -439,6 +467,13 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
                     return Ok(());
                 }
                 handler.offer(&event);
+            }
+            // The positions moved (stored above) before the waiters are
+            // counted: with the waiter's count before its look at them, one
+            // of the two sees the other.
+            fence(Ordering::SeqCst);
+            if shared.waiters.load(Ordering::SeqCst) > 0 {
+                shared.announce_progress();
             }
         }
         shared.announce_progress();
