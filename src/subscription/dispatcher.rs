@@ -317,12 +317,14 @@ impl Dispatcher {
         guard: &mut parking_lot::MutexGuard<'_, ()>,
     ) -> bool {
         let shared = &self.shared;
-        loop {
-            let there = shared
+        let there = || {
+            shared
                 .handlers
                 .iter()
-                .all(|h| h.position.load(Ordering::Acquire) >= position);
-            if there {
+                .all(|h| h.position.load(Ordering::Acquire) >= position)
+        };
+        loop {
+            if there() {
                 return true;
             }
             let failed_before = shared
@@ -340,10 +342,7 @@ impl Dispatcher {
                 }
             };
             if timed_out {
-                return shared
-                    .handlers
-                    .iter()
-                    .all(|h| h.position.load(Ordering::Acquire) >= position);
+                return there();
             }
         }
     }
