@@ -527,9 +527,15 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
 /// `rsync -S`), so that the store's maps of it never land in a hole: a
 /// copy into a writable map there on a full disk, or on tmpfs any access,
 /// kills the process with `SIGBUS` instead of failing. The bytes do not
-/// change (each range is read and written back); a full disk fails the
-/// open instead.
-/// One `lseek` per file when there are no holes.
+/// change: each hole is reserved ([`FileHandle::reserve`], which writes
+/// nothing), or where the file system cannot, read and written back. A
+/// full disk fails the open instead.
+///
+/// Space reserved and never written reads as a hole too on some file
+/// systems (ext4's unwritten extents: the spare segment of the periodic
+/// and buffered modes, see [`crate::log::spare`]); reserving it again
+/// costs one call and changes nothing. One `lseek` per file when there
+/// are no holes.
 pub(crate) fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len: u64) -> Result<()> {
     let ctx = || format!("filling the holes of {} (a sparse copy?)", path.display());
     let holes = file.holes(len).ctx(ctx)?;
@@ -537,10 +543,19 @@ pub(crate) fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len
         return Ok(());
     }
     let writable = fs.open(path, OpenMode::ReadWrite).ctx(ctx)?;
+    let mut rewrite = Vec::new();
+    for hole in holes {
+        if !writable.reserve(hole.clone()).ctx(ctx)? {
+            rewrite.push(hole);
+        }
+    }
+    if rewrite.is_empty() {
+        return Ok(());
+    }
     // What is read is written back, not zeros: the bytes stay what they
     // are even if the file system reported a range with data as a hole.
     let mut chunk = vec![0u8; 1 << 20];
-    for hole in holes {
+    for hole in rewrite {
         let mut at = hole.start;
         while at < hole.end {
             let n = usize::try_from(hole.end - at).map_or(chunk.len(), |n| n.min(chunk.len()));

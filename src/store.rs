@@ -203,7 +203,7 @@ impl<F: FileSystem> Store<F> {
             window,
         );
         let core = Arc::new(Core {
-            spare_segment: Spare::new(&dir, options.segment_size_bytes),
+            spare_segment: Spare::new(&dir, options.segment_size_bytes, options.durability == Durability::Sync),
             dir,
             fs,
             store_id: recovered.store_id,

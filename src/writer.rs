@@ -1014,6 +1014,10 @@ impl<F: FileSystem> Core<F> {
                     tail.map()?,
                     SEGMENT_HEADER_BYTES,
                 )));
+                // A store that filled one segment is likely to fill the next:
+                // its spare is asked for now rather than half-way through,
+                // so that a fast writer finds it made.
+                self.spare_segment.ask();
             }
             let end = chunk.offset + chunk.bytes.len() as u64;
             if self.with_room(|| tail.ensure_allocated(end, sync_zeros))? {

@@ -154,6 +154,23 @@ pub trait FileHandle: Send + Sync + 'static {
     fn start_writeback(&self, _range: std::ops::Range<u64>) -> io::Result<()> {
         Ok(())
     }
+
+    /// Gives the file storage for `range`, extending it to `range.end` if
+    /// shorter, without writing anything: the new bytes read as zeros and
+    /// a later write there, or a copy into a writable map, cannot fail for
+    /// lack of space (on Linux `fallocate` with mode 0, which never
+    /// changes bytes already there). `Ok(false)` where the platform or
+    /// file system cannot (the caller then writes zeros). By default
+    /// `Ok(false)`.
+    fn reserve(&self, _range: std::ops::Range<u64>) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    /// Reads `range` into the OS page cache now, in the calling thread, so
+    /// that later copies there find their pages (on Linux through a
+    /// read-only map and `MADV_POPULATE_READ`). Advice only: a failure
+    /// changes nothing. By default nothing.
+    fn prefetch(&self, _range: std::ops::Range<u64>) {}
 }
 
 /// A writable shared memory map of the start of a file (see
@@ -195,6 +212,42 @@ impl WritableMap {
             }
             None => false,
         }
+    }
+
+    /// Unmaps the pages of `range` (clipped to the map) from this process
+    /// without touching the file: a shared map's written bytes are the
+    /// page cache's, which keeps them. Done before their write-back
+    /// starts: the kernel then has no writable mapping of them to
+    /// write-protect page by page, each with a TLB flush on every CPU the
+    /// process runs on, but drops the whole range at once. A later copy
+    /// there faults the page back in. Advice only: where it fails,
+    /// nothing changes.
+    pub fn release(&self, range: std::ops::Range<u64>) {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: `sysconf` reads no memory of ours.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+            let (Ok(start), Ok(end)) = (usize::try_from(range.start), usize::try_from(range.end)) else {
+                return;
+            };
+            let Some(start) = start.checked_next_multiple_of(page.max(1)) else {
+                return;
+            };
+            let end = end.min(self.map.len()) / page.max(1) * page.max(1);
+            if start >= end {
+                return;
+            }
+            // SAFETY: `MADV_DONTNEED` on a shared file map only drops this
+            // process's page table entries: the bytes stay in the file (and
+            // its page cache), and a later access maps them again. No
+            // reference into the map outlives `write_at`.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = range;
     }
 }
 

@@ -261,6 +261,48 @@ impl FileHandle for StdFile {
     }
 
     #[cfg(target_os = "linux")]
+    fn reserve(&self, range: std::ops::Range<u64>) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let (Ok(from), Ok(len)) = (
+            libc::off64_t::try_from(range.start),
+            libc::off64_t::try_from(range.end.saturating_sub(range.start)),
+        ) else {
+            return Ok(false);
+        };
+        if len == 0 {
+            return Ok(true);
+        }
+        loop {
+            // SAFETY: `fallocate` on a descriptor that stays open for the
+            // call; it reads and writes no memory of ours.
+            let done = unsafe { libc::fallocate64(self.file.as_raw_fd(), 0, from, len) };
+            if done == 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                // A file system without it: the caller writes zeros.
+                Some(libc::EOPNOTSUPP | libc::ENOSYS) => return Ok(false),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn prefetch(&self, range: std::ops::Range<u64>) {
+        let (Ok(from), Ok(to)) = (usize::try_from(range.start), usize::try_from(range.end)) else {
+            return;
+        };
+        // SAFETY: as for `map` above; the map lives only for this call and
+        // nobody reads through it (the advice faults its pages in).
+        let Ok(map) = (unsafe { memmap2::MmapOptions::new().len(to).map(&self.file) }) else {
+            return;
+        };
+        let _ = map.advise_range(memmap2::Advice::PopulateRead, from, to.saturating_sub(from));
+    }
+
+    #[cfg(target_os = "linux")]
     fn holes(&self, len: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
         use std::os::fd::AsRawFd;
         let seek = |from: u64, whence: libc::c_int| -> io::Result<Option<u64>> {

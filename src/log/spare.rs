@@ -7,14 +7,22 @@
 //! them with the 32 MiB steps this replaced) in the middle of a stream of
 //! 100-microsecond appends.
 //!
-//! Instead, once the active segment is half full, a background thread
-//! writes a spare file, [`SPARE_FILE_NAME`], zero-filled to the whole
-//! segment size and synced (size and blocks included). The roll-over that
-//! follows adopts it: header written over its first zeros, data sync,
-//! rename to the segment's name, directory sync
-//! ([`super::tail::LogTail::adopt`]). The new segment then needs no
-//! preallocation at all. When the spare is not ready in time (or could not
-//! be made), the roll-over creates the segment itself, as without a spare.
+//! Instead, once the active segment is half full, or as soon as a
+//! roll-over has made it the active one (a store that filled a segment is
+//! likely to fill the next, and a fast writer fills half of one before a
+//! spare is made), a background thread makes a spare file,
+//! [`SPARE_FILE_NAME`], the whole segment size long and synced (size and
+//! blocks included). In durable mode its zeros are written; in the
+//! periodic and buffered modes, where no append waits for a data sync,
+//! its space is only reserved where the file system can
+//! ([`FileHandle::reserve`]) and its pages read into the page cache
+//! ([`FileHandle::prefetch`]): no zeros go to the disk, and the appender's
+//! copies into them find their pages there. The roll-over that follows
+//! adopts it: header written over its first bytes, data sync, rename to
+//! the segment's name, directory sync ([`super::tail::LogTail::adopt`]).
+//! The new segment then needs no preallocation at all. When the spare is
+//! not ready in time (or could not be made), the roll-over creates the
+//! segment itself, as without a spare.
 //!
 //! The spare never competes with the log for space: when the active
 //! segment cannot grow, or the next one cannot be created, for lack of
@@ -63,6 +71,9 @@ pub(crate) struct Spare<H> {
     path: PathBuf,
     /// Size of the spare to make (the segment size).
     len: u64,
+    /// Whether the spare's zeros are written rather than its space only
+    /// reserved (see [`Spare::new`]).
+    zero_fill: bool,
     state: Mutex<State<H>>,
     /// True whenever `state` may be `Idle` (changed with it, under its
     /// lock): [`Spare::ask`], called after every write past half of a
@@ -83,10 +94,14 @@ pub(crate) struct Spare<H> {
 impl<H: FileHandle> Spare<H> {
     /// A spare for segments of `segment_size` bytes in `dir`. Nothing is
     /// made until a thread runs [`serve`] and [`Spare::ask`] is called.
-    pub fn new(dir: &Path, segment_size: u64) -> Spare<H> {
+    /// With `zero_fill` (durable mode) its zeros are written and synced,
+    /// so that an append's data sync has no block allocation to flush;
+    /// without, its space is reserved where the file system can.
+    pub fn new(dir: &Path, segment_size: u64, zero_fill: bool) -> Spare<H> {
         Spare {
             path: dir.join(SPARE_FILE_NAME),
             len: segment_size,
+            zero_fill,
             state: Mutex::new(State::Idle),
             may_be_idle: AtomicBool::new(true),
             settled: Condvar::new(),
@@ -106,7 +121,7 @@ impl<H: FileHandle> Spare<H> {
 
     /// Asks for a spare unless one is made, being made, already asked for,
     /// or failed since the last roll-over. Cheap: the appender calls it
-    /// after each write past half of a segment.
+    /// after each roll-over and each write past half of a segment.
     pub fn ask(&self) {
         if !self.may_be_idle.load(Ordering::Acquire) {
             return;
@@ -230,12 +245,17 @@ pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Re
     spare.settled.notify_all();
 }
 
-/// Writes and syncs the spare file; `None` when stopped midway.
+/// Makes and syncs the spare file; `None` when stopped midway.
 fn make<F: FileSystem>(fs: &F, spare: &Spare<F::File>) -> std::io::Result<Option<F::File>> {
     if fs.exists(&spare.path) {
         fs.remove_file(&spare.path)?;
     }
     let file = fs.open(&spare.path, OpenMode::CreateNew)?;
+    if !spare.zero_fill && file.reserve(0..spare.len)? {
+        file.sync_all()?;
+        file.prefetch(0..spare.len);
+        return Ok(Some(file));
+    }
     // Synced piece by piece (see `SYNC_PIECE_BYTES`).
     let mut at = 0;
     while at < spare.len {

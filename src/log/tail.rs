@@ -244,6 +244,9 @@ impl<F: FileSystem> LogTail<F> {
         if to < self.writeback_from.saturating_add(WRITEBACK_STEP_BYTES) {
             return Ok(());
         }
+        if let WriteMap::Mapped(map) = &self.write_map {
+            map.release(self.writeback_from..to);
+        }
         self.file
             .start_writeback(self.writeback_from..to)
             .ctx(|| format!("writing back {}", self.path.display()))?;
