@@ -66,8 +66,8 @@ impl Options {
     /// 64 MiB; between 4 KiB and 1 TiB). One append must fit in a segment.
     /// While a writable store is open, its directory may hold one segment
     /// size more than its log: the next segment, made ahead once the active
-    /// one is half full (see `Stats::spare_segment_bytes`), and removed at
-    /// close. A smaller size bounds that, at the cost of more files.
+    /// one is half full or was reached by a roll-over (see
+    /// `Stats::spare_segment_bytes`), and removed at close. A smaller size bounds that, at the cost of more files.
     pub fn with_segment_size_bytes(mut self, bytes: u64) -> Self {
         self.segment_size_bytes = bytes;
         self

@@ -147,7 +147,9 @@ pub struct Stats {
     pub group_commits: u64,
     /// Bytes of the next segment file, made ahead of need and waiting for
     /// the active segment to fill (0 when none is ready; while one is being
-    /// made, its file exists already and grows toward the segment size).
+    /// made, its file exists already: in durable mode it grows toward the
+    /// segment size, in the other modes it has it from the start where
+    /// the file system can reserve space).
     /// Not counted in `disk_bytes`; removed at close. See docs/DESIGN.md,
     /// "Segments made ahead".
     pub spare_segment_bytes: u64,

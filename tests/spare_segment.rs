@@ -146,6 +146,13 @@ fn a_reserved_spare_is_not_rewritten_by_a_reopen() {
     let dir = tmp.path().join("store");
     let store = Store::open(&dir, options()).unwrap();
     let mut round = 0;
+    // Past half, then wait for the spare: a fast writer would otherwise
+    // roll over before it is made.
+    while round * BATCH_BYTES < SEGMENT * 6 / 10 {
+        store.append("Fill-1", ExpectedVersion::Any, batch(round)).unwrap();
+        round += 1;
+    }
+    assert_eq!(wait_for_spare(&store), SEGMENT, "no spare was made");
     fill_until(&store, &dir, 2, &mut round);
     store.append("Fill-1", ExpectedVersion::Any, batch(round)).unwrap();
     round += 1;

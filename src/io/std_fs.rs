@@ -226,9 +226,9 @@ impl FileHandle for StdFile {
         // the log tail, under its lock) and copies into it only bytes past
         // the published end of the log, which no reader has been handed.
         // The file's first `len` bytes exist (preallocated with zeros
-        // written, so their blocks are reserved and a copy cannot fault
-        // for lack of space), and the tail drops the map before it ever
-        // cuts the file.
+        // written or space reserved with `fallocate`, so their blocks are
+        // allocated and a copy cannot fault for lack of space), and the
+        // tail drops the map before it ever cuts the file.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&self.file)? };
         Ok(Some(WritableMap::new(map)))
     }
@@ -289,11 +289,17 @@ impl FileHandle for StdFile {
         }
     }
 
+    /// Only where the store writes through a map ([`overwrites_in_place`]):
+    /// elsewhere its appends are write calls, which need no page read in
+    /// (and on a network file system the read would cross the network).
     #[cfg(target_os = "linux")]
     fn prefetch(&self, range: std::ops::Range<u64>) {
         let (Ok(from), Ok(to)) = (usize::try_from(range.start), usize::try_from(range.end)) else {
             return;
         };
+        if !matches!(overwrites_in_place(&self.file), Ok(true)) {
+            return;
+        }
         // SAFETY: as for `map` above; the map lives only for this call and
         // nobody reads through it (the advice faults its pages in).
         let Ok(map) = (unsafe { memmap2::MmapOptions::new().len(to).map(&self.file) }) else {
@@ -360,8 +366,9 @@ impl FileHandle for StdFile {
 /// blocks in place: ext2/3/4, XFS or tmpfs. A copy into a writable map
 /// reports no error: when the file system cannot store a dirtied page (a
 /// full disk), the process gets `SIGBUS` instead of an `ENOSPC` the store
-/// could return. On these file systems the preallocation's zeros have
-/// already reserved every block a copy can touch. Copy-on-write file
+/// could return. On these file systems the preallocation (zeros written,
+/// or space reserved with `fallocate`) has already given every block a
+/// copy can touch. Copy-on-write file
 /// systems (btrfs, ZFS, bcachefs) and log-structured or network ones
 /// allocate anew on each overwrite, so the store keeps write calls there.
 #[cfg(target_os = "linux")]
