@@ -31,7 +31,7 @@ fn main() -> Result {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, n, dir] = args.as_slice() else {
         return Err(
-            "usage: timings durable100|buffered|buffered16|snapshot-loads|stalls-buffered|stalls-periodic|index-memory|category-reads N DIR"
+            "usage: timings durable100|durable1|durable16|buffered|buffered16|snapshot-loads|stalls-buffered|stalls-periodic|index-memory|category-reads N DIR"
                 .into(),
         );
     };
@@ -43,7 +43,9 @@ fn main() -> Result {
     match mode.as_str() {
         "durable100" => durable100(n, dir),
         "buffered" => buffered(n, dir),
-        "buffered16" => buffered_threads(16, n, dir),
+        "buffered16" => threads(Durability::Buffered, 16, n, dir),
+        "durable1" => threads(Durability::Sync, 1, n, dir),
+        "durable16" => threads(Durability::Sync, 16, n, dir),
         "snapshot-loads" => snapshot_loads(usize::try_from(n)?, dir),
         "stalls-buffered" => stalls(n, dir, Durability::Buffered),
         "stalls-periodic" => stalls(n, dir, Durability::Periodic(Duration::from_millis(100))),
@@ -99,10 +101,10 @@ fn buffered(n: u64, dir: &std::path::Path) -> Result {
     Ok(())
 }
 
-/// `n` OS-buffered single-event appends made by `threads` threads, each
-/// to its own streams (events and names built beforehand).
-fn buffered_threads(threads: u64, n: u64, dir: &std::path::Path) -> Result {
-    let store = Store::open(dir, Options::default().with_durability(Durability::Buffered))?;
+/// `n` single-event appends made by `threads` threads, each to its own
+/// streams (events and names built beforehand).
+fn threads(durability: Durability, threads: u64, n: u64, dir: &std::path::Path) -> Result {
+    let store = Store::open(dir, Options::default().with_durability(durability))?;
     let each = n / threads;
     let work: Vec<Vec<(String, EventData)>> = (0..threads)
         .map(|t| {
@@ -131,11 +133,13 @@ fn buffered_threads(threads: u64, n: u64, dir: &std::path::Path) -> Result {
         })
     })?;
     let secs = started.elapsed().as_secs_f64();
+    let stats = store.stats();
     store.close()?;
     println!(
-        "buffered, {threads} threads: {:.0} appends/s over {}",
+        "{durability:?}, {threads} threads: {:.0} appends/s over {}; {:.1} appends per group commit",
         (each * threads) as f64 / secs,
-        each * threads
+        each * threads,
+        stats.appends_written as f64 / stats.group_commits.max(1) as f64
     );
     Ok(())
 }
