@@ -66,9 +66,12 @@ pub(crate) struct Snapshots<F: FileSystem> {
 impl<F: FileSystem> Snapshots<F> {
     /// Waits for a save or compaction in progress (a store's close does,
     /// having marked the store closed, which they check under the same
-    /// lock).
+    /// lock), and for a load opening the file (which may create it, start
+    /// it afresh or cut a torn tail; once the store is closed, an open
+    /// writes nothing: see [`Snapshots::ensure_open`]).
     pub(crate) fn wait_for_save(&self) {
         drop(self.writing.lock());
+        drop(self.state.lock());
     }
 }
 
@@ -238,7 +241,10 @@ impl<F: FileSystem> Snapshots<F> {
 
     /// Opens the file of `core`'s store if it is not yet, reporting what
     /// opening found, and adding it to `met` (a load reports it in its
-    /// result too).
+    /// result too). Once the store is closed it opens the file as a
+    /// read-only store does, writing nothing (close waits for an open in
+    /// progress: it is made under `state`, which close takes after marking
+    /// the store closed).
     fn ensure_open<'a>(
         &self,
         state: &'a mut Option<Open<F>>,
@@ -254,7 +260,7 @@ impl<F: FileSystem> Snapshots<F> {
                 core.store_id,
                 keep,
                 &mut found,
-                core.options.read_only,
+                core.options.read_only || core.check_not_closed().is_err(),
             )?;
             for issue in found {
                 self.report(issue.clone());
