@@ -994,6 +994,8 @@ impl<F: FileSystem> Core<F> {
                 debug_assert_eq!(chunk.segment, tail.segment_id + 1);
                 let (end, last_crc) =
                     last_batch_before_roll(chunks, tail.segment_id, self.published_end_in(tail.segment_id));
+                // No zero written ahead may land after the cut.
+                self.spare_segment.claim_zeros(tail.segment_id);
                 tail.seal(end)?;
                 views.push(Arc::new(SegmentView::new(
                     tail.segment_id,
@@ -1020,13 +1022,26 @@ impl<F: FileSystem> Core<F> {
                 self.spare_segment.ask();
             }
             let end = chunk.offset + chunk.bytes.len() as u64;
-            if self.with_room(|| tail.ensure_allocated(end, sync_zeros))? {
-                views.push(Arc::new(SegmentView::new(
-                    tail.segment_id,
-                    tail.path.clone(),
-                    tail.map()?,
-                    0,
-                )));
+            if end > tail.allocated {
+                // Outside durable mode the background thread writes the next
+                // step's zeros ahead (see `log::ahead`): taken back first,
+                // so that none lands where this chunk goes.
+                let written = if sync_zeros {
+                    None
+                } else {
+                    self.spare_segment.claim_zeros(tail.segment_id)
+                };
+                if self.with_room(|| tail.ensure_allocated(end, sync_zeros, written.clone()))? {
+                    views.push(Arc::new(SegmentView::new(
+                        tail.segment_id,
+                        tail.path.clone(),
+                        tail.map()?,
+                        0,
+                    )));
+                }
+                if !sync_zeros && let (Some(next), Some((file, _))) = (tail.next_step(), tail.sync_handle()) {
+                    self.spare_segment.zero_ahead(file, tail.segment_id, next);
+                }
             }
             if mapped {
                 tail.write_mapped(&chunk.bytes, chunk.offset)?;

@@ -678,6 +678,29 @@ mod tests {
         );
     }
 
+    /// A record whose back offset is wrong but covered by valid CRCs (a
+    /// writer bug, or a crafted file) is refused: reads find a record's
+    /// batch header through that offset. (Mutation review.)
+    #[test]
+    fn a_wrong_back_offset_under_valid_crcs_is_refused() {
+        let event = EventData::new("T", &b"{}"[..]);
+        let mut buf = Vec::new();
+        let input = RecordInput {
+            stream: "s",
+            version: 1,
+            event: &event,
+        };
+        encode_batch(&mut buf, 1, 0, [input]);
+        put(&mut buf[BATCH_HEADER_BYTES..], R_BATCH_BACK, &8u32.to_le_bytes());
+        reseal(&mut buf);
+        assert_eq!(
+            check_batch(&buf, |_, _| {}),
+            Err(FrameError::Invalid(
+                "record 0 of the batch: wrong back-offset to its batch".into()
+            ))
+        );
+    }
+
     #[test]
     fn zeros_mean_end() {
         assert_eq!(check_batch(&[0u8; 64], |_, _| {}), Err(FrameError::End));

@@ -34,18 +34,30 @@
 //! and a clean close removes it. While a store is open, its directory may
 //! hold up to one segment size more than its segments.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::ahead::ZeroJob;
 use super::tail::write_zeros;
 use crate::io::{FileHandle, FileSystem, OpenMode, SYNC_PIECE_BYTES};
 
 /// Name of the spare file in the store directory.
 pub const SPARE_FILE_NAME: &str = "next-segment.tmp";
+
+/// What the background thread is asked for.
+pub(crate) enum Request<H> {
+    /// A spare (see [`Spare::ask`]).
+    Spare,
+    /// Zeros ahead of the appender in the active segment (see
+    /// [`Spare::zero_ahead`]).
+    Zeros(Arc<H>, Arc<ZeroJob>),
+}
 
 /// The spare's life: asked for by the appender, made by the background
 /// thread, taken by the roll-over.
@@ -83,12 +95,15 @@ pub(crate) struct Spare<H> {
     settled: Condvar,
     /// Wakes the background thread; `None` before it starts and after
     /// [`Spare::stop`].
-    requests: Mutex<Option<Sender<()>>>,
+    requests: Mutex<Option<Sender<Request<H>>>>,
     /// Set at close: a spare being zero-filled stops early.
     stop: AtomicBool,
     /// Set by [`Spare::give_way`]: a spare being made stops early, and no
     /// other is made.
     abandon: AtomicBool,
+    /// The last job of zeros asked for ahead of the appender, until it is
+    /// claimed (see [`super::ahead`]).
+    zero_job: Mutex<Option<Arc<ZeroJob>>>,
 }
 
 impl<H: FileHandle> Spare<H> {
@@ -108,12 +123,13 @@ impl<H: FileHandle> Spare<H> {
             requests: Mutex::new(None),
             stop: AtomicBool::new(false),
             abandon: AtomicBool::new(false),
+            zero_job: Mutex::new(None),
         }
     }
 
     /// Connects the background thread: returns the receiver that
     /// [`serve`] takes.
-    pub fn connect(&self) -> Receiver<()> {
+    pub fn connect(&self) -> Receiver<Request<H>> {
         let (tx, rx) = std::sync::mpsc::channel();
         *self.requests.lock() = Some(tx);
         rx
@@ -132,11 +148,34 @@ impl<H: FileHandle> Spare<H> {
             return;
         }
         if let Some(tx) = &*self.requests.lock()
-            && tx.send(()).is_ok()
+            && tx.send(Request::Spare).is_ok()
         {
             *state = State::Asked;
             self.may_be_idle.store(false, Ordering::Release);
         }
+    }
+
+    /// Asks the background thread to write zeros over `range` of segment
+    /// `segment`, the active one, whose preallocation ends at
+    /// `range.start` (see [`super::ahead`]). The caller claims the job
+    /// ([`Spare::claim_zeros`]) before it writes anything there.
+    pub fn zero_ahead(&self, file: Arc<H>, segment: u64, range: Range<u64>) {
+        let job = Arc::new(ZeroJob::new(segment, range));
+        let mut last = self.zero_job.lock();
+        if let Some(tx) = &*self.requests.lock()
+            && tx.send(Request::Zeros(file, Arc::clone(&job))).is_ok()
+        {
+            *last = Some(job);
+        }
+    }
+
+    /// Takes back the last job of zeros (see [`super::ahead`]): returns the
+    /// range written whole when it was one of segment `segment`'s. After
+    /// this returns, no zero is written there any more.
+    pub fn claim_zeros(&self, segment: u64) -> Option<Range<u64>> {
+        let job = self.zero_job.lock().take()?;
+        let end = job.claim()?;
+        (job.segment == segment).then(|| job.range.start..end)
     }
 
     /// Takes the spare if it is ready: its path, file and length. `None`
@@ -212,12 +251,17 @@ impl<H: FileHandle> Spare<H> {
     }
 }
 
-/// The background thread's loop: makes a spare for each request, until
+/// The background thread's loop: makes a spare for each request, and
+/// writes the zeros asked for ahead of the appender, until
 /// [`Spare::stop`].
-pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Receiver<()>) {
-    while requests.recv().is_ok() {
+pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Receiver<Request<F::File>>) {
+    while let Ok(request) = requests.recv() {
         if spare.stop.load(Ordering::Acquire) {
             break;
+        }
+        if let Request::Zeros(file, job) = request {
+            job.run(&*file, &spare.stop);
+            continue;
         }
         let made = if spare.abandon.load(Ordering::Acquire) {
             Ok(None)

@@ -7,6 +7,7 @@
 //! overwrites allocated blocks and `fdatasync` has no metadata to flush.
 //! Zero-filling works the same on every operating system.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -173,22 +174,40 @@ impl<F: FileSystem> LogTail<F> {
     /// file grew (readers then need a new, longer map). With `sync`, the
     /// zeros and the new length are made durable, so that later data syncs
     /// have no metadata to flush (not needed when nothing is synced).
-    pub fn ensure_allocated(&mut self, end: u64, sync: bool) -> Result<bool> {
+    /// `written`: zeros already there, written ahead by another thread
+    /// (see [`super::ahead`]), which are not written again.
+    pub fn ensure_allocated(&mut self, end: u64, sync: bool, written: Option<Range<u64>>) -> Result<bool> {
         if end <= self.allocated {
             return Ok(false);
         }
         self.drop_write_map();
-        let step = self
-            .allocated
-            .clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES);
+        let step = self.step();
         let target = end.max(self.allocated + step).min(self.segment_size.max(end));
         let ctx = || format!("preallocating {}", self.path.display());
-        write_zeros(&self.file, self.allocated, target).ctx(ctx)?;
+        let from = match written {
+            Some(zeros) if zeros.start <= self.allocated => zeros.end.clamp(self.allocated, target),
+            _ => self.allocated,
+        };
+        write_zeros(&self.file, from, target).ctx(ctx)?;
         if sync {
             self.file.sync_all().ctx(ctx)?;
         }
         self.allocated = target;
         Ok(true)
+    }
+
+    /// The range the next preallocation step would add (none at the
+    /// segment size): what may be zero-filled ahead of need.
+    pub fn next_step(&self) -> Option<Range<u64>> {
+        let end = self.allocated.saturating_add(self.step()).min(self.segment_size);
+        (end > self.allocated).then_some(self.allocated..end)
+    }
+
+    /// The size of the next preallocation step: the current length, kept
+    /// between 1 and 4 MiB.
+    fn step(&self) -> u64 {
+        self.allocated
+            .clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_MAX_BYTES)
     }
 
     /// Writes bytes at `offset` (already preallocated).

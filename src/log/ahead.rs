@@ -1,0 +1,203 @@
+//! Zeros written ahead of the appender in the active segment (periodic and
+//! buffered modes).
+//!
+//! A segment created on the spot (the first one after an open, or one
+//! rolled to when no spare was ready) grows a preallocation step at a
+//! time, and each step's zeros are a megabyte or more of writes. Made by
+//! the appender, they held up the appends that crossed a step: in a run of
+//! OS-buffered appends, the zeros were close to half of the appending
+//! thread's time in the first segment. So after each step the appender
+//! asks the background thread (the spare's, see [`super::spare`]) to write
+//! the next step's zeros, and the next growth finds them written.
+//!
+//! The invariant: no zero is ever written where the appender may have
+//! written data. A job writes only past the preallocated end it was asked
+//! at, where the appender writes nothing until it grows there; before it
+//! grows (and before it seals the segment, which cuts the file) it
+//! *claims* the job: a job not started is cancelled, one running is waited
+//! for (one step's zeros: milliseconds), and once the claim returns the
+//! job writes nothing more. Durable mode keeps writing and syncing its own
+//! zeros (see [`super::tail`]).
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::tail::write_zeros;
+use crate::io::FileHandle;
+
+/// Zeros are written in pieces of this size, the stop flag checked
+/// between them.
+const PIECE_BYTES: u64 = 1024 * 1024;
+
+/// One step of zeros to write ahead, in segment `segment`.
+pub(crate) struct ZeroJob {
+    /// The segment number.
+    pub segment: u64,
+    /// The bytes to fill, starting at the preallocated end when asked.
+    pub range: Range<u64>,
+    state: Mutex<JobState>,
+    finished: Condvar,
+}
+
+/// A job's life.
+#[derive(Clone, Copy)]
+enum JobState {
+    /// Asked for, not started.
+    Queued,
+    /// Being written by the background thread.
+    Running,
+    /// Done; `complete` when every zero of the range was written.
+    Finished { complete: bool },
+    /// Claimed before it started: never runs.
+    Cancelled,
+}
+
+impl ZeroJob {
+    /// A job for `range` of segment `segment`.
+    pub fn new(segment: u64, range: Range<u64>) -> ZeroJob {
+        ZeroJob {
+            segment,
+            range,
+            state: Mutex::new(JobState::Queued),
+            finished: Condvar::new(),
+        }
+    }
+
+    /// Writes the zeros (the background thread), unless claimed first;
+    /// stops early when `stop` is set (the store is closing).
+    pub fn run<H: FileHandle>(&self, file: &H, stop: &AtomicBool) {
+        {
+            let mut state = self.state.lock();
+            if !matches!(*state, JobState::Queued) {
+                return;
+            }
+            *state = JobState::Running;
+        }
+        let mut at = self.range.start;
+        let mut complete = true;
+        while at < self.range.end {
+            let end = self.range.end.min(at.saturating_add(PIECE_BYTES));
+            // A failure (a full disk) leaves the rest to the appender, whose
+            // own write reports it.
+            if stop.load(Ordering::Acquire) || write_zeros(file, at, end).is_err() {
+                complete = false;
+                break;
+            }
+            at = end;
+        }
+        *self.state.lock() = JobState::Finished { complete };
+        self.finished.notify_all();
+    }
+
+    /// Takes the job back (the appender): cancels it if it has not
+    /// started, waits for it if it is running. Returns the end of the
+    /// zeros written from `range.start` on when it finished whole. Once
+    /// this returns, the job writes nothing more.
+    pub fn claim(&self) -> Option<u64> {
+        let mut state = self.state.lock();
+        loop {
+            match *state {
+                JobState::Queued => {
+                    *state = JobState::Cancelled;
+                    return None;
+                }
+                JobState::Running => self.finished.wait(&mut state),
+                JobState::Finished { complete } => return complete.then_some(self.range.end),
+                JobState::Cancelled => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job claimed before it runs never writes; one that ran reports
+    /// its end; a job stopped midway reports nothing.
+    #[test]
+    fn a_claimed_job_writes_nothing_more() {
+        let job = ZeroJob::new(1, 0..10);
+        assert_eq!(job.claim(), None);
+        // Cancelled: running it now does nothing (no file is touched: a
+        // file that fails every call would make it incomplete).
+        job.run(&NoFile, &AtomicBool::new(false));
+        assert_eq!(job.claim(), None);
+
+        let job = ZeroJob::new(1, 0..10);
+        job.run(&Sink, &AtomicBool::new(false));
+        assert_eq!(job.claim(), Some(10));
+
+        let job = ZeroJob::new(1, 0..10);
+        job.run(&Sink, &AtomicBool::new(true));
+        assert_eq!(job.claim(), None);
+    }
+
+    /// A file whose every call fails.
+    struct NoFile;
+
+    /// A file that accepts writes.
+    struct Sink;
+
+    impl FileHandle for NoFile {
+        fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+            Err(std::io::Error::other("no file"))
+        }
+        fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+            panic!("a cancelled job wrote");
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Err(std::io::Error::other("no file"))
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            Err(std::io::Error::other("no file"))
+        }
+        fn set_len(&self, _: u64) -> std::io::Result<()> {
+            Err(std::io::Error::other("no file"))
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            Err(std::io::Error::other("no file"))
+        }
+        fn map(&self, _: u64) -> std::io::Result<bytes::Bytes> {
+            Err(std::io::Error::other("no file"))
+        }
+        fn try_lock(&self) -> std::io::Result<bool> {
+            Err(std::io::Error::other("no file"))
+        }
+        fn try_lock_shared(&self) -> std::io::Result<bool> {
+            Err(std::io::Error::other("no file"))
+        }
+    }
+
+    impl FileHandle for Sink {
+        fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_len(&self, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(0)
+        }
+        fn map(&self, _: u64) -> std::io::Result<bytes::Bytes> {
+            Ok(bytes::Bytes::new())
+        }
+        fn try_lock(&self) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn try_lock_shared(&self) -> std::io::Result<bool> {
+            Ok(true)
+        }
+    }
+}
