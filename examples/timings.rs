@@ -7,6 +7,7 @@
 //! cargo run --release --example timings -- durable100 60000 /tmp/t   # appends of 100 events, one by one
 //! cargo run --release --example timings -- buffered 500000 /tmp/t    # OS-buffered single-event appends
 //! cargo run --release --example timings -- buffered16 800000 /tmp/t  # the same from 16 threads, N in all
+//! cargo run --release --example timings -- durable16 64000 /tmp/t   # durable single-event appends from 16 threads (durable1: one), with appends per group commit
 //! cargo run --release --example timings -- snapshot-loads 4096 /tmp/t  # loads during saves of 4 KiB snapshots
 //! cargo run --release --example timings -- stalls-buffered 3000000 /tmp/t    # the slowest single-event appends
 //! cargo run --release --example timings -- stalls-periodic 3000000 /tmp/t    # the same, Periodic(100 ms)
