@@ -239,10 +239,7 @@ impl FileHandle for StdFile {
     #[cfg(target_os = "linux")]
     fn start_writeback(&self, range: std::ops::Range<u64>) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let (Ok(from), Ok(len)) = (
-            libc::off64_t::try_from(range.start),
-            libc::off64_t::try_from(range.end.saturating_sub(range.start)),
-        ) else {
+        let Some((from, len)) = offset_and_len(&range) else {
             return Ok(());
         };
         // SAFETY: `sync_file_range` on a descriptor that stays open for the
@@ -263,10 +260,7 @@ impl FileHandle for StdFile {
     #[cfg(target_os = "linux")]
     fn reserve(&self, range: std::ops::Range<u64>) -> io::Result<bool> {
         use std::os::fd::AsRawFd;
-        let (Ok(from), Ok(len)) = (
-            libc::off64_t::try_from(range.start),
-            libc::off64_t::try_from(range.end.saturating_sub(range.start)),
-        ) else {
+        let Some((from, len)) = offset_and_len(&range) else {
             return Ok(false);
         };
         if len == 0 {
@@ -360,6 +354,15 @@ impl FileHandle for StdFile {
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
+}
+
+/// A byte range as the offset and length Linux's range calls take; `None`
+/// when it does not fit them.
+#[cfg(target_os = "linux")]
+fn offset_and_len(range: &std::ops::Range<u64>) -> Option<(libc::off64_t, libc::off64_t)> {
+    let from = libc::off64_t::try_from(range.start).ok()?;
+    let len = libc::off64_t::try_from(range.end.saturating_sub(range.start)).ok()?;
+    Some((from, len))
 }
 
 /// Whether the file lives on a file system that overwrites allocated

@@ -113,91 +113,66 @@ impl ZeroJob {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
 
     /// A job claimed before it runs never writes; one that ran reports
     /// its end; a job stopped midway reports nothing.
     #[test]
     fn a_claimed_job_writes_nothing_more() {
+        let file = Counting::default();
         let job = ZeroJob::new(1, 0..10);
         assert_eq!(job.claim(), None);
-        // Cancelled: running it now does nothing (no file is touched: a
-        // file that fails every call would make it incomplete).
-        job.run(&NoFile, &AtomicBool::new(false));
+        job.run(&file, &AtomicBool::new(false));
         assert_eq!(job.claim(), None);
+        assert_eq!(file.writes.load(Ordering::Relaxed), 0, "a cancelled job wrote");
 
         let job = ZeroJob::new(1, 0..10);
-        job.run(&Sink, &AtomicBool::new(false));
+        job.run(&file, &AtomicBool::new(false));
         assert_eq!(job.claim(), Some(10));
+        assert_eq!(file.writes.load(Ordering::Relaxed), 1);
 
         let job = ZeroJob::new(1, 0..10);
-        job.run(&Sink, &AtomicBool::new(true));
+        job.run(&file, &AtomicBool::new(true));
         assert_eq!(job.claim(), None);
+        assert_eq!(file.writes.load(Ordering::Relaxed), 1, "a stopped job wrote");
     }
 
-    /// A file whose every call fails.
-    struct NoFile;
-
-    /// A file that accepts writes.
-    struct Sink;
-
-    impl FileHandle for NoFile {
-        fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
-            Err(std::io::Error::other("no file"))
-        }
-        fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
-            panic!("a cancelled job wrote");
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            Err(std::io::Error::other("no file"))
-        }
-        fn sync_all(&self) -> std::io::Result<()> {
-            Err(std::io::Error::other("no file"))
-        }
-        fn set_len(&self, _: u64) -> std::io::Result<()> {
-            Err(std::io::Error::other("no file"))
-        }
-        fn len(&self) -> std::io::Result<u64> {
-            Err(std::io::Error::other("no file"))
-        }
-        fn map(&self, _: u64) -> std::io::Result<bytes::Bytes> {
-            Err(std::io::Error::other("no file"))
-        }
-        fn try_lock(&self) -> std::io::Result<bool> {
-            Err(std::io::Error::other("no file"))
-        }
-        fn try_lock_shared(&self) -> std::io::Result<bool> {
-            Err(std::io::Error::other("no file"))
-        }
+    /// A file that counts its writes; nothing else is called.
+    #[derive(Default)]
+    struct Counting {
+        writes: AtomicUsize,
     }
 
-    impl FileHandle for Sink {
+    impl FileHandle for Counting {
         fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
-            Ok(())
+            unreachable!()
         }
         fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
         fn sync_data(&self) -> std::io::Result<()> {
-            Ok(())
+            unreachable!()
         }
         fn sync_all(&self) -> std::io::Result<()> {
-            Ok(())
+            unreachable!()
         }
         fn set_len(&self, _: u64) -> std::io::Result<()> {
-            Ok(())
+            unreachable!()
         }
         fn len(&self) -> std::io::Result<u64> {
-            Ok(0)
+            unreachable!()
         }
         fn map(&self, _: u64) -> std::io::Result<bytes::Bytes> {
-            Ok(bytes::Bytes::new())
+            unreachable!()
         }
         fn try_lock(&self) -> std::io::Result<bool> {
-            Ok(true)
+            unreachable!()
         }
         fn try_lock_shared(&self) -> std::io::Result<bool> {
-            Ok(true)
+            unreachable!()
         }
     }
 }
