@@ -453,8 +453,8 @@ impl<F: FileSystem> Store<F> {
     /// subscriptions, dispatchers, checkpoint calls and snapshot saves and
     /// compactions on any clone fail with [`Error::Closed`] (a checkpoint
     /// or snapshot save in progress is waited for: none writes once close
-    /// has returned); reads through a remaining clone, snapshot loads
-    /// included, still return what was written.
+    /// has returned); reads through a remaining clone, snapshot loads and
+    /// [`Store::backup`] included, still return what was written.
     ///
     /// Fails with the first step's error: [`Error::Poisoned`] when the
     /// store had stopped accepting writes, else an I/O error of the final

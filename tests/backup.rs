@@ -146,6 +146,43 @@ fn a_read_only_store_and_an_empty_store_back_up() {
 }
 
 #[test]
+fn a_closed_store_backs_up_what_it_holds_in_every_mode() {
+    for durability in [
+        Durability::Sync,
+        Durability::Periodic(std::time::Duration::from_secs(60)),
+        Durability::Buffered,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store"), small_segments().with_durability(durability)).unwrap();
+        for i in 0..200u64 {
+            store
+                .append(&format!("Order-{}", i % 5), ExpectedVersion::Any, [event("Placed", i)])
+                .unwrap();
+        }
+        store.save_snapshot("Order-1", 10, 1, b"order 1 at 10").unwrap();
+        store.checkpoints().save("billing", 150).unwrap();
+        let written = all(&store);
+        let clone = store.clone();
+        store.close().unwrap();
+        let store = clone;
+        // A read like any other once closed: the copy holds every event
+        // (the close synced them), and the copy opens as a whole store.
+        let report = store.backup(dir.path().join("backup")).unwrap();
+        assert_eq!(report.last_position, 200, "{durability:?}");
+        drop(store);
+        let copy = Store::open(dir.path().join("backup"), Options::default()).unwrap();
+        assert_eq!(all(&copy), written, "{durability:?}");
+        assert_eq!(copy.checkpoints().load("billing").unwrap(), Some(150), "{durability:?}");
+        let snapshot = copy.load_snapshot("Order-1").snapshot.expect("the snapshot is copied");
+        assert_eq!(
+            (snapshot.version, &snapshot.data[..]),
+            (10, &b"order 1 at 10"[..]),
+            "{durability:?}"
+        );
+    }
+}
+
+#[test]
 fn concurrent_backups_to_one_destination_never_leave_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
