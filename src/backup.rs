@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::checkpoint::{self, CHECKPOINTS_FILE_NAME};
+use crate::dir_lock::LOCK_FILE_NAME;
 use crate::error::{Error, IoContext, Result};
 use crate::index::file as index_file;
 use crate::io::{self, FileSystem, StdFs};
@@ -26,7 +27,7 @@ use crate::log::view::SegmentView;
 use crate::options::Durability;
 use crate::recovery::LogEnd;
 use crate::snapshot::file as snapshot_file;
-use crate::store::{LOCK_FILE_NAME, Store};
+use crate::store::Store;
 
 /// What [`Store::backup`] copied.
 #[derive(Clone, Debug, PartialEq, Eq)]

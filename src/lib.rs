@@ -82,6 +82,7 @@
 pub mod aggregate;
 mod backup;
 mod checkpoint;
+mod dir_lock;
 mod error;
 mod event;
 #[cfg(test)]
@@ -109,6 +110,7 @@ mod writer;
 
 pub use backup::BackupReport;
 pub use checkpoint::{CHECKPOINT_NAME_BYTES_MAX, CHECKPOINTS_FILE_NAME, Checkpoints};
+pub use dir_lock::LOCK_FILE_NAME;
 pub use error::{Error, Result};
 pub use event::{
     AppendResult, CAUSATION_ID_KEY, CORRELATION_ID_KEY, EventData, ExpectedVersion, RecordedEvent, StreamAppend,
@@ -119,7 +121,7 @@ pub use projection::{HandlerError, Projection, ProjectionError, ProjectionRunner
 pub use read::{Direction, Events, ReadAll, ReadStream};
 pub use recovery::RecoveryReport;
 pub use snapshot::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStats};
-pub use store::{LOCK_FILE_NAME, Stats, Store};
+pub use store::{Stats, Store};
 pub use subscription::{
     Dispatcher, DispatcherBuilder, DispatcherError, HandlerStatus, SUBSCRIPTION_PAGE_EVENTS, StartFrom, Subscription,
     SubscriptionFilter, SubscriptionState, SubscriptionStatus,

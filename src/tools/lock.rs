@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
+use crate::dir_lock;
 use crate::error::Result;
 use crate::io::StdFs;
-use crate::store;
 
 /// A held lock; released when dropped.
 pub(crate) struct DirLock {
-    _locks: store::Locks<StdFs>,
+    _locks: dir_lock::Locks<StdFs>,
 }
 
 /// Takes a shared lock, as a read-only open does: it excludes a writable
@@ -18,13 +18,13 @@ pub(crate) struct DirLock {
 /// lock alone.
 pub(crate) fn shared(dir: &Path) -> Result<DirLock> {
     Ok(DirLock {
-        _locks: store::lock_shared(&StdFs, dir)?,
+        _locks: dir_lock::lock_shared(&StdFs, dir)?,
     })
 }
 
 /// Takes the exclusive lock, as a writable open does.
 pub(crate) fn exclusive(dir: &Path) -> Result<DirLock> {
     Ok(DirLock {
-        _locks: store::lock(&StdFs, dir)?,
+        _locks: dir_lock::lock(&StdFs, dir)?,
     })
 }
