@@ -1,0 +1,207 @@
+//! The checks that tie the log to what was saved about it: the durable
+//! floor an index file's header records (the log must reach it, and hold
+//! there the batch the header names), and the chain of segments (each
+//! segment's header names where the previous one's last batch ended, and
+//! its CRC). Damage a crash cannot explain is refused, never cut.
+
+use uuid::Uuid;
+
+use super::Found;
+use crate::error::Result;
+use crate::index::Index;
+use crate::index::file::{self as index_file, Checkpoint};
+use crate::io::FileSystem;
+use crate::log::frame;
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
+
+/// Where the log was durable when the index file was saved, from the index
+/// file's header alone (valid header CRC, same store), even when the rest
+/// of the file cannot be used. The store syncs the log before it saves an
+/// index file, so the log must reach this point: damage before it is
+/// corruption of acknowledged data, never a torn tail to cut.
+pub(super) fn durable_floor<F: FileSystem>(bytes: &[u8], found: &[Found<F>]) -> Option<Checkpoint> {
+    durable_floor_of(bytes, found.first()?.header.store_id)
+}
+
+/// [`durable_floor`] from an index file's bytes and the log's store id
+/// (also used by `verify` and `repair`).
+pub(crate) fn durable_floor_of(bytes: &[u8], store_id: Uuid) -> Option<Checkpoint> {
+    let (checkpoint, _, _) = index_file::decode_checkpoint(bytes).ok()?;
+    (checkpoint.store_id == store_id && checkpoint.last_position > 0 && checkpoint.end_segment > 0)
+        .then_some(checkpoint)
+}
+
+/// Where and why a log that reaches the durable `floor` holds other data
+/// there than the batch the index file recorded (its last position, end
+/// and CRC): acknowledged events were replaced, by a segment restored from
+/// another copy of the store, say. `index` is the log's, `map` the floor
+/// segment's bytes. `None` when the log holds that very batch. (A log that
+/// falls short of the floor is [`short_of_floor`]'s to report.)
+pub(crate) fn floor_batch_replaced(floor: &Checkpoint, index: &Index, map: &[u8]) -> Option<(u64, String)> {
+    let location = index.location(floor.last_position);
+    let holds = location
+        .filter(|l| l.segment == floor.end_segment)
+        .map(|l| log_holds_batch(floor, l.offset, map));
+    match holds {
+        Some(Ok(())) => None,
+        Some(Err((at, _))) => Some((at, replaced_reason(floor))),
+        None => Some((floor.end_offset, replaced_reason(floor))),
+    }
+}
+
+fn replaced_reason(floor: &Checkpoint) -> String {
+    format!(
+        "the index file records the batch of events up to position {} ending at offset {} as durable, \
+         but the log holds other data there: acknowledged events were replaced",
+        floor.last_position, floor.end_offset
+    )
+}
+
+/// Why segment `previous` (its bytes `map`) does not end with the batch
+/// that the next segment's header (`next`) records; `None` when it does,
+/// or when the header records none (segment 1's, or one written before
+/// annal recorded it). The previous segment's last batch is the one
+/// holding the position before `next`'s first, found through `index`.
+///
+/// Its header's end and CRC fields are compared first, without checking
+/// its CRCs (reads do that, lazily). When they differ: a valid batch there
+/// means another segment; an invalid one is damage, which reads report
+/// where it lies (a check at open must not make one damaged batch cost the
+/// whole store), as long as the file is as long as the header records (a
+/// sealed segment ends at its last batch, and damage leaves a file's
+/// length alone). (Also used by `verify` and `repair`.)
+pub(crate) fn chain_broken(next: &SegmentHeader, index: &Index, previous: u64, map: &[u8]) -> Option<String> {
+    if next.previous_end == 0 {
+        return None;
+    }
+    let recorded = (next.previous_end, next.previous_crc);
+    let batch_at = match last_batch_start(previous, next.first_position, index, map) {
+        LastBatch::At(at) => Some(at),
+        LastBatch::Unreadable => None,
+        // Annal never seals such a segment.
+        LastBatch::NoBatch => {
+            return ((SEGMENT_HEADER_BYTES, 0) != recorded).then(|| chain_reason(previous, recorded, None));
+        }
+    };
+    let fields = batch_at.and_then(|at| {
+        let header = frame::parse_batch_header(map.get(at..)?).ok()?;
+        Some((at as u64 + u64::from(header.frame_len), header.crc))
+    });
+    if fields == Some(recorded) {
+        return None;
+    }
+    let valid = batch_at
+        .and_then(|at| frame::check_batch(map.get(at..)?, |_, _| {}).ok())
+        .is_some();
+    if !valid && map.len() as u64 == next.previous_end {
+        return None;
+    }
+    Some(chain_reason(previous, recorded, fields.filter(|_| valid)))
+}
+
+/// The reason for a broken chain: what the next segment's header records
+/// of segment `previous`, and what its last batch is (`found`, when valid).
+fn chain_reason(previous: u64, recorded: (u64, u32), found: Option<(u64, u32)>) -> String {
+    let found = match found {
+        Some((end, crc)) => format!("its last batch ends at {end} with CRC {crc:#010x}"),
+        None => "it holds no valid batch there".to_string(),
+    };
+    format!(
+        "segment header: the previous segment ({}) should end with a batch ending at offset {} with CRC {:#010x}, \
+         but {found}: one of the two segments comes from another copy of the store",
+        segment::file_name(previous),
+        recorded.0,
+        recorded.1,
+    )
+}
+
+/// Where the last batch of segment `previous` (its bytes `map`) ends, and
+/// its CRC field, given the first position of the segment after it: the
+/// batch holding the position before that one, found through `index`;
+/// (64, 0) when that position lies in an earlier segment (this one holds
+/// no batch). `None` when the batch there is not valid.
+pub(crate) fn last_batch_of(previous: u64, next_first_position: u64, index: &Index, map: &[u8]) -> Option<(u64, u32)> {
+    match last_batch_start(previous, next_first_position, index, map) {
+        LastBatch::At(at) => {
+            let batch = frame::check_batch(map.get(at..)?, |_, _| {}).ok()?;
+            Some((at as u64 + u64::from(batch.frame_len), batch.crc))
+        }
+        LastBatch::NoBatch => Some((SEGMENT_HEADER_BYTES, 0)),
+        LastBatch::Unreadable => None,
+    }
+}
+
+/// Where segment `previous`'s last batch starts (see [`last_batch_of`]).
+enum LastBatch {
+    /// At this offset of the segment, by the back pointer of its record
+    /// of the position before the next segment's first (not checked).
+    At(usize),
+    /// That position lies in an earlier segment: this one holds no batch.
+    NoBatch,
+    /// No record header where the index puts that position.
+    Unreadable,
+}
+
+fn last_batch_start(previous: u64, next_first_position: u64, index: &Index, map: &[u8]) -> LastBatch {
+    let Some(last) = next_first_position.checked_sub(1) else {
+        return LastBatch::NoBatch;
+    };
+    match index.location(last) {
+        Some(l) if l.segment == previous => usize::try_from(l.offset)
+            .ok()
+            .and_then(|record_at| {
+                let record = map.get(record_at..).and_then(frame::parse_record_header)?;
+                record_at.checked_sub(record.batch_back as usize)
+            })
+            .map_or(LastBatch::Unreadable, LastBatch::At),
+        _ => LastBatch::NoBatch,
+    }
+}
+
+/// Whether the record at `record_at` in `map` belongs to the batch that
+/// `checkpoint` recorded: a valid batch holding its last position, ending
+/// at its end offset, with its CRC. The error gives the batch's offset (or
+/// the record's, when no batch is found) and the reason.
+pub(super) fn log_holds_batch(checkpoint: &Checkpoint, record_at: u64, map: &[u8]) -> Result<(), (u64, String)> {
+    let not_in_log = |why: &str| (record_at, why.to_string());
+    let record_at = usize::try_from(record_at).map_err(|_| not_in_log("offset out of range"))?;
+    let record = map
+        .get(record_at..)
+        .and_then(frame::parse_record_header)
+        .ok_or_else(|| not_in_log("last event not in the log"))?;
+    let batch_at = record_at
+        .checked_sub(record.batch_back as usize)
+        .ok_or_else(|| not_in_log("last event not in the log"))?;
+    let header = frame::check_batch(&map[batch_at..], |_, _| {})
+        .map_err(|_| not_in_log("the index file's last batch is not in the log"))?;
+    let last = header.first_position.saturating_add(u64::from(header.record_count) - 1);
+    if header.crc != checkpoint.last_batch_crc
+        || last != checkpoint.last_position
+        || batch_at as u64 + u64::from(header.frame_len) != checkpoint.end_offset
+    {
+        return Err((
+            batch_at as u64,
+            "index file does not match the log (stale or ahead)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a log whose last segment is `segment`, with valid data up to `end`,
+/// lost acknowledged events, given the durable `floor` (segment, offset);
+/// `None` when it reaches the floor. (Also used by `verify` and `repair`.)
+pub(crate) fn short_of_floor(floor: &Checkpoint, segment: u64, end: u64) -> Option<String> {
+    let (floor_segment, floor_offset) = (floor.end_segment, floor.end_offset);
+    if floor_segment > segment {
+        Some(format!(
+            "valid data ends in this segment, but the index file records durable data in segment {floor_segment}"
+        ))
+    } else if floor_segment == segment && end < floor_offset {
+        Some(format!(
+            "valid data ends here, but the index file records durable data up to offset {floor_offset}; \
+             acknowledged events are damaged or missing"
+        ))
+    } else {
+        None
+    }
+}

@@ -1,0 +1,438 @@
+//! Opening a store: find the segments, load the index file when it can be
+//! trusted, replay the log after it, and deal with the log's tail.
+//!
+//! # Decision table
+//!
+//! | what open finds                                         | decision                                  |
+//! |---------------------------------------------------------|-------------------------------------------|
+//! | no segment file                                         | new store (if `create_if_missing`)        |
+//! | the store's own `*.tmp` files (`is_own_temp_file`)      | remove (unfinished creations or renames)  |
+//! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
+//! | segments of different stores (store ids differ)         | refuse: `Corruption` naming the segment   |
+//! |                                                         | whose id most of the store's files lack   |
+//! | index file missing, corrupt, of another store           | rebuild the index from the whole log      |
+//! | index file with a sound header but an unusable body     | rebuild, holding the log to the header:   |
+//! | log shorter than the index file's header says was synced | refuse: `Corruption` (acknowledged data)  |
+//! | log holding another batch where that header's last     | refuse: `Corruption` (acknowledged events |
+//! | batch ended                                             | replaced)                                 |
+//! | index file behind the log                               | load it, replay the log after it          |
+//! | sealed segment: invalid bytes after its last batch      | refuse: `Corruption` (it was synced)      |
+//! | last segment: zeros after the last batch                | clean end                                 |
+//! | last segment: invalid bytes, no valid batch after them, | torn tail: copy to quarantine/, zero, sync|
+//! | past the index file's synced end, every saved           |                                           |
+//! | checkpoint's position and every saved snapshot's version|                                           |
+//! | the same, but a checkpoint names a later position, or a | refuse: `Corruption` (it was synced)      |
+//! | snapshot a later version of a stream                    |                                           |
+//! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
+//! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
+//!
+//! A writable open syncs the last segment before it publishes the log: what
+//! it holds may be only in the page cache (a process that died before its
+//! sync), and published events count as durable.
+//!
+//! A read-only open makes the same decisions but writes nothing: it never
+//! creates a store, and leaves `*.tmp` files and a torn tail in place (the
+//! published log ends before the tail, so readers never reach it).
+//!
+//! Why a torn tail may be cut: a batch is acknowledged (in durable mode)
+//! only after the sync that covers it, and batches are written in order, so
+//! bytes after the last valid batch were never acknowledged. A valid batch
+//! after invalid bytes cannot come from a torn append, so it is reported.
+
+mod chain;
+mod replay;
+
+pub(crate) use chain::{chain_broken, durable_floor_of, floor_batch_replaced, last_batch_of, short_of_floor};
+use chain::{durable_floor, log_holds_batch};
+pub(crate) use replay::durable_proof;
+use replay::{TailRules, keep_torn_tail};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::Index;
+use crate::index::file::{self as index_file, Checkpoint};
+use crate::io::{self, FileHandle, FileSystem, OpenMode};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::log::tail::LogTail;
+use crate::log::view::{SegmentView, Segments};
+use crate::options::Options;
+
+/// Where the published log ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEnd {
+    /// Segment of the end.
+    pub segment: u64,
+    /// Offset just past the last batch.
+    pub offset: u64,
+    /// CRC field of the last batch (0 when the log is empty).
+    pub last_batch_crc: u32,
+}
+
+/// What open found and did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Whether the store was created by this open.
+    pub created: bool,
+    /// Whether the index file was loaded (else the index was rebuilt).
+    pub index_loaded: bool,
+    /// Why the index file was not used, when it was not.
+    pub index_rejected: Option<String>,
+    /// Events replayed from the log.
+    pub replayed_events: u64,
+    /// Log bytes replayed.
+    pub replayed_bytes: u64,
+    /// Bytes of a torn final write that were zeroed (found and left in
+    /// place by a read-only open).
+    pub torn_tail_bytes: u64,
+    /// Where a copy of those bytes was kept before they were zeroed:
+    /// `quarantine/<N>.seg.torn-<offset>` (from the offset where the
+    /// valid log ends to the last non-zero byte).
+    pub torn_tail_kept: Option<PathBuf>,
+    /// Why no copy could be kept (a full disk, say): the bytes were zeroed
+    /// all the same, as a torn write may be.
+    pub torn_tail_not_kept: Option<String>,
+    /// Number of segment files.
+    pub segments: usize,
+}
+
+/// Everything an open store starts from.
+pub(crate) struct Recovered<F: FileSystem> {
+    pub store_id: Uuid,
+    pub index: Index,
+    pub end: LogEnd,
+    pub tail: LogTail<F>,
+    pub segments: Segments,
+    pub report: RecoveryReport,
+    /// The log end the index file on disk covers, when it was loaded.
+    pub index_file_end: Option<LogEnd>,
+    /// The loaded index file's size (0 when none was loaded).
+    pub index_file_bytes: u64,
+}
+
+/// A segment found on disk.
+struct Found<F: FileSystem> {
+    header: SegmentHeader,
+    path: PathBuf,
+    /// The last segment's file, which becomes the log's tail. Earlier
+    /// segments are only read, through their maps: their files are closed
+    /// at once, so that a store of any number of segments opens within a
+    /// small limit of open files.
+    file: Option<F::File>,
+    map: Bytes,
+}
+
+/// Opens (or creates) the log in `dir`. The caller holds the store lock.
+pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recovered<F>> {
+    let names = fs.list_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
+    if !options.read_only {
+        remove_leftovers(fs, dir, &names)?;
+    }
+    let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
+    ids.sort_unstable();
+    if ids.is_empty() {
+        if !options.create_if_missing || options.read_only {
+            return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
+        }
+        return create(fs, dir, options);
+    }
+    check_contiguous(dir, &ids)?;
+    let found = open_segments(fs, dir, &ids, options.read_only)?;
+    let index_bytes = read_index_file(fs, dir);
+    let index_len = index_bytes.as_ref().map_or(0, |b| b.len() as u64);
+    let floor = index_bytes.as_ref().ok().and_then(|b| durable_floor(b, &found));
+    let (index, checkpoint, rejected) = match index_bytes.and_then(|b| load_index(&b, &found)) {
+        Ok((index, checkpoint)) => (index, Some(checkpoint), None),
+        Err(reason) => (Index::default(), None, Some(reason)),
+    };
+    let store_id = found[0].header.store_id;
+    let proven = |index: &Index, torn_bytes: u64| durable_proof(fs, dir, store_id, index, torn_bytes);
+    let keep = |segment: &Path, offset: u64, bytes: &[u8]| keep_torn_tail(fs, dir, segment, offset, bytes);
+    let tail_rules = TailRules {
+        floor: floor.as_ref(),
+        proven: &proven,
+        keep: &keep,
+    };
+    let mut recovered = replay::replay(options, found, index, checkpoint, rejected, &tail_rules)?;
+    if !options.read_only && options.durability != crate::options::Durability::Sync {
+        let path = recovered.tail.path.clone();
+        let file = fs
+            .open(&path, OpenMode::ReadWrite)
+            .ctx(|| format!("opening {}", path.display()))?;
+        recovered.tail.attach_sync_file(file);
+    }
+    if recovered.index_file_end.is_some() {
+        recovered.index_file_bytes = index_len;
+    }
+    Ok(recovered)
+}
+
+/// Maps the index file's bytes; the error says why there are none. (A
+/// later save replaces the file by renaming a new one over it, so the
+/// mapped file itself never changes.)
+fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Bytes, String> {
+    let path = dir.join(index_file::FILE_NAME);
+    if !fs.exists(&path) {
+        return Err("no index file".into());
+    }
+    fs.open(&path, OpenMode::Read)
+        .and_then(|f| {
+            let len = f.len()?;
+            f.map(len)
+        })
+        .map_err(|e| format!("cannot read index file: {e}"))
+}
+
+/// Whether `name` is a temporary file the store itself makes: a segment
+/// being created (`N.seg.tmp`), the spare segment, or a side file being
+/// replaced (`index.tmp`, `checkpoints.tmp`, `snapshots.tmp`). Only these
+/// are removed at open: other `*.tmp` files in the directory are someone
+/// else's (a store created in a directory that already held files).
+fn is_own_temp_file(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    segment::parse_file_name(stem).is_some()
+        || name == crate::log::spare::SPARE_FILE_NAME
+        || [
+            index_file::FILE_NAME,
+            crate::CHECKPOINTS_FILE_NAME,
+            crate::snapshot::file::FILE_NAME,
+        ]
+        .contains(&stem)
+}
+
+fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<()> {
+    let mut removed = false;
+    for name in names.iter().filter(|n| is_own_temp_file(n)) {
+        let path = dir.join(name);
+        match fs.remove_file(&path) {
+            Ok(()) => removed = true,
+            // The store makes temporary files, never directories: a
+            // directory of that name is someone else's.
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
+            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    if removed {
+        fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Why a segment number is missing, naming the next file that is there
+/// (so a stray file numbered past a gap is named too; also used by `verify` and `repair`).
+pub(crate) fn missing_segment_reason(next_present: u64) -> String {
+    format!(
+        "segment file is missing (the next segment file present is {})",
+        segment::file_name(next_present)
+    )
+}
+
+fn check_contiguous(dir: &Path, ids: &[u64]) -> Result<()> {
+    if ids[0] != 1 {
+        return Err(Error::corruption(
+            segment::path(dir, 1),
+            0,
+            missing_segment_reason(ids[0]),
+        ));
+    }
+    for pair in ids.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let missing = segment::path(dir, pair[0] + 1);
+            return Err(Error::corruption(missing, 0, missing_segment_reason(pair[1])));
+        }
+    }
+    if ids.len() as u64 > crate::limits::SEGMENTS_MAX {
+        return Err(Error::InvalidInput("too many segment files".into()));
+    }
+    Ok(())
+}
+
+fn create<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> Result<Recovered<F>> {
+    let store_id = Uuid::new_v4();
+    let header = SegmentHeader {
+        store_id,
+        segment_id: 1,
+        first_position: 1,
+        previous_end: 0,
+        previous_crc: 0,
+    };
+    let sync_handle = options.durability != crate::options::Durability::Sync;
+    let tail = LogTail::create(fs, dir, header, options.segment_size_bytes, sync_handle)?;
+    let map = tail.map()?;
+    let view = SegmentView::new(1, tail.path.clone(), map, SEGMENT_HEADER_BYTES);
+    Ok(Recovered {
+        store_id,
+        index: Index::default(),
+        end: LogEnd {
+            segment: 1,
+            offset: SEGMENT_HEADER_BYTES,
+            last_batch_crc: 0,
+        },
+        tail,
+        segments: Segments::new(1, vec![Arc::new(view)]),
+        report: RecoveryReport {
+            created: true,
+            segments: 1,
+            ..RecoveryReport::default()
+        },
+        index_file_end: None,
+        index_file_bytes: 0,
+    })
+}
+
+/// Opens and maps every segment: the last one writable, unless read-only.
+fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool) -> Result<Vec<Found<F>>> {
+    let mut found: Vec<Found<F>> = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let path = segment::path(dir, id);
+        let last = i + 1 == ids.len();
+        let mode = if last && !read_only {
+            OpenMode::ReadWrite
+        } else {
+            OpenMode::Read
+        };
+        let ctx = || format!("opening {}", path.display());
+        let file = match fs.open(&path, mode) {
+            Err(e) if crate::io::is_not_a_regular_file(&e) => {
+                return Err(segment::not_a_regular_file(&path));
+            }
+            opened => opened.ctx(ctx)?,
+        };
+        let len = file.len().ctx(ctx)?;
+        if len < SEGMENT_HEADER_BYTES {
+            return Err(Error::corruption(&path, 0, "segment file shorter than its header"));
+        }
+        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+        file.read_exact_at(&mut head, 0).ctx(ctx)?;
+        let header = SegmentHeader::decode(&head, &path)?;
+        if header.segment_id != id {
+            return Err(Error::corruption(
+                &path,
+                0,
+                "segment number in header differs from file name",
+            ));
+        }
+        if !read_only {
+            fill_holes(fs, &path, &file, len)?;
+        }
+        let map = file.map(len).ctx(ctx)?;
+        found.push(Found {
+            header,
+            path,
+            file: last.then_some(file),
+            map,
+        });
+    }
+    let headers: Vec<(u64, Uuid)> = found.iter().map(|f| (f.header.segment_id, f.header.store_id)).collect();
+    if let Some((id, reason)) = segment::foreign_segment(&headers, || side_file_store_ids(fs, dir)) {
+        return Err(Error::corruption(segment::path(dir, id), 0, reason));
+    }
+    Ok(found)
+}
+
+/// Gives storage to the holes of a sparse segment file (a copy of the
+/// store made by a tool that drops runs of zeros: `cp --sparse=always`,
+/// `rsync -S`), so that the store's maps of it never land in a hole: a
+/// copy into a writable map there on a full disk, or on tmpfs any access,
+/// kills the process with `SIGBUS` instead of failing. The bytes do not
+/// change: each hole is reserved ([`FileHandle::reserve`], which writes
+/// nothing), or where the file system cannot, read and written back. A
+/// full disk fails the open instead.
+///
+/// Space reserved and never written reads as a hole too on some file
+/// systems (ext4's unwritten extents: the spare segment of the periodic
+/// and buffered modes, see [`crate::log::spare`]); reserving it again
+/// costs one call and changes nothing. One `lseek` per file when there
+/// are no holes.
+pub(crate) fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len: u64) -> Result<()> {
+    let ctx = || format!("filling the holes of {} (a sparse copy?)", path.display());
+    let holes = file.holes(len).ctx(ctx)?;
+    if holes.is_empty() {
+        return Ok(());
+    }
+    let writable = fs.open(path, OpenMode::ReadWrite).ctx(ctx)?;
+    let mut rewrite = Vec::new();
+    for hole in holes {
+        if !writable.reserve(hole.clone()).ctx(ctx)? {
+            rewrite.push(hole);
+        }
+    }
+    if rewrite.is_empty() {
+        return Ok(());
+    }
+    // What is read is written back, not zeros: the bytes stay what they
+    // are even if the file system reported a range with data as a hole.
+    let mut chunk = vec![0u8; 1 << 20];
+    for hole in rewrite {
+        let mut at = hole.start;
+        while at < hole.end {
+            let n = usize::try_from(hole.end - at).map_or(chunk.len(), |n| n.min(chunk.len()));
+            writable.read_exact_at(&mut chunk[..n], at).ctx(ctx)?;
+            writable.write_all_at(&chunk[..n], at).ctx(ctx)?;
+            at += n as u64;
+        }
+    }
+    writable.sync_data().ctx(ctx)
+}
+
+/// The store ids in the headers of the store's files other than segments
+/// (index, checkpoints, snapshots), each only where its header checks out:
+/// the witnesses of [`segment::foreign_segment`]. (Also used by `verify`
+/// and `repair`.)
+pub(crate) fn side_file_store_ids<F: FileSystem>(fs: &F, dir: &Path) -> Vec<Uuid> {
+    let head = |name: &str, len: usize| -> Option<Vec<u8>> {
+        let file = fs.open(&dir.join(name), OpenMode::Read).ok()?;
+        let mut bytes = vec![0u8; usize::try_from(file.len().ok()?).ok()?.min(len)];
+        file.read_exact_at(&mut bytes, 0).ok()?;
+        Some(bytes)
+    };
+    let index = head(index_file::FILE_NAME, index_file::HEADER_BYTES)
+        .and_then(|b| Some(index_file::decode_checkpoint(&b).ok()?.0.store_id));
+    let checkpoints = io::read_if_exists(fs, &dir.join(crate::CHECKPOINTS_FILE_NAME))
+        .ok()
+        .flatten()
+        .and_then(|b| crate::checkpoint::store_id_of(&b));
+    let snapshots = head(
+        crate::snapshot::file::FILE_NAME,
+        crate::snapshot::file::FILE_HEADER_BYTES,
+    )
+    .and_then(|b| crate::snapshot::file::decode_header(&b).ok());
+    [index, checkpoints, snapshots].into_iter().flatten().collect()
+}
+
+/// Loads the index file and checks it against the log; the error says why
+/// it cannot be used.
+fn load_index<F: FileSystem>(bytes: &Bytes, found: &[Found<F>]) -> Result<(Index, Checkpoint), String> {
+    let (index, checkpoint) = index_file::decode(bytes)?;
+    let store_id = found.first().map(|f| f.header.store_id);
+    if Some(checkpoint.store_id) != store_id {
+        return Err("index file belongs to another store".into());
+    }
+    let end_segment = found
+        .get(usize::try_from(checkpoint.end_segment.wrapping_sub(1)).unwrap_or(usize::MAX))
+        .ok_or("index file ends in a segment that does not exist")?;
+    if checkpoint.end_offset > end_segment.map.len() as u64 || checkpoint.end_offset < SEGMENT_HEADER_BYTES {
+        return Err("index file ends past its segment's end".into());
+    }
+    if checkpoint.last_position == 0 {
+        if checkpoint.end_segment != 1 || checkpoint.end_offset != SEGMENT_HEADER_BYTES {
+            return Err("empty index file with a non-empty checkpoint".into());
+        }
+        return Ok((index, checkpoint));
+    }
+    let location = index
+        .location(checkpoint.last_position)
+        .ok_or("index file lacks its last position")?;
+    if location.segment != checkpoint.end_segment {
+        return Err("index file's last event is not in its end segment".into());
+    }
+    log_holds_batch(&checkpoint, location.offset, &end_segment.map).map_err(|(_, why)| why)?;
+    Ok((index, checkpoint))
+}
