@@ -83,7 +83,7 @@ impl Options {
     /// such a retry writes its events again, under the same ids, and a
     /// later retry of the original append under `Any` then meets those
     /// copies in the window and is refused with
-    /// [`Error::IdempotencyConflict`](crate::Error::IdempotencyConflict)
+    /// [`Error::IdempotencyConflict`]
     /// (under `Exact` it still gets the original result). At most
     /// `u32::MAX` ids are remembered, whatever is asked.
     pub fn with_idempotency_window_events(mut self, events: usize) -> Self {

@@ -446,7 +446,7 @@ impl<F: FileSystem> Store<F> {
     /// saves the index file, ends every subscription and dispatcher (waiting
     /// for a handler call in progress, unless called from a handler of this
     /// store), and releases the directory lock (once every clone of the
-    /// handle, and every [`Events`](crate::Events) iterator, is gone).
+    /// handle, and every [`Events`] iterator, is gone).
     /// Further appends,
     /// subscriptions, dispatchers, checkpoint calls and snapshot saves and
     /// compactions on any clone fail with [`Error::Closed`] (a checkpoint

@@ -97,8 +97,8 @@ impl StreamEntry {
 
     /// An entry for the increasing positions stored as little-endian `u64`s
     /// at byte `at` of `loaded` (the index file's bytes that the index will
-    /// hold, see [`Index::from_parts`]): read in place where the platform
-    /// allows keeping the file mapped (see [`LocationTable::from_le_bytes`])
+    /// hold, see [`super::Index::from_parts`]): read in place where the platform
+    /// allows keeping the file mapped (see [`super::LocationTable::from_le_bytes`])
     /// and the offsets fit, else decoded into their in-memory width.
     pub fn from_le_bytes(loaded: &[u8], at: usize, len: usize) -> StreamEntry {
         let raw = at

@@ -1,6 +1,6 @@
 //! Maintenance tools that work on a store directory without opening it as
-//! a [`crate::Store`]: [`verify`] (read-only check of every byte),
-//! [`repair`] (salvage a log damaged in the middle) and [`salvage`] (read
+//! a [`crate::Store`]: [`verify()`] (read-only check of every byte),
+//! [`repair()`] (salvage a log damaged in the middle) and [`salvage()`] (read
 //! back the events of the bytes `repair` quarantined).
 //!
 //! The `annal` command-line tool's `verify` and `repair` commands are thin
