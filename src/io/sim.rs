@@ -204,11 +204,15 @@ struct State {
     capacity: Option<u64>,
     /// Holds the next sync on its way out (see [`SimFs::hold_next_sync`]).
     sync_hold: Option<SyncHold>,
+    /// Holds the next write at or past an offset on its way in (see
+    /// [`SimFs::hold_next_write_from`]).
+    write_hold: Option<(u64, SyncHold)>,
 }
 
-/// A sync held on its way out, done (or failed) but not yet returned to
-/// its caller, until released: other calls go on meanwhile. Made by
-/// [`SimFs::hold_next_sync`], to test what races a sync.
+/// A call held until released: a sync on its way out, done (or failed)
+/// but not yet returned to its caller ([`SimFs::hold_next_sync`]), or a
+/// write on its way in, not yet done ([`SimFs::hold_next_write_from`]).
+/// Other calls go on meanwhile: to test what races the held one.
 #[derive(Clone, Debug, Default)]
 pub struct SyncHold {
     inner: Arc<(Mutex<HoldState>, parking_lot::Condvar)>,
@@ -508,6 +512,16 @@ impl SimFs {
         hold
     }
 
+    /// Holds the next `write_all_at` call, on any file, whose offset is at
+    /// least `offset`, before it writes anything, until
+    /// [`SyncHold::release`]: to test what happens while a write (such as
+    /// zeros written ahead by a background thread) is in progress.
+    pub fn hold_next_write_from(&self, offset: u64) -> SyncHold {
+        let hold = SyncHold::default();
+        self.state.lock().write_hold = Some((offset, hold.clone()));
+        hold
+    }
+
     /// Paths of every file, sorted.
     pub fn files(&self) -> Vec<PathBuf> {
         self.state.lock().names.keys().cloned().collect()
@@ -653,6 +667,16 @@ impl FileHandle for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let hold = {
+            let mut s = self.state.lock();
+            match &s.write_hold {
+                Some((from, _)) if offset >= *from => s.write_hold.take().map(|(_, hold)| hold),
+                _ => None,
+            }
+        };
+        if let Some(hold) = hold {
+            hold.hold_here();
+        }
         let mut s = self.state.lock();
         if let Err(e) = s.enter(OpKind::Write) {
             // A failed write may still have put a prefix of its bytes in

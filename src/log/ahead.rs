@@ -139,6 +139,71 @@ mod tests {
         assert_eq!(file.writes.load(Ordering::Relaxed), 1, "a stopped job wrote");
     }
 
+    /// The seal's claim: a roll-over while a job still writes zeros into
+    /// the segment being sealed waits for it, so that no zero lands after
+    /// the seal's cut. A simulated disk holds the job's write in progress
+    /// while a large append rolls the segment over; the sealed segment
+    /// must end where the next one's header says its last batch ends
+    /// (FORMAT.md, `previous end`), and every event read back.
+    #[test]
+    fn a_roll_over_waits_for_zeros_still_being_written() {
+        use crate::io::sim::SimFs;
+        use crate::log::segment::file_name;
+        use crate::{Durability, EventData, ExpectedVersion, Options, ReadAll, Store};
+
+        const MIB: u64 = 1024 * 1024;
+        let fs = SimFs::new(7);
+        let options = Options::default()
+            .with_segment_size_bytes(8 * MIB)
+            .with_durability(Durability::Buffered);
+        let store = Store::open_with(fs.clone(), "/db", options.clone()).unwrap();
+        let first = std::path::Path::new("/db").join(file_name(1));
+        let len = |path: &std::path::Path| fs.read(path).map_or(0, |b| b.len() as u64);
+        // The first segment starts with a megabyte preallocated; the first
+        // growth (to about 2 MiB) asks for the next step's zeros (about
+        // 2 to 4 MiB), whose write past 3 MiB is held: the job is running.
+        let hold = fs.hold_next_write_from(3 * MIB);
+        let start = len(&first);
+        let mut written = 0usize;
+        while len(&first) == start {
+            let data = vec![b'a' + (written % 26) as u8; 64 * 1024];
+            store
+                .append("s", ExpectedVersion::Any, [EventData::new("Small", data)])
+                .unwrap();
+            written += 1;
+        }
+        hold.wait_held();
+        let releaser = {
+            let hold = hold.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                hold.release();
+            })
+        };
+        // Too large for what is left of the first segment: a roll-over,
+        // whose seal must wait for the held job.
+        let big = vec![b'B'; 7 * MIB as usize];
+        store
+            .append("s", ExpectedVersion::Any, [EventData::new("Big", big)])
+            .unwrap();
+        releaser.join().unwrap();
+        store.close().unwrap();
+        let second = fs.read(&std::path::Path::new("/db").join(file_name(2))).unwrap();
+        let previous_end = u64::from_le_bytes(second[48..56].try_into().unwrap());
+        assert_eq!(len(&first), previous_end, "zeros landed after the sealed segment's cut");
+        let store = Store::open_with(fs.clone(), "/db", options).unwrap();
+        let events = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
+        assert_eq!(events.len(), written + 1);
+        for (i, e) in events[..written].iter().enumerate() {
+            assert!(
+                e.data().iter().all(|&b| b == b'a' + (i % 26) as u8),
+                "event {} damaged",
+                i + 1
+            );
+        }
+        assert!(events[written].data().iter().all(|&b| b == b'B'));
+    }
+
     /// A file that counts its writes; nothing else is called.
     #[derive(Default)]
     struct Counting {
