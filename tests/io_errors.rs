@@ -407,11 +407,14 @@ fn a_failed_write_back_fails_the_append_and_poisons_the_store() {
     }
 }
 
-/// A process that dies between its write and its sync leaves the batch in
-/// the page cache, and the next open reads it back. That open must make it
-/// durable before anything counts on it: in durable mode, a retry of the
-/// append is acknowledged from it, and a snapshot saved of it is taken as
-/// proof by later opens. Whatever a power loss then keeps, every reopen
+/// A batch whose sync failed stays in the page cache, while the failed
+/// write-back has left its pages clean (as Linux does, and the simulated
+/// disk too): a later sync succeeds without writing them. The writer
+/// overwrites the failed group's bytes with zeros, so the next open ends
+/// the log before them and a retry of the append writes it anew, synced;
+/// an open that published those bytes would acknowledge the retry from
+/// events no sync wrote. A snapshot saved of the retried event is taken
+/// as proof by later opens. Whatever a power loss then keeps, every reopen
 /// succeeds and holds what was acknowledged.
 #[test]
 fn events_recovered_from_the_page_cache_are_synced_before_anything_counts_on_them() {
@@ -424,8 +427,7 @@ fn events_recovered_from_the_page_cache_are_synced_before_anything_counts_on_the
                 .expect("append");
         }
         store.save_index().expect("save index");
-        // The fourth append is written, its sync fails: never acknowledged
-        // (a SIGKILL between write and sync leaves the same state).
+        // The fourth append is written, its sync fails: never acknowledged.
         let fourth = EventData::new("E", "3");
         fail_next_sync(&fs, true);
         assert!(store.append("s-1", ExpectedVersion::Any, [fourth.clone()]).is_err());
@@ -433,7 +435,66 @@ fn events_recovered_from_the_page_cache_are_synced_before_anything_counts_on_the
         fs.clear_faults();
 
         let store = Store::open_with(fs.clone(), dir(), options()).expect("reopen");
-        assert_eq!(store.stream_version("s-1"), Some(4), "seed {seed}");
+        assert_eq!(
+            store.stream_version("s-1"),
+            Some(3),
+            "seed {seed}: the failed batch was published"
+        );
+        // The client retries its append: written again, and synced.
+        let retried = store
+            .append("s-1", ExpectedVersion::Any, [fourth.clone()])
+            .expect("retry");
+        assert_eq!(retried.last_version, 4, "seed {seed}");
+        store.save_snapshot("s-1", 4, 1, b"state at 4").expect("snapshot");
+        fs.crash_now();
+        drop(store);
+
+        let after = SimFs::from_image(&fs.image().expect("image"), seed);
+        let store = Store::open_with(after, dir(), options())
+            .unwrap_or_else(|e| panic!("seed {seed}: reopen after the power loss failed: {e}"));
+        assert_eq!(
+            store.stream_version("s-1"),
+            Some(4),
+            "seed {seed}: acknowledged retry lost"
+        );
+        assert_eq!(
+            store.load_snapshot("s-1").snapshot.map(|s| s.version),
+            Some(4),
+            "seed {seed}"
+        );
+    }
+}
+
+/// A process killed between its write and its sync leaves the batch in the
+/// page cache, its pages still dirty, and the next open reads it back. That
+/// open must make it durable before anything counts on it: in durable
+/// mode, a retry of the append is acknowledged from it, and a snapshot
+/// saved of it is taken as proof by later opens. Whatever a power loss
+/// then keeps, every reopen succeeds and holds what was acknowledged.
+#[test]
+fn events_a_killed_process_left_in_the_page_cache_are_synced_before_anything_counts_on_them() {
+    for seed in 0..40 {
+        let fs = SimFs::new(seed);
+        let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+        for i in 0..3 {
+            store
+                .append("s-1", ExpectedVersion::Any, [EventData::new("E", format!("{i}"))])
+                .expect("append");
+        }
+        store.save_index().expect("save index");
+        // The fourth append is written; the process dies before its sync.
+        let fourth = EventData::new("E", "3");
+        fs.kill_process_at_next(OpKind::Sync);
+        assert!(store.append("s-1", ExpectedVersion::Any, [fourth.clone()]).is_err());
+        drop(store);
+        fs.revive();
+
+        let store = Store::open_with(fs.clone(), dir(), options()).expect("reopen");
+        assert_eq!(
+            store.stream_version("s-1"),
+            Some(4),
+            "seed {seed}: the page cache's batch is read back"
+        );
         // The client retries its append: acknowledged as the one written.
         let retried = store
             .append("s-1", ExpectedVersion::Any, [fourth.clone()])

@@ -204,6 +204,11 @@ struct State {
     capacity: Option<u64>,
     /// Holds the next sync on its way out (see [`SimFs::hold_next_sync`]).
     sync_hold: Option<SyncHold>,
+    /// The process dies at the next call of this kind (see
+    /// [`SimFs::kill_process_at_next`]).
+    kill_at: Option<OpKind>,
+    /// The process died: every call fails, the page cache is kept.
+    dead: bool,
     /// Holds the next write at or past an offset on its way in (see
     /// [`SimFs::hold_next_write_from`]).
     write_hold: Option<(u64, SyncHold)>,
@@ -271,6 +276,13 @@ impl State {
         if self.crash_at == Some(self.ops) {
             self.crash();
             return Err(io::Error::other("simulated power loss"));
+        }
+        if self.kill_at == Some(kind) {
+            self.kill_at = None;
+            self.dead = true;
+        }
+        if self.dead {
+            return Err(io::Error::other("simulated process death"));
         }
         self.ops += 1;
         let count = self.counts.entry(kind).or_insert(0);
@@ -512,6 +524,24 @@ impl SimFs {
         hold
     }
 
+    /// Kills the process at the next call of `kind`, before it does
+    /// anything: that call and every later one fail, and the page cache
+    /// (every write so far, synced or not) is kept, as when a process is
+    /// killed (SIGKILL) and the machine goes on. [`SimFs::revive`] starts
+    /// the next process on the same machine.
+    pub fn kill_process_at_next(&self, kind: OpKind) {
+        self.state.lock().kill_at = Some(kind);
+    }
+
+    /// Lets calls work again after [`SimFs::kill_process_at_next`] killed
+    /// the process: the next process, seeing the page cache as the dead
+    /// one left it. Drop the dead process's store first.
+    pub fn revive(&self) {
+        let mut s = self.state.lock();
+        s.dead = false;
+        s.kill_at = None;
+    }
+
     /// Holds the next `write_all_at` call, on any file, whose offset is at
     /// least `offset`, before it writes anything, until
     /// [`SyncHold::release`]: to test what happens while a write (such as
@@ -681,7 +711,7 @@ impl FileHandle for SimFile {
         if let Err(e) = s.enter(OpKind::Write) {
             // A failed write may still have put a prefix of its bytes in
             // the page cache, unsynced.
-            if s.image.is_none() {
+            if s.image.is_none() && !s.dead {
                 let cut = s.rng().below(buf.len() as u64 + 1) as usize;
                 if let Some(inode) = s.inodes.get_mut(&self.inode) {
                     let bytes = buf[..cut].to_vec();
@@ -708,17 +738,33 @@ impl FileHandle for SimFile {
         let (result, hold) = {
             let mut s = self.state.lock();
             let hold = s.sync_hold.take();
-            let result = s.enter(OpKind::Sync).and_then(|()| {
-                let inode = s
-                    .inodes
-                    .get_mut(&self.inode)
-                    .ok_or_else(|| io::Error::other("file vanished"))?;
-                let pending = std::mem::take(&mut inode.pending);
-                for change in &pending {
-                    change.apply(&mut inode.durable);
+            let mut result = s.enter(OpKind::Sync);
+            // After a power loss or the process's death nothing changes
+            // (a dead process's calls do nothing). A failed sync (an
+            // injected fault) made a prefix of its changes durable, and the
+            // rest never will be: they stay readable but are no longer
+            // pending, as on Linux, which marks the pages of a failed
+            // write-back clean (a later sync succeeds without them).
+            if s.image.is_none() && !s.dead {
+                let failed = result.is_err();
+                match s.inodes.get(&self.inode).map(|i| i.pending.len()) {
+                    None if !failed => result = Err(io::Error::other("file vanished")),
+                    None => {}
+                    Some(n) => {
+                        let applied = if failed {
+                            s.rng().below(n as u64 + 1) as usize
+                        } else {
+                            n
+                        };
+                        if let Some(inode) = s.inodes.get_mut(&self.inode) {
+                            let pending = std::mem::take(&mut inode.pending);
+                            for change in &pending[..applied] {
+                                change.apply(&mut inode.durable);
+                            }
+                        }
+                    }
                 }
-                Ok(())
-            });
+            }
             (result, hold)
         };
         if let Some(hold) = hold {

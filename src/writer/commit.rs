@@ -10,9 +10,9 @@ use parking_lot::MutexGuard;
 
 use super::{COMMIT_SPIN_MICROS_MAX, Chunk, GATHER_WAIT_MICROS_MAX, WriterState};
 use crate::error::{Error, Result};
-use crate::io::FileSystem;
-use crate::log::segment::SEGMENT_HEADER_BYTES;
-use crate::log::tail::LogTail;
+use crate::io::{FileHandle, FileSystem, OpenMode};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
+use crate::log::tail::{LogTail, write_zeros};
 use crate::log::view::SegmentView;
 use crate::options::Durability;
 use crate::recovery::LogEnd;
@@ -101,7 +101,13 @@ impl<F: FileSystem> Core<F> {
         // Only durable mode gathers, so only it needs the sync's duration.
         let started = (self.options.durability == Durability::Sync).then(Instant::now);
         let outcome = if self.tracks_pending() {
-            MutexGuard::unlocked(w, || self.write_chunks(&chunks))
+            MutexGuard::unlocked(w, || {
+                let outcome = self.write_chunks(&chunks);
+                if outcome.is_err() {
+                    self.unwrite(&chunks);
+                }
+                outcome
+            })
         } else {
             self.write_chunks(&chunks)
         };
@@ -261,6 +267,34 @@ impl<F: FileSystem> Core<F> {
             )));
         }
         Ok(views)
+    }
+
+    /// After a failed group commit in durable mode: overwrites the group's
+    /// bytes with zeros, as far as it can. They were never acknowledged
+    /// (their write or sync failed), but they may be in the page cache,
+    /// where the next open would read them back and publish them as
+    /// durable. Linux marks the pages of a failed write-back clean, so the
+    /// open's own sync succeeds without writing them: a retried append
+    /// would be acknowledged from events that no sync wrote, and lost at
+    /// the next power loss. Zeros written over them (dirty pages again)
+    /// end the log before them for the next open, which writes and syncs
+    /// the zeros. The other modes keep what they wrote: their appends were
+    /// acknowledged once copied to the page cache. Errors are ignored: the
+    /// store is poisoned either way, and an open that still finds the
+    /// bytes is no worse off than without this.
+    fn unwrite(&self, chunks: &[Chunk]) {
+        for chunk in chunks {
+            let path = self.dir.join(segment::file_name(chunk.segment));
+            let Ok(file) = self.fs.open(&path, OpenMode::ReadWrite) else {
+                continue;
+            };
+            // Never past the file's end: a segment the group did not reach
+            // keeps its length.
+            let end = (chunk.offset + chunk.bytes.len() as u64).min(file.len().unwrap_or(0));
+            if chunk.offset < end {
+                let _ = write_zeros(&file, chunk.offset, end);
+            }
+        }
     }
 
     /// Runs `grow`, which takes disk space for the log; when the disk is
