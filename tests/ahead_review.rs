@@ -1,32 +1,14 @@
 //! Review of the zeros written ahead (log/ahead.rs): stress in buffered and
 //! periodic modes, segments created on the spot, close right after a step.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
 use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, Store};
+use common::files::{assert_sealed_segments_end_at_their_data, segment_lens};
 
 const SPARE_NAME: &str = "next-segment.tmp";
-
-fn seg_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    names.sort();
-    names
-}
-
-fn check_sealed(dir: &Path) {
-    let names = seg_names(dir);
-    for pair in names.windows(2) {
-        let next = std::fs::read(dir.join(&pair[1])).unwrap();
-        let previous_end = u64::from_le_bytes(next[48..56].try_into().unwrap());
-        let len = std::fs::metadata(dir.join(&pair[0])).unwrap().len();
-        assert_eq!(len, previous_end, "{} is longer than its data", pair[0]);
-    }
-}
 
 fn run(mode: Durability, block_spare: bool, rounds: u64, threads: usize) {
     for round in 0..rounds {
@@ -56,17 +38,11 @@ fn run(mode: Durability, block_spare: bool, rounds: u64, threads: usize) {
         });
         let count = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap().len();
         store.close().unwrap();
-        let lens: Vec<u64> = seg_names(&dir)
-            .iter()
-            .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
-            .collect();
+        let lens = segment_lens(&dir);
         std::thread::sleep(Duration::from_millis(30));
-        let after: Vec<u64> = seg_names(&dir)
-            .iter()
-            .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
-            .collect();
+        let after = segment_lens(&dir);
         assert_eq!(lens, after, "a file changed after close");
-        check_sealed(&dir);
+        assert_sealed_segments_end_at_their_data(&dir);
         let store = Store::open(&dir, opts.clone()).unwrap();
         let read = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
         assert_eq!(read.len(), count);
@@ -89,7 +65,7 @@ fn run(mode: Durability, block_spare: bool, rounds: u64, threads: usize) {
             )
             .unwrap();
         store.close().unwrap();
-        check_sealed(&dir);
+        assert_sealed_segments_end_at_their_data(&dir);
         let store = Store::open(&dir, opts).unwrap();
         assert_eq!(
             store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap().len(),

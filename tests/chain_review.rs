@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
 use annal::tools::{repair, verify};
-use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Store, Uuid};
+use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_annal");
 
@@ -28,6 +28,14 @@ fn segment_ids(dir: &Path) -> Vec<u64> {
         .collect();
     ids.sort_unstable();
     ids
+}
+
+/// Every segment file of `dir`, by path, with its bytes.
+fn segment_images(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    segment_ids(dir)
+        .into_iter()
+        .map(|id| (seg(dir, id), fs::read(seg(dir, id)).unwrap()))
+        .collect()
 }
 
 fn header_of(dir: &Path, id: u64) -> SegmentHeader {
@@ -80,25 +88,10 @@ fn assert_chained(dir: &Path) -> usize {
 }
 
 /// Every event (position, stream, version, id, data).
-type Summary = Vec<(u64, String, u64, Uuid, Vec<u8>)>;
+type Summary = Vec<common::EventSummary>;
 
 fn summary(store: &Store) -> Summary {
-    store
-        .read_all(ReadAll::forward())
-        .unwrap()
-        .collect_all()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e.position(),
-                e.stream().to_string(),
-                e.version(),
-                e.id(),
-                e.data().to_vec(),
-            )
-        })
-        .collect()
+    common::summary(&common::all(store))
 }
 
 /// A healthy store: `verify` (library and CLI) finds it clean, every open
@@ -153,6 +146,29 @@ fn small(size: u64) -> Options {
         .with_durability(Durability::Buffered)
 }
 
+/// Opens the store in `dir`, grows it by `batches` appends of `size`-byte
+/// events tagged `tag`, closes it and returns every event it holds.
+fn grown(dir: &Path, opts: &Options, batches: u64, size: usize, tag: &str) -> Summary {
+    let store = Store::open(dir, opts.clone()).unwrap();
+    grow(&store, batches, size, tag);
+    let s = summary(&store);
+    store.close().unwrap();
+    s
+}
+
+/// Two copies of one store holding one event, to go on differently.
+fn seeded_copies(opts: &Options) -> (tempfile::TempDir, tempfile::TempDir) {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let store = Store::open(a.path(), opts.clone()).unwrap();
+    store
+        .append("Seed", ExpectedVersion::Any, [common::event("E", 0)])
+        .unwrap();
+    store.close().unwrap();
+    common::files::copy_files(a.path(), b.path());
+    (a, b)
+}
+
 /// Cuts the last segment at the end of its last batch: what a crash
 /// between sealing it and creating the next segment leaves.
 fn seal_last(dir: &Path) -> u64 {
@@ -181,11 +197,7 @@ fn a_crash_between_a_seal_and_the_next_segment_leaves_a_healthy_store() {
     for (reopen_size, with_index) in [(16 * 1024, true), (0, true), (0, false), (1 << 20, true)] {
         let dir = tempfile::tempdir().unwrap();
         let opts = small(16 * 1024);
-        {
-            let store = Store::open(dir.path(), opts.clone()).unwrap();
-            grow(&store, 150, 40, "A");
-            store.close().unwrap();
-        }
+        grown(dir.path(), &opts, 150, 40, "A");
         let sealed = seal_last(dir.path());
         if !with_index {
             fs::remove_file(dir.path().join(annal::index::file::FILE_NAME)).unwrap();
@@ -197,13 +209,7 @@ fn a_crash_between_a_seal_and_the_next_segment_leaves_a_healthy_store() {
             reopen_size
         };
         let opts = small(size);
-        let expected = {
-            let store = Store::open(dir.path(), opts.clone()).unwrap();
-            grow(&store, 150, 40, "B");
-            let s = summary(&store);
-            store.close().unwrap();
-            s
-        };
+        let expected = grown(dir.path(), &opts, 150, 40, "B");
         assert!(segment_ids(dir.path()).len() as u64 > sealed || reopen_size == 1 << 20);
         assert_healthy(dir.path(), &opts, &expected);
     }
@@ -216,11 +222,7 @@ fn a_crash_between_a_seal_and_the_next_segment_leaves_a_healthy_store() {
 fn a_crash_right_after_a_roll_leaves_a_healthy_store() {
     let dir = tempfile::tempdir().unwrap();
     let opts = small(16 * 1024);
-    {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
-        grow(&store, 150, 40, "A");
-        store.close().unwrap();
-    }
+    grown(dir.path(), &opts, 150, 40, "A");
     let sealed = seal_last(dir.path());
     let bytes = fs::read(seg(dir.path(), sealed)).unwrap();
     let (end, crc) = last_batch(&bytes);
@@ -389,11 +391,7 @@ fn concurrent_appends_across_roll_overs_keep_the_chain_in_every_mode() {
 fn a_store_of_headers_that_record_no_chain_is_continued() {
     let dir = tempfile::tempdir().unwrap();
     let opts = small(16 * 1024);
-    {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
-        grow(&store, 150, 40, "A");
-        store.close().unwrap();
-    }
+    grown(dir.path(), &opts, 150, 40, "A");
     let old = segment_ids(dir.path());
     for &id in &old {
         rewrite_header(dir.path(), id, |h| {
@@ -404,13 +402,7 @@ fn a_store_of_headers_that_record_no_chain_is_continued() {
     assert_eq!(assert_chained(dir.path()), 0);
     let expected = summary(&Store::open(dir.path(), opts.clone().with_read_only(true)).unwrap());
     assert_healthy(dir.path(), &opts, &expected);
-    let expected = {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
-        grow(&store, 150, 40, "B");
-        let s = summary(&store);
-        store.close().unwrap();
-        s
-    };
+    let expected = grown(dir.path(), &opts, 150, 40, "B");
     assert!(segment_ids(dir.path()).len() > old.len() + 2);
     assert_eq!(assert_chained(dir.path()), segment_ids(dir.path()).len() - old.len());
     assert_healthy(dir.path(), &opts, &expected);
@@ -427,11 +419,7 @@ fn a_store_of_headers_that_record_no_chain_is_continued() {
 fn a_store_cut_by_repair_grows_on_healthy() {
     let dir = tempfile::tempdir().unwrap();
     let opts = small(16 * 1024);
-    {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
-        grow(&store, 200, 40, "A");
-        store.close().unwrap();
-    }
+    grown(dir.path(), &opts, 200, 40, "A");
     assert!(segment_ids(dir.path()).len() >= 4);
     let path = seg(dir.path(), 2);
     let mut bytes = fs::read(&path).unwrap();
@@ -441,13 +429,7 @@ fn a_store_cut_by_repair_grows_on_healthy() {
     let rep = repair(dir.path()).unwrap();
     assert!(rep.repaired);
     assert_eq!(segment_ids(dir.path()), vec![1, 2]);
-    let expected = {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
-        grow(&store, 200, 40, "B");
-        let s = summary(&store);
-        store.close().unwrap();
-        s
-    };
+    let expected = grown(dir.path(), &opts, 200, 40, "B");
     assert!(segment_ids(dir.path()).len() >= 4);
     assert_healthy(dir.path(), &opts, &expected);
 }
@@ -458,13 +440,7 @@ fn a_store_cut_by_repair_grows_on_healthy() {
 fn bytes_cut_from_a_sealed_segment_by_repair_keep_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let opts = small(16 * 1024);
-    let before = {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
-        grow(&store, 200, 40, "A");
-        let s = summary(&store);
-        store.close().unwrap();
-        s
-    };
+    let before = grown(dir.path(), &opts, 200, 40, "A");
     let path = seg(dir.path(), 2);
     let mut bytes = fs::read(&path).unwrap();
     bytes.extend_from_slice(&[0xAB; 700]);
@@ -474,13 +450,7 @@ fn bytes_cut_from_a_sealed_segment_by_repair_keep_the_chain() {
     assert!(rep.repaired);
     assert_eq!(rep.kept_events, before.len() as u64);
     assert_healthy(dir.path(), &opts, &before);
-    let expected = {
-        let store = Store::open(dir.path(), opts.clone()).unwrap();
-        grow(&store, 100, 40, "B");
-        let s = summary(&store);
-        store.close().unwrap();
-        s
-    };
+    let expected = grown(dir.path(), &opts, 100, 40, "B");
     assert_healthy(dir.path(), &opts, &expected);
 }
 
@@ -499,13 +469,7 @@ fn a_header_rotted_in_its_chain_fields_is_rebuilt_as_it_was() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let opts = small(16 * 1024);
-        let before = {
-            let store = Store::open(dir.path(), opts.clone()).unwrap();
-            grow(&store, 200, 40, "A");
-            let s = summary(&store);
-            store.close().unwrap();
-            s
-        };
+        let before = grown(dir.path(), &opts, 200, 40, "A");
         if old_format {
             rewrite_header(dir.path(), 3, |h| {
                 h.previous_end = 0;
@@ -552,13 +516,7 @@ fn a_backup_taken_during_appends_grows_on_healthy() {
     assert_healthy(dir.path(), &opts, &expected);
     for k in 0..5 {
         let b = backups.path().join(format!("b{k}"));
-        let expected = {
-            let store = Store::open(&b, opts.clone()).unwrap();
-            grow(&store, 60, 40, "C");
-            let s = summary(&store);
-            store.close().unwrap();
-            s
-        };
+        let expected = grown(&b, &opts, 60, 40, "C");
         assert_healthy(&b, &opts, &expected);
     }
 }
@@ -567,49 +525,15 @@ fn a_backup_taken_during_appends_grows_on_healthy() {
 // False negatives: an early segment from a copy that went on differently.
 // ---------------------------------------------------------------------------
 
-/// Two copies of one store that went on differently; `a` has rolled past
-/// segment 1 while `b` is still writing it (its tail, preallocated, holds
-/// fewer events at the same offsets as `a`'s). `b`'s segment 1 put in
-/// place of `a`'s: DURABILITY.md guarantee 9 says every open refuses the
-/// store, naming segment 2, with or without an index file. With the
-/// index file, the position before segment 2 lands on `b`'s zeros: no
-/// valid batch, so the chain check is skipped, and `b`'s events are
-/// served as `a`'s.
-#[test]
-fn an_early_segment_from_a_copy_that_is_still_its_tail_is_refused() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    // A short idempotency window, so that open reads no event of segment 1
-    // to fill it (as in any store much bigger than the window).
-    let opts = small(16 * 1024).with_idempotency_window_events(16);
-    {
-        let store = Store::open(a.path(), opts.clone()).unwrap();
-        store
-            .append("Seed", ExpectedVersion::Any, [common::event("E", 0)])
-            .unwrap();
-        store.close().unwrap();
-    }
-    for entry in fs::read_dir(a.path()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), b.path().join(entry.file_name())).unwrap();
-        }
-    }
-    for (dir, prefix, n) in [(a.path(), "X", 150), (b.path(), "Y", 20)] {
-        let store = Store::open(dir, opts.clone()).unwrap();
-        grow(&store, n, 40, prefix);
-        store.close().unwrap();
-    }
-    assert!(seg(a.path(), 3).exists());
-    assert!(!seg(b.path(), 2).exists());
-    fs::copy(seg(b.path(), 1), seg(a.path(), 1)).unwrap();
-
-    // verify walks every byte and sees it.
-    assert!(!verify(a.path()).unwrap().is_clean());
+/// `dir` holds another copy's segment 1 (its streams named `Y-*`):
+/// `verify` sees it, and every open, read-only or writable, refuses the
+/// store, naming segment 2.
+fn assert_refused_naming_segment_2(dir: &Path, opts: &Options) {
+    assert!(!verify(dir).unwrap().is_clean());
     for read_only in [true, false] {
-        match Store::open(a.path(), opts.clone().with_read_only(read_only)) {
+        match Store::open(dir, opts.clone().with_read_only(read_only)) {
             Err(Error::Corruption { file, offset, reason }) => {
-                assert_eq!((file, offset), (seg(a.path(), 2), 0), "read_only {read_only}: {reason}");
+                assert_eq!((file, offset), (seg(dir, 2), 0), "read_only {read_only}: {reason}");
             }
             Err(e) => panic!("not corruption: {e}"),
             Ok(store) => {
@@ -625,33 +549,40 @@ fn an_early_segment_from_a_copy_that_is_still_its_tail_is_refused() {
     }
 }
 
+/// Two copies of one store that went on differently; `a` has rolled past
+/// segment 1 while `b` is still writing it (its tail, preallocated, holds
+/// fewer events at the same offsets as `a`'s). `b`'s segment 1 put in
+/// place of `a`'s: DURABILITY.md guarantee 9 says every open refuses the
+/// store, naming segment 2, with or without an index file. With the
+/// index file, the position before segment 2 lands on `b`'s zeros: no
+/// valid batch, so the chain check is skipped, and `b`'s events are
+/// served as `a`'s.
+#[test]
+fn an_early_segment_from_a_copy_that_is_still_its_tail_is_refused() {
+    // A short idempotency window, so that open reads no event of segment 1
+    // to fill it (as in any store much bigger than the window).
+    let opts = small(16 * 1024).with_idempotency_window_events(16);
+    let (a, b) = seeded_copies(&opts);
+    for (dir, prefix, n) in [(a.path(), "X", 150), (b.path(), "Y", 20)] {
+        grown(dir, &opts, n, 40, prefix);
+    }
+    assert!(seg(a.path(), 3).exists());
+    assert!(!seg(b.path(), 2).exists());
+    fs::copy(seg(b.path(), 1), seg(a.path(), 1)).unwrap();
+    assert_refused_naming_segment_2(a.path(), &opts);
+}
+
 /// The same, with `b` having sealed its segment 1 at another length (its
 /// events are bigger): the batch at the index's location is no valid
 /// batch in `b`'s segment, so the check is skipped again.
 #[test]
 fn an_early_segment_from_a_copy_sealed_elsewhere_is_refused() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
     // A short idempotency window, so that open reads no event of segment 1
     // to fill it (as in any store much bigger than the window).
     let opts = small(16 * 1024).with_idempotency_window_events(16);
-    {
-        let store = Store::open(a.path(), opts.clone()).unwrap();
-        store
-            .append("Seed", ExpectedVersion::Any, [common::event("E", 0)])
-            .unwrap();
-        store.close().unwrap();
-    }
-    for entry in fs::read_dir(a.path()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), b.path().join(entry.file_name())).unwrap();
-        }
-    }
+    let (a, b) = seeded_copies(&opts);
     for (dir, prefix, size) in [(a.path(), "X", 40), (b.path(), "Y", 53)] {
-        let store = Store::open(dir, opts.clone()).unwrap();
-        grow(&store, 150, size, prefix);
-        store.close().unwrap();
+        grown(dir, &opts, 150, size, prefix);
     }
     assert!(seg(b.path(), 2).exists());
     assert_ne!(
@@ -659,16 +590,7 @@ fn an_early_segment_from_a_copy_sealed_elsewhere_is_refused() {
         fs::metadata(seg(b.path(), 1)).unwrap().len()
     );
     fs::copy(seg(b.path(), 1), seg(a.path(), 1)).unwrap();
-    assert!(!verify(a.path()).unwrap().is_clean());
-    for read_only in [true, false] {
-        match Store::open(a.path(), opts.clone().with_read_only(read_only)) {
-            Err(Error::Corruption { file, offset, reason }) => {
-                assert_eq!((file, offset), (seg(a.path(), 2), 0), "read_only {read_only}: {reason}");
-            }
-            Err(e) => panic!("not corruption: {e}"),
-            Ok(_) => panic!("opened (read_only {read_only}) with another copy's segment 1"),
-        }
-    }
+    assert_refused_naming_segment_2(a.path(), &opts);
 }
 
 /// A chain break says that one of two segments comes from another copy
@@ -680,27 +602,11 @@ fn an_early_segment_from_a_copy_sealed_elsewhere_is_refused() {
 /// instead: "which store's events to keep is for the user to say".)
 #[test]
 fn repair_does_not_adopt_an_early_segment_from_a_diverged_copy() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
     let opts = small(16 * 1024);
-    {
-        let store = Store::open(a.path(), opts.clone()).unwrap();
-        store
-            .append("Seed", ExpectedVersion::Any, [common::event("E", 0)])
-            .unwrap();
-        store.close().unwrap();
-    }
-    for entry in fs::read_dir(a.path()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), b.path().join(entry.file_name())).unwrap();
-        }
-    }
+    let (a, b) = seeded_copies(&opts);
     // Same shapes (same offsets), other stream names.
     for (dir, prefix) in [(a.path(), "X"), (b.path(), "Y")] {
-        let store = Store::open(dir, opts.clone()).unwrap();
-        grow(&store, 150, 40, prefix);
-        store.close().unwrap();
+        grown(dir, &opts, 150, 40, prefix);
     }
     assert_eq!(
         fs::metadata(seg(a.path(), 1)).unwrap().len(),
@@ -709,10 +615,7 @@ fn repair_does_not_adopt_an_early_segment_from_a_diverged_copy() {
     fs::copy(seg(b.path(), 1), seg(a.path(), 1)).unwrap();
     let d = verify(a.path()).unwrap().damage.expect("verify sees the chain break");
     assert_eq!((d.segment, d.offset), (Some(2), 0));
-    let before: Vec<(std::ffi::OsString, Vec<u8>)> = segment_ids(a.path())
-        .into_iter()
-        .map(|id| (seg(a.path(), id).into_os_string(), fs::read(seg(a.path(), id)).unwrap()))
-        .collect();
+    let before = segment_images(a.path());
     // Refused, as for a segment of another store: which copy's events to
     // keep is for the user to say. Nothing changes.
     match repair(a.path()) {
@@ -723,10 +626,7 @@ fn repair_does_not_adopt_an_early_segment_from_a_diverged_copy() {
         Err(e) => panic!("{e}"),
         Ok(r) => panic!("repair went ahead: {r:?}"),
     }
-    let after: Vec<(std::ffi::OsString, Vec<u8>)> = segment_ids(a.path())
-        .into_iter()
-        .map(|id| (seg(a.path(), id).into_os_string(), fs::read(seg(a.path(), id)).unwrap()))
-        .collect();
+    let after = segment_images(a.path());
     assert!(before == after, "repair changed segments");
     assert!(!a.path().join("quarantine").exists());
 }

@@ -6,11 +6,12 @@
 //! there through a writable map of the segment on Linux), which outlives
 //! the process.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, Store};
+use std::time::Duration;
+
+use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
+use common::child;
 
 const CHILD_DIR: &str = "ANNAL_KILL_CHILD_DIR";
 const CHILD_MODE: &str = "ANNAL_KILL_CHILD_MODE";
@@ -18,14 +19,9 @@ const CHILD_MODE: &str = "ANNAL_KILL_CHILD_MODE";
 /// Options of both processes; small segments, so that a run rolls over
 /// many segments and grows each one's preallocation.
 fn options(mode: &str) -> Options {
-    let durability = match mode {
-        "buffered" => Durability::Buffered,
-        "periodic" => Durability::Periodic(Duration::from_millis(5)),
-        _ => Durability::Sync,
-    };
     Options::default()
         .with_segment_size_bytes(64 * 1024)
-        .with_durability(durability)
+        .with_durability(child::durability(mode))
 }
 
 /// The child's workload: runs only when the parent sets the variable.
@@ -88,36 +84,12 @@ fn killed_periodic_writer_loses_no_acknowledged_event() {
 fn kill_rounds(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..4u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_workload", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_MODE, mode)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("ack ") {
-                    let mut parts = rest.split(' ');
-                    let first: u64 = parts.next().unwrap().parse().unwrap();
-                    let last: u64 = parts.next().unwrap().parse().unwrap();
-                    let ids: Vec<String> = parts.next().unwrap().split(',').map(str::to_string).collect();
-                    acks.push((first, last, ids));
-                }
-            }
-            acks
-        });
-        let deadline = Instant::now() + Duration::from_millis(150 + 100 * round);
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let lines = child::run_and_kill(
+            "child_workload",
+            &[(CHILD_DIR, &dir.path()), (CHILD_MODE, &mode)],
+            Duration::from_millis(150 + 100 * round),
+        );
+        let acks = child::acks(&lines);
         let store = Store::open(dir.path(), options(mode))
             .unwrap_or_else(|e| panic!("{mode} round {round}: reopen failed: {e}"));
         let events: Vec<_> = store

@@ -4,20 +4,9 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
 use annal::{Error, EventData, ExpectedVersion, Options, Store};
 use common::*;
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != annal::LOCK_FILE_NAME {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
 
 /// Two copies of one store go on differently by one batch of the very same
 /// size and position: the index file of one, put next to the other's log,
@@ -34,7 +23,7 @@ fn an_index_file_of_a_fork_with_the_same_end_is_refused_by_its_last_batch_crc() 
     let store = Store::open(&a, Options::default()).unwrap();
     append_n(&store, "base-1", "E", 3);
     store.close().unwrap();
-    copy_dir(&a, &b);
+    files::copy_files_but_lock(&a, &b);
 
     for (dir, name) in [(&a, "fork-a"), (&b, "fork-b")] {
         let store = Store::open(dir, Options::default()).unwrap();

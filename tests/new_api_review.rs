@@ -5,8 +5,8 @@
 //! that could hang runs under a timeout.
 
 mod aggregate_support;
+mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread;
@@ -178,14 +178,7 @@ fn wait_for_is_false_at_once_when_the_store_closes_while_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), fast()).unwrap();
         append(&store, "S-1", 1);
-        let dispatcher = Arc::new(
-            store
-                .dispatcher()
-                .handler("h", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
-                .unwrap()
-                .start()
-                .unwrap(),
-        );
+        let dispatcher = Arc::new(common::idle_dispatcher(&store));
         assert!(dispatcher.wait_for(1, Duration::from_secs(10)));
         let d = dispatcher.clone();
         let waiter = thread::spawn(move || {
@@ -246,12 +239,7 @@ fn wait_for_accepts_the_largest_timeout() {
     within(20, "Duration::MAX", || {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), fast()).unwrap();
-        let dispatcher = store
-            .dispatcher()
-            .handler("h", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
-            .unwrap()
-            .start()
-            .unwrap();
+        let dispatcher = common::idle_dispatcher(&store);
         append(&store, "S-1", 1);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatcher.wait_for(1, Duration::MAX)));
         assert!(
@@ -787,16 +775,6 @@ fn load_at_version_passes_unusable_snapshots_over_for_older_ones() {
     ));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
 /// A snapshot ahead of the log (as after a repair cut the log), then one
 /// of another schema, then a usable one: the load uses the usable one and
 /// reports each passed-over snapshot once (the loop must not report the
@@ -813,7 +791,7 @@ fn the_snapshot_loop_reports_each_passed_over_snapshot_once() {
     store.save_snapshot("Account-1", 2, 99, b"{}").unwrap();
     drop(repo);
     store.close().unwrap();
-    copy_dir(&full, &short);
+    common::files::copy_files(&full, &short);
     let store = Store::open(&full, fast()).unwrap();
     let repo = Repository::<Account>::new(store.clone(), JsonCodec);
     account_events(&repo, "1", &[2, 3]);

@@ -30,16 +30,6 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(annal::log::segment::file_name(id))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != annal::LOCK_FILE_NAME {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
 /// Writes `batches` appends of 1..=3 events and returns the byte range of
 /// the last batch in segment 1.
 fn build(dir: &Path, batches: u64) -> (u64, u64) {
@@ -138,7 +128,7 @@ fn torn_last_batch_is_cut_at_every_byte_offset() {
     for cut in start..end {
         for zero_fill in [true, false] {
             let work = tempfile::tempdir().unwrap();
-            copy_dir(base.path(), work.path());
+            files::copy_files_but_lock(base.path(), work.path());
             let seg = segment_path(work.path(), 1);
             let mut bytes = fs::read(&seg).unwrap();
             if zero_fill {
@@ -281,7 +271,7 @@ fn corrupt_or_foreign_index_files_are_rebuilt_and_a_log_behind_the_index_is_repo
     // missing (files restored from different times, or damage): reported,
     // never silently rebuilt without it.
     let ahead = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), ahead.path());
+    files::copy_files_but_lock(dir.path(), ahead.path());
     {
         let store = Store::open(ahead.path(), Options::default()).unwrap();
         store.append("Lost-1", ExpectedVersion::Any, [event("L", 1)]).unwrap();
@@ -307,7 +297,7 @@ fn missing_or_foreign_segments_are_refused() {
     assert!(store.stats().segments >= 3);
     store.close().unwrap();
     let work = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), work.path());
+    files::copy_files_but_lock(dir.path(), work.path());
     fs::remove_file(segment_path(work.path(), 2)).unwrap();
     let err = Store::open(work.path(), small_segments()).unwrap_err();
     assert!(matches!(err, Error::Corruption { .. }), "{err}");
@@ -321,7 +311,7 @@ fn missing_or_foreign_segments_are_refused() {
     let other = tempfile::tempdir().unwrap();
     Store::open(other.path(), small_segments()).unwrap().close().unwrap();
     let work = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), work.path());
+    files::copy_files_but_lock(dir.path(), work.path());
     fs::copy(segment_path(other.path(), 1), segment_path(work.path(), 1)).unwrap();
     let err = Store::open(work.path(), small_segments()).unwrap_err();
     assert!(err.to_string().contains("another store"), "{err}");

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use annal::{
     Durability, Error, EventData, ExpectedVersion, Options, ReadAll, RecordedEvent, Store, StreamAppend, Uuid,
 };
+use common::{EventSummary, summary};
 
 const BIN: &str = env!("CARGO_BIN_EXE_annal");
 
@@ -23,29 +23,22 @@ fn seg(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:020}.seg"))
 }
 
+/// The number of the last of the segments numbered from 1 in `dir`.
+fn last_segment(dir: &Path) -> u64 {
+    let mut last = 1;
+    while seg(dir, last + 1).exists() {
+        last += 1;
+    }
+    last
+}
+
 fn small() -> Options {
     Options::default().with_segment_size_bytes(16 * 1024)
 }
 
-/// (position, stream, version, id, data) of every event.
-fn summary(events: &[RecordedEvent]) -> Vec<(u64, String, u64, Uuid, Vec<u8>)> {
-    events
-        .iter()
-        .map(|e| {
-            (
-                e.position(),
-                e.stream().to_string(),
-                e.version(),
-                e.id(),
-                e.data().to_vec(),
-            )
-        })
-        .collect()
-}
-
 /// A store of `n` single-event appends over three streams, closed (so its
 /// index file covers everything).
-fn build(dir: &Path, options: Options, n: u64) -> Vec<(u64, String, u64, Uuid, Vec<u8>)> {
+fn build(dir: &Path, options: Options, n: u64) -> Vec<EventSummary> {
     let store = Store::open(dir, options).unwrap();
     for i in 0..n {
         store
@@ -55,16 +48,6 @@ fn build(dir: &Path, options: Options, n: u64) -> Vec<(u64, String, u64, Uuid, V
     let s = summary(&common::all(&store));
     store.close().unwrap();
     s
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 fn mkfifo(path: &Path) {
@@ -142,6 +125,20 @@ fn cli(args: &[&str], limit: Duration) -> Option<Output> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Runs the CLI, output dropped, and kills it (SIGKILL) after `delay`
+/// unless it has finished by then; returns its exit status.
+fn cli_killed_after(args: &[&str], delay: Duration) -> std::process::ExitStatus {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    child.wait().unwrap()
 }
 
 fn cli_ok(args: &[&str]) -> Output {
@@ -339,7 +336,7 @@ fn zeros_over_the_middle_of_a_sealed_segment_are_reported_without_an_index_file(
     fs::remove_file(dir.path().join("index")).unwrap();
     for (which, label) in [(1usize, "middle"), (usize::MAX, "last batches")] {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), work.path());
+        common::files::copy_files(dir.path(), work.path());
         let path = seg(work.path(), 2);
         let mut bytes = fs::read(&path).unwrap();
         let f = frames(&bytes);
@@ -413,7 +410,7 @@ fn an_index_symlinked_from_elsewhere_is_judged_by_its_contents_and_never_written
     let before = fs::read(&other_index).unwrap();
     for target in ["other", "segment", "dangling"] {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(base.path(), work.path());
+        common::files::copy_files(base.path(), work.path());
         let index = work.path().join("index");
         let target = match target {
             "other" => other_index.clone(),
@@ -449,7 +446,7 @@ fn an_index_ahead_of_a_log_cut_back_at_a_batch_boundary_is_reported_and_repair_k
     let f = frames(&bytes);
     for cut_batch in [29usize, 15, 1, 0] {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), work.path());
+        common::files::copy_files(dir.path(), work.path());
         // The log as it was before batch `cut_batch`, zeros after (as a
         // restored older copy of the segment would be).
         let mut older = bytes.clone();
@@ -492,10 +489,7 @@ fn an_index_ahead_of_a_log_cut_back_at_a_batch_boundary_is_reported_and_repair_k
 fn a_lost_last_segment_with_an_index_saved_over_it_is_reported_not_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let expected = build(dir.path(), small(), 600);
-    let mut last = 1;
-    while seg(dir.path(), last + 1).exists() {
-        last += 1;
-    }
+    let last = last_segment(dir.path());
     assert!(last >= 3);
     fs::remove_file(seg(dir.path(), last)).unwrap();
     let err = Store::open(dir.path(), small()).err();
@@ -505,7 +499,7 @@ fn a_lost_last_segment_with_an_index_saved_over_it_is_reported_not_accepted() {
     // The last segment duplicated under the next number (a restore gone
     // wrong) is refused as well.
     let work = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), work.path());
+    common::files::copy_files(dir.path(), work.path());
     fs::copy(seg(work.path(), last - 1), seg(work.path(), last)).unwrap();
     let err = Store::open(work.path(), small()).err();
     assert!(matches!(err, Some(Error::Corruption { .. })), "duplicate: {err:?}");
@@ -580,13 +574,10 @@ fn checkpoints_files_swapped_or_cut_are_reported_never_read_as_values() {
 fn a_flip_in_each_segment_is_named_by_verify_and_repair_keeps_exactly_the_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let expected = build(dir.path(), small(), 600);
-    let mut last = 1;
-    while seg(dir.path(), last + 1).exists() {
-        last += 1;
-    }
+    let last = last_segment(dir.path());
     for n in 1..=last {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), work.path());
+        common::files::copy_files(dir.path(), work.path());
         let path = seg(work.path(), n);
         let mut bytes = fs::read(&path).unwrap();
         let f = frames(&bytes);
@@ -627,15 +618,10 @@ const CHILD_DIR: &str = "ANNAL_REVIEW_KILL_DIR";
 const CHILD_MODE: &str = "ANNAL_REVIEW_KILL_MODE";
 
 fn kill_options(mode: &str) -> Options {
-    let durability = match mode {
-        "buffered" => Durability::Buffered,
-        "periodic" => Durability::Periodic(Duration::from_millis(5)),
-        _ => Durability::Sync,
-    };
     Options::default()
         .with_segment_size_bytes(32 * 1024)
         .with_index_checkpoint_bytes(8 * 1024)
-        .with_durability(durability)
+        .with_durability(common::child::durability(mode))
 }
 
 /// The batch of thread `t`'s `i`-th append: stream A-t gets i%3+1 events,
@@ -706,52 +692,41 @@ struct Try {
 }
 
 fn kill_round(dir: &Path, mode: &str, millis: u64) -> Vec<Try> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "review_child_workload", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_MODE, mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut tries: Vec<Try> = Vec::new();
-        let mut by: HashMap<(u64, u64), usize> = HashMap::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // The harness prints "test name ... " before the first line.
-            let Some(at) = line.find("try ").or_else(|| line.find("ack ")) else {
-                continue;
-            };
-            let p: Vec<&str> = line[at..].split(' ').collect();
-            match p.first() {
-                Some(&"try") if p.len() == 6 => {
-                    let t = p[1].parse().unwrap();
-                    let i = p[2].parse().unwrap();
-                    by.insert((t, i), tries.len());
-                    tries.push(Try {
-                        t,
-                        i,
-                        va: p[3].parse().unwrap(),
-                        vb: p[4].parse().unwrap(),
-                        ids: p[5].split(',').map(|x| x.parse().unwrap()).collect(),
-                        ack: None,
-                    });
-                }
-                Some(&"ack") if p.len() == 5 => {
-                    let k = by[&(p[1].parse().unwrap(), p[2].parse().unwrap())];
-                    tries[k].ack = Some((p[3].parse().unwrap(), p[4].parse().unwrap()));
-                }
-                _ => {} // a line cut by the kill
+    let lines = common::child::run_and_kill(
+        "review_child_workload",
+        &[(CHILD_DIR, &dir), (CHILD_MODE, &mode)],
+        Duration::from_millis(millis),
+    );
+    let mut tries: Vec<Try> = Vec::new();
+    let mut by: HashMap<(u64, u64), usize> = HashMap::new();
+    for line in lines {
+        // The harness prints "test name ... " before the first line.
+        let Some(at) = line.find("try ").or_else(|| line.find("ack ")) else {
+            continue;
+        };
+        let p: Vec<&str> = line[at..].split(' ').collect();
+        match p.first() {
+            Some(&"try") if p.len() == 6 => {
+                let t = p[1].parse().unwrap();
+                let i = p[2].parse().unwrap();
+                by.insert((t, i), tries.len());
+                tries.push(Try {
+                    t,
+                    i,
+                    va: p[3].parse().unwrap(),
+                    vb: p[4].parse().unwrap(),
+                    ids: p[5].split(',').map(|x| x.parse().unwrap()).collect(),
+                    ack: None,
+                });
             }
+            Some(&"ack") if p.len() == 5 => {
+                let k = by[&(p[1].parse().unwrap(), p[2].parse().unwrap())];
+                tries[k].ack = Some((p[3].parse().unwrap(), p[4].parse().unwrap()));
+            }
+            _ => {} // a line cut by the kill
         }
-        tries
-    });
-    std::thread::sleep(Duration::from_millis(millis));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    reader.join().unwrap()
+    }
+    tries
 }
 
 fn check_store(store: &Store, all_tries: &[Try], mode: &str) {
@@ -969,10 +944,7 @@ fn a_repair_killed_midway_and_run_again_keeps_the_prefix_and_loses_nothing_to_sa
     let base = tempfile::tempdir().unwrap();
     let opts = Options::default().with_segment_size_bytes(4 * 1024);
     let expected = build(base.path(), opts.clone(), 1500);
-    let mut last = 1;
-    while seg(base.path(), last + 1).exists() {
-        last += 1;
-    }
+    let last = last_segment(base.path());
     assert!(last > 20, "{last} segments");
     // A flipped byte in the middle batch of segment 3.
     let path = seg(base.path(), 3);
@@ -985,16 +957,8 @@ fn a_repair_killed_midway_and_run_again_keeps_the_prefix_and_loses_nothing_to_sa
     let mut cut_short = 0;
     for (round, delay_us) in [300u64, 1000, 2500, 5000, 9000, 15000, 25000].into_iter().enumerate() {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(base.path(), work.path());
-        let mut child = Command::new(BIN)
-            .args(["repair", s(work.path())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_micros(delay_us));
-        let _ = child.kill();
-        let status = child.wait().unwrap();
+        common::files::copy_files(base.path(), work.path());
+        let status = cli_killed_after(&["repair", s(work.path())], Duration::from_micros(delay_us));
         if status.code().is_none() && work.path().join("quarantine").exists() {
             cut_short += 1;
         }
@@ -1043,13 +1007,7 @@ fn a_repair_whose_quarantine_is_a_file_changes_nothing_and_says_why() {
     bytes[f[f.len() / 2] + 60] ^= 0x01;
     fs::write(&path, &bytes).unwrap();
     fs::write(dir.path().join("quarantine"), b"not a directory").unwrap();
-    let before: BTreeMap<_, _> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.file_name(), fs::read(e.path()).unwrap_or_default())
-        })
-        .collect();
+    let before = common::files::dir_image(dir.path());
     let out = cli_ok(&["repair", s(dir.path())]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_ne!(
@@ -1064,13 +1022,7 @@ fn a_repair_whose_quarantine_is_a_file_changes_nothing_and_says_why() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one sentence: {err}");
-    let after: BTreeMap<_, _> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.file_name(), fs::read(e.path()).unwrap_or_default())
-        })
-        .collect();
+    let after = common::files::dir_image(dir.path());
     for (name, bytes) in &after {
         if name == "LOCK" {
             continue; // its note names the last writer: repair took the lock
@@ -1109,15 +1061,7 @@ fn a_backup_killed_midway_leaves_no_destination_or_a_whole_one() {
         .enumerate()
     {
         let dest = parent.path().join(format!("b{round}"));
-        let mut child = Command::new(BIN)
-            .args(["backup", s(src.path()), s(&dest)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_micros(delay_us));
-        let _ = child.kill();
-        child.wait().unwrap();
+        cli_killed_after(&["backup", s(src.path()), s(&dest)], Duration::from_micros(delay_us));
         if dest.exists() {
             whole += 1;
             let out = cli_ok(&["verify", s(&dest)]);
@@ -1204,7 +1148,7 @@ fn an_early_segment_from_a_diverged_copy_is_never_served_as_this_stores_events()
             .unwrap();
         store.close().unwrap();
     }
-    copy_dir(a.path(), b.path());
+    common::files::copy_files(a.path(), b.path());
     // The same shapes of events in both, to streams of other names.
     for (dir, prefix) in [(a.path(), "X"), (b.path(), "Y")] {
         let store = Store::open(dir, opts.clone()).unwrap();
@@ -1235,28 +1179,23 @@ fn an_early_segment_from_a_diverged_copy_is_never_served_as_this_stores_events()
     // The library: segment 2's header records how segment 1 ended, so
     // every open refuses the store, naming segment 2, with the index file
     // or without it; and so does `verify` without the index file.
-    let chain = |e: Error| match e {
-        Error::Corruption { file, offset, reason } => {
-            assert_eq!((&file, offset), (&seg(a.path(), 2), 0), "{reason}");
-            assert!(reason.contains("comes from another copy of the store"), "{reason}");
+    let every_open_refused = || {
+        for read_only in [true, false] {
+            match Store::open(a.path(), opts.clone().with_read_only(read_only))
+                .map(|_| ())
+                .unwrap_err()
+            {
+                Error::Corruption { file, offset, reason } => {
+                    assert_eq!((&file, offset), (&seg(a.path(), 2), 0), "{reason}");
+                    assert!(reason.contains("comes from another copy of the store"), "{reason}");
+                }
+                e => panic!("not corruption: {e}"),
+            }
         }
-        e => panic!("not corruption: {e}"),
     };
-    for read_only in [true, false] {
-        chain(
-            Store::open(a.path(), opts.clone().with_read_only(read_only))
-                .map(|_| ())
-                .unwrap_err(),
-        );
-    }
+    every_open_refused();
     fs::remove_file(a.path().join("index")).unwrap();
-    for read_only in [true, false] {
-        chain(
-            Store::open(a.path(), opts.clone().with_read_only(read_only))
-                .map(|_| ())
-                .unwrap_err(),
-        );
-    }
+    every_open_refused();
     let out = cli_ok(&["verify", s(a.path())]);
     assert_eq!(code(&out), 4, "verify: {}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(json(&out)["corruption"]["file"].as_str(), Some(s(&seg(a.path(), 2))));

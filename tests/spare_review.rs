@@ -10,12 +10,15 @@
 //! on a small, otherwise empty file system (a loop-mounted ext4 or a
 //! `size=` tmpfs): they fill it up.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, Store};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
+use common::child::{self, Ack};
+use common::files::segment_files;
 
 const CHILD_DIR: &str = "ANNAL_REVIEW_CHILD_DIR";
 const CHILD_MODE: &str = "ANNAL_REVIEW_CHILD_MODE";
@@ -23,34 +26,10 @@ const CHILD_SEGMENT: &str = "ANNAL_REVIEW_CHILD_SEGMENT";
 const CHILD_PAYLOAD: &str = "ANNAL_REVIEW_CHILD_PAYLOAD";
 const SPARE_NAME: &str = "next-segment.tmp";
 
-fn durability(mode: &str) -> Durability {
-    match mode {
-        "buffered" => Durability::Buffered,
-        "periodic" => Durability::Periodic(Duration::from_millis(5)),
-        _ => Durability::Sync,
-    }
-}
-
 fn options(mode: &str, segment: u64) -> Options {
     Options::default()
         .with_segment_size_bytes(segment)
-        .with_durability(durability(mode))
-}
-
-fn segment_files(dir: &Path) -> Vec<(String, u64)> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| {
-            let len = std::fs::metadata(dir.join(&n)).unwrap().len();
-            (n, len)
-        })
-        .collect()
+        .with_durability(child::durability(mode))
 }
 
 /// The child's workload: two threads appending batches of 1 to 5 events
@@ -91,7 +70,7 @@ fn review_child_workload() {
 
 /// Checks that every acknowledged append is in the store at `dir`, whole,
 /// with gapless positions, and the payload bytes intact.
-fn check_acks(store: &Store, acks: &[(u64, u64, Vec<String>)], what: &str) -> u64 {
+fn check_acks(store: &Store, acks: &[Ack], what: &str) -> u64 {
     let events: Vec<_> = store
         .read_all(ReadAll::forward())
         .unwrap()
@@ -125,39 +104,18 @@ fn check_acks(store: &Store, acks: &[(u64, u64, Vec<String>)], what: &str) -> u6
 
 /// Starts the child over `dir`, lets it run for `run`, SIGKILLs it and
 /// returns its acknowledged appends.
-fn run_and_kill(dir: &Path, mode: &str, segment: u64, payload: usize, run: Duration) -> Vec<(u64, u64, Vec<String>)> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "review_child_workload", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_MODE, mode)
-        .env(CHILD_SEGMENT, segment.to_string())
-        .env(CHILD_PAYLOAD, payload.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut acks = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("ack ") {
-                let mut parts = rest.split(' ');
-                let first: u64 = parts.next().unwrap().parse().unwrap();
-                let last: u64 = parts.next().unwrap().parse().unwrap();
-                let ids: Vec<String> = parts.next().unwrap().split(',').map(str::to_string).collect();
-                acks.push((first, last, ids));
-            }
-        }
-        acks
-    });
-    let deadline = Instant::now() + run;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    reader.join().unwrap()
+fn run_and_kill(dir: &Path, mode: &str, segment: u64, payload: usize, run: Duration) -> Vec<Ack> {
+    let lines = child::run_and_kill(
+        "review_child_workload",
+        &[
+            (CHILD_DIR, &dir),
+            (CHILD_MODE, &mode),
+            (CHILD_SEGMENT, &segment.to_string()),
+            (CHILD_PAYLOAD, &payload.to_string()),
+        ],
+        run,
+    );
+    child::acks(&lines)
 }
 
 /// Kill rounds over one directory; after each, a reopen in `reopen_mode`
@@ -502,9 +460,9 @@ mod sim_support;
 #[cfg(feature = "sim")]
 #[test]
 fn sim_power_loss_around_adopting_a_reserved_spare_in_buffered_mode() {
-    use annal::StreamAppend;
     use annal::io::sim::SimFs;
-    use sim_support::{Ledger, check, dir, record_attempt_into};
+    use annal::{Durability, StreamAppend};
+    use sim_support::{Ledger, check, dir, record_attempt_into, wait_for_spare_made};
     if std::env::var(CHILD_DIR).is_ok() {
         return;
     }
@@ -546,10 +504,7 @@ fn sim_power_loss_around_adopting_a_reserved_spare_in_buffered_mode() {
             assert!(append(&store, &mut ledger, round));
             round += 1;
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while store.stats().spare_segment_bytes == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_for_spare_made(&store, Duration::from_secs(30));
         assert_eq!(store.stats().spare_segment_bytes, SEGMENT, "no spare was made");
         fs.crash_after(n);
         let segments = store.stats().segments;

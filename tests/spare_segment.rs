@@ -5,13 +5,15 @@
 //! the roll-over, removed at close, optional when it cannot be made, and
 //! safe under a power loss at every step of its adoption.
 
+mod common;
+#[cfg(feature = "sim")]
+mod sim_support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, Store};
-
-#[cfg(feature = "sim")]
-mod sim_support;
+use common::files::{assert_sealed_segments_end_at_their_data, segment_lens};
 
 const SEGMENT: u64 = 4 * 1024 * 1024;
 const SPARE_NAME: &str = "next-segment.tmp";
@@ -28,19 +30,6 @@ const BATCH_BYTES: u64 = 64 * 1024;
 fn batch(round: u64) -> Vec<EventData> {
     (0..64)
         .map(|i| EventData::new("Filled", vec![(round + i) as u8; 1024]))
-        .collect()
-}
-
-fn segment_lens(dir: &Path) -> Vec<u64> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
         .collect()
 }
 
@@ -239,20 +228,8 @@ fn zeros_written_ahead_never_land_on_data() {
     }
     store.close().unwrap();
     // Each sealed segment is exactly as long as the next one's header says
-    // its last batch ends (FORMAT.md: `previous end`, bytes 48..56): no
-    // zero landed after its cut.
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    names.sort();
-    for pair in names.windows(2) {
-        let next = std::fs::read(dir.join(&pair[1])).unwrap();
-        let previous_end = u64::from_le_bytes(next[48..56].try_into().unwrap());
-        let len = std::fs::metadata(dir.join(&pair[0])).unwrap().len();
-        assert_eq!(len, previous_end, "{} is longer than its data", pair[0]);
-    }
+    // its last batch ends: no zero landed after its cut.
+    assert_sealed_segments_end_at_their_data(&dir);
     let store = Store::open(&dir, options()).unwrap();
     let read: Vec<_> = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
     assert_eq!(read.len(), expected.len());
@@ -352,11 +329,11 @@ fn a_read_only_open_leaves_a_spare_in_place() {
 /// keeps every acknowledged append and every batch whole.
 #[cfg(feature = "sim")]
 mod power_loss {
-    use crate::sim_support::{Ledger, check, dir, record_attempt_into};
+    use crate::sim_support::{Ledger, check, dir, record_attempt_into, wait_for_spare_made};
     use annal::io::sim::SimFs;
     use annal::{Durability, EventData, ExpectedVersion, Options, Store, StreamAppend};
 
-    use super::{Duration, Instant};
+    use super::Duration;
 
     const SEGMENT: u64 = 64 * 1024;
 
@@ -413,10 +390,7 @@ mod power_loss {
             append(n);
             n += 1;
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while store.stats().spare_segment_bytes == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_for_spare_made(&store, Duration::from_secs(60));
         assert_eq!(store.stats().spare_segment_bytes, BIG, "no spare was made");
         // The disk holds what is there now and 1 MiB more: the active
         // segment cannot finish growing while the spare holds its space.
@@ -462,10 +436,7 @@ mod power_loss {
                 assert!(append(&store, &mut ledger, round));
                 round += 1;
             }
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while store.stats().spare_segment_bytes == 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            wait_for_spare_made(&store, Duration::from_secs(30));
             assert_eq!(store.stats().spare_segment_bytes, SEGMENT, "no spare was made");
             // Power loss before the n-th mutating call from here; keep
             // appending through the roll-over.

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -126,6 +126,28 @@ fn writer_batch(t: usize, i: usize) -> (String, Vec<EventData>) {
         })
         .collect();
     (stream, events)
+}
+
+/// A dispatcher with a handler of each of `specs()`, started where `from`
+/// says for it, that pushes the position of each event it is given to
+/// its own of `seen`.
+fn recording_dispatcher(
+    store: &Store,
+    seen: &[Arc<Mutex<Vec<u64>>>],
+    from: impl Fn(&Spec) -> StartFrom,
+) -> annal::Dispatcher {
+    let mut builder = store.dispatcher();
+    for (spec, s) in specs().into_iter().zip(seen) {
+        let s = s.clone();
+        let from = from(&spec);
+        builder = builder
+            .handler(spec.name, spec.filter, from, move |e| {
+                s.lock().unwrap().push(e.position());
+                Ok(())
+            })
+            .unwrap();
+    }
+    builder.start().unwrap()
 }
 
 fn populate(store: &Store, batches: usize) {
@@ -683,12 +705,7 @@ fn close_waits_for_a_running_handler_and_releases_the_directory() {
 fn dropping_the_last_handle_ends_a_dispatcher_without_owners() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts(Durability::Sync)).unwrap();
-    let dispatcher = store
-        .dispatcher()
-        .handler("h", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
-        .unwrap()
-        .start()
-        .unwrap();
+    let dispatcher = common::idle_dispatcher(&store);
     drop(store);
     let status = within(
         Duration::from_secs(5),
@@ -716,17 +733,7 @@ fn dispatcher_positions_as_checkpoints_resume_exactly_across_reopen() {
     let store = Store::open(&path, opts(Durability::Periodic(Duration::from_millis(3)))).unwrap();
     populate(&store, 50);
     let seen: Vec<Arc<Mutex<Vec<u64>>>> = specs().iter().map(|_| Arc::default()).collect();
-    let mut builder = store.dispatcher();
-    for (spec, s) in specs().into_iter().zip(&seen) {
-        let s = s.clone();
-        builder = builder
-            .handler(spec.name, spec.filter, StartFrom::Start, move |e| {
-                s.lock().unwrap().push(e.position());
-                Ok(())
-            })
-            .unwrap();
-    }
-    let dispatcher = builder.start().unwrap();
+    let dispatcher = recording_dispatcher(&store, &seen, |_| StartFrom::Start);
     let w = store.clone();
     let writer = std::thread::spawn(move || {
         for i in 0..300 {
@@ -744,18 +751,9 @@ fn dispatcher_positions_as_checkpoints_resume_exactly_across_reopen() {
     store.close().unwrap();
     let store = Store::open(&path, opts(Durability::Sync)).unwrap();
     let cps = store.checkpoints();
-    let mut builder = store.dispatcher();
-    for (spec, s) in specs().into_iter().zip(&seen) {
-        let s = s.clone();
-        let from = StartFrom::After(cps.load(spec.name).unwrap().unwrap());
-        builder = builder
-            .handler(spec.name, spec.filter, from, move |e| {
-                s.lock().unwrap().push(e.position());
-                Ok(())
-            })
-            .unwrap();
-    }
-    let dispatcher = builder.start().unwrap();
+    let dispatcher = recording_dispatcher(&store, &seen, |spec| {
+        StartFrom::After(cps.load(spec.name).unwrap().unwrap())
+    });
     let head = store.last_position();
     let deadline = Instant::now() + Duration::from_secs(10);
     while dispatcher.status().iter().any(|h| h.position < head) {
@@ -861,12 +859,7 @@ const CHILD_DIR: &str = "REVIEW_SUBS_CHILD_DIR";
 const CHILD_MODE: &str = "REVIEW_SUBS_CHILD_MODE";
 
 fn child_options(mode: &str) -> Options {
-    let durability = match mode {
-        "buffered" => Durability::Buffered,
-        "periodic" => Durability::Periodic(Duration::from_millis(5)),
-        _ => Durability::Sync,
-    };
-    opts(durability)
+    opts(common::child::durability(mode))
 }
 
 /// A read model kept the documented way (SUBSCRIPTIONS.md, "Writing an
@@ -976,17 +969,11 @@ fn killed_projection_resumes_at_least_once_and_the_model_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::File::create(dir.path().join("applied.log")).unwrap();
     for (round, mode) in ["sync", "periodic", "buffered", "buffered", "sync"].iter().enumerate() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_projection_process", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_MODE, mode)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(150 + 70 * round as u64));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        common::child::run_and_kill(
+            "child_projection_process",
+            &[(CHILD_DIR, &dir.path()), (CHILD_MODE, mode)],
+            Duration::from_millis(150 + 70 * round as u64),
+        );
         // Between kills: the model never lags the checkpoint by a matching
         // event (end_batch comes before the checkpoint; the model may lag
         // only by events the filter skips, SUBSCRIPTIONS.md).
@@ -1250,7 +1237,7 @@ fn snapshots_ahead_of_a_restored_older_log_are_never_used() {
     common::append_n(&store, "S-1", "E", 5);
     store.save_snapshot("S-1", 3, 1, b"at 3").unwrap();
     store.close().unwrap();
-    copy_dir(&path, &old);
+    common::files::copy_files(&path, &old);
     let store = Store::open(&path, opts(Durability::Sync)).unwrap();
     common::append_n(&store, "S-1", "E", 5);
     store.save_snapshot("S-1", 10, 1, b"at 10").unwrap();
@@ -1285,16 +1272,6 @@ fn snapshots_ahead_of_a_restored_older_log_are_never_used() {
     let load = store.load_snapshot_at("S-1", 11);
     assert_eq!(load.snapshot.as_ref().map(|s| s.version), Some(3));
     store.close().unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// The largest snapshot allowed saves, survives reopen and loads back
@@ -1609,35 +1586,22 @@ fn killed_snapshot_saver_keeps_every_acknowledged_snapshot() {
     if std::env::var(CHILD_DIR).is_ok() {
         return;
     }
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     for (round, mode) in ["sync", "buffered", "periodic", "buffered"].iter().enumerate() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_snapshot_process", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_MODE, mode)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acked: HashMap<String, u64> = HashMap::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("ack ") {
-                    let mut it = rest.split(' ');
-                    let s = it.next().unwrap().to_string();
-                    let v: u64 = it.next().unwrap().parse().unwrap();
-                    acked.insert(s, v);
-                }
+        let lines = common::child::run_and_kill(
+            "child_snapshot_process",
+            &[(CHILD_DIR, &dir.path()), (CHILD_MODE, mode)],
+            Duration::from_millis(200 + 90 * round as u64),
+        );
+        let mut acked: HashMap<String, u64> = HashMap::new();
+        for line in &lines {
+            if let Some(rest) = line.strip_prefix("ack ") {
+                let mut it = rest.split(' ');
+                let s = it.next().unwrap().to_string();
+                let v: u64 = it.next().unwrap().parse().unwrap();
+                acked.insert(s, v);
             }
-            acked
-        });
-        std::thread::sleep(Duration::from_millis(200 + 90 * round as u64));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let acked = reader.join().unwrap();
+        }
         assert!(!acked.is_empty(), "round {round}: the child saved nothing");
         let store = Store::open(dir.path().join("store"), child_options(mode))
             .unwrap_or_else(|e| panic!("round {round} ({mode}): open failed: {e}"));

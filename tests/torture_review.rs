@@ -12,6 +12,8 @@
 // Tuples of test expectations, spelled out where they are used.
 #![allow(clippy::type_complexity)]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1281,21 +1283,6 @@ fn open(path: &Path, d: Durability) -> Store {
 
 // ------------------------------------------------ nothing written after close
 
-/// Every file of the directory, with its bytes (LOCK excluded: its note).
-fn dir_image(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    for entry in std::fs::read_dir(path).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().to_string();
-        if entry.file_type().unwrap().is_file() {
-            out.insert(name, std::fs::read(entry.path()).unwrap_or_default());
-        } else {
-            out.insert(format!("{name}/"), Vec::new());
-        }
-    }
-    out
-}
-
 fn diff(
     a: &std::collections::BTreeMap<String, Vec<u8>>,
     b: &std::collections::BTreeMap<String, Vec<u8>>,
@@ -1371,13 +1358,13 @@ fn nothing_written_after_close(durability: Durability) {
         thread::spawn(move || store.close())
     };
     closer.join().unwrap().expect("close");
-    let after_close = dir_image(&path);
+    let after_close = common::files::dir_image(&path);
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Release);
     for h in hs {
         h.join().unwrap();
     }
-    let later = dir_image(&path);
+    let later = common::files::dir_image(&path);
     let f = failures.lock().unwrap().clone();
     assert!(f.is_empty(), "{f:#?}");
     let d = diff(&after_close, &later);
@@ -1423,16 +1410,11 @@ fn every_call_after_close_is_clear() {
             let cps = store.checkpoints();
             cps.save("c", 10).unwrap();
             let mut sub = store.subscribe_all(StartFrom::Start).unwrap();
-            let dispatcher = store
-                .dispatcher()
-                .handler("h", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
-                .unwrap()
-                .start()
-                .unwrap();
+            let dispatcher = common::idle_dispatcher(&store);
             let builder = store.dispatcher();
-            let before = dir_image(&path);
+            let before = common::files::dir_image(&path);
             store.clone().close().unwrap();
-            let closed_image = dir_image(&path);
+            let closed_image = common::files::dir_image(&path);
             let closed = |r: Result<(), Error>, what: &str| {
                 assert!(matches!(r, Err(Error::Closed)), "[{mode}] {what}: {r:?}");
             };
@@ -1504,7 +1486,7 @@ fn every_call_after_close_is_clear() {
                 }
                 Err(e) => panic!("[{mode}] backup after close: {e:?}"),
             }
-            let after = dir_image(&path);
+            let after = common::files::dir_image(&path);
             let changes: Vec<_> = diff(&before, &after);
             eprintln!("[{mode}] changes between before close and after the calls: {changes:?}");
             let written = diff(&closed_image, &after);

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, ReadStream, RecordedEvent, Store};
+pub mod child;
+pub mod files;
+
+use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, ReadStream, RecordedEvent, Store, Uuid};
 
 /// A small-segment store configuration that exercises rollover.
 pub fn small_segments() -> Options {
@@ -25,6 +28,39 @@ pub fn stream(store: &Store, name: &str) -> Vec<RecordedEvent> {
 /// Every event in global order.
 pub fn all(store: &Store) -> Vec<RecordedEvent> {
     store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap()
+}
+
+/// An event as tests compare stores: (position, stream, version, id,
+/// data).
+pub type EventSummary = (u64, String, u64, Uuid, Vec<u8>);
+
+/// The summary of each event.
+pub fn summary(events: &[RecordedEvent]) -> Vec<EventSummary> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.position(),
+                e.stream().to_string(),
+                e.version(),
+                e.id(),
+                e.data().to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// A started dispatcher of one handler, `h`, that takes every event from
+/// the start and does nothing with it.
+pub fn idle_dispatcher(store: &Store) -> annal::Dispatcher {
+    store
+        .dispatcher()
+        .handler("h", annal::SubscriptionFilter::all(), annal::StartFrom::Start, |_| {
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap()
 }
 
 /// A store in `dir/store` with the given durability.

@@ -9,6 +9,15 @@ use annal::io::sim::{SimFs, SimImage};
 use annal::{ReadAll, Store, StreamAppend, Uuid};
 use parking_lot::Mutex;
 
+/// Waits until the store reports its spare segment made, for `limit` at
+/// the most.
+pub fn wait_for_spare_made(store: &Store<SimFs>, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while store.stats().spare_segment_bytes == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// The store directory on the simulated disk.
 pub fn dir() -> PathBuf {
     PathBuf::from("/sim/store")

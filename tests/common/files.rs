@@ -1,0 +1,86 @@
+//! A store directory's files: copies, images to compare, segment files.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+/// Copies every regular file of the directory `from` into `to` (made if
+/// missing): a copy of a store as a restore would make it, side files
+/// included.
+pub fn copy_files(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Copies every entry of the directory `from` but the lock file into `to`
+/// (made if missing); `from` must hold only files.
+pub fn copy_files_but_lock(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != annal::LOCK_FILE_NAME {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Every entry of the directory by name, each file with its bytes, each
+/// directory as `name/` with none: compare two to see what changed.
+pub fn dir_image(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(path).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if entry.file_type().unwrap().is_file() {
+            out.insert(name, fs::read(entry.path()).unwrap_or_default());
+        } else {
+            out.insert(format!("{name}/"), Vec::new());
+        }
+    }
+    out
+}
+
+/// The names of the segment files (`*.seg`) in `dir`, in order.
+pub fn segment_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The segment files of `dir` in order, each with its length.
+pub fn segment_files(dir: &Path) -> Vec<(String, u64)> {
+    segment_names(dir)
+        .into_iter()
+        .map(|n| {
+            let len = fs::metadata(dir.join(&n)).unwrap().len();
+            (n, len)
+        })
+        .collect()
+}
+
+/// The lengths of the segment files of `dir`, in order.
+pub fn segment_lens(dir: &Path) -> Vec<u64> {
+    segment_files(dir).into_iter().map(|(_, len)| len).collect()
+}
+
+/// Asserts that each sealed segment of `dir` is exactly as long as the
+/// next one's header says its last batch ends (FORMAT.md: `previous end`,
+/// bytes 48..56): no zero landed after its cut.
+pub fn assert_sealed_segments_end_at_their_data(dir: &Path) {
+    let names = segment_names(dir);
+    for pair in names.windows(2) {
+        let next = fs::read(dir.join(&pair[1])).unwrap();
+        let previous_end = u64::from_le_bytes(next[48..56].try_into().unwrap());
+        let len = fs::metadata(dir.join(&pair[0])).unwrap().len();
+        assert_eq!(len, previous_end, "{} is longer than its data", pair[0]);
+    }
+}
