@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(feature = "sim")]
 use annal::io::sim::SimFs;
 use annal::{Durability, Error, ExpectedVersion, Options, Store};
 use common::{all, event, small_segments};
@@ -236,6 +237,7 @@ fn a_backup_is_locked_like_a_store_and_normalises_its_destination() {
     }
 }
 
+#[cfg(feature = "sim")]
 #[test]
 fn a_backup_never_holds_events_a_power_loss_can_take_from_the_store() {
     // The store on the simulated disk, in buffered mode: nothing is synced

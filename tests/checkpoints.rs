@@ -5,9 +5,8 @@
 //! ahead of the recovered log, in every durability mode.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store};
+use annal::{Error, EventData, ExpectedVersion, Options, Store};
 
 #[test]
 fn save_load_remove_and_survive_reopen() {
@@ -65,7 +64,9 @@ fn save_load_remove_and_survive_reopen() {
 mod sim {
     use std::collections::HashMap;
     use std::path::PathBuf;
+    use std::time::Duration;
 
+    use annal::Durability;
     use annal::io::sim::{SimFs, SimRng};
 
     use super::*;

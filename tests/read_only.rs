@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+#[cfg(feature = "sim")]
 use annal::io::sim::SimFs;
 use annal::{Error, EventData, ExpectedVersion, Options, StartFrom, Store};
 use common::{all, event, stream};
@@ -258,6 +259,7 @@ fn an_open_removes_only_its_own_temporary_files() {
     assert!(!path.join("next-segment.tmp").exists());
 }
 
+#[cfg(feature = "sim")]
 #[test]
 fn a_read_only_open_makes_no_mutating_call() {
     // On the simulated disk, which counts every mutating call.
