@@ -145,6 +145,7 @@ mod tests {
     /// while a large append rolls the segment over; the sealed segment
     /// must end where the next one's header says its last batch ends
     /// (FORMAT.md, `previous end`), and every event read back.
+    #[cfg(feature = "sim")]
     #[test]
     fn a_roll_over_waits_for_zeros_still_being_written() {
         use crate::io::sim::SimFs;
