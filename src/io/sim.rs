@@ -207,6 +207,9 @@ struct State {
     /// The process dies at the next call of this kind (see
     /// [`SimFs::kill_process_at_next`]).
     kill_at: Option<OpKind>,
+    /// The process dies at this mutating call (see
+    /// [`SimFs::kill_process_after`]).
+    kill_at_op: Option<u64>,
     /// The process died: every call fails, the page cache is kept.
     dead: bool,
     /// Holds the next write at or past an offset on its way in (see
@@ -277,8 +280,9 @@ impl State {
             self.crash();
             return Err(io::Error::other("simulated power loss"));
         }
-        if self.kill_at == Some(kind) {
+        if self.kill_at == Some(kind) || self.kill_at_op == Some(self.ops) {
             self.kill_at = None;
+            self.kill_at_op = None;
             self.dead = true;
         }
         if self.dead {
@@ -533,6 +537,13 @@ impl SimFs {
         self.state.lock().kill_at = Some(kind);
     }
 
+    /// Kills the process just before the `n`-th mutating call from now (0:
+    /// the next one), as [`SimFs::kill_process_at_next`] does.
+    pub fn kill_process_after(&self, n: u64) {
+        let mut s = self.state.lock();
+        s.kill_at_op = Some(s.ops + n);
+    }
+
     /// Lets calls work again after [`SimFs::kill_process_at_next`] killed
     /// the process: the next process, seeing the page cache as the dead
     /// one left it. Drop the dead process's store first.
@@ -540,6 +551,7 @@ impl SimFs {
         let mut s = self.state.lock();
         s.dead = false;
         s.kill_at = None;
+        s.kill_at_op = None;
     }
 
     /// Holds the next `write_all_at` call, on any file, whose offset is at

@@ -39,6 +39,9 @@ pub struct Ledger {
     pub batches: Vec<Vec<Uuid>>,
     /// Acknowledged events: id -> (stream, version, position).
     pub acked: HashMap<Uuid, (String, u64, u64)>,
+    /// Events whose append returned, durable or not: id -> (stream,
+    /// version, position). A process crash loses none of them.
+    pub returned: HashMap<Uuid, (String, u64, u64)>,
     /// Checkpoint values handed to a save, by name.
     pub checkpoints_attempted: HashMap<String, HashSet<u64>>,
     /// The last acknowledged checkpoint value, by name.
