@@ -22,7 +22,8 @@
 //! A second test kills the process at a random call instead (the page
 //! cache kept), opens the store again on the same machine, checks that
 //! nothing whose append returned is lost, then cuts the power and checks
-//! that everything that open published survived.
+//! that everything that open published survived. A third does the same
+//! after an I/O error injected at a random call in durable mode.
 //!
 //! `ANNAL_CRASH_SEEDS=N` runs N seeds (default 2,000), starting at
 //! `ANNAL_CRASH_SEED_START` (default 0); `ANNAL_CRASH_SEED=S` runs seed S
@@ -377,6 +378,64 @@ fn run_kill_seed(seed: u64) -> usize {
     recovered.len()
 }
 
+/// An I/O error (EIO) injected at a random write, sync or start of
+/// write-back, in durable mode: the store fails stop; then the next
+/// process opens the page cache the failed one left (where a failed
+/// write-back's pages are clean but still readable), and a power loss
+/// follows. Nothing acknowledged is lost, and everything the open
+/// published survives the power loss: it never publishes bytes that no
+/// sync wrote. Returns whether the fault was hit.
+fn run_fault_seed(seed: u64) -> bool {
+    use annal::io::sim::{Fault, FaultError, OpKind};
+    let mut rng = SimRng::new(seed ^ 0x0045_494F);
+    let (options, _) = options(&mut rng);
+    let options = options.with_durability(Durability::Sync);
+    let fs = SimFs::new(seed);
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let writers = 1 + rng.below(3);
+    let appends = 5 + rng.below(30);
+    let store = Store::open_with(fs.clone(), dir(), options.clone()).expect("open");
+    let kind = [OpKind::Sync, OpKind::Write, OpKind::Writeback][rng.below(3) as usize];
+    let nth = rng.below(writers * appends);
+    let before = fs.count(kind);
+    fs.inject(Fault {
+        kind,
+        nth,
+        error: FaultError::Eio,
+        sticky: false,
+    });
+    let threads: Vec<_> = (0..writers)
+        .map(|t| {
+            let (store, ledger) = (store.clone(), ledger.clone());
+            let seed = seed.wrapping_mul(31).wrapping_add(t);
+            std::thread::spawn(move || writer(seed, store, ledger, appends, true))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer thread panicked");
+    }
+    let hit = fs.count(kind) > before + nth;
+    drop(store);
+    fs.clear_faults();
+
+    let mut ledger = ledger.lock().clone();
+    let store = Store::open_with(fs.clone(), dir(), options.clone())
+        .unwrap_or_else(|e| panic!("open after an I/O error failed: {e}"));
+    let recovered = check(&store, &ledger);
+    check_side_files(&store, &ledger);
+    for e in &recovered {
+        ledger
+            .acked
+            .insert(e.id, (e.written.stream.clone(), e.version, e.position));
+    }
+    fs.crash_now();
+    drop(store);
+    let (_fs, store) = reopen(&fs.image().expect("crashed"), seed, &options);
+    check(&store, &ledger);
+    check_side_files(&store, &ledger);
+    hit
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -426,6 +485,22 @@ fn killed_processes_lose_nothing_returned_and_the_next_open_publishes_only_durab
     }
     eprintln!("{count} kill seeds passed: {found} events found by the opens after the kills");
     assert!(found > 0 || count < 20, "the workload wrote nothing before the kills");
+}
+
+#[test]
+fn after_an_io_error_the_next_open_publishes_only_durable_events() {
+    let start = env_u64("ANNAL_CRASH_SEED_START").unwrap_or(0);
+    let count = env_u64("ANNAL_FAULT_SEEDS").unwrap_or(500);
+    let mut hit = 0;
+    for seed in start..start + count {
+        match std::panic::catch_unwind(|| run_fault_seed(seed)) {
+            Ok(true) => hit += 1,
+            Ok(false) => {}
+            Err(_) => panic!("I/O error simulation failed for seed {seed}"),
+        }
+    }
+    eprintln!("{count} I/O error seeds passed, {hit} of them poisoned the store");
+    assert!(hit * 4 >= count, "only {hit} of {count} seeds hit their I/O error");
 }
 
 #[test]

@@ -449,7 +449,15 @@ impl<F: FileSystem> Store<F> {
             .ctx(|| format!("saving a snapshot to {}", path.display()));
         let mut guard = snapshots.state.lock();
         if let Err(e) = written {
-            // The tail may hold part of the record: reopen (and cut) next time.
+            // The page cache may hold the record whole while the disk does
+            // not: Linux marks the pages of a failed write-back clean, so a
+            // later sync would not write them, and the next open of the
+            // file (which scans it from here) would append after them,
+            // behind bytes a power loss takes. Zeros over it (best effort:
+            // the save fails either way) end the file here for that scan,
+            // and the next save's sync writes them. Reopened (and cut)
+            // next time.
+            let _ = file.write_all_at(&vec![0u8; record.len()], offset);
             *guard = None;
             return Err(e);
         }

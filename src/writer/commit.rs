@@ -273,7 +273,8 @@ impl<F: FileSystem> Core<F> {
     /// bytes with zeros, as far as it can. They were never acknowledged
     /// (their write or sync failed), but they may be in the page cache,
     /// where the next open would read them back and publish them as
-    /// durable. Linux marks the pages of a failed write-back clean, so the
+    /// durable (all but those in a segment the group sealed: the seal
+    /// synced them). Linux marks the pages of a failed write-back clean, so the
     /// open's own sync succeeds without writing them: a retried append
     /// would be acknowledged from events that no sync wrote, and lost at
     /// the next power loss. Zeros written over them (dirty pages again)
@@ -283,7 +284,10 @@ impl<F: FileSystem> Core<F> {
     /// store is poisoned either way, and an open that still finds the
     /// bytes is no worse off than without this.
     fn unwrite(&self, chunks: &[Chunk]) {
-        for chunk in chunks {
+        // A segment this group sealed was synced whole by its seal, and the
+        // next segment's header names its last batch: its chunks stay.
+        let current = self.tail.lock().segment_id;
+        for chunk in chunks.iter().filter(|c| c.segment >= current) {
             let path = self.dir.join(segment::file_name(chunk.segment));
             let Ok(file) = self.fs.open(&path, OpenMode::ReadWrite) else {
                 continue;
