@@ -18,6 +18,7 @@ use crate::index::Index;
 use crate::index::file::{self as index_file, Checkpoint};
 use crate::io::{self, FileHandle, FileSystem, StdFs};
 use crate::log::frame;
+use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::log::spare::{self, Spare};
 use crate::log::tail::LogTail;
 use crate::log::view::Segments;
@@ -77,6 +78,11 @@ pub(crate) struct Core<F: FileSystem> {
     /// (it was published when the sync began), so that a save that names
     /// an earlier position needs no sync of its own.
     synced_position: AtomicU64,
+    /// Where the log ended (segment, offset) when the last successful
+    /// [`Core::sync_tail`] began, or at open (which synced the recovered
+    /// log): in the periodic and buffered modes, what lies past it in the
+    /// active segment is not durable yet (see [`Core::write_back_unsynced`]).
+    synced_end: Mutex<(u64, u64)>,
     background_error: Mutex<Option<String>>,
     /// Subscribers to wake after each publish.
     pub subscriptions: Arc<crate::subscription::hub::Hub>,
@@ -224,6 +230,7 @@ impl<F: FileSystem> Store<F> {
             index_save: Mutex::new(saved_end),
             index_file_bytes: AtomicU64::new(recovered.index_file_bytes),
             synced_position: AtomicU64::new(0),
+            synced_end: Mutex::new((recovered.end.segment, recovered.end.offset)),
             background_error: Mutex::new(None),
             subscriptions: Arc::default(),
             checkpoint_cache: Default::default(),
@@ -653,7 +660,10 @@ impl<F: FileSystem> Core<F> {
         }
         // Published events were written before they were published, and
         // earlier segments synced when sealed: this sync makes them durable.
-        let published = self.published.read().index.last_position();
+        let (published, end) = {
+            let published = self.published.read();
+            (published.index.last_position(), published.end)
+        };
         let handle = match self.options.durability {
             // The leader syncs through the tail's file, holding it.
             Durability::Sync => None,
@@ -671,10 +681,55 @@ impl<F: FileSystem> Core<F> {
         match &result {
             Ok(()) => {
                 self.synced_position.fetch_max(published, Ordering::AcqRel);
+                let mut synced = self.synced_end.lock();
+                *synced = (*synced).max((end.segment, end.offset));
             }
-            Err(e) => self.writer.lock().poison(e.to_string()),
+            Err(e) => {
+                self.writer.lock().poison(e.to_string());
+                self.write_back_unsynced(None);
+            }
         }
         result
+    }
+
+    /// After a failed sync or group commit in the periodic and buffered
+    /// modes: writes back (the same bytes) what the active segment holds
+    /// past the end of the last successful sync, up to the published end
+    /// or `written_end` (a failed group's, when later), as far as it can.
+    /// Those appends were acknowledged once in the page cache; but Linux
+    /// marks the pages of a failed write-back clean while they keep their
+    /// bytes, so the next open would read them, sync without writing them,
+    /// and publish them as durable. Dirty again, they are written by that
+    /// sync (or it fails, truthfully). Durable mode has nothing of the
+    /// kind: its published events were synced (a failed group's bytes are
+    /// zeroed instead, see `Core::lead`). Errors are ignored: the store is
+    /// poisoned either way.
+    pub(crate) fn write_back_unsynced(&self, written_end: Option<(u64, u64)>) {
+        if self.options.durability == Durability::Sync {
+            return;
+        }
+        let tail = self.tail.lock();
+        let segment = tail.segment_id;
+        let (synced_segment, synced_offset) = *self.synced_end.lock();
+        let from = if synced_segment == segment {
+            synced_offset
+        } else {
+            SEGMENT_HEADER_BYTES
+        };
+        let published = self.published.read().end;
+        let mut to = if published.segment == segment {
+            published.offset
+        } else {
+            SEGMENT_HEADER_BYTES
+        };
+        if let Some((written_segment, written_offset)) = written_end
+            && written_segment == segment
+        {
+            to = to.max(written_offset);
+        }
+        if from < to {
+            let _ = tail.write_back(from, to);
+        }
     }
 
     /// Makes the log durable at least up to `position` (published) in the

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -180,6 +180,9 @@ struct Inode {
     durable: Vec<u8>,
     /// Changes since the last sync, in issue order.
     pending: Vec<Pending>,
+    /// Failed syncs so far: each is reported once to every handle open
+    /// when it happened (Linux's `errseq_t`), see `SimFile::seen`.
+    errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -403,6 +406,7 @@ impl SimFs {
                         data: bytes.clone(),
                         durable: bytes.clone(),
                         pending: Vec::new(),
+                        errors: 0,
                     },
                 );
                 s.names.insert(path.clone(), ino);
@@ -508,6 +512,7 @@ impl SimFs {
                 data: bytes.to_vec(),
                 durable: bytes.to_vec(),
                 pending: Vec::new(),
+                errors: 0,
             },
         );
     }
@@ -576,6 +581,11 @@ impl SimFs {
 pub struct SimFile {
     state: Arc<Mutex<State>>,
     inode: u64,
+    /// The inode's failed syncs this handle has been told of (all of them
+    /// at open): a sync through this handle fails once for newer ones, as
+    /// on Linux, where a write-back error is reported to every file open
+    /// on the inode when it happened.
+    seen: AtomicU64,
     holds_lock: AtomicBool,
     holds_shared: AtomicBool,
 }
@@ -623,9 +633,11 @@ impl FileSystem for SimFs {
                 ino
             }
         };
+        let seen = s.inodes.get(&inode).map_or(0, |i| i.errors);
         Ok(SimFile {
             state: self.state.clone(),
             inode,
+            seen: AtomicU64::new(seen),
             holds_lock: AtomicBool::new(false),
             holds_shared: AtomicBool::new(false),
         })
@@ -772,6 +784,18 @@ impl FileHandle for SimFile {
                             let pending = std::mem::take(&mut inode.pending);
                             for change in &pending[..applied] {
                                 change.apply(&mut inode.durable);
+                            }
+                            if failed {
+                                inode.errors += 1;
+                            }
+                            // Each failure is reported once per handle: this
+                            // call reports its own, or one through another
+                            // handle since this one last synced.
+                            let errors = inode.errors;
+                            if self.seen.swap(errors, Ordering::AcqRel) < errors && !failed {
+                                result = Err(io::Error::other(
+                                    "injected EIO on Sync (an earlier write-back of this file failed)",
+                                ));
                             }
                         }
                     }

@@ -244,6 +244,12 @@ impl<F: FileSystem> LogTail<F> {
         }
     }
 
+    /// Writes `[from, to)` back with the same bytes, so that their pages
+    /// are dirty again (see [`write_back`]).
+    pub fn write_back(&self, from: u64, to: u64) -> Result<()> {
+        write_back(&self.file, from, to).ctx(|| format!("writing back {}", self.path.display()))
+    }
+
     /// Makes written data durable.
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().ctx(|| format!("syncing {}", self.path.display()))
@@ -343,6 +349,22 @@ pub fn write_zeros<H: FileHandle>(file: &H, from: u64, to: u64) -> std::io::Resu
     while at < to {
         let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads `[from, to)` and writes the same bytes back, a megabyte at a
+/// time: the bytes do not change, but their pages are dirty again, so the
+/// next sync writes them (after a failed sync, Linux leaves the pages it
+/// could not write clean: see `Core::write_back_unsynced`).
+pub fn write_back<H: FileHandle>(file: &H, from: u64, to: u64) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at).map_or(chunk.len(), |n| n.min(chunk.len()));
+        file.read_exact_at(&mut chunk[..n], at)?;
+        file.write_all_at(&chunk[..n], at)?;
         at += n as u64;
     }
     Ok(())

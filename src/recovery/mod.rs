@@ -58,7 +58,7 @@ use crate::index::Index;
 use crate::index::file::{self as index_file, Checkpoint};
 use crate::io::{self, FileHandle, FileSystem, OpenMode};
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
-use crate::log::tail::LogTail;
+use crate::log::tail::{LogTail, write_back};
 use crate::log::view::{SegmentView, Segments};
 use crate::options::Options;
 
@@ -369,15 +369,8 @@ pub(crate) fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len
     }
     // What is read is written back, not zeros: the bytes stay what they
     // are even if the file system reported a range with data as a hole.
-    let mut chunk = vec![0u8; 1 << 20];
     for hole in rewrite {
-        let mut at = hole.start;
-        while at < hole.end {
-            let n = usize::try_from(hole.end - at).map_or(chunk.len(), |n| n.min(chunk.len()));
-            writable.read_exact_at(&mut chunk[..n], at).ctx(ctx)?;
-            writable.write_all_at(&chunk[..n], at).ctx(ctx)?;
-            at += n as u64;
-        }
+        write_back(&writable, hole.start, hole.end).ctx(ctx)?;
     }
     writable.sync_data().ctx(ctx)
 }

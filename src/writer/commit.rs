@@ -109,7 +109,15 @@ impl<F: FileSystem> Core<F> {
                 outcome
             })
         } else {
-            self.write_chunks(&chunks)
+            let outcome = self.write_chunks(&chunks);
+            if outcome.is_err() {
+                let written_end = chunks
+                    .iter()
+                    .map(|c| (c.segment, c.offset + c.bytes.len() as u64))
+                    .max();
+                self.write_back_unsynced(written_end);
+            }
+            outcome
         };
         if let Some(started) = started {
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -270,19 +278,19 @@ impl<F: FileSystem> Core<F> {
     }
 
     /// After a failed group commit in durable mode: overwrites the group's
-    /// bytes with zeros, as far as it can. They were never acknowledged
-    /// (their write or sync failed), but they may be in the page cache,
-    /// where the next open would read them back and publish them as
-    /// durable (all but those in a segment the group sealed: the seal
-    /// synced them). Linux marks the pages of a failed write-back clean, so the
-    /// open's own sync succeeds without writing them: a retried append
-    /// would be acknowledged from events that no sync wrote, and lost at
-    /// the next power loss. Zeros written over them (dirty pages again)
-    /// end the log before them for the next open, which writes and syncs
-    /// the zeros. The other modes keep what they wrote: their appends were
-    /// acknowledged once copied to the page cache. Errors are ignored: the
-    /// store is poisoned either way, and an open that still finds the
-    /// bytes is no worse off than without this.
+    /// bytes with zeros, as far as it can (all but those in a segment the
+    /// group sealed: the seal synced them, and the next segment's header
+    /// names its last batch). They were never acknowledged (their write or
+    /// sync failed), but they may be in the page cache, where the next open
+    /// would read them back. Linux marks the pages of a failed write-back
+    /// clean, so that open's sync would succeed without writing them: it
+    /// would publish events no sync wrote, acknowledge a retry from them,
+    /// and lose both at the next power loss. The zeros (dirty pages) end
+    /// the log before them for that open, which writes and syncs them. The
+    /// other modes write their unsynced bytes back instead (see
+    /// [`Core::write_back_unsynced`]): their appends were acknowledged once
+    /// copied to the page cache. Errors are ignored: the store is poisoned
+    /// either way.
     fn unwrite(&self, chunks: &[Chunk]) {
         // A segment this group sealed was synced whole by its seal, and the
         // next segment's header names its last batch: its chunks stay.
