@@ -214,6 +214,52 @@ fn writer(seed: u64, store: Store<SimFs>, ledger: Arc<Mutex<Ledger>>, appends: u
     }
 }
 
+/// Runs `writers` writer threads of `appends` steps each on `store`, and
+/// waits for them (they stop early once the machine or process is gone).
+fn run_writers(
+    seed: u64,
+    store: &Store<SimFs>,
+    ledger: &Arc<Mutex<Ledger>>,
+    writers: u64,
+    appends: u64,
+    durable: bool,
+) {
+    let threads: Vec<_> = (0..writers)
+        .map(|t| {
+            let (store, ledger) = (store.clone(), ledger.clone());
+            let seed = seed.wrapping_mul(31).wrapping_add(t);
+            std::thread::spawn(move || writer(seed, store, ledger, appends, durable))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer thread panicked");
+    }
+}
+
+/// `store`, opened on the same machine after a kill or an I/O error,
+/// published `recovered`: all of it counts as durable from now on. Cuts
+/// the power; the next open must hold it, and everything else
+/// acknowledged.
+fn survives_power_loss(
+    fs: &SimFs,
+    store: Store<SimFs>,
+    seed: u64,
+    options: &Options,
+    mut ledger: Ledger,
+    recovered: &[sim_support::Read],
+) {
+    for e in recovered {
+        ledger
+            .acked
+            .insert(e.id, (e.written.stream.clone(), e.version, e.position));
+    }
+    fs.crash_now();
+    drop(store);
+    let (_fs, store) = reopen(&fs.image().expect("crashed"), seed, options);
+    check(&store, &ledger);
+    check_side_files(&store, &ledger);
+}
+
 fn reopen(image: &SimImage, seed: u64, options: &Options) -> (SimFs, Store<SimFs>) {
     let fs = SimFs::from_image(image, seed);
     let store = match Store::open_with(fs.clone(), dir(), options.clone()) {
@@ -250,16 +296,7 @@ fn run_seed(seed: u64) -> Tally {
         if !crash_in_open {
             fs.crash_after(rng.below(writers * appends * 5 + 10));
         }
-        let threads: Vec<_> = (0..writers)
-            .map(|t| {
-                let (store, ledger) = (store.clone(), ledger.clone());
-                let seed = seed.wrapping_mul(31).wrapping_add(t);
-                std::thread::spawn(move || writer(seed, store, ledger, appends, durable))
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("writer thread panicked");
-        }
+        run_writers(seed, &store, &ledger, writers, appends, durable);
         fs.crash_now();
         drop(store); // closing a crashed store fails quietly
     }
@@ -335,20 +372,11 @@ fn run_kill_seed(seed: u64) -> usize {
     let appends = 5 + rng.below(30);
     let store = Store::open_with(fs.clone(), dir(), options.clone()).expect("open");
     fs.kill_process_after(rng.below(writers * appends * 5 + 10));
-    let threads: Vec<_> = (0..writers)
-        .map(|t| {
-            let (store, ledger) = (store.clone(), ledger.clone());
-            let seed = seed.wrapping_mul(31).wrapping_add(t);
-            std::thread::spawn(move || writer(seed, store, ledger, appends, durable))
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("writer thread panicked");
-    }
+    run_writers(seed, &store, &ledger, writers, appends, durable);
     drop(store); // the dead process's close does nothing
     fs.revive();
 
-    let mut ledger = ledger.lock().clone();
+    let ledger = ledger.lock().clone();
     let store = Store::open_with(fs.clone(), dir(), options.clone())
         .unwrap_or_else(|e| panic!("open after a killed process failed: {e}"));
     let recovered = check(&store, &ledger);
@@ -364,17 +392,7 @@ fn run_kill_seed(seed: u64) -> usize {
             (stream, *version, *position)
         );
     }
-    // Everything this open published counts as durable from now on.
-    for e in &recovered {
-        ledger
-            .acked
-            .insert(e.id, (e.written.stream.clone(), e.version, e.position));
-    }
-    fs.crash_now();
-    drop(store);
-    let (_fs, store) = reopen(&fs.image().expect("crashed"), seed, &options);
-    check(&store, &ledger);
-    check_side_files(&store, &ledger);
+    survives_power_loss(&fs, store, seed, &options, ledger, &recovered);
     recovered.len()
 }
 
@@ -403,36 +421,17 @@ fn run_fault_seed(seed: u64) -> bool {
         error: FaultError::Eio,
         sticky: false,
     });
-    let threads: Vec<_> = (0..writers)
-        .map(|t| {
-            let (store, ledger) = (store.clone(), ledger.clone());
-            let seed = seed.wrapping_mul(31).wrapping_add(t);
-            std::thread::spawn(move || writer(seed, store, ledger, appends, durable))
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("writer thread panicked");
-    }
+    run_writers(seed, &store, &ledger, writers, appends, durable);
     let hit = fs.count(kind) > before + nth;
     drop(store);
     fs.clear_faults();
 
-    let mut ledger = ledger.lock().clone();
+    let ledger = ledger.lock().clone();
     let store = Store::open_with(fs.clone(), dir(), options.clone())
         .unwrap_or_else(|e| panic!("open after an I/O error failed: {e}"));
     let recovered = check(&store, &ledger);
     check_side_files(&store, &ledger);
-    // What this open published counts as durable, in every mode.
-    for e in &recovered {
-        ledger
-            .acked
-            .insert(e.id, (e.written.stream.clone(), e.version, e.position));
-    }
-    fs.crash_now();
-    drop(store);
-    let (_fs, store) = reopen(&fs.image().expect("crashed"), seed, &options);
-    check(&store, &ledger);
-    check_side_files(&store, &ledger);
+    survives_power_loss(&fs, store, seed, &options, ledger, &recovered);
     hit
 }
 

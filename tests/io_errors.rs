@@ -419,49 +419,7 @@ fn a_failed_write_back_fails_the_append_and_poisons_the_store() {
 #[test]
 fn events_recovered_from_the_page_cache_are_synced_before_anything_counts_on_them() {
     for seed in 0..40 {
-        let fs = SimFs::new(seed);
-        let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
-        for i in 0..3 {
-            store
-                .append("s-1", ExpectedVersion::Any, [EventData::new("E", format!("{i}"))])
-                .expect("append");
-        }
-        store.save_index().expect("save index");
-        // The fourth append is written, its sync fails: never acknowledged.
-        let fourth = EventData::new("E", "3");
-        fail_next_sync(&fs, true);
-        assert!(store.append("s-1", ExpectedVersion::Any, [fourth.clone()]).is_err());
-        drop(store);
-        fs.clear_faults();
-
-        let store = Store::open_with(fs.clone(), dir(), options()).expect("reopen");
-        assert_eq!(
-            store.stream_version("s-1"),
-            Some(3),
-            "seed {seed}: the failed batch was published"
-        );
-        // The client retries its append: written again, and synced.
-        let retried = store
-            .append("s-1", ExpectedVersion::Any, [fourth.clone()])
-            .expect("retry");
-        assert_eq!(retried.last_version, 4, "seed {seed}");
-        store.save_snapshot("s-1", 4, 1, b"state at 4").expect("snapshot");
-        fs.crash_now();
-        drop(store);
-
-        let after = SimFs::from_image(&fs.image().expect("image"), seed);
-        let store = Store::open_with(after, dir(), options())
-            .unwrap_or_else(|e| panic!("seed {seed}: reopen after the power loss failed: {e}"));
-        assert_eq!(
-            store.stream_version("s-1"),
-            Some(4),
-            "seed {seed}: acknowledged retry lost"
-        );
-        assert_eq!(
-            store.load_snapshot("s-1").snapshot.map(|s| s.version),
-            Some(4),
-            "seed {seed}"
-        );
+        page_cache_round(seed, |fs| fail_next_sync(fs, true), SimFs::clear_faults, 3);
     }
 }
 
@@ -474,50 +432,56 @@ fn events_recovered_from_the_page_cache_are_synced_before_anything_counts_on_the
 #[test]
 fn events_a_killed_process_left_in_the_page_cache_are_synced_before_anything_counts_on_them() {
     for seed in 0..40 {
-        let fs = SimFs::new(seed);
-        let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
-        for i in 0..3 {
-            store
-                .append("s-1", ExpectedVersion::Any, [EventData::new("E", format!("{i}"))])
-                .expect("append");
-        }
-        store.save_index().expect("save index");
-        // The fourth append is written; the process dies before its sync.
-        let fourth = EventData::new("E", "3");
-        fs.kill_process_at_next(OpKind::Sync);
-        assert!(store.append("s-1", ExpectedVersion::Any, [fourth.clone()]).is_err());
-        drop(store);
-        fs.revive();
-
-        let store = Store::open_with(fs.clone(), dir(), options()).expect("reopen");
-        assert_eq!(
-            store.stream_version("s-1"),
-            Some(4),
-            "seed {seed}: the page cache's batch is read back"
-        );
-        // The client retries its append: acknowledged as the one written.
-        let retried = store
-            .append("s-1", ExpectedVersion::Any, [fourth.clone()])
-            .expect("retry");
-        assert_eq!(retried.last_version, 4, "seed {seed}");
-        store.save_snapshot("s-1", 4, 1, b"state at 4").expect("snapshot");
-        fs.crash_now();
-        drop(store);
-
-        let after = SimFs::from_image(&fs.image().expect("image"), seed);
-        let store = Store::open_with(after, dir(), options())
-            .unwrap_or_else(|e| panic!("seed {seed}: reopen after the power loss failed: {e}"));
-        assert_eq!(
-            store.stream_version("s-1"),
-            Some(4),
-            "seed {seed}: acknowledged retry lost"
-        );
-        assert_eq!(
-            store.load_snapshot("s-1").snapshot.map(|s| s.version),
-            Some(4),
-            "seed {seed}"
-        );
+        page_cache_round(seed, |fs| fs.kill_process_at_next(OpKind::Sync), SimFs::revive, 4);
     }
+}
+
+/// Three appends and an index save; a fourth append that `stop` makes
+/// fail before its sync returns, never acknowledged; `resume`, and a
+/// reopen on the same machine, which must find `found` events in the
+/// stream. Then the client retries the fourth append (acknowledged, as
+/// the one found or written anew), saves a snapshot of it, and the power
+/// is cut: the next open must succeed and hold both.
+fn page_cache_round(seed: u64, stop: impl Fn(&SimFs), resume: impl Fn(&SimFs), found: u64) {
+    let fs = SimFs::new(seed);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    for i in 0..3 {
+        store
+            .append("s-1", ExpectedVersion::Any, [EventData::new("E", format!("{i}"))])
+            .expect("append");
+    }
+    store.save_index().expect("save index");
+    let fourth = EventData::new("E", "3");
+    stop(&fs);
+    assert!(store.append("s-1", ExpectedVersion::Any, [fourth.clone()]).is_err());
+    drop(store);
+    resume(&fs);
+
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("reopen");
+    assert_eq!(
+        store.stream_version("s-1"),
+        Some(found),
+        "seed {seed}: events found in the page cache"
+    );
+    let retried = store.append("s-1", ExpectedVersion::Any, [fourth]).expect("retry");
+    assert_eq!(retried.last_version, 4, "seed {seed}");
+    store.save_snapshot("s-1", 4, 1, b"state at 4").expect("snapshot");
+    fs.crash_now();
+    drop(store);
+
+    let after = SimFs::from_image(&fs.image().expect("image"), seed);
+    let store = Store::open_with(after, dir(), options())
+        .unwrap_or_else(|e| panic!("seed {seed}: reopen after the power loss failed: {e}"));
+    assert_eq!(
+        store.stream_version("s-1"),
+        Some(4),
+        "seed {seed}: acknowledged retry lost"
+    );
+    assert_eq!(
+        store.load_snapshot("s-1").snapshot.map(|s| s.version),
+        Some(4),
+        "seed {seed}"
+    );
 }
 
 /// Makes the next sync fail with EIO (and every later one, when `sticky`).
