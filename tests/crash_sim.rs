@@ -358,80 +358,118 @@ fn run_seed(seed: u64) -> Tally {
     tally
 }
 
+/// One seed's workload on a fresh simulated machine: a store open on it,
+/// and the shape of the writers that will append to it.
+struct Machine {
+    rng: SimRng,
+    options: Options,
+    durable: bool,
+    fs: SimFs,
+    ledger: Arc<Mutex<Ledger>>,
+    writers: u64,
+    appends: u64,
+    store: Store<SimFs>,
+}
+
+impl Machine {
+    /// The machine of `seed`; `salt` tells the simulations apart.
+    fn new(seed: u64, salt: u64) -> Machine {
+        let mut rng = SimRng::new(seed ^ salt);
+        let (options, durable) = options(&mut rng);
+        let fs = SimFs::new(seed);
+        let writers = 1 + rng.below(3);
+        let appends = 5 + rng.below(30);
+        let store = Store::open_with(fs.clone(), dir(), options.clone()).expect("open");
+        Machine {
+            rng,
+            options,
+            durable,
+            fs,
+            ledger: Arc::default(),
+            writers,
+            appends,
+            store,
+        }
+    }
+
+    /// Runs the writers, drops the store, calls `resume`, then opens the
+    /// store again on the same machine (its page cache as the writers left
+    /// it) and checks it against what was acknowledged. Then
+    /// [`survives_power_loss`]. Returns how many events that open found.
+    fn run_then_reopen(self, seed: u64, resume: impl FnOnce(&SimFs)) -> usize {
+        let Machine {
+            options,
+            durable,
+            fs,
+            ledger,
+            writers,
+            appends,
+            store,
+            ..
+        } = self;
+        run_writers(seed, &store, &ledger, writers, appends, durable);
+        drop(store);
+        resume(&fs);
+        let ledger = ledger.lock().clone();
+        let store = Store::open_with(fs.clone(), dir(), options.clone())
+            .unwrap_or_else(|e| panic!("open on the same machine failed: {e}"));
+        let recovered = check(&store, &ledger);
+        check_side_files(&store, &ledger);
+        let by_id: std::collections::HashMap<annal::Uuid, &sim_support::Read> =
+            recovered.iter().map(|e| (e.id, e)).collect();
+        // With no power loss yet, nothing whose append returned is gone
+        // (in the periodic and buffered modes too).
+        for (id, (stream, version, position)) in &ledger.returned {
+            let e = by_id
+                .get(id)
+                .unwrap_or_else(|| panic!("event {id} at {position}, returned before, lost"));
+            assert_eq!(
+                (&e.written.stream, e.version, e.position),
+                (stream, *version, *position)
+            );
+        }
+        let found = recovered.len();
+        survives_power_loss(&fs, store, seed, &options, ledger, &recovered);
+        found
+    }
+}
+
 /// A process killed (SIGKILL) at a random call while the machine goes
 /// on: the next process opens the page cache as the dead one left it.
 /// Nothing whose append returned is lost, in any mode (a process crash
 /// loses nothing), and what that open publishes is durable: a power loss
 /// right after it loses none of it. Returns the events the open found.
 fn run_kill_seed(seed: u64) -> usize {
-    let mut rng = SimRng::new(seed ^ 0x6B69_6C6C);
-    let (options, durable) = options(&mut rng);
-    let fs = SimFs::new(seed);
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let writers = 1 + rng.below(3);
-    let appends = 5 + rng.below(30);
-    let store = Store::open_with(fs.clone(), dir(), options.clone()).expect("open");
-    fs.kill_process_after(rng.below(writers * appends * 5 + 10));
-    run_writers(seed, &store, &ledger, writers, appends, durable);
-    drop(store); // the dead process's close does nothing
-    fs.revive();
-
-    let ledger = ledger.lock().clone();
-    let store = Store::open_with(fs.clone(), dir(), options.clone())
-        .unwrap_or_else(|e| panic!("open after a killed process failed: {e}"));
-    let recovered = check(&store, &ledger);
-    check_side_files(&store, &ledger);
-    let by_id: std::collections::HashMap<annal::Uuid, &sim_support::Read> =
-        recovered.iter().map(|e| (e.id, e)).collect();
-    for (id, (stream, version, position)) in &ledger.returned {
-        let e = by_id
-            .get(id)
-            .unwrap_or_else(|| panic!("event {id} at {position}, returned before the kill, lost"));
-        assert_eq!(
-            (&e.written.stream, e.version, e.position),
-            (stream, *version, *position)
-        );
-    }
-    survives_power_loss(&fs, store, seed, &options, ledger, &recovered);
-    recovered.len()
+    let mut machine = Machine::new(seed, 0x6B69_6C6C);
+    let calls = machine.writers * machine.appends * 5 + 10;
+    machine.fs.kill_process_after(machine.rng.below(calls));
+    machine.run_then_reopen(seed, SimFs::revive)
 }
 
 /// An I/O error (EIO) injected at a random write, sync or start of
 /// write-back: the store fails stop; then the next process opens the page
 /// cache the failed one left (where a failed write-back's pages are clean
-/// but still readable), and a power loss follows. Nothing acknowledged is
-/// lost, and everything the open published survives the power loss: it
-/// never publishes bytes that no sync wrote. Returns whether the fault was
-/// hit.
+/// but still readable), and a power loss follows. Nothing whose append
+/// returned is lost before the power loss, and everything the open
+/// published survives it: it never publishes bytes that no sync wrote.
+/// Returns whether the fault was hit.
 fn run_fault_seed(seed: u64) -> bool {
     use annal::io::sim::{Fault, FaultError, OpKind};
-    let mut rng = SimRng::new(seed ^ 0x0045_494F);
-    let (options, durable) = options(&mut rng);
-    let fs = SimFs::new(seed);
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let writers = 1 + rng.below(3);
-    let appends = 5 + rng.below(30);
-    let store = Store::open_with(fs.clone(), dir(), options.clone()).expect("open");
-    let kind = [OpKind::Sync, OpKind::Write, OpKind::Writeback][rng.below(3) as usize];
-    let nth = rng.below(writers * appends);
-    let before = fs.count(kind);
-    fs.inject(Fault {
+    let mut machine = Machine::new(seed, 0x0045_494F);
+    let kind = [OpKind::Sync, OpKind::Write, OpKind::Writeback][machine.rng.below(3) as usize];
+    let nth = machine.rng.below(machine.writers * machine.appends);
+    let before = machine.fs.count(kind);
+    machine.fs.inject(Fault {
         kind,
         nth,
         error: FaultError::Eio,
         sticky: false,
     });
-    run_writers(seed, &store, &ledger, writers, appends, durable);
-    let hit = fs.count(kind) > before + nth;
-    drop(store);
-    fs.clear_faults();
-
-    let ledger = ledger.lock().clone();
-    let store = Store::open_with(fs.clone(), dir(), options.clone())
-        .unwrap_or_else(|e| panic!("open after an I/O error failed: {e}"));
-    let recovered = check(&store, &ledger);
-    check_side_files(&store, &ledger);
-    survives_power_loss(&fs, store, seed, &options, ledger, &recovered);
+    let mut hit = false;
+    machine.run_then_reopen(seed, |fs| {
+        hit = fs.count(kind) > before + nth;
+        fs.clear_faults();
+    });
     hit
 }
 
