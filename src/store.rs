@@ -709,24 +709,17 @@ impl<F: FileSystem> Core<F> {
             return;
         }
         let tail = self.tail.lock();
-        let segment = tail.segment_id;
-        let (synced_segment, synced_offset) = *self.synced_end.lock();
-        let from = if synced_segment == segment {
-            synced_offset
-        } else {
-            SEGMENT_HEADER_BYTES
+        // An end in an earlier segment is the active one's header end.
+        let here = |(segment, offset): (u64, u64)| {
+            if segment == tail.segment_id {
+                offset
+            } else {
+                SEGMENT_HEADER_BYTES
+            }
         };
+        let from = here(*self.synced_end.lock());
         let published = self.published.read().end;
-        let mut to = if published.segment == segment {
-            published.offset
-        } else {
-            SEGMENT_HEADER_BYTES
-        };
-        if let Some((written_segment, written_offset)) = written_end
-            && written_segment == segment
-        {
-            to = to.max(written_offset);
-        }
+        let to = here((published.segment, published.offset)).max(written_end.map_or(0, here));
         if from < to {
             let _ = tail.write_back(from, to);
         }

@@ -303,6 +303,45 @@ impl State {
         Ok(())
     }
 
+    /// What a sync call (its outcome so far `entered`) leaves of `ino`'s
+    /// pending changes. After a power loss or the process's death nothing
+    /// changes (a dead process's calls do nothing). A sync that succeeds
+    /// makes them all durable. A failed one (an injected fault) made a
+    /// prefix durable, and the rest never will be: they stay readable but
+    /// are no longer pending, as on Linux, which marks the pages of a
+    /// failed write-back clean (a later sync succeeds without them). Each
+    /// failure is reported once to every handle open on the file when it
+    /// happened (`seen`, the failures this handle was told of): a sync that
+    /// succeeds reports one through another handle since its last sync.
+    fn settle_sync(&mut self, ino: u64, seen: &AtomicU64, entered: io::Result<()>) -> io::Result<()> {
+        if self.image.is_some() || self.dead {
+            return entered;
+        }
+        let failed = entered.is_err();
+        let Some(n) = self.inodes.get(&ino).map(|i| i.pending.len()) else {
+            return entered.and(Err(io::Error::other("file vanished")));
+        };
+        let applied = if failed {
+            self.rng().below(n as u64 + 1) as usize
+        } else {
+            n
+        };
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return entered;
+        };
+        let pending = std::mem::take(&mut inode.pending);
+        for change in &pending[..applied] {
+            change.apply(&mut inode.durable);
+        }
+        inode.errors += u64::from(failed);
+        if seen.swap(inode.errors, Ordering::AcqRel) < inode.errors && !failed {
+            return Err(io::Error::other(
+                "injected EIO on Sync (an earlier write-back of this file failed)",
+            ));
+        }
+        entered
+    }
+
     /// Fails with ENOSPC when growing `inode` to `len` bytes would pass the
     /// disk's capacity.
     fn make_room(&self, inode: u64, len: u64) -> io::Result<()> {
@@ -762,45 +801,8 @@ impl FileHandle for SimFile {
         let (result, hold) = {
             let mut s = self.state.lock();
             let hold = s.sync_hold.take();
-            let mut result = s.enter(OpKind::Sync);
-            // After a power loss or the process's death nothing changes
-            // (a dead process's calls do nothing). A failed sync (an
-            // injected fault) made a prefix of its changes durable, and the
-            // rest never will be: they stay readable but are no longer
-            // pending, as on Linux, which marks the pages of a failed
-            // write-back clean (a later sync succeeds without them).
-            if s.image.is_none() && !s.dead {
-                let failed = result.is_err();
-                match s.inodes.get(&self.inode).map(|i| i.pending.len()) {
-                    None if !failed => result = Err(io::Error::other("file vanished")),
-                    None => {}
-                    Some(n) => {
-                        let applied = if failed {
-                            s.rng().below(n as u64 + 1) as usize
-                        } else {
-                            n
-                        };
-                        if let Some(inode) = s.inodes.get_mut(&self.inode) {
-                            let pending = std::mem::take(&mut inode.pending);
-                            for change in &pending[..applied] {
-                                change.apply(&mut inode.durable);
-                            }
-                            if failed {
-                                inode.errors += 1;
-                            }
-                            // Each failure is reported once per handle: this
-                            // call reports its own, or one through another
-                            // handle since this one last synced.
-                            let errors = inode.errors;
-                            if self.seen.swap(errors, Ordering::AcqRel) < errors && !failed {
-                                result = Err(io::Error::other(
-                                    "injected EIO on Sync (an earlier write-back of this file failed)",
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+            let result = s.enter(OpKind::Sync);
+            let result = s.settle_sync(self.inode, &self.seen, result);
             (result, hold)
         };
         if let Some(hold) = hold {

@@ -13,6 +13,7 @@ use super::file::{self, FILE_HEADER_BYTES, FILE_NAME};
 use super::{Snapshot, SnapshotIssue, SnapshotLoad, SnapshotOptions, SnapshotStats};
 use crate::error::{Error, IoContext, Result};
 use crate::io::{self, FileHandle, FileSystem, OpenMode};
+use crate::log::tail::write_zeros;
 use crate::options::Durability;
 use crate::store::{Core, Store};
 
@@ -457,7 +458,7 @@ impl<F: FileSystem> Store<F> {
             // the save fails either way) end the file here for that scan,
             // and the next save's sync writes them. Reopened (and cut)
             // next time.
-            let _ = file.write_all_at(&vec![0u8; record.len()], offset);
+            let _ = write_zeros(&*file, offset, offset + record.len() as u64);
             *guard = None;
             return Err(e);
         }
