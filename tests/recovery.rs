@@ -5,26 +5,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use annal::{Error, ExpectedVersion, Options, RecordedEvent, Store};
+use annal::{Error, ExpectedVersion, Options, Store};
 use common::*;
-
-type Summary = Vec<(u64, String, u64, annal::Uuid, Vec<u8>, Vec<u8>)>;
-
-fn summary(events: &[RecordedEvent]) -> Summary {
-    events
-        .iter()
-        .map(|e| {
-            (
-                e.position(),
-                e.stream().to_string(),
-                e.version(),
-                e.id(),
-                e.data().to_vec(),
-                e.metadata().to_vec(),
-            )
-        })
-        .collect()
-}
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(annal::log::segment::file_name(id))

@@ -31,8 +31,8 @@ pub fn all(store: &Store) -> Vec<RecordedEvent> {
 }
 
 /// An event as tests compare stores: (position, stream, version, id,
-/// data).
-pub type EventSummary = (u64, String, u64, Uuid, Vec<u8>);
+/// data, metadata).
+pub type EventSummary = (u64, String, u64, Uuid, Vec<u8>, Vec<u8>);
 
 /// The summary of each event.
 pub fn summary(events: &[RecordedEvent]) -> Vec<EventSummary> {
@@ -45,6 +45,7 @@ pub fn summary(events: &[RecordedEvent]) -> Vec<EventSummary> {
                 e.version(),
                 e.id(),
                 e.data().to_vec(),
+                e.metadata().to_vec(),
             )
         })
         .collect()
