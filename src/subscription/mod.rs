@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of};
 use crate::io::{FileSystem, StdFs};
-use crate::read::{Events, ReadStream};
+use crate::read::{Events, ReadStream, Window, next_window, worth_listing};
 use crate::store::{Core, Store};
 use hub::Hub;
 
@@ -202,6 +202,13 @@ pub struct Subscription<F: FileSystem = StdFs> {
     scanned: u64,
     /// Stream subscriptions: the stream version up to which it was read.
     stream_version: u64,
+    /// Category subscriptions catching up: the positions of the window
+    /// listed from the index (see `read/category.rs`), from
+    /// `listed_next` on still to read, and the window's last position
+    /// (every position of the category up to it is in the list).
+    listed: Vec<u64>,
+    listed_next: usize,
+    listed_end: u64,
     last_delivered: u64,
     live: bool,
     closed: bool,
@@ -236,6 +243,9 @@ impl<F: FileSystem> Subscription<F> {
             buffer: VecDeque::new(),
             scanned: 0,
             stream_version: 0,
+            listed: Vec::new(),
+            listed_next: 0,
+            listed_end: 0,
             last_delivered: 0,
             live: false,
             closed: false,
@@ -391,6 +401,25 @@ impl<F: FileSystem> Subscription<F> {
             return Ok(false);
         }
         let head = core.published.read().index.last_position();
+        // A category of few streams for the history left: its next window
+        // listed from the index (see `read/category.rs`), unless damage in
+        // the window leaves it to a scan, which reports it where it lies.
+        let mut listing = self.listed_end > self.scanned;
+        if !listing
+            && let Target::Category(category) = &self.filter.target
+            && head > self.scanned
+            && worth_listing(&core, category, self.scanned, head)
+        {
+            let reuse = std::mem::take(&mut self.listed);
+            if let Window::Listed { positions, end } =
+                next_window(&core, category, self.scanned, head, None, true, reuse)
+            {
+                self.listed = positions;
+                self.listed_next = 0;
+                self.listed_end = end;
+                listing = true;
+            }
+        }
         let mut last_seen = self.scanned;
         let (filter, buffer) = (&self.filter, &mut self.buffer);
         let live = match &filter.target {
@@ -406,6 +435,31 @@ impl<F: FileSystem> Subscription<F> {
                         buffer.push_back(e);
                     }
                 })?
+            }
+            Target::Category(_) if listing => {
+                // A page is the next SUBSCRIPTION_PAGE_EVENTS positions of
+                // the window's list.
+                let take = (self.listed.len() - self.listed_next).min(SUBSCRIPTION_PAGE_EVENTS);
+                let page = self.listed[self.listed_next..self.listed_next + take].to_vec();
+                let events = Events::listed(core.clone(), page, filter.event_types.clone());
+                let whole = read_events(events, |e| {
+                    last_seen = e.position();
+                    buffer.push_back(e);
+                })?
+                .is_some();
+                if whole {
+                    self.listed_next += take;
+                    last_seen = if self.listed_next == self.listed.len() {
+                        self.listed_end
+                    } else {
+                        self.listed[self.listed_next - 1]
+                    };
+                } else {
+                    // Stopped by damage after some events: the next read
+                    // starts at the damaged one, and reports it.
+                    self.listed_next = self.listed.partition_point(|&p| p <= last_seen);
+                }
+                whole && last_seen == head
             }
             Target::All | Target::Category(_) => {
                 // A page is the next SUBSCRIPTION_PAGE_EVENTS positions; the

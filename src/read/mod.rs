@@ -5,11 +5,15 @@
 //! any lock, so readers never hold up writers. Events returned point into
 //! the memory maps (no payload copies).
 
+mod category;
+
 use std::sync::Arc;
+
+pub(crate) use category::{Window, next_window, worth_listing};
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of_bytes};
-use crate::index::Location;
+use crate::index::{Location, LocationTable};
 use crate::io::{FileSystem, StdFs};
 use crate::log::view::SegmentView;
 use crate::store::Core;
@@ -19,10 +23,6 @@ const PAGE_EVENTS: usize = 512;
 
 /// How many events ahead a read asks the processor to load.
 const PREFETCH_AHEAD: usize = 12;
-
-/// Streams whose positions a category read copies under one hold of the
-/// index lock.
-const CATEGORY_SLICE_STREAMS: usize = 256;
 
 /// Reading direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -164,6 +164,38 @@ enum Source {
     },
     /// A range of global positions, walked in either direction.
     Range { next: u64, last: u64, backward: bool },
+    /// A category's positions after `after` up to `last`, oldest first,
+    /// listed from the index a window at a time (see `category.rs`):
+    /// `positions[next..]` are the current window's still to read. With
+    /// `checked` (a filtered global read), a window whose batches have
+    /// not all passed their checks is scanned instead: `scan` is the part
+    /// of it still to scan, `(next, last)`.
+    Category {
+        category: String,
+        after: u64,
+        last: u64,
+        checked: bool,
+        positions: Vec<u64>,
+        next: usize,
+        scan: Option<(u64, u64)>,
+    },
+}
+
+/// Adds the next page of the positions from `next` to `last` (forward, or
+/// down to 1 backward) to `page`, moving `next` past it.
+fn range_page(locations: &LocationTable, next: &mut u64, last: u64, backward: bool, page: &mut Vec<(u64, u64)>) {
+    // Positions up to `last` exist, so the table covers them.
+    let last = last.min(locations.len() as u64);
+    if *next == 0 || *next > last {
+        return;
+    }
+    let (from, to) = if backward {
+        (next.saturating_sub(PAGE_EVENTS as u64 - 1).max(1), *next)
+    } else {
+        (*next, next.saturating_add(PAGE_EVENTS as u64 - 1).min(last))
+    };
+    locations.extend_page((from - 1) as usize..to as usize, backward, page);
+    *next = if backward { from - 1 } else { to + 1 };
 }
 
 /// Filters of a global read.
@@ -265,12 +297,36 @@ impl<F: FileSystem> Events<F> {
             (true, None) => last,
             (true, Some(p)) => p.saturating_sub(1).min(last),
         };
+        // Forward through a category of few streams for the range: its
+        // windows listed from the index (each checked for damage first).
+        let source = match &options.category {
+            Some(category) if !backward && worth_listing(&core, category, next - 1, last) => Source::Category {
+                category: category.clone(),
+                after: next - 1,
+                last,
+                checked: true,
+                positions: Vec::new(),
+                next: 0,
+                scan: None,
+            },
+            _ => Source::Range { next, last, backward },
+        };
         let filter = Filter {
             event_types: options.event_types,
             stream_prefix: options.stream_prefix,
             category: options.category,
         };
-        Events::new(core, Source::Range { next, last, backward }, filter, options.limit)
+        Events::new(core, source, filter, options.limit)
+    }
+
+    /// The events at `positions` (ascending, published) of these types
+    /// (any when empty): one page of a subscription's listed window.
+    pub(crate) fn listed(core: Arc<Core<F>>, positions: Vec<u64>, event_types: Vec<String>) -> Self {
+        let filter = Filter {
+            event_types,
+            ..Filter::default()
+        };
+        Events::new(core, Source::List { positions, next: 0 }, filter, None)
     }
 
     /// The events after position `after`, up to `up_to`, of a category
@@ -297,30 +353,21 @@ impl<F: FileSystem> Events<F> {
     }
 
     pub(crate) fn category(core: Arc<Core<F>>, category: &str, after: u64, limit: Option<usize>) -> Self {
-        // The category's positions as of now, copied a slice of streams at
-        // a time and sorted without the index lock, which appends need to
-        // publish: a category of a million events holds them up for a
-        // fraction of a millisecond at a time, not for the whole sort.
-        let (last, streams) = {
-            let published = core.published.read();
-            let index = &published.index;
-            (index.last_position(), index.category_stream_count(category))
+        // The category as of now: its positions up to the log's end,
+        // listed a window at a time (each window's streams a slice at a
+        // time, so that a category of a million events never holds the
+        // index lock, which appends need to publish, for long).
+        let last = core.published.read().index.last_position();
+        let source = Source::Category {
+            category: category.to_string(),
+            after,
+            last,
+            checked: false,
+            positions: Vec::new(),
+            next: 0,
+            scan: None,
         };
-        let mut positions: Vec<u64> = Vec::new();
-        for start in (0..streams).step_by(CATEGORY_SLICE_STREAMS) {
-            let published = core.published.read();
-            for (_, entry) in published
-                .index
-                .category_streams_in(category, start..start + CATEGORY_SLICE_STREAMS)
-            {
-                entry.extend_range(entry.count_up_to(after)..entry.count_up_to(last), &mut positions);
-            }
-        }
-        positions.sort_unstable();
-        if let Some(n) = limit {
-            positions.truncate(n);
-        }
-        Events::new(core, Source::List { positions, next: 0 }, Filter::default(), None)
+        Events::new(core, source, Filter::default(), limit)
     }
 
     fn new(core: Arc<Core<F>>, source: Source, filter: Filter, limit: Option<usize>) -> Self {
@@ -336,10 +383,56 @@ impl<F: FileSystem> Events<F> {
         }
     }
 
+    /// A category read's next window, when the current one is read: the
+    /// first with a position, or one to scan.
+    fn next_category_window(&mut self) {
+        let Source::Category {
+            category,
+            after,
+            last,
+            checked,
+            positions,
+            next,
+            scan,
+        } = &mut self.source
+        else {
+            return;
+        };
+        if scan.is_some() || *next < positions.len() {
+            return;
+        }
+        while *after < *last {
+            match next_window(
+                &self.core,
+                category,
+                *after,
+                *last,
+                None,
+                *checked,
+                std::mem::take(positions),
+            ) {
+                Window::Listed { positions: listed, end } => {
+                    *positions = listed;
+                    *next = 0;
+                    *after = end;
+                    if !positions.is_empty() {
+                        return;
+                    }
+                }
+                Window::Unchecked { end } => {
+                    *scan = Some((*after + 1, end));
+                    *after = end;
+                    return;
+                }
+            }
+        }
+    }
+
     /// Copies the next page of locations under the index lock.
     fn refill(&mut self) {
         self.page.clear();
         self.page_next = 0;
+        self.next_category_window();
         let published = self.core.published.read();
         let locations = published.index.locations();
         let packed = |p: u64| locations.get(usize::try_from(p.checked_sub(1)?).ok()?);
@@ -377,20 +470,23 @@ impl<F: FileSystem> Events<F> {
                 self.page
                     .extend(positions.iter().filter_map(|&p| Some((p, packed(p)?))));
             }
-            Source::Range { next, last, backward } => {
-                // Positions up to `last` exist, so the table covers them.
-                let last = (*last).min(locations.len() as u64);
-                if *next == 0 || *next > last {
-                    return;
+            Source::Range { next, last, backward } => range_page(locations, next, *last, *backward, &mut self.page),
+            Source::Category {
+                positions, next, scan, ..
+            } => match scan {
+                Some((from, last)) => {
+                    range_page(locations, from, *last, false, &mut self.page);
+                    if *from > *last {
+                        *scan = None;
+                    }
                 }
-                let (from, to) = if *backward {
-                    (next.saturating_sub(PAGE_EVENTS as u64 - 1).max(1), *next)
-                } else {
-                    (*next, next.saturating_add(PAGE_EVENTS as u64 - 1).min(last))
-                };
-                locations.extend_page((from - 1) as usize..to as usize, *backward, &mut self.page);
-                *next = if *backward { from - 1 } else { to + 1 };
-            }
+                None => {
+                    let page = positions.get(*next..).unwrap_or_default();
+                    let page = &page[..page.len().min(PAGE_EVENTS)];
+                    self.page.extend(page.iter().filter_map(|&p| Some((p, packed(p)?))));
+                    *next += page.len();
+                }
+            },
         }
     }
 
