@@ -35,11 +35,22 @@ use crate::store::Core;
 const SLICE_STREAMS: usize = 256;
 
 /// Positions of the log per stream of the category from which listing a
-/// range beats scanning it, and the span of a window per stream.
-pub(crate) const SPAN_PER_STREAM: u64 = 16;
+/// range beats scanning it, and a first window's span per stream.
+const SPAN_PER_STREAM: u64 = 16;
 
 /// Fewest positions a window spans (fewer when the range is shorter).
-pub(crate) const WINDOW_MIN: u64 = 65_536;
+const SPAN_MIN: u64 = 65_536;
+
+/// Most positions a window spans: its list holds at most this many
+/// positions (8 MiB).
+const SPAN_MAX: u64 = 1 << 20;
+
+/// How many positions a window aims to list (2 MiB): each later window's
+/// span is set from the category's share of the window before (a category
+/// of a tenth of the log is listed a million positions of log at a time),
+/// so that a sparse category is listed in few windows, each costing two
+/// binary searches per stream.
+const LISTED_TARGET: u64 = 1 << 18;
 
 /// What a window gave.
 #[derive(Debug)]
@@ -50,6 +61,8 @@ pub(crate) enum Window {
         positions: Vec<u64>,
         /// The window's last position.
         end: u64,
+        /// The span for the next window.
+        next_span: u64,
     },
     /// A batch of `(after, end]` failed its checks, or could not be
     /// checked: the window is to be scanned, and the scan reports it.
@@ -70,10 +83,11 @@ pub(crate) fn worth_listing<F: FileSystem>(core: &Core<F>, category: &str, after
 /// The next window of `category` after position `after`, ending at `last`
 /// at the latest (a published position: streams added to the category
 /// after it was published have only later positions). The window spans
-/// `span` positions, or [`SPAN_PER_STREAM`] per stream of the category
-/// and at least [`WINDOW_MIN`] when `span` is `None`. With `checked`
-/// (filtered reads), only a window whose batches all passed their checks
-/// is listed. `reuse` is an emptied vector to list into.
+/// `span` positions (the previous window's `next_span`), or, for a first
+/// window (`None`), [`SPAN_PER_STREAM`] per stream of the category and
+/// at least [`SPAN_MIN`]. With `checked` (filtered reads), only a window
+/// whose batches all passed their checks is listed. `reuse` is a vector
+/// to list into.
 pub(crate) fn next_window<F: FileSystem>(
     core: &Core<F>,
     category: &str,
@@ -84,8 +98,10 @@ pub(crate) fn next_window<F: FileSystem>(
     mut reuse: Vec<u64>,
 ) -> Window {
     let streams = core.published.read().index.category_stream_count(category);
-    let span = span.unwrap_or_else(|| (streams as u64).saturating_mul(SPAN_PER_STREAM).max(WINDOW_MIN));
-    let end = last.min(after.saturating_add(span.max(1)));
+    let span = span
+        .unwrap_or_else(|| (streams as u64).saturating_mul(SPAN_PER_STREAM))
+        .clamp(SPAN_MIN, SPAN_MAX);
+    let end = last.min(after.saturating_add(span));
     if checked && !batches_checked(core, after, end) {
         return Window::Unchecked { end };
     }
@@ -100,7 +116,13 @@ pub(crate) fn next_window<F: FileSystem>(
         }
     }
     reuse.sort_unstable();
-    Window::Listed { positions: reuse, end }
+    // The category's share of this window sets the next one's span.
+    let next_span = span.saturating_mul(LISTED_TARGET) / (reuse.len() as u64).max(1);
+    Window::Listed {
+        positions: reuse,
+        end,
+        next_span,
+    }
 }
 
 /// Whether every batch holding a position in `(after, end]` lies below

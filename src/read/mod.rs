@@ -166,10 +166,11 @@ enum Source {
     Range { next: u64, last: u64, backward: bool },
     /// A category's positions after `after` up to `last`, oldest first,
     /// listed from the index a window at a time (see `category.rs`):
-    /// `positions[next..]` are the current window's still to read. With
-    /// `checked` (a filtered global read), a window whose batches have
-    /// not all passed their checks is scanned instead: `scan` is the part
-    /// of it still to scan, `(next, last)`.
+    /// `positions[next..]` are the current window's still to read, `span`
+    /// the next window's (none before the first). With `checked` (a
+    /// filtered global read), a window whose batches have not all passed
+    /// their checks is scanned instead: `scan` is the part of it still to
+    /// scan, `(next, last)`.
     Category {
         category: String,
         after: u64,
@@ -177,6 +178,7 @@ enum Source {
         checked: bool,
         positions: Vec<u64>,
         next: usize,
+        span: Option<u64>,
         scan: Option<(u64, u64)>,
     },
 }
@@ -307,6 +309,7 @@ impl<F: FileSystem> Events<F> {
                 checked: true,
                 positions: Vec::new(),
                 next: 0,
+                span: None,
                 scan: None,
             },
             _ => Source::Range { next, last, backward },
@@ -365,6 +368,7 @@ impl<F: FileSystem> Events<F> {
             checked: false,
             positions: Vec::new(),
             next: 0,
+            span: None,
             scan: None,
         };
         Events::new(core, source, Filter::default(), limit)
@@ -393,6 +397,7 @@ impl<F: FileSystem> Events<F> {
             checked,
             positions,
             next,
+            span,
             scan,
         } = &mut self.source
         else {
@@ -407,14 +412,19 @@ impl<F: FileSystem> Events<F> {
                 category,
                 *after,
                 *last,
-                None,
+                *span,
                 *checked,
                 std::mem::take(positions),
             ) {
-                Window::Listed { positions: listed, end } => {
+                Window::Listed {
+                    positions: listed,
+                    end,
+                    next_span,
+                } => {
                     *positions = listed;
                     *next = 0;
                     *after = end;
+                    *span = Some(next_span);
                     if !positions.is_empty() {
                         return;
                     }

@@ -209,6 +209,8 @@ pub struct Subscription<F: FileSystem = StdFs> {
     listed: Vec<u64>,
     listed_next: usize,
     listed_end: u64,
+    /// The next window's span (none before the first).
+    listed_span: Option<u64>,
     last_delivered: u64,
     live: bool,
     closed: bool,
@@ -246,6 +248,7 @@ impl<F: FileSystem> Subscription<F> {
             listed: Vec::new(),
             listed_next: 0,
             listed_end: 0,
+            listed_span: None,
             last_delivered: 0,
             live: false,
             closed: false,
@@ -411,12 +414,16 @@ impl<F: FileSystem> Subscription<F> {
             && worth_listing(&core, category, self.scanned, head)
         {
             let reuse = std::mem::take(&mut self.listed);
-            if let Window::Listed { positions, end } =
-                next_window(&core, category, self.scanned, head, None, true, reuse)
+            if let Window::Listed {
+                positions,
+                end,
+                next_span,
+            } = next_window(&core, category, self.scanned, head, self.listed_span, true, reuse)
             {
                 self.listed = positions;
                 self.listed_next = 0;
                 self.listed_end = end;
+                self.listed_span = Some(next_span);
                 listing = true;
             }
         }
