@@ -459,6 +459,41 @@ fn export_import_round_trip_is_exact() {
 }
 
 #[test]
+fn export_import_stops_at_an_id_stored_twice_within_the_default_window() {
+    // CLI.md, export: a store written with a small id window can hold an
+    // id twice (a retry under Any beyond its window), and import, with the
+    // default window, refuses the second copy; backup copies the store.
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let store = Store::open(&a, Options::default().with_idempotency_window_events(100)).unwrap();
+    let placed = EventData::new("OrderPlaced", "{}");
+    store.append("Order-1", ExpectedVersion::Any, [placed.clone()]).unwrap();
+    store
+        .append("Order-1", ExpectedVersion::Any, [EventData::new("OrderPaid", "{}")])
+        .unwrap();
+    for _ in 0..100 {
+        store
+            .append("Other", ExpectedVersion::Any, [EventData::new("T", "{}")])
+            .unwrap();
+    }
+    let again = store.append("Order-1", ExpectedVersion::Any, [placed]).unwrap();
+    assert_eq!(again.first_position, 103, "written again, beyond the window");
+    store.close().unwrap();
+    assert_eq!(ok(&["verify", s(&a)])[0]["duplicate_ids"]["extra_events"], 1);
+
+    let text = stdout(&run(&["export", s(&a)]));
+    let b = dir.path().join("b");
+    let o = run_with_stdin(&["import", s(&b)], &text);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("annal: line 103: "), "{}", stderr(&o));
+    assert_eq!(lines(&o).len(), 102);
+
+    let c = dir.path().join("c");
+    ok(&["backup", s(&a), s(&c)]);
+    assert_eq!(stdout(&run(&["export", s(&c)])), text);
+}
+
+#[test]
 fn stats_has_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     sample_store(dir.path(), 200);
