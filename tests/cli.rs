@@ -1015,6 +1015,33 @@ fn a_repair_that_cannot_write_its_copy_leaves_no_partial_file() {
 
 /// A lost last segment leaves no log bytes to move: the summary says so
 /// (and why) instead of "moved 0 events".
+/// A repair that lost the first segment's header, killed after it moved
+/// the segments into quarantine and before the checkpoints: `repair` again
+/// finishes the job (the directory holds no segment); other commands still
+/// say there is no store.
+#[test]
+fn repair_finishes_a_store_removal_that_was_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 50);
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store.checkpoints().save("c", 50).unwrap();
+    store.close().unwrap();
+    let q = dir.path().join("quarantine");
+    std::fs::create_dir(&q).unwrap();
+    let name = "00000000000000000001.seg";
+    std::fs::rename(dir.path().join(name), q.join(name)).unwrap();
+
+    let o = run(&["verify", d]);
+    assert_eq!((code(&o), stderr(&o)), (1, format!("annal: no annal store in {d}\n")));
+    let out = ok(&["repair", d]);
+    assert_eq!(out[0]["checkpoints_quarantined"], true, "{out:?}");
+    assert!(q.join("checkpoints").exists() && !dir.path().join("checkpoints").exists());
+    assert_eq!(code(&run(&["repair", d])), 1);
+    ok(&["append", d, "s", "T"]);
+    assert_eq!(ok(&["verify", d])[0]["clean"], true);
+}
+
 #[test]
 fn repair_of_a_lost_last_segment_says_what_it_did() {
     let dir = tempfile::tempdir().unwrap();

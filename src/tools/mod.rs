@@ -19,7 +19,7 @@ mod walk;
 
 use std::path::PathBuf;
 
-pub use repair::{QUARANTINE_DIR, RepairReport, repair};
+pub use repair::{QUARANTINE_DIR, RepairReport, removal_unfinished, repair};
 pub use salvage::{SalvagedFile, quarantined_log_files, salvage};
 pub use verify::{
     CheckpointsFileStatus, DuplicateIds, IndexStatus, SnapshotFileStatus, VerifyReport, verify, verify_with_progress,

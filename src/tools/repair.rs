@@ -118,7 +118,10 @@ pub struct RepairReport {
 /// Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     let dir = dir.as_ref();
-    let ids = walk::segment_ids(dir)?;
+    let ids = match walk::segment_ids(dir) {
+        Err(crate::Error::InvalidInput(_)) if removal_unfinished(dir) => Vec::new(),
+        found => found?,
+    };
     let quarantine_dir = dir.join(QUARANTINE_DIR);
     let mut report = RepairReport {
         repaired: false,
@@ -136,6 +139,19 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         snapshots_dropped: Vec::new(),
         store_removed: false,
     };
+    if ids.is_empty() {
+        // A repair that lost segment 1's header, stopped (killed) after it
+        // moved the last segment into quarantine: the store's side files
+        // are still here. Finish it, as the next append would otherwise
+        // create a new store beside another store's checkpoints.
+        let _lock = lock::exclusive(dir)?;
+        report.index_rebuilt = quarantine_file(dir, index_file::FILE_NAME, &mut report)?;
+        report.checkpoints_quarantined = quarantine_file(dir, crate::CHECKPOINTS_FILE_NAME, &mut report)?;
+        quarantine_file(dir, crate::snapshot::file::FILE_NAME, &mut report)?;
+        report.repaired = true;
+        report.store_removed = true;
+        return Ok(report);
+    }
     {
         let _lock = lock::exclusive(dir)?;
         // Which store's events to keep is for the user to say: keeping the
@@ -284,6 +300,30 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         }
     }
     Ok(report)
+}
+
+/// Whether `dir`, which holds no segment, holds what a [`repair`] that
+/// found the first segment's header lost (and so no store to keep) leaves
+/// when it is stopped before its end: segment 1 moved whole into
+/// `quarantine/`, and the store's index, checkpoints or snapshot file
+/// still in `dir`. [`repair`] then finishes the job: it moves those files
+/// into quarantine too.
+pub fn removal_unfinished(dir: &Path) -> bool {
+    let side_file = [
+        index_file::FILE_NAME,
+        crate::CHECKPOINTS_FILE_NAME,
+        crate::snapshot::file::FILE_NAME,
+    ]
+    .iter()
+    .any(|name| fs::symlink_metadata(dir.join(name)).is_ok());
+    side_file
+        && super::quarantined_log_files(dir).is_ok_and(|files| {
+            files.iter().any(|f| {
+                f.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| super::salvage::is_whole_segment_numbered(n, 1))
+            })
+        })
 }
 
 /// Opens the store (rebuilding its index when it was moved), counts the

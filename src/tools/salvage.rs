@@ -146,6 +146,12 @@ fn is_whole_segment(name: &str) -> bool {
     base.ends_with(".seg")
 }
 
+/// Whether a quarantined file named `name` is segment `id` moved whole
+/// (`<N>.seg`, or `<N>.seg.<k>` when a later repair numbered the copy).
+pub(crate) fn is_whole_segment_numbered(name: &str, id: u64) -> bool {
+    is_whole_segment(name) && log_file_key(name).is_some_and(|(segment, offset, _)| segment == id && offset == 0)
+}
+
 /// Sort key of a quarantined log file's name: (segment number, offset in
 /// the segment where its bytes start (0 for a whole segment), copy number);
 /// `None` for names that are not log files.

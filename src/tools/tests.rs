@@ -277,6 +277,50 @@ fn a_damaged_first_header_leaves_no_store_and_no_files_of_it() {
     assert!(verify(dir.path()).unwrap().is_clean());
 }
 
+/// A repair of a lost first header that is killed after it moved the last
+/// segment into quarantine, before the side files: the directory holds no
+/// segment, and the next repair finishes the job instead of saying there
+/// is no store (the next append would create a new store beside the old
+/// store's checkpoints, which verify then reports as damage).
+#[test]
+fn a_store_removal_stopped_before_the_side_files_is_finished_by_the_next_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 100);
+    save_checkpoints(dir.path(), 100);
+    let store = Store::open(dir.path(), options()).unwrap();
+    store.save_snapshot("s-1", 3, 1, b"state").unwrap();
+    store.close().unwrap();
+    flip(&segment::path(dir.path(), 1), 20);
+    flip(&segment::path(dir.path(), 1), 64 + 45);
+    // What the killed repair left: every segment moved, the highest first.
+    let q = dir.path().join(QUARANTINE_DIR);
+    std::fs::create_dir(&q).unwrap();
+    for id in walk::segment_ids(dir.path()).unwrap().into_iter().rev() {
+        std::fs::rename(segment::path(dir.path(), id), q.join(segment::file_name(id))).unwrap();
+    }
+    assert!(removal_unfinished(dir.path()));
+
+    let rep = repair(dir.path()).unwrap();
+    assert!(
+        rep.repaired && rep.store_removed && rep.checkpoints_quarantined && rep.index_rebuilt,
+        "{rep:?}"
+    );
+    for name in ["index", crate::CHECKPOINTS_FILE_NAME, crate::snapshot::file::FILE_NAME] {
+        assert!(!dir.path().join(name).exists(), "{name}");
+        assert!(q.join(name).exists(), "{name}");
+    }
+    assert!(!removal_unfinished(dir.path()));
+    // Nothing left to finish: no store, as before.
+    assert!(matches!(repair(dir.path()), Err(Error::InvalidInput(_))));
+    let store = Store::open(dir.path(), options()).unwrap();
+    store
+        .append("s-1", ExpectedVersion::NoStream, [EventData::new("T", "{}")])
+        .unwrap();
+    assert_eq!(store.checkpoints().load("b").unwrap(), None);
+    store.close().unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
 #[test]
 fn damaged_index_file_is_reported_and_moved() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,13 @@ use crate::fail::Outcome;
 use crate::json::{self, Obj};
 
 pub fn run(dir: &Path) -> Outcome {
-    require_store(dir)?;
+    // A repair that removed the store and was stopped before its end
+    // left no segment, but side files it finishes moving.
+    if let Err(no_store) = require_store(dir)
+        && !tools::removal_unfinished(dir)
+    {
+        return Err(no_store);
+    }
     let r = tools::repair(dir)?;
     let files = r
         .quarantined_files
