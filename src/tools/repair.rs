@@ -494,8 +494,8 @@ fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut
 }
 
 /// Cuts the bytes after the last batch of a sealed segment (`damage` in
-/// segment N, not the last), when no valid batch follows them in it and
-/// segment N + 1 starts at exactly the position after the log before
+/// segment N, not the last), when no valid batch follows them in it (other
+/// than copies of the log's earlier batches) and segment N + 1 starts at exactly the position after the log before
 /// them: bytes added there later (a sealed segment ends at its last
 /// batch), holding no event of the log. They are copied into quarantine
 /// first. Returns whether it did.
@@ -530,8 +530,17 @@ fn cut_sealed_tail(
     if !follows_on || from < SEGMENT_HEADER_BYTES as usize || from >= map.len() {
         return Ok(false);
     }
-    if segment::find_valid_batch(&map, from).is_some() {
-        return Ok(false);
+    // A valid batch after them could continue the log in another copy of
+    // the store: not cut. A copy of an earlier batch (every position of it
+    // held by the log already) continues nothing.
+    let mut at = from;
+    while let Some(found) = segment::find_valid_batch(&map, at) {
+        match frame::check_batch(&map[found..], |_, _| {}) {
+            Ok(batch) if batch.first_position.saturating_add(u64::from(batch.record_count)) <= expected => {
+                at = found + batch.frame_len as usize;
+            }
+            _ => return Ok(false),
+        }
     }
     let q = report.quarantine_dir.clone();
     make_quarantine(&q)?;

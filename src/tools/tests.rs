@@ -1232,6 +1232,20 @@ fn bytes_added_to_a_sealed_segment_are_cut_and_later_segments_kept() {
     assert!(verify(dir.path()).unwrap().is_clean());
     assert_eq!(all_ids(dir.path()), ids);
 
+    // Bytes added that hold a valid copy of the segment's first batch (a
+    // misdirected write of log bytes): its positions are the log's
+    // already, it continues nothing, and it is cut the same way.
+    let mut grown = original.clone();
+    grown.extend_from_slice(&original[64..64 + 400]);
+    std::fs::write(&path, &grown).unwrap();
+    let d = verify(dir.path()).unwrap().damage.expect("verify found nothing");
+    assert_eq!((d.segment, d.offset), (Some(1), original.len() as u64));
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.kept_events, 300, "{rep:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), original);
+    assert!(verify(dir.path()).unwrap().is_clean());
+    assert_eq!(all_ids(dir.path()), ids);
+
     // The sealed segment's last batch damaged: its events are gone, so
     // the next segment does not follow on; the usual prefix is kept.
     let dir = tempfile::tempdir().unwrap();
