@@ -179,6 +179,9 @@ impl<F: FileSystem> Store<F> {
     pub fn open_with(fs: F, path: impl AsRef<Path>, options: Options) -> Result<Store<F>> {
         options.validate()?;
         let dir = path.as_ref().to_path_buf();
+        if dir.as_os_str().is_empty() {
+            return Err(Error::InvalidInput("the store's directory path is empty".to_string()));
+        }
         let create = options.create_if_missing && !options.read_only;
         if !fs.exists(&dir) {
             if !create {

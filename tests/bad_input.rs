@@ -44,6 +44,17 @@ fn assert_invalid(err: Error, mentions: &str) {
     }
 }
 
+/// An empty path names no directory; it is refused before anything is
+/// written (a lock file was once made in the working directory).
+#[test]
+fn empty_directory_path() {
+    let lock_before = Path::new(annal::LOCK_FILE_NAME).exists();
+    for options in [Options::default(), Options::default().with_read_only(true)] {
+        assert_invalid(Store::open("", options).unwrap_err(), "path is empty");
+    }
+    assert_eq!(Path::new(annal::LOCK_FILE_NAME).exists(), lock_before);
+}
+
 #[test]
 fn empty_stream_name() {
     let dir = tempfile::tempdir().unwrap();
