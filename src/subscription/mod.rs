@@ -449,11 +449,7 @@ impl<F: FileSystem> Subscription<F> {
                 let take = (self.listed.len() - self.listed_next).min(SUBSCRIPTION_PAGE_EVENTS);
                 let page = self.listed[self.listed_next..self.listed_next + take].to_vec();
                 let events = Events::listed(core.clone(), page, filter.event_types.clone());
-                let whole = read_events(events, |e| {
-                    last_seen = e.position();
-                    buffer.push_back(e);
-                })?
-                .is_some();
+                let whole = buffer_page(events, buffer, &mut last_seen)?;
                 if whole {
                     self.listed_next += take;
                     last_seen = if self.listed_next == self.listed.len() {
@@ -478,11 +474,7 @@ impl<F: FileSystem> Subscription<F> {
                     Target::All | Target::Stream(_) => None,
                 };
                 let events = Events::scan(core.clone(), self.scanned, up_to, category, filter.event_types.clone());
-                let whole = read_events(events, |e| {
-                    last_seen = e.position();
-                    buffer.push_back(e);
-                })?
-                .is_some();
+                let whole = buffer_page(events, buffer, &mut last_seen)?;
                 if whole {
                     last_seen = up_to;
                 }
@@ -517,6 +509,20 @@ fn read_events<F: FileSystem>(events: Events<F>, mut each: impl FnMut(RecordedEv
         }
     }
     Ok(Some(read))
+}
+
+/// [`read_events`] into `buffer`, moving `last_seen` to each event's
+/// position: returns whether the page was read whole (no damage ended it).
+fn buffer_page<F: FileSystem>(
+    events: Events<F>,
+    buffer: &mut VecDeque<RecordedEvent>,
+    last_seen: &mut u64,
+) -> Result<bool> {
+    let whole = read_events(events, |e| {
+        *last_seen = e.position();
+        buffer.push_back(e);
+    })?;
+    Ok(whole.is_some())
 }
 
 /// [`read_events`] of a read limited to [`SUBSCRIPTION_PAGE_EVENTS`]
