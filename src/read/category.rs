@@ -45,12 +45,18 @@ const SPAN_MIN: u64 = 65_536;
 /// positions (8 MiB).
 const SPAN_MAX: u64 = 1 << 20;
 
-/// How many positions a window aims to list (2 MiB): each later window's
-/// span is set from the category's share of the window before (a category
-/// of a tenth of the log is listed a million positions of log at a time),
-/// so that a sparse category is listed in few windows, each costing two
-/// binary searches per stream.
-const LISTED_TARGET: u64 = 1 << 18;
+/// How many positions a window aims to list (512 KiB): each later
+/// window's span is set from the category's share of the window before (a
+/// category of a tenth of the log is listed 655,360 positions of log at a
+/// time), so that a sparse category is listed in few windows, each costing
+/// two binary searches per stream, and no window's sort takes long.
+const LISTED_TARGET: u64 = 1 << 16;
+
+/// Most bytes of batches not checked yet that a subscription's window
+/// check checks in one call (a few milliseconds): a window that needs more
+/// is scanned a page meanwhile and checked further at the next call, so
+/// that a receive with a timeout overruns it by little.
+pub(crate) const CHECK_BYTES_PER_CALL: u64 = 8 << 20;
 
 /// What a window gave.
 #[derive(Debug)]
@@ -85,16 +91,17 @@ pub(crate) fn worth_listing<F: FileSystem>(core: &Core<F>, category: &str, after
 /// after it was published have only later positions). The window spans
 /// `span` positions (the previous window's `next_span`), or, for a first
 /// window (`None`), [`SPAN_PER_STREAM`] per stream of the category and
-/// at least [`SPAN_MIN`]. With `checked` (filtered reads), only a window
-/// whose batches all passed their checks is listed. `reuse` is a vector
-/// to list into.
+/// at least [`SPAN_MIN`]. With `check` (filtered reads), only a window
+/// whose batches all passed their checks is listed, and at most that many
+/// bytes of batches not checked yet are checked in this call (see
+/// [`CHECK_BYTES_PER_CALL`]). `reuse` is a vector to list into.
 pub(crate) fn next_window<F: FileSystem>(
     core: &Core<F>,
     category: &str,
     after: u64,
     last: u64,
     span: Option<u64>,
-    checked: bool,
+    check: Option<u64>,
     mut reuse: Vec<u64>,
 ) -> Window {
     let streams = core.published.read().index.category_stream_count(category);
@@ -102,7 +109,9 @@ pub(crate) fn next_window<F: FileSystem>(
         .unwrap_or_else(|| (streams as u64).saturating_mul(SPAN_PER_STREAM))
         .clamp(SPAN_MIN, SPAN_MAX);
     let end = last.min(after.saturating_add(span));
-    if checked && !batches_checked(core, after, end) {
+    if let Some(budget) = check
+        && !batches_checked(core, after, end, budget)
+    {
         return Window::Unchecked { end };
     }
     reuse.clear();
@@ -127,8 +136,10 @@ pub(crate) fn next_window<F: FileSystem>(
 
 /// Whether every batch holding a position in `(after, end]` lies below
 /// its segment's verification watermark, checking the batches up to each
-/// segment's last record in the range that were not checked yet.
-fn batches_checked<F: FileSystem>(core: &Core<F>, after: u64, end: u64) -> bool {
+/// segment's last record in the range that were not checked yet, at most
+/// `budget` bytes of them (false when more are left: a later call goes on
+/// from where this one stopped).
+fn batches_checked<F: FileSystem>(core: &Core<F>, after: u64, end: u64, mut budget: u64) -> bool {
     if end <= after {
         return true;
     }
@@ -179,9 +190,72 @@ fn batches_checked<F: FileSystem>(core: &Core<F>, after: u64, end: u64) -> bool 
     let Some(views) = views else {
         return false;
     };
-    lasts.iter().zip(&views).all(|(at, view)| {
+    for (at, view) in lasts.iter().zip(&views) {
+        let verified = view.verified_end();
+        if at.offset < verified {
+            continue;
+        }
+        let left = at.offset - verified;
+        if left > budget {
+            // Part of it now (the batches up to the one holding that
+            // offset, all before this record's), the rest at a later call.
+            let _ = view.ensure_verified(verified + budget);
+            return false;
+        }
+        budget -= left;
         // A read past damage checks its own batch only and is let through:
         // the watermark itself must pass the record.
-        view.ensure_verified(at.offset).is_ok() && at.offset < view.verified_end()
-    })
+        if view.ensure_verified(at.offset).is_err() || at.offset >= view.verified_end() {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Window, next_window};
+    use crate::{Durability, EventData, ExpectedVersion, Options, Store};
+
+    /// A window whose batches were not checked yet (a store just opened)
+    /// is checked a budget of bytes per call: not listed until all of its
+    /// batches are, then listed whole; a category read does not wait.
+    #[test]
+    fn a_window_is_checked_a_budget_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default()
+            .with_durability(Durability::Buffered)
+            .with_segment_size_bytes(1 << 20);
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        for i in 0..20_000u64 {
+            let stream = if i % 5 == 0 {
+                "A-1".to_string()
+            } else {
+                format!("B-{i}")
+            };
+            let event = EventData::new("T", vec![b'x'; 100]);
+            store.append(&stream, ExpectedVersion::Any, [event]).unwrap();
+        }
+        store.close().unwrap();
+        let store = Store::open(dir.path(), options).unwrap();
+        let core = store.core();
+        let want: Vec<u64> = (1..=20_000).filter(|p| (p - 1) % 5 == 0).collect();
+        let listed = |window: Window| match window {
+            Window::Listed { positions, end, .. } => Some((positions, end)),
+            Window::Unchecked { .. } => None,
+        };
+        let unchecked = listed(next_window(&core, "A", 0, 20_000, None, None, Vec::new())).unwrap();
+        assert_eq!(unchecked, (want.clone(), 20_000));
+        let mut calls = 0;
+        let checked = loop {
+            calls += 1;
+            assert!(calls < 1_000, "no progress");
+            if let Some(window) = listed(next_window(&core, "A", 0, 20_000, None, Some(64 << 10), Vec::new())) {
+                break window;
+            }
+        };
+        // About 3 MB of log checked 64 KiB at a time.
+        assert!(calls > 10, "{calls} calls");
+        assert_eq!(checked, (want, 20_000));
+    }
 }

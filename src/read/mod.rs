@@ -9,7 +9,7 @@ mod category;
 
 use std::sync::Arc;
 
-pub(crate) use category::{Window, next_window, worth_listing};
+pub(crate) use category::{CHECK_BYTES_PER_CALL, Window, next_window, worth_listing};
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of_bytes};
@@ -170,7 +170,8 @@ enum Source {
     /// the next window's (none before the first). With `checked` (a
     /// filtered global read), a window whose batches have not all passed
     /// their checks is scanned instead: `scan` is the part of it still to
-    /// scan, `(next, last)`.
+    /// scan, `(next, last)`. (An iterator has no deadline: its check of a
+    /// window checks all of it at once.)
     Category {
         category: String,
         after: u64,
@@ -413,7 +414,7 @@ impl<F: FileSystem> Events<F> {
                 *after,
                 *last,
                 *span,
-                *checked,
+                checked.then_some(u64::MAX),
                 std::mem::take(positions),
             ) {
                 Window::Listed {

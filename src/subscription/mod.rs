@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of};
 use crate::io::{FileSystem, StdFs};
-use crate::read::{Events, ReadStream, Window, next_window, worth_listing};
+use crate::read::{CHECK_BYTES_PER_CALL, Events, ReadStream, Window, next_window, worth_listing};
 use crate::store::{Core, Store};
 use hub::Hub;
 
@@ -275,10 +275,12 @@ impl<F: FileSystem> Subscription<F> {
         }
     }
 
-    /// The next event, waiting at most `timeout` (plus the read of one page
-    /// of the log): `Ok(None)` when none came in time, [`Error::Closed`]
-    /// once the store is closed. Reading history that the filter skips
-    /// counts against the timeout; the scan goes on at the next call.
+    /// The next event, waiting at most `timeout` (plus one read of the
+    /// log: a page, or for a category subscription catching up through the
+    /// index, the listing of its next window, a few milliseconds):
+    /// `Ok(None)` when none came in time, [`Error::Closed`] once the store
+    /// is closed. Reading history that the filter skips counts against the
+    /// timeout; the scan goes on at the next call.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
         let wait = Instant::now().checked_add(timeout).map_or(Wait::Forever, Wait::Until);
         self.receive(wait)
@@ -418,14 +420,27 @@ impl<F: FileSystem> Subscription<F> {
                 positions,
                 end,
                 next_span,
-            } = next_window(&core, category, self.scanned, head, self.listed_span, true, reuse)
-            {
+            } = next_window(
+                &core,
+                category,
+                self.scanned,
+                head,
+                self.listed_span,
+                Some(CHECK_BYTES_PER_CALL),
+                reuse,
+            ) {
                 self.listed = positions;
                 self.listed_next = 0;
                 self.listed_end = end;
                 self.listed_span = Some(next_span);
                 listing = true;
             }
+        }
+        if !listing && self.listed.capacity() > 0 {
+            // Read to its end: not kept while the subscription scans or
+            // follows new events.
+            self.listed = Vec::new();
+            self.listed_next = 0;
         }
         let mut last_seen = self.scanned;
         let (filter, buffer) = (&self.filter, &mut self.buffer);
