@@ -713,8 +713,8 @@ const DENSE_EVENTS: u64 = 420_000;
 
 /// A store where category `D` (ten streams) holds nine events in ten, in
 /// batches of 1 to 40 events of one stream, the rest `E` (50 streams):
-/// windows after the first span about 290,000 positions, so that a read
-/// from the start meets three windows.
+/// windows after the first span about 73,000 positions, so that a read
+/// from the start meets several windows.
 fn dense() -> &'static (SimImage, Model) {
     static DENSE: OnceLock<(SimImage, Model)> = OnceLock::new();
     DENSE.get_or_init(|| {
@@ -748,7 +748,7 @@ fn window_ends(model: &Model, category: &str, streams: u64, after: u64) -> Vec<u
         let s = span.unwrap_or(streams * 16).clamp(65_536, 1 << 20);
         let end = head.min(at + s);
         let listed = model.want(category, &[], None, at, end).len() as u64;
-        span = Some(s * (1 << 18) / listed.max(1));
+        span = Some(s * (1 << 16) / listed.max(1));
         ends.push(end);
         at = end;
     }
