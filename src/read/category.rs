@@ -244,13 +244,13 @@ mod tests {
             Window::Listed { positions, end, .. } => Some((positions, end)),
             Window::Unchecked { .. } => None,
         };
-        let unchecked = listed(next_window(&core, "A", 0, 20_000, None, None, Vec::new())).unwrap();
+        let unchecked = listed(next_window(core, "A", 0, 20_000, None, None, Vec::new())).unwrap();
         assert_eq!(unchecked, (want.clone(), 20_000));
         let mut calls = 0;
         let checked = loop {
             calls += 1;
             assert!(calls < 1_000, "no progress");
-            if let Some(window) = listed(next_window(&core, "A", 0, 20_000, None, Some(64 << 10), Vec::new())) {
+            if let Some(window) = listed(next_window(core, "A", 0, 20_000, None, Some(64 << 10), Vec::new())) {
                 break window;
             }
         };
