@@ -17,7 +17,7 @@ use annal::io::sim::{SimFs, SimImage};
 use annal::{
     Durability, Error, EventData, ExpectedVersion, Options, ReadAll, StartFrom, Store, StreamAppend, SubscriptionFilter,
 };
-use sim_support::{dir, flip_payload, open_without_id_window};
+use sim_support::{deliveries_before_damage, dir, flip_payload, open_without_id_window, same};
 
 const EVENTS: u64 = 200_000;
 
@@ -217,26 +217,6 @@ fn appends_during_a_catch_up_are_delivered_once() {
     same(&before, &want("A", None, 0, EVENTS), "positions");
 }
 
-/// Asserts that `got` is `want`, naming the first difference rather than
-/// printing thousands of positions.
-#[track_caller]
-fn same(got: &[u64], want: &[u64], what: &str) {
-    if got != want {
-        let at = got
-            .iter()
-            .zip(want)
-            .position(|(g, w)| g != w)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: {} positions against {} wanted; first difference at index {at}: {:?} against {:?}",
-            got.len(),
-            want.len(),
-            got.get(at),
-            want.get(at)
-        );
-    }
-}
-
 /// The position of the first event after `at` in category `cat`.
 fn first_of(cat: &str, at: u64) -> u64 {
     (at..).find(|&p| category(p) == cat).unwrap()
@@ -267,23 +247,7 @@ fn damage_a_category_does_not_hold_is_reported_by_filtered_reads() {
         flip_payload(&mut damaged, at);
         let store = open_without_id_window(&damaged, options()).expect("damage found at open");
         let mut sub = store.subscribe_category("A", StartFrom::Start).unwrap();
-        let mut got = Vec::new();
-        let mut errors = 0;
-        while errors < 3 {
-            match sub.try_recv() {
-                Ok(Some(e)) => got.push(e.position()),
-                Ok(None) => panic!("damage at {at} hidden; delivered up to {:?}", got.last()),
-                Err(Error::Corruption { .. }) => {
-                    errors += 1;
-                    assert!(
-                        sub.position() < first,
-                        "position {} past the damage at {at}",
-                        sub.position()
-                    );
-                }
-                Err(other) => panic!("{other:?}"),
-            }
-        }
+        let got = deliveries_before_damage(&mut sub, 3, first, &format!("damage at {at}"));
         same(&got, &want("A", None, 0, at - 1), &format!("damage at {at}"));
 
         let mut read = store.read_all(ReadAll::forward().category("A"));

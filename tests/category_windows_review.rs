@@ -22,7 +22,7 @@ use annal::{
     Durability, Error, EventData, ExpectedVersion, Options, ReadAll, StartFrom, Store, StreamAppend, Subscription,
     SubscriptionFilter, category_of,
 };
-use sim_support::{dir, flip_payload, open_without_id_window};
+use sim_support::{deliveries_before_damage, dir, flip_payload, open_without_id_window, same};
 
 /// Events in the base image.
 const EVENTS: u64 = 140_000;
@@ -204,24 +204,6 @@ fn base() -> &'static (SimImage, Model) {
 
 fn open(image: &SimImage, options: Options) -> Store<SimFs> {
     Store::open_with(SimFs::from_image(image, 5), dir(), options).unwrap()
-}
-
-#[track_caller]
-fn same(got: &[u64], want: &[u64], what: &str) {
-    if got != want {
-        let at = got
-            .iter()
-            .zip(want)
-            .position(|(g, w)| g != w)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: {} positions against {} wanted; first difference at index {at}: {:?} against {:?}",
-            got.len(),
-            want.len(),
-            got.get(at),
-            want.get(at)
-        );
-    }
 }
 
 /// Receives until `try_recv` has nothing more, checking at each step that
@@ -525,23 +507,7 @@ fn check_damage(model: &Model, at: u64, category: &str, start: u64) {
     let mut sub = store
         .subscribe(SubscriptionFilter::category(category), StartFrom::After(start))
         .unwrap();
-    let mut got = Vec::new();
-    let mut errors = 0;
-    while errors < 3 {
-        match sub.try_recv() {
-            Ok(Some(e)) => got.push(e.position()),
-            Ok(None) => panic!("{what}: damage hidden; delivered up to {:?}", got.last()),
-            Err(Error::Corruption { .. }) => {
-                errors += 1;
-                assert!(
-                    sub.position() < first,
-                    "{what}: position {} past the damage",
-                    sub.position()
-                );
-            }
-            Err(other) => panic!("{what}: {other:?}"),
-        }
-    }
+    let got = deliveries_before_damage(&mut sub, 3, first, &what);
     same(&got, &before, &format!("subscription {what}"));
 
     let mut typed = store
@@ -831,23 +797,7 @@ fn check_dense_damage(model: &Model, image: &SimImage, at: u64, end: u64) {
     let what = format!("D, damage at {at} (batch {first}..={last}, window end {end})");
     let before = model.want("D", &[], None, 0, first - 1);
     let mut sub = store.subscribe_category("D", StartFrom::Start).unwrap();
-    let mut got = Vec::new();
-    let mut errors = 0;
-    while errors < 2 {
-        match sub.try_recv() {
-            Ok(Some(e)) => got.push(e.position()),
-            Ok(None) => panic!("{what}: damage hidden; delivered up to {:?}", got.last()),
-            Err(Error::Corruption { .. }) => {
-                errors += 1;
-                assert!(
-                    sub.position() < first,
-                    "{what}: position {} past the damage",
-                    sub.position()
-                );
-            }
-            Err(other) => panic!("{what}: {other:?}"),
-        }
-    }
+    let got = deliveries_before_damage(&mut sub, 2, first, &what);
     same(&got, &before, &format!("subscription {what}"));
     let read: Vec<_> = store.read_all(ReadAll::forward().category("D")).unwrap().collect();
     assert!(read.last().unwrap().is_err(), "read_all {what}: no error");

@@ -150,7 +150,8 @@ impl ReadAll {
 
 /// Where the next positions come from.
 enum Source {
-    /// Positions listed in order (category reads).
+    /// Positions listed in order (a page of a subscription's listed
+    /// window; none for a stream that does not exist).
     List { positions: Vec<u64>, next: usize },
     /// The versions of one stream with indices `low..high` (version
     /// `i + 1` at index `i`), taken from the low end or, backward, from the

@@ -407,8 +407,10 @@ impl<F: FileSystem> Subscription<F> {
         }
         let head = core.published.read().index.last_position();
         // A category of few streams for the history left: its next window
-        // listed from the index (see `read/category.rs`), unless damage in
-        // the window leaves it to a scan, which reports it where it lies.
+        // listed from the index (see `read/category.rs`), unless the
+        // window's batches are not all checked yet (this read checks a few
+        // MiB more and scans a page) or hold damage, which the scan then
+        // reports where it lies.
         let mut listing = self.listed_end > self.scanned;
         if !listing
             && let Target::Category(category) = &self.filter.target

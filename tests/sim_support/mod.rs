@@ -217,3 +217,54 @@ pub fn open_without_id_window(image: &SimImage, options: annal::Options) -> Opti
         Err(other) => panic!("damage surfaced at open as {other:?}"),
     }
 }
+
+/// Asserts that `got` is `want`, naming the first difference rather than
+/// printing thousands of positions.
+#[track_caller]
+pub fn same(got: &[u64], want: &[u64], what: &str) {
+    if got != want {
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(g, w)| g != w)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} positions against {} wanted; first difference at index {at}: {:?} against {:?}",
+            got.len(),
+            want.len(),
+            got.get(at),
+            want.get(at)
+        );
+    }
+}
+
+/// The positions a subscription delivers before damage, asked until it
+/// has reported the damage `errors` times: each time its position stays
+/// before `damaged` (the damaged batch's first position). Panics when it
+/// has nothing more to deliver first (the damage hidden).
+#[track_caller]
+pub fn deliveries_before_damage(
+    sub: &mut annal::Subscription<SimFs>,
+    errors: usize,
+    damaged: u64,
+    what: &str,
+) -> Vec<u64> {
+    let mut got = Vec::new();
+    let mut seen = 0;
+    while seen < errors {
+        match sub.try_recv() {
+            Ok(Some(e)) => got.push(e.position()),
+            Ok(None) => panic!("{what}: damage hidden; delivered up to {:?}", got.last()),
+            Err(annal::Error::Corruption { .. }) => {
+                seen += 1;
+                assert!(
+                    sub.position() < damaged,
+                    "{what}: position {} past the damage",
+                    sub.position()
+                );
+            }
+            Err(other) => panic!("{what}: {other:?}"),
+        }
+    }
+    got
+}
