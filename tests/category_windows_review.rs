@@ -11,6 +11,7 @@
 //! edges in batches of other categories.
 #![cfg(feature = "sim")]
 
+mod common;
 mod sim_support;
 
 use std::collections::HashSet;
@@ -22,6 +23,7 @@ use annal::{
     Durability, Error, EventData, ExpectedVersion, Options, ReadAll, StartFrom, Store, StreamAppend, Subscription,
     SubscriptionFilter, category_of,
 };
+use common::rng::Rng;
 use sim_support::{deliveries_before_damage, dir, flip_payload, open_without_id_window, same};
 
 /// Events in the base image.
@@ -31,21 +33,6 @@ fn options() -> Options {
     Options::default()
         .with_durability(Durability::Buffered)
         .with_segment_size_bytes(128 * 1024)
-}
-
-/// A small deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// One event of the model.
@@ -181,7 +168,7 @@ fn base() -> &'static (SimImage, Model) {
         let fs = SimFs::new(11);
         let store = Store::open_with(fs.clone(), dir(), options()).unwrap();
         let mut model = Model::default();
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         append_until(&store, &mut model, &mut rng, EVENTS, 4);
         // The model agrees with what the store holds.
         let all: Vec<(u64, String, String)> = store
@@ -380,7 +367,7 @@ fn reopened_and_appended_and_replayed_match_the_model() {
     let mut model = model.clone();
     let fs = SimFs::from_image(image, 9);
     let store = Store::open_with(fs.clone(), dir(), options()).unwrap();
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     append_until(&store, &mut model, &mut rng, EVENTS + 30_000, 9);
     check_everything(&store, &model, false);
     // Not closed: the durable image holds the log; its index file covers
@@ -422,7 +409,7 @@ fn new_streams_of_the_category_during_a_catch_up() {
     let mut reads = Vec::new();
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
-            let mut rng = Rng(0xdead_beef_cafe_f00d);
+            let mut rng = Rng::new(0xdead_beef_cafe_f00d);
             // `Late` streams 0..40: most of them new.
             append_until(&store, &mut model2, &mut rng, EVENTS + more, 40);
             model2
@@ -687,7 +674,7 @@ fn dense() -> &'static (SimImage, Model) {
         let fs = SimFs::new(12);
         let store = Store::open_with(fs.clone(), dir(), options().with_segment_size_bytes(1 << 20)).unwrap();
         let mut model = Model::default();
-        let mut rng = Rng(0x5555_aaaa_1234_4321);
+        let mut rng = Rng::new(0x5555_aaaa_1234_4321);
         while model.head() < DENSE_EVENTS {
             let (stream, n) = if rng.below(10) == 0 {
                 (format!("E-{}", rng.below(50)), 1 + rng.below(4))
@@ -852,7 +839,7 @@ fn catch_up_racing_appends_in_every_durability() {
         let fs = SimFs::new(21);
         let store = Store::open_with(fs, dir(), options).unwrap();
         let mut model = Model::default();
-        let mut rng = Rng(0x0bad_f00d_dead_0001);
+        let mut rng = Rng::new(0x0bad_f00d_dead_0001);
         append_until(&store, &mut model, &mut rng, 20_000, 3);
         let mut sub = store.subscribe_category("A", StartFrom::Start).unwrap();
         let mut late = store.subscribe_category("Late", StartFrom::After(5)).unwrap();

@@ -5,12 +5,15 @@
 //! gapless.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use annal::{Options, ReadAll, Store, Uuid};
+use common::rng::Rng;
 
 const BIN: &str = env!("CARGO_BIN_EXE_annal");
 const STREAMS: u64 = 5;
@@ -41,22 +44,10 @@ fn line(i: u64, versions: &mut HashMap<u64, u64>) -> (String, Vec<Uuid>) {
     (text, ids)
 }
 
-/// A small xorshift generator, seeded from the clock (printed on failure).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn killed_import_loses_no_acknowledged_line() {
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut total_acks = 0;
     for round in 0..6 {
         let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::rng::Rng;
+
 use annal::{
     Durability, Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, RecordedEvent, StartFrom, Store,
     StreamAppend, SubscriptionFilter, Uuid,
@@ -53,23 +55,6 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             panic!("WATCHDOG: '{what}' did not finish within {secs} s (deadlock or hang)")
         }
-    }
-}
-
-/// A small deterministic RNG (xorshift64*).
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod files;
+pub mod rng;
 
 use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, ReadStream, RecordedEvent, Store, Uuid};
 
