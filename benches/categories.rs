@@ -1,6 +1,7 @@
 //! Reading one category of a store of many: `Store::read_category`,
-//! `read_all` with a category filter, and a category subscription catching
-//! up from the start (until `try_recv` finds nothing more). 1M events over
+//! `read_all` with a category filter (forward, backward, and the newest 20
+//! events backward), and a category subscription catching up from the
+//! start (until `try_recv` finds nothing more). 1M events over
 //! 10,000 streams in 10 categories (`Cat0-…` to `Cat9-…`), so a category
 //! holds 100,000 events of 1,000 streams, interleaved with the others' in
 //! the log. Warm: the files are in the page cache.
@@ -58,6 +59,15 @@ fn categories(c: &mut Criterion) {
             n
         })
     });
+    group.bench_function("read_all_category_filter_backward", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for e in store.read_all(ReadAll::backward().category("Cat3")).unwrap() {
+                n += e.unwrap().data().len() as u64;
+            }
+            n
+        })
+    });
     group.bench_function("subscription_catch_up", |b| {
         b.iter(|| {
             let mut sub = store.subscribe_category("Cat3", StartFrom::Start).unwrap();
@@ -67,6 +77,18 @@ fn categories(c: &mut Criterion) {
                 std::hint::black_box(e.data().len());
             }
             assert_eq!(n, CATEGORY_EVENTS);
+            n
+        })
+    });
+    group.finish();
+    let mut group = c.benchmark_group("category_of_100k_in_1M_newest_20");
+    group.throughput(Throughput::Elements(20));
+    group.bench_function("read_all_category_filter_backward_limit_20", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for e in store.read_all(ReadAll::backward().category("Cat3").limit(20)).unwrap() {
+                n += e.unwrap().data().len() as u64;
+            }
             n
         })
     });

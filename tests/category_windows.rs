@@ -192,6 +192,66 @@ fn reads_return_what_a_filter_over_every_event_keeps() {
     }
 }
 
+/// Positions before `before` (all when `None`) of `cat`, of type `ty`
+/// when given, newest first: what a backward read returns.
+fn want_backward(cat: &str, ty: Option<&str>, before: Option<u64>) -> Vec<u64> {
+    let last = before.map_or(EVENTS, |b| b.saturating_sub(1).min(EVENTS));
+    let mut want = want(cat, ty, 0, last);
+    want.reverse();
+    want
+}
+
+/// Backward reads filtered by category list their windows from the index
+/// too (going down from their start), and a read with a limit scans its
+/// first positions before it lists: the same events, newest first, as a
+/// filter over every event, from the end and from starts at and around
+/// the windows' edges, with a type filter and with limits.
+#[test]
+fn backward_reads_return_what_a_filter_over_every_event_keeps() {
+    let store = open(image());
+    let starts = STARTS
+        .iter()
+        .map(|&s| Some(s))
+        .chain([None, Some(EVENTS - 65_536), Some(EVENTS + 5)]);
+    for start in starts {
+        let read = |options: ReadAll| -> Vec<u64> {
+            let options = match start {
+                Some(p) => options.from_position(p),
+                None => options,
+            };
+            store
+                .read_all(options)
+                .unwrap()
+                .map(|e| e.unwrap().position())
+                .collect()
+        };
+        for cat in ["A", "B", "C"] {
+            let all = read(ReadAll::backward().category(cat));
+            same(
+                &all,
+                &want_backward(cat, None, start),
+                &format!("backward {cat} before {start:?}"),
+            );
+            let typed = read(ReadAll::backward().category(cat).event_type("T0"));
+            same(
+                &typed,
+                &want_backward(cat, Some("T0"), start),
+                &format!("backward typed {cat} before {start:?}"),
+            );
+            for limit in [1, 47, 48, 49, 9_000, 20_000] {
+                let limited = read(ReadAll::backward().category(cat).limit(limit));
+                let mut expected = want_backward(cat, None, start);
+                expected.truncate(limit);
+                same(
+                    &limited,
+                    &expected,
+                    &format!("backward {cat} before {start:?}, limit {limit}"),
+                );
+            }
+        }
+    }
+}
+
 /// A read made before more appends sees the category as it was; a
 /// subscription catching up across windows while appends go on delivers
 /// every event of its category once, in order, then the new ones live.
@@ -272,6 +332,26 @@ fn damage_a_category_does_not_hold_is_reported_by_filtered_reads() {
             &format!("read_category A, damage at {at}"),
         );
 
+        // Backward, with and without a limit past the damage: the events
+        // after it, newest first, then the error.
+        for limit in [None, Some(usize::MAX)] {
+            let mut options = ReadAll::backward().category("A");
+            if let Some(limit) = limit {
+                options = options.limit(limit);
+            }
+            let mut read = store.read_all(options).unwrap();
+            let ok: Vec<u64> = read.by_ref().map_while(Result::ok).map(|e| e.position()).collect();
+            let mut after = want("A", None, at, EVENTS);
+            after.reverse();
+            same(&ok, &after, &format!("backward read_all category A, damage at {at}"));
+            assert!(read.next().is_none(), "a read goes on after its error");
+        }
+        let mut read = store.read_all(ReadAll::backward().category("A")).unwrap();
+        assert!(
+            read.any(|e| matches!(e, Err(Error::Corruption { .. }))),
+            "backward read_all category A hides the damage at {at}"
+        );
+
         let start = last;
         let got = drain(&store, SubscriptionFilter::category("A"), StartFrom::After(start));
         same(
@@ -322,6 +402,20 @@ fn damage_in_the_category_stops_its_reads_there() {
     ] {
         let ok: Vec<u64> = read.by_ref().map_while(Result::ok).map(|e| e.position()).collect();
         same(&ok, &want("A", None, 0, first - 1), "positions");
+        assert!(read.next().is_none(), "a read goes on after its error");
+    }
+    for limit in [None, Some(100_000)] {
+        let mut options = ReadAll::backward().category("A");
+        if let Some(limit) = limit {
+            options = options.limit(limit);
+        }
+        let mut read = store.read_all(options).unwrap();
+        let ok: Vec<u64> = read.by_ref().map_while(Result::ok).map(|e| e.position()).collect();
+        // The damaged batch is reported whole: its events after the
+        // damaged one are not returned either.
+        let mut after = want("A", None, block_ends(at).1, EVENTS);
+        after.reverse();
+        same(&ok, &after, "positions, backward");
         assert!(read.next().is_none(), "a read goes on after its error");
     }
 }

@@ -58,22 +58,25 @@ const LISTED_TARGET: u64 = 1 << 16;
 /// that a receive with a timeout overruns it by little.
 pub(crate) const CHECK_BYTES_PER_CALL: u64 = 8 << 20;
 
-/// What a window gave.
+/// What a window gave. Its `end` is where the next window starts from:
+/// going forward, the window's last position (the next window starts
+/// after it); going backward, the position just before its first (the
+/// next window ends there).
 #[derive(Debug)]
 pub(crate) enum Window {
-    /// The category's positions in `(after, end]`, ascending.
+    /// The category's positions in the window, ascending.
     Listed {
         /// The positions.
         positions: Vec<u64>,
-        /// The window's last position.
+        /// Where the next window starts from.
         end: u64,
         /// The span for the next window.
         next_span: u64,
     },
-    /// A batch of `(after, end]` failed its checks, or could not be
-    /// checked: the window is to be scanned, and the scan reports it.
+    /// A batch of the window failed its checks, or could not be checked:
+    /// the window is to be scanned, and the scan reports it.
     Unchecked {
-        /// The window's last position.
+        /// Where the next window starts from.
         end: u64,
     },
 }
@@ -84,6 +87,15 @@ pub(crate) enum Window {
 pub(crate) fn worth_listing<F: FileSystem>(core: &Core<F>, category: &str, after: u64, last: u64) -> bool {
     let streams = core.published.read().index.category_stream_count(category) as u64;
     last.saturating_sub(after) >= streams.saturating_mul(SPAN_PER_STREAM).max(1)
+}
+
+/// Positions of log a listing can cost as much as scanning: a read
+/// that wants only a few of a category's events (a limit) scans this
+/// many first and lists the rest of its range only if it is not done by
+/// then, so that it never takes much more than twice the cheaper way.
+pub(crate) fn probe_span<F: FileSystem>(core: &Core<F>, category: &str) -> u64 {
+    let streams = core.published.read().index.category_stream_count(category) as u64;
+    streams.saturating_mul(SPAN_PER_STREAM).max(1)
 }
 
 /// The next window of `category` after position `after`, ending at `last`
@@ -102,17 +114,70 @@ pub(crate) fn next_window<F: FileSystem>(
     last: u64,
     span: Option<u64>,
     check: Option<u64>,
-    mut reuse: Vec<u64>,
+    reuse: Vec<u64>,
 ) -> Window {
     let streams = core.published.read().index.category_stream_count(category);
-    let span = span
-        .unwrap_or_else(|| (streams as u64).saturating_mul(SPAN_PER_STREAM))
-        .clamp(SPAN_MIN, SPAN_MAX);
+    let span = window_span(streams, span);
     let end = last.min(after.saturating_add(span));
+    list(core, category, streams, (after, end), span, check, reuse).into_window(end)
+}
+
+/// The window of `category` that ends at position `high` (a published
+/// position), for a read going backward: `(high - span, high]`, spanned
+/// as in [`next_window`], listed ascending.
+pub(crate) fn window_below<F: FileSystem>(
+    core: &Core<F>,
+    category: &str,
+    high: u64,
+    span: Option<u64>,
+    check: Option<u64>,
+    reuse: Vec<u64>,
+) -> Window {
+    let streams = core.published.read().index.category_stream_count(category);
+    let span = window_span(streams, span);
+    let low = high.saturating_sub(span);
+    list(core, category, streams, (low, high), span, check, reuse).into_window(low)
+}
+
+/// A window's span: the one asked for, or a first window's.
+fn window_span(streams: usize, span: Option<u64>) -> u64 {
+    span.unwrap_or_else(|| (streams as u64).saturating_mul(SPAN_PER_STREAM))
+        .clamp(SPAN_MIN, SPAN_MAX)
+}
+
+/// A window's listing: its positions and the next window's span, or none
+/// when its batches did not all pass their checks.
+struct Listing(Option<(Vec<u64>, u64)>);
+
+impl Listing {
+    /// The window, `end` being where the next one starts from.
+    fn into_window(self, end: u64) -> Window {
+        match self.0 {
+            Some((positions, next_span)) => Window::Listed {
+                positions,
+                end,
+                next_span,
+            },
+            None => Window::Unchecked { end },
+        }
+    }
+}
+
+/// Lists the window `(after, end]` of `category` (of `streams` streams),
+/// checked first when `check` is given.
+fn list<F: FileSystem>(
+    core: &Core<F>,
+    category: &str,
+    streams: usize,
+    (after, end): (u64, u64),
+    span: u64,
+    check: Option<u64>,
+    mut reuse: Vec<u64>,
+) -> Listing {
     if let Some(budget) = check
         && !batches_checked(core, after, end, budget)
     {
-        return Window::Unchecked { end };
+        return Listing(None);
     }
     reuse.clear();
     for start in (0..streams).step_by(SLICE_STREAMS) {
@@ -127,11 +192,7 @@ pub(crate) fn next_window<F: FileSystem>(
     reuse.sort_unstable();
     // The category's share of this window sets the next one's span.
     let next_span = span.saturating_mul(LISTED_TARGET) / (reuse.len() as u64).max(1);
-    Window::Listed {
-        positions: reuse,
-        end,
-        next_span,
-    }
+    Listing(Some((reuse, next_span)))
 }
 
 /// Whether every batch holding a position in `(after, end]` lies below

@@ -10,6 +10,7 @@ mod category;
 use std::sync::Arc;
 
 pub(crate) use category::{CHECK_BYTES_PER_CALL, Window, next_window, worth_listing};
+use category::{probe_span, window_below};
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of_bytes};
@@ -163,20 +164,26 @@ enum Source {
         backward: bool,
         positions: Vec<u64>,
     },
-    /// A range of global positions, walked in either direction.
-    Range { next: u64, last: u64, backward: bool },
-    /// A category's positions after `after` up to `last`, oldest first,
-    /// listed from the index a window at a time (see `category.rs`):
-    /// `positions[next..]` are the current window's still to read, `span`
-    /// the next window's (none before the first). With `checked` (a
-    /// filtered global read), a window whose batches have not all passed
-    /// their checks is scanned instead: `scan` is the part of it still to
-    /// scan, `(next, last)`. (An iterator has no deadline: its check of a
-    /// window checks all of it at once.)
+    /// A range of global positions, walked in either direction from
+    /// `next` to `bound` (see [`range_page`]).
+    Range { next: u64, bound: u64, backward: bool },
+    /// A category's positions, listed from the index a window at a time
+    /// (see `category.rs`): forward, those after `edge` up to `last`,
+    /// oldest first; backward, those up to `edge`, newest first. `edge`
+    /// moves past each window as it is listed; `positions[next..]` are the
+    /// current window's still to read (in reading order), `span` the next
+    /// window's (none before the first). With `checked` (a filtered global
+    /// read), a window whose batches have not all passed their checks is
+    /// scanned instead: `scan` is the part of it still to scan, `(next,
+    /// bound)` for [`range_page`]; a read with a limit also scans the
+    /// first positions of its range before it lists any (see
+    /// `category::probe_span`). (An iterator has no deadline: its check of
+    /// a window checks all of it at once.)
     Category {
         category: String,
-        after: u64,
+        edge: u64,
         last: u64,
+        backward: bool,
         checked: bool,
         positions: Vec<u64>,
         next: usize,
@@ -185,21 +192,32 @@ enum Source {
     },
 }
 
-/// Adds the next page of the positions from `next` to `last` (forward, or
-/// down to 1 backward) to `page`, moving `next` past it.
-fn range_page(locations: &LocationTable, next: &mut u64, last: u64, backward: bool, page: &mut Vec<(u64, u64)>) {
-    // Positions up to `last` exist, so the table covers them.
-    let last = last.min(locations.len() as u64);
-    if *next == 0 || *next > last {
+/// Adds the next page of the positions from `next` to `bound`, both
+/// included (forward up to `bound`, backward down to it), to `page`,
+/// moving `next` past it; [`range_done`] tells when none are left.
+fn range_page(locations: &LocationTable, next: &mut u64, bound: u64, backward: bool, page: &mut Vec<(u64, u64)>) {
+    // Published positions exist, so the table covers them.
+    let len = locations.len() as u64;
+    if range_done(*next, bound, backward) || *next > len {
         return;
     }
     let (from, to) = if backward {
-        (next.saturating_sub(PAGE_EVENTS as u64 - 1).max(1), *next)
+        (next.saturating_sub(PAGE_EVENTS as u64 - 1).max(bound).max(1), *next)
     } else {
-        (*next, next.saturating_add(PAGE_EVENTS as u64 - 1).min(last))
+        (*next, next.saturating_add(PAGE_EVENTS as u64 - 1).min(bound).min(len))
     };
     locations.extend_page((from - 1) as usize..to as usize, backward, page);
     *next = if backward { from - 1 } else { to + 1 };
+}
+
+/// Whether a range walked from `next` to `bound` (see [`range_page`]) is
+/// done.
+fn range_done(next: u64, bound: u64, backward: bool) -> bool {
+    if backward {
+        next < bound.max(1)
+    } else {
+        next == 0 || next > bound
+    }
 }
 
 /// Filters of a global read.
@@ -301,20 +319,42 @@ impl<F: FileSystem> Events<F> {
             (true, None) => last,
             (true, Some(p)) => p.saturating_sub(1).min(last),
         };
-        // Forward through a category of few streams for the range: its
-        // windows listed from the index (each checked for damage first).
+        // Through a category of few streams for the range: its windows
+        // listed from the index (each checked for damage first).
+        let (low, high) = if backward { (0, next) } else { (next - 1, last) };
         let source = match &options.category {
-            Some(category) if !backward && worth_listing(&core, category, next - 1, last) => Source::Category {
-                category: category.clone(),
-                after: next - 1,
-                last,
-                checked: true,
-                positions: Vec::new(),
-                next: 0,
-                span: None,
-                scan: None,
+            Some(category) if worth_listing(&core, category, low, high) => {
+                // With a limit, the first positions are scanned: the read
+                // may be done before a listing would have paid.
+                let probe = options.limit.map_or(0, |_| probe_span(&core, category));
+                let (edge, scan) = match (backward, probe) {
+                    (_, 0) => (next - usize::from(!backward) as u64, None),
+                    (false, probe) => {
+                        let edge = last.min(next.saturating_add(probe - 1));
+                        (edge, Some((next, edge)))
+                    }
+                    (true, probe) => {
+                        let edge = next.saturating_sub(probe);
+                        (edge, Some((next, edge + 1)))
+                    }
+                };
+                Source::Category {
+                    category: category.clone(),
+                    edge,
+                    last,
+                    backward,
+                    checked: true,
+                    positions: Vec::new(),
+                    next: 0,
+                    span: None,
+                    scan,
+                }
+            }
+            _ => Source::Range {
+                next,
+                bound: if backward { 1 } else { last },
+                backward,
             },
-            _ => Source::Range { next, last, backward },
         };
         let filter = Filter {
             event_types: options.event_types,
@@ -346,7 +386,7 @@ impl<F: FileSystem> Events<F> {
     ) -> Self {
         let source = Source::Range {
             next: after.saturating_add(1),
-            last: up_to,
+            bound: up_to,
             backward: false,
         };
         let filter = Filter {
@@ -365,8 +405,9 @@ impl<F: FileSystem> Events<F> {
         let last = core.published.read().index.last_position();
         let source = Source::Category {
             category: category.to_string(),
-            after,
+            edge: after,
             last,
+            backward: false,
             checked: false,
             positions: Vec::new(),
             next: 0,
@@ -394,8 +435,9 @@ impl<F: FileSystem> Events<F> {
     fn next_category_window(&mut self) {
         let Source::Category {
             category,
-            after,
+            edge,
             last,
+            backward,
             checked,
             positions,
             next,
@@ -408,32 +450,34 @@ impl<F: FileSystem> Events<F> {
         if scan.is_some() || *next < positions.len() {
             return;
         }
-        while *after < *last {
-            match next_window(
-                &self.core,
-                category,
-                *after,
-                *last,
-                *span,
-                checked.then_some(u64::MAX),
-                std::mem::take(positions),
-            ) {
+        while if *backward { *edge > 0 } else { *edge < *last } {
+            let check = checked.then_some(u64::MAX);
+            let reuse = std::mem::take(positions);
+            let window = if *backward {
+                window_below(&self.core, category, *edge, *span, check, reuse)
+            } else {
+                next_window(&self.core, category, *edge, *last, *span, check, reuse)
+            };
+            match window {
                 Window::Listed {
                     positions: listed,
                     end,
                     next_span,
                 } => {
                     *positions = listed;
+                    if *backward {
+                        positions.reverse();
+                    }
                     *next = 0;
-                    *after = end;
+                    *edge = end;
                     *span = Some(next_span);
                     if !positions.is_empty() {
                         return;
                     }
                 }
                 Window::Unchecked { end } => {
-                    *scan = Some((*after + 1, end));
-                    *after = end;
+                    *scan = Some(if *backward { (*edge, end + 1) } else { (*edge + 1, end) });
+                    *edge = end;
                     return;
                 }
             }
@@ -482,13 +526,17 @@ impl<F: FileSystem> Events<F> {
                 self.page
                     .extend(positions.iter().filter_map(|&p| Some((p, packed(p)?))));
             }
-            Source::Range { next, last, backward } => range_page(locations, next, *last, *backward, &mut self.page),
+            Source::Range { next, bound, backward } => range_page(locations, next, *bound, *backward, &mut self.page),
             Source::Category {
-                positions, next, scan, ..
+                positions,
+                next,
+                scan,
+                backward,
+                ..
             } => match scan {
-                Some((from, last)) => {
-                    range_page(locations, from, *last, false, &mut self.page);
-                    if *from > *last {
+                Some((from, bound)) => {
+                    range_page(locations, from, *bound, *backward, &mut self.page);
+                    if range_done(*from, *bound, *backward) {
                         *scan = None;
                     }
                 }
