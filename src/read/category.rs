@@ -83,19 +83,15 @@ pub(crate) enum Window {
 
 /// Whether a filtered read of `(after, last]` lists `category`'s windows
 /// rather than scanning the range: it spans at least [`SPAN_PER_STREAM`]
-/// positions per stream of the category.
-pub(crate) fn worth_listing<F: FileSystem>(core: &Core<F>, category: &str, after: u64, last: u64) -> bool {
+/// positions per stream of the category. If so, the span a listing can
+/// cost as much as scanning: a read that wants only a few of the
+/// category's events (a limit) scans this many positions first, and lists
+/// the rest of its range only if it is not done by then, so that it never
+/// takes much more than twice the cheaper way.
+pub(crate) fn worth_listing<F: FileSystem>(core: &Core<F>, category: &str, after: u64, last: u64) -> Option<u64> {
     let streams = core.published.read().index.category_stream_count(category) as u64;
-    last.saturating_sub(after) >= streams.saturating_mul(SPAN_PER_STREAM).max(1)
-}
-
-/// Positions of log a listing can cost as much as scanning: a read
-/// that wants only a few of a category's events (a limit) scans this
-/// many first and lists the rest of its range only if it is not done by
-/// then, so that it never takes much more than twice the cheaper way.
-pub(crate) fn probe_span<F: FileSystem>(core: &Core<F>, category: &str) -> u64 {
-    let streams = core.published.read().index.category_stream_count(category) as u64;
-    streams.saturating_mul(SPAN_PER_STREAM).max(1)
+    let span = streams.saturating_mul(SPAN_PER_STREAM).max(1);
+    (last.saturating_sub(after) >= span).then_some(span)
 }
 
 /// The next window of `category` after position `after`, ending at `last`

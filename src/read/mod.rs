@@ -9,8 +9,8 @@ mod category;
 
 use std::sync::Arc;
 
+use category::window_below;
 pub(crate) use category::{CHECK_BYTES_PER_CALL, Window, next_window, worth_listing};
-use category::{probe_span, window_below};
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of_bytes};
@@ -177,7 +177,7 @@ enum Source {
     /// scanned instead: `scan` is the part of it still to scan, `(next,
     /// bound)` for [`range_page`]; a read with a limit also scans the
     /// first positions of its range before it lists any (see
-    /// `category::probe_span`). (An iterator has no deadline: its check of
+    /// `category::worth_listing`). (An iterator has no deadline: its check of
     /// a window checks all of it at once.)
     Category {
         category: String,
@@ -322,13 +322,18 @@ impl<F: FileSystem> Events<F> {
         // Through a category of few streams for the range: its windows
         // listed from the index (each checked for damage first).
         let (low, high) = if backward { (0, next) } else { (next - 1, last) };
-        let source = match &options.category {
-            Some(category) if worth_listing(&core, category, low, high) => {
+        let listing = options
+            .category
+            .as_ref()
+            .and_then(|category| Some((category, worth_listing(&core, category, low, high)?)));
+        let source = match listing {
+            Some((category, probe)) => {
                 // With a limit, the first positions are scanned: the read
                 // may be done before a listing would have paid.
-                let probe = options.limit.map_or(0, |_| probe_span(&core, category));
+                let probe = if options.limit.is_some() { probe } else { 0 };
                 let (edge, scan) = match (backward, probe) {
-                    (_, 0) => (next - usize::from(!backward) as u64, None),
+                    (true, 0) => (next, None),
+                    (false, 0) => (next - 1, None),
                     (false, probe) => {
                         let edge = last.min(next.saturating_add(probe - 1));
                         (edge, Some((next, edge)))

@@ -415,7 +415,7 @@ impl<F: FileSystem> Subscription<F> {
         if !listing
             && let Target::Category(category) = &self.filter.target
             && head > self.scanned
-            && worth_listing(&core, category, self.scanned, head)
+            && worth_listing(&core, category, self.scanned, head).is_some()
         {
             let reuse = std::mem::take(&mut self.listed);
             if let Window::Listed {
