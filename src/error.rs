@@ -78,6 +78,12 @@ pub enum Error {
     /// they are stored in another stream, order or place, or a stored
     /// event's type, data or schema version differs from the retried one
     /// (metadata is not compared). Nothing was written.
+    ///
+    /// Under an exact expected version (`Exact`, `NoStream`) that the
+    /// stream has moved past, the events are looked for right after that
+    /// version only: when its next event is not the append's first, the
+    /// append fails the concurrency check instead
+    /// ([`Error::WrongExpectedVersion`]), wherever else its ids are stored.
     #[error(
         "an append to stream '{stream}' reuses event id {id}, already written by a different append (partial or mismatched retry)"
     )]

@@ -321,8 +321,9 @@ impl<F: FileSystem> Store<F> {
     }
 
     /// Reads the events of every stream of a category (streams named
-    /// `{category}-...`) in global order, after position `after` (0 for
-    /// all), up to `limit` events. (A stream whose name starts with `-`
+    /// `{category}` or `{category}-...`: see [`crate::category_of`]) in
+    /// global order, after position `after` (0 for all), up to `limit`
+    /// events. (A stream whose name starts with `-`
     /// has the empty category, which no category read can name.)
     pub fn read_category(&self, category: &str, after: u64, limit: Option<usize>) -> Result<Events<F>> {
         crate::writer::validate_category(category)?;
