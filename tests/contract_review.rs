@@ -1698,3 +1698,337 @@ fn exactly_65536_events_fit_in_one_append() {
     let r = store.append("S", ExpectedVersion::Any, events).unwrap();
     assert_eq!(r.last_version, limits::BATCH_EVENTS_MAX as u64);
 }
+
+// ------------------------------------------------ dispatchers and close
+
+#[test]
+fn close_waits_for_a_handler_call_and_none_follows_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (_d, store) = five();
+    let in_call = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (ic, c) = (in_call.clone(), calls.clone());
+    let d = store
+        .dispatcher()
+        .handler("slow", SubscriptionFilter::all(), StartFrom::Start, move |_| {
+            ic.store(true, Ordering::SeqCst);
+            c.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            ic.store(false, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while calls.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let p = store.path().to_path_buf();
+    store.close().unwrap();
+    assert!(!in_call.load(Ordering::SeqCst), "close returned during a handler call");
+    let after_close = calls.load(Ordering::SeqCst);
+    // The directory is released once close returns.
+    let again = Store::open(&p, Options::default()).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        after_close,
+        "a handler was called after close"
+    );
+    assert!(after_close < 5);
+    assert!(d.join().is_ok());
+    again.close().unwrap();
+}
+
+#[test]
+fn an_unstarted_builder_holds_the_store_weakly() {
+    let (_d, store) = five();
+    let p = store.path().to_path_buf();
+    let b = store
+        .dispatcher()
+        .handler("h", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
+        .unwrap();
+    drop(store);
+    let again = Store::open(&p, Options::default()).unwrap();
+    assert!(matches!(b.start(), Err(Error::Closed)));
+    again.close().unwrap();
+}
+
+// ----------------------------------------------------------------- tools
+
+#[test]
+fn verify_and_repair_refuse_what_they_document() {
+    let (d, store) = five();
+    let p = store.path().to_path_buf();
+    // A store open for writing: Locked, for both.
+    assert!(matches!(annal::tools::verify(&p), Err(Error::Locked { .. })));
+    assert!(matches!(annal::tools::repair(&p), Err(Error::Locked { .. })));
+    store.close().unwrap();
+    // No store: InvalidInput, and nothing created.
+    let none = d.path().join("none");
+    assert!(matches!(annal::tools::verify(&none), Err(Error::InvalidInput(_))));
+    assert!(!none.exists());
+    std::fs::create_dir(&none).unwrap();
+    assert!(matches!(annal::tools::verify(&none), Err(Error::InvalidInput(_))));
+    assert_eq!(std::fs::read_dir(&none).unwrap().count(), 0);
+    // A clean store: verify is clean and repair changes nothing.
+    let before = files::dir_image(&p);
+    let v = annal::tools::verify(&p).unwrap();
+    assert!(v.is_clean());
+    assert_eq!((v.events, v.streams, v.segments), (5, 2, 1));
+    let r = annal::tools::repair(&p).unwrap();
+    assert!(!r.repaired);
+    assert_eq!(files::dir_image(&p), before, "repair left a clean store untouched");
+    // Readers share verify's lock.
+    let ro = Store::open(&p, Options::default().with_read_only(true)).unwrap();
+    assert!(annal::tools::verify(&p).unwrap().is_clean());
+    drop(ro);
+}
+
+#[test]
+fn repair_of_damage_far_back_lowers_checkpoints_and_drops_snapshots_past_the_kept_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let store = Store::open(&p, Options::default()).unwrap();
+    store
+        .append("Old-1", ExpectedVersion::Any, (0..3).map(|i| event("T", i)))
+        .unwrap();
+    store
+        .append("Old-1", ExpectedVersion::Any, (0..100).map(|i| event("T", i)))
+        .unwrap();
+    store
+        .append(
+            "New-1",
+            ExpectedVersion::Any,
+            (0..10_000).map(|_| EventData::new("U", "")),
+        )
+        .unwrap();
+    store.checkpoints().save("far", 10_103).unwrap();
+    store.checkpoints().save("near", 2).unwrap();
+    store.save_snapshot("Old-1", 50, 1, b"s").unwrap();
+    store.save_snapshot("Old-1", 3, 1, b"t").unwrap();
+    store.close().unwrap();
+    let seg = p.join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Somewhere in the second batch (the first holds 3 small events).
+    bytes[64 + 1500] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let v = annal::tools::verify(&p).unwrap();
+    assert!(!v.is_clean());
+    let damage = v.damage.clone().unwrap();
+    assert_eq!(damage.segment, Some(1));
+    let r = annal::tools::repair(&p).unwrap();
+    assert!(r.repaired);
+    assert_eq!(r.kept_events, 3);
+    assert_eq!(r.quarantined_events, 10_000, "the valid batch after the damage");
+    assert_eq!(r.checkpoints_lowered, [("far".to_string(), 10_103)]);
+    assert_eq!(r.snapshots_dropped, [("Old-1".to_string(), 50)]);
+    assert!(annal::tools::verify(&p).unwrap().is_clean());
+    let store = Store::open(&p, Options::default()).unwrap();
+    assert_eq!(store.last_position(), 3);
+    assert_eq!(store.checkpoints().load("far").unwrap(), Some(3));
+    assert_eq!(store.checkpoints().load("near").unwrap(), Some(2));
+    assert_eq!(store.load_snapshot("Old-1").snapshot.unwrap().version, 3);
+    // Salvage hands back the quarantined, still valid events.
+    let files = annal::tools::quarantined_log_files(&p).unwrap();
+    let mut n = 0;
+    annal::tools::salvage(&files, |_| {
+        n += 1;
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(n, 10_000);
+}
+
+// ------------------------------------------------------- option extremes
+
+#[test]
+fn the_largest_segment_size_opens_and_appends() {
+    // "between 4 KiB and 1 TiB": a 1 TiB segment size must not need 1 TiB
+    // of disk up front.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let store = Store::open(
+        &p,
+        Options::default().with_segment_size_bytes(limits::SEGMENT_BYTES_MAX),
+    )
+    .unwrap();
+    store.append("S", ExpectedVersion::Any, [event("T", 1)]).unwrap();
+    assert!(store.stats().disk_bytes < 1 << 30);
+    store.close().unwrap();
+    let store = Store::open(
+        &p,
+        Options::default().with_segment_size_bytes(limits::SEGMENT_BYTES_MAX),
+    )
+    .unwrap();
+    assert_eq!(store.last_position(), 1);
+}
+
+#[test]
+fn a_zero_index_checkpoint_size_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let store = Store::open(&p, Options::default().with_index_checkpoint_bytes(0)).unwrap();
+    let t = std::time::Instant::now();
+    append_n(&store, "S-1", "T", 200);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(store.background_error().is_none());
+    store.close().unwrap();
+    let store = Store::open(&p, Options::default()).unwrap();
+    assert_eq!(store.last_position(), 200);
+}
+
+#[test]
+fn the_segment_size_may_change_between_opens() {
+    // "The segment size is an option of each open, not recorded on disk:
+    // segments written by different opens may have different sizes."
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let payload = |i: usize| EventData::new("T", vec![b'a' + (i % 26) as u8; 900]);
+    let mut n = 0;
+    for (round, size) in [
+        64 << 20,
+        limits::SEGMENT_BYTES_MIN,
+        1 << 20,
+        limits::SEGMENT_BYTES_MIN,
+        64 << 20,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let store = Store::open(&p, Options::default().with_segment_size_bytes(size)).unwrap();
+        assert_eq!(store.last_position(), n as u64, "round {round}");
+        for _ in 0..60 {
+            store
+                .append("S-1", ExpectedVersion::Exact(n as u64), [payload(n)])
+                .unwrap();
+            n += 1;
+        }
+        let all = store
+            .read_stream("S-1", ReadStream::forward())
+            .unwrap()
+            .collect_all()
+            .unwrap();
+        assert_eq!(all.len(), n);
+        assert!(all.iter().enumerate().all(|(i, e)| e.data() == payload(i).data()));
+        store.close().unwrap();
+        let v = annal::tools::verify(&p).unwrap();
+        assert!(v.is_clean(), "round {round}: {v:?}");
+        assert_eq!(v.events, n as u64);
+    }
+}
+
+#[test]
+fn subscription_pages_and_states() {
+    let (_d, store) = open();
+    let events: Vec<EventData> = (0..600).map(|_| EventData::new("T", "")).collect();
+    store.append("S-1", ExpectedVersion::Any, events).unwrap();
+    let mut sub = store.subscribe_all(StartFrom::Start).unwrap();
+    assert_eq!(sub.status().state, SubscriptionState::CatchingUp);
+    assert_eq!(sub.try_recv().unwrap().unwrap().position(), 1);
+    let st = sub.status();
+    assert_eq!(st.state, SubscriptionState::CatchingUp, "the read filled a page");
+    assert_eq!(
+        st.buffered,
+        annal::SUBSCRIPTION_PAGE_EVENTS - 1,
+        "at most one page buffered"
+    );
+    for p in 2..=600 {
+        assert_eq!(sub.try_recv().unwrap().unwrap().position(), p);
+        assert!(sub.status().buffered < annal::SUBSCRIPTION_PAGE_EVENTS);
+    }
+    assert!(sub.try_recv().unwrap().is_none());
+    assert_eq!(sub.status().state, SubscriptionState::Live);
+    // Live stays Live while events pile up unread; lag shows it.
+    store
+        .append("S-1", ExpectedVersion::Any, (0..10).map(|_| EventData::new("T", "")))
+        .unwrap();
+    let st = sub.status();
+    assert_eq!((st.state, st.lag, st.head), (SubscriptionState::Live, 10, 610));
+}
+
+#[test]
+fn a_checkpoint_past_the_log_is_reported_and_blocks_appends_until_lowered() {
+    let (d, store) = five();
+    let b = d.path().join("b");
+    store.backup(&b).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("T", 6)]).unwrap();
+    store.checkpoints().save("c", 6).unwrap();
+    store.checkpoints().save("ok", 2).unwrap();
+    let p = store.path().to_path_buf();
+    store.close().unwrap();
+    std::fs::copy(
+        p.join(annal::CHECKPOINTS_FILE_NAME),
+        b.join(annal::CHECKPOINTS_FILE_NAME),
+    )
+    .unwrap();
+    let r = Store::open(&b, Options::default());
+    let store = match r {
+        Ok(s) => s,
+        Err(e) => panic!("the log itself is sound; open: {e}"),
+    };
+    assert_eq!(store.last_position(), 5);
+    let cps = store.checkpoints();
+    assert!(matches!(cps.load("c"), Err(Error::Corruption { .. })));
+    assert_eq!(cps.load("ok").unwrap(), Some(2));
+    assert_eq!(cps.list().unwrap().get("c"), Some(&6), "list is an inventory");
+    assert!(matches!(
+        store.append("A-1", ExpectedVersion::Any, [event("T", 7)]),
+        Err(Error::Corruption { .. })
+    ));
+    cps.save("c", 5).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("T", 7)]).unwrap();
+    assert_eq!(store.last_position(), 6);
+}
+
+#[test]
+fn any_utf8_names_round_trip_through_the_index_file_and_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let names = ["a\0b", "\n", "-", "--x", "Ünï-cødé-😀", " ", "A", "\u{feff}B-1"];
+    let store = Store::open(&p, Options::default()).unwrap();
+    for (i, n) in names.iter().enumerate() {
+        store
+            .append(n, ExpectedVersion::NoStream, [EventData::new(format!("t\0{i}"), "x")])
+            .unwrap();
+    }
+    store.checkpoints().save("\0é\n", 3).unwrap();
+    store.close().unwrap();
+    let check = |store: &Store| {
+        let mut sorted: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        sorted.sort();
+        assert_eq!(store.stream_names(), sorted);
+        for (i, n) in names.iter().enumerate() {
+            let e = store
+                .read_stream(n, ReadStream::forward())
+                .unwrap()
+                .collect_all()
+                .unwrap();
+            assert_eq!((e.len(), e[0].event_type()), (1, format!("t\0{i}").as_str()));
+            assert_eq!(e[0].stream(), *n);
+        }
+        assert_eq!(
+            positions(
+                store
+                    .read_category("", 0, None)
+                    .unwrap_or_else(|_| store.read_all(ReadAll::forward().limit(0)).unwrap())
+            ),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            positions(store.read_all(ReadAll::forward().category("Ünï")).unwrap()),
+            [5]
+        );
+        assert_eq!(store.checkpoints().load("\0é\n").unwrap(), Some(3));
+    };
+    let store = Store::open(&p, Options::default()).unwrap();
+    assert!(store.recovery_report().index_loaded);
+    check(&store);
+    store.close().unwrap();
+    std::fs::remove_file(p.join("index")).unwrap();
+    let store = Store::open(&p, Options::default()).unwrap();
+    assert!(!store.recovery_report().index_loaded);
+    check(&store);
+}
