@@ -2032,3 +2032,70 @@ fn any_utf8_names_round_trip_through_the_index_file_and_a_rebuild() {
     assert!(!store.recovery_report().index_loaded);
     check(&store);
 }
+
+#[cfg(feature = "aggregate")]
+mod floats {
+    use super::*;
+    use annal::aggregate::{Aggregate, CommandMetadata, DomainEvent, JsonCodec, Repository, RepositoryError};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+    pub struct Gauge {
+        pub last: f64,
+        pub count: u64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub enum GaugeEvent {
+        Measured { value: f64 },
+    }
+
+    impl DomainEvent for GaugeEvent {
+        fn event_type(&self) -> &'static str {
+            "Measured"
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    pub struct Never;
+
+    impl Aggregate for Gauge {
+        const CATEGORY: &'static str = "Gauge";
+        type Event = GaugeEvent;
+        type Command = f64;
+        type Error = Never;
+        fn apply(&mut self, event: &GaugeEvent) {
+            let GaugeEvent::Measured { value } = event;
+            self.last = *value;
+            self.count += 1;
+        }
+        fn handle(&self, value: f64) -> Result<Vec<GaugeEvent>, Never> {
+            Ok(vec![GaugeEvent::Measured { value }])
+        }
+    }
+
+    /// AGGREGATES.md: "JsonCodec and BincodeCodec round-trip every value of
+    /// the usual types, floats included (f64 exactly)". JSON has no NaN or
+    /// infinity: an event holding one must be refused when it is encoded,
+    /// never stored as something no load can decode (stored events are
+    /// never rewritten: the aggregate could never be loaded again).
+    #[test]
+    fn json_never_stores_an_event_it_cannot_read_back() {
+        let (_d, store) = open();
+        let repo = Repository::<Gauge>::new(store, JsonCodec);
+        for v in [0.1, -0.0, f64::MAX, f64::MIN_POSITIVE, 5e-324] {
+            let e = repo.execute("1", v, CommandMetadata::new()).unwrap();
+            assert_eq!(e.state.last.to_bits(), v.to_bits());
+            let loaded = repo.load("1").unwrap();
+            assert_eq!(loaded.state.last.to_bits(), v.to_bits(), "{v}");
+        }
+        let before = repo.store().last_position();
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let r = repo.execute("1", v, CommandMetadata::new());
+            assert!(matches!(r, Err(RepositoryError::Codec { .. })), "{v}: {r:?}");
+        }
+        assert_eq!(repo.store().last_position(), before, "nothing written");
+        assert_eq!(repo.load("1").unwrap().state.count, 5, "the aggregate still loads");
+    }
+}

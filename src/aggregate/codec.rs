@@ -28,6 +28,9 @@ pub trait Codec: Send + Sync {
 /// (`{"amount":5}` for `Deposited { amount: 5 }`, `null` for a unit
 /// variant) under the variant's name as event type, which keeps stored
 /// events readable by other tools and lets upcasters work on plain JSON.
+/// JSON has no NaN or infinity: serde_json writes them as `null` (a new
+/// event that then fails to decode is refused by
+/// [`Repository::execute`](super::Repository::execute)).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonCodec;
 

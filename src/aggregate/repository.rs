@@ -134,8 +134,10 @@ pub enum RepositoryError<E: std::error::Error + 'static> {
     /// The store failed (I/O, closed, invalid input...).
     #[error(transparent)]
     Store(#[from] crate::Error),
-    /// An event or state could not be encoded, or a stored event could not
-    /// be decoded (after upcasting) into the current event type.
+    /// An event or state could not be encoded, a new event would not
+    /// decode back (it is then not written: see docs/AGGREGATES.md), or a
+    /// stored event could not be decoded (after upcasting) into the
+    /// current event type.
     #[error("codec error in stream '{stream}' at version {version}: {source}")]
     Codec {
         /// The stream.
@@ -760,15 +762,26 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         })
     }
 
+    /// Encodes a new event, refusing one that its codec cannot decode back
+    /// (JSON has no NaN or infinity: `serde_json` writes them as `null`,
+    /// which a float field refuses on read; a value nested deeper than the
+    /// decoder's limit; a type that bincode cannot deserialize). Stored
+    /// events are never rewritten: such an event, once appended, would make
+    /// its aggregate fail every load that replays it.
     fn encode(&self, stream: &str, event: &A::Event, meta: &CommandMetadata) -> RepoResult<EventData, A> {
-        let data = self
-            .codec
-            .encode_event(event)
-            .map_err(|source| RepositoryError::Codec {
-                stream: stream.to_string(),
-                version: 0,
-                source,
-            })?;
+        let codec_error = |source| RepositoryError::Codec {
+            stream: stream.to_string(),
+            version: 0,
+            source,
+        };
+        let data = self.codec.encode_event(event).map_err(codec_error)?;
+        if let Err(e) = self.codec.decode_event::<A::Event>(event.event_type(), &data) {
+            return Err(codec_error(CodecError(format!(
+                "the new '{}' event would not decode back ({e}), so it is not written (JSON has no NaN or \
+                 infinity: serde_json writes them as null)",
+                event.event_type()
+            ))));
+        }
         Ok(EventData::new(event.event_type(), data)
             .with_schema_version(event.schema_version())
             .correlation_id(meta.correlation_id.unwrap_or(meta.command_id))
