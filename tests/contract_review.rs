@@ -2098,4 +2098,120 @@ mod floats {
         assert_eq!(repo.store().last_position(), before, "nothing written");
         assert_eq!(repo.load("1").unwrap().state.count, 5, "the aggregate still loads");
     }
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+    pub struct Notes {
+        pub count: u64,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub enum NoteEvent {
+        Noted { body: serde_json::Value },
+    }
+
+    impl DomainEvent for NoteEvent {
+        fn event_type(&self) -> &'static str {
+            "Noted"
+        }
+    }
+
+    impl Aggregate for Notes {
+        const CATEGORY: &'static str = "Notes";
+        type Event = NoteEvent;
+        type Command = serde_json::Value;
+        type Error = Never;
+        fn apply(&mut self, _: &NoteEvent) {
+            self.count += 1;
+        }
+        fn handle(&self, body: serde_json::Value) -> Result<Vec<NoteEvent>, Never> {
+            Ok(vec![NoteEvent::Noted { body }])
+        }
+    }
+
+    /// bincode encodes a `serde_json::Value` but cannot decode one (it needs
+    /// `deserialize_any`): such an event is refused, not stored.
+    #[test]
+    fn bincode_never_stores_an_event_it_cannot_read_back() {
+        let (_d, store) = open();
+        let repo = Repository::<Notes, _, annal::aggregate::BincodeCodec>::new(store, annal::aggregate::BincodeCodec);
+        let r = repo.execute("1", serde_json::json!({"a": 1}), CommandMetadata::new());
+        assert!(matches!(r, Err(RepositoryError::Codec { .. })), "{r:?}");
+        assert_eq!(repo.store().last_position(), 0);
+        assert_eq!(repo.load("1").unwrap().state.count, 0);
+        // JSON reads it back: written.
+        let json = Repository::<Notes>::new(repo.store().clone(), JsonCodec);
+        json.execute("2", serde_json::json!({"a": [1, null]}), CommandMetadata::new())
+            .unwrap();
+        assert_eq!(json.load("2").unwrap().state.count, 1);
+    }
+}
+
+#[test]
+fn a_dispatcher_meeting_damage_stops_with_a_dispatcher_error() {
+    let (_d, p) = damaged_far_back();
+    let store = Store::open(&p, Options::default()).unwrap();
+    let d = store
+        .dispatcher()
+        .handler("late", SubscriptionFilter::all(), StartFrom::After(100), |_| Ok(()))
+        .unwrap()
+        .handler("early", SubscriptionFilter::category("New"), StartFrom::Start, |_| {
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    assert!(
+        !d.wait_for(10_100, Duration::from_secs(5)),
+        "the dispatcher ended at the damage"
+    );
+    match d.join() {
+        Err(e) => {
+            assert!(matches!(e.error, Error::Corruption { .. }), "{e}");
+            assert_eq!(e.handlers.len(), 2);
+            assert_eq!(e.handlers[1].position, 0, "stays before the damage");
+            assert!(e.handlers[0].position >= 100);
+        }
+        Ok(status) => panic!("no error: {status:?}"),
+    }
+}
+
+#[test]
+fn repositories_are_shared_between_threads() {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    send_sync_clone::<annal::aggregate::Repository<aggregate_support::Account>>();
+}
+
+#[test]
+fn dropping_the_last_clone_closes_as_close_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s");
+    let store = Store::open(&p, Options::default().with_durability(Durability::Buffered)).unwrap();
+    append_n(&store, "S-1", "T", 30);
+    let clone = store.clone();
+    drop(store);
+    append_n(&clone, "S-1", "T", 3);
+    drop(clone);
+    assert!(!p.join("next-segment.tmp").exists());
+    let store = Store::open(&p, Options::default()).unwrap();
+    let r = store.recovery_report();
+    assert!(r.index_loaded);
+    assert_eq!(
+        (r.replayed_events, r.torn_tail_bytes),
+        (0, 0),
+        "the index was saved at drop"
+    );
+    assert_eq!(store.last_position(), 33);
+}
+
+#[test]
+fn documented_defaults() {
+    let o = Options::default();
+    assert_eq!(o.durability(), Durability::Sync);
+    assert_eq!(o.segment_size_bytes(), 64 * 1024 * 1024);
+    assert!(!o.read_only());
+    let s = SnapshotOptions::default();
+    assert_eq!((s.keep_per_stream, s.compact_min_bytes), (4, 64 * 1024));
+    let (_d, store) = open();
+    assert_eq!(store.snapshot_options(), s);
+    assert_eq!(annal::SUBSCRIPTION_PAGE_EVENTS, 256);
 }
