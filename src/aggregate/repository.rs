@@ -331,7 +331,8 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
 
     /// Retries on a concurrency conflict: at most `n` retries after the
     /// first attempt (default 9), each after a random pause that grows
-    /// with the attempt (up to about 0.1 ms times 2^attempt).
+    /// with the attempt (up to about 0.1 ms times 2^attempt, and never more
+    /// than about 0.1 s).
     pub fn with_max_retries(mut self, n: u32) -> Self {
         self.max_attempts = n.saturating_add(1);
         self
