@@ -2230,3 +2230,27 @@ fn documented_defaults() {
     assert_eq!(store.snapshot_options(), s);
     assert_eq!(annal::SUBSCRIPTION_PAGE_EVENTS, 256);
 }
+
+/// `Store::subscriber_count`: each live subscription counts once, and so
+/// does a started dispatcher, whatever its number of handlers; a dropped
+/// subscription and a stopped dispatcher no longer count.
+#[test]
+fn subscriber_count_counts_subscriptions_and_dispatchers() {
+    let (_d, store) = five();
+    assert_eq!(store.subscriber_count(), 0);
+    let sub = store.subscribe_all(StartFrom::Start).unwrap();
+    assert_eq!(store.subscriber_count(), 1);
+    let builder = store
+        .dispatcher()
+        .handler("a", SubscriptionFilter::all(), StartFrom::Start, |_| Ok(()))
+        .unwrap()
+        .handler("b", SubscriptionFilter::category("A"), StartFrom::Start, |_| Ok(()))
+        .unwrap();
+    assert_eq!(store.subscriber_count(), 1, "a builder is not registered");
+    let dispatcher = builder.start().unwrap();
+    assert_eq!(store.subscriber_count(), 2);
+    drop(sub);
+    assert_eq!(store.subscriber_count(), 1);
+    dispatcher.stop().unwrap();
+    assert_eq!(store.subscriber_count(), 0);
+}

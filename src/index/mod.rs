@@ -44,7 +44,11 @@ pub struct Location {
 const OFFSET_BITS: u32 = 40;
 
 impl Location {
-    /// Packs into 64 bits: 24 bits of segment, 40 bits of offset.
+    /// Packs into 64 bits: 24 bits of segment, 40 bits of offset. Only a
+    /// location within [`limits::SEGMENTS_MAX`] and
+    /// [`limits::SEGMENT_BYTES_MAX`] (every location the store makes)
+    /// packs reversibly; outside them, bits are lost (checked in debug
+    /// builds only: this is on every append's path).
     pub fn pack(self) -> u64 {
         debug_assert!(self.segment <= limits::SEGMENTS_MAX);
         debug_assert!(self.offset < limits::SEGMENT_BYTES_MAX);

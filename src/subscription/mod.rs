@@ -588,7 +588,9 @@ impl<F: FileSystem> Store<F> {
         self.subscribe(SubscriptionFilter::category(category), from)
     }
 
-    /// Number of subscriptions currently registered with the store.
+    /// Number of consumers currently registered with the store: each live
+    /// [`Subscription`] counts once, and so does each started
+    /// [`Dispatcher`](crate::Dispatcher), whatever its number of handlers.
     pub fn subscriber_count(&self) -> usize {
         self.core_arc().subscriptions.len()
     }

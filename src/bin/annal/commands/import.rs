@@ -28,8 +28,9 @@ const SYNC_EVERY_LINES: usize = 1000;
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 /// Longest input line read: four times what one append can hold (base64
 /// takes a third more, and each event has its JSON fields besides), so
-/// no valid line is refused, and a file without line breaks (a binary
-/// file given by mistake) is refused before it fills the memory.
+/// that no line `export` writes is refused, and a file without line
+/// breaks (a binary file given by mistake) is refused before it fills the
+/// memory. A line padded with more whitespace than that is refused too.
 const LINE_BYTES_MAX: u64 = 4 * annal::limits::BATCH_BYTES_MAX as u64;
 
 pub fn run(a: ImportArgs) -> Outcome {
