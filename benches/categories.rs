@@ -1,6 +1,6 @@
 //! Reading one category of a store of many: `Store::read_category`,
-//! `read_all` with a category filter (forward, backward, and the newest 20
-//! events backward), and a category subscription catching up from the
+//! `read_all` with a category filter (forward, backward, and the first or
+//! the newest 20 events), and a category subscription catching up from the
 //! start (until `try_recv` finds nothing more). 1M events over
 //! 10,000 streams in 10 categories (`Cat0-…` to `Cat9-…`), so a category
 //! holds 100,000 events of 1,000 streams, interleaved with the others' in
@@ -81,8 +81,17 @@ fn categories(c: &mut Criterion) {
         })
     });
     group.finish();
-    let mut group = c.benchmark_group("category_of_100k_in_1M_newest_20");
+    let mut group = c.benchmark_group("category_of_100k_in_1M_20_events");
     group.throughput(Throughput::Elements(20));
+    group.bench_function("read_all_category_filter_limit_20", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            for e in store.read_all(ReadAll::forward().category("Cat3").limit(20)).unwrap() {
+                n += e.unwrap().data().len() as u64;
+            }
+            n
+        })
+    });
     group.bench_function("read_all_category_filter_backward_limit_20", |b| {
         b.iter(|| {
             let mut n = 0u64;
