@@ -1409,6 +1409,16 @@ fn damaged_far_back() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("s");
     let store = Store::open(&p, Options::default()).unwrap();
+    append_far_back(&store);
+    store.close().unwrap();
+    flip_in_first_segment(&p, 64 + 500, 0x40);
+    (dir, p)
+}
+
+/// Appends 100 events to `Old-1` in one batch, then 10,000 to `New-1` in
+/// another, so that open (which checks the last 10,000 events' batches)
+/// does not reach the first.
+fn append_far_back(store: &Store) {
     store
         .append("Old-1", ExpectedVersion::Any, (0..100).map(|i| event("T", i)))
         .unwrap();
@@ -1419,12 +1429,15 @@ fn damaged_far_back() -> (tempfile::TempDir, std::path::PathBuf) {
             (0..10_000).map(|_| EventData::new("U", "")),
         )
         .unwrap();
-    store.close().unwrap();
+}
+
+/// Flips the bits of `mask` in the byte at `offset` of the first segment
+/// of the closed store at `p`.
+fn flip_in_first_segment(p: &std::path::Path, offset: usize, mask: u8) {
     let seg = p.join("00000000000000000001.seg");
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[64 + 500] ^= 0x40;
+    bytes[offset] ^= mask;
     std::fs::write(&seg, &bytes).unwrap();
-    (dir, p)
 }
 
 #[test]
@@ -1810,26 +1823,14 @@ fn repair_of_damage_far_back_lowers_checkpoints_and_drops_snapshots_past_the_kep
     store
         .append("Old-1", ExpectedVersion::Any, (0..3).map(|i| event("T", i)))
         .unwrap();
-    store
-        .append("Old-1", ExpectedVersion::Any, (0..100).map(|i| event("T", i)))
-        .unwrap();
-    store
-        .append(
-            "New-1",
-            ExpectedVersion::Any,
-            (0..10_000).map(|_| EventData::new("U", "")),
-        )
-        .unwrap();
+    append_far_back(&store);
     store.checkpoints().save("far", 10_103).unwrap();
     store.checkpoints().save("near", 2).unwrap();
     store.save_snapshot("Old-1", 50, 1, b"s").unwrap();
     store.save_snapshot("Old-1", 3, 1, b"t").unwrap();
     store.close().unwrap();
-    let seg = p.join("00000000000000000001.seg");
-    let mut bytes = std::fs::read(&seg).unwrap();
     // Somewhere in the second batch (the first holds 3 small events).
-    bytes[64 + 1500] ^= 0x10;
-    std::fs::write(&seg, &bytes).unwrap();
+    flip_in_first_segment(&p, 64 + 1500, 0x10);
     let v = annal::tools::verify(&p).unwrap();
     assert!(!v.is_clean());
     let damage = v.damage.clone().unwrap();
