@@ -14,14 +14,15 @@
 //! scan returns before the damage, then the error, then nothing.
 #![cfg(feature = "sim")]
 
+mod category_model;
 mod common;
 mod sim_support;
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use annal::io::sim::{SimFs, SimImage};
-use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Store, StreamAppend, category_of};
+use annal::{Durability, Error, Options, ReadAll, Store, category_of};
+use category_model::{Filt, Model, NONE, append_batch};
 use common::rng::Rng;
 use sim_support::{dir, flip_payload, open_without_id_window, same};
 
@@ -42,119 +43,6 @@ fn options() -> Options {
 }
 
 const TYPES: [&str; 3] = ["T0", "T1", "T2"];
-
-/// The model: every event (stream, type) by position, every batch as its
-/// first and last positions, and each category's positions.
-#[derive(Clone, Default)]
-struct Model {
-    events: Vec<(String, &'static str)>,
-    batches: Vec<(u64, u64)>,
-    by_category: HashMap<String, Vec<u64>>,
-}
-
-impl Model {
-    fn head(&self) -> u64 {
-        self.events.len() as u64
-    }
-
-    /// Streams of `category`.
-    fn streams(&self, category: &str) -> u64 {
-        let mut names: Vec<&str> = self
-            .by_category
-            .get(category)
-            .map(|ps| ps.iter().map(|&p| self.events[p as usize - 1].0.as_str()).collect())
-            .unwrap_or_default();
-        names.sort_unstable();
-        names.dedup();
-        names.len() as u64
-    }
-
-    /// Positions in `(after, last]` of `category`, of one of `types` (any
-    /// when empty), of streams starting with `prefix`, ascending.
-    fn want(&self, category: &str, f: &Filt, after: u64, last: u64) -> Vec<u64> {
-        let Some(ps) = self.by_category.get(category) else {
-            return Vec::new();
-        };
-        let from = ps.partition_point(|&p| p <= after);
-        let to = ps.partition_point(|&p| p <= last);
-        ps[from..to.max(from)]
-            .iter()
-            .copied()
-            .filter(|&p| {
-                let (stream, ty) = &self.events[p as usize - 1];
-                (f.types.is_empty() || f.types.contains(ty)) && f.prefix.is_none_or(|x| stream.starts_with(x))
-            })
-            .collect()
-    }
-
-    /// The same, newest first: what a backward read from `next` down
-    /// returns.
-    fn want_down(&self, category: &str, f: &Filt, low: u64, next: u64) -> Vec<u64> {
-        let mut want = self.want(category, f, low, next);
-        want.reverse();
-        want
-    }
-
-    fn batch_of(&self, position: u64) -> (u64, u64) {
-        let i = self.batches.partition_point(|&(_, last)| last < position);
-        self.batches[i]
-    }
-
-    fn holds(&self, (first, last): (u64, u64), category: &str) -> bool {
-        (first..=last).any(|p| category_of(&self.events[p as usize - 1].0) == category)
-    }
-
-    fn truncate(&mut self, head: u64) {
-        self.events.truncate(head as usize);
-        self.batches.retain(|&(_, last)| last <= head);
-        for ps in self.by_category.values_mut() {
-            ps.retain(|&p| p <= head);
-        }
-    }
-}
-
-/// Filters besides the category.
-#[derive(Clone, Copy, Debug)]
-struct Filt<'a> {
-    types: &'a [&'a str],
-    prefix: Option<&'a str>,
-}
-
-const NONE: Filt<'static> = Filt {
-    types: &[],
-    prefix: None,
-};
-
-/// Appends one batch (stream, type) as one `append_multi`, streams
-/// grouped in order of first appearance, recording it in the model.
-fn append_batch(store: &Store<SimFs>, model: &mut Model, events: &[(String, &'static str)]) {
-    let mut groups: Vec<(String, Vec<&'static str>)> = Vec::new();
-    for (stream, ty) in events {
-        match groups.iter_mut().find(|(s, _)| s == stream) {
-            Some((_, types)) => types.push(ty),
-            None => groups.push((stream.clone(), vec![ty])),
-        }
-    }
-    let first = model.head() + 1;
-    let mut p = first;
-    let mut appends = Vec::new();
-    for (stream, types) in &groups {
-        let mut data = Vec::new();
-        for ty in types {
-            data.push(EventData::new(*ty, format!("payload-{p:06}")));
-            model.events.push((stream.clone(), ty));
-            model
-                .by_category
-                .entry(category_of(stream).to_string())
-                .or_default()
-                .push(p);
-            p += 1;
-        }
-        appends.push(StreamAppend::new(stream.clone(), ExpectedVersion::Any, data));
-    }
-    store.append_multi(&appends).unwrap();
-    model.batches.push((first, p - 1));
-}
 
 /// The next batch: `A` (streams `A-0`..`A-2` and `A`), `AB-1` (another
 /// category sharing a prefix), `S-1` (one stream, rare), `F` (40
@@ -632,7 +520,7 @@ fn check_damage(image: &SimImage, model: &Model, at: u64, category: &str, starts
 /// own events (not `other`).
 fn find(model: &Model, category: &str, p: u64, down: bool, other: bool) -> Option<u64> {
     let ok = |q: u64| {
-        let own = category_of(&model.events[q as usize - 1].0) == category;
+        let own = category_of(model.stream(q)) == category;
         if other {
             !model.holds(model.batch_of(q), category)
         } else {

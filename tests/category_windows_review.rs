@@ -11,18 +11,16 @@
 //! edges in batches of other categories.
 #![cfg(feature = "sim")]
 
+mod category_model;
 mod common;
 mod sim_support;
 
-use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use annal::io::sim::{SimFs, SimImage};
-use annal::{
-    Durability, Error, EventData, ExpectedVersion, Options, ReadAll, StartFrom, Store, StreamAppend, Subscription,
-    SubscriptionFilter, category_of,
-};
+use annal::{Durability, Error, Options, ReadAll, StartFrom, Store, Subscription, SubscriptionFilter, category_of};
+use category_model::{Filt, Model, NONE, append_batch};
 use common::rng::Rng;
 use sim_support::{deliveries_before_damage, dir, flip_payload, open_without_id_window, same};
 
@@ -33,86 +31,6 @@ fn options() -> Options {
     Options::default()
         .with_durability(Durability::Buffered)
         .with_segment_size_bytes(128 * 1024)
-}
-
-/// One event of the model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct M {
-    position: u64,
-    stream: String,
-    event_type: String,
-}
-
-/// The model: every event, and every batch as its first and last
-/// positions.
-#[derive(Clone, Default)]
-struct Model {
-    events: Vec<M>,
-    batches: Vec<(u64, u64)>,
-}
-
-impl Model {
-    fn head(&self) -> u64 {
-        self.events.len() as u64
-    }
-
-    /// Positions after `after` up to `last` of `category`, of one of
-    /// `types` (any when empty), of streams starting with `prefix`.
-    fn want(&self, category: &str, types: &[&str], prefix: Option<&str>, after: u64, last: u64) -> Vec<u64> {
-        self.events
-            .iter()
-            .filter(|e| e.position > after && e.position <= last)
-            .filter(|e| category_of(&e.stream) == category)
-            .filter(|e| types.is_empty() || types.contains(&e.event_type.as_str()))
-            .filter(|e| prefix.is_none_or(|p| e.stream.starts_with(p)))
-            .map(|e| e.position)
-            .collect()
-    }
-
-    /// The batch holding `position`.
-    fn batch_of(&self, position: u64) -> (u64, u64) {
-        let i = self.batches.partition_point(|&(_, last)| last < position);
-        self.batches[i]
-    }
-
-    /// The streams of the batch holding `position`.
-    fn categories_of_batch(&self, position: u64) -> HashSet<String> {
-        let (first, last) = self.batch_of(position);
-        (first..=last)
-            .map(|p| category_of(&self.events[p as usize - 1].stream).to_string())
-            .collect()
-    }
-}
-
-/// Appends one batch of `events` (stream, type) as one `append_multi`,
-/// recording it in the model. Streams of a batch are grouped, in order of
-/// first appearance.
-fn append_batch(store: &Store<SimFs>, model: &mut Model, events: &[(String, &'static str)]) {
-    let mut groups: Vec<(String, Vec<&'static str>)> = Vec::new();
-    for (stream, ty) in events {
-        match groups.iter_mut().find(|(s, _)| s == stream) {
-            Some((_, types)) => types.push(ty),
-            None => groups.push((stream.clone(), vec![ty])),
-        }
-    }
-    let first = model.head() + 1;
-    let mut p = first;
-    let mut appends = Vec::new();
-    for (stream, types) in &groups {
-        let mut data = Vec::new();
-        for ty in types {
-            data.push(EventData::new(*ty, format!("payload-{p:06}")));
-            model.events.push(M {
-                position: p,
-                stream: stream.clone(),
-                event_type: ty.to_string(),
-            });
-            p += 1;
-        }
-        appends.push(StreamAppend::new(stream.clone(), ExpectedVersion::Any, data));
-    }
-    store.append_multi(&appends).unwrap();
-    model.batches.push((first, p - 1));
 }
 
 const TYPES: [&str; 3] = ["T0", "T1", "T2"];
@@ -181,8 +99,8 @@ fn base() -> &'static (SimImage, Model) {
             })
             .collect();
         assert_eq!(all.len() as u64, model.head());
-        for (e, m) in all.iter().zip(&model.events) {
-            assert_eq!((e.0, &e.1, &e.2), (m.position, &m.stream, &m.event_type));
+        for ((e, m), position) in all.iter().zip(&model.events).zip(1..) {
+            assert_eq!((e.0, e.1.as_str(), e.2.as_str()), (position, m.0.as_str(), m.1));
         }
         store.close().unwrap();
         (fs.durable_image(), model)
@@ -259,7 +177,7 @@ fn check_everything(store: &Store<SimFs>, model: &Model, timeouts: bool) {
     assert_eq!(store.last_position(), head);
     for start in starts().into_iter().filter(|&s| s <= head) {
         for category in CATEGORIES {
-            let want = model.want(category, &[], None, start, head);
+            let want = model.want(category, &NONE, start, head);
             let listed: Vec<u64> = store
                 .read_category(category, start, None)
                 .unwrap()
@@ -297,7 +215,7 @@ fn check_everything(store: &Store<SimFs>, model: &Model, timeouts: bool) {
                 .collect();
             same(
                 &typed,
-                &model.want(category, &["T0", "T2"], None, start, head),
+                &model.want(category, &Filt::types(&["T0", "T2"]), start, head),
                 &format!("read_all {category} T0|T2 after {start}"),
             );
             let prefix = format!("{category}-");
@@ -313,7 +231,7 @@ fn check_everything(store: &Store<SimFs>, model: &Model, timeouts: bool) {
                 .collect();
             same(
                 &prefixed,
-                &model.want(category, &[], Some(&prefix), start, head),
+                &model.want(category, &Filt::prefix(&prefix), start, head),
                 &format!("read_all {category} prefix after {start}"),
             );
             let mut sub = store
@@ -334,7 +252,7 @@ fn check_everything(store: &Store<SimFs>, model: &Model, timeouts: bool) {
                 .unwrap();
             drain(
                 &mut sub,
-                &model.want(category, &["T1"], None, start, head),
+                &model.want(category, &Filt::types(&["T1"]), start, head),
                 head,
                 timeouts,
                 &format!("subscription {category} T1 after {start}"),
@@ -379,8 +297,7 @@ fn reopened_and_appended_and_replayed_match_the_model() {
     let head = store.last_position();
     assert!(head > EVENTS + 20_000, "the crash took {} events", model.head() - head);
     assert!(model.batches.iter().any(|&(_, last)| last == head));
-    model.events.truncate(head as usize);
-    model.batches.retain(|&(_, last)| last <= head);
+    model.truncate(head);
     check_everything(&store, &model, false);
 }
 
@@ -450,16 +367,16 @@ fn new_streams_of_the_category_during_a_catch_up() {
             got_typed.push(e.position());
         }
         let head = model2.head();
-        same(&got, &model2.want("Late", &[], None, 0, head), "subscription");
+        same(&got, &model2.want("Late", &NONE, 0, head), "subscription");
         same(
             &got_typed,
-            &model2.want("Late", &["T2"], None, 50_000, head),
+            &model2.want("Late", &Filt::types(&["T2"]), 50_000, head),
             "typed subscription",
         );
         assert!(!reads.is_empty());
         for (before, after, read, filtered) in &reads {
             for got in [read, filtered] {
-                let ok = (*before..=*after).any(|last| *got == model2.want("Late", &[], None, 90_000, last));
+                let ok = (*before..=*after).any(|last| *got == model2.want("Late", &NONE, 90_000, last));
                 assert!(
                     ok,
                     "a read made between {before} and {after} is no snapshot of the category"
@@ -477,7 +394,7 @@ fn new_streams_of_the_category_during_a_catch_up() {
 fn check_damage(model: &Model, at: u64, category: &str, start: u64) {
     let (image, _) = base();
     let (first, _) = model.batch_of(at);
-    let own = model.categories_of_batch(at).contains(category);
+    let own = model.holds(model.batch_of(at), category);
     let mut damaged = image.clone();
     flip_payload(&mut damaged, at);
     let Some(store) = open_without_id_window(&damaged, options()) else {
@@ -485,7 +402,7 @@ fn check_damage(model: &Model, at: u64, category: &str, start: u64) {
     };
     let head = model.head();
     let what = format!("{category} after {start}, damage at {at} (batch from {first})");
-    let before = model.want(category, &[], None, start, first - 1);
+    let before = model.want(category, &NONE, start, first - 1);
     if first <= start {
         // The damaged batch lies before the start, unless the start is
         // inside it.
@@ -514,7 +431,7 @@ fn check_damage(model: &Model, at: u64, category: &str, start: u64) {
     }
     same(
         &got,
-        &model.want(category, &["T0"], None, start, first - 1),
+        &model.want(category, &Filt::types(&["T0"]), start, first - 1),
         &format!("typed subscription {what}"),
     );
 
@@ -541,7 +458,7 @@ fn check_damage(model: &Model, at: u64, category: &str, start: u64) {
         let ok: Vec<u64> = listed.into_iter().map(|r| r.unwrap().position()).collect();
         same(
             &ok,
-            &model.want(category, &[], None, start, head),
+            &model.want(category, &NONE, start, head),
             &format!("read_category {what}"),
         );
     }
@@ -552,7 +469,7 @@ fn check_damage(model: &Model, at: u64, category: &str, start: u64) {
         .unwrap();
     drain(
         &mut sub,
-        &model.want(category, &[], None, last, head),
+        &model.want(category, &NONE, last, head),
         head,
         false,
         &format!("after {what}"),
@@ -562,9 +479,7 @@ fn check_damage(model: &Model, at: u64, category: &str, start: u64) {
 /// The first position at or after `p` whose batch holds no event of
 /// `category`.
 fn other_at_or_after(model: &Model, category: &str, p: u64) -> u64 {
-    (p..)
-        .find(|&q| !model.categories_of_batch(q).contains(category))
-        .unwrap()
+    (p..).find(|&q| !model.holds(model.batch_of(q), category)).unwrap()
 }
 
 /// The first position at or before `p` whose batch holds no event of
@@ -572,7 +487,7 @@ fn other_at_or_after(model: &Model, category: &str, p: u64) -> u64 {
 fn other_at_or_before(model: &Model, category: &str, p: u64) -> u64 {
     (1..=p)
         .rev()
-        .find(|&q| !model.categories_of_batch(q).contains(category))
+        .find(|&q| !model.holds(model.batch_of(q), category))
         .unwrap()
 }
 
@@ -652,10 +567,8 @@ fn damage_at_segment_edges_is_reported() {
 fn damage_in_the_category_near_window_edges() {
     let (_, model) = base();
     for edge in [65_536u64, 65_537, 30_000 + 65_536] {
-        let at = (edge..).find(|&p| model.categories_of_batch(p).contains("A")).unwrap();
-        let at = (at..)
-            .find(|&p| category_of(&model.events[p as usize - 1].stream) == "A")
-            .unwrap();
+        let at = (edge..).find(|&p| model.holds(model.batch_of(p), "A")).unwrap();
+        let at = (at..).find(|&p| category_of(model.stream(p)) == "A").unwrap();
         check_damage(model, at, "A", 0);
         check_damage(model, at, "A", 30_000);
     }
@@ -700,7 +613,7 @@ fn window_ends(model: &Model, category: &str, streams: u64, after: u64) -> Vec<u
     while at < head {
         let s = span.unwrap_or(streams * 16).clamp(65_536, 1 << 20);
         let end = head.min(at + s);
-        let listed = model.want(category, &[], None, at, end).len() as u64;
+        let listed = model.want(category, &NONE, at, end).len() as u64;
         span = Some(s * (1 << 16) / listed.max(1));
         ends.push(end);
         at = end;
@@ -721,7 +634,7 @@ fn dense_category_windows_and_their_edges() {
     }
     for start in starts {
         for (category, types) in [("D", &[][..]), ("D", &["T1"][..]), ("E", &[][..])] {
-            let want = model.want(category, types, None, start, head);
+            let want = model.want(category, &Filt::types(types), start, head);
             let mut read = ReadAll::forward().from_position(start).category(category);
             let mut filter = SubscriptionFilter::category(category);
             for t in types {
@@ -754,13 +667,8 @@ fn dense_category_windows_and_their_edges() {
     for &end in &ends[..ends.len() - 1] {
         let mut cases = Vec::new();
         for p in [end, end + 1] {
-            let e_after = (p..)
-                .find(|&q| category_of(&model.events[q as usize - 1].stream) == "E")
-                .unwrap();
-            let e_before = (1..=p)
-                .rev()
-                .find(|&q| category_of(&model.events[q as usize - 1].stream) == "E")
-                .unwrap();
+            let e_after = (p..).find(|&q| category_of(model.stream(q)) == "E").unwrap();
+            let e_before = (1..=p).rev().find(|&q| category_of(model.stream(q)) == "E").unwrap();
             cases.extend([e_after, e_before, p]);
         }
         for at in cases {
@@ -774,7 +682,7 @@ fn dense_category_windows_and_their_edges() {
 /// damaged batch and reports it.
 fn check_dense_damage(model: &Model, image: &SimImage, at: u64, end: u64) {
     let (first, last) = model.batch_of(at);
-    let own = model.categories_of_batch(at).contains("D");
+    let own = model.holds(model.batch_of(at), "D");
     let mut damaged = image.clone();
     flip_payload(&mut damaged, at);
     let Some(store) = open_without_id_window(&damaged, options().with_segment_size_bytes(1 << 20)) else {
@@ -782,7 +690,7 @@ fn check_dense_damage(model: &Model, image: &SimImage, at: u64, end: u64) {
     };
     let head = model.head();
     let what = format!("D, damage at {at} (batch {first}..={last}, window end {end})");
-    let before = model.want("D", &[], None, 0, first - 1);
+    let before = model.want("D", &NONE, 0, first - 1);
     let mut sub = store.subscribe_category("D", StartFrom::Start).unwrap();
     let got = deliveries_before_damage(&mut sub, 2, first, &what);
     same(&got, &before, &format!("subscription {what}"));
@@ -799,11 +707,7 @@ fn check_dense_damage(model: &Model, image: &SimImage, at: u64, end: u64) {
     if own {
         same(&ok, &before, &format!("read_category {what}"));
     } else {
-        same(
-            &ok,
-            &model.want("D", &[], None, 0, head),
-            &format!("read_category {what}"),
-        );
+        same(&ok, &model.want("D", &NONE, 0, head), &format!("read_category {what}"));
     }
     // From after the damaged batch (same segment: its watermark stopped).
     let all: Vec<u64> = store
@@ -813,13 +717,13 @@ fn check_dense_damage(model: &Model, image: &SimImage, at: u64, end: u64) {
         .collect();
     same(
         &all,
-        &model.want("D", &[], None, last, head),
+        &model.want("D", &NONE, last, head),
         &format!("read_all after {what}"),
     );
     let mut sub = store.subscribe_category("D", StartFrom::After(last)).unwrap();
     drain(
         &mut sub,
-        &model.want("D", &[], None, last, head),
+        &model.want("D", &NONE, last, head),
         head,
         false,
         &format!("after {what}"),
@@ -867,10 +771,10 @@ fn catch_up_racing_appends_in_every_durability() {
             got_late.push(e.position());
         }
         let head = model.head();
-        same(&got, &model.want("A", &[], None, 0, head), &format!("{durability:?} A"));
+        same(&got, &model.want("A", &NONE, 0, head), &format!("{durability:?} A"));
         same(
             &got_late,
-            &model.want("Late", &[], None, 5, head),
+            &model.want("Late", &NONE, 5, head),
             &format!("{durability:?} Late"),
         );
     }
