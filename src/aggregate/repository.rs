@@ -778,8 +778,8 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
         let data = self.codec.encode_event(event).map_err(codec_error)?;
         if let Err(e) = self.codec.decode_event::<A::Event>(event.event_type(), &data) {
             return Err(codec_error(CodecError(format!(
-                "the new '{}' event would not decode back ({e}), so it is not written (JSON has no NaN or \
-                 infinity: serde_json writes them as null)",
+                "the new '{}' event would not decode back ({e}), so it is not written (JsonCodec writes a NaN or \
+                 infinite float as null)",
                 event.event_type()
             ))));
         }
