@@ -10,7 +10,11 @@
 //! a listing costs a few hundred nanoseconds per stream of the category:
 //! so a filtered read lists when the range spans at least
 //! [`SPAN_PER_STREAM`] positions per stream, and scans otherwise (a
-//! subscription following new events one at a time always scans).
+//! subscription following new events one at a time always scans). A
+//! backward read lists the same way, a window below its start at a time
+//! ([`window_below`]), and returns each newest first. A read with a limit
+//! first scans as many positions as a listing would cost, since it may be
+//! done before a listing would have paid (see [`worth_listing`]).
 //!
 //! A filtered scan checks every batch of its range, so damage in a record
 //! its filter turns away is reported all the same (DESIGN.md, "The read
