@@ -590,7 +590,7 @@ impl<F: FileSystem> Store<F> {
 
     /// Number of consumers currently registered with the store: each live
     /// [`Subscription`] counts once, and so does each started
-    /// [`Dispatcher`](crate::Dispatcher), whatever its number of handlers.
+    /// [`Dispatcher`], whatever its number of handlers.
     pub fn subscriber_count(&self) -> usize {
         self.core_arc().subscriptions.len()
     }
