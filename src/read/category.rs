@@ -141,8 +141,32 @@ pub(crate) fn window_below<F: FileSystem>(
 
 /// A window's span: the one asked for, or a first window's.
 fn window_span(streams: usize, span: Option<u64>) -> u64 {
-    span.unwrap_or_else(|| (streams as u64).saturating_mul(SPAN_PER_STREAM))
-        .clamp(SPAN_MIN, SPAN_MAX)
+    match span {
+        // A later window's (at least `LISTED_TARGET`), or a limited
+        // category read's first.
+        Some(span) => span.clamp(1, SPAN_MAX),
+        None => (streams as u64)
+            .saturating_mul(SPAN_PER_STREAM)
+            .clamp(SPAN_MIN, SPAN_MAX),
+    }
+}
+
+/// Fewest positions a limited category read's first window spans.
+const LIMITED_SPAN_MIN: u64 = 4_096;
+
+/// The first window's span for a category read that wants only a few
+/// events (a limit): [`SPAN_PER_STREAM`] per stream of the category, at
+/// least [`LIMITED_SPAN_MIN`] rather than [`SPAN_MIN`]. Such a read
+/// cannot scan first, as a filtered read does (it would check other
+/// categories' records, which a category read does not read): a smaller
+/// first window sorts fewer positions it would not return (an app paging
+/// through a category of 1,000 streams 100 events at a time spent 150 µs
+/// a page, most of it sorting a window of 6,500 positions).
+pub(crate) fn limited_first_span<F: FileSystem>(core: &Core<F>, category: &str) -> u64 {
+    let streams = core.published.read().index.category_stream_count(category) as u64;
+    streams
+        .saturating_mul(SPAN_PER_STREAM)
+        .clamp(LIMITED_SPAN_MIN, SPAN_MAX)
 }
 
 /// A window's listing: its positions and the next window's span, or none

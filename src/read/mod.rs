@@ -9,8 +9,8 @@ mod category;
 
 use std::sync::Arc;
 
-use category::window_below;
 pub(crate) use category::{CHECK_BYTES_PER_CALL, Window, next_window, worth_listing};
+use category::{limited_first_span, window_below};
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of_bytes};
@@ -416,7 +416,7 @@ impl<F: FileSystem> Events<F> {
             checked: false,
             positions: Vec::new(),
             next: 0,
-            span: None,
+            span: limit.map(|_| limited_first_span(&core, category)),
             scan: None,
         };
         Events::new(core, source, Filter::default(), limit)
