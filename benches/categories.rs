@@ -1,8 +1,9 @@
 //! Reading one category of a store of many: `Store::read_category`,
 //! `read_all` with a category filter (forward, backward, and the first or
-//! the newest 20 events), and a category subscription catching up from the
-//! start (until `try_recv` finds nothing more). 1M events over
-//! 10,000 streams in 10 categories (`Cat0-…` to `Cat9-…`), so a category
+//! the newest 20 events), pages of 100 events (`read_category` and
+//! `read_all`, each from the last page's end), and a category
+//! subscription catching up from the start (until `try_recv` finds
+//! nothing more). 1M events over 10,000 streams in 10 categories (`Cat0-…` to `Cat9-…`), so a category
 //! holds 100,000 events of 1,000 streams, interleaved with the others' in
 //! the log. Warm: the files are in the page cache.
 
@@ -99,6 +100,34 @@ fn categories(c: &mut Criterion) {
                 n += e.unwrap().data().len() as u64;
             }
             n
+        })
+    });
+    group.finish();
+    // Paging through the category as an app would: pages of 100 events,
+    // each read after the last page's last position (100 pages).
+    let mut group = c.benchmark_group("category_of_100k_in_1M_pages_of_100");
+    group.throughput(Throughput::Elements(100 * 100));
+    group.bench_function("read_category", |b| {
+        b.iter(|| {
+            let mut after = 0;
+            for _ in 0..100 {
+                for e in store.read_category("Cat3", after, Some(100)).unwrap() {
+                    after = e.unwrap().position();
+                }
+            }
+            after
+        })
+    });
+    group.bench_function("read_all_category_filter", |b| {
+        b.iter(|| {
+            let mut after = 0;
+            for _ in 0..100 {
+                let page = ReadAll::forward().from_position(after).category("Cat3").limit(100);
+                for e in store.read_all(page).unwrap() {
+                    after = e.unwrap().position();
+                }
+            }
+            after
         })
     });
     group.finish();
