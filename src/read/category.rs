@@ -12,7 +12,7 @@
 //! [`SPAN_PER_STREAM`] positions per stream, and scans otherwise (a
 //! subscription following new events one at a time always scans). A
 //! backward read lists the same way, a window below its start at a time
-//! ([`window_below`]), and returns each newest first. A read with a limit
+//! ([`WindowAt::Below`]), and returns each newest first. A read with a limit
 //! first scans as many positions as a listing would cost, since it may be
 //! done before a listing would have paid (see [`worth_listing`]).
 //!
@@ -98,45 +98,73 @@ pub(crate) fn worth_listing<F: FileSystem>(core: &Core<F>, category: &str, after
     (last.saturating_sub(after) >= span).then_some(span)
 }
 
-/// The next window of `category` after position `after`, ending at `last`
-/// at the latest (a published position: streams added to the category
-/// after it was published have only later positions). The window spans
-/// `span` positions (the previous window's `next_span`), or, for a first
-/// window (`None`), [`SPAN_PER_STREAM`] per stream of the category and
-/// at least [`SPAN_MIN`]. With `check` (filtered reads), only a window
-/// whose batches all passed their checks is listed, and at most that many
-/// bytes of batches not checked yet are checked in this call (see
-/// [`CHECK_BYTES_PER_CALL`]). `reuse` is a vector to list into.
+/// Where the next window lies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum WindowAt {
+    /// Reading forward: after position `after`, ending at `last` at the
+    /// latest (a published position: streams added to the category after
+    /// it was published have only later positions).
+    After {
+        /// The window starts after this position.
+        after: u64,
+        /// The read's last position.
+        last: u64,
+    },
+    /// Reading backward: ending at this (published) position.
+    Below(u64),
+}
+
+/// The next window of `category` (see [`WindowAt`]), listed ascending. The
+/// window spans `span` positions (the previous window's `next_span`), or,
+/// for a first window (`None`), [`SPAN_PER_STREAM`] per stream of the
+/// category and at least [`SPAN_MIN`]. With `check` (filtered reads), only
+/// a window whose batches all passed their checks is listed, and at most
+/// that many bytes of batches not checked yet are checked in this call
+/// (see [`CHECK_BYTES_PER_CALL`]). `reuse` is a vector to list into.
 pub(crate) fn next_window<F: FileSystem>(
     core: &Core<F>,
     category: &str,
-    after: u64,
-    last: u64,
+    at: WindowAt,
     span: Option<u64>,
     check: Option<u64>,
-    reuse: Vec<u64>,
+    mut reuse: Vec<u64>,
 ) -> Window {
     let streams = core.published.read().index.category_stream_count(category);
     let span = window_span(streams, span);
-    let end = last.min(after.saturating_add(span));
-    list(core, category, streams, (after, end), span, check, reuse).into_window(end)
-}
-
-/// The window of `category` that ends at position `high` (a published
-/// position), for a read going backward: `(high - span, high]`, spanned
-/// as in [`next_window`], listed ascending.
-pub(crate) fn window_below<F: FileSystem>(
-    core: &Core<F>,
-    category: &str,
-    high: u64,
-    span: Option<u64>,
-    check: Option<u64>,
-    reuse: Vec<u64>,
-) -> Window {
-    let streams = core.published.read().index.category_stream_count(category);
-    let span = window_span(streams, span);
-    let low = high.saturating_sub(span);
-    list(core, category, streams, (low, high), span, check, reuse).into_window(low)
+    // The window `(after, end]`, and where the next one starts from.
+    let (after, end, next) = match at {
+        WindowAt::After { after, last } => {
+            let end = last.min(after.saturating_add(span));
+            (after, end, end)
+        }
+        WindowAt::Below(high) => {
+            let low = high.saturating_sub(span);
+            (low, high, low)
+        }
+    };
+    if let Some(budget) = check
+        && !batches_checked(core, after, end, budget)
+    {
+        return Window::Unchecked { end: next };
+    }
+    reuse.clear();
+    for start in (0..streams).step_by(SLICE_STREAMS) {
+        let published = core.published.read();
+        for (_, entry) in published
+            .index
+            .category_streams_in(category, start..start + SLICE_STREAMS)
+        {
+            entry.extend_range(entry.count_up_to(after)..entry.count_up_to(end), &mut reuse);
+        }
+    }
+    reuse.sort_unstable();
+    // The category's share of this window sets the next one's span.
+    let next_span = span.saturating_mul(LISTED_TARGET) / (reuse.len() as u64).max(1);
+    Window::Listed {
+        positions: reuse,
+        end: next,
+        next_span,
+    }
 }
 
 /// A window's span: the one asked for, or a first window's.
@@ -167,56 +195,6 @@ pub(crate) fn limited_first_span<F: FileSystem>(core: &Core<F>, category: &str) 
     streams
         .saturating_mul(SPAN_PER_STREAM)
         .clamp(LIMITED_SPAN_MIN, SPAN_MAX)
-}
-
-/// A window's listing: its positions and the next window's span, or none
-/// when its batches did not all pass their checks.
-struct Listing(Option<(Vec<u64>, u64)>);
-
-impl Listing {
-    /// The window, `end` being where the next one starts from.
-    fn into_window(self, end: u64) -> Window {
-        match self.0 {
-            Some((positions, next_span)) => Window::Listed {
-                positions,
-                end,
-                next_span,
-            },
-            None => Window::Unchecked { end },
-        }
-    }
-}
-
-/// Lists the window `(after, end]` of `category` (of `streams` streams),
-/// checked first when `check` is given.
-fn list<F: FileSystem>(
-    core: &Core<F>,
-    category: &str,
-    streams: usize,
-    (after, end): (u64, u64),
-    span: u64,
-    check: Option<u64>,
-    mut reuse: Vec<u64>,
-) -> Listing {
-    if let Some(budget) = check
-        && !batches_checked(core, after, end, budget)
-    {
-        return Listing(None);
-    }
-    reuse.clear();
-    for start in (0..streams).step_by(SLICE_STREAMS) {
-        let published = core.published.read();
-        for (_, entry) in published
-            .index
-            .category_streams_in(category, start..start + SLICE_STREAMS)
-        {
-            entry.extend_range(entry.count_up_to(after)..entry.count_up_to(end), &mut reuse);
-        }
-    }
-    reuse.sort_unstable();
-    // The category's share of this window sets the next one's span.
-    let next_span = span.saturating_mul(LISTED_TARGET) / (reuse.len() as u64).max(1);
-    Listing(Some((reuse, next_span)))
 }
 
 /// Whether every batch holding a position in `(after, end]` lies below
@@ -299,7 +277,7 @@ fn batches_checked<F: FileSystem>(core: &Core<F>, after: u64, end: u64, mut budg
 
 #[cfg(test)]
 mod tests {
-    use super::{Window, next_window};
+    use super::{Window, WindowAt, next_window};
     use crate::{Durability, EventData, ExpectedVersion, Options, Store};
 
     /// A window whose batches were not checked yet (a store just opened)
@@ -324,18 +302,19 @@ mod tests {
         store.close().unwrap();
         let store = Store::open(dir.path(), options).unwrap();
         let core = store.core();
+        let at = WindowAt::After { after: 0, last: 20_000 };
         let want: Vec<u64> = (1..=20_000).filter(|p| (p - 1) % 5 == 0).collect();
         let listed = |window: Window| match window {
             Window::Listed { positions, end, .. } => Some((positions, end)),
             Window::Unchecked { .. } => None,
         };
-        let unchecked = listed(next_window(core, "A", 0, 20_000, None, None, Vec::new())).unwrap();
+        let unchecked = listed(next_window(core, "A", at, None, None, Vec::new())).unwrap();
         assert_eq!(unchecked, (want.clone(), 20_000));
         let mut calls = 0;
         let checked = loop {
             calls += 1;
             assert!(calls < 1_000, "no progress");
-            if let Some(window) = listed(next_window(core, "A", 0, 20_000, None, Some(64 << 10), Vec::new())) {
+            if let Some(window) = listed(next_window(core, "A", at, None, Some(64 << 10), Vec::new())) {
                 break window;
             }
         };

@@ -9,8 +9,8 @@ mod category;
 
 use std::sync::Arc;
 
-pub(crate) use category::{CHECK_BYTES_PER_CALL, Window, next_window, worth_listing};
-use category::{limited_first_span, window_below};
+use category::limited_first_span;
+pub(crate) use category::{CHECK_BYTES_PER_CALL, Window, WindowAt, next_window, worth_listing};
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of_bytes};
@@ -458,12 +458,15 @@ impl<F: FileSystem> Events<F> {
         while if *backward { *edge > 0 } else { *edge < *last } {
             let check = checked.then_some(u64::MAX);
             let reuse = std::mem::take(positions);
-            let window = if *backward {
-                window_below(&self.core, category, *edge, *span, check, reuse)
+            let at = if *backward {
+                WindowAt::Below(*edge)
             } else {
-                next_window(&self.core, category, *edge, *last, *span, check, reuse)
+                WindowAt::After {
+                    after: *edge,
+                    last: *last,
+                }
             };
-            match window {
+            match next_window(&self.core, category, at, *span, check, reuse) {
                 Window::Listed {
                     positions: listed,
                     end,

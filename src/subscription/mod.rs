@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of};
 use crate::io::{FileSystem, StdFs};
-use crate::read::{CHECK_BYTES_PER_CALL, Events, ReadStream, Window, next_window, worth_listing};
+use crate::read::{CHECK_BYTES_PER_CALL, Events, ReadStream, Window, WindowAt, next_window, worth_listing};
 use crate::store::{Core, Store};
 use hub::Hub;
 
@@ -425,8 +425,10 @@ impl<F: FileSystem> Subscription<F> {
             } = next_window(
                 &core,
                 category,
-                self.scanned,
-                head,
+                WindowAt::After {
+                    after: self.scanned,
+                    last: head,
+                },
                 self.listed_span,
                 Some(CHECK_BYTES_PER_CALL),
                 reuse,
