@@ -1067,6 +1067,54 @@ fn repair_of_a_lost_last_segment_says_what_it_did() {
     assert_eq!(ok(&["verify", d])[0]["clean"], true);
 }
 
+/// The last segment deleted with the index file: only a snapshot of one of
+/// the lost events shows the loss, and verify says so (exit 4) until
+/// repair drops that snapshot.
+#[test]
+fn verify_reports_a_lost_segment_that_only_a_snapshot_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    let segments = || {
+        let mut ids: Vec<u64> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| annal::log::segment::parse_file_name(e.unwrap().file_name().to_str()?))
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let store = Store::open(dir.path(), Options::default().with_segment_size_bytes(16 * 1024)).unwrap();
+    let last_event = store
+        .read_all(ReadAll::backward().limit(1))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    store
+        .save_snapshot(last_event.stream(), last_event.version(), 1, b"state")
+        .unwrap();
+    store.close().unwrap();
+    let last = *segments().last().unwrap();
+    assert!(last > 1);
+    std::fs::remove_file(dir.path().join(annal::log::segment::file_name(last))).unwrap();
+    std::fs::remove_file(dir.path().join("index")).unwrap();
+
+    let o = run(&["verify", d]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    let v = &lines(&o)[0];
+    assert_eq!(v["clean"], false);
+    assert_eq!(v["snapshots"]["status"], "damaged");
+    assert_eq!(v["corruption"], v["snapshots"]["first_problem"]);
+    let reason = v["corruption"]["reason"].as_str().unwrap();
+    assert!(reason.contains("past the stream's last event"), "{reason}");
+    assert!(stderr(&o).contains("snapshots"), "{}", stderr(&o));
+
+    let o = run(&["repair", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(lines(&o)[0]["snapshots_dropped"].as_array().map(Vec::len), Some(1));
+    assert_eq!(ok(&["verify", d])[0]["clean"], true);
+}
+
 #[test]
 fn reading_commands_write_nothing_and_share_the_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -896,12 +896,72 @@ fn a_snapshot_further_ahead_than_the_torn_bytes_could_hold_is_no_proof() {
     std::fs::write(&snapshots, bytes).unwrap();
     damage_last_batch_without_index(dir.path());
 
+    // The damaged batch is a torn tail all the same; the snapshot is the
+    // sign of events the log lost, and that makes the store unclean.
     let r = verify(dir.path()).unwrap();
-    assert!(r.is_clean(), "{r:?}");
-    assert!(r.torn_tail.is_some());
+    assert!(r.torn_tail.is_some(), "{r:?}");
+    assert_eq!(r.damage, None);
+    let lost = r.lost_events.as_ref().expect("the far-ahead snapshot");
+    assert_eq!(lost.file, snapshots);
+    assert!(lost.reason.contains("'s-1' at version 1000"), "{}", lost.reason);
+    assert_eq!(r.first_damage(), Some(lost));
+    assert!(!r.is_clean());
     let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.last_position(), 99);
     assert!(store.recovery_report().torn_tail_kept.is_some());
+    store.close().unwrap();
+    // `repair` drops it (the torn tail is already cut), and keeps the
+    // snapshot of events the log holds.
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.snapshots_dropped, vec![("s-1".to_string(), 1000)]);
+    let after = verify(dir.path()).unwrap();
+    assert!(after.is_clean(), "{after:?}");
+    assert_eq!(after.snapshots, SnapshotFileStatus::Clean { records: 1 });
+}
+
+/// A log that lost its last segment and the index file with it holds
+/// nothing that shows the loss: every file left is whole. A snapshot of an
+/// event in the lost segment does show it (saves refuse versions the log
+/// does not hold, and sync it first): `verify` names it and counts the
+/// store unclean, the store still opens (loads pass over the snapshot),
+/// and `repair` drops it.
+#[test]
+fn a_snapshot_of_a_lost_segment_makes_verify_report_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 300);
+    let store = Store::open(dir.path(), options()).unwrap();
+    let version = store.stream_version("s-3").unwrap();
+    store.save_snapshot("s-3", version, 1, b"state").unwrap();
+    store.save_snapshot("s-4", 2, 1, b"early").unwrap();
+    store.close().unwrap();
+    let ids = walk::segment_ids(dir.path()).unwrap();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let last = *ids.last().unwrap();
+    std::fs::remove_file(segment::path(dir.path(), last)).unwrap();
+    std::fs::remove_file(dir.path().join(crate::index::file::FILE_NAME)).unwrap();
+
+    let r = verify(dir.path()).unwrap();
+    assert_eq!((r.damage.as_ref(), r.torn_tail.as_ref()), (None, None), "{r:?}");
+    assert_eq!(r.index, IndexStatus::Missing);
+    let lost = r.lost_events.as_ref().expect("the snapshot of a lost event");
+    assert!(
+        lost.reason.contains(&format!("'s-3' at version {version}")),
+        "{}",
+        lost.reason
+    );
+    assert!(!r.is_clean());
+    let kept = r.events;
+    assert!(kept < 300);
+
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.last_position(), kept);
+    assert!(store.load_snapshot("s-3").snapshot.is_none());
+    store.close().unwrap();
+    let rep = repair(dir.path()).unwrap();
+    assert_eq!(rep.snapshots_dropped, vec![("s-3".to_string(), version)]);
+    let after = verify(dir.path()).unwrap();
+    assert!(after.is_clean(), "{after:?}");
+    assert_eq!(after.snapshots, SnapshotFileStatus::Clean { records: 1 });
 }
 
 /// Keeping a copy of a torn tail is a safety net, not a condition: when

@@ -58,8 +58,20 @@ pub struct VerifyReport {
     pub damage: Option<Damage>,
     /// The snapshot side-file's state. Snapshots are a cache: damage there
     /// makes loads fall back to replaying the stream, so it is reported
-    /// here but does not make the store unclean.
+    /// here but does not make the store unclean. Snapshots of events the
+    /// log does not hold are different: see [`VerifyReport::lost_events`].
     pub snapshots: SnapshotFileStatus,
+    /// The first snapshot that shows the log lost events it once held: a
+    /// snapshot of a version past its stream's last event in the checked
+    /// log, or one taken at another event than the log's at its version.
+    /// Snapshot saves refuse versions the log does not hold and sync the
+    /// log first, so only a log that lost acknowledged events (a segment
+    /// deleted or put back from an older copy, bytes cut by another
+    /// program) leaves such a snapshot, even where nothing else in the
+    /// directory shows the loss. Makes the store unclean; `repair` drops
+    /// those snapshots (loads never use them). Also listed among the
+    /// problems of [`VerifyReport::snapshots`].
+    pub lost_events: Option<Damage>,
     /// The checkpoints file's state. Unlike snapshots, checkpoints are not
     /// a cache: a damaged file stops every consumer that loads one, and a
     /// checkpoint past the log's end would make a consumer skip the events
@@ -128,13 +140,14 @@ impl VerifyReport {
     }
 
     /// The first damage found: in the log, else in the index file, else
-    /// in the checkpoints file.
+    /// in the checkpoints file, else a snapshot of events the log lost
+    /// ([`VerifyReport::lost_events`]).
     pub fn first_damage(&self) -> Option<&Damage> {
         match (&self.damage, &self.index, &self.checkpoints) {
             (Some(d), _, _) => Some(d),
             (None, IndexStatus::Damaged(d), _) => Some(d),
             (None, _, CheckpointsFileStatus::Damaged(d)) => Some(d),
-            _ => None,
+            _ => self.lost_events.as_ref(),
         }
     }
 }
@@ -164,7 +177,7 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
     walk::hold_to_durable_floor(dir, &mut w)?;
     walk::hold_to_durable_proofs(dir, &mut w);
     let index = check_index(dir, &w, saved);
-    let snapshots = check_snapshots(dir, w.store_id, &w.index)?;
+    let (snapshots, lost_events) = check_snapshots(dir, w.store_id, &w.index)?;
     let checkpoints = check_checkpoints(dir, w.store_id, w.index.last_position(), w.damage.is_some())?;
     let duplicate_ids = w.ids.take().and_then(duplicates);
     Ok(VerifyReport {
@@ -178,6 +191,7 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
         index,
         damage: w.damage,
         snapshots,
+        lost_events,
         checkpoints,
         duplicate_ids,
     })
@@ -285,8 +299,10 @@ fn check_checkpoints(
 
 /// Checks every record of the snapshot side-file, if there is one, and
 /// that no snapshot is of a version past its stream's last event in the
-/// checked log.
-fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<SnapshotFileStatus> {
+/// checked log, nor of another event than the log's at its version.
+/// Returns the file's status and the first snapshot of events the log
+/// lost ([`VerifyReport::lost_events`]).
+fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<(SnapshotFileStatus, Option<Damage>)> {
     use crate::snapshot::file as snapshot_file;
     let path = dir.join(snapshot_file::FILE_NAME);
     let problem = |offset: u64, reason: String| Damage {
@@ -296,16 +312,16 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<
         reason,
     };
     let bytes = match read_store_file(&path)? {
-        None => return Ok(SnapshotFileStatus::Missing),
+        None => return Ok((SnapshotFileStatus::Missing, None)),
         Some(Ok(bytes)) => bytes,
         Some(Err(reason)) => {
             let problems = vec![problem(0, reason)];
-            return Ok(SnapshotFileStatus::Damaged { records: 0, problems });
+            return Ok((SnapshotFileStatus::Damaged { records: 0, problems }, None));
         }
     };
     let (mut problems, scan) = snapshot_file_problems(&bytes, &path, store_id);
     let Some(scan) = scan else {
-        return Ok(SnapshotFileStatus::Damaged { records: 0, problems });
+        return Ok((SnapshotFileStatus::Damaged { records: 0, problems }, None));
     };
     // The id of a stream's event at a version, read from its segment.
     let event_id_at = |stream: &str, version: u64| -> Option<Uuid> {
@@ -321,35 +337,35 @@ fn check_snapshots(dir: &Path, store_id: Option<Uuid>, index: &Index) -> Result<
         file.read_exact(&mut id).ok()?;
         Some(Uuid::from_bytes(id))
     };
+    let mut lost_events = None;
     for r in &scan.records {
         let have = index.stream_version(&r.stream);
-        if r.version <= have && event_id_at(&r.stream, r.version) != Some(r.event_id) {
-            problems.push(problem(
-                r.offset,
-                format!(
-                    "snapshot of '{}' at version {} was taken at another event than the log's at that version \
-                     (the log was cut and the stream grew again; loads never use it); `annal repair` removes it",
-                    r.stream, r.version
-                ),
-            ));
-        }
-        if r.version > have {
-            problems.push(problem(
-                r.offset,
-                format!(
-                    "snapshot of '{}' at version {} is past the stream's last event (version {have}): it was taken \
-                     of events the log no longer holds (loads never use it); `annal repair` removes it",
-                    r.stream, r.version
-                ),
-            ));
-        }
+        let reason = if r.version > have {
+            format!(
+                "snapshot of '{}' at version {} is past the stream's last event (version {have}): it was taken of \
+                 events the log no longer holds (loads never use it); `annal repair` removes it",
+                r.stream, r.version
+            )
+        } else if event_id_at(&r.stream, r.version) != Some(r.event_id) {
+            format!(
+                "snapshot of '{}' at version {} was taken at another event than the log's at that version (the \
+                 log was cut and the stream grew again; loads never use it); `annal repair` removes it",
+                r.stream, r.version
+            )
+        } else {
+            continue;
+        };
+        let found = problem(r.offset, reason);
+        lost_events.get_or_insert_with(|| found.clone());
+        problems.push(found);
     }
     let records = scan.records.len() as u64;
-    Ok(if problems.is_empty() {
+    let status = if problems.is_empty() {
         SnapshotFileStatus::Clean { records }
     } else {
         SnapshotFileStatus::Damaged { records, problems }
-    })
+    };
+    Ok((status, lost_events))
 }
 
 /// The snapshot file's own damage: a header that is unusable or of
