@@ -164,7 +164,8 @@ fn reads_return_what_a_filter_over_every_event_keeps() {
                 &want(cat, None, start, EVENTS),
                 &format!("read_category {cat} after {start}"),
             );
-            for limit in [1, 9_000, 20_000] {
+            // Up to 4,096 a merge of the streams, past it windows.
+            for limit in [1, 100, 4_096, 4_097, 9_000, 20_000] {
                 let limited: Vec<u64> = store
                     .read_category(cat, start, Some(limit))
                     .unwrap()

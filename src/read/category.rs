@@ -14,7 +14,9 @@
 //! backward read lists the same way, a window below its start at a time
 //! ([`WindowAt::Below`]), and returns each newest first. A read with a limit
 //! first scans as many positions as a listing would cost, since it may be
-//! done before a listing would have paid (see [`worth_listing`]).
+//! done before a listing would have paid (see [`worth_listing`]). A
+//! category read with a small limit lists no window: it merges the
+//! streams that can hold its positions ([`first_positions`]).
 //!
 //! A filtered scan checks every batch of its range, so damage in a record
 //! its filter turns away is reported all the same (DESIGN.md, "The read
@@ -197,6 +199,80 @@ pub(crate) fn limited_first_span<F: FileSystem>(core: &Core<F>, category: &str) 
         .clamp(LIMITED_SPAN_MIN, SPAN_MAX)
 }
 
+/// Most events a category read with a limit finds by merging its streams
+/// ([`first_positions`]) rather than listing windows: the merge holds the
+/// index lock while it takes them, about 100 ns each.
+pub(crate) const MERGE_LIMIT_MAX: usize = 4_096;
+
+/// The first `limit` positions of `category` after `after`, up to `last`
+/// (a published position), ascending: what a category read with a small
+/// limit returns (an app paging through a category). One binary search
+/// per stream finds each stream's first position after `after`, a slice
+/// of streams per hold of the index lock; only the streams whose first
+/// position is among the `limit` smallest can hold one of the `limit`
+/// smallest positions, and a merge of those takes them. A window listing
+/// would cost two binary searches per stream and a sort of every position
+/// in the window, most of them past the limit. `None` if a stream seen in
+/// the first step cannot be found again (streams are never removed, so it
+/// does not happen; the caller then lists windows instead).
+pub(crate) fn first_positions<F: FileSystem>(
+    core: &Core<F>,
+    category: &str,
+    after: u64,
+    last: u64,
+    limit: usize,
+) -> Option<Vec<u64>> {
+    use std::cmp::Reverse;
+    if limit == 0 || after >= last {
+        return Some(Vec::new());
+    }
+    let streams = core.published.read().index.category_stream_count(category);
+    // (first position after `after`, the stream's number in the category,
+    // that position's index in the stream).
+    let mut heads: Vec<(u64, usize, usize)> = Vec::new();
+    for start in (0..streams).step_by(SLICE_STREAMS) {
+        let published = core.published.read();
+        let slice = published
+            .index
+            .category_streams_in(category, start..start + SLICE_STREAMS);
+        for (n, (_, entry)) in (start..).zip(slice) {
+            let i = entry.count_up_to(after);
+            if let Some(position) = entry.get(i).filter(|&p| p <= last) {
+                heads.push((position, n, i));
+            }
+        }
+    }
+    if heads.len() > limit {
+        heads.select_nth_unstable(limit - 1);
+        heads.truncate(limit);
+    }
+    let published = core.published.read();
+    // Each candidate's stream, resolved once (streams keep their number).
+    let entries: Vec<_> = heads
+        .iter()
+        .filter_map(|&(_, n, _)| published.index.category_streams_in(category, n..n + 1).next())
+        .map(|(_, entry)| entry)
+        .collect();
+    if entries.len() != heads.len() {
+        return None;
+    }
+    let mut heap: std::collections::BinaryHeap<Reverse<(u64, usize, usize)>> = heads
+        .iter()
+        .enumerate()
+        .map(|(k, &(position, _, i))| Reverse((position, k, i)))
+        .collect();
+    let mut positions = Vec::with_capacity(limit.min(heads.len().saturating_mul(4)));
+    while positions.len() < limit
+        && let Some(Reverse((position, k, i))) = heap.pop()
+    {
+        positions.push(position);
+        if let Some(next) = entries[k].get(i + 1).filter(|&p| p <= last) {
+            heap.push(Reverse((next, k, i + 1)));
+        }
+    }
+    Some(positions)
+}
+
 /// Whether every batch holding a position in `(after, end]` lies below
 /// its segment's verification watermark, checking the batches up to each
 /// segment's last record in the range that were not checked yet, at most
@@ -277,8 +353,55 @@ fn batches_checked<F: FileSystem>(core: &Core<F>, after: u64, end: u64, mut budg
 
 #[cfg(test)]
 mod tests {
-    use super::{Window, WindowAt, next_window};
+    use super::{Window, WindowAt, first_positions, next_window};
     use crate::{Durability, EventData, ExpectedVersion, Options, Store};
+
+    /// The merge of a limited category read: a stream holding many of the
+    /// first positions, streams holding one each, streams ending before
+    /// the start, a bound below the log's end, limits past what is there.
+    #[test]
+    fn first_positions_are_the_smallest_after_the_start_up_to_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default().with_durability(Durability::Buffered);
+        let store = Store::open(dir.path(), options).unwrap();
+        let mut want = Vec::new();
+        let mut append = |stream: &str| {
+            let e = EventData::new("T", "{}");
+            let position = store.append(stream, ExpectedVersion::Any, [e]).unwrap().first_position;
+            if stream.starts_with("C-") || stream == "C" {
+                want.push(position);
+            }
+        };
+        for i in 0..30 {
+            append(&format!("Old-{i}"));
+            append(&format!("C-old{i}"));
+        }
+        for i in 0..200 {
+            append("C-many");
+            append(&format!("Other-{i}"));
+            if i % 4 == 0 {
+                append(&format!("C-{i}"));
+            }
+        }
+        append("C");
+        let last = store.last_position();
+        let core = store.core();
+        for after in [0, 1, 59, 60, 61, 200, last - 1, last] {
+            for bound in [last, last - 1, 100] {
+                for limit in [0, 1, 2, 30, 31, 57, 250, 10_000] {
+                    let expected: Vec<u64> = want
+                        .iter()
+                        .copied()
+                        .filter(|&p| p > after && p <= bound)
+                        .take(limit)
+                        .collect();
+                    let got = first_positions(core, "C", after, bound, limit);
+                    assert_eq!(got, Some(expected), "after {after}, bound {bound}, limit {limit}");
+                }
+            }
+        }
+        assert_eq!(first_positions(core, "None", 0, last, 10), Some(Vec::new()));
+    }
 
     /// A window whose batches were not checked yet (a store just opened)
     /// is checked a budget of bytes per call: not listed until all of its

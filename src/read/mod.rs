@@ -9,8 +9,8 @@ mod category;
 
 use std::sync::Arc;
 
-use category::limited_first_span;
 pub(crate) use category::{CHECK_BYTES_PER_CALL, Window, WindowAt, next_window, worth_listing};
+use category::{MERGE_LIMIT_MAX, first_positions, limited_first_span};
 
 use crate::error::{Error, Result};
 use crate::event::{RecordedEvent, category_of_bytes};
@@ -152,7 +152,8 @@ impl ReadAll {
 /// Where the next positions come from.
 enum Source {
     /// Positions listed in order (a page of a subscription's listed
-    /// window; none for a stream that does not exist).
+    /// window; a category read's with a small limit; none for a stream
+    /// that does not exist).
     List { positions: Vec<u64>, next: usize },
     /// The versions of one stream with indices `low..high` (version
     /// `i + 1` at index `i`), taken from the low end or, backward, from the
@@ -408,6 +409,14 @@ impl<F: FileSystem> Events<F> {
         // time, so that a category of a million events never holds the
         // index lock, which appends need to publish, for long).
         let last = core.published.read().index.last_position();
+        // A small limit: the positions at once, by a merge of the streams.
+        if let Some(positions) = limit
+            .filter(|&n| n <= MERGE_LIMIT_MAX)
+            .and_then(|n| first_positions(&core, category, after, last, n))
+        {
+            let source = Source::List { positions, next: 0 };
+            return Events::new(core, source, Filter::default(), limit);
+        }
         let source = Source::Category {
             category: category.to_string(),
             edge: after,
