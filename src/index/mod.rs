@@ -256,6 +256,20 @@ impl Index {
             .filter_map(|&id| self.at(id as usize))
     }
 
+    /// The streams of a category with the given numbers in the order of
+    /// [`Index::category_streams`] (`None` for a number past the
+    /// category's streams), the category looked up once for all of them.
+    pub fn category_streams_numbered<'a>(
+        &'a self,
+        category: &str,
+        numbers: impl IntoIterator<Item = usize> + 'a,
+    ) -> impl Iterator<Item = Option<Stream<'a>>> + 'a {
+        let ids = self.categories.get(category).map_or(&[][..], Vec::as_slice);
+        numbers
+            .into_iter()
+            .map(move |n| ids.get(n).and_then(|&id| self.at(id as usize)).map(|(_, entry)| entry))
+    }
+
     /// The location of a global position.
     pub fn location(&self, position: u64) -> Option<Location> {
         let i = position.checked_sub(1)?;

@@ -248,14 +248,10 @@ pub(crate) fn first_positions<F: FileSystem>(
     }
     let published = core.published.read();
     // Each candidate's stream, resolved once (streams keep their number).
-    let entries: Vec<_> = heads
-        .iter()
-        .filter_map(|&(_, n, _)| published.index.category_streams_in(category, n..n + 1).next())
-        .map(|(_, entry)| entry)
-        .collect();
-    if entries.len() != heads.len() {
-        return None;
-    }
+    let entries: Vec<_> = published
+        .index
+        .category_streams_numbered(category, heads.iter().map(|&(_, n, _)| n))
+        .collect::<Option<_>>()?;
     let mut heap: std::collections::BinaryHeap<Reverse<(u64, usize, usize)>> = heads
         .iter()
         .enumerate()
