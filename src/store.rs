@@ -325,6 +325,18 @@ impl<F: FileSystem> Store<F> {
     /// global order, after position `after` (0 for all), up to `limit`
     /// events. (A stream whose name starts with `-`
     /// has the empty category, which no category read can name.)
+    ///
+    /// It reads the category's records only, found through the index:
+    /// damage in another category's records never stops it. The price is
+    /// paid per stream of the category: each call with a limit of at most
+    /// 4,096 looks each stream up once (one binary search), and one
+    /// without, or with a larger limit, twice per window of the log it
+    /// lists. To page a few events at a time through a category of very
+    /// many streams that makes up much of the log, a filtered
+    /// [`Store::read_all`] (`ReadAll::forward().from_position(after)
+    /// .category(category).limit(n)`) is cheaper: it scans the log from
+    /// `after` first, checking every record on its way (so damage in any
+    /// record there stops it, as it stops every global read).
     pub fn read_category(&self, category: &str, after: u64, limit: Option<usize>) -> Result<Events<F>> {
         crate::writer::validate_category(category)?;
         Ok(Events::category(self.handle.core.clone(), category, after, limit))
