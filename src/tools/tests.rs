@@ -879,8 +879,10 @@ fn a_middle_segment_cut_at_a_batch_boundary_is_named_with_the_missing_events() {
 }
 
 /// A snapshot ahead of the log by more events than the torn bytes could
-/// hold proves nothing (its record can only come from damage in the
-/// snapshot file): the tail is cut as torn, and kept.
+/// hold proves nothing about them (its record comes from damage in the
+/// snapshot file, or from a log that lost more than its tail): the tail is
+/// cut as torn, and kept; `verify` reports the snapshot as a sign of
+/// lost events.
 #[test]
 fn a_snapshot_further_ahead_than_the_torn_bytes_could_hold_is_no_proof() {
     let dir = tempfile::tempdir().unwrap();
