@@ -11,6 +11,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use annal::io::{DirectoryLock, FileSystem, OpenMode, StdFs};
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
 use annal::tools::verify;
 use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, Store};
@@ -136,51 +137,51 @@ fn mix_with_an_empty_segment_2(pad: impl Fn(u64) -> u64, mixed: &Path) -> PathBu
     seg(mixed, 3)
 }
 
-/// Segment 3 of one copy of a store follows an empty segment 2 of another
-/// copy, whose log holds other events up to the very position before
-/// segment 3 (positions and versions all follow on). Segment 3's header
-/// records a batch that segment 2 does not end with (it holds none):
-/// DURABILITY.md guarantee 9 says every open refuses the store, naming
-/// segment 3, and `verify` reports it; never are the other copy's events
-/// served as this store's.
+/// A store made of segments 1 and 2 of one copy, whose log holds other
+/// events up to the very position before segment 3 (positions and
+/// versions all follow on), and segment 3 of another copy. Segment 3's
+/// header records a batch that segment 2 does not end with (it holds
+/// none): DURABILITY.md guarantee 9 says every open refuses the store,
+/// naming segment 3, and `verify` reports it; never are the other copy's
+/// events served as this store's. Segment 2 is tried as a bare header,
+/// and as long as segment 3's header says its segment 2 was (zeros after
+/// the header, as a segment made ahead holds): its length proves nothing
+/// either. In the second case the position before segment 3 lies in
+/// segment 1, so segment 2's bytes at that event's offset are no batch of
+/// its own: read there, they look like a damaged batch in a file of the
+/// recorded length, which the chain check leaves to reads (and no read
+/// would ever meet it).
 /// (Mutants: `chain_broken`, `(SEGMENT_HEADER_BYTES, 0) != recorded` turned
 /// into `==` for a previous segment that holds no batch; `open_segments`,
-/// `len < SEGMENT_HEADER_BYTES` turned into `<=`: the other copy's segment
-/// 2, a header and nothing else, refused as shorter than its header, so
-/// the store is refused naming the wrong segment.)
-#[test]
-fn a_segment_after_an_empty_segment_of_another_copy_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mixed = tmp.path().join("mixed");
-    let third = mix_with_an_empty_segment_2(|_| SEGMENT_HEADER_BYTES, &mixed);
-    assert!(
-        !verify(&mixed).unwrap().is_clean(),
-        "verify finds the mixed store clean"
-    );
-    let options = Options::default().with_segment_size_bytes(16 * 1024);
-    assert_refused(&mixed, &options, &third, 0, "another copy of the store");
-}
-
-/// The same, with the other copy's empty segment 2 as long as segment 3's
-/// header says its segment 2 was (zeros after the header, as a segment
-/// made ahead holds): its length proves nothing either. The position
-/// before segment 3 lies in segment 1, so segment 2's bytes at that
-/// event's offset are no batch of its own: read there, they look like a
-/// damaged batch in a file of the recorded length, which the chain check
-/// leaves to reads (and no read would ever meet it).
-/// (Mutant: `last_batch_start`, the guard `l.segment == previous` replaced
+/// `len < SEGMENT_HEADER_BYTES` turned into `<=`: the bare header refused
+/// as shorter than its header, so the store is refused naming the wrong
+/// segment; `last_batch_start`, the guard `l.segment == previous` replaced
 /// by `true`: the event's offset in an earlier segment read in this one.)
 #[test]
-fn a_segment_after_an_empty_segment_of_another_copy_of_the_recorded_length_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mixed = tmp.path().join("mixed");
-    let third = mix_with_an_empty_segment_2(|recorded_end| recorded_end, &mixed);
-    assert!(
-        !verify(&mixed).unwrap().is_clean(),
-        "verify finds the mixed store clean"
-    );
-    let options = Options::default().with_segment_size_bytes(16 * 1024);
-    assert_refused(&mixed, &options, &third, 0, "another copy of the store");
+fn a_segment_after_an_empty_segment_of_another_copy_is_refused() {
+    for recorded_length in [false, true] {
+        let what = if recorded_length {
+            "the recorded length"
+        } else {
+            "a bare header"
+        };
+        let pad = move |recorded_end| {
+            if recorded_length {
+                recorded_end
+            } else {
+                SEGMENT_HEADER_BYTES
+            }
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let mixed = tmp.path().join("mixed");
+        let third = mix_with_an_empty_segment_2(pad, &mixed);
+        assert!(
+            !verify(&mixed).unwrap().is_clean(),
+            "segment 2 as {what}: verify finds the mixed store clean"
+        );
+        let options = Options::default().with_segment_size_bytes(16 * 1024);
+        assert_refused(&mixed, &options, &third, 0, "another copy of the store");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -680,4 +681,149 @@ fn an_index_file_ending_at_the_end_of_its_segments_file_is_loaded() {
         }
         store.close().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------
+// Errors an open meets on the way (`recovery/mod.rs`: `remove_leftovers`,
+// `open_segments`).
+// ---------------------------------------------------------------------------
+
+/// A temporary file the store left behind (`index.tmp`, from a save cut
+/// short) is removed by the next writable open; if that removal fails
+/// with an I/O error, the open fails with `Error::Io` naming the file,
+/// rather than going on with a directory it could not tidy. With the
+/// fault gone, the same directory opens with every event in it and the
+/// leftover removed.
+/// (Mutant in `remove_leftovers`: the guard for a directory of that name,
+/// `e.kind() == IsADirectory`, replaced by `true`: any error ignored.)
+#[test]
+fn an_io_error_removing_a_leftover_temporary_file_fails_the_open() {
+    use annal::io::sim::{Fault, FaultError, OpKind, SimFs};
+    let dir = PathBuf::from("/sim/store");
+    let fs = SimFs::new(11);
+    let options = Options::default();
+    let store = Store::open_with(fs.clone(), &dir, options.clone()).unwrap();
+    for n in 0..3 {
+        store
+            .append("S", ExpectedVersion::Exact(n), [EventData::new("E", "kept")])
+            .unwrap();
+    }
+    store.close().unwrap();
+    let leftover = dir.join(format!("{}.tmp", annal::index::file::FILE_NAME));
+    fs.write_durable(&leftover, b"a save cut short");
+
+    fs.inject(Fault {
+        kind: OpKind::Remove,
+        nth: 0,
+        error: FaultError::Eio,
+        sticky: true,
+    });
+    match Store::open_with(fs.clone(), &dir, options.clone()) {
+        Err(Error::Io { context, .. }) => assert!(
+            context.contains(&leftover.display().to_string()),
+            "the error does not name the leftover: {context}"
+        ),
+        Err(other) => panic!("expected an I/O error naming the leftover, got {other}"),
+        Ok(_) => panic!("the open went on past a failed removal of {}", leftover.display()),
+    }
+    assert!(
+        fs.read(&leftover).is_some(),
+        "the failed open removed the leftover anyway"
+    );
+
+    fs.clear_faults();
+    let store = Store::open_with(fs.clone(), &dir, options).unwrap();
+    assert_eq!(store.stream_version("S"), Some(3));
+    assert!(fs.read(&leftover).is_none(), "the leftover is still there");
+    store.close().unwrap();
+}
+
+/// The file system of the directory, with opens of one path failing with
+/// a given OS error (as a file without read permission, or a process out
+/// of file descriptors, makes them fail); everything else is the real
+/// file system's.
+struct FailingOpen {
+    path: PathBuf,
+    errno: i32,
+}
+
+impl FileSystem for FailingOpen {
+    type File = <StdFs as FileSystem>::File;
+    const MAP_IS_LIVE: bool = <StdFs as FileSystem>::MAP_IS_LIVE;
+
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Self::File> {
+        if path == self.path {
+            return Err(std::io::Error::from_raw_os_error(self.errno));
+        }
+        StdFs.open(path, mode)
+    }
+    fn try_lock_dir(&self, dir: &Path, shared: bool) -> std::io::Result<Option<DirectoryLock>> {
+        StdFs.try_lock_dir(dir, shared)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.sync_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        StdFs.list_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        StdFs.exists(path)
+    }
+}
+
+/// An error opening a segment file that is there (permission denied, too
+/// many open files) is an I/O failure, worth retrying once the cause is
+/// fixed: every open reports `Error::Io` with the OS error as its source,
+/// naming the file, never `Error::Corruption` (which tells the user to
+/// restore or repair the store). Once the file opens again, so does the
+/// store, with every event.
+/// (Mutant in `open_segments`: the guard `is_not_a_regular_file(&e)`
+/// replaced by `true`: every open error reported as "not a regular
+/// file" corruption.)
+#[test]
+fn an_error_opening_a_segment_file_is_an_io_error_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().with_segment_size_bytes(16 * 1024);
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    let mut i = 0;
+    while !seg(dir.path(), 3).exists() {
+        i += 1;
+        store
+            .append("S", ExpectedVersion::Any, [common::event("E", i)])
+            .unwrap();
+    }
+    let version = store.stream_version("S");
+    store.close().unwrap();
+    // EACCES and EMFILE, for a sealed segment and for the active one.
+    for (errno, failing) in [(13, 2), (24, 2), (13, 3), (24, 3)] {
+        for read_only in [true, false] {
+            let fs = FailingOpen {
+                path: seg(dir.path(), failing),
+                errno,
+            };
+            match Store::open_with(fs, dir.path(), options.clone().with_read_only(read_only)) {
+                Err(Error::Io { context, source }) => {
+                    assert_eq!(source.raw_os_error(), Some(errno), "{context}: {source}");
+                    assert!(
+                        context.contains(&seg(dir.path(), failing).display().to_string()),
+                        "the error does not name segment {failing}: {context}"
+                    );
+                }
+                Err(other) => panic!("errno {errno} opening segment {failing}: expected Error::Io, got {other}"),
+                Ok(_) => panic!("the store opened without segment {failing}"),
+            }
+        }
+    }
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(store.stream_version("S"), version);
+    store.close().unwrap();
 }

@@ -22,8 +22,11 @@ pub fn durability(mode: &str) -> Durability {
 /// Runs this test binary again as a child process running only the test
 /// named `test` (`--exact`, output not captured, one thread), with the
 /// variables `env` set (a child test does its work only when they are);
-/// kills it (SIGKILL) after `run` and returns the lines it printed on
-/// stdout until then, a line cut by the kill included.
+/// kills it (SIGKILL) `run` after it printed its first line (the test
+/// harness's, so that the time it takes to start on a loaded machine
+/// does not eat into `run`; at most a minute is waited for that line)
+/// and returns the lines it printed on stdout until then, a line cut by
+/// the kill included.
 pub fn run_and_kill(test: &str, env: &[(&str, &dyn AsRef<OsStr>)], run: Duration) -> Vec<String> {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args(["--exact", test, "--nocapture", "--test-threads=1"]);
@@ -32,12 +35,18 @@ pub fn run_and_kill(test: &str, env: &[(&str, &dyn AsRef<OsStr>)], run: Duration
     }
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (started, first_line) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.is_empty() {
+                let _ = started.send(());
+            }
+            lines.push(line);
+        }
+        lines
     });
+    let _ = first_line.recv_timeout(Duration::from_secs(60));
     std::thread::sleep(run);
     child.kill().unwrap();
     child.wait().unwrap();
