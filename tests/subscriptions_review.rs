@@ -489,7 +489,7 @@ fn close_ends_subscriptions_and_reopen_with_old_ones_held() {
         waiter.join().unwrap()
     });
     assert!(matches!(r, Ok(None)), "blocked recv after close: {r:?}");
-    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(t0.elapsed() < Duration::from_secs(5), "close took {:?}", t0.elapsed());
     assert!(matches!(
         timed.recv_timeout(Duration::from_millis(10)),
         Err(Error::Closed)
