@@ -25,6 +25,23 @@ fn header_of(dir: &Path, n: u64) -> SegmentHeader {
     SegmentHeader::decode(&fs::read(&path).unwrap(), &path).unwrap()
 }
 
+/// A closed store in 16 KiB segments whose one stream `S` took small
+/// appends until the log rolled over to segment `n`.
+fn store_rolled_to_segment(n: u64) -> (tempfile::TempDir, Options) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default().with_segment_size_bytes(16 * 1024);
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    let mut i = 0;
+    while !seg(dir.path(), n).exists() {
+        i += 1;
+        store
+            .append("S", ExpectedVersion::Any, [common::event("E", i)])
+            .unwrap();
+    }
+    store.close().unwrap();
+    (dir, options)
+}
+
 /// Every valid batch of a segment file's bytes: (start, end, CRC field).
 fn batches(bytes: &[u8]) -> Vec<(u64, u64, u32)> {
     let mut out = Vec::new();
@@ -587,17 +604,7 @@ fn appends_go_on_during_a_sync_of_a_reopened_periodic_or_buffered_store() {
 /// missing file turned into `pair[0] - 1` or `pair[0] * 1`.)
 #[test]
 fn a_missing_middle_segment_is_reported_naming_that_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options::default().with_segment_size_bytes(16 * 1024);
-    let store = Store::open(dir.path(), options.clone()).unwrap();
-    let mut i = 0;
-    while !seg(dir.path(), 4).exists() {
-        i += 1;
-        store
-            .append("S", ExpectedVersion::Any, [common::event("E", i)])
-            .unwrap();
-    }
-    store.close().unwrap();
+    let (dir, options) = store_rolled_to_segment(4);
     for missing in [2, 3] {
         let copy = tempfile::tempdir().unwrap();
         common::files::copy_files_but_lock(dir.path(), copy.path());
@@ -613,17 +620,7 @@ fn a_missing_middle_segment_is_reported_naming_that_file() {
 /// replaced by `false`: the open fails with `Error::Io` instead.)
 #[test]
 fn a_directory_in_place_of_a_segment_is_reported_as_corruption_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options::default().with_segment_size_bytes(16 * 1024);
-    let store = Store::open(dir.path(), options.clone()).unwrap();
-    let mut i = 0;
-    while !seg(dir.path(), 3).exists() {
-        i += 1;
-        store
-            .append("S", ExpectedVersion::Any, [common::event("E", i)])
-            .unwrap();
-    }
-    store.close().unwrap();
+    let (dir, options) = store_rolled_to_segment(3);
     for replaced in [2, 3] {
         let copy = tempfile::tempdir().unwrap();
         common::files::copy_files_but_lock(dir.path(), copy.path());
@@ -791,18 +788,10 @@ impl FileSystem for FailingOpen {
 /// file" corruption.)
 #[test]
 fn an_error_opening_a_segment_file_is_an_io_error_not_corruption() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options::default().with_segment_size_bytes(16 * 1024);
-    let store = Store::open(dir.path(), options.clone()).unwrap();
-    let mut i = 0;
-    while !seg(dir.path(), 3).exists() {
-        i += 1;
-        store
-            .append("S", ExpectedVersion::Any, [common::event("E", i)])
-            .unwrap();
-    }
-    let version = store.stream_version("S");
-    store.close().unwrap();
+    let (dir, options) = store_rolled_to_segment(3);
+    let version = Store::open(dir.path(), options.clone().with_read_only(true))
+        .unwrap()
+        .stream_version("S");
     // EACCES and EMFILE, for a sealed segment and for the active one.
     for (errno, failing) in [(13, 2), (24, 2), (13, 3), (24, 3)] {
         for read_only in [true, false] {
