@@ -156,19 +156,6 @@ fn grown(dir: &Path, opts: &Options, batches: u64, size: usize, tag: &str) -> Su
     s
 }
 
-/// Two copies of one store holding one event, to go on differently.
-fn seeded_copies(opts: &Options) -> (tempfile::TempDir, tempfile::TempDir) {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let store = Store::open(a.path(), opts.clone()).unwrap();
-    store
-        .append("Seed", ExpectedVersion::Any, [common::event("E", 0)])
-        .unwrap();
-    store.close().unwrap();
-    common::files::copy_files(a.path(), b.path());
-    (a, b)
-}
-
 /// Cuts the last segment at the end of its last batch: what a crash
 /// between sealing it and creating the next segment leaves.
 fn seal_last(dir: &Path) -> u64 {
@@ -562,7 +549,7 @@ fn an_early_segment_from_a_copy_that_is_still_its_tail_is_refused() {
     // A short idempotency window, so that open reads no event of segment 1
     // to fill it (as in any store much bigger than the window).
     let opts = small(16 * 1024).with_idempotency_window_events(16);
-    let (a, b) = seeded_copies(&opts);
+    let (a, b) = common::files::seeded_copies(&opts);
     for (dir, prefix, n) in [(a.path(), "X", 150), (b.path(), "Y", 20)] {
         grown(dir, &opts, n, 40, prefix);
     }
@@ -580,7 +567,7 @@ fn an_early_segment_from_a_copy_sealed_elsewhere_is_refused() {
     // A short idempotency window, so that open reads no event of segment 1
     // to fill it (as in any store much bigger than the window).
     let opts = small(16 * 1024).with_idempotency_window_events(16);
-    let (a, b) = seeded_copies(&opts);
+    let (a, b) = common::files::seeded_copies(&opts);
     for (dir, prefix, size) in [(a.path(), "X", 40), (b.path(), "Y", 53)] {
         grown(dir, &opts, 150, size, prefix);
     }
@@ -603,7 +590,7 @@ fn an_early_segment_from_a_copy_sealed_elsewhere_is_refused() {
 #[test]
 fn repair_does_not_adopt_an_early_segment_from_a_diverged_copy() {
     let opts = small(16 * 1024);
-    let (a, b) = seeded_copies(&opts);
+    let (a, b) = common::files::seeded_copies(&opts);
     // Same shapes (same offsets), other stream names.
     for (dir, prefix) in [(a.path(), "X"), (b.path(), "Y")] {
         grown(dir, &opts, 150, 40, prefix);

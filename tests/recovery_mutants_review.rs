@@ -25,21 +25,31 @@ fn header_of(dir: &Path, n: u64) -> SegmentHeader {
     SegmentHeader::decode(&fs::read(&path).unwrap(), &path).unwrap()
 }
 
-/// A closed store in 16 KiB segments whose one stream `S` took small
-/// appends until the log rolled over to segment `n`.
+/// A closed store in 16 KiB segments whose streams `S-0` to `S-2` took
+/// small appends until the log rolled over to segment `n`.
 fn store_rolled_to_segment(n: u64) -> (tempfile::TempDir, Options) {
     let dir = tempfile::tempdir().unwrap();
     let options = Options::default().with_segment_size_bytes(16 * 1024);
     let store = Store::open(dir.path(), options.clone()).unwrap();
-    let mut i = 0;
-    while !seg(dir.path(), n).exists() {
-        i += 1;
-        store
-            .append("S", ExpectedVersion::Any, [common::event("E", i)])
-            .unwrap();
-    }
+    append_until_segment(&store, dir.path(), n, "S", &mut 0);
     store.close().unwrap();
     (dir, options)
+}
+
+/// Appends one small event at a time, numbered on from `*i`, to three
+/// streams `{prefix}-0` to `{prefix}-2` in turn, until `dir`'s log has
+/// rolled over to segment `n`.
+fn append_until_segment(store: &Store, dir: &Path, n: u64, prefix: &str, i: &mut u64) {
+    while !seg(dir, n).exists() {
+        *i += 1;
+        store
+            .append(
+                &format!("{prefix}-{}", *i % 3),
+                ExpectedVersion::Any,
+                [common::event("E", *i)],
+            )
+            .unwrap();
+    }
 }
 
 /// Every valid batch of a segment file's bytes: (start, end, CRC field).
@@ -49,19 +59,6 @@ fn batches(bytes: &[u8]) -> Vec<(u64, u64, u32)> {
         out.push((at, at + u64::from(h.frame_len), h.crc));
     });
     out
-}
-
-/// Two copies of one store holding one event, to go on differently.
-fn seeded_copies(options: &Options) -> (tempfile::TempDir, tempfile::TempDir) {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let store = Store::open(a.path(), options.clone()).unwrap();
-    store
-        .append("Seed", ExpectedVersion::NoStream, [common::event("E", 0)])
-        .unwrap();
-    store.close().unwrap();
-    common::files::copy_files_but_lock(a.path(), b.path());
-    (a, b)
 }
 
 /// Asserts that every open of `dir` (read-only and writable) refuses it as
@@ -106,16 +103,10 @@ fn assert_refused(dir: &Path, options: &Options, file: &Path, offset: u64, why: 
 /// of segment 3.
 fn mix_with_an_empty_segment_2(pad: impl Fn(u64) -> u64, mixed: &Path) -> PathBuf {
     let options = Options::default().with_segment_size_bytes(16 * 1024);
-    let (a, b) = seeded_copies(&options);
+    let (a, b) = common::files::seeded_copies(&options);
     // `a` rolls to segment 3 in the course of small appends.
     let store = Store::open(a.path(), options.clone()).unwrap();
-    let mut i = 0;
-    while !seg(a.path(), 3).exists() {
-        i += 1;
-        store
-            .append(&format!("A-{}", i % 3), ExpectedVersion::Any, [common::event("E", i)])
-            .unwrap();
-    }
+    append_until_segment(&store, a.path(), 3, "A", &mut 0);
     store.close().unwrap();
     let third = header_of(a.path(), 3);
     assert!(seg(a.path(), 3).exists() && !seg(a.path(), 4).exists());
@@ -219,7 +210,7 @@ fn a_segment_after_an_empty_segment_of_another_copy_is_refused() {
 #[test]
 fn the_index_files_last_batch_ending_elsewhere_in_the_log_is_refused_as_replaced() {
     let options = Options::default();
-    let (a, b) = seeded_copies(&options);
+    let (a, b) = common::files::seeded_copies(&options);
     let store = Store::open(a.path(), options.clone()).unwrap();
     store
         .append("Fork", ExpectedVersion::NoStream, [EventData::new("E", "a")])
@@ -414,22 +405,12 @@ fn the_recovery_report_counts_the_segments_and_the_bytes_replayed() {
     let index = dir.path().join(annal::index::file::FILE_NAME);
     let store = Store::open(dir.path(), options.clone()).unwrap();
     let mut i = 0;
-    while !seg(dir.path(), 2).exists() {
-        i += 1;
-        store
-            .append(&format!("S-{}", i % 3), ExpectedVersion::Any, [common::event("E", i)])
-            .unwrap();
-    }
+    append_until_segment(&store, dir.path(), 2, "S", &mut i);
     store.close().unwrap();
     let stale = fs::read(&index).unwrap();
     let (covered, _, _) = annal::index::file::decode_checkpoint(&stale).unwrap();
     let store = Store::open(dir.path(), options.clone()).unwrap();
-    while !seg(dir.path(), 4).exists() {
-        i += 1;
-        store
-            .append(&format!("S-{}", i % 3), ExpectedVersion::Any, [common::event("E", i)])
-            .unwrap();
-    }
+    append_until_segment(&store, dir.path(), 4, "S", &mut i);
     let last = store.last_position();
     store.close().unwrap();
     let all = all_batches(dir.path());
@@ -789,9 +770,10 @@ impl FileSystem for FailingOpen {
 #[test]
 fn an_error_opening_a_segment_file_is_an_io_error_not_corruption() {
     let (dir, options) = store_rolled_to_segment(3);
-    let version = Store::open(dir.path(), options.clone().with_read_only(true))
+    let events = Store::open(dir.path(), options.clone().with_read_only(true))
         .unwrap()
-        .stream_version("S");
+        .last_position();
+    assert!(events > 0);
     // EACCES and EMFILE, for a sealed segment and for the active one.
     for (errno, failing) in [(13, 2), (24, 2), (13, 3), (24, 3)] {
         for read_only in [true, false] {
@@ -813,6 +795,6 @@ fn an_error_opening_a_segment_file_is_an_io_error_not_corruption() {
         }
     }
     let store = Store::open(dir.path(), options).unwrap();
-    assert_eq!(store.stream_version("S"), version);
+    assert_eq!(common::all(&store).len() as u64, events);
     store.close().unwrap();
 }

@@ -84,3 +84,18 @@ pub fn assert_sealed_segments_end_at_their_data(dir: &Path) {
         assert_eq!(len, previous_end, "{} is longer than its data", pair[0]);
     }
 }
+
+/// Two copies of one store (default options but `options`' segment size
+/// and durability as given) holding one event, `Seed` version 1, to go
+/// on differently.
+pub fn seeded_copies(options: &annal::Options) -> (tempfile::TempDir, tempfile::TempDir) {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let store = annal::Store::open(a.path(), options.clone()).unwrap();
+    store
+        .append("Seed", annal::ExpectedVersion::NoStream, [super::event("E", 0)])
+        .unwrap();
+    store.close().unwrap();
+    copy_files_but_lock(a.path(), b.path());
+    (a, b)
+}
