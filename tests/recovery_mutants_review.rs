@@ -31,25 +31,9 @@ fn store_rolled_to_segment(n: u64) -> (tempfile::TempDir, Options) {
     let dir = tempfile::tempdir().unwrap();
     let options = Options::default().with_segment_size_bytes(16 * 1024);
     let store = Store::open(dir.path(), options.clone()).unwrap();
-    append_until_segment(&store, dir.path(), n, "S", &mut 0);
+    common::append_until_segment(&store, dir.path(), n, "S", &mut 0);
     store.close().unwrap();
     (dir, options)
-}
-
-/// Appends one small event at a time, numbered on from `*i`, to three
-/// streams `{prefix}-0` to `{prefix}-2` in turn, until `dir`'s log has
-/// rolled over to segment `n`.
-fn append_until_segment(store: &Store, dir: &Path, n: u64, prefix: &str, i: &mut u64) {
-    while !seg(dir, n).exists() {
-        *i += 1;
-        store
-            .append(
-                &format!("{prefix}-{}", *i % 3),
-                ExpectedVersion::Any,
-                [common::event("E", *i)],
-            )
-            .unwrap();
-    }
 }
 
 /// Every valid batch of a segment file's bytes: (start, end, CRC field).
@@ -106,7 +90,7 @@ fn mix_with_an_empty_segment_2(pad: impl Fn(u64) -> u64, mixed: &Path) -> PathBu
     let (a, b) = common::files::seeded_copies(&options);
     // `a` rolls to segment 3 in the course of small appends.
     let store = Store::open(a.path(), options.clone()).unwrap();
-    append_until_segment(&store, a.path(), 3, "A", &mut 0);
+    common::append_until_segment(&store, a.path(), 3, "A", &mut 0);
     store.close().unwrap();
     let third = header_of(a.path(), 3);
     assert!(seg(a.path(), 3).exists() && !seg(a.path(), 4).exists());
@@ -405,12 +389,12 @@ fn the_recovery_report_counts_the_segments_and_the_bytes_replayed() {
     let index = dir.path().join(annal::index::file::FILE_NAME);
     let store = Store::open(dir.path(), options.clone()).unwrap();
     let mut i = 0;
-    append_until_segment(&store, dir.path(), 2, "S", &mut i);
+    common::append_until_segment(&store, dir.path(), 2, "S", &mut i);
     store.close().unwrap();
     let stale = fs::read(&index).unwrap();
     let (covered, _, _) = annal::index::file::decode_checkpoint(&stale).unwrap();
     let store = Store::open(dir.path(), options.clone()).unwrap();
-    append_until_segment(&store, dir.path(), 4, "S", &mut i);
+    common::append_until_segment(&store, dir.path(), 4, "S", &mut i);
     let last = store.last_position();
     store.close().unwrap();
     let all = all_batches(dir.path());

@@ -443,13 +443,7 @@ fn a_failed_snapshot_save_leaves_the_file_no_longer_than_its_record_would_have()
 fn two_segment_store_and_another() -> (tempfile::TempDir, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), common::small_segments()).expect("open");
-    let mut i = 0;
-    while store.stats().segments < 2 {
-        i += 1;
-        store
-            .append("S-1", annal::ExpectedVersion::Any, [common::event("E", i)])
-            .expect("append");
-    }
+    common::append_until_segment(&store, dir.path(), 2, "S", &mut 0);
     store.checkpoints().save("c", 1).expect("save a checkpoint");
     store.close().expect("close");
     std::fs::remove_file(dir.path().join("index")).expect("remove the index");

@@ -83,3 +83,15 @@ pub fn append_n(store: &Store, stream: &str, event_type: &str, n: usize) {
             .expect("append");
     }
 }
+
+/// Appends one small event at a time, numbered on from `*i`, to three
+/// streams `{prefix}-0` to `{prefix}-2` in turn, until `dir`'s log has
+/// rolled over to segment `n`.
+pub fn append_until_segment(store: &Store, dir: &std::path::Path, n: u64, prefix: &str, i: &mut u64) {
+    while !annal::log::segment::path(dir, n).exists() {
+        *i += 1;
+        store
+            .append(&format!("{prefix}-{}", *i % 3), ExpectedVersion::Any, [event("E", *i)])
+            .expect("append");
+    }
+}
