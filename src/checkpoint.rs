@@ -249,12 +249,22 @@ fn read_file<F: FileSystem>(core: &Core<F>) -> Result<BTreeMap<String, u64>> {
 /// the log was durable up to its position (a save refuses positions past
 /// the log and syncs the log first), so open, `verify` and `repair` use it
 /// as a floor below which damage is never a torn tail. `None` when there
-/// is no file or it cannot be read: such a file proves nothing here, and
-/// is reported where checkpoints are loaded.
-pub(crate) fn furthest_in<F: FileSystem>(fs: &F, dir: &std::path::Path, store_id: uuid::Uuid) -> Option<(String, u64)> {
-    let bytes = io::read_if_exists(fs, &dir.join(CHECKPOINTS_FILE_NAME)).ok()??;
-    let map = decode(&bytes, store_id).ok()?;
-    map.into_iter().max_by_key(|(_, position)| *position)
+/// is no file or its bytes do not decode: such a file proves nothing here,
+/// and is reported where checkpoints are loaded. A file that cannot be
+/// read is an error (see [`io::read_witness`]): taking it for absent could
+/// let damage under a checkpoint be cut as a torn tail.
+pub(crate) fn furthest_in<F: FileSystem>(
+    fs: &F,
+    dir: &std::path::Path,
+    store_id: uuid::Uuid,
+) -> Result<Option<(String, u64)>> {
+    let Some(bytes) = io::read_witness(fs, &dir.join(CHECKPOINTS_FILE_NAME))? else {
+        return Ok(None);
+    };
+    let Ok(map) = decode(&bytes, store_id) else {
+        return Ok(None);
+    };
+    Ok(map.into_iter().max_by_key(|(_, position)| *position))
 }
 
 fn check_name(name: &str) -> Result<()> {

@@ -267,6 +267,18 @@ pub(crate) fn read_if_exists<Fs: FileSystem>(fs: &Fs, path: &Path) -> io::Result
     read_whole(&fs.open(path, OpenMode::Read)?).map(Some)
 }
 
+/// Reads a whole side file consulted as a witness (of how far the log was
+/// durable, or of which store a segment belongs to): `None` when it does
+/// not exist or is no regular file, neither of which can witness anything.
+/// A file that cannot be read is an error, never taken for an absent one:
+/// what it would have proved is unknown.
+pub(crate) fn read_witness<Fs: FileSystem>(fs: &Fs, path: &Path) -> crate::Result<Option<Vec<u8>>> {
+    match read_if_exists(fs, path) {
+        Err(e) if is_not_a_regular_file(&e) => Ok(None),
+        read => read.map_err(|e| crate::Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, directory
 /// fsync. After a crash the file holds either its old or its new contents.
 /// (A [`write_atomic_streamed`] of the bytes a piece at a time.)

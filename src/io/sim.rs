@@ -89,11 +89,15 @@ pub enum OpKind {
     /// `start_writeback` (changes nothing durable; only an injected fault
     /// makes it fail).
     Writeback,
+    /// `read_exact_at` or `map`. Not a mutating call: reads are not counted
+    /// in [`SimFs::ops`], and a crash point or process death never falls on
+    /// one; only an injected fault makes a read fail.
+    Read,
 }
 
 impl OpKind {
     /// Every kind.
-    pub const ALL: [OpKind; 8] = [
+    pub const ALL: [OpKind; 9] = [
         OpKind::Write,
         OpKind::Sync,
         OpKind::Allocate,
@@ -102,6 +106,7 @@ impl OpKind {
         OpKind::SyncDir,
         OpKind::Remove,
         OpKind::Writeback,
+        OpKind::Read,
     ];
 }
 
@@ -273,6 +278,25 @@ impl State {
         self.rng.get_or_insert_with(|| SimRng::new(0))
     }
 
+    /// Counts a read; fails it if a fault targets it. (Reads go on after a
+    /// power loss or the process's death: the tests read what is left.)
+    fn enter_read(&mut self) -> io::Result<()> {
+        let count = self.counts.entry(OpKind::Read).or_insert(0);
+        let n = *count;
+        *count += 1;
+        self.fault_for(OpKind::Read, n)
+    }
+
+    /// The injected fault, if any, for the `n`th call of `kind`.
+    fn fault_for(&self, kind: OpKind, n: u64) -> io::Result<()> {
+        for (fault, base) in &self.faults {
+            if fault.kind == kind && (n == base + fault.nth || (fault.sticky && n > base + fault.nth)) {
+                return Err(fault.error.to_io(kind));
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a mutating call; fails it if the machine crashed or a fault
     /// targets it.
     fn enter(&mut self, kind: OpKind) -> io::Result<()> {
@@ -295,12 +319,7 @@ impl State {
         let count = self.counts.entry(kind).or_insert(0);
         let n = *count;
         *count += 1;
-        for (fault, base) in &self.faults {
-            if fault.kind == kind && (n == base + fault.nth || (fault.sticky && n > base + fault.nth)) {
-                return Err(fault.error.to_io(kind));
-            }
-        }
-        Ok(())
+        self.fault_for(kind, n)
     }
 
     /// What a sync call (its outcome so far `entered`) leaves of `ino`'s
@@ -515,7 +534,7 @@ impl SimFs {
         self.state.lock().faults.clear();
     }
 
-    /// Mutating calls of `kind` so far.
+    /// Calls of `kind` so far.
     pub fn count(&self, kind: OpKind) -> u64 {
         self.state.lock().counts.get(&kind).copied().unwrap_or(0)
     }
@@ -747,6 +766,7 @@ impl SimFile {
 
 impl FileHandle for SimFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.state.lock().enter_read()?;
         self.with_inode(|inode| {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
             match inode.data.get(start..).and_then(|rest| rest.get(..buf.len())) {
@@ -847,6 +867,7 @@ impl FileHandle for SimFile {
     }
 
     fn map(&self, len: u64) -> io::Result<Bytes> {
+        self.state.lock().enter_read()?;
         self.with_inode(|inode| {
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             inode

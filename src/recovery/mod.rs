@@ -143,7 +143,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     }
     check_contiguous(dir, &ids)?;
     let found = open_segments(fs, dir, &ids, options.read_only)?;
-    let index_bytes = read_index_file(fs, dir);
+    let index_bytes = read_index_file(fs, dir)?;
     let index_len = index_bytes.as_ref().map_or(0, |b| b.len() as u64);
     let floor = index_bytes.as_ref().ok().and_then(|b| durable_floor(b, &found));
     let (index, checkpoint, rejected) = match index_bytes.and_then(|b| load_index(&b, &found)) {
@@ -172,20 +172,24 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     Ok(recovered)
 }
 
-/// Maps the index file's bytes; the error says why there are none. (A
-/// later save replaces the file by renaming a new one over it, so the
-/// mapped file itself never changes.)
-fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Bytes, String> {
+/// Maps the index file's bytes; the inner error says why there are none.
+/// (A later save replaces the file by renaming a new one over it, so the
+/// mapped file itself never changes.) A file that is there but cannot be
+/// read is an error: its header is where the log was durable to, a floor
+/// that a torn tail must not be cut below.
+fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Result<Bytes, String>> {
     let path = dir.join(index_file::FILE_NAME);
     if !fs.exists(&path) {
-        return Err("no index file".into());
+        return Ok(Err("no index file".into()));
     }
-    fs.open(&path, OpenMode::Read)
-        .and_then(|f| {
-            let len = f.len()?;
-            f.map(len)
-        })
-        .map_err(|e| format!("cannot read index file: {e}"))
+    let read = fs.open(&path, OpenMode::Read).and_then(|f| {
+        let len = f.len()?;
+        f.map(len)
+    });
+    match read {
+        Err(e) if io::is_not_a_regular_file(&e) => Ok(Err(format!("cannot read index file: {e}"))),
+        read => Ok(Ok(read.ctx(|| format!("reading {}", path.display()))?)),
+    }
 }
 
 /// Whether `name` is a temporary file the store itself makes: a segment
@@ -331,7 +335,17 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
         });
     }
     let headers: Vec<(u64, Uuid)> = found.iter().map(|f| (f.header.segment_id, f.header.store_id)).collect();
-    if let Some((id, reason)) = segment::foreign_segment(&headers, || side_file_store_ids(fs, dir)) {
+    let mut unread = None;
+    let foreign = segment::foreign_segment(&headers, || {
+        side_file_store_ids(fs, dir).unwrap_or_else(|e| {
+            unread = Some(e);
+            Vec::new()
+        })
+    });
+    if let Some(e) = unread {
+        return Err(e);
+    }
+    if let Some((id, reason)) = foreign {
         return Err(Error::corruption(segment::path(dir, id), 0, reason));
     }
     Ok(found)
@@ -378,26 +392,32 @@ pub(crate) fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len
 /// The store ids in the headers of the store's files other than segments
 /// (index, checkpoints, snapshots), each only where its header checks out:
 /// the witnesses of [`segment::foreign_segment`]. (Also used by `verify`
-/// and `repair`.)
-pub(crate) fn side_file_store_ids<F: FileSystem>(fs: &F, dir: &Path) -> Vec<Uuid> {
-    let head = |name: &str, len: usize| -> Option<Vec<u8>> {
-        let file = fs.open(&dir.join(name), OpenMode::Read).ok()?;
-        let mut bytes = vec![0u8; usize::try_from(file.len().ok()?).ok()?.min(len)];
-        file.read_exact_at(&mut bytes, 0).ok()?;
-        Some(bytes)
+/// and `repair`.) An absent file, or a path that is no regular file, is
+/// no witness; a file that cannot be read is an error, since its vote could
+/// name another segment as the one that does not belong.
+pub(crate) fn side_file_store_ids<F: FileSystem>(fs: &F, dir: &Path) -> Result<Vec<Uuid>> {
+    let head = |name: &str, len: usize| -> Result<Option<Vec<u8>>> {
+        let path = dir.join(name);
+        let ctx = || format!("reading {}", path.display());
+        let file = match fs.open(&path, OpenMode::Read) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || io::is_not_a_regular_file(&e) => return Ok(None),
+            opened => opened.ctx(ctx)?,
+        };
+        let len = usize::try_from(file.len().ctx(ctx)?).unwrap_or(usize::MAX).min(len);
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, 0).ctx(ctx)?;
+        Ok(Some(bytes))
     };
-    let index = head(index_file::FILE_NAME, index_file::HEADER_BYTES)
+    let index = head(index_file::FILE_NAME, index_file::HEADER_BYTES)?
         .and_then(|b| Some(index_file::decode_checkpoint(&b).ok()?.0.store_id));
-    let checkpoints = io::read_if_exists(fs, &dir.join(crate::CHECKPOINTS_FILE_NAME))
-        .ok()
-        .flatten()
-        .and_then(|b| crate::checkpoint::store_id_of(&b));
+    let checkpoints =
+        io::read_witness(fs, &dir.join(crate::CHECKPOINTS_FILE_NAME))?.and_then(|b| crate::checkpoint::store_id_of(&b));
     let snapshots = head(
         crate::snapshot::file::FILE_NAME,
         crate::snapshot::file::FILE_HEADER_BYTES,
-    )
+    )?
     .and_then(|b| crate::snapshot::file::decode_header(&b).ok());
-    [index, checkpoints, snapshots].into_iter().flatten().collect()
+    Ok([index, checkpoints, snapshots].into_iter().flatten().collect())
 }
 
 /// Loads the index file and checks it against the log; the error says why

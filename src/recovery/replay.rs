@@ -104,7 +104,7 @@ pub(super) fn replay<F: FileSystem>(
                 // A checkpoint or snapshot past the valid data proves the
                 // damaged bytes held durable events: corruption, not a
                 // torn write.
-                if let Some(why) = (rules.proven)(&index, dirty_end - data_end) {
+                if let Some(why) = (rules.proven)(&index, dirty_end - data_end)? {
                     return Err(Error::corruption(&seg.path, data_end, why));
                 }
                 report.torn_tail_bytes = dirty_end - data_end;
@@ -192,7 +192,8 @@ pub(super) struct TailRules<'a> {
     pub(super) floor: Option<&'a Checkpoint>,
     /// Why torn-looking bytes (this many) held durable events, when a
     /// saved checkpoint or snapshot proves it (see [`durable_proof`]).
-    pub(super) proven: &'a dyn Fn(&Index, u64) -> Option<String>,
+    /// An error when a file that could prove it cannot be read.
+    pub(super) proven: &'a dyn Fn(&Index, u64) -> Result<Option<String>>,
     /// Keeps a copy of a torn tail (segment path, offset, bytes) before it
     /// is zeroed; returns where (see [`keep_torn_tail`]).
     pub(super) keep: &'a KeepTornTail<'a>,
@@ -245,7 +246,8 @@ pub(super) fn keep_torn_tail<F: FileSystem>(
 /// snapshot of a stream at a version past the stream's last one (both are
 /// saved only once the log is durable that far). `None` when nothing does.
 /// Read only when there are such bytes, `torn_bytes` of them. (Also used by
-/// `verify` and `repair`.)
+/// `verify` and `repair`.) A checkpoints or snapshot file that cannot be
+/// read is an error: the bytes are neither cut nor kept until it can be.
 ///
 /// A snapshot counts only when the events it is ahead by could fit in the
 /// torn bytes (each record takes at least 42): the snapshot file's scan
@@ -257,26 +259,28 @@ pub(crate) fn durable_proof<F: FileSystem>(
     store_id: Uuid,
     index: &Index,
     torn_bytes: u64,
-) -> Option<String> {
+) -> Result<Option<String>> {
     let last = index.last_position();
-    if let Some((name, position)) = crate::checkpoint::furthest_in(fs, dir, store_id).filter(|(_, p)| *p > last) {
-        return Some(format!(
+    if let Some((name, position)) = crate::checkpoint::furthest_in(fs, dir, store_id)?.filter(|(_, p)| *p > last) {
+        return Ok(Some(format!(
             "invalid bytes after the last valid batch (position {last}), but checkpoint '{name}' at {position} \
              proves events up to {position} were durable: the damaged bytes held acknowledged events"
-        ));
+        )));
     }
-    let snapshots = crate::snapshot::durable_versions_in(fs, dir, store_id);
+    let snapshots = crate::snapshot::durable_versions_in(fs, dir, store_id)?;
     let fits = |ahead: u64| ahead.saturating_mul(MIN_RECORD_BYTES) <= torn_bytes;
-    let (stream, version) = snapshots.into_iter().find(|(stream, version)| {
+    let Some((stream, version)) = snapshots.into_iter().find(|(stream, version)| {
         let have = index.stream_version(stream);
         *version > have && fits(*version - have)
-    })?;
+    }) else {
+        return Ok(None);
+    };
     let have = index.stream_version(&stream);
-    Some(format!(
+    Ok(Some(format!(
         "invalid bytes after the last valid batch (position {last}), but a snapshot of '{stream}' at version \
          {version} proves its events up to {version} were durable (the log holds {have}): the damaged bytes \
          held acknowledged events"
-    ))
+    )))
 }
 
 /// Replays one segment from `from`; returns where its valid data ends and,

@@ -203,12 +203,14 @@ fn read_record<F: FileSystem>(
 /// its version first, so each proves its stream had that many durable
 /// events; open, `verify` and `repair` hold a torn tail to them as they do
 /// to checkpoints. (Damaged records are passed over: they prove nothing.)
-pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid) -> Vec<(String, u64)> {
-    let Ok(Some(bytes)) = io::read_if_exists(fs, &dir.join(FILE_NAME)) else {
-        return Vec::new();
+/// A file that cannot be read is an error, not an empty one: an unread
+/// witness may hold the proof.
+pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: Uuid) -> Result<Vec<(String, u64)>> {
+    let Some(bytes) = io::read_witness(fs, &dir.join(FILE_NAME))? else {
+        return Ok(Vec::new());
     };
     if file::decode_header(&bytes).ok() != Some(store_id) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut highest: HashMap<String, u64> = HashMap::new();
     for r in file::scan(&bytes).records {
@@ -217,7 +219,7 @@ pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: U
     }
     let mut versions: Vec<(String, u64)> = highest.into_iter().collect();
     versions.sort_unstable();
-    versions
+    Ok(versions)
 }
 
 impl<F: FileSystem> Snapshots<F> {

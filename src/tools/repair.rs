@@ -157,7 +157,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         // Which store's events to keep is for the user to say: keeping the
         // log before the stray file would throw out every later segment
         // of the store, or all of it when the stray file is segment 1.
-        if let Some((stray, reason)) = walk::foreign_segment(dir, &ids) {
+        if let Some((stray, reason)) = walk::foreign_segment(dir, &ids)? {
             return Err(crate::Error::corruption(
                 segment::path(dir, stray),
                 0,
@@ -185,7 +185,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         let walk_log = || -> Result<walk::Walk> {
             let mut w = walk::walk(dir, &ids, target, false, &mut |_| {})?;
             walk::hold_to_durable_floor(dir, &mut w)?;
-            walk::hold_to_durable_proofs(dir, &mut w);
+            walk::hold_to_durable_proofs(dir, &mut w)?;
             Ok(w)
         };
         let mut w = walk_log()?;
@@ -351,8 +351,7 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
     // missing would create it, and one with a bad header would be started
     // afresh (its snapshots lost without a copy).
     let path = dir.join(crate::snapshot::file::FILE_NAME);
-    let usable = fs::read(&path)
-        .ok()
+    let usable = crate::io::read_witness(&StdFs, &path)?
         .filter(|bytes| crate::snapshot::file::decode_header(bytes).is_ok_and(|id| id == store.store_id()));
     let past_snapshots = match usable.as_ref().map(|_| store.dead_snapshots()) {
         None => Vec::new(),
@@ -430,7 +429,11 @@ fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut
     if map.len() < header_bytes || !matches!(SegmentHeader::decode(&map, &path), Err(crate::Error::Corruption { .. })) {
         return Ok(false);
     }
-    let Some(store_id) = w.store_id.or_else(|| agreed_store_id(dir, ids, id)) else {
+    let agreed = match w.store_id {
+        Some(id) => Some(id),
+        None => agreed_store_id(dir, ids, id)?,
+    };
+    let Some(store_id) = agreed else {
         return Ok(false);
     };
     let first_position = w.index.last_position() + 1;
@@ -561,17 +564,19 @@ fn cut_sealed_tail(
 
 /// The store id that every readable segment header other than segment
 /// `except`'s, and every side file header, carries, when they agree on
-/// one.
-fn agreed_store_id(dir: &Path, ids: &[u64], except: u64) -> Option<Uuid> {
-    let mut found = crate::recovery::side_file_store_ids(&StdFs, dir);
+/// one; an error when a side file cannot be read.
+fn agreed_store_id(dir: &Path, ids: &[u64], except: u64) -> Result<Option<Uuid>> {
+    let mut found = crate::recovery::side_file_store_ids(&StdFs, dir)?;
     found.extend(
         walk::segment_store_ids(dir, ids)
             .into_iter()
             .filter(|&(id, _)| id != except)
             .map(|(_, store_id)| store_id),
     );
-    let &first = found.first()?;
-    found.iter().all(|&id| id == first).then_some(first)
+    let Some(&first) = found.first() else {
+        return Ok(None);
+    };
+    Ok(found.iter().all(|&id| id == first).then_some(first))
 }
 
 /// Quarantines the log from `damage` on.

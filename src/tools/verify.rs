@@ -175,7 +175,7 @@ pub fn verify_with_progress(dir: impl AsRef<Path>, progress: &mut dyn FnMut(Prog
     };
     let mut w = walk::walk(dir, &ids, target, true, progress)?;
     walk::hold_to_durable_floor(dir, &mut w)?;
-    walk::hold_to_durable_proofs(dir, &mut w);
+    walk::hold_to_durable_proofs(dir, &mut w)?;
     let index = check_index(dir, &w, saved);
     let (snapshots, lost_events) = check_snapshots(dir, w.store_id, &w.index)?;
     let checkpoints = check_checkpoints(dir, w.store_id, w.index.last_position(), w.damage.is_some())?;

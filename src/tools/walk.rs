@@ -85,10 +85,18 @@ pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
 
 /// The segment of another store among `ids`, with the reason (see
 /// [`segment::foreign_segment`]). Headers that cannot be read are left to
-/// the walk, which reports them.
-pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Option<(u64, String)> {
+/// the walk, which reports them; a side file that cannot be read is an
+/// error.
+pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Result<Option<(u64, String)>> {
     let headers = segment_store_ids(dir, ids);
-    segment::foreign_segment(&headers, || crate::recovery::side_file_store_ids(&StdFs, dir))
+    let mut unread = None;
+    let foreign = segment::foreign_segment(&headers, || {
+        crate::recovery::side_file_store_ids(&StdFs, dir).unwrap_or_else(|e| {
+            unread = Some(e);
+            Vec::new()
+        })
+    });
+    unread.map_or(Ok(foreign), Err)
 }
 
 /// The store id of each segment among `ids` whose header can be read and
@@ -148,7 +156,7 @@ pub(crate) fn walk(
         ids: collect_ids.then(Vec::new),
         chain_broken: false,
     };
-    let foreign = foreign_segment(dir, ids);
+    let foreign = foreign_segment(dir, ids)?;
     // The segment before the one walked, to check the chain between them.
     let mut previous: Option<Bytes> = None;
     for (i, &id) in ids.iter().enumerate() {
@@ -290,13 +298,14 @@ pub(crate) fn hold_to_durable_floor(dir: &Path, w: &mut Walk) -> Result<()> {
 
 /// Holds a torn tail to the saved checkpoints and snapshots, as open does:
 /// each proves the log was durable up to its event, so invalid bytes where
-/// such events should be are damage, never a torn write to cut.
-pub(crate) fn hold_to_durable_proofs(dir: &Path, w: &mut Walk) {
+/// such events should be are damage, never a torn write to cut. A
+/// checkpoints or snapshot file that cannot be read is an error.
+pub(crate) fn hold_to_durable_proofs(dir: &Path, w: &mut Walk) -> Result<()> {
     let (Some(torn), Some(store_id)) = (&w.torn_tail, w.store_id) else {
-        return;
+        return Ok(());
     };
-    let Some(reason) = crate::recovery::durable_proof(&StdFs, dir, store_id, &w.index, torn.bytes) else {
-        return;
+    let Some(reason) = crate::recovery::durable_proof(&StdFs, dir, store_id, &w.index, torn.bytes)? else {
+        return Ok(());
     };
     w.damage = Some(Damage {
         file: torn.file.clone(),
@@ -305,6 +314,7 @@ pub(crate) fn hold_to_durable_proofs(dir: &Path, w: &mut Walk) {
         reason,
     });
     w.torn_tail = None;
+    Ok(())
 }
 
 /// Checks a segment header; the inner error is the reason it is bad. A

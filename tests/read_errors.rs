@@ -1,0 +1,303 @@
+//! Read errors (EIO from `read_exact_at` or `map`) injected at each read of
+//! an open and of the reads after it, one at a time, once and from then on.
+//!
+//! A read that fails says nothing about the bytes it could not read, so:
+//! - the caller gets an error naming the failed read, or the store reads
+//!   what it needs some other way; a read that returns, returns the same
+//!   events as without the fault;
+//! - a failed read never passes for damage, an absent file or a file of
+//!   another store: nothing is cut, started afresh or forgotten because
+//!   of it. Once the fault clears, the store opens as it would have
+//!   without it.
+//!
+//! In particular, the files that prove the log was durable up to a point
+//! (a checkpoint, a snapshot) must be read before damage at the log's end
+//! may be cut as a torn tail: an unread witness is not a missing one.
+#![cfg(feature = "sim")]
+
+mod sim_support;
+
+use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimImage};
+use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadStream, Store};
+use sim_support::{Read, dir, flip_payload, snapshot_bytes};
+
+fn options() -> Options {
+    Options::default()
+        .with_durability(Durability::Sync)
+        .with_segment_size_bytes(4096)
+        .with_index_checkpoint_bytes(4096)
+}
+
+/// A store on a simulated disk after a power loss: 60 events over five
+/// streams and several segments (each event's data starts `payload-NNNNNN`, its
+/// position), the index file saved along the way, a checkpoint `p` at the
+/// last position, and a snapshot of `Account-0` at its last version, which
+/// is not the last event's stream.
+fn populated() -> SimImage {
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    append_60(&store);
+    store
+        .checkpoints()
+        .save("p", store.last_position())
+        .expect("checkpoint");
+    assert!(
+        fs.files()
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .count()
+            > 2
+    );
+    fs.durable_image()
+}
+
+/// Appends the 60 events, and saves the snapshot after the 41st.
+fn append_60(store: &Store<SimFs>) {
+    for i in 0..60u64 {
+        let stream = format!("Account-{}", i % 5);
+        let data = format!("payload-{:06} {}", store.last_position() + 1, "x".repeat(100));
+        store
+            .append(&stream, ExpectedVersion::Any, [EventData::new("Deposited", data)])
+            .expect("append");
+        if i == 40 {
+            let version = store.stream_version("Account-0").expect("Account-0 has events");
+            store
+                .save_snapshot("Account-0", version, 1, &snapshot_bytes("Account-0", version))
+                .expect("snapshot");
+        }
+    }
+}
+
+/// What the reads under test return: every event in order, each stream
+/// forward, the checkpoint and the snapshot's version.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    all: Vec<Read>,
+    streams: Vec<Vec<u64>>,
+    checkpoint: Option<u64>,
+    snapshot: Option<u64>,
+}
+
+/// Runs the reads; the first error is returned as text.
+fn read_back(store: &Store<SimFs>) -> Result<Seen, String> {
+    let all = store
+        .read_all(annal::ReadAll::forward())
+        .map_err(|e| e.to_string())?
+        .map(|e| {
+            e.map(|e| Read {
+                position: e.position(),
+                version: e.version(),
+                id: e.id(),
+                written: sim_support::Written {
+                    stream: e.stream().to_string(),
+                    event_type: e.event_type().to_string(),
+                    data: e.data().to_vec(),
+                    metadata: e.metadata().to_vec(),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut streams = Vec::new();
+    for i in 0..5 {
+        let positions = store
+            .read_stream(&format!("Account-{i}"), ReadStream::forward())
+            .map_err(|e| e.to_string())?
+            .map(|e| e.map(|e| e.position()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        streams.push(positions);
+    }
+    let checkpoint = store.checkpoints().load("p").map_err(|e| e.to_string())?;
+    let load = store.load_snapshot("Account-0");
+    if let Some(issue) = load.issues.first() {
+        return Err(format!("{issue:?}"));
+    }
+    Ok(Seen {
+        all,
+        streams,
+        checkpoint,
+        snapshot: load.snapshot.map(|s| s.version),
+    })
+}
+
+fn fault(nth: u64, sticky: bool) -> Fault {
+    Fault {
+        kind: OpKind::Read,
+        nth,
+        error: FaultError::Eio,
+        sticky,
+    }
+}
+
+#[test]
+fn a_read_error_is_reported_and_changes_nothing() {
+    let image = populated();
+    let fs = SimFs::from_image(&image, 1);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    let want = read_back(&store).expect("reads without a fault");
+    assert_eq!(want.all.len(), 60);
+    assert_eq!(want.checkpoint, Some(60));
+    assert!(want.snapshot.is_some());
+    let reads = fs.count(OpKind::Read);
+    drop(store);
+    assert!(reads > 10, "only {reads} reads");
+    let mut failed_opens = 0;
+    let mut failed_reads = 0;
+    for nth in 0..reads {
+        for sticky in [false, true] {
+            let fs = SimFs::from_image(&image, 1);
+            fs.inject(fault(nth, sticky));
+            match Store::open_with(fs.clone(), dir(), options()) {
+                Ok(store) => match read_back(&store) {
+                    Ok(seen) => assert_eq!(seen, want, "read {nth} (sticky {sticky}) failed unseen"),
+                    Err(e) => {
+                        assert!(
+                            e.contains("injected"),
+                            "read {nth} (sticky {sticky}): unclear error: {e}"
+                        );
+                        failed_reads += 1;
+                    }
+                },
+                Err(e) => {
+                    assert!(
+                        matches!(e, Error::Io { .. }),
+                        "read {nth} (sticky {sticky}) failed open as {e:?}"
+                    );
+                    assert!(e.to_string().contains("injected"), "unclear error: {e}");
+                    failed_opens += 1;
+                }
+            }
+            fs.clear_faults();
+            let store = Store::open_with(fs, dir(), options())
+                .unwrap_or_else(|e| panic!("read {nth} (sticky {sticky}): reopen after the fault failed: {e}"));
+            let seen = read_back(&store)
+                .unwrap_or_else(|e| panic!("read {nth} (sticky {sticky}): reads after the fault failed: {e}"));
+            assert_eq!(seen, want, "read {nth} (sticky {sticky}) changed what the store holds");
+        }
+    }
+    assert!(
+        failed_opens > 0 && failed_reads > 0,
+        "{failed_opens} opens, {failed_reads} reads failed"
+    );
+    eprintln!("{reads} reads; {failed_opens} opens and {failed_reads} later reads failed");
+}
+
+/// What opening a store and reading it back gives: what it holds, or
+/// why it would not open.
+fn outcome(image: &SimImage, fault: Option<Fault>) -> (SimFs, Result<Seen, String>) {
+    let fs = SimFs::from_image(image, 1);
+    if let Some(fault) = fault {
+        fs.inject(fault);
+    }
+    let seen = match Store::open_with(fs.clone(), dir(), options()) {
+        Ok(store) => read_back(&store),
+        Err(e) => Err(e.to_string()),
+    };
+    (fs, seen)
+}
+
+/// Opens `image` with each read failing in turn, once and from then on:
+/// each open either fails naming the injected error or gives what a
+/// fault-free open gives, and once the fault clears, the store opens as
+/// a fault-free open of `image` would have. Returns the fault-free
+/// outcome.
+fn faults_change_nothing(image: &SimImage, what: &str) -> Result<Seen, String> {
+    let (fs, want) = outcome(image, None);
+    let reads = fs.count(OpKind::Read);
+    assert!(reads > 5, "{what}: only {reads} reads");
+    for nth in 0..reads {
+        for sticky in [false, true] {
+            let (fs, seen) = outcome(image, Some(fault(nth, sticky)));
+            match seen {
+                Err(e) if e.contains("injected") => {}
+                seen => assert_eq!(seen, want, "{what}: read {nth} (sticky {sticky}) failed unseen"),
+            }
+            fs.clear_faults();
+            let seen = match Store::open_with(fs, dir(), options()) {
+                Ok(store) => read_back(&store),
+                Err(e) => Err(e.to_string()),
+            };
+            assert_eq!(seen, want, "{what}: read {nth} (sticky {sticky}) changed the store");
+        }
+    }
+    want
+}
+
+/// Damage where the last event's record is: refused, for the reason
+/// `proof` names, when something saved proves the event was durable.
+fn refused_for(image: &SimImage, what: &str, proof: &str) {
+    let mut damaged = image.clone();
+    flip_payload(&mut damaged, 60);
+    match faults_change_nothing(&damaged, what) {
+        Ok(seen) => panic!("{what}: damage cut as a torn tail, {} events left", seen.all.len()),
+        Err(e) => assert!(e.contains(proof), "{what}: {e}"),
+    }
+}
+
+#[test]
+fn an_unread_checkpoint_never_lets_damage_pass_for_a_torn_tail() {
+    // A checkpoint at the last event's position.
+    refused_for(&populated(), "checkpoint", "checkpoint 'p' at 60");
+}
+
+#[test]
+fn an_unread_snapshot_never_lets_damage_pass_for_a_torn_tail() {
+    // A snapshot of the last event's stream at its version, and no
+    // checkpoint.
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    append_60(&store);
+    let version = store.stream_version("Account-4").expect("Account-4 has events");
+    store
+        .save_snapshot("Account-4", version, 1, &snapshot_bytes("Account-4", version))
+        .expect("snapshot");
+    refused_for(
+        &fs.durable_image(),
+        "snapshot",
+        "a snapshot of 'Account-4' at version 12",
+    );
+}
+
+#[test]
+fn an_unread_index_file_never_lets_damage_pass_for_a_torn_tail() {
+    // The index file saved at a clean close, its header past the damage.
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    append_60(&store);
+    store.close().expect("close");
+    refused_for(&fs.durable_image(), "index file", "index file");
+}
+
+#[test]
+fn with_no_proof_a_damaged_last_batch_is_cut_read_errors_or_not() {
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    append_60(&store);
+    let mut damaged = fs.durable_image();
+    flip_payload(&mut damaged, 60);
+    let seen = faults_change_nothing(&damaged, "no proof").expect("a torn tail is cut");
+    assert_eq!(seen.all.len(), 59);
+}
+
+#[test]
+fn an_unread_side_file_never_changes_which_segment_is_foreign() {
+    // The last segment of another store put in this store's place: the
+    // store's other files (index, checkpoints, snapshots) tell which
+    // segments belong.
+    let mut image = populated();
+    let other = populated();
+    let last = image
+        .files
+        .keys()
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .expect("segments")
+        .clone();
+    let stray = other.files.get(&last).expect("the other store has the segment").clone();
+    image.files.insert(last, stray);
+    match faults_change_nothing(&image, "foreign segment") {
+        Ok(_) => panic!("a segment of another store was taken in"),
+        Err(e) => assert!(e.contains("segment belongs to another store"), "{e}"),
+    }
+}
