@@ -259,12 +259,14 @@ pub(crate) fn read_whole<F: FileHandle>(file: &F) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Reads a whole (small) file, `None` when it does not exist.
+/// Reads a whole (small) file, `None` when it does not exist. (Asked by
+/// opening it: a file whose existence cannot be checked is an error, not
+/// an absent file.)
 pub(crate) fn read_if_exists<Fs: FileSystem>(fs: &Fs, path: &Path) -> io::Result<Option<Vec<u8>>> {
-    if !fs.exists(path) {
-        return Ok(None);
+    match fs.open(path, OpenMode::Read) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        opened => read_whole(&opened?).map(Some),
     }
-    read_whole(&fs.open(path, OpenMode::Read)?).map(Some)
 }
 
 /// Reads a whole side file consulted as a witness (of how far the log was

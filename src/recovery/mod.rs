@@ -179,14 +179,12 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
 /// that a torn tail must not be cut below.
 fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Result<Bytes, String>> {
     let path = dir.join(index_file::FILE_NAME);
-    if !fs.exists(&path) {
-        return Ok(Err("no index file".into()));
-    }
     let read = fs.open(&path, OpenMode::Read).and_then(|f| {
         let len = f.len()?;
         f.map(len)
     });
     match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err("no index file".into())),
         Err(e) if io::is_not_a_regular_file(&e) => Ok(Err(format!("cannot read index file: {e}"))),
         read => Ok(Ok(read.ctx(|| format!("reading {}", path.display()))?)),
     }

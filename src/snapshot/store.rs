@@ -314,11 +314,13 @@ fn open_file<F: FileSystem>(
         }
         Ok(Open::empty(Some(create_file(fs, dir, store_id)?), keep))
     };
-    if !fs.exists(&path) {
-        return fresh(issues, None);
-    }
     let mode = if read_only { OpenMode::Read } else { OpenMode::ReadWrite };
-    let file = fs.open(&path, mode).ctx(|| format!("opening {}", path.display()))?;
+    // Asked by opening it, not by `exists`: a file that cannot be looked
+    // at is an error, never one to make afresh over the old one.
+    let file = match fs.open(&path, mode) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return fresh(issues, None),
+        opened => opened.ctx(|| format!("opening {}", path.display()))?,
+    };
     let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
     if let Err(reason) = check_header(&bytes, store_id) {
         drop(file);
