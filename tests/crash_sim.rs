@@ -16,6 +16,9 @@
 //!   never appended, and no event id appears twice;
 //! - positions and per-stream versions are gapless;
 //! - the index loaded from the index file equals one rebuilt from the log;
+//! - an open whose read fails at a random read (EIO, once or from then on)
+//!   fails naming it, or opens; either way, once the fault clears, the
+//!   store opens with the same events and side files as without it;
 //! - the store takes new appends, and survives a second crash during or
 //!   right after recovery.
 //!
@@ -37,7 +40,7 @@ use std::sync::Arc;
 
 mod sim_support;
 
-use annal::io::sim::{SimFs, SimImage, SimRng};
+use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimImage, SimRng};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamAppend};
 use parking_lot::Mutex;
 use sim_support::{
@@ -277,6 +280,8 @@ struct Tally {
     unacked_recovered: usize,
     index_loaded: usize,
     side_files_acked: usize,
+    /// Opens that failed for an injected read fault.
+    read_fault_failed_open: usize,
 }
 
 fn run_seed(seed: u64) -> Tally {
@@ -307,9 +312,10 @@ fn run_seed(seed: u64) -> Tally {
     }
 
     // Recovery, and the index as loaded equals the index rebuilt.
-    let (_fs1, store) = reopen(&image, seed, &options);
+    let (fs1, store) = reopen(&image, seed, &options);
     let recovered = check(&store, &ledger);
     check_side_files(&store, &ledger);
+    let reads = fs1.count(OpKind::Read);
     tally.acked = ledger.acked.len();
     tally.recovered = recovered.len();
     tally.unacked_recovered = recovered.iter().filter(|e| !ledger.acked.contains_key(&e.id)).count();
@@ -325,6 +331,31 @@ fn run_seed(seed: u64) -> Tally {
         assert!(rebuilt.stream_version(&name).is_some());
     }
     drop(rebuilt);
+
+    // A read that fails during recovery changes nothing: the open fails
+    // naming it, or opens; once the fault clears, the same events.
+    let mut read_rng = SimRng::new(seed ^ 0x5EAD);
+    let fault = Fault {
+        kind: OpKind::Read,
+        nth: read_rng.below(reads + 1),
+        error: FaultError::Eio,
+        sticky: read_rng.chance(50),
+    };
+    let fs5 = SimFs::from_image(&image, seed);
+    fs5.inject(fault);
+    match Store::open_with(fs5.clone(), dir(), options.clone()) {
+        Ok(store) => assert_eq!(read_everything(&store), recovered, "{fault:?} opened other events"),
+        Err(e) => {
+            assert!(e.to_string().contains("injected"), "{fault:?} failed the open as {e}");
+            tally.read_fault_failed_open += 1;
+        }
+    }
+    fs5.clear_faults();
+    let store = Store::open_with(fs5, dir(), options.clone())
+        .unwrap_or_else(|e| panic!("reopen after {fault:?} cleared failed: {e}"));
+    assert_eq!(check(&store, &ledger), recovered, "{fault:?} changed the events");
+    check_side_files(&store, &ledger);
+    drop(store);
 
     // The recovered store takes appends; a second crash, during recovery
     // or the appends after it, loses nothing acknowledged either.
@@ -497,14 +528,21 @@ fn crash_at_random_points_loses_nothing_acknowledged() {
                 sum.unacked_recovered += t.unacked_recovered;
                 sum.index_loaded += t.index_loaded;
                 sum.side_files_acked += t.side_files_acked;
+                sum.read_fault_failed_open += t.read_fault_failed_open;
             }
             Err(_) => panic!("crash simulation failed for seed {seed}; replay with ANNAL_CRASH_SEED={seed}"),
         }
     }
     eprintln!(
         "{total} crash seeds passed: {} events acknowledged, {} recovered ({} of them unacknowledged \
-         but whole batches), index file loaded in {} recoveries, {} acknowledged checkpoints and snapshots checked",
-        sum.acked, sum.recovered, sum.unacked_recovered, sum.index_loaded, sum.side_files_acked
+         but whole batches), index file loaded in {} recoveries, {} acknowledged checkpoints and snapshots checked, \
+         {} opens failed by an injected read fault",
+        sum.acked,
+        sum.recovered,
+        sum.unacked_recovered,
+        sum.index_loaded,
+        sum.side_files_acked,
+        sum.read_fault_failed_open
     );
     assert!(sum.acked > 0 || total < 20, "the workload acknowledged nothing");
 }
