@@ -4,13 +4,16 @@
 //! than those written; damage is reported as corruption or, for the index
 //! file, repaired by a rebuild. A read-only open of the same files reaches
 //! the same verdict (refused, or the same events) without a single
-//! mutating call.
+//! mutating call. An open whose read fails (EIO at a read the input
+//! picks, once or from then on) fails naming it or reaches the same
+//! verdict, and once the fault clears, the store opens as it would have:
+//! a failed read never passes for damage or for an absent file.
 #![no_main]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use annal::io::sim::{SimFs, SimImage};
+use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimImage};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store};
 use libfuzzer_sys::fuzz_target;
 
@@ -79,6 +82,26 @@ fuzz_target!(|input: &[u8]| {
         Err(other) => panic!("damage surfaced in a read-only open as {other:?}"),
     };
     assert_eq!(ro_fs.ops(), 0, "a read-only open made a mutating call");
+    let verdict = |fs: &SimFs| match Store::open_with(fs.clone(), dir(), options()) {
+        Ok(store) => Ok(store.last_position()),
+        Err(e) => Err(e.to_string()),
+    };
+    let want = verdict(&SimFs::from_image(&damaged, 2));
+    let pick = input.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let fault = Fault {
+        kind: OpKind::Read,
+        nth: pick % 8,
+        error: FaultError::Eio,
+        sticky: pick & 8 != 0,
+    };
+    let faulted = SimFs::from_image(&damaged, 2);
+    faulted.inject(fault);
+    match verdict(&faulted) {
+        Err(e) if e.contains("injected") => {}
+        got => assert_eq!(got, want, "{fault:?} changed the verdict"),
+    }
+    faulted.clear_faults();
+    assert_eq!(verdict(&faulted), want, "{fault:?} changed the store");
     let store = match Store::open_with(SimFs::from_image(&damaged, 2), dir(), options()) {
         Ok(store) => store,
         Err(Error::Corruption { .. } | Error::UnsupportedVersion { .. }) => {
