@@ -301,3 +301,83 @@ fn an_unread_side_file_never_changes_which_segment_is_foreign() {
         Err(e) => assert!(e.contains("segment belongs to another store"), "{e}"),
     }
 }
+
+/// The newest snapshot of each of `streams`, as (version, data).
+fn newest_snapshots(store: &Store<SimFs>, streams: &[&str]) -> Vec<Option<(u64, Vec<u8>)>> {
+    streams
+        .iter()
+        .map(|s| store.load_snapshot(s).snapshot.map(|s| (s.version, s.data.to_vec())))
+        .collect()
+}
+
+#[test]
+fn a_read_error_during_compaction_drops_no_snapshot() {
+    // Four streams with five snapshots each, two kept per stream: the
+    // compaction copies the kept ones into a new file, reading each.
+    let streams = ["A-1", "B-1", "C-1", "D-1"];
+    let fs = SimFs::new(5);
+    let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+    store.set_snapshot_options(
+        annal::SnapshotOptions::default()
+            .with_keep_per_stream(2)
+            .with_compact_min_bytes(u64::MAX),
+    );
+    for version in 1..=5u64 {
+        for s in streams {
+            store
+                .append(s, ExpectedVersion::Any, [EventData::new("E", "{}")])
+                .expect("append");
+            store
+                .save_snapshot(s, version, 1, &snapshot_bytes(s, version))
+                .expect("snapshot");
+        }
+    }
+    store.close().expect("close");
+    let image = fs.durable_image();
+    let compacted = |fault: Option<Fault>| {
+        let fs = SimFs::from_image(&image, 1);
+        let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
+        store.set_snapshot_options(annal::SnapshotOptions::default().with_keep_per_stream(2));
+        let before = fs.count(OpKind::Read);
+        if let Some(fault) = fault {
+            fs.inject(fault);
+        }
+        let result = store.compact_snapshots();
+        (fs.count(OpKind::Read) - before, result, fs, store)
+    };
+    let (reads, result, _, store) = compacted(None);
+    result.expect("compaction");
+    let want = newest_snapshots(&store, &streams);
+    assert!(
+        want.iter().all(|s| s.as_ref().is_some_and(|(v, _)| *v == 5)),
+        "{want:?}"
+    );
+    drop(store);
+    assert!(reads >= 8, "the compaction read {reads} times");
+    for nth in 0..reads {
+        for sticky in [false, true] {
+            let (_, result, fs, store) = compacted(Some(fault(nth, sticky)));
+            if let Err(e) = result {
+                assert!(e.to_string().contains("injected"), "read {nth} (sticky {sticky}): {e}");
+            }
+            fs.clear_faults();
+            assert_eq!(
+                newest_snapshots(&store, &streams),
+                want,
+                "read {nth} (sticky {sticky}) lost a snapshot"
+            );
+            // The snapshots one older than the newest are kept too.
+            for s in streams {
+                let older = store.load_snapshot_at(s, 4).snapshot.map(|s| s.version);
+                assert_eq!(older, Some(4), "read {nth} (sticky {sticky}): {s}'s snapshot at 4 lost");
+            }
+            drop(store);
+            let store = Store::open_with(fs, dir(), options()).expect("reopen");
+            assert_eq!(
+                newest_snapshots(&store, &streams),
+                want,
+                "read {nth} (sticky {sticky}), reopened"
+            );
+        }
+    }
+}

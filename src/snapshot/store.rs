@@ -354,7 +354,9 @@ fn file_of<F: FileSystem>(open: &Open<F>) -> std::io::Result<&Arc<F::File>> {
 }
 
 /// Writes a new file with only the kept records of `streams` (records of
-/// `old_file`); returns it opened.
+/// `old_file`); returns it opened. Damaged records are left behind (and
+/// reported in `issues`); a record that cannot be read fails the whole
+/// compaction instead.
 fn compact<F: FileSystem>(
     fs: &F,
     dir: &Path,
@@ -387,6 +389,19 @@ fn compact<F: FileSystem>(
                 ));
                 bytes.extend_from_slice(&record);
             }
+            // A record that could not be read may be sound: the
+            // compaction stops, and the old file stays as it is.
+            Err(SnapshotIssue::Io { reason }) => {
+                return Err(Error::io(
+                    format!(
+                        "compacting {}: reading the snapshot of '{stream}' at version {}",
+                        dir.join(FILE_NAME).display(),
+                        entry.version
+                    ),
+                    std::io::Error::other(reason),
+                ));
+            }
+            // A damaged one is of no use to any load: left behind.
             Err(issue) => issues.push(issue),
         }
     }
