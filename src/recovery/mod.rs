@@ -333,17 +333,7 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
         });
     }
     let headers: Vec<(u64, Uuid)> = found.iter().map(|f| (f.header.segment_id, f.header.store_id)).collect();
-    let mut unread = None;
-    let foreign = segment::foreign_segment(&headers, || {
-        side_file_store_ids(fs, dir).unwrap_or_else(|e| {
-            unread = Some(e);
-            Vec::new()
-        })
-    });
-    if let Some(e) = unread {
-        return Err(e);
-    }
-    if let Some((id, reason)) = foreign {
+    if let Some((id, reason)) = foreign_segment(fs, dir, &headers)? {
         return Err(Error::corruption(segment::path(dir, id), 0, reason));
     }
     Ok(found)
@@ -385,6 +375,24 @@ pub(crate) fn fill_holes<F: FileSystem>(fs: &F, path: &Path, file: &F::File, len
         write_back(&writable, hole.start, hole.end).ctx(ctx)?;
     }
     writable.sync_data().ctx(ctx)
+}
+
+/// [`segment::foreign_segment`] with the store's side files of `dir` as
+/// witnesses (read only when the segments disagree); an error when one of
+/// them cannot be read. (Also used by `verify` and `repair`.)
+pub(crate) fn foreign_segment<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    headers: &[(u64, Uuid)],
+) -> Result<Option<(u64, String)>> {
+    let mut unread = None;
+    let foreign = segment::foreign_segment(headers, || {
+        side_file_store_ids(fs, dir).unwrap_or_else(|e| {
+            unread = Some(e);
+            Vec::new()
+        })
+    });
+    unread.map_or(Ok(foreign), Err)
 }
 
 /// The store ids in the headers of the store's files other than segments

@@ -88,15 +88,7 @@ pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
 /// the walk, which reports them; a side file that cannot be read is an
 /// error.
 pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Result<Option<(u64, String)>> {
-    let headers = segment_store_ids(dir, ids);
-    let mut unread = None;
-    let foreign = segment::foreign_segment(&headers, || {
-        crate::recovery::side_file_store_ids(&StdFs, dir).unwrap_or_else(|e| {
-            unread = Some(e);
-            Vec::new()
-        })
-    });
-    unread.map_or(Ok(foreign), Err)
+    crate::recovery::foreign_segment(&StdFs, dir, &segment_store_ids(dir, ids))
 }
 
 /// The store id of each segment among `ids` whose header can be read and
