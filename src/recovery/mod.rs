@@ -186,7 +186,12 @@ fn read_index_file<F: FileSystem>(fs: &F, dir: &Path) -> Result<Result<Bytes, St
     match read {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err("no index file".into())),
         Err(e) if io::is_not_a_regular_file(&e) => Ok(Err(format!("cannot read index file: {e}"))),
-        read => Ok(Ok(read.ctx(|| format!("reading {}", path.display()))?)),
+        read => Ok(Ok(read.ctx(|| {
+            format!(
+                "reading {} (a cache of the log: once it is removed, open rebuilds it from the log)",
+                path.display()
+            )
+        })?)),
     }
 }
 
