@@ -568,7 +568,7 @@ fn cut_sealed_tail(
 fn agreed_store_id(dir: &Path, ids: &[u64], except: u64) -> Result<Option<Uuid>> {
     let mut found = crate::recovery::side_file_store_ids(&StdFs, dir)?;
     found.extend(
-        walk::segment_store_ids(dir, ids)
+        walk::segment_store_ids(dir, ids)?
             .into_iter()
             .filter(|&(id, _)| id != except)
             .map(|(_, store_id)| store_id),

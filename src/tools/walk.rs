@@ -84,25 +84,36 @@ pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// The segment of another store among `ids`, with the reason (see
-/// [`segment::foreign_segment`]). Headers that cannot be read are left to
-/// the walk, which reports them; a side file that cannot be read is an
-/// error.
+/// [`segment::foreign_segment`]). Damaged or short headers are left to
+/// the walk, which reports them; a file that cannot be read is an error.
 pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Result<Option<(u64, String)>> {
-    crate::recovery::foreign_segment(&StdFs, dir, &segment_store_ids(dir, ids))
+    crate::recovery::foreign_segment(&StdFs, dir, &segment_store_ids(dir, ids)?)
 }
 
 /// The store id of each segment among `ids` whose header can be read and
-/// decoded, as (segment number, store id).
-pub(crate) fn segment_store_ids(dir: &Path, ids: &[u64]) -> Vec<(u64, Uuid)> {
-    ids.iter()
-        .filter_map(|&id| {
-            let path = segment::path(dir, id);
-            let file = StdFs.open(&path, OpenMode::Read).ok()?;
-            let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
-            file.read_exact_at(&mut head, 0).ok()?;
-            Some((id, SegmentHeader::decode(&head, &path).ok()?.store_id))
-        })
-        .collect()
+/// decoded, as (segment number, store id). A file missing, no regular
+/// file or shorter than a header is left out (the walk reports it); one
+/// that cannot be read is an error, since leaving its vote out could name
+/// another segment as the stray one.
+pub(crate) fn segment_store_ids(dir: &Path, ids: &[u64]) -> Result<Vec<(u64, Uuid)>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let path = segment::path(dir, id);
+        let ctx = || format!("reading {}", path.display());
+        let file = match StdFs.open(&path, OpenMode::Read) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || crate::io::is_not_a_regular_file(&e) => continue,
+            opened => opened.ctx(ctx)?,
+        };
+        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
+        match file.read_exact_at(&mut head, 0) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+            read => read.ctx(ctx)?,
+        }
+        if let Ok(header) = SegmentHeader::decode(&head, &path) {
+            found.push((id, header.store_id));
+        }
+    }
+    Ok(found)
 }
 
 /// Opens and maps a segment file read-only.
