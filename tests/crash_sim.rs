@@ -16,8 +16,8 @@
 //!   never appended, and no event id appears twice;
 //! - positions and per-stream versions are gapless;
 //! - the index loaded from the index file equals one rebuilt from the log;
-//! - an open whose read fails at a random read (EIO, once or from then on)
-//!   fails naming it, or opens; either way, once the fault clears, the
+//! - an open whose read fails at a random read or file opening (EIO, once
+//!   or from then on) fails naming it, or opens; either way, once the fault clears, the
 //!   store opens with the same events and side files as without it;
 //! - the store takes new appends, and survives a second crash during or
 //!   right after recovery.
@@ -315,7 +315,7 @@ fn run_seed(seed: u64) -> Tally {
     let (fs1, store) = reopen(&image, seed, &options);
     let recovered = check(&store, &ledger);
     check_side_files(&store, &ledger);
-    let reads = fs1.count(OpKind::Read);
+    let unchanging = [OpKind::Read, OpKind::Open].map(|kind| fs1.count(kind));
     tally.acked = ledger.acked.len();
     tally.recovered = recovered.len();
     tally.unacked_recovered = recovered.iter().filter(|e| !ledger.acked.contains_key(&e.id)).count();
@@ -332,12 +332,14 @@ fn run_seed(seed: u64) -> Tally {
     }
     drop(rebuilt);
 
-    // A read that fails during recovery changes nothing: the open fails
-    // naming it, or opens; once the fault clears, the same events.
+    // A read (or a file's opening) that fails during recovery changes
+    // nothing: the store's open fails naming it, or opens; once the fault
+    // clears, the same events.
     let mut read_rng = SimRng::new(seed ^ 0x5EAD);
+    let open = read_rng.chance(30);
     let fault = Fault {
-        kind: OpKind::Read,
-        nth: read_rng.below(reads + 1),
+        kind: if open { OpKind::Open } else { OpKind::Read },
+        nth: read_rng.below(unchanging[usize::from(open)] + 1),
         error: FaultError::Eio,
         sticky: read_rng.chance(50),
     };

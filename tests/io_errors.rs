@@ -1,6 +1,7 @@
 //! I/O errors injected at every call site of a workload: each write, sync,
-//! allocation, rename, file creation, removal, directory sync and read, one
-//! at a time, with EIO (once) and ENOSPC (from then on, as a full disk).
+//! allocation, rename, file creation, removal, directory sync, read and
+//! opening of a file, one at a time, with EIO (once) and ENOSPC (from then
+//! on, as a full disk).
 //! (`tests/read_errors.rs` fails the reads of opening a populated store.)
 //!
 //! For each injection point:

@@ -121,13 +121,24 @@ fn read_back(store: &Store<SimFs>) -> Result<Seen, String> {
     })
 }
 
-fn fault(nth: u64, sticky: bool) -> Fault {
-    Fault {
-        kind: OpKind::Read,
-        nth,
-        error: FaultError::Eio,
-        sticky,
+/// Every fault to try after calls that made `counts` of each kind (as
+/// [`SimFs::count`] gives them): each read and each open of a file that
+/// exists failing with EIO, once and from then on.
+fn every_fault(counts: impl Fn(OpKind) -> u64) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    for kind in [OpKind::Read, OpKind::Open] {
+        for nth in 0..counts(kind) {
+            for sticky in [false, true] {
+                faults.push(Fault {
+                    kind,
+                    nth,
+                    error: FaultError::Eio,
+                    sticky,
+                });
+            }
+        }
     }
+    faults
 }
 
 #[test]
@@ -139,48 +150,42 @@ fn a_read_error_is_reported_and_changes_nothing() {
     assert_eq!(want.all.len(), 60);
     assert_eq!(want.checkpoint, Some(60));
     assert!(want.snapshot.is_some());
-    let reads = fs.count(OpKind::Read);
     drop(store);
-    assert!(reads > 10, "only {reads} reads");
+    let faults = every_fault(|kind| fs.count(kind));
+    assert!(faults.len() > 30, "only {} faults", faults.len());
     let mut failed_opens = 0;
     let mut failed_reads = 0;
-    for nth in 0..reads {
-        for sticky in [false, true] {
-            let fs = SimFs::from_image(&image, 1);
-            fs.inject(fault(nth, sticky));
-            match Store::open_with(fs.clone(), dir(), options()) {
-                Ok(store) => match read_back(&store) {
-                    Ok(seen) => assert_eq!(seen, want, "read {nth} (sticky {sticky}) failed unseen"),
-                    Err(e) => {
-                        assert!(
-                            e.contains("injected"),
-                            "read {nth} (sticky {sticky}): unclear error: {e}"
-                        );
-                        failed_reads += 1;
-                    }
-                },
+    for fault in &faults {
+        let fs = SimFs::from_image(&image, 1);
+        fs.inject(*fault);
+        match Store::open_with(fs.clone(), dir(), options()) {
+            Ok(store) => match read_back(&store) {
+                Ok(seen) => assert_eq!(seen, want, "{fault:?} failed unseen"),
                 Err(e) => {
-                    assert!(
-                        matches!(e, Error::Io { .. }),
-                        "read {nth} (sticky {sticky}) failed open as {e:?}"
-                    );
-                    assert!(e.to_string().contains("injected"), "unclear error: {e}");
-                    failed_opens += 1;
+                    assert!(e.contains("injected"), "{fault:?}: unclear error: {e}");
+                    failed_reads += 1;
                 }
+            },
+            Err(e) => {
+                assert!(matches!(e, Error::Io { .. }), "{fault:?} failed open as {e:?}");
+                assert!(e.to_string().contains("injected"), "unclear error: {e}");
+                failed_opens += 1;
             }
-            fs.clear_faults();
-            let store = Store::open_with(fs, dir(), options())
-                .unwrap_or_else(|e| panic!("read {nth} (sticky {sticky}): reopen after the fault failed: {e}"));
-            let seen = read_back(&store)
-                .unwrap_or_else(|e| panic!("read {nth} (sticky {sticky}): reads after the fault failed: {e}"));
-            assert_eq!(seen, want, "read {nth} (sticky {sticky}) changed what the store holds");
         }
+        fs.clear_faults();
+        let store = Store::open_with(fs, dir(), options())
+            .unwrap_or_else(|e| panic!("{fault:?}: reopen after the fault failed: {e}"));
+        let seen = read_back(&store).unwrap_or_else(|e| panic!("{fault:?}: reads after the fault failed: {e}"));
+        assert_eq!(seen, want, "{fault:?} changed what the store holds");
     }
     assert!(
         failed_opens > 0 && failed_reads > 0,
         "{failed_opens} opens, {failed_reads} reads failed"
     );
-    eprintln!("{reads} reads; {failed_opens} opens and {failed_reads} later reads failed");
+    eprintln!(
+        "{} faults; {failed_opens} opens and {failed_reads} later reads failed",
+        faults.len()
+    );
 }
 
 /// What opening a store and reading it back gives: what it holds, or
@@ -197,29 +202,28 @@ fn outcome(image: &SimImage, fault: Option<Fault>) -> (SimFs, Result<Seen, Strin
     (fs, seen)
 }
 
-/// Opens `image` with each read failing in turn, once and from then on:
+/// Opens `image` with each read and each open of a file failing in turn,
+/// once and from then on:
 /// each open either fails naming the injected error or gives what a
 /// fault-free open gives, and once the fault clears, the store opens as
 /// a fault-free open of `image` would have. Returns the fault-free
 /// outcome.
 fn faults_change_nothing(image: &SimImage, what: &str) -> Result<Seen, String> {
     let (fs, want) = outcome(image, None);
-    let reads = fs.count(OpKind::Read);
-    assert!(reads > 5, "{what}: only {reads} reads");
-    for nth in 0..reads {
-        for sticky in [false, true] {
-            let (fs, seen) = outcome(image, Some(fault(nth, sticky)));
-            match seen {
-                Err(e) if e.contains("injected") => {}
-                seen => assert_eq!(seen, want, "{what}: read {nth} (sticky {sticky}) failed unseen"),
-            }
-            fs.clear_faults();
-            let seen = match Store::open_with(fs, dir(), options()) {
-                Ok(store) => read_back(&store),
-                Err(e) => Err(e.to_string()),
-            };
-            assert_eq!(seen, want, "{what}: read {nth} (sticky {sticky}) changed the store");
+    let faults = every_fault(|kind| fs.count(kind));
+    assert!(faults.len() > 20, "{what}: only {} faults", faults.len());
+    for fault in faults {
+        let (fs, seen) = outcome(image, Some(fault));
+        match seen {
+            Err(e) if e.contains("injected") => {}
+            seen => assert_eq!(seen, want, "{what}: {fault:?} failed unseen"),
         }
+        fs.clear_faults();
+        let seen = match Store::open_with(fs, dir(), options()) {
+            Ok(store) => read_back(&store),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(seen, want, "{what}: {fault:?} changed the store");
     }
     want
 }
@@ -338,14 +342,15 @@ fn a_read_error_during_compaction_drops_no_snapshot() {
         let fs = SimFs::from_image(&image, 1);
         let store = Store::open_with(fs.clone(), dir(), options()).expect("open");
         store.set_snapshot_options(annal::SnapshotOptions::default().with_keep_per_stream(2));
-        let before = fs.count(OpKind::Read);
+        let before = [OpKind::Read, OpKind::Open].map(|kind| fs.count(kind));
         if let Some(fault) = fault {
             fs.inject(fault);
         }
         let result = store.compact_snapshots();
-        (fs.count(OpKind::Read) - before, result, fs, store)
+        let during = [OpKind::Read, OpKind::Open].map(|kind| fs.count(kind));
+        ([during[0] - before[0], during[1] - before[1]], result, fs, store)
     };
-    let (reads, result, _, store) = compacted(None);
+    let (calls, result, _, store) = compacted(None);
     result.expect("compaction");
     let want = newest_snapshots(&store, &streams);
     assert!(
@@ -353,31 +358,23 @@ fn a_read_error_during_compaction_drops_no_snapshot() {
         "{want:?}"
     );
     drop(store);
-    assert!(reads >= 8, "the compaction read {reads} times");
-    for nth in 0..reads {
-        for sticky in [false, true] {
-            let (_, result, fs, store) = compacted(Some(fault(nth, sticky)));
-            if let Err(e) = result {
-                assert!(e.to_string().contains("injected"), "read {nth} (sticky {sticky}): {e}");
-            }
-            fs.clear_faults();
-            assert_eq!(
-                newest_snapshots(&store, &streams),
-                want,
-                "read {nth} (sticky {sticky}) lost a snapshot"
-            );
-            // The snapshots one older than the newest are kept too.
-            for s in streams {
-                let older = store.load_snapshot_at(s, 4).snapshot.map(|s| s.version);
-                assert_eq!(older, Some(4), "read {nth} (sticky {sticky}): {s}'s snapshot at 4 lost");
-            }
-            drop(store);
-            let store = Store::open_with(fs, dir(), options()).expect("reopen");
-            assert_eq!(
-                newest_snapshots(&store, &streams),
-                want,
-                "read {nth} (sticky {sticky}), reopened"
-            );
+    assert!(calls[0] >= 8, "the compaction read {} times", calls[0]);
+    // Faults counted from the injection, which comes after the open.
+    let faults = every_fault(|kind| if kind == OpKind::Read { calls[0] } else { calls[1] });
+    for fault in faults {
+        let (_, result, fs, store) = compacted(Some(fault));
+        if let Err(e) = result {
+            assert!(e.to_string().contains("injected"), "{fault:?}: {e}");
         }
+        fs.clear_faults();
+        assert_eq!(newest_snapshots(&store, &streams), want, "{fault:?} lost a snapshot");
+        // The snapshots one older than the newest are kept too.
+        for s in streams {
+            let older = store.load_snapshot_at(s, 4).snapshot.map(|s| s.version);
+            assert_eq!(older, Some(4), "{fault:?}: {s}'s snapshot at 4 lost");
+        }
+        drop(store);
+        let store = Store::open_with(fs, dir(), options()).expect("reopen");
+        assert_eq!(newest_snapshots(&store, &streams), want, "{fault:?}, reopened");
     }
 }

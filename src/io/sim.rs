@@ -93,11 +93,16 @@ pub enum OpKind {
     /// in [`SimFs::ops`], and a crash point or process death never falls on
     /// one; only an injected fault makes a read fail.
     Read,
+    /// Opening a file that exists (any mode but a failing `CreateNew`).
+    /// Not a mutating call, like [`OpKind::Read`]: an injected fault (EIO,
+    /// or ENOSPC standing in for any other error, such as too many open
+    /// files) is the only way it fails.
+    Open,
 }
 
 impl OpKind {
     /// Every kind.
-    pub const ALL: [OpKind; 9] = [
+    pub const ALL: [OpKind; 10] = [
         OpKind::Write,
         OpKind::Sync,
         OpKind::Allocate,
@@ -107,6 +112,7 @@ impl OpKind {
         OpKind::Remove,
         OpKind::Writeback,
         OpKind::Read,
+        OpKind::Open,
     ];
 }
 
@@ -278,13 +284,14 @@ impl State {
         self.rng.get_or_insert_with(|| SimRng::new(0))
     }
 
-    /// Counts a read; fails it if a fault targets it. (Reads go on after a
-    /// power loss or the process's death: the tests read what is left.)
-    fn enter_read(&mut self) -> io::Result<()> {
-        let count = self.counts.entry(OpKind::Read).or_insert(0);
+    /// Counts a call that changes nothing (a read, an open); fails it if a
+    /// fault targets it. (Such calls go on after a power loss or the
+    /// process's death: the tests read what is left.)
+    fn enter_unchanging(&mut self, kind: OpKind) -> io::Result<()> {
+        let count = self.counts.entry(kind).or_insert(0);
         let n = *count;
         *count += 1;
-        self.fault_for(OpKind::Read, n)
+        self.fault_for(kind, n)
     }
 
     /// The injected fault, if any, for the `n`th call of `kind`.
@@ -677,7 +684,10 @@ impl FileSystem for SimFs {
                     format!("{} exists", path.display()),
                 ));
             }
-            (_, Some(ino)) => ino,
+            (_, Some(ino)) => {
+                s.enter_unchanging(OpKind::Open)?;
+                ino
+            }
             (OpenMode::CreateNew | OpenMode::CreateOrOpen, None) => {
                 let parent = path.parent().unwrap_or(Path::new(""));
                 if !s.dirs.contains(parent) {
@@ -766,7 +776,7 @@ impl SimFile {
 
 impl FileHandle for SimFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.state.lock().enter_read()?;
+        self.state.lock().enter_unchanging(OpKind::Read)?;
         self.with_inode(|inode| {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
             match inode.data.get(start..).and_then(|rest| rest.get(..buf.len())) {
@@ -867,7 +877,7 @@ impl FileHandle for SimFile {
     }
 
     fn map(&self, len: u64) -> io::Result<Bytes> {
-        self.state.lock().enter_read()?;
+        self.state.lock().enter_unchanging(OpKind::Read)?;
         self.with_inode(|inode| {
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             inode
