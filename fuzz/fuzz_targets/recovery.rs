@@ -4,10 +4,11 @@
 //! than those written; damage is reported as corruption or, for the index
 //! file, repaired by a rebuild. A read-only open of the same files reaches
 //! the same verdict (refused, or the same events) without a single
-//! mutating call. An open whose read fails (EIO at a read the input
-//! picks, once or from then on) fails naming it or reaches the same
-//! verdict, and once the fault clears, the store opens as it would have:
-//! a failed read never passes for damage or for an absent file.
+//! mutating call. An open whose read fails (EIO at a read or opening of
+//! a file the input picks, once or from then on) fails naming it or
+//! reaches the same verdict, and once the fault clears, the store opens as
+//! it would have: a failed read never passes for damage or for an absent
+//! file.
 #![no_main]
 
 use std::path::PathBuf;
@@ -89,7 +90,7 @@ fuzz_target!(|input: &[u8]| {
     let want = verdict(&SimFs::from_image(&damaged, 2));
     let pick = input.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let fault = Fault {
-        kind: OpKind::Read,
+        kind: if pick & 16 != 0 { OpKind::Open } else { OpKind::Read },
         nth: pick % 8,
         error: FaultError::Eio,
         sticky: pick & 8 != 0,
