@@ -21,14 +21,9 @@ use std::time::Duration;
 
 use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimRng};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamAppend};
-use sim_support::{Ledger, check, check_side_files, dir, record_attempt_into, snapshot_bytes};
-
-fn options() -> Options {
-    Options::default()
-        .with_durability(Durability::Sync)
-        .with_segment_size_bytes(4096)
-        .with_index_checkpoint_bytes(4096)
-}
+use sim_support::{
+    Ledger, check, check_side_files, dir, record_attempt_into, snapshot_bytes, tiny_sync_options as options,
+};
 
 /// What the workload saw.
 #[derive(Default)]

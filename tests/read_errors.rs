@@ -18,15 +18,8 @@
 mod sim_support;
 
 use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimImage};
-use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadStream, Store};
-use sim_support::{Read, dir, flip_payload, snapshot_bytes};
-
-fn options() -> Options {
-    Options::default()
-        .with_durability(Durability::Sync)
-        .with_segment_size_bytes(4096)
-        .with_index_checkpoint_bytes(4096)
-}
+use annal::{Error, EventData, ExpectedVersion, ReadStream, Store};
+use sim_support::{Read, dir, flip_payload, snapshot_bytes, tiny_sync_options as options};
 
 /// A store on a simulated disk after a power loss: 60 events over five
 /// streams and several segments (each event's data starts `payload-NNNNNN`, its

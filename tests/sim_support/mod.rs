@@ -23,6 +23,15 @@ pub fn dir() -> PathBuf {
     PathBuf::from("/sim/store")
 }
 
+/// Durable mode with 4 KiB segments and an index save every 4 KiB of log:
+/// small workloads roll segments and save the index file often.
+pub fn tiny_sync_options() -> annal::Options {
+    annal::Options::default()
+        .with_durability(annal::Durability::Sync)
+        .with_segment_size_bytes(4096)
+        .with_index_checkpoint_bytes(4096)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
     pub stream: String,
