@@ -1,5 +1,7 @@
-//! Read errors (EIO from `read_exact_at` or `map`) injected at each read of
-//! an open and of the reads after it, one at a time, once and from then on.
+//! Read errors injected at each read (`read_exact_at`, `map`) and each
+//! opening of a file that exists, one at a time, once and from then on:
+//! in an open of a populated store, in the reads after it, and in a
+//! snapshot compaction.
 //!
 //! A read that fails says nothing about the bytes it could not read, so:
 //! - the caller gets an error naming the failed read, or the store reads
@@ -11,8 +13,9 @@
 //!   without it.
 //!
 //! In particular, the files that prove the log was durable up to a point
-//! (a checkpoint, a snapshot) must be read before damage at the log's end
-//! may be cut as a torn tail: an unread witness is not a missing one.
+//! (the index file's header, a checkpoint, a snapshot) must be read before
+//! damage at the log's end may be cut as a torn tail: an unread witness is
+//! not a missing one.
 #![cfg(feature = "sim")]
 
 mod sim_support;
@@ -22,8 +25,8 @@ use annal::{Error, EventData, ExpectedVersion, ReadStream, Store};
 use sim_support::{Read, dir, flip_payload, snapshot_bytes, tiny_sync_options as options};
 
 /// A store on a simulated disk after a power loss: 60 events over five
-/// streams and several segments (each event's data starts `payload-NNNNNN`, its
-/// position), the index file saved along the way, a checkpoint `p` at the
+/// streams and several segments (each event's data starts with
+/// `payload-NNNNNN`, its position), the index file saved along the way, a checkpoint `p` at the
 /// last position, and a snapshot of `Account-0` at its last version, which
 /// is not the last event's stream.
 fn populated() -> SimImage {
