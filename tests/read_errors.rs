@@ -22,7 +22,7 @@ mod sim_support;
 
 use annal::io::sim::{Fault, FaultError, OpKind, SimFs, SimImage};
 use annal::{Error, EventData, ExpectedVersion, ReadStream, Store};
-use sim_support::{Read, dir, flip_payload, snapshot_bytes, tiny_sync_options as options};
+use sim_support::{Read, dir, flip_payload, snapshot_bytes, tiny_sync_options as options, try_read_everything};
 
 /// A store on a simulated disk after a power loss: 60 events over five
 /// streams and several segments (each event's data starts with
@@ -76,24 +76,7 @@ struct Seen {
 
 /// Runs the reads; the first error is returned as text.
 fn read_back(store: &Store<SimFs>) -> Result<Seen, String> {
-    let all = store
-        .read_all(annal::ReadAll::forward())
-        .map_err(|e| e.to_string())?
-        .map(|e| {
-            e.map(|e| Read {
-                position: e.position(),
-                version: e.version(),
-                id: e.id(),
-                written: sim_support::Written {
-                    stream: e.stream().to_string(),
-                    event_type: e.event_type().to_string(),
-                    data: e.data().to_vec(),
-                    metadata: e.metadata().to_vec(),
-                },
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    let all = try_read_everything(store).map_err(|e| e.to_string())?;
     let mut streams = Vec::new();
     for i in 0..5 {
         let positions = store

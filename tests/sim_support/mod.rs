@@ -130,13 +130,12 @@ pub fn record_attempt(ledger: &Mutex<Ledger>, appends: &[StreamAppend]) {
     l.batches.push(ids);
 }
 
-pub fn read_everything(store: &Store<SimFs>) -> Vec<Read> {
+/// Every event in global order; the first error when a read fails.
+pub fn try_read_everything(store: &Store<SimFs>) -> annal::Result<Vec<Read>> {
     store
-        .read_all(ReadAll::forward())
-        .expect("read_all")
+        .read_all(ReadAll::forward())?
         .map(|e| {
-            let e = e.expect("reading an event after recovery");
-            Read {
+            e.map(|e| Read {
                 position: e.position(),
                 version: e.version(),
                 id: e.id(),
@@ -146,9 +145,14 @@ pub fn read_everything(store: &Store<SimFs>) -> Vec<Read> {
                     data: e.data().to_vec(),
                     metadata: e.metadata().to_vec(),
                 },
-            }
+            })
         })
         .collect()
+}
+
+/// Every event in global order (after recovery, where reads must not fail).
+pub fn read_everything(store: &Store<SimFs>) -> Vec<Read> {
+    try_read_everything(store).expect("reading every event after recovery")
 }
 
 /// Checks the store's contents against what was appended and acknowledged.
