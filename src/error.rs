@@ -146,6 +146,22 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The append needs a new segment file, and the log already has
+    /// [`crate::limits::SEGMENTS_MAX`], the most a store can number.
+    /// Nothing was written; reads, and appends that fit in the room left
+    /// in the last segment, still work. Only a store configured with tiny
+    /// segments gets here (4 KiB segments fill the numbers at 64 GiB of
+    /// log; the default 64 MiB ones at 1 EiB): copy its events into a
+    /// store opened with larger segments (`annal export OLD | annal
+    /// import NEW`).
+    #[error(
+        "the log has {limit} segment files, the most a store can have, and this append needs another; copy the store into one with larger segments"
+    )]
+    StoreFull {
+        /// The limit reached ([`crate::limits::SEGMENTS_MAX`]).
+        limit: u64,
+    },
+
     /// The store handle was closed.
     #[error("the store is closed")]
     Closed,

@@ -17,9 +17,9 @@ pub const EVENT_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most events in one append. Bounds the work done under the writer lock.
 pub const BATCH_EVENTS_MAX: usize = 65_536;
 
-/// Largest encoded batch frame. A batch never spans two segments, so the
-/// segment size must be at least this plus the segment header
-/// (see [`SEGMENT_BYTES_MIN`]); smaller segments lower the limit to fit.
+/// Largest encoded batch frame. A batch never spans two segments, so with
+/// segments smaller than this plus their 64-byte header (down to
+/// [`SEGMENT_BYTES_MIN`]) the limit is the segment size minus the header.
 pub const BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// Smallest segment size accepted by [`crate::Options`]: small segments are

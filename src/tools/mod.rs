@@ -8,8 +8,11 @@
 //!
 //! `verify` and `repair` take the store directory's lock (`verify` a shared
 //! one, `repair` an exclusive one), so they fail with
-//! [`crate::Error::Locked`] while a [`crate::Store`] has the directory
-//! open. `salvage` reads only the quarantine folder and takes no lock.
+//! [`crate::Error::Locked`]: `repair` while any [`crate::Store`] has the
+//! directory open, `verify` while a writable one does (read-only stores
+//! share the lock with it). `salvage` only reads the files it is given
+//! (those of the quarantine folder, listed by [`quarantined_log_files`])
+//! and takes no lock.
 
 mod lock;
 mod repair;

@@ -63,11 +63,13 @@ pub struct RepairReport {
     /// store's id, the position its first batch holds), so one damaged
     /// header does not cost the events of its segment and every later one.
     pub headers_rebuilt: Vec<u64>,
-    /// Snapshots, as (stream, version), of versions past their stream's
-    /// kept events: taken of events the repair quarantined. They are
-    /// removed from the snapshot file (the whole old file is copied into
-    /// quarantine first): once the stream grew again past such a version,
-    /// a load could not tell the snapshot from a valid one.
+    /// Snapshots, as (stream, version), that no load can use any more:
+    /// of versions past their stream's kept events (taken of events the
+    /// repair quarantined), or taken at another event than the one the
+    /// kept log holds at that version. They are removed from the snapshot
+    /// file (the whole old file is copied into quarantine first): loads
+    /// already refuse them, by the event id each snapshot records
+    /// ([`crate::SnapshotIssue::OtherEvent`]), so they are dead weight.
     pub snapshots_dropped: Vec<(String, u64)>,
     /// Whether the first segment's header was lost, so that no event could
     /// be kept and the directory holds no store any more: every segment,
@@ -97,14 +99,18 @@ pub struct RepairReport {
 /// A damaged or contradicting index file alone is moved to quarantine too,
 /// and so is a checkpoints file that cannot be read. Checkpoints that name
 /// positions past the kept log are lowered to its last position, and
-/// snapshots of versions past their stream's kept events are removed from
-/// the snapshot file (a copy of the old file goes to quarantine).
+/// snapshots that no load can use any more (of versions past their
+/// stream's kept events, or of another event than the kept log's at their
+/// version) are removed from the snapshot file (a copy of the old file
+/// goes to quarantine).
 /// A store without damage is left untouched (`repaired` is false): it is
 /// only opened read-only, so even a torn tail or a leftover temporary file
 /// stays for the next writable open to clear (a torn tail is not damage).
-/// The one write `repair` makes before it looks for damage: the holes of
-/// a sparse copy of the store get storage (the bytes stay the same; see
-/// docs/DURABILITY.md, "Known limits"), so a full disk fails it then.
+/// The writes `repair` makes before it looks for damage: the directory's
+/// `LOCK` file (created, or its note rewritten, as by any writable open),
+/// and storage for the holes of a sparse copy of the store (the bytes
+/// stay the same; see docs/DURABILITY.md, "Known limits"), so a full disk
+/// fails it then.
 /// An index, checkpoints or snapshot file that is not a file at all (a
 /// directory) is moved to quarantine too, and so is a snapshot file
 /// damaged itself (header, a record, torn bytes): a cache, which loads do

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::{AppendResult, EventData, ExpectedVersion};
 use crate::idempotency::Written;
 use crate::io::FileSystem;
+use crate::limits;
 use crate::store::Core;
 
 /// Where a stream's event at some version is (see `Core::event_at`).
@@ -99,6 +100,7 @@ impl<F: FileSystem> Core<F> {
         if a.expected == ExpectedVersion::StreamExists && version == 0 {
             return Err(wrong_version(a, version));
         }
+        version_room(a, version)?;
         let name = name.unwrap_or_else(|| Arc::from(a.stream));
         Ok(Decision::Write { name, version })
     }
@@ -111,6 +113,7 @@ impl<F: FileSystem> Core<F> {
                 id: e.id,
             });
         }
+        version_room(a, version)?;
         let name = name.unwrap_or_else(|| Arc::from(a.stream));
         Ok(Decision::Write { name, version })
     }
@@ -303,5 +306,45 @@ fn wrong_version(a: &AppendRef<'_>, version: u64) -> Error {
         stream: a.stream.to_string(),
         expected: a.expected,
         actual: (version > 0).then_some(version),
+    }
+}
+
+/// Refuses a write that would take its stream past
+/// [`limits::STREAM_VERSION_MAX`] (versions are 32 bits on disk), before
+/// anything is queued.
+fn version_room(a: &AppendRef<'_>, version: u64) -> Result<()> {
+    let last = version.saturating_add(a.events.len() as u64);
+    if last > limits::STREAM_VERSION_MAX {
+        return Err(Error::InvalidInput(format!(
+            "stream '{}' is at version {version}: {} more events would pass the highest stream version, {}",
+            a.stream,
+            a.events.len(),
+            limits::STREAM_VERSION_MAX
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_may_reach_the_highest_version_but_not_pass_it() {
+        let events = [EventData::new("E", "{}"), EventData::new("E", "{}")];
+        let append = |n: usize| AppendRef {
+            stream: "S-1",
+            expected: ExpectedVersion::Any,
+            events: &events[..n],
+        };
+        let max = limits::STREAM_VERSION_MAX;
+        assert!(version_room(&append(1), max - 1).is_ok());
+        assert!(version_room(&append(2), max - 2).is_ok());
+        assert!(matches!(version_room(&append(2), max - 1), Err(Error::InvalidInput(_))));
+        assert!(matches!(version_room(&append(1), max), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            version_room(&append(1), u64::MAX),
+            Err(Error::InvalidInput(_))
+        ));
     }
 }

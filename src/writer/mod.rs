@@ -36,6 +36,7 @@ use crate::hash::FastMap;
 use crate::idempotency::{IdWindow, Written};
 use crate::index::Location;
 use crate::io::FileSystem;
+use crate::limits;
 use crate::log::frame::{self, BATCH_HEADER_BYTES, RecordInput};
 use crate::log::segment::SEGMENT_HEADER_BYTES;
 use crate::one_or_many::OneOrMany;
@@ -297,7 +298,7 @@ impl<F: FileSystem> Core<F> {
                 id: a.events[0].id,
             });
         }
-        let (results, seq) = self.enqueue(&mut w, appends, &decisions);
+        let (results, seq) = self.enqueue(&mut w, appends, &decisions)?;
         decisions.clear();
         w.decisions = decisions;
         self.wait_seq(w, seq)?;
@@ -325,19 +326,25 @@ impl<F: FileSystem> Core<F> {
 
     /// Assigns versions and positions, encodes the batch into the queue
     /// and updates the queued-state view. Returns the results and the
-    /// sequence number to wait for.
+    /// sequence number to wait for; fails, with nothing changed, when the
+    /// batch needs a segment past [`limits::SEGMENTS_MAX`].
     fn enqueue(
         &self,
         w: &mut WriterState,
         appends: &[AppendRef<'_>],
         decisions: &[Decision],
-    ) -> (OneOrMany<AppendResult>, u64) {
+    ) -> Result<(OneOrMany<AppendResult>, u64)> {
         let size: usize = BATCH_HEADER_BYTES
             + appends
                 .iter()
                 .flat_map(|a| a.events.iter().map(|e| frame::record_len(a.stream, e)))
                 .sum::<usize>();
         if w.tail_offset + size as u64 > self.options.segment_size_bytes && w.tail_offset > SEGMENT_HEADER_BYTES {
+            if w.tail_segment >= limits::SEGMENTS_MAX {
+                return Err(Error::StoreFull {
+                    limit: limits::SEGMENTS_MAX,
+                });
+            }
             w.tail_segment += 1;
             w.tail_offset = SEGMENT_HEADER_BYTES;
         }
@@ -389,7 +396,7 @@ impl<F: FileSystem> Core<F> {
         w.next_position = position;
         let state = &mut *w;
         let Some(chunk) = state.queue.last_mut() else {
-            return (results, seq);
+            return Ok((results, seq));
         };
         let batch_start = chunk.bytes.len();
         let inputs = appends.iter().zip(bases()).flat_map(|(a, (name, version))| {
@@ -443,7 +450,7 @@ impl<F: FileSystem> Core<F> {
         if state.gathering && state.queued_appends >= state.last_group_appends {
             self.arrivals.notify_one();
         }
-        (results, seq)
+        Ok((results, seq))
     }
 }
 
@@ -462,6 +469,91 @@ fn now_micros() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use uuid::Uuid;
+
+    use super::PendingStream;
+    use crate::{Error, EventData, ExpectedVersion, Options, Store, limits};
+
+    /// The version limit is checked under the writer lock, on the
+    /// stream's version with queued appends included, for every kind of
+    /// expected version, before anything is queued. (A stream of 2^32
+    /// events is out of a test's reach: its queued view is set to one
+    /// short of the limit instead.)
+    #[test]
+    fn an_append_past_the_highest_stream_version_is_refused_with_nothing_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        store
+            .append("S-1", ExpectedVersion::Any, [EventData::new("E", "{}")])
+            .unwrap();
+        let max = limits::STREAM_VERSION_MAX;
+        let name: Arc<str> = Arc::from("S-1");
+        let near_the_end = PendingStream {
+            name: name.clone(),
+            version: max - 1,
+            events: vec![(Uuid::from_u128(7), 1)],
+        };
+        store.core().writer.lock().pending.insert(name, near_the_end);
+        for expected in [
+            ExpectedVersion::Any,
+            ExpectedVersion::StreamExists,
+            ExpectedVersion::Exact(max - 1),
+        ] {
+            let two = [EventData::new("E", "{}"), EventData::new("E", "{}")];
+            let err = store.append("S-1", expected, two).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidInput(m) if m.contains("highest stream version")),
+                "{expected:?}: {err}"
+            );
+        }
+        let mut w = store.core().writer.lock();
+        w.pending.clear();
+        assert_eq!((w.next_position, w.next_seq), (2, 1), "something was queued");
+        drop(w);
+        let r = store
+            .append("S-1", ExpectedVersion::Exact(1), [EventData::new("E", "{}")])
+            .unwrap();
+        assert_eq!((r.first_version, r.first_position), (2, 2));
+    }
+
+    /// An append that needs a segment numbered past the limit fails with
+    /// `StoreFull` and queues nothing: the same append succeeds once a
+    /// number is free. (The writer's idea of the tail's number is set to
+    /// the limit for that one append: 2^24 segment files are out of a
+    /// test's reach.)
+    #[test]
+    fn an_append_needing_a_segment_past_the_limit_is_refused_with_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default().with_segment_size_bytes(4096);
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        let big = || EventData::new("E", vec![b'x'; 2500]);
+        store.append("S-1", ExpectedVersion::Any, [big()]).unwrap();
+        let real = std::mem::replace(&mut store.core().writer.lock().tail_segment, limits::SEGMENTS_MAX);
+        let err = store.append("S-1", ExpectedVersion::Exact(1), [big()]).unwrap_err();
+        assert!(
+            matches!(err, Error::StoreFull { limit } if limit == limits::SEGMENTS_MAX),
+            "{err}"
+        );
+        let mut w = store.core().writer.lock();
+        assert_eq!((w.next_position, w.next_seq), (2, 1), "something was queued");
+        w.tail_segment = real;
+        drop(w);
+        let small = store.append("S-1", ExpectedVersion::Exact(1), [EventData::new("E", "{}")]);
+        assert_eq!(small.unwrap().first_version, 2);
+        store.append("S-1", ExpectedVersion::Exact(2), [big()]).unwrap();
+        assert_eq!(store.last_position(), 3);
+        store.close().unwrap();
+        let store = Store::open(dir.path(), options).unwrap();
+        let versions: Vec<u64> = store
+            .read_stream("S-1", crate::ReadStream::forward())
+            .unwrap()
+            .map(|e| e.unwrap().version())
+            .collect();
+        assert_eq!(versions, [1, 2, 3]);
+    }
+
     /// Durable mode keeps a view of queued appends; once every append is
     /// published it is empty (else it would grow by every stream ever
     /// appended to, and each entry by its events).
