@@ -67,8 +67,10 @@ impl<F: FileSystem> Store<F> {
     ///
     /// Every batch copied is CRC-checked, and the checkpoints file decoded:
     /// damage fails the backup with [`Error::Corruption`]. (The snapshot
-    /// file is a cache and is copied as it is.) The copy is built in a
-    /// temporary directory of its own beside `dest`
+    /// file is a cache and is copied as it is.) `dest` must not exist, its
+    /// parent must, and it must not lie inside the store's own directory
+    /// ([`Error::InvalidInput`] otherwise, nothing written). The copy is
+    /// built in a temporary directory of its own beside `dest`
     /// (`.annal-backup-<uuid>.partial`), synced, then renamed to `dest`, so
     /// `dest` appears whole or not at all; after a failure the temporary
     /// directory is removed (after a crash, it is left: remove it). The
@@ -94,6 +96,7 @@ impl<F: FileSystem> Store<F> {
     /// ```
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
         let dest = destination(dest.as_ref())?;
+        outside_store(&dest, self.path())?;
         let tmp = parent_of(&dest).join(format!(".annal-backup-{}.partial", uuid::Uuid::new_v4().simple()));
         let image = self.capture()?;
         let core = self.core();
@@ -205,6 +208,28 @@ fn destination(dest: &Path) -> Result<PathBuf> {
         )));
     }
     Ok(dest)
+}
+
+/// Refuses a `dest` inside the store's own directory `store` (links
+/// resolved): losing or replacing that directory would take the backup
+/// with it. (`dest` does not exist yet; its parent does, see
+/// [`destination`].)
+fn outside_store(dest: &Path, store: &Path) -> Result<()> {
+    let parent = parent_of(dest);
+    let inside = fs::canonicalize(parent).ctx(|| format!("resolving {}", parent.display()))?;
+    // A store on another file system than the real one (`Store::open_with`)
+    // has no real directory for the backup to be inside of.
+    let Ok(store) = fs::canonicalize(store) else {
+        return Ok(());
+    };
+    if inside.starts_with(&store) {
+        return Err(Error::InvalidInput(format!(
+            "backup destination {} is inside the store directory {}: losing that directory would lose the backup too",
+            dest.display(),
+            store.display()
+        )));
+    }
+    Ok(())
 }
 
 fn parent_of(path: &Path) -> &Path {

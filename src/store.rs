@@ -187,7 +187,22 @@ impl<F: FileSystem> Store<F> {
             if !create {
                 return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
             }
-            fs.create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+            fs.create_dir_all(&dir).map_err(|e| {
+                // `exists` follows links: a link to a missing path fails
+                // the creation with "file exists", which says nothing.
+                let dangling = e.kind() == std::io::ErrorKind::AlreadyExists
+                    && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink());
+                if dangling {
+                    let to = std::fs::read_link(&dir).map_or_else(|_| "?".into(), |t| t.display().to_string());
+                    Error::InvalidInput(format!(
+                        "{} is a symbolic link to {to}, which does not exist: create the directory it names, or \
+                         give the path of one",
+                        dir.display()
+                    ))
+                } else {
+                    Error::io(format!("creating {}", dir.display()), e)
+                }
+            })?;
         }
         if !create {
             // Refuse before taking the lock, which would create a LOCK file

@@ -107,6 +107,40 @@ fn a_backup_refuses_an_existing_destination_and_a_missing_parent() {
 }
 
 #[test]
+fn a_backup_refuses_a_destination_inside_the_store_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Options::default()).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("E", 1)]).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    std::fs::create_dir(path.join("sub")).unwrap();
+    // Directly inside, deeper, and through a link to the store.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&path, dir.path().join("link")).unwrap();
+    let mut inside = vec![path.join("inner"), path.join("sub").join("inner")];
+    if cfg!(unix) {
+        inside.push(dir.path().join("link").join("inner"));
+    }
+    for dest in inside {
+        match store.backup(&dest) {
+            Err(Error::InvalidInput(m)) => assert!(m.contains("inside the store directory"), "{m}"),
+            other => panic!("{}: {other:?}", dest.display()),
+        }
+    }
+    std::fs::remove_dir(path.join("sub")).unwrap();
+    let after: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "nothing written into the store directory");
+    // Beside it is fine.
+    assert_eq!(store.backup(dir.path().join("beside")).unwrap().last_position, 1);
+}
+
+#[test]
 fn damage_fails_the_backup_and_leaves_no_destination() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");

@@ -55,6 +55,19 @@ fn empty_directory_path() {
     assert_eq!(Path::new(annal::LOCK_FILE_NAME).exists(), lock_before);
 }
 
+/// A store path that is a link to a missing directory is not created
+/// through the link; the error says what the path is.
+#[cfg(unix)]
+#[test]
+fn directory_path_is_a_dangling_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+    assert_invalid(Store::open(&link, Options::default()).unwrap_err(), "symbolic link");
+    assert!(!dir.path().join("nowhere").exists());
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+}
+
 #[test]
 fn empty_stream_name() {
     let dir = tempfile::tempdir().unwrap();

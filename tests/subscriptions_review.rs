@@ -1819,3 +1819,31 @@ fn closing_another_store_from_a_handler_still_waits_for_its_handlers() {
         "store B's close() (called on store A's dispatcher thread) returned while B's handler was still running"
     );
 }
+
+/// `status` after a close still measures what the consumer did not get
+/// to: `head` stays the store's last published position (also once every
+/// handle is dropped: the last one the subscription read), and `lag`
+/// counts the positions past `position`, buffered ones included.
+#[test]
+fn status_after_close_still_reports_the_undelivered_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts(Durability::Sync)).unwrap();
+    store
+        .append("S-1", ExpectedVersion::Any, (0..600).map(|_| EventData::new("T", "{}")))
+        .unwrap();
+    let mut sub = store.subscribe_all(StartFrom::Start).unwrap();
+    assert_eq!(sub.recv().unwrap().unwrap().position(), 1);
+    let before = sub.status();
+    assert_eq!((before.position, before.head, before.lag), (1, 600, 599));
+    assert!(before.buffered > 0);
+    store.clone().close().unwrap();
+    let after = sub.status();
+    assert_eq!(after.state, SubscriptionState::Closed);
+    assert_eq!((after.position, after.head, after.lag), (1, 600, 599));
+    drop(store);
+    let gone = sub.status();
+    assert_eq!(
+        (gone.state, gone.position, gone.head, gone.lag),
+        (SubscriptionState::Closed, 1, 600, 599)
+    );
+}

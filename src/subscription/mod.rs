@@ -176,7 +176,10 @@ pub struct SubscriptionStatus {
     pub position: u64,
     /// Global position of the last event delivered (0 when none yet).
     pub last_delivered: u64,
-    /// The store's last published position.
+    /// The store's last published position (also once it is closed: the
+    /// events past `position` were published but not delivered; once
+    /// every handle on the store is dropped, the last head this
+    /// subscription read).
     pub head: u64,
     /// `head - position`: positions not yet examined.
     pub lag: u64,
@@ -212,6 +215,9 @@ pub struct Subscription<F: FileSystem = StdFs> {
     /// The next window's span (none before the first).
     listed_span: Option<u64>,
     last_delivered: u64,
+    /// The highest head this subscription has read (for `status` once the
+    /// store's memory is gone).
+    head_seen: u64,
     live: bool,
     closed: bool,
 }
@@ -250,10 +256,12 @@ impl<F: FileSystem> Subscription<F> {
             listed_end: 0,
             listed_span: None,
             last_delivered: 0,
+            head_seen: 0,
             live: false,
             closed: false,
         };
         let published = core.published.read();
+        sub.head_seen = published.index.last_position();
         let start = from.resolve(published.index.last_position())?;
         // Before its first read: live when it starts at the head.
         sub.live = start >= published.index.last_position();
@@ -305,10 +313,14 @@ impl<F: FileSystem> Subscription<F> {
     /// store's head, lag, and whether it is catching up or live.
     pub fn status(&self) -> SubscriptionStatus {
         let position = self.position();
+        // Also once the store is closed: what it published stays readable
+        // through other clones, and a consumer that stopped short of it
+        // is behind by that much.
         let head = match self.core.upgrade() {
-            Some(core) if !self.is_closed() => core.published.read().index.last_position(),
-            _ => position,
-        };
+            Some(core) => core.published.read().index.last_position(),
+            None => self.head_seen,
+        }
+        .max(position);
         let state = if self.is_closed() {
             SubscriptionState::Closed
         } else if self.live {
@@ -406,6 +418,7 @@ impl<F: FileSystem> Subscription<F> {
             return Ok(false);
         }
         let head = core.published.read().index.last_position();
+        self.head_seen = self.head_seen.max(head);
         // A category of few streams for the history left: its next window
         // listed from the index (see `read/category.rs`), unless the
         // window's batches are not all checked yet (this read checks a few
