@@ -273,6 +273,7 @@ impl<F: FileSystem> Store<F> {
             });
         }
         crate::checkpoint::guard_appends(&core);
+        crate::snapshot::guard_appends(&core);
         handle.start_threads()?;
         if !core.report.index_loaded && core.published.read().index.last_position() > 0 {
             core.request_checkpoint();

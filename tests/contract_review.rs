@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use annal::{
     Checkpoints, Dispatcher, Durability, Error, EventData, Events, ExpectedVersion, Options, ReadAll, ReadStream,
-    SnapshotOptions, StartFrom, Store, StreamAppend, Subscription, SubscriptionFilter, SubscriptionState, Uuid, limits,
+    SnapshotIssue, SnapshotOptions, StartFrom, Store, StreamAppend, Subscription, SubscriptionFilter,
+    SubscriptionState, Uuid, limits,
 };
 use common::*;
 
@@ -1997,6 +1998,59 @@ fn a_checkpoint_past_the_log_is_reported_and_blocks_appends_until_lowered() {
     cps.save("c", 5).unwrap();
     store.append("A-1", ExpectedVersion::Any, [event("T", 7)]).unwrap();
     assert_eq!(store.last_position(), 6);
+}
+
+/// A snapshot past its stream's last event proves the log lost
+/// acknowledged events (a snapshot is saved only once the log is durable
+/// that far), as a checkpoint past the log does: appends are refused,
+/// rather than taking the lost versions, until `repair` removes it.
+#[test]
+fn a_snapshot_past_the_log_blocks_appends_until_repair_removes_it() {
+    let (d, store) = five();
+    let b = d.path().join("b");
+    store.backup(&b).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("T", 6)]).unwrap();
+    store.save_snapshot("A-1", 4, 1, b"state at 4").unwrap();
+    store.save_snapshot("B-1", 2, 1, b"state at 2").unwrap();
+    let p = store.path().to_path_buf();
+    store.close().unwrap();
+    let snapshots = "snapshots";
+    std::fs::copy(p.join(snapshots), b.join(snapshots)).unwrap();
+    let store = Store::open(&b, Options::default()).expect("the log itself is sound");
+    assert_eq!((store.last_position(), store.stream_version("A-1")), (5, Some(3)));
+    match store.append("B-1", ExpectedVersion::Any, [event("T", 7)]) {
+        Err(Error::Corruption { file, reason, .. }) => {
+            assert!(file.ends_with(snapshots), "{}", file.display());
+            assert!(reason.contains("'A-1' at version 4"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap().len(),
+        5
+    );
+    assert_eq!(store.load_snapshot("B-1").snapshot.unwrap().version, 2);
+    let ahead = store.load_snapshot("A-1");
+    assert!(ahead.snapshot.is_none());
+    assert!(
+        matches!(
+            ahead.issues[..],
+            [SnapshotIssue::AheadOfLog {
+                snapshot_version: 4,
+                stream_version: 3,
+                ..
+            }]
+        ),
+        "{:?}",
+        ahead.issues
+    );
+    store.close().unwrap();
+    let report = annal::tools::repair(&b).unwrap();
+    assert_eq!(report.snapshots_dropped, [("A-1".to_string(), 4)]);
+    let store = Store::open(&b, Options::default()).unwrap();
+    let r = store.append("A-1", ExpectedVersion::Exact(3), [event("T", 7)]).unwrap();
+    assert_eq!((r.first_version, r.first_position), (4, 6));
+    assert_eq!(store.load_snapshot("B-1").snapshot.unwrap().version, 2);
 }
 
 #[test]

@@ -21,7 +21,7 @@
 pub mod file;
 mod store;
 
-pub(crate) use store::durable_versions_in;
+pub(crate) use store::{durable_versions_in, guard_appends};
 
 use bytes::Bytes;
 

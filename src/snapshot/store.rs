@@ -61,6 +61,9 @@ pub(crate) struct Snapshots<F: FileSystem> {
     state: Mutex<Option<Open<F>>>,
     options: Mutex<SnapshotOptions>,
     issues: Mutex<VecDeque<SnapshotIssue>>,
+    /// Problems the store's open met in the file (see [`guard_appends`]),
+    /// for the first load's result: that load would have opened the file.
+    met_at_open: Mutex<Vec<SnapshotIssue>>,
     compactions: Mutex<u64>,
 }
 
@@ -83,6 +86,7 @@ impl<F: FileSystem> Default for Snapshots<F> {
             state: Mutex::new(None),
             options: Mutex::new(SnapshotOptions::default()),
             issues: Mutex::new(VecDeque::new()),
+            met_at_open: Mutex::new(Vec::new()),
             compactions: Mutex::new(0),
         }
     }
@@ -220,6 +224,62 @@ pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: U
     let mut versions: Vec<(String, u64)> = highest.into_iter().collect();
     versions.sort_unstable();
     Ok(versions)
+}
+
+/// At a writable open, and after snapshots are dropped: refuses appends
+/// while the snapshot file holds a snapshot of a version past its stream's
+/// last event. A snapshot is saved only once the log is durable up to its
+/// version, so the log lost acknowledged events (cut back, a segment
+/// deleted, an older copy of the log beside a newer snapshot file), and
+/// new appends would take the versions those events had. As with a
+/// checkpoint past the log ([`crate::checkpoint::guard_appends`]), appends
+/// wait for `annal repair`, which removes such snapshots (loads already
+/// pass over them, [`SnapshotIssue::AheadOfLog`]). The file is read as its
+/// first use would read it, and kept for the loads; a store that never
+/// used snapshots has none, and none is made here. A file that cannot be
+/// read, or whose header is not this store's (a use would start such a
+/// file afresh: repair copies it to quarantine first), is left to loads
+/// and repair to report.
+pub(crate) fn guard_appends<F: FileSystem>(core: &Core<F>) {
+    let ahead = snapshot_past_the_log(core);
+    core.writer.lock().set_snapshot_ahead(ahead);
+}
+
+/// The snapshot (of the lowest stream name) past its stream's last event,
+/// as the file and why appends are refused; see [`guard_appends`].
+fn snapshot_past_the_log<F: FileSystem>(core: &Core<F>) -> Option<(PathBuf, String)> {
+    let path = core.dir.join(FILE_NAME);
+    let mut header = [0u8; FILE_HEADER_BYTES];
+    let file = core.fs.open(&path, OpenMode::Read).ok()?;
+    file.read_exact_at(&mut header, 0).ok()?;
+    drop(file);
+    if file::decode_header(&header).ok()? != core.store_id {
+        return None;
+    }
+    let snapshots = &core.snapshots;
+    let mut state = snapshots.state.lock();
+    let mut met = Vec::new();
+    let opened = snapshots.ensure_open(&mut state, core, &mut met);
+    snapshots.met_at_open.lock().extend(met);
+    let open = opened.ok()?;
+    let published = core.published.read();
+    let (stream, version, have) = open
+        .streams
+        .iter()
+        .filter_map(|(stream, entries)| {
+            let version = entries.last()?.version;
+            let have = published.index.stream_version(stream);
+            (version > have).then_some((stream, version, have))
+        })
+        .min_by(|a, b| a.0.cmp(b.0))?;
+    Some((
+        path.clone(),
+        format!(
+            "snapshot of '{stream}' at version {version} is past the stream's last event (version {have}): the \
+             log lost acknowledged events, and appends would take their versions; appends are refused until \
+             `annal repair` removes it"
+        ),
+    ))
 }
 
 impl<F: FileSystem> Snapshots<F> {
@@ -537,9 +597,10 @@ impl<F: FileSystem> Store<F> {
         // since (by `repair`) leaves one ahead of it. (Read before the
         // lock, a save of a newer version in between looked ahead.)
         let have = self.stream_version(stream).unwrap_or(0);
-        // Problems found in the file by the open this load makes, if any:
-        // reported in its result (first) as well.
-        let mut met = Vec::new();
+        // Problems found in the file by the open this load makes, if any
+        // (or, for the first load, by the store's open): reported in its
+        // result (first) as well.
+        let mut met = std::mem::take(&mut *snapshots.met_at_open.lock());
         let opened = snapshots.ensure_open(&mut guard, core, &mut met);
         let open = match opened {
             Ok(open) => open,
@@ -713,7 +774,9 @@ impl<F: FileSystem> Store<F> {
             }
             open.recount(open.keep);
         }
-        self.compact_writing(options)
+        self.compact_writing(options)?;
+        guard_appends(core);
+        Ok(())
     }
 
     /// Rewrites the file to its kept records; called holding `writing`.

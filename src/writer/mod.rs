@@ -122,6 +122,9 @@ pub(crate) struct WriterState {
     /// A checkpoint past the log's last event (file, and why appends are
     /// refused), found at open; see [`crate::checkpoint::guard_appends`].
     checkpoint_ahead: Option<(std::path::PathBuf, String)>,
+    /// A snapshot past its stream's last event (file, and why appends are
+    /// refused), found at open; see [`crate::snapshot::guard_appends`].
+    snapshot_ahead: Option<(std::path::PathBuf, String)>,
     /// Emptied buffers of published chunks, for the next ones.
     spare: Vec<(Vec<u8>, Vec<Entry>)>,
     /// The emptied queue of the last group commit, for the next one.
@@ -162,6 +165,7 @@ impl WriterState {
             failed_group: None,
             closed: false,
             checkpoint_ahead: None,
+            snapshot_ahead: None,
             spare: Vec::new(),
             spare_queue: Vec::new(),
             decisions: Vec::new(),
@@ -219,6 +223,12 @@ impl WriterState {
         self.checkpoint_ahead = ahead;
     }
 
+    /// Refuses appends (with this corruption) while a snapshot is past its
+    /// stream's last event, or accepts them again (`None`).
+    pub(crate) fn set_snapshot_ahead(&mut self, ahead: Option<(std::path::PathBuf, String)>) {
+        self.snapshot_ahead = ahead;
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
@@ -226,7 +236,7 @@ impl WriterState {
         if let Some(why) = &self.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
-        if let Some((file, why)) = &self.checkpoint_ahead {
+        if let Some((file, why)) = self.checkpoint_ahead.as_ref().or(self.snapshot_ahead.as_ref()) {
             return Err(Error::corruption(file, 0, why.clone()));
         }
         Ok(())
