@@ -2053,6 +2053,66 @@ fn a_snapshot_past_the_log_blocks_appends_until_repair_removes_it() {
     assert_eq!(store.load_snapshot("B-1").snapshot.unwrap().version, 2);
 }
 
+/// The guard walks the snapshot file by record lengths (reading large
+/// records' first bytes only) and checks only a candidate whole: it finds
+/// the one snapshot past the log behind large and many small ones, and a
+/// damaged one proves nothing (a load reports it: the last record here,
+/// cut as a torn tail).
+#[test]
+fn the_snapshot_guard_finds_one_past_the_log_among_many_and_trusts_no_damaged_one() {
+    let (d, store) = five();
+    let b = d.path().join("b");
+    for k in 0..3 {
+        let s = format!("Big-{k}");
+        store.append(&s, ExpectedVersion::Any, [event("T", 10 + k)]).unwrap();
+        store
+            .save_snapshot(&s, 1, 1, &vec![b'x'; 300 * 1024 + k as usize])
+            .unwrap();
+    }
+    for k in 0..200 {
+        let s = format!("Small-{k}");
+        store.append(&s, ExpectedVersion::Any, [event("T", 100 + k)]).unwrap();
+        store.save_snapshot(&s, 1, 1, b"tiny").unwrap();
+    }
+    store.backup(&b).unwrap();
+    store.append("A-1", ExpectedVersion::Any, [event("T", 400)]).unwrap();
+    store.save_snapshot("A-1", 4, 1, b"state at 4").unwrap();
+    let p = store.path().to_path_buf();
+    store.close().unwrap();
+    let snapshots = b.join("snapshots");
+    std::fs::copy(p.join("snapshots"), &snapshots).unwrap();
+    let store = Store::open(&b, Options::default()).unwrap();
+    match store.append("Small-1", ExpectedVersion::Any, [event("T", 401)]) {
+        Err(Error::Corruption { reason, .. }) => assert!(reason.contains("'A-1' at version 4"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    store.close().unwrap();
+    let mut bytes = std::fs::read(&snapshots).unwrap();
+    let ahead = annal::snapshot::file::scan(&bytes)
+        .records
+        .into_iter()
+        .find(|r| r.stream == "A-1" && r.version == 4)
+        .unwrap();
+    let last = (ahead.offset + u64::from(ahead.len) - 1) as usize;
+    bytes[last] ^= 0x20;
+    std::fs::write(&snapshots, &bytes).unwrap();
+    let store = Store::open(&b, Options::default()).unwrap();
+    store
+        .append("Small-1", ExpectedVersion::Any, [event("T", 401)])
+        .unwrap();
+    let load = store.load_snapshot("A-1");
+    assert!(load.snapshot.is_none());
+    assert!(
+        matches!(load.issues[..], [SnapshotIssue::TornTail { .. }]),
+        "{:?}",
+        load.issues
+    );
+    assert_eq!(
+        store.load_snapshot("Big-2").snapshot.unwrap().data.len(),
+        300 * 1024 + 2
+    );
+}
+
 #[test]
 fn any_utf8_names_round_trip_through_the_index_file_and_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
-//! Arbitrary bytes as a snapshot file: the header check and the record
-//! scan never panic nor allocate beyond the input, and every record the
-//! scan accepts decodes again, in bounds, to what it reported.
+//! Arbitrary bytes as a snapshot file: the header check, the record scan
+//! and the CRC-less peek never panic nor allocate beyond the input, every
+//! record the scan accepts decodes again, in bounds, to what it reported,
+//! and the peek's walk (the append guard's) reports each of them too.
 #![no_main]
 
 use annal::snapshot::file;
@@ -10,6 +11,18 @@ fuzz_target!(|data: &[u8]| {
     let _ = file::decode_header(data);
     let scan = file::scan(data);
     assert!(scan.end as usize <= data.len());
+    let mut peeked = Vec::new();
+    file::peek_records(data, |offset, stream, version| {
+        assert!((offset as usize) < data.len());
+        peeked.push((offset, stream.to_string(), version));
+    });
+    for r in &scan.records {
+        assert!(
+            peeked.contains(&(r.offset, r.stream.clone(), r.version)),
+            "the peek missed the record at {}",
+            r.offset
+        );
+    }
     for r in &scan.records {
         let start = r.offset as usize;
         assert!(start + r.len as usize <= scan.end as usize);

@@ -231,6 +231,77 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, RecordError> {
     })
 }
 
+/// What a record's first bytes say, no CRC checked (see [`peek_record`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peek<'a> {
+    /// A record of `len` bytes whose magic and stream name are plausible:
+    /// a candidate, which may still be damaged ([`decode_record`] tells).
+    Record {
+        /// Its length field.
+        len: usize,
+        /// Its stream name.
+        stream: &'a str,
+        /// Its version field.
+        version: u64,
+    },
+    /// `len` bytes to step over: their magic or stream name is wrong.
+    Other {
+        /// Its length field.
+        len: usize,
+    },
+    /// No usable length here (out of range, or past the file's end): a
+    /// walk of the file ends.
+    End,
+}
+
+/// Looks at the record starting at `rest[0]` through its first bytes
+/// alone: [`RECORD_HEADER_BYTES`] and its stream name (fewer when the
+/// file ends first), of the `remaining` bytes the file has from there.
+/// A walk from record to record by these lengths visits the offsets that
+/// [`scan`] visits and ends where it ends for a length, reading only the
+/// first bytes of each record: a cheap look at a large file (the append
+/// guard of [`crate::snapshot`]).
+pub fn peek_record(rest: &[u8], remaining: u64) -> Peek<'_> {
+    let longest = RECORD_HEADER_BYTES + limits::STREAM_NAME_BYTES_MAX + SNAPSHOT_BYTES_MAX;
+    if rest.len() < RECORD_HEADER_BYTES {
+        return Peek::End;
+    }
+    let len = u32_at(rest, R_LEN) as usize;
+    if !(RECORD_HEADER_BYTES..=longest).contains(&len) || len as u64 > remaining {
+        return Peek::End;
+    }
+    let name_end = RECORD_HEADER_BYTES + u16_at(rest, R_STREAM_LEN) as usize;
+    if u32_at(rest, R_MAGIC) != RECORD_MAGIC || name_end > len {
+        return Peek::Other { len };
+    }
+    match rest.get(RECORD_HEADER_BYTES..name_end).map(std::str::from_utf8) {
+        Some(Ok(stream)) => Peek::Record {
+            len,
+            stream,
+            version: u64_at(rest, R_VERSION),
+        },
+        _ => Peek::Other { len },
+    }
+}
+
+/// [`peek_record`] over a whole file in memory (header included): each
+/// candidate record's offset, stream and version.
+pub fn peek_records(bytes: &[u8], mut each: impl FnMut(u64, &str, u64)) {
+    let mut at = FILE_HEADER_BYTES.min(bytes.len());
+    loop {
+        let rest = &bytes[at..];
+        let len = match peek_record(rest, rest.len() as u64) {
+            Peek::Record { len, stream, version } => {
+                each(at as u64, stream, version);
+                len
+            }
+            Peek::Other { len } => len,
+            Peek::End => return,
+        };
+        at += len;
+    }
+}
+
 /// A valid record found by [`scan`], and where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {

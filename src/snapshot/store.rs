@@ -61,9 +61,6 @@ pub(crate) struct Snapshots<F: FileSystem> {
     state: Mutex<Option<Open<F>>>,
     options: Mutex<SnapshotOptions>,
     issues: Mutex<VecDeque<SnapshotIssue>>,
-    /// Problems the store's open met in the file (see [`guard_appends`]),
-    /// for the first load's result: that load would have opened the file.
-    met_at_open: Mutex<Vec<SnapshotIssue>>,
     compactions: Mutex<u64>,
 }
 
@@ -86,7 +83,6 @@ impl<F: FileSystem> Default for Snapshots<F> {
             state: Mutex::new(None),
             options: Mutex::new(SnapshotOptions::default()),
             issues: Mutex::new(VecDeque::new()),
-            met_at_open: Mutex::new(Vec::new()),
             compactions: Mutex::new(0),
         }
     }
@@ -234,12 +230,15 @@ pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: U
 /// new appends would take the versions those events had. As with a
 /// checkpoint past the log ([`crate::checkpoint::guard_appends`]), appends
 /// wait for `annal repair`, which removes such snapshots (loads already
-/// pass over them, [`SnapshotIssue::AheadOfLog`]). The file is read as its
-/// first use would read it, and kept for the loads; a store that never
-/// used snapshots has none, and none is made here. A file that cannot be
-/// read, or whose header is not this store's (a use would start such a
-/// file afresh: repair copies it to quarantine first), is left to loads
-/// and repair to report.
+/// pass over them, [`SnapshotIssue::AheadOfLog`]).
+///
+/// Cheap, so that an open does not pay for checking a large file that
+/// only the first snapshot use needs: the file is walked by its records'
+/// length fields ([`file::peek_record`]), reading only the first bytes of
+/// large records, and only a record past its stream has its CRC checked. Nothing is written (a
+/// store that never used snapshots has no file, and none is made). A file
+/// that cannot be read, or is not this store's, is left to loads and
+/// `repair` to report.
 pub(crate) fn guard_appends<F: FileSystem>(core: &Core<F>) {
     let ahead = snapshot_past_the_log(core);
     core.writer.lock().set_snapshot_ahead(ahead);
@@ -249,37 +248,73 @@ pub(crate) fn guard_appends<F: FileSystem>(core: &Core<F>) {
 /// as the file and why appends are refused; see [`guard_appends`].
 fn snapshot_past_the_log<F: FileSystem>(core: &Core<F>) -> Option<(PathBuf, String)> {
     let path = core.dir.join(FILE_NAME);
-    let mut header = [0u8; FILE_HEADER_BYTES];
     let file = core.fs.open(&path, OpenMode::Read).ok()?;
+    let len = file.len().ok()?;
+    let mut header = [0u8; FILE_HEADER_BYTES];
     file.read_exact_at(&mut header, 0).ok()?;
-    drop(file);
     if file::decode_header(&header).ok()? != core.store_id {
         return None;
     }
-    let snapshots = &core.snapshots;
-    let mut state = snapshots.state.lock();
-    let mut met = Vec::new();
-    let opened = snapshots.ensure_open(&mut state, core, &mut met);
-    snapshots.met_at_open.lock().extend(met);
-    let open = opened.ok()?;
     let published = core.published.read();
-    let (stream, version, have) = open
-        .streams
-        .iter()
-        .filter_map(|(stream, entries)| {
-            let version = entries.last()?.version;
-            let have = published.index.stream_version(stream);
-            (version > have).then_some((stream, version, have))
-        })
-        .min_by(|a, b| a.0.cmp(b.0))?;
+    let mut ahead: Option<(String, u64, u64)> = None;
+    // Read a chunk at a time, refilled from the next record's start when
+    // it is not in the chunk: small records are read whole, several at
+    // once; after a large one, only the next one's first bytes.
+    let (mut chunk, mut chunk_at) = (Vec::new(), 0u64);
+    let mut at = FILE_HEADER_BYTES as u64;
+    let mut last_step = 0usize;
+    while at < len {
+        let wanted = (at + PEEK_BYTES as u64).min(len);
+        if at < chunk_at || wanted > chunk_at + chunk.len() as u64 {
+            let size = if last_step > PEEK_CHUNK_BYTES / 8 {
+                PEEK_BYTES
+            } else {
+                PEEK_CHUNK_BYTES
+            };
+            chunk.resize(usize::try_from((len - at).min(size as u64)).ok()?, 0);
+            file.read_exact_at(&mut chunk, at).ok()?;
+            chunk_at = at;
+        }
+        let rest = chunk.get(usize::try_from(at - chunk_at).ok()?..)?;
+        let step = match file::peek_record(rest, len - at) {
+            file::Peek::Record { len, stream, version } => {
+                let have = published.index.stream_version(stream);
+                let lower_name = ahead.as_ref().is_none_or(|(first, _, _)| stream < first.as_str());
+                if version > have && lower_name && whole_record(&file, at, len, stream, version) {
+                    ahead = Some((stream.to_string(), version, have));
+                }
+                len
+            }
+            file::Peek::Other { len } => len,
+            file::Peek::End => break,
+        };
+        at += step as u64;
+        last_step = step;
+    }
+    let (stream, version, have) = ahead?;
     Some((
-        path.clone(),
+        path,
         format!(
             "snapshot of '{stream}' at version {version} is past the stream's last event (version {have}): the \
              log lost acknowledged events, and appends would take their versions; appends are refused until \
              `annal repair` removes it"
         ),
     ))
+}
+
+/// Bytes [`snapshot_past_the_log`] needs of a record to peek at it.
+const PEEK_BYTES: usize = file::RECORD_HEADER_BYTES + crate::limits::STREAM_NAME_BYTES_MAX;
+
+/// How much of the snapshot file [`snapshot_past_the_log`] reads at once
+/// while its records are small.
+const PEEK_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Whether the `len`-byte record at `at` of `file` passes every check and
+/// is the snapshot of `stream` at `version` (a damaged one proves nothing).
+fn whole_record<H: FileHandle>(file: &H, at: u64, len: usize, stream: &str, version: u64) -> bool {
+    let mut record = vec![0u8; len];
+    file.read_exact_at(&mut record, at).is_ok()
+        && file::decode_record(&record).is_ok_and(|r| r.stream == stream && r.version == version)
 }
 
 impl<F: FileSystem> Snapshots<F> {
@@ -597,10 +632,9 @@ impl<F: FileSystem> Store<F> {
         // since (by `repair`) leaves one ahead of it. (Read before the
         // lock, a save of a newer version in between looked ahead.)
         let have = self.stream_version(stream).unwrap_or(0);
-        // Problems found in the file by the open this load makes, if any
-        // (or, for the first load, by the store's open): reported in its
-        // result (first) as well.
-        let mut met = std::mem::take(&mut *snapshots.met_at_open.lock());
+        // Problems found in the file by the open this load makes, if any:
+        // reported in its result (first) as well.
+        let mut met = Vec::new();
         let opened = snapshots.ensure_open(&mut guard, core, &mut met);
         let open = match opened {
             Ok(open) => open,
