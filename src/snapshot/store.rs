@@ -238,7 +238,10 @@ pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: U
 /// large records, and only a record past its stream has its CRC checked. Nothing is written (a
 /// store that never used snapshots has no file, and none is made). A file
 /// that cannot be read, or is not this store's, is left to loads and
-/// `repair` to report.
+/// `repair` to report: like an unreadable checkpoints file, it leaves
+/// appends alone (the log itself is sound, and an I/O error on a cache
+/// should not stop writes), and the loss it might have shown goes
+/// unnoticed until the file can be read.
 pub(crate) fn guard_appends<F: FileSystem>(core: &Core<F>) {
     let ahead = snapshot_past_the_log(core);
     core.writer.lock().set_snapshot_ahead(ahead);
@@ -255,7 +258,6 @@ fn snapshot_past_the_log<F: FileSystem>(core: &Core<F>) -> Option<(PathBuf, Stri
     if file::decode_header(&header).ok()? != core.store_id {
         return None;
     }
-    let published = core.published.read();
     let mut ahead: Option<(String, u64, u64)> = None;
     // Read a chunk at a time, refilled from the next record's start when
     // it is not in the chunk: small records are read whole, several at
@@ -278,7 +280,10 @@ fn snapshot_past_the_log<F: FileSystem>(core: &Core<F>) -> Option<(PathBuf, Stri
         let rest = chunk.get(usize::try_from(at - chunk_at).ok()?..)?;
         let step = match file::peek_record(rest, len - at) {
             file::Peek::Record { len, stream, version } => {
-                let have = published.index.stream_version(stream);
+                // Looked up record by record: no lock is held over the
+                // file's reads (after `drop_snapshots`, appends may wait
+                // for the index's lock).
+                let have = core.published.read().index.stream_version(stream);
                 let lower_name = ahead.as_ref().is_none_or(|(first, _, _)| stream < first.as_str());
                 if version > have && lower_name && whole_record(&file, at, len, stream, version) {
                     ahead = Some((stream.to_string(), version, have));
