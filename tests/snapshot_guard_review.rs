@@ -1,10 +1,11 @@
 //! A review of the snapshot append guard (a snapshot past its stream's
 //! last event refuses appends at open): its chunked walk of the snapshot
-//! file (64 KiB chunks of small records, the first bytes only of large
-//! ones) is not the fuzzed in-memory `peek_records`, so here it is
-//! checked against `file::scan` as the oracle, on random files of mixed
-//! record sizes around the walk's switch points, with damaged records,
-//! bad magic and torn tails; after every refusal, `repair` clears it.
+//! file (`file::walk_records`: 64 KiB chunks of small records, the first
+//! bytes only of large ones; the fuzz target's inputs are mostly too small
+//! to reach the second) is checked against `file::scan` as the oracle, on
+//! random files of mixed record sizes around the walk's switch points,
+//! with damaged records, bad magic and torn tails; after every refusal,
+//! `repair` clears it.
 
 mod common;
 

@@ -284,22 +284,67 @@ pub fn peek_record(rest: &[u8], remaining: u64) -> Peek<'_> {
     }
 }
 
-/// [`peek_record`] over a whole file in memory (header included): each
-/// candidate record's offset, stream and version.
-pub fn peek_records(bytes: &[u8], mut each: impl FnMut(u64, &str, u64)) {
-    let mut at = FILE_HEADER_BYTES.min(bytes.len());
-    loop {
-        let rest = &bytes[at..];
-        let len = match peek_record(rest, rest.len() as u64) {
+/// Bytes of a record that [`peek_record`] looks at: its fixed part and the
+/// longest stream name.
+const PEEK_BYTES: usize = RECORD_HEADER_BYTES + limits::STREAM_NAME_BYTES_MAX;
+
+/// How much of the file [`walk_records`] reads at once while its records
+/// are small.
+const PEEK_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Walks a snapshot file of `len` bytes (header included) record to record
+/// with [`peek_record`], reading it through `read_at(offset, buf)` (fill
+/// `buf` from `offset`) a chunk at a time: small records are read whole,
+/// several at once; after a large one, only the next one's first bytes.
+/// Calls `each(offset, stream, version, record length)` for each
+/// candidate record. Stops at the first read error, which it returns.
+pub fn walk_records<E>(
+    len: u64,
+    mut read_at: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    mut each: impl FnMut(u64, &str, u64, usize),
+) -> Result<(), E> {
+    let (mut chunk, mut chunk_at) = (Vec::new(), 0u64);
+    let mut at = FILE_HEADER_BYTES as u64;
+    let mut last_step = 0usize;
+    while at < len {
+        let wanted = (at + PEEK_BYTES as u64).min(len);
+        if at < chunk_at || wanted > chunk_at + chunk.len() as u64 {
+            let size = if last_step > PEEK_CHUNK_BYTES / 8 {
+                PEEK_BYTES
+            } else {
+                PEEK_CHUNK_BYTES
+            };
+            // At most `size` bytes: no more than fits in memory.
+            chunk.resize((len - at).min(size as u64) as usize, 0);
+            read_at(at, &mut chunk)?;
+            chunk_at = at;
+        }
+        let rest = &chunk[(at - chunk_at) as usize..];
+        let step = match peek_record(rest, len - at) {
             Peek::Record { len, stream, version } => {
-                each(at as u64, stream, version);
+                each(at, stream, version, len);
                 len
             }
             Peek::Other { len } => len,
-            Peek::End => return,
+            Peek::End => break,
         };
-        at += len;
+        at += step as u64;
+        last_step = step;
     }
+    Ok(())
+}
+
+/// [`walk_records`] over a whole file in memory: each candidate record's
+/// offset, stream and version.
+pub fn peek_records(bytes: &[u8], mut each: impl FnMut(u64, &str, u64)) {
+    let read_at = |at: u64, buf: &mut [u8]| -> Result<(), std::convert::Infallible> {
+        let at = at as usize;
+        buf.copy_from_slice(&bytes[at..at + buf.len()]);
+        Ok(())
+    };
+    let Ok(()) = walk_records(bytes.len() as u64, read_at, |at, stream, version, _| {
+        each(at, stream, version)
+    });
 }
 
 /// A valid record found by [`scan`], and where it is.

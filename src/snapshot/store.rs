@@ -234,7 +234,7 @@ pub(crate) fn durable_versions_in<F: FileSystem>(fs: &F, dir: &Path, store_id: U
 ///
 /// Cheap, so that an open does not pay for checking a large file that
 /// only the first snapshot use needs: the file is walked by its records'
-/// length fields ([`file::peek_record`]), reading only the first bytes of
+/// length fields ([`file::walk_records`]), reading only the first bytes of
 /// large records, and only a record past its stream has its CRC checked. Nothing is written (a
 /// store that never used snapshots has no file, and none is made). A file
 /// that cannot be read, or is not this store's, is left to loads and
@@ -259,43 +259,21 @@ fn snapshot_past_the_log<F: FileSystem>(core: &Core<F>) -> Option<(PathBuf, Stri
         return None;
     }
     let mut ahead: Option<(String, u64, u64)> = None;
-    // Read a chunk at a time, refilled from the next record's start when
-    // it is not in the chunk: small records are read whole, several at
-    // once; after a large one, only the next one's first bytes.
-    let (mut chunk, mut chunk_at) = (Vec::new(), 0u64);
-    let mut at = FILE_HEADER_BYTES as u64;
-    let mut last_step = 0usize;
-    while at < len {
-        let wanted = (at + PEEK_BYTES as u64).min(len);
-        if at < chunk_at || wanted > chunk_at + chunk.len() as u64 {
-            let size = if last_step > PEEK_CHUNK_BYTES / 8 {
-                PEEK_BYTES
-            } else {
-                PEEK_CHUNK_BYTES
-            };
-            chunk.resize(usize::try_from((len - at).min(size as u64)).ok()?, 0);
-            file.read_exact_at(&mut chunk, at).ok()?;
-            chunk_at = at;
-        }
-        let rest = chunk.get(usize::try_from(at - chunk_at).ok()?..)?;
-        let step = match file::peek_record(rest, len - at) {
-            file::Peek::Record { len, stream, version } => {
-                // Looked up record by record: no lock is held over the
-                // file's reads (after `drop_snapshots`, appends may wait
-                // for the index's lock).
-                let have = core.published.read().index.stream_version(stream);
-                let lower_name = ahead.as_ref().is_none_or(|(first, _, _)| stream < first.as_str());
-                if version > have && lower_name && whole_record(&file, at, len, stream, version) {
-                    ahead = Some((stream.to_string(), version, have));
-                }
-                len
+    let walked = file::walk_records(
+        len,
+        |at, buf| file.read_exact_at(buf, at),
+        |at, stream, version, record_len| {
+            // Looked up record by record: no lock is held over the file's
+            // reads (after `drop_snapshots`, appends may wait for the
+            // index's lock).
+            let have = core.published.read().index.stream_version(stream);
+            let lower_name = ahead.as_ref().is_none_or(|(first, _, _)| stream < first.as_str());
+            if version > have && lower_name && whole_record(&file, at, record_len, stream, version) {
+                ahead = Some((stream.to_string(), version, have));
             }
-            file::Peek::Other { len } => len,
-            file::Peek::End => break,
-        };
-        at += step as u64;
-        last_step = step;
-    }
+        },
+    );
+    walked.ok()?;
     let (stream, version, have) = ahead?;
     Some((
         path,
@@ -306,13 +284,6 @@ fn snapshot_past_the_log<F: FileSystem>(core: &Core<F>) -> Option<(PathBuf, Stri
         ),
     ))
 }
-
-/// Bytes [`snapshot_past_the_log`] needs of a record to peek at it.
-const PEEK_BYTES: usize = file::RECORD_HEADER_BYTES + crate::limits::STREAM_NAME_BYTES_MAX;
-
-/// How much of the snapshot file [`snapshot_past_the_log`] reads at once
-/// while its records are small.
-const PEEK_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Whether the `len`-byte record at `at` of `file` passes every check and
 /// is the snapshot of `stream` at `version` (a damaged one proves nothing).
