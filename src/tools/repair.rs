@@ -341,6 +341,9 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
     let options = Options::default()
         .with_create_if_missing(false)
         .with_read_only(read_only);
+    if !read_only {
+        step("opening the store writable")?;
+    }
     let store = Store::open(dir, options)?;
     report.kept_events = store.last_position();
     // No checkpoint may name a position the log does not hold: new events
@@ -376,6 +379,7 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
         return Ok(clean);
     }
     for (name, position) in past_checkpoints {
+        step("lowering a checkpoint")?;
         checkpoints.save(&name, report.kept_events)?;
         report.checkpoints_lowered.push((name, position));
         report.repaired = true;
@@ -386,6 +390,7 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
         let to = write_new(&q, crate::snapshot::file::FILE_NAME, &bytes)?;
         sync_dir(&q)?;
         report.quarantined_files.push(to);
+        step("dropping snapshots")?;
         store.drop_snapshots(&past_snapshots)?;
         report.snapshots_dropped = past_snapshots;
         report.repaired = true;
@@ -495,7 +500,9 @@ fn rebuild_header(dir: &Path, ids: &[u64], id: u64, w: &walk::Walk, report: &mut
     drop(map);
     let ctx = || format!("rewriting the header of {}", path.display());
     let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+    step("rewriting a segment header")?;
     file.write_all_at(&new, 0).ctx(ctx)?;
+    step("syncing a rewritten segment header")?;
     file.sync_all().ctx(ctx)?;
     report.headers_rebuilt.push(id);
     report.repaired = true;
@@ -562,7 +569,9 @@ fn cut_sealed_tail(
     drop(map);
     let ctx = || format!("cutting {} at {from}", path.display());
     let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
+    step("cutting a sealed segment")?;
     file.set_len(damage.offset).ctx(ctx)?;
+    step("syncing a cut segment")?;
     file.sync_all().ctx(ctx)?;
     report.repaired = true;
     Ok(true)
@@ -640,7 +649,14 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairR
         let ctx = || format!("zeroing the quarantined part of {}", path.display());
         let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
         let len = file.len().ctx(ctx)?;
-        write_zeros(&file, damage.offset, len).ctx(ctx)?;
+        // (In two parts, so that tests can stop it half done, as a crash
+        // can leave it.)
+        let half = damage.offset.saturating_add(ZEROS_FIRST_BYTES).min(len);
+        step("zeroing a damaged segment's tail")?;
+        write_zeros(&file, damage.offset, half).ctx(ctx)?;
+        step("zeroing the rest of a damaged segment's tail")?;
+        write_zeros(&file, half, len).ctx(ctx)?;
+        step("syncing a zeroed segment")?;
         file.sync_all().ctx(ctx)?;
     }
     Ok(())
@@ -654,6 +670,9 @@ fn make_quarantine(q: &Path) -> Result<()> {
             "{} exists and is not a directory: move it aside, then run repair again",
             q.display()
         )));
+    }
+    if !q.is_dir() {
+        step("creating the quarantine folder")?;
     }
     fs::create_dir_all(q).ctx(|| format!("creating {}", q.display()))
 }
@@ -693,6 +712,7 @@ fn free_name(q: &Path, name: &str) -> PathBuf {
 /// Moves a file into the quarantine folder, under a free name.
 fn move_into(path: &Path, q: &Path, name: &str) -> Result<PathBuf> {
     let to = free_name(q, name);
+    step("moving a file into quarantine")?;
     fs::rename(path, &to).ctx(|| format!("moving {} to {}", path.display(), to.display()))?;
     Ok(to)
 }
@@ -702,11 +722,14 @@ fn write_new(q: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let to = free_name(q, name);
     let tmp = q.join(format!("{name}.partial"));
     let ctx = || format!("writing {}", to.display());
+    step("writing a copy into quarantine")?;
     let written = File::create(&tmp)
         .and_then(|mut file| {
             std::io::Write::write_all(&mut file, bytes)?;
+            step_io("syncing a copy in quarantine")?;
             file.sync_all()
         })
+        .and_then(|()| step_io("renaming a copy in quarantine"))
         .and_then(|()| fs::rename(&tmp, &to));
     if let Err(e) = written {
         // No partial copy left behind (a full disk gets its space back).
@@ -717,5 +740,44 @@ fn write_new(q: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
+    step("syncing a directory")?;
     StdFs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
+}
+
+/// Bytes of a damaged segment's tail that `quarantine_log` zeroes first.
+const ZEROS_FIRST_BYTES: u64 = 4096;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests stop this thread's repairs before step number `.0` of the
+    /// ones [`step`] marks (counting from 0): with an I/O error, or, when
+    /// `.1` is true, with a panic, which skips clean-up as a kill would.
+    pub(super) static STOP_AT: std::cell::Cell<Option<(u32, bool)>> = const { std::cell::Cell::new(None) };
+    /// The step the last stop came before.
+    pub(super) static STOPPED_BEFORE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("") };
+}
+
+/// Marks a step of a repair that changes the store's directory, `what`;
+/// tests may stop the repair there (see [`STOP_AT`]).
+fn step(what: &'static str) -> Result<()> {
+    step_io(what).map_err(|e| crate::Error::io(what, e))
+}
+
+/// [`step`] for closures that return `std::io::Result`.
+fn step_io(what: &'static str) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Some((left, kill)) = STOP_AT.get() {
+        if left > 0 {
+            STOP_AT.set(Some((left - 1, kill)));
+        } else {
+            STOP_AT.set(None);
+            STOPPED_BEFORE.set(what);
+            if kill {
+                panic!("repair killed before {what}");
+            }
+            return Err(std::io::Error::other(format!("repair stopped before {what}")));
+        }
+    }
+    let _ = what;
+    Ok(())
 }
