@@ -758,7 +758,7 @@ thread_local! {
 }
 
 /// Marks a step of a repair that changes the store's directory, `what`;
-/// tests may stop the repair there (see [`STOP_AT`]).
+/// tests may stop the repair there (see `STOP_AT`, in test builds).
 fn step(what: &'static str) -> Result<()> {
     step_io(what).map_err(|e| crate::Error::io(what, e))
 }
