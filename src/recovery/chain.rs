@@ -99,6 +99,44 @@ pub(crate) fn chain_broken(next: &SegmentHeader, index: &Index, previous: u64, m
     Some(chain_reason(previous, recorded, fields.filter(|_| valid)))
 }
 
+/// Why segment `previous`'s own valid batches (its bytes `map`) contradict
+/// what the next segment's header (`next`) records of its end, found
+/// without the log before it, so also past damage that stops a walk
+/// (`repair` checks it before it changes anything): no valid batch ends
+/// where the header records, with its CRC, while a valid batch holds the
+/// position before the next segment's first, or a later one. No crash,
+/// and no damage to either segment, gets there: one of the two comes from
+/// another copy of the store. `None` when the recorded batch is there, or
+/// when no valid batch tells (the batch there damaged, the segment cut
+/// short), or when the header records none.
+pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]) -> Option<String> {
+    if next.previous_end == 0 {
+        return None;
+    }
+    let recorded = (next.previous_end, next.previous_crc);
+    let last_wanted = next.first_position.checked_sub(1)?;
+    let mut found = None;
+    let mut at = SEGMENT_HEADER_BYTES as usize;
+    while at < map.len() {
+        match frame::check_batch(&map[at..], |_, _| {}) {
+            Ok(batch) => {
+                let end = at + batch.frame_len as usize;
+                if (end as u64, batch.crc) == recorded {
+                    return None;
+                }
+                let last = (batch.first_position + u64::from(batch.record_count)).saturating_sub(1);
+                if last >= last_wanted && found.is_none() {
+                    found = Some((end as u64, batch.crc));
+                }
+                at = end;
+            }
+            Err(frame::FrameError::End) if map[at..].iter().all(|&b| b == 0) => break,
+            Err(_) => at = segment::find_valid_batch(map, at + 1).unwrap_or(map.len()),
+        }
+    }
+    found.map(|found| chain_reason(previous, recorded, Some(found)))
+}
+
 /// The reason for a broken chain: what the next segment's header records
 /// of segment `previous`, and what its last batch is (`found`, when valid).
 fn chain_reason(previous: u64, recorded: (u64, u32), found: Option<(u64, u32)>) -> String {

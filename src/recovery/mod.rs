@@ -42,7 +42,9 @@
 mod chain;
 mod replay;
 
-pub(crate) use chain::{chain_broken, durable_floor_of, floor_batch_replaced, last_batch_of, short_of_floor};
+pub(crate) use chain::{
+    chain_broken, chain_contradicted, durable_floor_of, floor_batch_replaced, last_batch_of, short_of_floor,
+};
 use chain::{durable_floor, log_holds_batch};
 pub(crate) use replay::durable_proof;
 use replay::{TailRules, keep_torn_tail};

@@ -119,8 +119,15 @@ pub struct RepairReport {
 /// Refuses ([`crate::Error::Corruption`], nothing changed) a directory
 /// whose segments carry different store ids, and one whose segments do not
 /// chain (a segment's header records another end or CRC for the segment
-/// before it than it has: two copies of the store): which events to keep
-/// is for the user to say.
+/// before it than it has: two copies of the store), also past the first
+/// damage, where the walk of the log stops (there by each segment's own
+/// valid batches: see docs/DURABILITY.md, guarantee 9): which events to
+/// keep is for the user to say. (A refusal found only after mending a
+/// header or a sealed segment's end says so: those stay mended, their old
+/// bytes in quarantine.)
+///
+/// A repair stopped anywhere (killed, an I/O error) is finished by the
+/// next one, as if never stopped (docs/DURABILITY.md, guarantee 10).
 /// Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     let dir = dir.as_ref();
@@ -195,23 +202,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             Ok(w)
         };
         let mut w = walk_log()?;
-        // Two segments from two copies of the store that went on
-        // differently: which copy's events to keep is for the user to say
-        // (keeping the log before the later one would serve the other
-        // copy's events, and quarantine this store's).
-        if w.chain_broken
-            && let Some(damage) = &w.damage
-        {
-            return Err(crate::Error::corruption(
-                &damage.file,
-                damage.offset,
-                format!(
-                    "{}; repair changed nothing (put back the segment that belongs, or move the segments of \
-                     the other copy aside, and run it again)",
-                    damage.reason
-                ),
-            ));
-        }
+        refuse_diverged(dir, &ids, &w, false)?;
         // Damage that costs no event is mended in place, and the log walked
         // again: a segment header damaged on its own is written anew, bytes
         // after the last batch of a sealed segment whose next segment
@@ -227,6 +218,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
             mended.push((id, damage.offset == 0));
             mended_damage.get_or_insert(damage);
             w = walk_log()?;
+            refuse_diverged(dir, &ids, &w, true)?;
         }
         let index = verify::check_index(dir, &w, saved);
         let index_damage = match index {
@@ -330,6 +322,41 @@ pub fn removal_unfinished(dir: &Path) -> bool {
                     .is_some_and(|n| super::salvage::is_whole_segment_numbered(n, 1))
             })
         })
+}
+
+/// Refuses a log that holds segments of two copies of the store that went
+/// on differently: which copy's events to keep is for the user to say
+/// (keeping the log before the later one would serve the other copy's
+/// events, and quarantine this store's). Found by the walk (`w`) where it
+/// reached, and past its first damage by each segment's own batches;
+/// `mended` says whether repair mended something already.
+fn refuse_diverged(dir: &Path, ids: &[u64], w: &walk::Walk, mended: bool) -> Result<()> {
+    let Some(damage) = &w.damage else {
+        return Ok(());
+    };
+    let diverged = if w.chain_broken {
+        Some((damage.file.clone(), damage.offset, damage.reason.clone()))
+    } else if let Some(from) = damage.segment {
+        walk::diverged_segment(dir, ids, from)?.map(|(id, reason)| (segment::path(dir, id), 0, reason))
+    } else {
+        None
+    };
+    let Some((file, offset, reason)) = diverged else {
+        return Ok(());
+    };
+    let changed = if mended {
+        "repair changed nothing but the damaged headers and sealed segments' ends it mended (copies in quarantine)"
+    } else {
+        "repair changed nothing"
+    };
+    Err(crate::Error::corruption(
+        file,
+        offset,
+        format!(
+            "{reason}; {changed} (put back the segment that belongs, or move the segments of the other copy \
+             aside, and run it again)"
+        ),
+    ))
 }
 
 /// Opens the store (rebuilding its index when it was moved), counts the
@@ -607,14 +634,14 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairR
         let path = segment::path(dir, first_bad);
         let map = map_file(&path)?;
         let from = usize::try_from(damage.offset).unwrap_or(usize::MAX).min(map.len());
-        let end = map[from..].iter().rposition(|&b| b != 0).map_or(from, |i| from + i + 1);
-        let bytes = &map[from..end];
+        let found = frames(&map, from);
+        let bytes = &map[from..found.end];
         // A segment cut short (at or before the damage) has no bytes to
         // keep: no empty file.
         if !bytes.is_empty() {
             let name = format!("{}.from-{}", segment::file_name(first_bad), damage.offset);
             let to = write_new(&q, &name, bytes)?;
-            count_frames(bytes, 0, report);
+            found.count(report);
             report.quarantined_bytes += bytes.len() as u64;
             report.quarantined_files.push(to);
             sync_dir(&q)?;
@@ -629,8 +656,10 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairR
         match map_file(&path) {
             Ok(map) => {
                 // Events start after the header, damaged or not.
-                count_frames(&map, SEGMENT_HEADER_BYTES as usize, report);
-                report.quarantined_bytes += map.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1);
+                let found = frames(&map, SEGMENT_HEADER_BYTES as usize);
+                found.count(report);
+                // With the header.
+                report.quarantined_bytes += found.end as u64;
             }
             // Not a regular file (a FIFO, a directory): moved aside as it
             // is, with no bytes to count.
@@ -677,24 +706,56 @@ fn make_quarantine(q: &Path) -> Result<()> {
     fs::create_dir_all(q).ctx(|| format!("creating {}", q.display()))
 }
 
-/// Counts the events of the valid batch frames in `bytes` from `start`,
-/// skipping over damaged stretches, and the non-zero bytes outside them.
-fn count_frames(bytes: &[u8], start: usize, report: &mut RepairReport) {
+/// What [`frames`] found in a stretch of log bytes.
+struct Frames {
+    /// Where it ends: after its last valid batch frame or its last
+    /// non-zero byte, whichever comes later (a frame may end in zero
+    /// bytes; the zeros after the last one are preallocated).
+    end: usize,
+    /// Events of its valid batch frames.
+    events: u64,
+    /// Its non-zero bytes outside them.
+    unreadable_bytes: u64,
+}
+
+impl Frames {
+    /// Adds the stretch's events and unreadable bytes to the report.
+    fn count(&self, report: &mut RepairReport) {
+        report.quarantined_events += self.events;
+        report.unreadable_bytes += self.unreadable_bytes;
+    }
+}
+
+/// Walks the batch frames of `bytes` from `start`, skipping over damaged
+/// stretches: the events of the valid ones, the non-zero bytes outside
+/// them, and where the stretch ends.
+fn frames(bytes: &[u8], start: usize) -> Frames {
+    let start = start.min(bytes.len());
+    let mut found = Frames {
+        end: bytes[start..]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(start, |i| start + i + 1),
+        events: 0,
+        unreadable_bytes: 0,
+    };
     let mut at = start;
     while at < bytes.len() {
         match frame::check_batch(&bytes[at..], |_, _| {}) {
             Ok(header) => {
-                report.quarantined_events += u64::from(header.record_count);
+                found.events += u64::from(header.record_count);
                 at += header.frame_len as usize;
+                found.end = found.end.max(at);
             }
             Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
             Err(_) => {
                 let next = segment::find_valid_batch(bytes, at + 1).unwrap_or(bytes.len());
-                report.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
+                found.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
                 at = next;
             }
         }
     }
+    found
 }
 
 /// A path in `q` for `name` that does not exist yet (earlier repairs may

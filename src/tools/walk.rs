@@ -90,6 +90,35 @@ pub(crate) fn foreign_segment(dir: &Path, ids: &[u64]) -> Result<Option<(u64, St
     crate::recovery::foreign_segment(&StdFs, dir, &segment_store_ids(dir, ids)?)
 }
 
+/// The first segment among `ids`, from segment `from` on, whose header
+/// records an end of the segment before it that this one's own valid
+/// batches contradict, with the reason (see
+/// [`crate::recovery::chain_contradicted`]): a segment of another copy of
+/// the store. Unlike the walk's check, this one looks past damage. A file
+/// that is no regular file or whose header does not decode is left to the
+/// walk; one that cannot be read is an error.
+pub(crate) fn diverged_segment(dir: &Path, ids: &[u64], from: u64) -> Result<Option<(u64, String)>> {
+    let map = |id: u64| match map_file(&segment::path(dir, id)) {
+        Err(Error::Corruption { .. }) => Ok(None),
+        mapped => mapped.map(Some),
+    };
+    for pair in ids.windows(2) {
+        let (previous, id) = (pair[0], pair[1]);
+        if id != previous + 1 || id < from {
+            continue;
+        }
+        let Some(next) = map(id)? else { continue };
+        let Ok(header) = SegmentHeader::decode(&next, &segment::path(dir, id)) else {
+            continue;
+        };
+        let Some(previous_map) = map(previous)? else { continue };
+        if let Some(reason) = crate::recovery::chain_contradicted(&header, previous, &previous_map) {
+            return Ok(Some((id, reason)));
+        }
+    }
+    Ok(None)
+}
+
 /// The store id of each segment among `ids` whose header can be read and
 /// decoded, as (segment number, store id). A file missing, no regular
 /// file or shorter than a header is left out (the walk reports it); one
