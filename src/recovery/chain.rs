@@ -124,7 +124,10 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
                 if (end as u64, batch.crc) == recorded {
                     return None;
                 }
-                let last = (batch.first_position + u64::from(batch.record_count)).saturating_sub(1);
+                let last = batch
+                    .first_position
+                    .saturating_add(u64::from(batch.record_count))
+                    .saturating_sub(1);
                 if last >= last_wanted && found.is_none() {
                     found = Some((end as u64, batch.crc));
                 }
@@ -241,5 +244,82 @@ pub(crate) fn short_of_floor(floor: &Checkpoint, segment: u64, end: u64) -> Opti
         ))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventData;
+    use crate::log::frame::{RecordInput, encode_batch};
+
+    /// A segment's bytes: a header's worth of ones (never read here), then
+    /// one single-event batch for each of `positions`, and `zeros` zero
+    /// bytes; with the (end, CRC) of each batch.
+    fn segment_of(positions: &[u64], zeros: usize) -> (Vec<u8>, Vec<(u64, u32)>) {
+        let mut map = vec![1u8; SEGMENT_HEADER_BYTES as usize];
+        let mut ends = Vec::new();
+        let event = EventData::new("T", &b"{}"[..]);
+        for &position in positions {
+            let input = RecordInput {
+                stream: "s",
+                version: 1,
+                event: &event,
+            };
+            let start = map.len();
+            encode_batch(&mut map, position, 0, [input]);
+            let crc = frame::parse_batch_header(&map[start..])
+                .map(|h| h.crc)
+                .unwrap_or_default();
+            ends.push((map.len() as u64, crc));
+        }
+        map.extend(std::iter::repeat_n(0, zeros));
+        (map, ends)
+    }
+
+    fn next_header(first_position: u64, (previous_end, previous_crc): (u64, u32)) -> SegmentHeader {
+        SegmentHeader {
+            store_id: Uuid::nil(),
+            segment_id: 2,
+            first_position,
+            previous_end,
+            previous_crc,
+        }
+    }
+
+    #[test]
+    fn a_segment_of_another_copy_is_told_by_the_batches_before_it() {
+        let (map, ends) = segment_of(&[1, 2, 3], 100);
+        // The recorded last batch is there.
+        assert_eq!(chain_contradicted(&next_header(4, ends[2]), 1, &map), None);
+        // Nothing recorded (an old header).
+        assert_eq!(chain_contradicted(&next_header(4, (0, 0)), 1, &map), None);
+        // Another CRC, or another end, for the batch holding position 3.
+        let other_crc = (ends[2].0, ends[2].1 ^ 1);
+        assert!(chain_contradicted(&next_header(4, other_crc), 1, &map).is_some());
+        assert!(chain_contradicted(&next_header(4, (ends[2].0 + 8, ends[2].1)), 1, &map).is_some());
+        // The next segment starts at a position this one holds already.
+        assert!(chain_contradicted(&next_header(3, (ends[1].0 + 8, ends[1].1)), 1, &map).is_some());
+        // This one lacks its last batches (cut short, or damaged there):
+        // nothing tells.
+        assert_eq!(chain_contradicted(&next_header(6, (9_999, 7)), 1, &map), None);
+        // Damage before the last batch does not hide it.
+        let mut damaged = map.clone();
+        damaged[SEGMENT_HEADER_BYTES as usize + 30] ^= 0xff;
+        assert_eq!(chain_contradicted(&next_header(4, ends[2]), 1, &damaged), None);
+        assert!(chain_contradicted(&next_header(4, other_crc), 1, &damaged).is_some());
+    }
+
+    #[test]
+    fn positions_at_the_end_of_the_range_are_no_panic() {
+        let (map, ends) = segment_of(&[u64::MAX - 1, u64::MAX], 0);
+        // Valid batches, so that their positions are looked at.
+        assert!(frame::check_batch(&map[SEGMENT_HEADER_BYTES as usize..], |_, _| {}).is_ok());
+        assert!(frame::check_batch(&map[ends[0].0 as usize..], |_, _| {}).is_ok());
+        for first in [0, 1, u64::MAX - 1, u64::MAX] {
+            for recorded in [ends[0], ends[1], (1, 1)] {
+                let _ = chain_contradicted(&next_header(first, recorded), 1, &map);
+            }
+        }
     }
 }
