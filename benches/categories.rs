@@ -3,15 +3,18 @@
 //! the newest 20 events), pages of 100 events (`read_category` and
 //! `read_all`, each from the last page's end), and a category
 //! subscription catching up from the start (until `try_recv` finds
-//! nothing more). 1M events over 10,000 streams in 10 categories (`Cat0-…` to `Cat9-…`), so a category
+//! nothing more), and a dispatcher with one handler of the category
+//! doing the same (until `wait_for` sees it at the log's end). 1M events over 10,000 streams in 10 categories (`Cat0-…` to `Cat9-…`), so a category
 //! holds 100,000 events of 1,000 streams, interleaved with the others' in
 //! the log. Warm: the files are in the page cache.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use annal::{Durability, ExpectedVersion, Options, ReadAll, StartFrom, Store, StreamAppend};
+use annal::{Durability, ExpectedVersion, Options, ReadAll, StartFrom, Store, StreamAppend, SubscriptionFilter};
 use common::event;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -79,6 +82,30 @@ fn categories(c: &mut Criterion) {
             }
             assert_eq!(n, CATEGORY_EVENTS);
             n
+        })
+    });
+    group.bench_function("dispatcher_catch_up", |b| {
+        b.iter(|| {
+            let delivered = Arc::new(AtomicU64::new(0));
+            let counter = delivered.clone();
+            let dispatcher = store
+                .dispatcher()
+                .handler(
+                    "cat3",
+                    SubscriptionFilter::category("Cat3"),
+                    StartFrom::Start,
+                    move |e| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        std::hint::black_box(e.data().len());
+                        Ok(())
+                    },
+                )
+                .unwrap()
+                .start()
+                .unwrap();
+            assert!(dispatcher.wait_for(EVENTS, Duration::from_secs(600)));
+            dispatcher.stop().unwrap();
+            assert_eq!(delivered.load(Ordering::Relaxed), CATEGORY_EVENTS);
         })
     });
     group.finish();

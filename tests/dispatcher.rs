@@ -739,3 +739,169 @@ fn wait_for_from_an_own_handler_does_not_wait() {
     let dispatcher = slot.lock().unwrap().take().unwrap();
     assert!(dispatcher.wait_for(2, Duration::from_secs(20)));
 }
+
+/// When every handler follows one category, the shared read lists that
+/// category's events (pages of many of them) instead of reading the whole
+/// log: each handler still gets exactly its events from its start, in
+/// order, once, over a history of several such pages interleaved with
+/// other categories and under concurrent appends; `wait_for` a position
+/// of another category's event returns once the handlers passed it; and a
+/// handler of another kind added makes the read the whole log's again.
+#[test]
+fn handlers_of_one_category_get_its_events_from_a_read_of_that_category_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Buffered);
+    // 12,000 events, a third of them Order's, interleaved in batches.
+    let streams = ["Order-1", "Invoice-1", "Order-2", "Payment-1", "Invoice-2", "Payment-2"];
+    for round in 0..200 {
+        for (k, stream) in streams.iter().enumerate() {
+            let events: Vec<_> = (0..10)
+                .map(|i| EventData::new(if i % 3 == 0 { "Paid" } else { "Placed" }, format!("{round}:{k}:{i}")))
+                .collect();
+            store.append(stream, ExpectedVersion::Any, events).unwrap();
+        }
+    }
+    let checkpoint = 5_001;
+    let order = |e: &RecordedEvent| e.stream().starts_with("Order-");
+    let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    let dispatcher = store
+        .dispatcher()
+        .handler(
+            "orders",
+            SubscriptionFilter::category("Order"),
+            StartFrom::Start,
+            recorder(&seen[0]),
+        )
+        .unwrap()
+        .handler(
+            "paid-orders",
+            SubscriptionFilter::category("Order").event_type("Paid"),
+            StartFrom::After(checkpoint),
+            recorder(&seen[1]),
+        )
+        .unwrap()
+        .start()
+        .unwrap();
+    // The last event of the history is a Payment's.
+    assert!(dispatcher.wait_for(12_000, Duration::from_secs(30)));
+    for (i, want) in [
+        expected(&store, order, 0),
+        expected(&store, |e| order(e) && e.event_type() == "Paid", checkpoint),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(&*seen[i].lock().unwrap(), want, "handler {i}");
+    }
+
+    let writers: Vec<_> = ["Order-3", "Invoice-3", "Order-4"]
+        .into_iter()
+        .map(|stream| {
+            let store = store.clone();
+            thread::spawn(move || {
+                for i in 0..300u64 {
+                    let events = [EventData::new("Paid", format!("{i}")), EventData::new("Noted", "x")];
+                    store.append(stream, ExpectedVersion::Any, events).expect("append");
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let head = 12_000 + 3 * 600;
+    assert!(dispatcher.wait_for(head, Duration::from_secs(30)));
+    let status = dispatcher.stop().unwrap();
+    let want = [
+        expected(&store, order, 0),
+        expected(&store, |e| order(e) && e.event_type() == "Paid", checkpoint),
+    ];
+    for (i, want) in want.iter().enumerate() {
+        assert_eq!(&*seen[i].lock().unwrap(), want, "handler {i} after live appends");
+        assert_eq!(status[i].position, head);
+    }
+
+    // With a handler of all events beside one of the category, both get
+    // theirs from a read of the whole log.
+    let (all, orders) = (Seen::default(), Seen::default());
+    let dispatcher = store
+        .dispatcher()
+        .handler(
+            "all",
+            SubscriptionFilter::all(),
+            StartFrom::After(11_000),
+            recorder(&all),
+        )
+        .unwrap()
+        .handler(
+            "orders",
+            SubscriptionFilter::category("Order"),
+            StartFrom::Start,
+            recorder(&orders),
+        )
+        .unwrap()
+        .start()
+        .unwrap();
+    assert!(dispatcher.wait_for(head, Duration::from_secs(30)));
+    dispatcher.stop().unwrap();
+    assert_eq!(*all.lock().unwrap(), expected(&store, |_| true, 11_000));
+    assert_eq!(*orders.lock().unwrap(), expected(&store, order, 0));
+}
+
+/// `wait_for` returns as soon as the handlers pass the position it waits
+/// for, also in the middle of a page whose later events a handler is slow
+/// to handle; and when a handler fails before that position, at once.
+#[test]
+fn wait_for_returns_when_the_handlers_pass_its_position_not_at_the_page_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Durability::Buffered);
+    append_n(&store, "Order-1", "Placed", 200);
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let dispatcher = store
+        .dispatcher()
+        .handler("slow-at-150", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            if e.position() == 150 {
+                let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    // Events 1 to 149 are handled while event 150 blocks: the wait for 100
+    // returns, the one for 150 does not.
+    // (Well before the blocked handler gives up, after 30 s.)
+    assert!(dispatcher.wait_for(100, Duration::from_secs(10)));
+    assert!(!dispatcher.wait_for(150, Duration::from_millis(200)));
+    release.send(()).unwrap();
+    assert!(dispatcher.wait_for(200, Duration::from_secs(30)));
+    dispatcher.stop().unwrap();
+
+    // A handler that fails at 120 while another blocks at 150 in the same
+    // page: the wait for 190 returns false at once, not once the page ends.
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let dispatcher = store
+        .dispatcher()
+        .handler("fails-at-120", SubscriptionFilter::all(), StartFrom::Start, |e| {
+            if e.position() == 120 {
+                return Err("no".into());
+            }
+            Ok(())
+        })
+        .unwrap()
+        .handler("slow-at-150", SubscriptionFilter::all(), StartFrom::Start, move |e| {
+            if e.position() == 150 {
+                let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .start()
+        .unwrap();
+    let started = Instant::now();
+    assert!(!dispatcher.wait_for(190, Duration::from_secs(20)));
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    release.send(()).unwrap();
+    let status = dispatcher.stop().unwrap();
+    assert_eq!(status[0].position, 119);
+}

@@ -27,7 +27,7 @@
 //! reads the same log.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -161,14 +161,23 @@ struct Shared {
     handlers: Vec<Arc<HandlerShared>>,
     /// Set when the thread has ended (whatever the reason).
     ended: AtomicBool,
-    /// Callers in [`Dispatcher::wait_for`]: while there are any, progress
-    /// is announced after each event, not only after each page.
-    waiters: AtomicUsize,
+    /// The smallest position a [`Dispatcher::wait_for`] caller waits for
+    /// (`u64::MAX`: none), kept under `progress`: progress is announced
+    /// after each event from there on (and after a handler fails), not
+    /// only after each page.
+    waited: AtomicU64,
     /// Taken to announce progress (positions moved, a handler failed, the
     /// thread ended) and by [`Dispatcher::wait_for`] to check for it, so
-    /// that no announcement falls between its check and its wait.
-    progress: Mutex<()>,
+    /// that no announcement falls between its check and its wait. Holds
+    /// the position each caller waits for.
+    progress: Mutex<Vec<u64>>,
     progressed: Condvar,
+}
+
+/// The smallest of the positions `wait_for` callers wait for; `u64::MAX`
+/// for none.
+fn waited(positions: &[u64]) -> u64 {
+    positions.iter().copied().min().unwrap_or(u64::MAX)
 }
 
 impl Shared {
@@ -240,8 +249,8 @@ impl<F: FileSystem> DispatcherBuilder<F> {
             stop: AtomicBool::new(false),
             handlers: self.handlers.iter().map(|h| h.shared.clone()).collect(),
             ended: AtomicBool::new(false),
-            waiters: AtomicUsize::new(0),
-            progress: Mutex::new(()),
+            waited: AtomicU64::new(u64::MAX),
+            progress: Mutex::new(Vec::new()),
             progressed: Condvar::new(),
         });
         drop(core);
@@ -301,11 +310,15 @@ impl Dispatcher {
             .as_ref()
             .is_some_and(|t| t.thread().id() == std::thread::current().id());
         let mut guard = shared.progress.lock();
-        // Counted while waiting: the thread then announces each event
-        // handled, not only each page (see `run`).
-        shared.waiters.fetch_add(1, Ordering::SeqCst);
+        // Known while waiting: the thread then announces each event handled
+        // from `position` on, not only each page (see `run`).
+        guard.push(position);
+        shared.waited.store(waited(&guard), Ordering::SeqCst);
         let there = self.wait_for_locked(position, deadline, own_thread, &mut guard);
-        shared.waiters.fetch_sub(1, Ordering::SeqCst);
+        if let Some(at) = guard.iter().position(|&p| p == position) {
+            guard.swap_remove(at);
+        }
+        shared.waited.store(waited(&guard), Ordering::SeqCst);
         there
     }
 
@@ -314,7 +327,7 @@ impl Dispatcher {
         position: u64,
         deadline: Option<Instant>,
         own_thread: bool,
-        guard: &mut parking_lot::MutexGuard<'_, ()>,
+        guard: &mut parking_lot::MutexGuard<'_, Vec<u64>>,
     ) -> bool {
         let shared = &self.shared;
         let there = || {
@@ -446,13 +459,22 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
                 .min();
             let short = match from.filter(|&from| from < head) {
                 Some(from) => {
-                    let options = ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS);
+                    let options = match shared_category(handlers) {
+                        // (Each page of a category merges its streams'
+                        // positions from the index anew: larger pages.)
+                        Some(category) => ReadAll::forward()
+                            .from_position(from)
+                            .limit(CATEGORY_PAGE_EVENTS)
+                            .category(category),
+                        None => ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS),
+                    };
                     read_page(Events::all(core, options), |e| page.push(e))?
                 }
                 None => true,
             };
             (head, short)
         };
+        let mut failed = false;
         for event in page.drain(..) {
             for handler in handlers.iter_mut() {
                 // Checked before each call, under the hub's handler-call
@@ -465,13 +487,14 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
                 if shared.stop.load(Ordering::Acquire) {
                     return Ok(());
                 }
-                handler.offer(&event);
+                failed |= handler.offer(&event);
             }
-            // The positions moved (stored above) before the waiters are
-            // counted: with the waiter's count before its look at them, one
-            // of the two sees the other.
+            // Every running handler's position is at the event's now. The
+            // positions moved (stored above) before the waited position is
+            // read: with the waiter's store of it before its look at them,
+            // one of the two sees the other.
             fence(Ordering::SeqCst);
-            if shared.waiters.load(Ordering::SeqCst) > 0 {
+            if std::mem::take(&mut failed) || event.position() >= shared.waited.load(Ordering::SeqCst) {
                 shared.announce_progress();
             }
         }
@@ -493,14 +516,34 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
     }
 }
 
+/// Most events of one page when every handler follows one category.
+const CATEGORY_PAGE_EVENTS: usize = 16 * SUBSCRIPTION_PAGE_EVENTS;
+
+/// The category every running handler follows, when they all follow the
+/// same one: the shared read then reads only its events (through the
+/// index, where that pays) instead of every event of the log. Its pages
+/// hold every event the handlers' filters can accept, so a short one
+/// still read everything published when it started.
+fn shared_category(handlers: &[Slot]) -> Option<&str> {
+    let mut running = handlers
+        .iter()
+        .filter(|h| h.callback.is_some())
+        .map(|h| h.filter.followed_category());
+    let first = running.next()??;
+    running.all(|c| c == Some(first)).then_some(first)
+}
+
 impl Slot {
     /// Calls the handler with `event` if it is past its position and its
-    /// filter accepts it; a failure stops the handler.
-    fn offer(&mut self, event: &RecordedEvent) {
-        let Some(callback) = self.callback.as_mut() else { return };
+    /// filter accepts it; a failure stops the handler. Returns whether it
+    /// failed.
+    fn offer(&mut self, event: &RecordedEvent) -> bool {
+        let Some(callback) = self.callback.as_mut() else {
+            return false;
+        };
         let position = event.position();
         if position <= self.scanned {
-            return;
+            return false;
         }
         if self.filter.accepts(event) {
             let failure = match catch_unwind(AssertUnwindSafe(|| callback(event))) {
@@ -512,10 +555,11 @@ impl Slot {
                 self.callback = None;
                 self.advance(position - 1);
                 *self.shared.failure.lock() = Some((position, message));
-                return;
+                return true;
             }
         }
         self.advance(position);
+        false
     }
 
     fn advance(&mut self, position: u64) {

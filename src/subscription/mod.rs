@@ -139,6 +139,14 @@ impl SubscriptionFilter {
             .try_for_each(|t| crate::writer::validate_event_type(t))
     }
 
+    /// The category this filter follows, if it follows one.
+    fn followed_category(&self) -> Option<&str> {
+        match &self.target {
+            Target::Category(category) => Some(category),
+            _ => None,
+        }
+    }
+
     fn accepts(&self, e: &RecordedEvent) -> bool {
         let target_ok = match &self.target {
             Target::All => true,
