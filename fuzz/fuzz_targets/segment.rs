@@ -19,6 +19,12 @@ fuzz_target!(|data: &[u8]| {
     match end {
         ScanEnd::Clean { offset } => assert_eq!(offset, last_end),
         ScanEnd::TornTail { offset, dirty_end, .. } => assert!(offset == last_end && offset < dirty_end),
-        ScanEnd::Corrupt { offset, next, .. } => assert!(offset == last_end && offset < next),
+        ScanEnd::Corrupt { offset, next, .. } => {
+            assert!(offset == last_end && offset < next);
+            // What follows the damage is a valid batch, one that could be
+            // the log's next.
+            let at = usize::try_from(next).unwrap();
+            assert!(annal::log::frame::check_batch(&data[at..], |_, _| {}).is_ok());
+        }
     }
 });

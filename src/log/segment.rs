@@ -218,7 +218,27 @@ pub enum ScanEnd {
 /// fully and calling `each` for every batch and record, until the data
 /// ends. Decides whether what follows the last valid batch is clean, a
 /// torn tail or corruption.
-pub fn scan(bytes: &[u8], start: u64, mut each: impl FnMut(u64, &BatchHeader, &[CheckedRecord])) -> ScanEnd {
+///
+/// A valid batch later than invalid bytes makes them corruption only when
+/// it could be the log's next (see [`find_next_batch`]): the log's last
+/// position before `start` is read from the segment's header when `start`
+/// is right after it, and followed through the batches scanned.
+pub fn scan(bytes: &[u8], start: u64, each: impl FnMut(u64, &BatchHeader, &[CheckedRecord])) -> ScanEnd {
+    let last = (start == SEGMENT_HEADER_BYTES)
+        .then(|| SegmentHeader::decode(bytes, Path::new("")).ok())
+        .flatten()
+        .map(|h| h.first_position.saturating_sub(1));
+    scan_after(bytes, start, last, each)
+}
+
+/// [`scan`] given the log's last position before `start` (`None`:
+/// unknown), as replaying a segment from the index file's end knows it.
+pub fn scan_after(
+    bytes: &[u8],
+    start: u64,
+    mut last: Option<u64>,
+    mut each: impl FnMut(u64, &BatchHeader, &[CheckedRecord]),
+) -> ScanEnd {
     let mut offset = start as usize;
     let mut records = Vec::new();
     loop {
@@ -229,9 +249,10 @@ pub fn scan(bytes: &[u8], start: u64, mut each: impl FnMut(u64, &BatchHeader, &[
             Ok(header) => {
                 each(offset as u64, &header, &records);
                 offset += header.frame_len as usize;
+                last = Some(last_position_of(&header));
             }
             Err(FrameError::End) => {
-                return match classify_tail(bytes, offset, "non-zero bytes after the last batch".into()) {
+                return match classify_tail(bytes, offset, last, "non-zero bytes after the last batch".into()) {
                     // Zeros where a batch should start, a valid one later.
                     ScanEnd::Corrupt { offset, next, .. } => ScanEnd::Corrupt {
                         offset,
@@ -242,9 +263,9 @@ pub fn scan(bytes: &[u8], start: u64, mut each: impl FnMut(u64, &BatchHeader, &[
                 };
             }
             Err(FrameError::Truncated) => {
-                return classify_tail(bytes, offset, "batch cut short".into());
+                return classify_tail(bytes, offset, last, "batch cut short".into());
             }
-            Err(FrameError::Invalid(reason)) => return classify_tail(bytes, offset, reason),
+            Err(FrameError::Invalid(reason)) => return classify_tail(bytes, offset, last, reason),
         }
     }
 }
@@ -252,12 +273,12 @@ pub fn scan(bytes: &[u8], start: u64, mut each: impl FnMut(u64, &BatchHeader, &[
 /// Given that no valid batch starts at `offset`, tells whether the bytes
 /// after it are all zero (clean end), garbage only (torn tail), or hold a
 /// later valid batch (corruption).
-fn classify_tail(bytes: &[u8], offset: usize, reason: String) -> ScanEnd {
+fn classify_tail(bytes: &[u8], offset: usize, last: Option<u64>, reason: String) -> ScanEnd {
     let tail = bytes.get(offset..).unwrap_or_default();
     let Some(last_non_zero) = last_non_zero(tail) else {
         return ScanEnd::Clean { offset: offset as u64 };
     };
-    if let Some(next) = find_valid_batch(bytes, offset + 1) {
+    if let Some(next) = find_next_batch(bytes, offset, last) {
         return ScanEnd::Corrupt {
             offset: offset as u64,
             next: next as u64,
@@ -288,9 +309,58 @@ fn last_non_zero(bytes: &[u8]) -> Option<usize> {
     None
 }
 
+/// The last position a valid batch holds.
+pub fn last_position_of(header: &BatchHeader) -> u64 {
+    header
+        .first_position
+        .saturating_add(u64::from(header.record_count))
+        .saturating_sub(1)
+}
+
+/// The fewest bytes one event takes in a batch: a record header, a
+/// one-byte stream name and a one-byte event type.
+const RECORD_BYTES_MIN: u64 = frame::RECORD_HEADER_BYTES as u64 + 2;
+
+/// Where the log may go on after the bytes at `offset`, where no valid
+/// batch starts: the first valid batch after them that could be the log's
+/// next, rather than a frame inside an event's payload (an archived copy
+/// of a log, say). That is the one starting where the invalid batch says
+/// it ends (its magic and length intact), else the first found by its
+/// magic (see [`find_valid_batch`]). When `last`, the log's last position
+/// before `offset`, is known, a batch counts only if it starts past it
+/// with room in the bytes between for the events between (at least
+/// 42 bytes each: a record header, a one-byte name and type): the log's own next batch always does.
+pub fn find_next_batch(bytes: &[u8], offset: usize, last: Option<u64>) -> Option<usize> {
+    let follows = |at: usize| {
+        let Ok(header) = frame::check_batch(&bytes[at..], |_, _| {}) else {
+            return false;
+        };
+        let Some(last) = last else { return true };
+        let between = header.first_position.saturating_sub(last).saturating_sub(1);
+        header.first_position > last && between.saturating_mul(RECORD_BYTES_MIN) <= at.saturating_sub(offset) as u64
+    };
+    let declared_end = frame::parse_batch_header(bytes.get(offset..).unwrap_or_default())
+        .ok()
+        .and_then(|h| offset.checked_add(h.frame_len as usize))
+        .filter(|&end| end > offset && end < bytes.len());
+    if let Some(end) = declared_end.filter(|&end| follows(end)) {
+        return Some(end);
+    }
+    let mut from = offset + 1;
+    while let Some(found) = find_valid_batch(bytes, from) {
+        if follows(found) {
+            return Some(found);
+        }
+        from = found + 1;
+    }
+    None
+}
+
 /// Finds the first offset at or after `from` where a fully valid batch
 /// frame starts. Used only after an error, to tell corruption (valid data
-/// follows) from a torn tail (nothing valid follows).
+/// follows) from a torn tail (nothing valid follows): see
+/// [`find_next_batch`], which also tells the log's next batch from a frame
+/// inside an event's payload.
 pub fn find_valid_batch(bytes: &[u8], from: usize) -> Option<usize> {
     let magic = frame::BATCH_MAGIC.to_le_bytes();
     let mut at = from;
@@ -417,6 +487,87 @@ mod tests {
                 assert_eq!((offset, next), (ends[0] as u64, ends[1] as u64));
                 assert_eq!(reason, "zeros where a batch should start");
             }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    /// A log of batches 1 and 2, then batch 3 whose event data holds a copy
+    /// of batch 2's whole frame (an archived log, say), then batch 4; with
+    /// where each batch ends and where the copy starts.
+    fn log_with_a_frame_in_a_payload() -> (Vec<u8>, Vec<usize>, usize) {
+        let (mut buf, mut ends) = log_with_batches(2);
+        buf.truncate(ends[1]);
+        let copy = buf[ends[0]..ends[1]].to_vec();
+        for (position, data) in [
+            (3u64, [b"archive:".to_vec(), copy, b"end of archive".to_vec()].concat()),
+            (4, b"after".to_vec()),
+        ] {
+            let e = EventData::new("T", data);
+            let input = RecordInput {
+                stream: "s",
+                version: position,
+                event: &e,
+            };
+            encode_batch(&mut buf, position, 0, std::iter::once(input));
+            ends.push(buf.len());
+        }
+        let copy_at = buf.windows(8).position(|w| w == b"archive:").map(|i| i + 8).unwrap();
+        buf.resize(buf.len() + 256, 0);
+        (buf, ends, copy_at)
+    }
+
+    /// A frame inside an event's payload is not the log's next batch: a
+    /// write torn after it is a torn tail, not corruption, and damage
+    /// before it resumes at the batch after the damaged one. A damaged
+    /// frame length does not hide the log's real next batch.
+    #[test]
+    fn a_frame_inside_a_payload_is_not_the_logs_next_batch() {
+        let (buf, ends, copy_at) = log_with_a_frame_in_a_payload();
+        assert!(
+            frame::check_batch(&buf[copy_at..], |_, _| {}).is_ok(),
+            "the copy is a valid frame"
+        );
+        assert_eq!(
+            scan(&buf, SEGMENT_HEADER_BYTES, |_, _, _| {}),
+            ScanEnd::Clean { offset: ends[3] as u64 }
+        );
+
+        // Batch 4 never written, batch 3 torn at its end: the copy in its
+        // payload is intact, and still no next batch.
+        let mut torn = buf.clone();
+        torn[ends[2]..].fill(0);
+        torn[ends[2] - 3..ends[2]].fill(0);
+        let end = scan(&torn, SEGMENT_HEADER_BYTES, |_, _, _| {});
+        assert!(
+            matches!(end, ScanEnd::TornTail { offset, .. } if offset == ends[1] as u64),
+            "{end:?}"
+        );
+        assert_eq!(
+            find_valid_batch(&torn, ends[1] + 1),
+            Some(copy_at),
+            "what the search finds"
+        );
+        // (Only the log's last position tells: without it, the copy could
+        // be the log's next batch.)
+        assert_eq!(find_next_batch(&torn, ends[1], None), Some(copy_at));
+        assert_eq!(find_next_batch(&torn, ends[1], Some(2)), None);
+
+        // Batch 3 damaged in its payload, batch 4 after it: corruption,
+        // resuming at batch 4 (where batch 3 says it ends), not at the copy.
+        let mut damaged = buf.clone();
+        damaged[copy_at - 2] ^= 1;
+        match scan(&damaged, SEGMENT_HEADER_BYTES, |_, _, _| {}) {
+            ScanEnd::Corrupt { offset, next, .. } => assert_eq!((offset, next), (ends[1] as u64, ends[2] as u64)),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        assert_eq!(find_next_batch(&damaged, ends[1], None), Some(ends[2]));
+
+        // Batch 2's frame length damaged (its header no longer says where
+        // it ends): batch 3, which continues the positions, is found.
+        let mut long = buf.clone();
+        long[ends[0] + 5] ^= 0x01;
+        match scan(&long, SEGMENT_HEADER_BYTES, |_, _, _| {}) {
+            ScanEnd::Corrupt { offset, next, .. } => assert_eq!((offset, next), (ends[0] as u64, ends[1] as u64)),
             other => panic!("expected corruption, got {other:?}"),
         }
     }

@@ -117,6 +117,11 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
     let last_wanted = next.first_position.checked_sub(1)?;
     let mut found = None;
     let mut at = SEGMENT_HEADER_BYTES as usize;
+    // The last position before `at`, when known: from the segment's own
+    // header, then each batch's.
+    let mut log_last = SegmentHeader::decode(map, std::path::Path::new(""))
+        .ok()
+        .map(|h| h.first_position.saturating_sub(1));
     while at < map.len() {
         match frame::check_batch(&map[at..], |_, _| {}) {
             Ok(batch) => {
@@ -124,17 +129,15 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
                 if (end as u64, batch.crc) == recorded {
                     return None;
                 }
-                let last = batch
-                    .first_position
-                    .saturating_add(u64::from(batch.record_count))
-                    .saturating_sub(1);
+                let last = segment::last_position_of(&batch);
                 if last >= last_wanted && found.is_none() {
                     found = Some((end as u64, batch.crc));
                 }
                 at = end;
+                log_last = Some(last);
             }
             Err(frame::FrameError::End) if map[at..].iter().all(|&b| b == 0) => break,
-            Err(_) => at = segment::find_valid_batch(map, at + 1).unwrap_or(map.len()),
+            Err(_) => at = segment::find_next_batch(map, at, log_last).unwrap_or(map.len()),
         }
     }
     found.map(|found| chain_reason(previous, recorded, Some(found)))

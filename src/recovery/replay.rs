@@ -297,7 +297,7 @@ fn replay_segment(
     report: &mut RecoveryReport,
 ) -> Result<(u64, Option<u64>)> {
     let mut failure: Option<Error> = None;
-    let scan_end = segment::scan(map, from, |batch_at, header, records| {
+    let scan_end = segment::scan_after(map, from, Some(index.last_position()), |batch_at, header, records| {
         if failure.is_some() {
             return;
         }

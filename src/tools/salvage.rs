@@ -25,8 +25,9 @@ pub struct SalvagedFile {
     pub file: PathBuf,
     /// Events handed over from it.
     pub events: u64,
-    /// Events of valid batches skipped because their id was handed over
-    /// already (from an earlier file, or an earlier batch of this one).
+    /// Events of valid batches skipped because they were handed over
+    /// already, the same id at the same stream and version (from an
+    /// earlier file, or an earlier batch of this one).
     pub duplicates: u64,
     /// Non-zero bytes outside valid batch frames (damage), skipped.
     pub unreadable_bytes: u64,
@@ -64,7 +65,12 @@ pub fn quarantined_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Hands `each` every event of the valid batch frames in `files` (as
 /// listed by [`quarantined_log_files`], or any files in that format), in
 /// file order and log order within a file, skipping damaged stretches and
-/// events whose id was already handed over. Each event keeps the position,
+/// events already handed over (the same id, stream and version: copies
+/// of the same bytes; an id the store holds twice, a retry written again
+/// at another version, is handed over twice). After a damaged stretch,
+/// the walk goes on at the valid batch that can follow it (see
+/// [`segment::find_next_batch`]), never at a frame inside an event's
+/// payload that the damage exposed. Each event keeps the position,
 /// stream, version, id and timestamp it had in the log. `each` may stop
 /// the walk by returning [`ControlFlow::Break`].
 ///
@@ -98,6 +104,13 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
             unreadable_bytes: 0,
         };
         let mut at = start.min(bytes.len());
+        // The last position before `at`, when known (a whole segment's
+        // header tells where it starts): what a valid batch found after
+        // damage must follow on from.
+        let mut last = (start > 0)
+            .then(|| segment::SegmentHeader::decode(&bytes, path).ok())
+            .flatten()
+            .map(|h| h.first_position.saturating_sub(1));
         let mut stopped = false;
         while at < bytes.len() && !stopped {
             let mut records = Vec::new();
@@ -108,7 +121,7 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
                         let Some(event) = frame::decode_checked_record(&bytes, at + offset, position) else {
                             continue;
                         };
-                        if !seen.insert(event.id()) {
+                        if !seen.insert((event.id(), event.version(), event.stream().to_string())) {
                             file.duplicates += 1;
                             continue;
                         }
@@ -119,10 +132,11 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
                         }
                     }
                     at += header.frame_len as usize;
+                    last = Some(segment::last_position_of(&header));
                 }
                 Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
                 Err(_) => {
-                    let next = segment::find_valid_batch(&bytes, at + 1).unwrap_or(bytes.len());
+                    let next = segment::find_next_batch(&bytes, at, last).unwrap_or(bytes.len());
                     file.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
                     at = next;
                 }
