@@ -325,8 +325,9 @@ const RECORD_BYTES_MIN: u64 = frame::RECORD_HEADER_BYTES as u64 + 2;
 /// batch starts: the first valid batch after them that could be the log's
 /// next, rather than a frame inside an event's payload (an archived copy
 /// of a log, say). That is the one starting where the invalid batch says
-/// it ends (its magic and length intact), else the first found by its
-/// magic (see [`find_valid_batch`]). When `last`, the log's last position
+/// it ends (its magic intact, and its frame length agreeing with its
+/// records' lengths), else the first found by its magic (see
+/// [`find_valid_batch`]). When `last`, the log's last position
 /// before `offset`, is known, a batch counts only if it starts past it
 /// with room in the bytes between for the events between (at least
 /// 42 bytes each: a record header, a one-byte name and type): the log's own next batch always does.
@@ -341,8 +342,8 @@ pub fn find_next_batch(bytes: &[u8], offset: usize, last: Option<u64>) -> Option
     };
     let declared_end = frame::parse_batch_header(bytes.get(offset..).unwrap_or_default())
         .ok()
-        .and_then(|h| offset.checked_add(h.frame_len as usize))
-        .filter(|&end| end > offset && end < bytes.len());
+        .and_then(|h| records_end(bytes, offset, &h))
+        .filter(|&end| end < bytes.len());
     if let Some(end) = declared_end.filter(|&end| follows(end)) {
         return Some(end);
     }
@@ -354,6 +355,28 @@ pub fn find_next_batch(bytes: &[u8], offset: usize, last: Option<u64>) -> Option
         from = found + 1;
     }
     None
+}
+
+/// Where the batch at `offset` (its header `header`) ends, when its header
+/// and its records' length fields agree on it: the records, walked by
+/// their lengths, end exactly where the header's frame length says. (A
+/// damaged payload leaves both alone; a damaged length field does not
+/// agree with the others.)
+fn records_end(bytes: &[u8], offset: usize, header: &BatchHeader) -> Option<usize> {
+    let end = offset.checked_add(header.frame_len as usize)?;
+    let mut at = offset + frame::BATCH_HEADER_BYTES;
+    for _ in 0..header.record_count {
+        let len = bytes.get(at..at.checked_add(4)?)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        if len < frame::RECORD_HEADER_BYTES {
+            return None;
+        }
+        at = at.checked_add(len)?;
+        if at > end {
+            return None;
+        }
+    }
+    (at == end).then_some(end)
 }
 
 /// Finds the first offset at or after `from` where a fully valid batch

@@ -117,11 +117,6 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
     let last_wanted = next.first_position.checked_sub(1)?;
     let mut found = None;
     let mut at = SEGMENT_HEADER_BYTES as usize;
-    // The last position before `at`, when known: from the segment's own
-    // header, then each batch's.
-    let mut log_last = SegmentHeader::decode(map, std::path::Path::new(""))
-        .ok()
-        .map(|h| h.first_position.saturating_sub(1));
     while at < map.len() {
         match frame::check_batch(&map[at..], |_, _| {}) {
             Ok(batch) => {
@@ -134,10 +129,11 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
                     found = Some((end as u64, batch.crc));
                 }
                 at = end;
-                log_last = Some(last);
             }
             Err(frame::FrameError::End) if map[at..].iter().all(|&b| b == 0) => break,
-            Err(_) => at = segment::find_next_batch(map, at, log_last).unwrap_or(map.len()),
+            // (Without the log's last position: a frame inside a payload
+            // that seems to continue it would hide the batches after it.)
+            Err(_) => at = segment::find_next_batch(map, at, None).unwrap_or(map.len()),
         }
     }
     found.map(|found| chain_reason(previous, recorded, Some(found)))

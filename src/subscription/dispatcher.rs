@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::{Condvar, Mutex};
 
-use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, hub::Hub, read_page};
+use super::{SUBSCRIPTION_PAGE_EVENTS, StartFrom, SubscriptionFilter, hub::Hub, read_events};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::io::{FileSystem, StdFs};
@@ -459,16 +459,24 @@ fn run<F: FileSystem>(core: &Weak<Core<F>>, wake: &Receiver<()>, shared: &Shared
                 .min();
             let short = match from.filter(|&from| from < head) {
                 Some(from) => {
-                    let options = match shared_category(handlers) {
+                    let (options, limit) = match shared_category(handlers) {
                         // (Each page of a category merges its streams'
                         // positions from the index anew: larger pages.)
-                        Some(category) => ReadAll::forward()
-                            .from_position(from)
-                            .limit(CATEGORY_PAGE_EVENTS)
-                            .category(category),
-                        None => ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS),
+                        Some(category) => (
+                            ReadAll::forward()
+                                .from_position(from)
+                                .limit(CATEGORY_PAGE_EVENTS)
+                                .category(category),
+                            CATEGORY_PAGE_EVENTS,
+                        ),
+                        None => (
+                            ReadAll::forward().from_position(from).limit(SUBSCRIPTION_PAGE_EVENTS),
+                            SUBSCRIPTION_PAGE_EVENTS,
+                        ),
                     };
-                    read_page(Events::all(core, options), |e| page.push(e))?
+                    // Short: fewer events than asked for, so the read
+                    // reached the end of the log as published when it began.
+                    read_events(Events::all(core, options), |e| page.push(e))?.is_some_and(|read| read < limit)
                 }
                 None => true,
             };

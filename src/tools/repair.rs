@@ -227,7 +227,7 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
         };
         if let Some(damage) = &w.damage {
             make_quarantine(&quarantine_dir)?;
-            quarantine_log(dir, &ids, damage, w.index.last_position(), &mut report)?;
+            quarantine_log(dir, &ids, damage, &mut report)?;
         }
         if w.damage.is_some() || index_damage.is_some() {
             report.index_rebuilt = quarantine_file(dir, index_file::FILE_NAME, &mut report)?;
@@ -621,9 +621,8 @@ fn agreed_store_id(dir: &Path, ids: &[u64], except: u64) -> Result<Option<Uuid>>
     Ok(found.iter().all(|&id| id == first).then_some(first))
 }
 
-/// Quarantines the log from `damage` on; `last_kept` is the last position
-/// of the log before it.
-fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, last_kept: u64, report: &mut RepairReport) -> Result<()> {
+/// Quarantines the log from `damage` on.
+fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, report: &mut RepairReport) -> Result<()> {
     let q = report.quarantine_dir.clone();
     let Some(first_bad) = damage.segment else {
         return Ok(());
@@ -635,7 +634,7 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, last_kept: u64, repo
         let path = segment::path(dir, first_bad);
         let map = map_file(&path)?;
         let from = usize::try_from(damage.offset).unwrap_or(usize::MAX).min(map.len());
-        let found = frames(&map, from, Some(last_kept));
+        let found = frames(&map, from);
         let bytes = &map[from..found.end];
         // A segment cut short (at or before the damage) has no bytes to
         // keep: no empty file.
@@ -657,8 +656,7 @@ fn quarantine_log(dir: &Path, ids: &[u64], damage: &Damage, last_kept: u64, repo
         match map_file(&path) {
             Ok(map) => {
                 // Events start after the header, damaged or not.
-                let first = SegmentHeader::decode(&map, &path).ok().map(|h| h.first_position);
-                let found = frames(&map, SEGMENT_HEADER_BYTES as usize, first.map(|p| p.saturating_sub(1)));
+                let found = frames(&map, SEGMENT_HEADER_BYTES as usize);
                 found.count(report);
                 // With the header.
                 report.quarantined_bytes += found.end as u64;
@@ -730,10 +728,11 @@ impl Frames {
 
 /// Walks the batch frames of `bytes` from `start`, skipping over damaged
 /// stretches (to the valid batch that can follow, see
-/// [`segment::find_next_batch`]; `last` is the log's last position before
-/// `start`, when known): the events of the valid ones, the non-zero bytes
-/// outside them, and where the stretch ends.
-fn frames(bytes: &[u8], start: usize, mut last: Option<u64>) -> Frames {
+/// [`segment::find_next_batch`], without the log's last position: a frame
+/// inside a payload that seems to continue it would hide the log's own):
+/// the events of the valid ones, the non-zero bytes outside them, and
+/// where the stretch ends.
+fn frames(bytes: &[u8], start: usize) -> Frames {
     let start = start.min(bytes.len());
     let mut found = Frames {
         end: bytes[start..]
@@ -750,11 +749,10 @@ fn frames(bytes: &[u8], start: usize, mut last: Option<u64>) -> Frames {
                 found.events += u64::from(header.record_count);
                 at += header.frame_len as usize;
                 found.end = found.end.max(at);
-                last = Some(segment::last_position_of(&header));
             }
             Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
             Err(_) => {
-                let next = segment::find_next_batch(bytes, at, last).unwrap_or(bytes.len());
+                let next = segment::find_next_batch(bytes, at, None).unwrap_or(bytes.len());
                 found.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
                 at = next;
             }

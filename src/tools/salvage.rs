@@ -67,10 +67,11 @@ pub fn quarantined_log_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// file order and log order within a file, skipping damaged stretches and
 /// events already handed over (the same id, stream and version: copies
 /// of the same bytes; an id the store holds twice, a retry written again
-/// at another version, is handed over twice). After a damaged stretch,
-/// the walk goes on at the valid batch that can follow it (see
-/// [`segment::find_next_batch`]), never at a frame inside an event's
-/// payload that the damage exposed. Each event keeps the position,
+/// at another version, is handed over twice). After a damaged batch whose
+/// header and record lengths still agree on where it ends, the walk goes
+/// on there (see [`segment::find_next_batch`]), not at a frame inside its
+/// payload; otherwise at the next valid frame found, which may be one
+/// inside a payload. Each event keeps the position,
 /// stream, version, id and timestamp it had in the log. `each` may stop
 /// the walk by returning [`ControlFlow::Break`].
 ///
@@ -104,13 +105,6 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
             unreadable_bytes: 0,
         };
         let mut at = start.min(bytes.len());
-        // The last position before `at`, when known (a whole segment's
-        // header tells where it starts): what a valid batch found after
-        // damage must follow on from.
-        let mut last = (start > 0)
-            .then(|| segment::SegmentHeader::decode(&bytes, path).ok())
-            .flatten()
-            .map(|h| h.first_position.saturating_sub(1));
         let mut stopped = false;
         while at < bytes.len() && !stopped {
             let mut records = Vec::new();
@@ -132,11 +126,13 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
                         }
                     }
                     at += header.frame_len as usize;
-                    last = Some(segment::last_position_of(&header));
                 }
                 Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
                 Err(_) => {
-                    let next = segment::find_next_batch(&bytes, at, last).unwrap_or(bytes.len());
+                    // (The log's last position is not used to pass over
+                    // frames found further on: one inside a payload that
+                    // seems to continue it would hide the log's own.)
+                    let next = segment::find_next_batch(&bytes, at, None).unwrap_or(bytes.len());
                     file.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
                     at = next;
                 }
