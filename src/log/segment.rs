@@ -1,6 +1,7 @@
 //! Segment files: names, the 64-byte header, and the scan that finds where
 //! a segment's valid data ends.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -377,6 +378,45 @@ fn records_end(bytes: &[u8], offset: usize, header: &BatchHeader) -> Option<usiz
         }
     }
     (at == end).then_some(end)
+}
+
+/// One step of [`walk_valid_frames`].
+pub enum Frame<'a> {
+    /// A valid batch frame at this offset, with its records.
+    Valid(usize, &'a BatchHeader, &'a [CheckedRecord]),
+    /// Bytes that are no valid frame, skipped.
+    Skipped(std::ops::Range<usize>),
+}
+
+/// Walks the valid batch frames of a damaged log's bytes from `start`, as
+/// the offline tools read them: past each damaged stretch to the batch
+/// that can follow it ([`find_next_batch`], without the log's positions: a
+/// frame inside a payload that seemed to continue them would hide the
+/// log's own batches after it), until only zeros are left. `each` may stop
+/// the walk.
+pub fn walk_valid_frames(bytes: &[u8], start: usize, mut each: impl FnMut(Frame<'_>) -> ControlFlow<()>) {
+    let mut at = start.min(bytes.len());
+    let mut records = Vec::new();
+    while at < bytes.len() {
+        records.clear();
+        let step = match frame::check_batch(&bytes[at..], |r, _| records.push(r)) {
+            Ok(header) => {
+                let step = each(Frame::Valid(at, &header, &records));
+                at += header.frame_len as usize;
+                step
+            }
+            Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
+            Err(_) => {
+                let next = find_next_batch(bytes, at, None).unwrap_or(bytes.len());
+                let step = each(Frame::Skipped(at..next));
+                at = next;
+                step
+            }
+        };
+        if step.is_break() {
+            break;
+        }
+    }
 }
 
 /// Finds the first offset at or after `from` where a fully valid batch

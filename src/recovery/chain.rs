@@ -116,25 +116,22 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
     let recorded = (next.previous_end, next.previous_crc);
     let last_wanted = next.first_position.checked_sub(1)?;
     let mut found = None;
-    let mut at = SEGMENT_HEADER_BYTES as usize;
-    while at < map.len() {
-        match frame::check_batch(&map[at..], |_, _| {}) {
-            Ok(batch) => {
-                let end = at + batch.frame_len as usize;
-                if (end as u64, batch.crc) == recorded {
-                    return None;
-                }
-                let last = segment::last_position_of(&batch);
-                if last >= last_wanted && found.is_none() {
-                    found = Some((end as u64, batch.crc));
-                }
-                at = end;
+    let mut as_recorded = false;
+    segment::walk_valid_frames(map, SEGMENT_HEADER_BYTES as usize, |step| {
+        if let segment::Frame::Valid(at, batch, _) = step {
+            let end = (at + batch.frame_len as usize) as u64;
+            if (end, batch.crc) == recorded {
+                as_recorded = true;
+                return std::ops::ControlFlow::Break(());
             }
-            Err(frame::FrameError::End) if map[at..].iter().all(|&b| b == 0) => break,
-            // (Without the log's last position: a frame inside a payload
-            // that seems to continue it would hide the batches after it.)
-            Err(_) => at = segment::find_next_batch(map, at, None).unwrap_or(map.len()),
+            if segment::last_position_of(batch) >= last_wanted && found.is_none() {
+                found = Some((end, batch.crc));
+            }
         }
+        std::ops::ControlFlow::Continue(())
+    });
+    if as_recorded {
+        return None;
     }
     found.map(|found| chain_reason(previous, recorded, Some(found)))
 }

@@ -2,6 +2,7 @@
 //! into `quarantine/`, deleting nothing.
 
 use std::fs::{self, File};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use super::verify::{self, IndexStatus};
@@ -727,11 +728,8 @@ impl Frames {
 }
 
 /// Walks the batch frames of `bytes` from `start`, skipping over damaged
-/// stretches (to the valid batch that can follow, see
-/// [`segment::find_next_batch`], without the log's last position: a frame
-/// inside a payload that seems to continue it would hide the log's own):
-/// the events of the valid ones, the non-zero bytes outside them, and
-/// where the stretch ends.
+/// stretches ([`segment::walk_valid_frames`]): the events of the valid
+/// ones, the non-zero bytes outside them, and where the stretch ends.
 fn frames(bytes: &[u8], start: usize) -> Frames {
     let start = start.min(bytes.len());
     let mut found = Frames {
@@ -742,22 +740,18 @@ fn frames(bytes: &[u8], start: usize) -> Frames {
         events: 0,
         unreadable_bytes: 0,
     };
-    let mut at = start;
-    while at < bytes.len() {
-        match frame::check_batch(&bytes[at..], |_, _| {}) {
-            Ok(header) => {
+    segment::walk_valid_frames(bytes, start, |step| {
+        match step {
+            segment::Frame::Valid(at, header, _) => {
                 found.events += u64::from(header.record_count);
-                at += header.frame_len as usize;
-                found.end = found.end.max(at);
+                found.end = found.end.max(at + header.frame_len as usize);
             }
-            Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
-            Err(_) => {
-                let next = segment::find_next_batch(bytes, at, None).unwrap_or(bytes.len());
-                found.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
-                at = next;
+            segment::Frame::Skipped(range) => {
+                found.unreadable_bytes += bytes[range].iter().filter(|&&b| b != 0).count() as u64;
             }
         }
-    }
+        ControlFlow::Continue(())
+    });
     found
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
-use crate::log::frame::{self, FrameError};
+use crate::log::frame;
 use crate::log::segment::{self, SEGMENT_HEADER_BYTES};
 use crate::tools::walk::map_file;
 
@@ -104,15 +104,14 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
             duplicates: 0,
             unreadable_bytes: 0,
         };
-        let mut at = start.min(bytes.len());
         let mut stopped = false;
-        while at < bytes.len() && !stopped {
-            let mut records = Vec::new();
-            match frame::check_batch(&bytes[at..], |r, _| records.push(r.offset as usize)) {
-                Ok(header) => {
-                    for (i, offset) in records.into_iter().enumerate() {
+        segment::walk_valid_frames(&bytes, start, |step| {
+            match step {
+                segment::Frame::Valid(at, header, records) => {
+                    for (i, record) in records.iter().enumerate() {
                         let position = header.first_position.saturating_add(i as u64);
-                        let Some(event) = frame::decode_checked_record(&bytes, at + offset, position) else {
+                        let at = at + record.offset as usize;
+                        let Some(event) = frame::decode_checked_record(&bytes, at, position) else {
                             continue;
                         };
                         if !seen.insert((event.id(), event.version(), event.stream().to_string())) {
@@ -122,22 +121,16 @@ pub fn salvage(files: &[PathBuf], mut each: impl FnMut(RecordedEvent) -> Control
                         file.events += 1;
                         if each(event).is_break() {
                             stopped = true;
-                            break;
+                            return ControlFlow::Break(());
                         }
                     }
-                    at += header.frame_len as usize;
                 }
-                Err(FrameError::End) if bytes[at..].iter().all(|&b| b == 0) => break,
-                Err(_) => {
-                    // (The log's last position is not used to pass over
-                    // frames found further on: one inside a payload that
-                    // seems to continue it would hide the log's own.)
-                    let next = segment::find_next_batch(&bytes, at, None).unwrap_or(bytes.len());
-                    file.unreadable_bytes += bytes[at..next].iter().filter(|&&b| b != 0).count() as u64;
-                    at = next;
+                segment::Frame::Skipped(range) => {
+                    file.unreadable_bytes += bytes[range].iter().filter(|&&b| b != 0).count() as u64;
                 }
             }
-        }
+            ControlFlow::Continue(())
+        });
         found.push(file);
         if stopped {
             break;
