@@ -536,6 +536,24 @@ fn damage_segment_two(dir: &Path) -> PathBuf {
 }
 
 #[test]
+fn import_into_a_damaged_store_exits_4_naming_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    sample_store(dir.path(), 300);
+    let seg = damage_segment_two(dir.path());
+    // Without the index file, the open replays (and checks) the whole log.
+    std::fs::remove_file(dir.path().join("index")).unwrap();
+    let before = std::fs::read(&seg).unwrap();
+    let o = run_with_stdin(&["import", d], "{\"stream\":\"s-1\",\"type\":\"T\"}\n");
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name) && !err.contains("line 1"), "{err}");
+    assert!(stdout(&o).is_empty());
+    assert_eq!(std::fs::read(&seg).unwrap(), before, "nothing changed");
+}
+
+#[test]
 fn verify_clean_and_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let d = s(dir.path());
@@ -1204,6 +1222,17 @@ fn locked_store_exits_5() {
     }
     let o = run_with_stdin(&["import", d], "{\"stream\":\"s-1\",\"type\":\"T\"}\n");
     assert_eq!(code(&o), 5);
+    // The lock is no fault of the first line: no line number.
+    assert!(
+        stderr(&o).starts_with("annal: ") && !stderr(&o).contains("line 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("locked by another handle or process"),
+        "{}",
+        stderr(&o)
+    );
     store.close().unwrap();
     ok(&["append", d, "s-1", "T"]);
 }

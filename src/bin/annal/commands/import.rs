@@ -50,6 +50,7 @@ pub fn run(a: ImportArgs) -> Outcome {
     let mut importer = Importer {
         dir: a.dir,
         store: None,
+        opening_failed: false,
         out: stdout(),
         pending: Vec::new(),
         pending_from_line: 0,
@@ -80,7 +81,13 @@ pub fn run(a: ImportArgs) -> Outcome {
             ))));
         }
         if let Err(f) = importer.import(&buf, line_no) {
-            return Err(importer.stop(f.context(format_args!("line {line_no}"))));
+            // A store that cannot be opened is no fault of the line.
+            let f = if importer.store.is_none() && importer.opening_failed {
+                f
+            } else {
+                f.context(format_args!("line {line_no}"))
+            };
+            return Err(importer.stop(f));
         }
         let waiting = reader.buffer().contains(&b'\n');
         if !waiting || importer.pending.len() >= SYNC_EVERY_LINES {
@@ -105,6 +112,9 @@ struct Importer {
     /// its first line (malformed, or an append that breaks the limits)
     /// leaves no store behind.
     store: Option<Store>,
+    /// Whether opening (or creating) the store failed: that failure is
+    /// reported without the line number of the line that asked for it.
+    opening_failed: bool,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     /// Result lines of appends not yet synced.
     pending: Vec<String>,
@@ -149,7 +159,9 @@ impl Importer {
     /// The store, opened (or created) on first use.
     fn store(&mut self) -> Outcome<&Store> {
         if self.store.is_none() {
-            self.store = Some(open_or_create(&self.dir, Durability::Buffered)?);
+            let opened = open_or_create(&self.dir, Durability::Buffered);
+            self.opening_failed = opened.is_err();
+            self.store = Some(opened?);
         }
         self.store.as_ref().ok_or_else(|| Failure::new("the store is not open"))
     }
