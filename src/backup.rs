@@ -201,8 +201,13 @@ fn destination(dest: &Path) -> Result<PathBuf> {
         )));
     }
     if !parent.is_dir() {
+        let what = if parent.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
         return Err(Error::InvalidInput(format!(
-            "the directory {} to hold the backup {} does not exist",
+            "{} (to hold the backup {}) {what}",
             parent.display(),
             given.display()
         )));

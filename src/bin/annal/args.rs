@@ -133,13 +133,13 @@ pub struct AppendArgs {
     #[arg(value_name = "TYPE")]
     pub event_type: String,
     /// The event data, as JSON (stored byte for byte) [default: {}].
-    #[arg(long, value_name = "JSON", value_parser = json_text, conflicts_with = "data_base64")]
+    #[arg(long, value_name = "JSON", value_parser = json_text, conflicts_with = "data_base64", allow_hyphen_values = true)]
     pub data: Option<String>,
     /// The event data as standard base64, for bytes that are not JSON.
     #[arg(long, value_name = "BASE64", value_parser = base64_bytes)]
     pub data_base64: Option<Base64Bytes>,
     /// The event metadata, as JSON [default: none; `null` is none too].
-    #[arg(long, value_name = "JSON", value_parser = json_text, conflicts_with = "metadata_base64")]
+    #[arg(long, value_name = "JSON", value_parser = json_text, conflicts_with = "metadata_base64", allow_hyphen_values = true)]
     pub metadata: Option<String>,
     /// The event metadata as standard base64.
     #[arg(long, value_name = "BASE64", value_parser = base64_bytes)]

@@ -135,7 +135,9 @@ impl Importer {
         } else {
             text
         };
-        let text = text.trim();
+        // JSON's own whitespace only (RFC 8259): a line padded with any
+        // other character is not JSON, and is refused as such.
+        let text = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
         if text.is_empty() {
             return Ok(());
         }

@@ -7,7 +7,7 @@ use annal::tools;
 
 use super::verify::damage;
 use super::{line, require_store, stdout};
-use crate::fail::Outcome;
+use crate::fail::{Failure, Outcome};
 use crate::json::{self, Obj};
 
 pub fn run(dir: &Path) -> Outcome {
@@ -53,8 +53,10 @@ pub fn run(dir: &Path) -> Outcome {
         .raw("damage", &damage(r.damage.as_ref()))
         .finish();
     let mut out = stdout();
-    line(&mut out, &text)?;
-    out.flush()?;
+    // The store has changed whatever happens to the output: the notes
+    // below go to stderr all the same, and a failed output says so, so
+    // that a script that sees exit 1 does not think nothing was done.
+    let printed = line(&mut out, &text).and_then(|()| Ok(out.flush()?));
     for id in &r.headers_rebuilt {
         note!(
             "annal: the header of segment {id} was damaged and was written anew from the file name, the store's id and its first batch (the old bytes are in quarantine)"
@@ -118,7 +120,19 @@ pub fn run(dir: &Path) -> Outcome {
             events(r.kept_events)
         );
     }
-    Ok(())
+    printed.map_err(|f| {
+        if !r.repaired {
+            return f;
+        }
+        let why = if f.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", f.message)
+        };
+        Failure::new(format!(
+            "the repair was made (as said above), but writing its summary failed{why}"
+        ))
+    })
 }
 
 fn events(n: u64) -> String {
