@@ -1274,3 +1274,25 @@ fn a_backup_into_a_file_says_it_is_not_a_directory() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
+
+/// CLI.md, `verify`: damage is exit code 4 with the damage named on stderr,
+/// also when the report line cannot be written (a full disk behind stdout);
+/// a clean store whose report cannot be written is exit 1.
+#[test]
+fn verify_reports_damage_even_when_its_report_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("broken");
+    three(&d);
+    let o = run_into_full_disk(&["verify", s(&d)]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    flip(&d, b"MARK-2");
+    let before = std::fs::read(segment(&d, 1)).unwrap();
+    let o = run_into_full_disk(&["verify", s(&d)]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("00000000000000000001.seg") && err.contains("No space left"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(segment(&d, 1)).unwrap(), before, "verify changes nothing");
+}

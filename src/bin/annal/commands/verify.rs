@@ -19,13 +19,22 @@ pub fn run(a: VerifyArgs) -> Outcome {
     })?;
     progress.finish(report.events, Some(1.0));
     let mut out = stdout();
-    line(&mut out, &summary(&report))?;
-    out.flush()?;
-    match report.first_damage() {
-        None => Ok(()),
-        Some(d) => Err(Failure {
+    let printed = line(&mut out, &summary(&report)).and_then(|()| Ok(out.flush()?));
+    // Damage is the finding that matters: reported with its exit code even
+    // when the report line cannot be written.
+    match (report.first_damage(), printed) {
+        (None, printed) => printed,
+        (Some(d), Ok(())) => Err(Failure {
             code: CORRUPTION,
             message: d.to_string(),
+        }),
+        (Some(d), Err(f)) => Err(Failure {
+            code: CORRUPTION,
+            message: if f.message.is_empty() {
+                d.to_string()
+            } else {
+                format!("{d} (and writing the report failed: {})", f.message)
+            },
         }),
     }
 }
