@@ -1296,3 +1296,30 @@ fn verify_reports_damage_even_when_its_report_cannot_be_written() {
     );
     assert_eq!(std::fs::read(segment(&d, 1)).unwrap(), before, "verify changes nothing");
 }
+
+/// CLI.md, `append`: `--data-base64` takes what `base64` prints, wrapped
+/// in lines of 76 characters, and stores the bytes exactly.
+#[test]
+fn data_base64_takes_base64_output_wrapped_in_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("st");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+    let file = dir.path().join("blob");
+    std::fs::write(&file, &bytes).unwrap();
+    let wrapped = Command::new("base64").arg(&file).output().unwrap();
+    assert!(wrapped.status.success());
+    let wrapped = String::from_utf8(wrapped.stdout).unwrap();
+    assert!(wrapped.trim_end().contains('\n'), "base64 wraps 300 bytes");
+    let o = run(&["append", s(&d), "b-1", "Blob", "--data-base64", wrapped.trim_end()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let read = ok(&["read", s(&d), "b-1"]);
+    let one_line = Command::new("base64").arg("-w0").arg(&file).output().unwrap();
+    assert!(one_line.status.success());
+    assert_eq!(
+        read[0]["data_base64"].as_str().unwrap(),
+        String::from_utf8(one_line.stdout).unwrap()
+    );
+    // Not base64 at all is still a usage error.
+    let o = run(&["append", s(&d), "b-1", "Blob", "--data-base64", "@@@@"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
