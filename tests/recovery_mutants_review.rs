@@ -508,6 +508,7 @@ fn a_read_only_open_holds_no_file_open_for_writing_in_any_mode() {
 /// (Mutant in `recover`: `options.durability != Durability::Sync` turned
 /// into `==`: no second handle after a reopen, the sync holds the tail.)
 #[test]
+#[cfg(feature = "sim")]
 fn appends_go_on_during_a_sync_of_a_reopened_periodic_or_buffered_store() {
     use annal::io::sim::SimFs;
     let dir = PathBuf::from("/sim/store");
@@ -659,6 +660,7 @@ fn an_index_file_ending_at_the_end_of_its_segments_file_is_loaded() {
 /// (Mutant in `remove_leftovers`: the guard for a directory of that name,
 /// `e.kind() == IsADirectory`, replaced by `true`: any error ignored.)
 #[test]
+#[cfg(feature = "sim")]
 fn an_io_error_removing_a_leftover_temporary_file_fails_the_open() {
     use annal::io::sim::{Fault, FaultError, OpKind, SimFs};
     let dir = PathBuf::from("/sim/store");

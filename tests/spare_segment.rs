@@ -329,7 +329,7 @@ fn a_read_only_open_leaves_a_spare_in_place() {
 /// keeps every acknowledged append and every batch whole.
 #[cfg(feature = "sim")]
 mod power_loss {
-    use crate::sim_support::{Ledger, check, dir, record_attempt_into, wait_for_spare_made};
+    use super::sim_support::{Ledger, check, dir, record_attempt_into, wait_for_spare_made};
     use annal::io::sim::SimFs;
     use annal::{Durability, EventData, ExpectedVersion, Options, Store, StreamAppend};
 
