@@ -5,72 +5,18 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use annal::{EventData, ExpectedVersion, Options, ReadAll, Store};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_annal");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn run_with_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Written from another thread so that large outputs cannot deadlock,
-    // ignoring errors: a command that fails early closes its stdin.
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
-}
-
-/// Runs with stdout on `/dev/full`, where every write fails for lack of
-/// space (Linux).
-#[cfg(target_os = "linux")]
-fn run_into_full_disk(args: &[&str]) -> Output {
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    Command::new(BIN).args(args).stdout(full).output().unwrap()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
-
-fn lines(o: &Output) -> Vec<Value> {
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
+mod cli_support;
+use cli_support::*;
 
 fn ok(args: &[&str]) -> Vec<Value> {
     let o = run(args);
     assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
-    lines(&o)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    json_lines(&o)
 }
 
 /// A store in `dir` with small segments, `n` events over streams `c-0`..,
@@ -303,7 +249,7 @@ fn import_single_and_batch_lines() {
     );
     let o = run_with_stdin(&["import", d], input);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let results = lines(&o);
+    let results = json_lines(&o);
     assert_eq!(results.len(), 3);
     assert_eq!(
         results[1],
@@ -325,7 +271,7 @@ fn import_single_and_batch_lines() {
     .unwrap();
     let o = run(&["import", d, s(&file), "--progress"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o).len(), 2, "a last line without newline counts");
+    assert_eq!(json_lines(&o).len(), 2, "a last line without newline counts");
     assert!(stderr(&o).contains("events"), "{}", stderr(&o));
     let o = run(&["import", d, s(&dir.path().join("missing.jsonl"))]);
     assert_eq!(code(&o), 1);
@@ -344,7 +290,7 @@ fn import_stops_at_the_first_bad_line() {
     let o = run_with_stdin(&["import", d], input);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
-    assert_eq!(lines(&o).len(), 2, "both earlier lines acknowledged");
+    assert_eq!(json_lines(&o).len(), 2, "both earlier lines acknowledged");
     assert_eq!(ok(&["read-all", d]).len(), 2);
 
     for (line, message) in [
@@ -356,7 +302,7 @@ fn import_stops_at_the_first_bad_line() {
     ] {
         let o = run_with_stdin(
             &["import", d],
-            &format!("{{\"stream\":\"ok-1\",\"type\":\"T\"}}\n{line}\n"),
+            format!("{{\"stream\":\"ok-1\",\"type\":\"T\"}}\n{line}\n"),
         );
         assert_eq!(code(&o), 1, "{line}");
         let err = stderr(&o);
@@ -377,7 +323,7 @@ fn import_stops_at_the_first_bad_line() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(lines(&o).len(), 1);
+    assert_eq!(json_lines(&o).len(), 1);
     assert_eq!(ok(&["read", d, "w-1"]).len(), 1);
 }
 
@@ -408,7 +354,7 @@ fn export_import_round_trip_is_exact() {
     let text = stdout(&run(&["export", s(&a)]));
     let o = run_with_stdin(&["import", s(&b)], &text);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o).len(), 400);
+    assert_eq!(json_lines(&o).len(), 400);
 
     // Same events, byte for byte, at the same versions and positions.
     let read = |p: &Path| {
@@ -486,7 +432,7 @@ fn export_import_stops_at_an_id_stored_twice_within_the_default_window() {
     let o = run_with_stdin(&["import", s(&b)], &text);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).starts_with("annal: line 103: "), "{}", stderr(&o));
-    assert_eq!(lines(&o).len(), 102);
+    assert_eq!(json_lines(&o).len(), 102);
 
     let c = dir.path().join("c");
     ok(&["backup", s(&a), s(&c)]);
@@ -560,7 +506,7 @@ fn verify_clean_and_corrupt() {
     sample_store(dir.path(), 300);
     let o = run(&["verify", d, "--progress"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let v = &lines(&o)[0];
+    let v = &json_lines(&o)[0];
     assert_eq!(v["clean"], true);
     assert_eq!(v["events"], 300);
     assert_eq!(v["index"]["status"], "agrees");
@@ -577,7 +523,7 @@ fn verify_clean_and_corrupt() {
     let name = seg.file_name().unwrap().to_str().unwrap();
     assert!(err.contains(name) && err.contains("byte offset"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    let v = &lines(&o)[0];
+    let v = &json_lines(&o)[0];
     assert_eq!(v["clean"], false);
     assert_eq!(v["corruption"]["file"], s(&seg));
     let offset = v["corruption"]["offset"].as_u64().unwrap();
@@ -614,7 +560,7 @@ fn verify_reports_a_torn_tail_without_cutting_it() {
     let (seg, bytes, end) = tear_tail(dir.path());
     let o = run(&["verify", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let v = &lines(&o)[0];
+    let v = &json_lines(&o)[0];
     assert_eq!(v["torn_tail"]["offset"], end as u64);
     assert_eq!(v["torn_tail"]["bytes"], 7);
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "not cut");
@@ -652,7 +598,7 @@ fn messages_that_cannot_be_written_change_no_outcome() {
     tear_tail(dir.path());
     let o = run_stderr_full(&["append", d, "c-new", "T"]);
     assert_eq!(code(&o), 0);
-    assert_eq!(lines(&o)[0]["first_version"], 1);
+    assert_eq!(json_lines(&o)[0]["first_version"], 1);
     // A refused append keeps its exit status (3: wrong expected version).
     let o = run_stderr_full(&["append", d, "c-new", "T", "--expected", "no-stream"]);
     assert_eq!(code(&o), 3);
@@ -665,7 +611,7 @@ fn messages_that_cannot_be_written_change_no_outcome() {
     // And repair, which writes its account on standard error, repairs.
     let o = run_stderr_full(&["repair", s(damaged.path())]);
     assert_eq!(code(&o), 0);
-    assert_eq!(lines(&o)[0]["repaired"], true);
+    assert_eq!(json_lines(&o)[0]["repaired"], true);
     assert_eq!(code(&run(&["verify", s(damaged.path())])), 0);
 }
 
@@ -675,13 +621,13 @@ fn repair_keeps_the_prefix_and_quarantines_the_rest() {
     let d = s(dir.path());
     sample_store(dir.path(), 300);
     damage_segment_two(dir.path());
-    let v = lines(&run(&["verify", d]))[0].clone();
+    let v = json_lines(&run(&["verify", d]))[0].clone();
     let kept = v["events"].as_u64().unwrap();
     assert!(kept > 0 && kept < 300);
 
     let o = run(&["repair", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let r = &lines(&o)[0];
+    let r = &json_lines(&o)[0];
     assert_eq!(r["repaired"], true);
     assert_eq!(r["kept_events"], kept);
     // Every event but the damaged one is still readable in quarantine.
@@ -709,7 +655,7 @@ fn repair_keeps_the_prefix_and_quarantines_the_rest() {
     // A second repair finds nothing to do.
     let o = run(&["repair", d]);
     assert_eq!(code(&o), 0);
-    assert_eq!(lines(&o)[0]["repaired"], false);
+    assert_eq!(json_lines(&o)[0]["repaired"], false);
 }
 
 /// `salvage` prints the quarantined events exactly as `export` printed
@@ -746,7 +692,7 @@ fn salvage_prints_quarantined_events_as_they_were_exported() {
 
     // The lost event was in stream c-(kept % 4): the three events after it
     // are in other streams and follow on; the fourth is in its stream.
-    let o = run_with_stdin(&["import", d], &stdout(&run(&["salvage", d])));
+    let o = run_with_stdin(&["import", d], stdout(&run(&["salvage", d])));
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(stderr(&o).contains("line 4"), "{}", stderr(&o));
     let now: Vec<String> = stdout(&run(&["export", d])).lines().map(String::from).collect();
@@ -757,7 +703,7 @@ fn salvage_prints_quarantined_events_as_they_were_exported() {
         "same ids, versions and payloads"
     );
     // Again: the appended lines are idempotent retries, nothing is doubled.
-    let o = run_with_stdin(&["import", d], &stdout(&run(&["salvage", d])));
+    let o = run_with_stdin(&["import", d], stdout(&run(&["salvage", d])));
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert_eq!(ok(&["stats", d])[0]["events"], kept as u64 + 3);
 
@@ -823,7 +769,7 @@ fn a_refused_append_creates_no_store() {
     }
     let o = run_with_stdin(
         &["import", d],
-        &format!("{{\"stream\":\"s-1\",\"type\":\"T\",\"id\":\"{nil}\"}}\n"),
+        format!("{{\"stream\":\"s-1\",\"type\":\"T\",\"id\":\"{nil}\"}}\n"),
     );
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(
@@ -927,12 +873,12 @@ fn a_store_of_more_segments_than_open_files_allowed_opens() {
     };
     let o = limited(&format!("stats {d}"));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o)[0]["events"], 3_000);
+    assert_eq!(json_lines(&o)[0]["events"], 3_000);
     let o = limited(&format!("append {d} c-1 T"));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = limited(&format!("read-all {d}"));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o).len(), 3_001);
+    assert_eq!(json_lines(&o).len(), 3_001);
 }
 
 /// An import stopped by the file-size limit (`ulimit -f`: the same path
@@ -969,7 +915,7 @@ fn an_import_stopped_by_the_file_size_limit_says_where_and_what() {
         err.starts_with("annal: line ") && err.contains("File too large"),
         "{err}"
     );
-    let acknowledged = lines(&o).len() as u64;
+    let acknowledged = json_lines(&o).len() as u64;
     assert!(acknowledged > 0);
     if err.contains("were appended before it") {
         assert!(err.contains(&format!("input lines {} to ", acknowledged + 1)), "{err}");
@@ -1027,7 +973,7 @@ fn a_repair_that_cannot_write_its_copy_leaves_no_partial_file() {
     );
     let o = run(&["repair", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o)[0]["repaired"], true);
+    assert_eq!(json_lines(&o)[0]["repaired"], true);
     assert_eq!(code(&run(&["verify", d])), 0);
 }
 
@@ -1073,7 +1019,7 @@ fn repair_of_a_lost_last_segment_says_what_it_did() {
     std::fs::remove_file(dir.path().join(annal::log::segment::file_name(last))).unwrap();
     let o = run(&["repair", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let r = &lines(&o)[0];
+    let r = &json_lines(&o)[0];
     assert_eq!(r["repaired"], true);
     assert_eq!(r["quarantined_bytes"], 0);
     let err = stderr(&o);
@@ -1119,7 +1065,7 @@ fn verify_reports_a_lost_segment_that_only_a_snapshot_shows() {
 
     let o = run(&["verify", d]);
     assert_eq!(code(&o), 4, "{}", stdout(&o));
-    let v = &lines(&o)[0];
+    let v = &json_lines(&o)[0];
     assert_eq!(v["clean"], false);
     assert_eq!(v["snapshots"]["status"], "damaged");
     assert_eq!(v["corruption"], v["snapshots"]["first_problem"]);
@@ -1129,7 +1075,7 @@ fn verify_reports_a_lost_segment_that_only_a_snapshot_shows() {
 
     let o = run(&["repair", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o)[0]["snapshots_dropped"].as_array().map(Vec::len), Some(1));
+    assert_eq!(json_lines(&o)[0]["snapshots_dropped"].as_array().map(Vec::len), Some(1));
     assert_eq!(ok(&["verify", d])[0]["clean"], true);
 }
 
@@ -1322,7 +1268,7 @@ fn an_append_whose_index_save_fails_still_succeeds() {
     std::fs::create_dir(store.join("index")).unwrap();
     let o = run(&["append", s(&store), "Order-1", "Paid", "--expected", "1"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o)[0]["last_version"], 2);
+    assert_eq!(json_lines(&o)[0]["last_version"], 2);
     assert!(stderr(&o).starts_with("annal: warning: "), "{}", stderr(&o));
     assert_eq!(ok(&["read", s(&store), "Order-1"]).len(), 2);
 }
@@ -1338,7 +1284,7 @@ fn import_reads_stdin_from_a_dash_and_refuses_a_directory() {
         "{\"stream\":\"c-1\",\"type\":\"T\",\"data\":{}}\n",
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o).len(), 1);
+    assert_eq!(json_lines(&o).len(), 1);
 
     let other = dir.path().join("other");
     let o = run(&["import", s(&other), s(dir.path())]);
@@ -1393,7 +1339,7 @@ fn an_import_line_longer_than_any_append_is_refused() {
     let o = run_with_stdin(&["import", d], &input);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("line 2: longer than 128 MiB"), "{}", stderr(&o));
-    assert_eq!(lines(&o).len(), 1, "the first line was appended and said so");
+    assert_eq!(json_lines(&o).len(), 1, "the first line was appended and said so");
     assert_eq!(ok(&["read-all", d]).len(), 1);
 }
 
@@ -1462,7 +1408,7 @@ fn repair_of_a_lost_first_header_says_no_store_is_left() {
     std::fs::write(&first, bytes).unwrap();
     let o = run(&["repair", d]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(lines(&o)[0]["checkpoints_quarantined"], true);
+    assert_eq!(json_lines(&o)[0]["checkpoints_quarantined"], true);
     let err = stderr(&o);
     assert!(err.contains("holds no store now"), "{err}");
     assert!(!err.contains("checkpoints file was unreadable"), "{err}");

@@ -61,6 +61,8 @@ mod group_commit;
 mod group_commit_model;
 #[path = "id_window.rs"]
 mod id_window;
+#[path = "layout.rs"]
+mod layout;
 #[path = "model.rs"]
 mod model;
 #[path = "mutation_review.rs"]

@@ -21,59 +21,13 @@ use std::process::{Command, Output, Stdio};
 use annal::{EventData, ExpectedVersion, Options, ReadAll, Store, StreamAppend, Uuid};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_annal");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Every stdout line, parsed: fails on a line that is not one JSON value
-/// (CLI.md, Conventions: "Output goes to stdout as JSON lines").
-fn json_lines(o: &Output) -> Vec<Value> {
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:.200}")))
-        .collect()
-}
+mod cli_support;
+use cli_support::*;
 
 fn ok(args: &[&str]) -> Output {
     let o = run(args);
     assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
     o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// The export of a store, as text (checked to be JSON lines).

@@ -31,6 +31,18 @@ impl Failure {
         }
     }
 
+    /// A failure to write the summary of `done`, work that is done all the
+    /// same (a backup made, a repair that changed the store): the message
+    /// says so, so that a script does not take exit 1 for nothing done.
+    pub fn summary_lost(self, done: impl Display) -> Self {
+        let why = if self.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", self.message)
+        };
+        Failure::new(format!("{done}, but writing its summary failed{why}"))
+    }
+
     /// The same failure, its message prefixed (e.g. with a line number).
     pub fn context(self, prefix: impl Display) -> Self {
         if self.message.is_empty() {

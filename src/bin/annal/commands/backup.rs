@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::{close, line, open_read_only, stdout};
 use crate::args::BackupArgs;
-use crate::fail::{Failure, Outcome};
+use crate::fail::Outcome;
 use crate::json::Obj;
 
 pub fn run(a: BackupArgs) -> Outcome {
@@ -20,15 +20,7 @@ pub fn run(a: BackupArgs) -> Outcome {
     let mut out = stdout();
     // The backup is complete whatever happens to the output: say so, so
     // that a script does not retry into a DEST that now exists.
-    line(&mut out, &text).and_then(|()| Ok(out.flush()?)).map_err(|f| {
-        let why = if f.message.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", f.message)
-        };
-        Failure::new(format!(
-            "the backup {} is complete, but writing its summary failed{why}",
-            a.dest.display()
-        ))
-    })
+    line(&mut out, &text)
+        .and_then(|()| Ok(out.flush()?))
+        .map_err(|f| f.summary_lost(format_args!("the backup {} is complete", a.dest.display())))
 }

@@ -7,7 +7,7 @@ use annal::tools;
 
 use super::verify::damage;
 use super::{line, require_store, stdout};
-use crate::fail::{Failure, Outcome};
+use crate::fail::Outcome;
 use crate::json::{self, Obj};
 
 pub fn run(dir: &Path) -> Outcome {
@@ -121,17 +121,11 @@ pub fn run(dir: &Path) -> Outcome {
         );
     }
     printed.map_err(|f| {
-        if !r.repaired {
-            return f;
-        }
-        let why = if f.message.is_empty() {
-            String::new()
+        if r.repaired {
+            f.summary_lost("the repair was made (as said above)")
         } else {
-            format!(": {}", f.message)
-        };
-        Failure::new(format!(
-            "the repair was made (as said above), but writing its summary failed{why}"
-        ))
+            f
+        }
     })
 }
 
