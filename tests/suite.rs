@@ -4,9 +4,10 @@
 //! binary instead of one per file saves each file its own build and link of
 //! the store's generic code, most of the test build's time. The files that
 //! run themselves again as child processes (they name their child test by
-//! its path), the one with its own global allocator, and those with
-//! commands of their own in docs/ stay binaries of their own: Cargo.toml's
-//! `[[test]]` entries list them.
+//! its path), the one with its own global allocator, the one that measures
+//! a thread of the process found by its name, and those with commands of
+//! their own in docs/ stay binaries of their own: Cargo.toml's `[[test]]`
+//! entries list them.
 
 // Each file declares the helper modules it uses (`mod common;`), as it
 // would on its own, so a helper used by several files is compiled once per
@@ -101,8 +102,6 @@ mod snapshots;
 mod spare_segment;
 #[path = "stress.rs"]
 mod stress;
-#[path = "subscription_mutants_review.rs"]
-mod subscription_mutants_review;
 #[path = "subscriptions.rs"]
 mod subscriptions;
 #[path = "tools_review.rs"]
