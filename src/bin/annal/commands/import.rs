@@ -82,7 +82,7 @@ pub fn run(a: ImportArgs) -> Outcome {
         }
         if let Err(f) = importer.import(&buf, line_no) {
             // A store that cannot be opened is no fault of the line.
-            let f = if importer.store.is_none() && importer.opening_failed {
+            let f = if importer.opening_failed {
                 f
             } else {
                 f.context(format_args!("line {line_no}"))
