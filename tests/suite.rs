@@ -104,6 +104,8 @@ mod spare_segment;
 mod stress;
 #[path = "subscriptions.rs"]
 mod subscriptions;
+#[path = "tools_mutants_review.rs"]
+mod tools_mutants_review;
 #[path = "tools_review.rs"]
 mod tools_review;
 #[path = "torture_review.rs"]
