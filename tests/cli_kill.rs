@@ -76,11 +76,16 @@ fn killed_import_loses_no_acknowledged_line() {
         });
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
+            // A line is an acknowledgement once it is whole: the kill may
+            // cut the last one short (a write of more than a pipe's atomic
+            // size lands in parts).
             let mut acks = Vec::new();
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            let mut reader = BufReader::new(stdout);
+            let mut l = Vec::new();
+            while reader.read_until(b'\n', &mut l).is_ok_and(|n| n > 0) && l.ends_with(b"\n") {
+                let v: serde_json::Value = serde_json::from_slice(&l).unwrap();
                 acks.push(v);
+                l.clear();
             }
             acks
         });

@@ -4,7 +4,8 @@
 //! of `annal::tools::repair`, the fields of `RepairReport` and
 //! docs/DURABILITY.md promise.
 //!
-//! Found (the two tests marked "REAL BUG" fail against the code reviewed):
+//! Found (the two tests marked "REAL BUG" failed against the code reviewed;
+//! both are fixed):
 //! - `cut_sealed_tail` counts every non-zero byte it cuts from a sealed
 //!   segment's end as `unreadable_bytes` and none of its records in
 //!   `quarantined_events`, also when those bytes are a valid batch frame
@@ -305,7 +306,7 @@ fn a_copy_of_a_sealed_segments_last_batch_after_it_costs_no_event() {
     assert_eq!(ids_in(dir.path(), opts()), ids);
 }
 
-/// REAL BUG (fails against the code reviewed): bytes cut from the end of a
+/// Found (failed before the fix in repair.rs): bytes cut from the end of a
 /// sealed segment are all counted as `unreadable_bytes`, also those of a
 /// valid batch frame there, whose records are not counted in
 /// `quarantined_events`. Promise (`RepairReport`): `quarantined_events`
@@ -676,7 +677,7 @@ fn an_id_written_three_times_is_two_extra_events() {
     assert_eq!((d.extra_events, d.first), (2, (a.id(), 1, 3)), "{r:?}");
 }
 
-/// REAL BUG (fails against the code reviewed): when repair has something
+/// Found (failed before the fix in repair.rs): when repair has something
 /// to fix (here only a damaged index file), it opens the store writable,
 /// and that open cuts a torn tail of the active segment, keeping a copy
 /// in `quarantine/<N>.seg.torn-<offset>`; the report does not list that
@@ -710,6 +711,12 @@ fn a_torn_tail_cut_by_repairs_own_open_is_listed_among_the_quarantined_files() {
     assert_eq!(r.kept_events, 60, "{r:?}");
     let listed: BTreeSet<PathBuf> = r.quarantined_files.iter().cloned().collect();
     assert_eq!(quarantine_entries(dir.path()), listed, "{r:?}");
+    // Its 20 torn bytes are counted too: copied, and outside any frame.
+    assert_eq!(
+        (r.quarantined_events, r.quarantined_bytes, r.unreadable_bytes),
+        (0, 20, 20),
+        "{r:?}"
+    );
 }
 
 /// Kills S5 (`salvage` does not count the events it skips as already

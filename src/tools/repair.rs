@@ -374,6 +374,15 @@ fn fix_side_files(dir: &Path, report: &mut RepairReport, read_only: bool) -> Res
     }
     let store = Store::open(dir, options)?;
     report.kept_events = store.last_position();
+    // A writable open cuts a torn tail of the active segment and keeps a
+    // copy in the quarantine folder: a file this repair put there.
+    if let Some(kept) = &store.recovery_report().torn_tail_kept {
+        let map = map_file(kept)?;
+        frames(&map, 0).count(report);
+        report.quarantined_bytes += map.len() as u64;
+        report.quarantined_files.push(kept.clone());
+        report.repaired = true;
+    }
     // No checkpoint may name a position the log does not hold: new events
     // will take those positions, and the consumer would skip them.
     let checkpoints = store.checkpoints();
@@ -593,7 +602,9 @@ fn cut_sealed_tail(
     sync_dir(&q)?;
     report.quarantined_files.push(to);
     report.quarantined_bytes += bytes.len() as u64;
-    report.unreadable_bytes += bytes.iter().filter(|&&b| b != 0).count() as u64;
+    // The copies of earlier batches there are valid frames: their events
+    // count as quarantined (salvage reads them back), the rest unreadable.
+    frames(&map, from).count(report);
     drop(map);
     let ctx = || format!("cutting {} at {from}", path.display());
     let file = StdFs.open(&path, OpenMode::ReadWrite).ctx(ctx)?;
