@@ -42,6 +42,8 @@ mod cli;
 mod cli_contract_review;
 #[path = "cli_kill.rs"]
 mod cli_kill;
+#[path = "commit_mutants_review.rs"]
+mod commit_mutants_review;
 #[path = "contract_review.rs"]
 mod contract_review;
 #[path = "damage_isolation.rs"]
