@@ -14,21 +14,9 @@ use std::time::Duration;
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
 use annal::tools::{repair, verify};
 use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Store};
+use common::files::{seg, segment_ids};
 
 const BIN: &str = env!("CARGO_BIN_EXE_annal");
-
-fn seg(dir: &Path, n: u64) -> PathBuf {
-    segment::path(dir, n)
-}
-
-fn segment_ids(dir: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| segment::parse_file_name(e.unwrap().file_name().to_str()?))
-        .collect();
-    ids.sort_unstable();
-    ids
-}
 
 /// Every segment file of `dir`, by path, with its bytes.
 fn segment_images(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -16,6 +16,8 @@
 //!
 //! The other tests are coverage.
 
+mod common;
+
 use std::fs;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES};
 use annal::tools::{QUARANTINE_DIR, quarantined_log_files, repair, salvage, verify};
 use annal::{EventData, ExpectedVersion, Options, ReadAll, Store, Uuid};
+use common::files::{seg, segment_ids};
 
 fn opts(segment_size: u64) -> Options {
     Options::default().with_segment_size_bytes(segment_size)
@@ -55,19 +58,6 @@ fn tmp(name: &str) -> Dir {
     let _ = fs::remove_dir_all(&p);
     fs::create_dir_all(&p).unwrap();
     Dir(p)
-}
-
-fn seg(dir: &Path, n: u64) -> PathBuf {
-    segment::path(dir, n)
-}
-
-fn segment_ids(dir: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| segment::parse_file_name(e.unwrap().file_name().to_str()?))
-        .collect();
-    ids.sort_unstable();
-    ids
 }
 
 /// (offset, frame length, first position, record count) of each valid

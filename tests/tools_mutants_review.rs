@@ -127,6 +127,8 @@
 //! so no test through the public API sees a missing sync (only a power cut
 //! would).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::ops::ControlFlow;
@@ -135,6 +137,7 @@ use std::path::{Path, PathBuf};
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES};
 use annal::tools::{IndexStatus, QUARANTINE_DIR, quarantined_log_files, repair, salvage, verify};
 use annal::{CHECKPOINTS_FILE_NAME, EventData, ExpectedVersion, LOCK_FILE_NAME, Options, ReadAll, Store, Uuid};
+use common::files::{seg, segment_ids};
 
 /// Small segments, so that a few dozen events fill several.
 fn opts() -> Options {
@@ -198,20 +201,6 @@ fn batches_of(bytes: &[u8]) -> Vec<Batch> {
         });
     });
     out
-}
-
-fn seg(dir: &Path, n: u64) -> PathBuf {
-    segment::path(dir, n)
-}
-
-/// The segment numbers in `dir`, sorted.
-fn segment_ids(dir: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| segment::parse_file_name(e.unwrap().file_name().to_str()?))
-        .collect();
-    ids.sort_unstable();
-    ids
 }
 
 /// XORs the byte at `at` of the file with `mask`.

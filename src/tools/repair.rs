@@ -36,8 +36,12 @@ pub struct RepairReport {
     /// still pass their CRC checks. Damaged frames hold events that cannot
     /// be counted; their bytes are in `unreadable_bytes`.
     pub quarantined_events: u64,
-    /// Bytes moved or copied into quarantine (trailing zeros of a segment's
-    /// preallocation not included).
+    /// Bytes of the log moved or copied into quarantine: parts of
+    /// segments, whole segments (headers included) and the copy of a torn
+    /// tail that the repair's own open cut (trailing zeros of a segment's
+    /// preallocation not included). Side files moved there (index,
+    /// checkpoints, snapshots) and the old bytes of a rebuilt segment
+    /// header are listed in `quarantined_files`, not counted here.
     pub quarantined_bytes: u64,
     /// Non-zero quarantined bytes outside any valid batch frame.
     pub unreadable_bytes: u64,

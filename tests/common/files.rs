@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Copies every regular file of the directory `from` into `to` (made if
 /// missing): a copy of a store as a restore would make it, side files
@@ -43,6 +43,21 @@ pub fn dir_image(path: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
+}
+
+/// The path of segment `n` in `dir`.
+pub fn seg(dir: &Path, n: u64) -> PathBuf {
+    annal::log::segment::path(dir, n)
+}
+
+/// The numbers of the segment files in `dir`, sorted.
+pub fn segment_ids(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| annal::log::segment::parse_file_name(e.unwrap().file_name().to_str()?))
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// The names of the segment files (`*.seg`) in `dir`, in order.
