@@ -34,6 +34,8 @@ mod category_windows;
 mod category_windows_review;
 #[path = "chain_review.rs"]
 mod chain_review;
+#[path = "checkpoint_backup_mutants_review.rs"]
+mod checkpoint_backup_mutants_review;
 #[path = "checkpoints.rs"]
 mod checkpoints;
 #[path = "cli.rs"]
