@@ -6,7 +6,7 @@
 //! version a snapshot holds was in the log when they were read, so the
 //! later end covers them. In the non-durable modes the log is then synced,
 //! so that a backup never holds events a power loss could still take from
-//! the store. Segments are append-only below the published end, so they
+//! the store (a read-only store cannot sync: see `Store::backup`). Segments are append-only below the published end, so they
 //! are copied from the readers' maps without stopping the writer; each
 //! batch is CRC-checked on the way (and the checkpoints file decoded), so
 //! damage is reported and never copied. The copy is built in a temporary
@@ -63,7 +63,10 @@ impl<F: FileSystem> Store<F> {
     ///
     /// In the periodic and buffered modes the log is synced first, so the
     /// backup never holds an event that a power loss could still take from
-    /// the store.
+    /// the store. A read-only store cannot sync: its backup may hold the
+    /// last events of a writer that died before its sync, which are in the
+    /// page cache but may not survive a power loss (DURABILITY.md,
+    /// guarantee 17).
     ///
     /// Every batch copied is CRC-checked, and the checkpoints file decoded:
     /// damage fails the backup with [`Error::Corruption`]. (The snapshot
