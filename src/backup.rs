@@ -6,8 +6,9 @@
 //! version a snapshot holds was in the log when they were read, so the
 //! later end covers them. In the non-durable modes the log is then synced,
 //! so that a backup never holds events a power loss could still take from
-//! the store (a read-only store cannot sync: see `Store::backup`). Segments are append-only below the published end, so they
-//! are copied from the readers' maps without stopping the writer; each
+//! the store (a read-only store cannot sync: see `Store::backup`).
+//! Segments are append-only below the published end, so they are copied
+//! from the readers' maps without stopping the writer; each
 //! batch is CRC-checked on the way (and the checkpoints file decoded), so
 //! damage is reported and never copied. The copy is built in a temporary
 //! directory of its own beside the destination, synced, and renamed into
