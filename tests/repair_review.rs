@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES};
 use annal::tools::{QUARANTINE_DIR, quarantined_log_files, repair, salvage, verify};
-use annal::{EventData, ExpectedVersion, Options, ReadAll, Store, Uuid};
+use annal::{EventData, ExpectedVersion, Options, Store, Uuid};
 use common::files::{seg, segment_ids};
+use common::ids_in;
 
 fn opts(segment_size: u64) -> Options {
     Options::default().with_segment_size_bytes(segment_size)
@@ -88,17 +89,6 @@ fn build(dir: &Path, options: Options, n: u64, data: impl Fn(u64) -> Vec<u8>) ->
 
 fn padded(i: u64) -> Vec<u8> {
     format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(150)).into_bytes()
-}
-
-fn ids_in(dir: &Path, options: Options) -> Vec<Uuid> {
-    let store = Store::open(dir, options).unwrap();
-    let ids = store
-        .read_all(ReadAll::forward())
-        .unwrap()
-        .map(|e| e.unwrap().id())
-        .collect();
-    store.close().unwrap();
-    ids
 }
 
 fn flip(path: &Path, at: u64) {

@@ -136,8 +136,9 @@ use std::path::{Path, PathBuf};
 
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES};
 use annal::tools::{IndexStatus, QUARANTINE_DIR, quarantined_log_files, repair, salvage, verify};
-use annal::{CHECKPOINTS_FILE_NAME, EventData, ExpectedVersion, LOCK_FILE_NAME, Options, ReadAll, Store, Uuid};
+use annal::{CHECKPOINTS_FILE_NAME, EventData, ExpectedVersion, LOCK_FILE_NAME, Options, Store, Uuid};
 use common::files::{seg, segment_ids};
+use common::ids_in;
 
 /// Small segments, so that a few dozen events fill several.
 fn opts() -> Options {
@@ -157,18 +158,6 @@ fn build(dir: &Path, options: Options, n: u64) -> Vec<Uuid> {
             .append(&format!("s-{}", i % 5), ExpectedVersion::Any, [e])
             .unwrap();
     }
-    store.close().unwrap();
-    ids
-}
-
-/// The ids of every event the store serves, in log order.
-fn ids_in(dir: &Path, options: Options) -> Vec<Uuid> {
-    let store = Store::open(dir, options).unwrap();
-    let ids = store
-        .read_all(ReadAll::forward())
-        .unwrap()
-        .map(|e| e.unwrap().id())
-        .collect();
     store.close().unwrap();
     ids
 }

@@ -7,6 +7,19 @@ pub mod rng;
 
 use annal::{Durability, EventData, ExpectedVersion, Options, ReadAll, ReadStream, RecordedEvent, Store, Uuid};
 
+/// The ids of every event the store in `dir` serves, in log order (it is
+/// opened with `options` and closed again).
+pub fn ids_in(dir: &std::path::Path, options: Options) -> Vec<Uuid> {
+    let store = Store::open(dir, options).unwrap();
+    let ids = store
+        .read_all(ReadAll::forward())
+        .unwrap()
+        .map(|e| e.unwrap().id())
+        .collect();
+    store.close().unwrap();
+    ids
+}
+
 /// A small-segment store configuration that exercises rollover.
 pub fn small_segments() -> Options {
     Options::default().with_segment_size_bytes(16 * 1024)
