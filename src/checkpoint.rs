@@ -340,6 +340,12 @@ pub(crate) fn decode(bytes: &[u8], store_id: uuid::Uuid) -> Result<BTreeMap<Stri
             .get(at..name_at)
             .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
             .ok_or_else(|| bad(at, "truncated checkpoint entry"))?;
+        if len == 0 || len > CHECKPOINT_NAME_BYTES_MAX {
+            return Err(bad(
+                at,
+                &format!("checkpoint name length {len}, not 1 to {CHECKPOINT_NAME_BYTES_MAX}"),
+            ));
+        }
         let name = body
             .get(name_at..name_at + len)
             .and_then(|b| std::str::from_utf8(b).ok())
@@ -398,5 +404,26 @@ mod tests {
             assert!(decode(&bytes[..i], id).is_err(), "cut at {i} accepted");
         }
         assert!(decode(&encode(id, &BTreeMap::new()), id).unwrap().is_empty());
+    }
+
+    /// A file with a valid CRC whose entry names no checkpoint a save could
+    /// have made (an empty name, or one past the limit) is refused, as
+    /// FORMAT.md's entry table says.
+    #[test]
+    fn a_name_length_outside_the_limits_is_refused() {
+        let id = uuid::Uuid::from_u128(5);
+        let crafted = |name: &str| {
+            let mut map = BTreeMap::new();
+            map.insert(name.to_string(), 3);
+            encode(id, &map)
+        };
+        let longest = "n".repeat(CHECKPOINT_NAME_BYTES_MAX);
+        assert_eq!(decode(&crafted(&longest), id).unwrap().get(&longest), Some(&3));
+        let (offset, reason) = decode(&crafted(""), id).unwrap_err();
+        assert_eq!(offset, HEADER_BYTES as u64);
+        assert!(reason.contains("name length 0"), "{reason}");
+        let too_long = "n".repeat(CHECKPOINT_NAME_BYTES_MAX + 1);
+        let (_, reason) = decode(&crafted(&too_long), id).unwrap_err();
+        assert!(reason.contains("name length 1025"), "{reason}");
     }
 }
