@@ -88,6 +88,8 @@ mod recovery;
 mod recovery_mutants_review;
 #[path = "repair_review.rs"]
 mod repair_review;
+#[path = "repository_mutants_review.rs"]
+mod repository_mutants_review;
 #[path = "segment_mutants_review.rs"]
 mod segment_mutants_review;
 #[path = "semantics.rs"]
