@@ -495,7 +495,8 @@ fn time_travel_by_version_and_position() {
 }
 
 /// An id that makes no valid stream name is refused by every load, as by
-/// `execute`, instead of loading as a new, empty aggregate.
+/// `execute` (before its command is decided), instead of loading as a new,
+/// empty aggregate.
 #[test]
 fn loads_refuse_an_id_no_stream_can_have() {
     let (_dir, store) = store();
@@ -509,6 +510,14 @@ fn loads_refuse_an_id_no_stream_can_have() {
     assert!(refused(repo.load_at_version(&id, 1).map(|_| ())));
     assert!(refused(repo.load_at_position(&id, 1).map(|_| ())));
     assert!(refused(repo.execute(&id, 1, CommandMetadata::new()).map(|_| ())));
+    // Before the command is decided: the handler would refuse this one (the
+    // account is not open), and that is not what is reported.
+    let accounts = Repository::<Account>::new(repo.store().clone(), JsonCodec);
+    let refused = |r: Result<(), RepositoryError<AccountError>>| {
+        matches!(r, Err(RepositoryError::Store(annal::Error::InvalidInput(_))))
+    };
+    let deposit = accounts.execute(&id, AccountCommand::Deposit(5), CommandMetadata::new());
+    assert!(refused(deposit.map(|_| ())));
 }
 
 #[test]

@@ -566,8 +566,12 @@ impl<A: Aggregate, F: FileSystem, C: Codec> Repository<A, F, C> {
     /// older than both, it is decided again. A command id that another
     /// aggregate's command used (within that window) fails with
     /// [`RepositoryError::CommandIdReused`]. See docs/AGGREGATES.md.
+    ///
+    /// An id that makes no valid stream name fails with
+    /// [`crate::Error::InvalidInput`] (in [`RepositoryError::Store`]) before
+    /// the command is decided, as loads do.
     pub fn execute(&self, id: &str, command: A::Command, meta: CommandMetadata) -> RepoResult<Executed<A>, A> {
-        let stream = self.stream_name(id);
+        let stream = self.valid_stream(id)?;
         let first_id = command_event_id(meta.command_id, 0);
         for attempt in 1..=self.max_attempts {
             let (mut loaded, mut earlier) = self.load_finding(&stream, true, first_id)?;
