@@ -80,6 +80,8 @@ mod projections;
 mod read_errors;
 #[path = "read_model.rs"]
 mod read_model;
+#[path = "read_mutants_review.rs"]
+mod read_mutants_review;
 #[path = "read_only.rs"]
 mod read_only;
 #[path = "recovery.rs"]
