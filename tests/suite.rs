@@ -66,6 +66,8 @@ mod group_commit;
 mod group_commit_model;
 #[path = "id_window.rs"]
 mod id_window;
+#[path = "index_file_mutants_review.rs"]
+mod index_file_mutants_review;
 #[path = "layout.rs"]
 mod layout;
 #[path = "model.rs"]
