@@ -44,6 +44,8 @@ mod cli;
 mod cli_contract_review;
 #[path = "cli_kill.rs"]
 mod cli_kill;
+#[path = "cli_mutants_review.rs"]
+mod cli_mutants_review;
 #[path = "commit_mutants_review.rs"]
 mod commit_mutants_review;
 #[path = "contract_review.rs"]
