@@ -46,15 +46,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use annal::log::frame::{RecordInput, encode_batch};
-use annal::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader, scan};
+use annal::log::segment::{SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader, scan};
 use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, Store};
-
-fn seg(dir: &Path, n: u64) -> PathBuf {
-    segment::path(dir, n)
-}
+use common::files::seg;
 
 /// Positions of every event the store in `dir` serves (opened with
 /// `options`, closed again), or the error of the open.
