@@ -145,6 +145,20 @@ fn a_batch_claiming_to_reach_past_the_files_end_before_valid_batches_is_damage()
     }
 }
 
+/// A store in a new directory, open with default options, holding three
+/// events of stream `S` (positions 1 to 3).
+fn store_of_three_events() -> (tempfile::TempDir, Options, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default();
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    for n in 0..3 {
+        store
+            .append("S", ExpectedVersion::Any, [common::event("E", n)])
+            .unwrap();
+    }
+    (dir, options, store)
+}
+
 fn rewrite_header(path: &Path, change: impl FnOnce(&mut SegmentHeader)) {
     let mut bytes = fs::read(path).unwrap();
     let mut header = SegmentHeader::decode(&bytes, path).unwrap();
@@ -210,14 +224,7 @@ fn invalid_bytes_after_a_sealed_segments_last_batch_are_refused_by_every_open() 
 /// (Mutant R9: a checkpoint at the last position taken as proof.)
 #[test]
 fn a_checkpoint_at_the_last_position_does_not_make_a_torn_tail_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options::default();
-    let store = Store::open(dir.path(), options.clone()).unwrap();
-    for n in 0..3 {
-        store
-            .append("S", ExpectedVersion::Any, [common::event("E", n)])
-            .unwrap();
-    }
+    let (dir, options, store) = store_of_three_events();
     store.checkpoints().save("c", store.last_position()).unwrap();
     store.close().unwrap();
     let path = seg(dir.path(), 1);
@@ -263,14 +270,7 @@ fn a_segment_whose_header_names_another_number_is_refused() {
 #[test]
 fn an_empty_index_file_ending_past_the_logs_start_is_rebuilt_not_trusted() {
     use annal::index::file::{Checkpoint, FILE_NAME, encode};
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options::default();
-    let store = Store::open(dir.path(), options.clone()).unwrap();
-    for n in 0..3 {
-        store
-            .append("S", ExpectedVersion::Any, [common::event("E", n)])
-            .unwrap();
-    }
+    let (dir, options, store) = store_of_three_events();
     let store_id = store.store_id();
     store.close().unwrap();
     let checkpoint = Checkpoint {
