@@ -262,6 +262,18 @@ fn import_single_and_batch_lines() {
     assert_eq!(all[3]["data_base64"], "AAEC");
     assert_eq!(all[3]["metadata_base64"], "/w==");
 
+    // Base64 in an import line is read as `--data-base64` reads it: its
+    // whitespace (here a line break and spaces) is left out.
+    let o = run_with_stdin(
+        &["import", d],
+        "{\"stream\":\"b-1\",\"type\":\"Bin\",\"data_base64\":\"AA\\nEC\",\"metadata_base64\":\" /w== \"}\n",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let all = ok(&["read-all", d]);
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[4]["data_base64"], "AAEC");
+    assert_eq!(all[4]["metadata_base64"], "/w==");
+
     // From a file, with progress on stderr.
     let file = dir.path().join("in.jsonl");
     std::fs::write(

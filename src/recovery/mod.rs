@@ -25,6 +25,8 @@
 //! | snapshot a later version of a stream                    |                                           |
 //! | last segment: invalid bytes, a valid batch after them   | refuse: `Corruption` naming file, offset  |
 //! | batch positions or stream versions that do not follow   | refuse: `Corruption`                      |
+//! | a segment header's first position that does not follow  | refuse: `Corruption`                      |
+//! | (the log before it, or the index file's events in it)   |                                           |
 //!
 //! A writable open syncs the last segment before it publishes the log: what
 //! it holds may be only in the page cache (a process that died before its

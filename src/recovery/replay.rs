@@ -91,6 +91,13 @@ pub(super) fn replay<F: FileSystem>(
                     "segment does not start at the next global position",
                 ));
             }
+            if from > SEGMENT_HEADER_BYTES && !starts_where_indexed(seg.header.first_position, id, &index) {
+                return Err(Error::corruption(
+                    &seg.path,
+                    0,
+                    "segment header's first position is not where the index file's events in it start",
+                ));
+            }
             let (data_end, torn) = replay_segment(&seg.path, id, &map, from, last, &mut index, &mut end, &mut report)?;
             // A segment that holds the floor must reach it (later ones are
             // checked once the last segment is known, below).
@@ -182,6 +189,22 @@ pub(super) fn replay<F: FileSystem>(
         index_file_end,
         index_file_bytes: 0,
     })
+}
+
+/// Whether segment `id`, which the index file's checkpoint lies inside
+/// (so the index holds its events up to there, and it holds at least
+/// one), starts at the position its header records, `first_position`:
+/// the index puts that position in this segment and the one before it
+/// in an earlier one. The check a segment replayed from its start gets
+/// against the log before it, made against the index instead.
+fn starts_where_indexed(first_position: u64, id: u64, index: &Index) -> bool {
+    let in_this = index.location(first_position).is_some_and(|l| l.segment == id);
+    let before_elsewhere = match first_position.checked_sub(1) {
+        Some(0) => true,
+        Some(before) => index.location(before).is_some_and(|l| l.segment < id),
+        None => false,
+    };
+    in_this && before_elsewhere
 }
 
 /// What replay consults about invalid bytes at the log's end, beyond the

@@ -231,10 +231,7 @@ pub struct Base64Bytes(pub Vec<u8>);
 /// Whitespace anywhere is left out: `base64` wraps its output in lines
 /// of 76 characters, so `--data-base64 "$(base64 FILE)"` holds line breaks.
 fn base64_bytes(s: &str) -> Result<Base64Bytes, String> {
-    use base64::Engine;
-    let packed: String = s.split_ascii_whitespace().collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(packed)
+    crate::input::decode_base64(s)
         .map(Base64Bytes)
         .map_err(|e| format!("not valid base64: {e}"))
 }

@@ -162,9 +162,19 @@ fn string(raw: &RawValue, key: &str, what: &str) -> Result<String, String> {
 
 fn base64(raw: &RawValue, key: &str) -> Result<Vec<u8>, String> {
     let text = string(raw, key, "a base64 string")?;
-    BASE64
-        .decode(text.as_bytes())
-        .map_err(|e| format!("\"{key}\" is not valid base64: {e}"))
+    decode_base64(&text).map_err(|e| format!("\"{key}\" is not valid base64: {e}"))
+}
+
+/// Standard base64 with its ASCII whitespace left out, wherever it is:
+/// `base64` wraps its output in lines of 76 characters. Import lines and
+/// `--data-base64`/`--metadata-base64` read base64 the same way.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        let packed: String = text.split_ascii_whitespace().collect();
+        BASE64.decode(packed)
+    } else {
+        BASE64.decode(text)
+    }
 }
 
 fn expected(raw: &RawValue) -> Result<ExpectedVersion, String> {
