@@ -20,6 +20,8 @@ mod aggregates;
 mod aggregates_idempotency_review;
 #[path = "ahead_review.rs"]
 mod ahead_review;
+#[path = "api_mutants_review.rs"]
+mod api_mutants_review;
 #[path = "app_review.rs"]
 mod app_review;
 #[path = "backup.rs"]
