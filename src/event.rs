@@ -421,12 +421,16 @@ impl RecordedEvent {
         }
     }
 
-    /// The `$correlationId` in the metadata, when it holds one.
+    /// The `$correlationId` in the metadata, when it holds one: a top-level
+    /// string member of a metadata JSON object, a UUID (the last such
+    /// member when the key repeats, as most JSON readers take it).
     pub fn correlation_id(&self) -> Option<Uuid> {
         json_string_field(self.metadata(), CORRELATION_ID_KEY).and_then(|s| Uuid::parse_str(s).ok())
     }
 
-    /// The `$causationId` in the metadata, when it holds one.
+    /// The `$causationId` in the metadata, when it holds one: a top-level
+    /// string member of a metadata JSON object, a UUID (the last such
+    /// member when the key repeats, as most JSON readers take it).
     pub fn causation_id(&self) -> Option<Uuid> {
         json_string_field(self.metadata(), CAUSATION_ID_KEY).and_then(|s| Uuid::parse_str(s).ok())
     }

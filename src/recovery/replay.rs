@@ -16,7 +16,7 @@ use crate::index::file::Checkpoint;
 use crate::index::{Index, Location};
 use crate::io::{self, FileHandle, FileSystem};
 use crate::log::frame::RECORD_HEADER_BYTES;
-use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd};
+use crate::log::segment::{self, SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader};
 use crate::log::tail::{LogTail, write_zeros};
 use crate::log::view::{SegmentView, Segments};
 use crate::options::Options;
@@ -75,6 +75,19 @@ pub(super) fn replay<F: FileSystem>(
             && let Some(why) = chain_broken(&seg.header, &index, previous.id, &previous.map)
         {
             return Err(Error::corruption(&seg.path, 0, why));
+        }
+        // A sealed segment that is not replayed (the index file covers it)
+        // is not scanned; what a scan would refuse after its last batch is
+        // looked for here, where this header says that batch ends.
+        if let Some(previous) = views.last()
+            && previous.id < start_segment
+            && let Some(offset) = bytes_after_sealed_end(&seg.header, &previous.map)
+        {
+            return Err(Error::corruption(
+                &previous.path,
+                offset,
+                "invalid bytes after the last batch in a sealed segment",
+            ));
         }
         let mut verified = SEGMENT_HEADER_BYTES;
         let mut map = seg.map;
@@ -189,6 +202,19 @@ pub(super) fn replay<F: FileSystem>(
         index_file_end,
         index_file_bytes: 0,
     })
+}
+
+/// Where a sealed segment (its bytes `map`) has bytes other than zeros
+/// after its last batch, whose end the next segment's header records
+/// (`next`): that end, or `None` when there are none there or the header
+/// records no end. Sealing cuts a segment at its last batch and syncs it
+/// before the next segment exists, so any byte there came later.
+fn bytes_after_sealed_end(next: &SegmentHeader, map: &[u8]) -> Option<u64> {
+    if next.previous_end == 0 {
+        return None;
+    }
+    let after = usize::try_from(next.previous_end).ok().and_then(|end| map.get(end..))?;
+    after.iter().any(|&b| b != 0).then_some(next.previous_end)
 }
 
 /// Whether segment `id`, which the index file's checkpoint lies inside
