@@ -80,6 +80,8 @@ mod model;
 mod mutation_review;
 #[path = "new_api_review.rs"]
 mod new_api_review;
+#[path = "open_close_mutants_review.rs"]
+mod open_close_mutants_review;
 #[path = "open_mutants_review.rs"]
 mod open_mutants_review;
 #[path = "projections.rs"]
