@@ -122,6 +122,8 @@ mod spare_segment;
 mod stress;
 #[path = "subscriptions.rs"]
 mod subscriptions;
+#[path = "tail_mutants_review.rs"]
+mod tail_mutants_review;
 #[path = "tools_mutants_review.rs"]
 mod tools_mutants_review;
 #[path = "tools_review.rs"]
