@@ -94,6 +94,8 @@ mod read_model;
 mod read_mutants_review;
 #[path = "read_only.rs"]
 mod read_only;
+#[path = "real_fs.rs"]
+mod real_fs;
 #[path = "recovery.rs"]
 mod recovery;
 #[path = "recovery_mutants_review.rs"]

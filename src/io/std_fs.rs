@@ -208,6 +208,8 @@ impl FileHandle for StdFile {
         // programs modifying the files while the store is open are outside
         // this contract, as for any database.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file)? };
+        #[cfg(target_os = "linux")]
+        self.read_in_holes(&map, len as u64)?;
         Ok(Bytes::from_owner(map))
     }
 
@@ -376,10 +378,62 @@ fn offset_and_len(range: &std::ops::Range<u64>) -> Option<(libc::off64_t, libc::
 /// allocate anew on each overwrite, so the store keeps write calls there.
 #[cfg(target_os = "linux")]
 fn overwrites_in_place(file: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
     const EXT4_SUPER_MAGIC: i64 = 0xEF53;
     const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    Ok(matches!(
+        file_system_kind(file)?,
+        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | TMPFS_MAGIC
+    ))
+}
+
+impl StdFile {
+    /// On tmpfs, reads the holes of `map`'s file into memory (a sparse
+    /// copy of a store file: `cp --sparse=always`, `rsync -S`, or `cp` of a
+    /// segment whose reserved end ext4 reports as a hole). tmpfs gives a
+    /// hole a page at the first access, even a read through a map, and
+    /// when it is full that access kills the process with `SIGBUS`; read
+    /// in here, a full tmpfs is an error (`StorageFull`) instead, and the
+    /// map's later reads cannot fail. Nothing is written: the pages read
+    /// in hold the zeros the holes read as. Elsewhere a hole reads as
+    /// zeros without storage, and this is one `fstatfs`.
+    #[cfg(target_os = "linux")]
+    fn read_in_holes(&self, map: &memmap2::Mmap, len: u64) -> io::Result<()> {
+        if file_system_kind(&self.file)? != TMPFS_MAGIC {
+            return Ok(());
+        }
+        for hole in self.holes(len)? {
+            let (Ok(from), Ok(to)) = (usize::try_from(hole.start), usize::try_from(hole.end)) else {
+                continue;
+            };
+            match map.advise_range(memmap2::Advice::PopulateRead, from, to - from) {
+                Ok(()) => {}
+                // A kernel without MADV_POPULATE_READ (before 5.14).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(()),
+                // The access would have been a SIGBUS.
+                Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "bytes {from} to {to} are a hole (a sparse copy?), and the file system (tmpfs) has no \
+                             room to read them in"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `statfs`'s `f_type` of tmpfs.
+#[cfg(target_os = "linux")]
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// The kind of file system `file` is on (`statfs`'s `f_type`).
+#[cfg(target_os = "linux")]
+fn file_system_kind(file: &File) -> io::Result<i64> {
+    use std::os::fd::AsRawFd;
     // SAFETY: `statfs` is a plain C struct of integers, for which all
     // zeros is a valid value.
     let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
@@ -389,8 +443,7 @@ fn overwrites_in_place(file: &File) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
-    let kind = stats.f_type as i64;
-    Ok(matches!(kind, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | TMPFS_MAGIC))
+    Ok(stats.f_type as i64)
 }
 
 /// The error for a store file that is a directory, FIFO or device.
