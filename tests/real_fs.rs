@@ -1,6 +1,6 @@
 //! The store on real, small file systems mounted for the test: a disk that
-//! fills up (tmpfs and an ext4 image on a loop device), and read-only
-//! media. `tests/io_errors.rs` injects ENOSPC at every call site through
+//! fills up (tmpfs, and ext4 and ext2 images on loop devices), and
+//! read-only media. `tests/io_errors.rs` injects ENOSPC at every call site through
 //! the simulated file system; these tests check the same promises against
 //! the kernel's own behaviour, including the writable maps that the
 //! buffered and periodic modes copy appends into (a map write that finds no
@@ -39,10 +39,22 @@ impl Mount {
     /// An ext4 file system of `mib` MiB in an image file on a loop device,
     /// or `None` where it cannot be made or mounted.
     fn ext4(mib: u64) -> Option<Mount> {
+        Mount::image("mkfs.ext4", mib)
+    }
+
+    /// The same with ext2, which has no `fallocate`: the store writes
+    /// zeros where it would reserve space.
+    fn ext2(mib: u64) -> Option<Mount> {
+        Mount::image("mkfs.ext2", mib)
+    }
+
+    /// A file system made by `mkfs` in an image file of `mib` MiB, mounted
+    /// on a loop device.
+    fn image(mkfs: &str, mib: u64) -> Option<Mount> {
         let dir = tempfile::tempdir().ok()?;
         let image = dir.path().join("fs.img");
         std::fs::File::create(&image).ok()?.set_len(mib << 20).ok()?;
-        run("mkfs.ext4", &["-q", "-F", path_str(&image)?])?;
+        run(mkfs, &["-q", "-F", path_str(&image)?])?;
         let point = dir.path().join("mnt");
         std::fs::create_dir(&point).ok()?;
         run("mount", &["-o", "loop", path_str(&image)?, path_str(&point)?])?;
@@ -230,7 +242,9 @@ fn check(store: &Store, acknowledged: &Acknowledged, failed: &(String, Vec<Event
     !found.is_empty()
 }
 
-/// In each durability mode, on each file system: appends fill the disk;
+/// In each durability mode, on each file system (ext2 has no `fallocate`,
+/// so the store writes zeros where it reserves space on the others):
+/// appends fill the disk;
 /// the append that finds it full gets an I/O error of kind `StorageFull`
 /// and the handle refuses later appends; the store opens again on the full
 /// disk (read-only, and writable unless the open itself needs room), with
@@ -239,7 +253,11 @@ fn check(store: &Store, acknowledged: &Acknowledged, failed: &(String, Vec<Event
 #[test]
 fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     type MountFn = fn(u64) -> Option<Mount>;
-    let file_systems: [(&str, MountFn, u64); 2] = [("tmpfs", Mount::tmpfs, 20), ("ext4", Mount::ext4, 32)];
+    let file_systems: [(&str, MountFn, u64); 3] = [
+        ("tmpfs", Mount::tmpfs, 20),
+        ("ext4", Mount::ext4, 32),
+        ("ext2", Mount::ext2, 32),
+    ];
     let cases = file_systems.into_iter().flat_map(|fs| {
         MODES
             .into_iter()
