@@ -254,9 +254,9 @@ fn check(store: &Store, acknowledged: &Acknowledged, failed: &(String, Vec<Event
 fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     type MountFn = fn(u64) -> Option<Mount>;
     let file_systems: [(&str, MountFn, u64); 3] = [
-        ("tmpfs", Mount::tmpfs, 20),
-        ("ext4", Mount::ext4, 32),
-        ("ext2", Mount::ext2, 32),
+        ("tmpfs", Mount::tmpfs, 24),
+        ("ext4", Mount::ext4, 40),
+        ("ext2", Mount::ext2, 40),
     ];
     let cases = file_systems.into_iter().flat_map(|fs| {
         MODES
@@ -279,7 +279,11 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
             };
             // Room that can be given back once the disk is full.
             let filler = mount.point.join("filler");
-            std::fs::write(&filler, vec![7u8; 3 << 20]).unwrap();
+            // More than the store itself may take once it is freed: the
+            // active segment's next preallocation step and a spare segment
+            // made ahead (4 MiB each here), then the index file saved at
+            // close.
+            std::fs::write(&filler, vec![7u8; 10 << 20]).unwrap();
             let dir = mount.point.join("store");
 
             let hog = mount.point.join("hog");
