@@ -96,6 +96,8 @@ mod read_mutants_review;
 mod read_only;
 #[path = "real_fs.rs"]
 mod real_fs;
+#[path = "real_fs_review.rs"]
+mod real_fs_review;
 #[path = "recovery.rs"]
 mod recovery;
 #[path = "recovery_mutants_review.rs"]
