@@ -2035,3 +2035,102 @@ fn an_import_into_a_segment_shared_with_a_reflink_copy_fails_cleanly_on_a_full_x
     }
     store.close().unwrap();
 }
+
+/// A snapshot save that compacts the snapshot file (here every save: one
+/// snapshot kept per stream, compaction from the first byte) on a full
+/// ext4: it fails with an I/O error of kind `StorageFull` or saves; either
+/// way a load returns one of the snapshots saved (the new one when the
+/// save's record was written before the compaction failed), the same one
+/// after a reopen, never another or none; once space is freed, saves and
+/// compactions go on, and `annal verify` finds the snapshot file clean.
+#[test]
+fn a_snapshot_compaction_on_a_full_disk_keeps_a_loadable_snapshot() {
+    let Some(mount) = Mount::ext4(16, &[]) else {
+        skipped("a_snapshot_compaction_on_a_full_disk_keeps_a_loadable_snapshot", "ext4");
+        return;
+    };
+    let dir = mount.point.join("store");
+    let store = Store::open(&dir, Options::default()).unwrap();
+    let mut ledger = Ledger::new();
+    for k in 0..40 {
+        append(&store, &mut ledger, k);
+    }
+    store.set_snapshot_options(
+        annal::SnapshotOptions::default()
+            .with_keep_per_stream(1)
+            .with_compact_min_bytes(0),
+    );
+    let stream = stream_of(0);
+    let data = |v: u64| format!("state at {v}: {}", "s".repeat(300)).into_bytes();
+    for v in 1..=3 {
+        store.save_snapshot(&stream, v, 1, &data(v)).unwrap();
+    }
+    let compactions = store.snapshot_stats().unwrap().compactions;
+    assert!(compactions > 0, "no compaction ran");
+    let hog = mount.point.join("hog");
+    fill_disk(&hog);
+
+    // Two saves: the second compacts (the superseded records then
+    // outweigh the kept one).
+    let mut last_ok = 3;
+    let mut outcomes = Vec::new();
+    for v in 4..=5 {
+        match store.save_snapshot(&stream, v, 1, &data(v)) {
+            Ok(()) => last_ok = v,
+            Err(e) => assert!(is_disk_full(&e), "save {v}: {e:?}"),
+        }
+        outcomes.push(store.snapshot_stats().map(|s| s.compactions));
+    }
+    eprintln!(
+        "real_fs_review: compacting snapshot saves on a full disk: last ok {last_ok}, compactions {outcomes:?} (from {compactions})"
+    );
+    assert!(
+        last_ok < 5
+            || outcomes
+                .last()
+                .is_some_and(|c| c.as_ref().is_ok_and(|&c| c > compactions)),
+        "no compaction was tried on the full disk"
+    );
+    let loaded = |store: &Store, what: &str| -> u64 {
+        let load = store.load_snapshot(&stream);
+        let snapshot = load
+            .snapshot
+            .unwrap_or_else(|| panic!("{what}: no snapshot loads: {:?}", load.issues));
+        assert!(
+            (last_ok..=5).contains(&snapshot.version),
+            "{what}: version {}, the last save that returned Ok {last_ok}",
+            snapshot.version
+        );
+        assert_eq!(&snapshot.data[..], &data(snapshot.version)[..], "{what}");
+        snapshot.version
+    };
+    let version = loaded(&store, "after the saves on a full disk");
+    eprintln!("real_fs_review: after the compacting saves on a full disk, version {version} loads");
+    store
+        .close()
+        .unwrap_or_else(|e| assert!(is_disk_full(&e), "close: {e:?}"));
+    let store = Store::open(&dir, Options::default().with_read_only(true)).unwrap();
+    assert_eq!(loaded(&store, "reopened on the full disk"), version);
+    drop(store);
+
+    std::fs::remove_file(&hog).unwrap();
+    let store = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(loaded(&store, "space freed"), version);
+    store.set_snapshot_options(
+        annal::SnapshotOptions::default()
+            .with_keep_per_stream(1)
+            .with_compact_min_bytes(0),
+    );
+    store.save_snapshot(&stream, 6, 1, &data(6)).unwrap();
+    store.save_snapshot(&stream, 7, 1, &data(7)).unwrap();
+    store.close().unwrap();
+    let store = Store::open(&dir, Options::default()).unwrap();
+    let load = store.load_snapshot(&stream);
+    assert_eq!(load.snapshot.map(|s| s.version), Some(7), "{:?}", load.issues);
+    check(&store, &ledger, None, "at the end");
+    store.close().unwrap();
+    let o = cli_support::run(&["verify", s(&dir)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let summary = &json_lines(&o)[0];
+    assert_eq!(summary["snapshots"]["status"], "clean", "{summary}");
+}
