@@ -208,6 +208,17 @@ fn fill_disk(path: &Path) {
     let _ = file.sync_all();
 }
 
+/// Gives the space of the file at `path` back, and removes it. Cut to
+/// nothing first: a child process that another test thread is starting
+/// may hold the file open for a moment (it inherited the descriptor and
+/// has not reached `exec` yet), and removing the name alone frees nothing
+/// until it lets go. (A copy-on-write file system may have no room for
+/// the cut itself: then the name alone goes.)
+fn give_back(path: &Path) {
+    let _ = std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(0);
+    std::fs::remove_file(path).unwrap();
+}
+
 /// The events of append number `k`: 1 or 3 events of about 2 KiB.
 fn batch(k: u64) -> Vec<EventData> {
     let n = [1, 3][(k % 2) as usize];
@@ -523,7 +534,7 @@ fn side_file_saves_and_backups_on_a_full_disk_fail_cleanly_and_keep_what_was_sav
         let dest = backups.join("b1");
         for free in ["no room", "about 512 KiB free"] {
             if free != "no room" {
-                std::fs::remove_file(&room).unwrap();
+                give_back(&room);
             }
             let e = store.backup(&dest).unwrap_err();
             assert!(is_disk_full(&e), "{name}: backup with {free}: {e:?}");
@@ -540,7 +551,7 @@ fn side_file_saves_and_backups_on_a_full_disk_fail_cleanly_and_keep_what_was_sav
         check(&store, &ledger, None, &format!("{name}, after the failed saves"));
 
         // Space freed.
-        std::fs::remove_file(&hog).unwrap();
+        give_back(&hog);
         let extra = batch(1);
         let extra_ids = extra.iter().map(EventData::id).collect();
         let store = match store.append("After-1", ExpectedVersion::Any, extra.clone()) {
@@ -642,7 +653,7 @@ fn the_cli_on_a_full_disk_acknowledges_only_what_it_keeps() {
     std::fs::write(&room, vec![7u8; 3 << 20]).unwrap();
     let hog = mount.point.join("hog");
     fill_disk(&hog);
-    std::fs::remove_file(&room).unwrap();
+    give_back(&room);
 
     let o = cli_support::run(&["import", s(&dir), s(&input)]);
     let err = stderr(&o);
@@ -748,7 +759,7 @@ fn the_cli_on_a_full_disk_acknowledges_only_what_it_keeps() {
     assert_eq!(ids[kept as usize..], appended[..], "the appends on the full disk");
 
     // Space freed: the same import again finishes the job.
-    std::fs::remove_file(&hog).unwrap();
+    give_back(&hog);
     let o = cli_support::run(&["import", s(&dir), s(&input)]);
     assert_eq!(code(&o), 0, "the import run again: {}", stderr(&o));
     assert_eq!(json_lines(&o).len() as u64, LINES);
@@ -880,7 +891,7 @@ fn the_cli_on_read_only_media_reads_backs_up_and_refuses_writes_clearly() {
         let room = small.point.join("room");
         std::fs::write(&room, vec![7u8; 100 << 10]).unwrap();
         fill_disk(&small.point.join("hog"));
-        std::fs::remove_file(&room).unwrap();
+        give_back(&room);
         let dest = small.point.join("copy");
         let o = cli_support::run(&["backup", d, s(&dest)]);
         let err = stderr(&o);
@@ -1365,7 +1376,7 @@ fn a_store_created_on_a_full_disk_fails_cleanly_and_opens_once_space_is_freed() 
             std::fs::write(&room, vec![7u8; (free << 10) as usize]).unwrap();
             let hog = mount.point.join("hog");
             fill_disk(&hog);
-            std::fs::remove_file(&room).unwrap();
+            give_back(&room);
 
             let mut ledger = Ledger::new();
             let outcome = match Store::open(&dir, options()) {
@@ -1417,7 +1428,7 @@ fn a_store_created_on_a_full_disk_fails_cleanly_and_opens_once_space_is_freed() 
             let step = outcome.replace(s(&dir), "DIR");
             *outcomes.entry(step).or_insert(0) += 1;
 
-            std::fs::remove_file(&hog).unwrap();
+            give_back(&hog);
             let store = Store::open(&dir, options())
                 .unwrap_or_else(|e| panic!("{what} ({outcome}): open once space was freed: {e}"));
             check(&store, &ledger, None, &what);
@@ -1540,7 +1551,7 @@ fn a_repair_stopped_by_a_full_disk_is_finished_by_the_next_one() {
         std::fs::write(&room, vec![7u8; (free << 10) as usize]).unwrap();
         let hog = mount.point.join("hog");
         fill_disk(&hog);
-        std::fs::remove_file(&room).unwrap();
+        give_back(&room);
 
         let o = cli_support::run(&["repair", s(&dir)]);
         let err = stderr(&o);
@@ -1556,7 +1567,7 @@ fn a_repair_stopped_by_a_full_disk_is_finished_by_the_next_one() {
             }
             other => panic!("{what}: repair on a full disk: exit code {other}: {err}"),
         }
-        std::fs::remove_file(&hog).unwrap();
+        give_back(&hog);
         let o = cli_support::run(&["repair", s(&dir)]);
         assert_eq!(code(&o), 0, "{what}: the repair run again: {}", stderr(&o));
         let o = cli_support::run(&["verify", s(&dir)]);
@@ -1636,7 +1647,7 @@ fn a_disk_failing_under_the_store_fails_the_sync_and_loses_nothing_acknowledged(
     );
 
     // Room again; the file system checked and mounted anew.
-    std::fs::remove_file(&filler).unwrap();
+    give_back(&filler);
     let point = s(&mount.point);
     assert!(
         system("umount", &[point]).is_some(),
@@ -1764,9 +1775,9 @@ fn a_full_btrfs_or_xfs_fails_the_append_and_loses_nothing_acknowledged() {
             );
             drop(reader);
 
-            std::fs::remove_file(&filler).unwrap();
+            give_back(&filler);
             if by_another_program {
-                std::fs::remove_file(&hog).unwrap();
+                give_back(&hog);
             }
             let store = Store::open(&dir, options()).unwrap();
             check(&store, &ledger, Some(&failed), &format!("{what}, space freed"));
@@ -1958,9 +1969,9 @@ fn a_full_tmpfs_with_huge_pages_fails_the_append_not_the_process() {
                     &format!("{what}, read-only on the full disk"),
                 );
                 drop(reader);
-                std::fs::remove_file(&filler).unwrap();
+                give_back(&filler);
                 if by_another_program {
-                    std::fs::remove_file(&hog).unwrap();
+                    give_back(&hog);
                 }
                 let store = Store::open(&dir, options()).unwrap();
                 check(&store, &ledger, Some(&failed), &format!("{what}, space freed"));
@@ -2012,7 +2023,7 @@ fn an_import_into_a_segment_shared_with_a_reflink_copy_fails_cleanly_on_a_full_x
     std::fs::write(&room, vec![7u8; 256 << 10]).unwrap();
     let hog = mount.point.join("hog");
     fill_disk(&hog);
-    std::fs::remove_file(&room).unwrap();
+    give_back(&room);
 
     let outside = tempfile::tempdir().unwrap();
     let input = outside.path().join("in.jsonl");
@@ -2036,7 +2047,7 @@ fn an_import_into_a_segment_shared_with_a_reflink_copy_fails_cleanly_on_a_full_x
     );
     let acknowledged = 20 + json_lines(&o).len() as u64;
 
-    std::fs::remove_file(&hog).unwrap();
+    give_back(&hog);
     let store = Store::open(&dir, Options::default()).unwrap();
     let all = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
     assert!(
@@ -2127,7 +2138,7 @@ fn a_snapshot_compaction_on_a_full_disk_keeps_a_loadable_snapshot() {
     assert_eq!(loaded(&store, "reopened on the full disk"), version);
     drop(store);
 
-    std::fs::remove_file(&hog).unwrap();
+    give_back(&hog);
     let store = Store::open(&dir, Options::default()).unwrap();
     assert_eq!(loaded(&store, "space freed"), version);
     store.set_snapshot_options(
