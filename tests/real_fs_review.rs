@@ -15,6 +15,12 @@
 //! verdict (`cargo test --all-features --test suite real_fs_review:: --
 //! --nocapture`).
 //!
+//! Two tests are ignored as real bugs, both on XFS, where the buffered and
+//! periodic modes copy appends into a writable map: a segment that shares
+//! its blocks with a reflink copy (`cp -a` makes one) on a full disk, and a
+//! file system shut down under the writer, each kill `annal import` with
+//! `SIGBUS` instead of failing it with an I/O error.
+//!
 //! One finding kept out of the assertions, because it is the kernel's and
 //! not the store's: on ext4 *without a journal* over a loop device whose
 //! backing tmpfs runs full, a plain `pwrite` + `fdatasync` loop (no annal
