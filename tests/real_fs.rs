@@ -150,6 +150,16 @@ fn fill_disk(path: &Path) {
     let _ = file.sync_all();
 }
 
+/// Gives the space of the file at `path` back, and removes it. Cut to
+/// nothing first: a child process that another test thread is starting
+/// may hold the file open for a moment (it inherited the descriptor and
+/// has not reached `exec` yet), and removing the name alone frees nothing
+/// until it lets go.
+fn give_back(path: &Path) {
+    let _ = std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(0);
+    std::fs::remove_file(path).unwrap();
+}
+
 /// Appends to `dir` until the disk is full; returns what was acknowledged
 /// and the append that failed. With `hog`, a file there takes every free
 /// block of the disk once the store has made a few appends (as another
@@ -325,9 +335,9 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
 
             // Space freed: the retry is written exactly once, and the
             // store takes appends again.
-            std::fs::remove_file(&filler).unwrap();
+            give_back(&filler);
             if by_another_program {
-                std::fs::remove_file(&hog).unwrap();
+                give_back(&hog);
             }
             let store = Store::open(&dir, options(durability)).unwrap();
             let retried = store.append(&failed.0, ExpectedVersion::Any, failed.1.clone()).unwrap();
@@ -508,7 +518,7 @@ fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
         );
         drop(writable);
 
-        std::fs::remove_file(&hog).unwrap();
+        give_back(&hog);
         let store = Store::open(&dir, options(Durability::Sync).with_read_only(true)).unwrap();
         check(
             &store,

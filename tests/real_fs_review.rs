@@ -15,11 +15,12 @@
 //! verdict (`cargo test --all-features --test suite real_fs_review:: --
 //! --nocapture`).
 //!
-//! Two tests are ignored as real bugs, both on XFS, where the buffered and
-//! periodic modes copy appends into a writable map: a segment that shares
-//! its blocks with a reflink copy (`cp -a` makes one) on a full disk, and a
-//! file system shut down under the writer, each kill `annal import` with
-//! `SIGBUS` instead of failing it with an I/O error.
+//! Two tests found real bugs, both on XFS, where the buffered and periodic
+//! modes copied appends into a writable map: a segment that shares its
+//! blocks with a reflink copy (`cp -a` makes one) on a full disk, and a
+//! file system shut down under the writer, each killed `annal import` with
+//! `SIGBUS` instead of failing it with an I/O error. The store now keeps
+//! write calls on XFS (`overwrites_in_place` in `src/io/std_fs.rs`).
 //!
 //! One finding kept out of the assertions, because it is the kernel's and
 //! not the store's: on ext4 *without a journal* over a loop device whose
@@ -1999,10 +2000,10 @@ fn a_full_tmpfs_with_huge_pages_fails_the_append_not_the_process() {
 /// with every acknowledged line in the store (DURABILITY.md: "A copy into
 /// a map reports no error: the store makes sure every block it can touch
 /// exists ..., so a full disk fails a write call with a typed error").
-/// Instead the kernel kills it with `SIGBUS` at its first copy into a
-/// shared page (exit status 135 in a shell).
+/// Copying into a map, the kernel killed it with `SIGBUS` at its first
+/// copy into a shared page (exit status 135 in a shell); the store keeps
+/// write calls on XFS since.
 #[test]
-#[ignore = "REAL BUG: on XFS, an active segment sharing blocks with a reflink copy (plain `cp -a` makes one) turns a full disk into SIGBUS for the buffered/periodic writer (annal import killed, no message)"]
 fn an_import_into_a_segment_shared_with_a_reflink_copy_fails_cleanly_on_a_full_xfs() {
     let test = "an_import_into_a_segment_shared_with_a_reflink_copy_fails_cleanly_on_a_full_xfs";
     let Some(mount) = Mount::made_by("mkfs.xfs", &["-q", "-f", "-m", "reflink=1"], 32) else {
@@ -2273,12 +2274,12 @@ fn an_import_on_ext4_shut_down_under_it_stops_with_an_error() {
 /// The same on XFS. DURABILITY.md ("The other durability modes",
 /// buffered): "A file system that fails under the map (remounted
 /// read-only after an error, shut down) is noticed at the next write call
-/// ...". On XFS it is not: the import's next copy into the map (a page
+/// ...". On XFS it was not: the import's next copy into the map (a page
 /// made clean by the sync before) faults, XFS refuses the page to a shut
-/// down file system, and the kernel kills the import with `SIGBUS`: no
-/// message, no exit code 1 (CLI.md). Acknowledged lines are not lost.
+/// down file system, and the kernel killed the import with `SIGBUS`: no
+/// message, no exit code 1 (CLI.md); the store keeps write calls on XFS
+/// since. Acknowledged lines are not lost.
 #[test]
-#[ignore = "REAL BUG: XFS shut down under a buffered/periodic writer (annal import) kills it with SIGBUS, not the I/O error DURABILITY.md promises at the next write call"]
 fn an_import_on_xfs_shut_down_under_it_stops_with_an_error() {
     let test = "an_import_on_xfs_shut_down_under_it_stops_with_an_error";
     let Some(mount) = Mount::made_by("mkfs.xfs", &["-q", "-f"], 32) else {

@@ -368,22 +368,23 @@ fn offset_and_len(range: &std::ops::Range<u64>) -> Option<(libc::off64_t, libc::
 }
 
 /// Whether the file lives on a file system that overwrites allocated
-/// blocks in place: ext2/3/4, XFS or tmpfs. A copy into a writable map
-/// reports no error: when the file system cannot store a dirtied page (a
-/// full disk), the process gets `SIGBUS` instead of an `ENOSPC` the store
-/// could return. On these file systems the preallocation (zeros written,
-/// or space reserved with `fallocate`) has already given every block a
-/// copy can touch. Copy-on-write file
-/// systems (btrfs, ZFS, bcachefs) and log-structured or network ones
-/// allocate anew on each overwrite, so the store keeps write calls there.
+/// blocks in place and never faults a copy into a map for its own reasons:
+/// ext2/3/4 or tmpfs. A copy into a writable map reports no error: when
+/// the file system cannot store a dirtied page (a full disk), the process
+/// gets `SIGBUS` instead of an `ENOSPC` the store could return. On these
+/// file systems the preallocation (zeros written, or space reserved with
+/// `fallocate`) has already given every block a copy can touch.
+/// Copy-on-write file systems (btrfs, ZFS, bcachefs) and log-structured or
+/// network ones allocate anew on each overwrite, so the store keeps write
+/// calls there. So does XFS: a segment whose blocks are shared with a
+/// reflink copy (`cp -a` makes one) is copy-on-write too, and a full disk
+/// then kills a map writer; and XFS shut down (after a metadata I/O
+/// error, or `xfs_io -x -c shutdown`) answers a write fault with `SIGBUS`,
+/// where a write call gets `EIO` (`tests/real_fs_review.rs`).
 #[cfg(target_os = "linux")]
 fn overwrites_in_place(file: &File) -> io::Result<bool> {
     const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-    const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
-    Ok(matches!(
-        file_system_kind(file)?,
-        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | TMPFS_MAGIC
-    ))
+    Ok(matches!(file_system_kind(file)?, EXT4_SUPER_MAGIC | TMPFS_MAGIC))
 }
 
 impl StdFile {
