@@ -1,100 +1,25 @@
 //! The store on real, small file systems mounted for the test: a disk that
-//! fills up (tmpfs, and ext4 and ext2 images on loop devices), and
-//! read-only media. `tests/io_errors.rs` injects ENOSPC at every call site through
+//! fills up (tmpfs, also with huge pages, and ext4, ext2, XFS and btrfs
+//! images on loop devices), and read-only media. `tests/io_errors.rs` injects ENOSPC at every call site through
 //! the simulated file system; these tests check the same promises against
 //! the kernel's own behaviour, including the writable maps that the
 //! buffered and periodic modes copy appends into (a map write that finds no
 //! block would kill the process with `SIGBUS`, not fail the append).
 //!
-//! Mounting needs root, `mount`, and for ext4 `mkfs.ext4` and a loop
-//! device. Where the machine has none of these, each test says so on
+//! Mounting needs root, `mount`, and for the images their `mkfs` and a
+//! loop device (`tests/real_fs_support/`). Where the machine has none of
+//! these, each test says so on
 //! stderr and returns without checking anything: run them as root to get
 //! their verdict (`cargo test --release --all-features --test suite
 //! real_fs:: -- --nocapture`). This machine kind (and its CI) runs as root.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use annal::{AppendResult, Durability, Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, Uuid};
 
-/// A file system mounted at a temporary directory for one test, unmounted
-/// when dropped.
-struct Mount {
-    point: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Mount {
-    /// A tmpfs of `mib` MiB, or `None` where it cannot be mounted.
-    fn tmpfs(mib: u64) -> Option<Mount> {
-        let dir = tempfile::tempdir().ok()?;
-        let point = dir.path().join("mnt");
-        std::fs::create_dir(&point).ok()?;
-        let size = format!("size={mib}m");
-        run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", path_str(&point)?])?;
-        Some(Mount { point, _dir: dir })
-    }
-
-    /// An ext4 file system of `mib` MiB in an image file on a loop device,
-    /// or `None` where it cannot be made or mounted.
-    fn ext4(mib: u64) -> Option<Mount> {
-        Mount::image("mkfs.ext4", mib)
-    }
-
-    /// The same with ext2, which has no `fallocate`: the store writes
-    /// zeros where it would reserve space.
-    fn ext2(mib: u64) -> Option<Mount> {
-        Mount::image("mkfs.ext2", mib)
-    }
-
-    /// A file system made by `mkfs` in an image file of `mib` MiB, mounted
-    /// on a loop device.
-    fn image(mkfs: &str, mib: u64) -> Option<Mount> {
-        let dir = tempfile::tempdir().ok()?;
-        let image = dir.path().join("fs.img");
-        std::fs::File::create(&image).ok()?.set_len(mib << 20).ok()?;
-        run(mkfs, &["-q", "-F", path_str(&image)?])?;
-        let point = dir.path().join("mnt");
-        std::fs::create_dir(&point).ok()?;
-        run("mount", &["-o", "loop", path_str(&image)?, path_str(&point)?])?;
-        Some(Mount { point, _dir: dir })
-    }
-
-    /// Mounts the file system again, read-only.
-    fn remount_read_only(&self) {
-        let point = path_str(&self.point).expect("mount point is UTF-8");
-        assert!(
-            run("mount", &["-o", "remount,ro", point]).is_some(),
-            "remounting {point} read-only failed"
-        );
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if let Some(point) = path_str(&self.point)
-            && run("umount", &[point]).is_none()
-        {
-            let _ = run("umount", &["-l", point]);
-        }
-    }
-}
-
-fn path_str(path: &Path) -> Option<&str> {
-    path.to_str()
-}
-
-/// Runs a command; `Some` when it ran and exited 0.
-fn run(program: &str, args: &[&str]) -> Option<()> {
-    let output = Command::new(program).args(args).output().ok()?;
-    output.status.success().then_some(())
-}
-
-/// Says on stderr that a test checked nothing, and why.
-fn skipped(test: &str, what: &str) {
-    eprintln!("real_fs::{test}: SKIPPED, could not mount {what} (needs root, mount, mkfs.ext4 and a loop device)");
-}
+mod real_fs_support;
+use real_fs_support::{Mount, fill_disk, give_back, is_disk_full, skipped};
 
 fn options(durability: Durability) -> Options {
     // Small segments: the disk fills over a few roll-overs, and the spare
@@ -124,41 +49,9 @@ fn stream_of(k: u64) -> String {
     format!("Acct-{}", k % 17)
 }
 
-fn is_disk_full(error: &Error) -> bool {
-    matches!(error, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
-}
-
 /// What the test knows of the log: each acknowledged append (its stream,
 /// its ids, its result) in order.
 type Acknowledged = Vec<(String, Vec<Uuid>, AppendResult)>;
-
-/// Fills the disk with a file at `path`, written until the disk is full.
-fn fill_disk(path: &Path) {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![9u8; 16 << 10];
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-            Err(e) => panic!("filling the disk: {e}"),
-        }
-    }
-    // What could not be written in chunks, a byte at a time.
-    while let Ok(1) = file.write(&[9]) {}
-    let _ = file.sync_all();
-}
-
-/// Gives the space of the file at `path` back, and removes it. Cut to
-/// nothing first: a child process that another test thread is starting
-/// may hold the file open for a moment (it inherited the descriptor and
-/// has not reached `exec` yet), and removing the name alone frees nothing
-/// until it lets go.
-fn give_back(path: &Path) {
-    let _ = std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(0);
-    std::fs::remove_file(path).unwrap();
-}
 
 /// Appends to `dir` until the disk is full; returns what was acknowledged
 /// and the append that failed. With `hog`, a file there takes every free
@@ -253,8 +146,11 @@ fn check(store: &Store, acknowledged: &Acknowledged, failed: &(String, Vec<Event
 }
 
 /// In each durability mode, on each file system (ext2 has no `fallocate`,
-/// so the store writes zeros where it reserves space on the others):
-/// appends fill the disk;
+/// so the store writes zeros where it reserves space on the others; XFS
+/// and btrfs get write calls, tmpfs and ext2/4 copies into a map in the
+/// buffered and periodic modes; btrfs is copy-on-write, so the space the
+/// store took is no room for what is written over it): appends fill the
+/// disk;
 /// the append that finds it full gets an I/O error of kind `StorageFull`
 /// and the handle refuses later appends; the store opens again on the full
 /// disk (read-only, and writable unless the open itself needs room), with
@@ -263,10 +159,22 @@ fn check(store: &Store, acknowledged: &Acknowledged, failed: &(String, Vec<Event
 #[test]
 fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
     type MountFn = fn(u64) -> Option<Mount>;
-    let file_systems: [(&str, MountFn, u64); 3] = [
+    let file_systems: [(&str, MountFn, u64); 7] = [
         ("tmpfs", Mount::tmpfs, 24),
-        ("ext4", Mount::ext4, 40),
-        ("ext2", Mount::ext2, 40),
+        ("tmpfs, huge=always", |mib| Mount::tmpfs_with(mib, ",huge=always"), 24),
+        (
+            "tmpfs, huge=within_size",
+            |mib| Mount::tmpfs_with(mib, ",huge=within_size"),
+            24,
+        ),
+        ("ext4", |mib| Mount::ext4(mib, &[]), 40),
+        ("ext2", |mib| Mount::made_by("mkfs.ext2", &["-q", "-F"], mib), 40),
+        ("xfs", |mib| Mount::made_by("mkfs.xfs", &["-q", "-f"], mib), 40),
+        (
+            "btrfs",
+            |mib| Mount::made_by("mkfs.btrfs", &["-q", "-f", "--mixed"], mib),
+            40,
+        ),
     ];
     let cases = file_systems.into_iter().flat_map(|fs| {
         MODES
@@ -284,7 +192,10 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
                 }
             );
             let Some(mount) = mount(mib) else {
-                skipped("a_full_disk_fails_the_append_and_loses_nothing_acknowledged", name);
+                skipped(
+                    "real_fs::a_full_disk_fails_the_append_and_loses_nothing_acknowledged",
+                    name,
+                );
                 continue;
             };
             // Room that can be given back once the disk is full.
@@ -376,8 +287,8 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
 /// not a panic, and leaves the files as they were.
 #[test]
 fn a_store_on_read_only_media_opens_read_only() {
-    let Some(mount) = Mount::ext4(16) else {
-        skipped("a_store_on_read_only_media_opens_read_only", "ext4");
+    let Some(mount) = Mount::ext4(16, &[]) else {
+        skipped("real_fs::a_store_on_read_only_media_opens_read_only", "ext4");
         return;
     };
     let dir = mount.point.join("store");
@@ -464,7 +375,7 @@ fn hole_bytes(dir: &Path) -> u64 {
 #[test]
 fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
     type MountFn = fn(u64) -> Option<Mount>;
-    let file_systems: [(&str, MountFn); 2] = [("tmpfs", Mount::tmpfs), ("ext4", Mount::ext4)];
+    let file_systems: [(&str, MountFn); 2] = [("tmpfs", Mount::tmpfs), ("ext4", |mib| Mount::ext4(mib, &[]))];
     let source = tempfile::tempdir().unwrap();
     let original = source.path().join("store");
     let store = Store::open(&original, options(Durability::Sync)).unwrap();
@@ -482,7 +393,7 @@ fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
 
     for (name, mount) in file_systems {
         let Some(mount) = mount(16) else {
-            skipped("a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash", name);
+            skipped("real_fs::a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash", name);
             continue;
         };
         let dir = mount.point.join("store");
