@@ -16,10 +16,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use annal::{AppendResult, Durability, Error, EventData, ExpectedVersion, Options, ReadAll, ReadStream, Store, Uuid};
+use annal::{Durability, Error, EventData, ExpectedVersion, Options, Store};
 
 mod real_fs_support;
-use real_fs_support::{Mount, fill_disk, give_back, is_disk_full, skipped};
+use real_fs_support::{Ledger, Mount, check, fill_disk, give_back, is_disk_full, skipped};
 
 fn options(durability: Durability) -> Options {
     // Small segments: the disk fills over a few roll-overs, and the spare
@@ -49,18 +49,14 @@ fn stream_of(k: u64) -> String {
     format!("Acct-{}", k % 17)
 }
 
-/// What the test knows of the log: each acknowledged append (its stream,
-/// its ids, its result) in order.
-type Acknowledged = Vec<(String, Vec<Uuid>, AppendResult)>;
-
 /// Appends to `dir` until the disk is full; returns what was acknowledged
 /// and the append that failed. With `hog`, a file there takes every free
 /// block of the disk once the store has made a few appends (as another
 /// program filling the disk would), so the store meets the full disk
 /// inside the segment it is writing.
-fn fill(dir: &Path, durability: Durability, hog: Option<&Path>) -> (Acknowledged, (String, Vec<EventData>)) {
+fn fill(dir: &Path, durability: Durability, hog: Option<&Path>) -> (Ledger, (String, Vec<EventData>)) {
     let store = Store::open(dir, options(durability)).unwrap();
-    let mut acknowledged = Acknowledged::new();
+    let mut acknowledged = Ledger::new();
     for k in 0..1_000_000u64 {
         if let (Some(hog), 5) = (hog, k) {
             fill_disk(hog);
@@ -87,62 +83,6 @@ fn fill(dir: &Path, durability: Durability, hog: Option<&Path>) -> (Acknowledged
         }
     }
     panic!("{durability:?}: the disk never filled");
-}
-
-/// Every acknowledged append is in the store, whole, at the position and
-/// versions it was acknowledged with; the failed one is there whole or not
-/// at all (and once at most). Returns whether the failed one is there.
-fn check(store: &Store, acknowledged: &Acknowledged, failed: &(String, Vec<EventData>), what: &str) -> bool {
-    let all = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
-    assert_eq!(
-        all.len() as u64,
-        store.last_position(),
-        "{what}: positions are not gapless"
-    );
-    for (i, event) in all.iter().enumerate() {
-        assert_eq!(event.position(), i as u64 + 1, "{what}");
-    }
-    for (stream, ids, result) in acknowledged {
-        for (j, id) in ids.iter().enumerate() {
-            let position = result.first_position + j as u64;
-            let event = all
-                .get(position as usize - 1)
-                .unwrap_or_else(|| panic!("{what}: acknowledged position {position} is lost"));
-            assert_eq!(
-                (event.id(), event.stream(), event.version()),
-                (*id, stream.as_str(), result.first_version + j as u64),
-                "{what}: position {position}"
-            );
-        }
-    }
-    if failed.1.is_empty() {
-        return false;
-    }
-    let failed_ids: Vec<Uuid> = failed.1.iter().map(EventData::id).collect();
-    let found: Vec<_> = all.iter().filter(|e| failed_ids.contains(&e.id())).collect();
-    assert!(
-        found.is_empty() || found.len() == failed_ids.len(),
-        "{what}: the failed append is in the store in part: {} of {} events",
-        found.len(),
-        failed_ids.len()
-    );
-    let ids_in_stream: Vec<Uuid> = store
-        .read_stream(&failed.0, ReadStream::forward())
-        .unwrap()
-        .collect_all()
-        .unwrap()
-        .iter()
-        .map(|e| e.id())
-        .collect();
-    let mut unique = ids_in_stream.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        ids_in_stream.len(),
-        "{what}: an event is in its stream twice"
-    );
-    !found.is_empty()
 }
 
 /// In each durability mode, on each file system (ext2 has no `fallocate`,
@@ -220,7 +160,7 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
             check(
                 &store,
                 &acknowledged,
-                &failed,
+                Some(&failed),
                 &format!("{what}, read-only on the full disk"),
             );
             drop(store);
@@ -232,7 +172,7 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
                     check(
                         &store,
                         &acknowledged,
-                        &failed,
+                        Some(&failed),
                         &format!("{what}, reopened on the full disk"),
                     );
                     match store.append(&failed.0, ExpectedVersion::Any, failed.1.clone()) {
@@ -256,7 +196,7 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
                 check(
                     &store,
                     &acknowledged,
-                    &failed,
+                    Some(&failed),
                     &format!("{what}, after space was freed")
                 ),
                 "{what}: the retried append is not in the store"
@@ -271,7 +211,12 @@ fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
             }
             store.close().unwrap();
             let store = Store::open(&dir, options(durability)).unwrap();
-            check(&store, &acknowledged, &failed, &format!("{what}, reopened at the end"));
+            check(
+                &store,
+                &acknowledged,
+                Some(&failed),
+                &format!("{what}, reopened at the end"),
+            );
             assert_eq!(
                 store.last_position(),
                 acknowledged.last().map_or(0, |(_, _, r)| r.last_position),
@@ -293,7 +238,7 @@ fn a_store_on_read_only_media_opens_read_only() {
     };
     let dir = mount.point.join("store");
     let store = Store::open(&dir, options(Durability::Sync)).unwrap();
-    let mut acknowledged = Acknowledged::new();
+    let mut acknowledged = Ledger::new();
     for k in 0..200 {
         let events = batch(k);
         let ids = events.iter().map(EventData::id).collect();
@@ -319,8 +264,7 @@ fn a_store_on_read_only_media_opens_read_only() {
     mount.remount_read_only();
 
     let store = Store::open(&dir, options(Durability::Sync).with_read_only(true)).unwrap();
-    let none = (String::new(), Vec::new());
-    check(&store, &acknowledged, &none, "read-only media");
+    check(&store, &acknowledged, None, "read-only media");
     let refused = store.append("Acct-1", ExpectedVersion::Any, batch(1));
     assert!(matches!(refused, Err(Error::ReadOnly { .. })), "{refused:?}");
     store.close().unwrap();
@@ -379,7 +323,7 @@ fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
     let source = tempfile::tempdir().unwrap();
     let original = source.path().join("store");
     let store = Store::open(&original, options(Durability::Sync)).unwrap();
-    let mut acknowledged = Acknowledged::new();
+    let mut acknowledged = Ledger::new();
     for k in 0..300 {
         let events: Vec<EventData> = (0..2)
             .map(|i| EventData::new("Opened", format!("{{\"k\":{k},\"i\":{i}}}")))
@@ -389,7 +333,6 @@ fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
         acknowledged.push((stream_of(k), ids, result));
     }
     store.close().unwrap();
-    let none = (String::new(), Vec::new());
 
     for (name, mount) in file_systems {
         let Some(mount) = mount(16) else {
@@ -411,7 +354,7 @@ fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
                 check(
                     &store,
                     &acknowledged,
-                    &none,
+                    None,
                     &format!("{name}, read-only on the full disk"),
                 );
                 store.close().unwrap();
@@ -434,7 +377,7 @@ fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
         check(
             &store,
             &acknowledged,
-            &none,
+            None,
             &format!("{name}, read-only once space was freed"),
         );
         store.close().unwrap();
@@ -442,7 +385,7 @@ fn a_sparse_copy_on_a_full_disk_is_an_error_not_a_crash() {
         check(
             &store,
             &acknowledged,
-            &none,
+            None,
             &format!("{name}, writable once space was freed"),
         );
         store.append("Acct-1", ExpectedVersion::Any, batch(1)).unwrap();

@@ -35,12 +35,14 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::process::Command;
 
-use annal::{AppendResult, Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Store, Uuid};
+use annal::{Durability, Error, EventData, ExpectedVersion, Options, ReadAll, Store, Uuid};
 
 mod cli_support;
 use cli_support::{code, json_lines, run_with_stdin, s, stderr, stdout};
 mod real_fs_support;
-use real_fs_support::{Mount, chattr, fill_disk, give_back, io_kind, is_disk_full, skipped, system};
+use real_fs_support::{
+    Ledger, Mount, chattr, check, fill_disk, give_back, io_kind, is_disk_full, ledger_end, skipped, system,
+};
 
 /// The events of append number `k`: 1 or 3 events of about 2 KiB.
 fn batch(k: u64) -> Vec<EventData> {
@@ -55,59 +57,12 @@ fn stream_of(k: u64) -> String {
     format!("Acct-{}", k % 7)
 }
 
-/// Each acknowledged append (its stream, its ids, its result), in order.
-type Ledger = Vec<(String, Vec<Uuid>, AppendResult)>;
-
 /// Appends batch `k` and records it.
 fn append(store: &Store, ledger: &mut Ledger, k: u64) {
     let events = batch(k);
     let ids = events.iter().map(EventData::id).collect();
     let result = store.append(&stream_of(k), ExpectedVersion::Any, events).unwrap();
     ledger.push((stream_of(k), ids, result));
-}
-
-/// Every acknowledged append is in the store at the positions and
-/// versions it was acknowledged with, positions are gapless, and the
-/// failed append (if any) is there whole, once, or not at all. Returns
-/// whether the failed one is there.
-fn check(store: &Store, ledger: &Ledger, failed: Option<&(String, Vec<EventData>)>, what: &str) -> bool {
-    let all = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
-    assert_eq!(
-        all.len() as u64,
-        store.last_position(),
-        "{what}: positions are not gapless"
-    );
-    for (i, event) in all.iter().enumerate() {
-        assert_eq!(event.position(), i as u64 + 1, "{what}");
-    }
-    for (stream, ids, result) in ledger {
-        for (j, id) in ids.iter().enumerate() {
-            let position = result.first_position + j as u64;
-            let event = all
-                .get(position as usize - 1)
-                .unwrap_or_else(|| panic!("{what}: acknowledged position {position} is lost"));
-            assert_eq!(
-                (event.id(), event.stream(), event.version()),
-                (*id, stream.as_str(), result.first_version + j as u64),
-                "{what}: position {position}"
-            );
-        }
-    }
-    let Some((_, events)) = failed else {
-        return false;
-    };
-    let failed_ids: Vec<Uuid> = events.iter().map(EventData::id).collect();
-    let found = all.iter().filter(|e| failed_ids.contains(&e.id())).count();
-    assert!(
-        found == 0 || found == failed_ids.len(),
-        "{what}: the failed append is in the store in part or twice: {found} of {} events",
-        failed_ids.len()
-    );
-    found > 0
-}
-
-fn ledger_end(ledger: &Ledger) -> u64 {
-    ledger.last().map_or(0, |(_, _, r)| r.last_position)
 }
 
 /// The names in `dir` that start with `prefix`.

@@ -8,7 +8,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use annal::Error;
+use annal::{AppendResult, Error, EventData, ReadAll, Store, Uuid};
 
 /// A file system mounted at a temporary directory for one test, unmounted
 /// when dropped.
@@ -193,4 +193,51 @@ pub fn fill_disk(path: &Path) {
 pub fn give_back(path: &Path) {
     let _ = std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(0);
     std::fs::remove_file(path).unwrap();
+}
+
+/// Each acknowledged append (its stream, its ids, its result), in order.
+pub type Ledger = Vec<(String, Vec<Uuid>, AppendResult)>;
+
+/// Every acknowledged append is in the store at the positions and
+/// versions it was acknowledged with, positions are gapless, and the
+/// failed append (if any) is there whole, once, or not at all. Returns
+/// whether the failed one is there.
+pub fn check(store: &Store, ledger: &Ledger, failed: Option<&(String, Vec<EventData>)>, what: &str) -> bool {
+    let all = store.read_all(ReadAll::forward()).unwrap().collect_all().unwrap();
+    assert_eq!(
+        all.len() as u64,
+        store.last_position(),
+        "{what}: positions are not gapless"
+    );
+    for (i, event) in all.iter().enumerate() {
+        assert_eq!(event.position(), i as u64 + 1, "{what}");
+    }
+    for (stream, ids, result) in ledger {
+        for (j, id) in ids.iter().enumerate() {
+            let position = result.first_position + j as u64;
+            let event = all
+                .get(position as usize - 1)
+                .unwrap_or_else(|| panic!("{what}: acknowledged position {position} is lost"));
+            assert_eq!(
+                (event.id(), event.stream(), event.version()),
+                (*id, stream.as_str(), result.first_version + j as u64),
+                "{what}: position {position}"
+            );
+        }
+    }
+    let Some((_, events)) = failed else {
+        return false;
+    };
+    let failed_ids: Vec<Uuid> = events.iter().map(EventData::id).collect();
+    let found = all.iter().filter(|e| failed_ids.contains(&e.id())).count();
+    assert!(
+        found == 0 || found == failed_ids.len(),
+        "{what}: the failed append is in the store in part or twice: {found} of {} events",
+        failed_ids.len()
+    );
+    found > 0
+}
+
+pub fn ledger_end(ledger: &Ledger) -> u64 {
+    ledger.last().map_or(0, |(_, _, r)| r.last_position)
 }
