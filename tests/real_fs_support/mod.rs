@@ -60,22 +60,10 @@ impl Mount {
     /// The same, with its image (sparse) at `image`, where the caller
     /// removes it.
     pub fn ext4_in(image: &Path, mib: u64, extra: &[&str]) -> Option<Mount> {
-        let dir = tempfile::tempdir().ok()?;
-        std::fs::File::create(image).ok()?.set_len(mib << 20).ok()?;
         let mut args = vec!["-q", "-F"];
         args.extend_from_slice(extra);
-        args.push(image.to_str()?);
-        system("mkfs.ext4", &args)?;
-        let point = dir.path().join("mnt");
-        std::fs::create_dir(&point).ok()?;
-        system("mount", &["-o", "loop", image.to_str()?, point.to_str()?])?;
-        Some(Mount {
-            point,
-            _dir: dir,
-            _image_dir: None,
-            _holder: None,
-            image: Some(image.to_path_buf()),
-        })
+        make_image("mkfs.ext4", &args, image, mib)?;
+        Mount::loop_mount(image.to_path_buf(), None, None)
     }
 
     /// A file system made by `mkfs` (with `args`, the image path last) in
@@ -86,18 +74,14 @@ impl Mount {
         let holder = Mount::tmpfs(mib + 16)?;
         let image_dir = tempfile::tempdir_in(&holder.point).ok()?;
         let image = image_dir.path().join("fs.img");
-        std::fs::File::create(&image).ok()?.set_len(mib << 20).ok()?;
-        let mut all = args.to_vec();
-        all.push(image.to_str()?);
-        // mkfs.xfs makes file systems under 300 MB only for test suites.
-        let made = Command::new(mkfs)
-            .args(&all)
-            .envs([("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")])
-            .output()
-            .ok()?;
-        if !made.status.success() {
-            return None;
-        }
+        make_image(mkfs, args, &image, mib)?;
+        Mount::loop_mount(image, Some(image_dir), Some(Box::new(holder)))
+    }
+
+    /// Mounts the file system in `image` on a loop device, at a new
+    /// temporary directory; the image's directory and the tmpfs holding it
+    /// (if any) are kept until the mount is dropped.
+    fn loop_mount(image: PathBuf, image_dir: Option<tempfile::TempDir>, holder: Option<Box<Mount>>) -> Option<Mount> {
         let dir = tempfile::tempdir().ok()?;
         let point = dir.path().join("mnt");
         std::fs::create_dir(&point).ok()?;
@@ -105,8 +89,8 @@ impl Mount {
         Some(Mount {
             point,
             _dir: dir,
-            _image_dir: Some(image_dir),
-            _holder: Some(Box::new(holder)),
+            _image_dir: image_dir,
+            _holder: holder,
             image: Some(image),
         })
     }
@@ -138,6 +122,21 @@ impl Drop for Mount {
             let _ = system("umount", &["-l", point]);
         }
     }
+}
+
+/// Makes a file system with `mkfs` (with `args`, the image path added
+/// last) in a new sparse image file of `mib` MiB at `image`.
+fn make_image(mkfs: &str, args: &[&str], image: &Path, mib: u64) -> Option<()> {
+    std::fs::File::create(image).ok()?.set_len(mib << 20).ok()?;
+    let mut all = args.to_vec();
+    all.push(image.to_str()?);
+    // mkfs.xfs makes file systems under 300 MB only for test suites.
+    let made = Command::new(mkfs)
+        .args(&all)
+        .envs([("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")])
+        .output()
+        .ok()?;
+    made.status.success().then_some(())
 }
 
 /// Runs a command; `Some` when it ran and exited 0.
