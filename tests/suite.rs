@@ -60,6 +60,8 @@ mod damage_isolation_review;
 mod decide_mutants_review;
 #[path = "dispatcher.rs"]
 mod dispatcher;
+#[path = "doc_snippets.rs"]
+mod doc_snippets;
 #[path = "filtered_damage.rs"]
 mod filtered_damage;
 #[path = "format_cleanroom_review.rs"]
