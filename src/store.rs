@@ -167,7 +167,9 @@ impl Store<StdFs> {
     /// trying again for a quarter of a second: a child process forked while
     /// a store was open holds its lock until it starts its own program), and
     /// with [`Error::Corruption`] when the log is damaged somewhere a crash
-    /// cannot explain.
+    /// cannot explain, or missing: a directory that holds no segment file
+    /// but the store's index, checkpoints or snapshots file is refused,
+    /// never taken for an empty one in which to create a store.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store<StdFs>> {
         Store::open_with(StdFs, path, options)
     }
@@ -209,7 +211,8 @@ impl<F: FileSystem> Store<F> {
             // in a directory that holds no store.
             let names = fs.list_dir(&dir).map_err(|e| dir_error(&dir, "listing", e))?;
             if !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some()) {
-                return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
+                return Err(recovery::missing_log(&dir, &names)
+                    .unwrap_or_else(|| Error::InvalidInput(format!("no annal store in {}", dir.display()))));
             }
         }
         let locks = if options.read_only {

@@ -76,6 +76,8 @@ mod id_window;
 mod index_file_mutants_review;
 #[path = "layout.rs"]
 mod layout;
+#[path = "missing_log.rs"]
+mod missing_log;
 #[path = "model.rs"]
 mod model;
 #[path = "mutation_review.rs"]

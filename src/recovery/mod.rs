@@ -6,6 +6,8 @@
 //! | what open finds                                         | decision                                  |
 //! |---------------------------------------------------------|-------------------------------------------|
 //! | no segment file                                         | new store (if `create_if_missing`)        |
+//! | no segment file, but the index, checkpoints or snapshots | refuse: `Corruption` (the log is missing) |
+//! | file of a store                                         |                                           |
 //! | the store's own `*.tmp` files (`is_own_temp_file`)      | remove (unfinished creations or renames)  |
 //! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
 //! | segments of different stores (store ids differ)         | refuse: `Corruption` naming the segment   |
@@ -140,6 +142,9 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     ids.sort_unstable();
     if ids.is_empty() {
+        if let Some(missing) = missing_log(dir, &names) {
+            return Err(missing);
+        }
         if !options.create_if_missing || options.read_only {
             return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
         }
@@ -174,6 +179,39 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         recovered.index_file_bytes = index_len;
     }
     Ok(recovered)
+}
+
+/// The error for a directory that holds no segment file but a store's
+/// index, checkpoints or snapshots file (`names` lists the directory): the
+/// log is missing, deleted or left behind by a restore, and was never
+/// empty (those files are written only once segment 1 exists). `None`
+/// when none of them is there: the directory holds no store. Without this
+/// check a writable open would start a new, empty store beside the old
+/// one's files.
+pub(crate) fn missing_log(dir: &Path, names: &[String]) -> Option<Error> {
+    let side_files = [
+        index_file::FILE_NAME,
+        crate::checkpoint::CHECKPOINTS_FILE_NAME,
+        crate::snapshot::file::FILE_NAME,
+    ];
+    let found: Vec<&str> = side_files
+        .into_iter()
+        .filter(|f| names.iter().any(|n| n == f))
+        .collect();
+    let files = match found.as_slice() {
+        [one] => format!("the {one} file"),
+        [init @ .., last] => format!("the {} and {last} files", init.join(", ")),
+        [] => return None,
+    };
+    Some(Error::corruption(
+        dir.join(segment::file_name(1)),
+        0,
+        format!(
+            "the file is missing: the directory holds no segment file but {files} of a store, written only \
+             once its log exists. Restore the segment files (from a backup, or the copy they came from); if an \
+             `annal repair` was stopped, run it again; or move {files} away to start a new store here"
+        ),
+    ))
 }
 
 /// Maps the index file's bytes; the inner error says why there are none.

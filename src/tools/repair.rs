@@ -136,8 +136,11 @@ pub struct RepairReport {
 /// Never called implicitly by the store.
 pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     let dir = dir.as_ref();
+    // No segment but side files: a log deleted or left behind by a restore
+    // is refused (`Corruption`), unless a removal of this repair's own
+    // was stopped.
     let ids = match walk::segment_ids(dir) {
-        Err(crate::Error::InvalidInput(_)) if removal_unfinished(dir) => Vec::new(),
+        Err(crate::Error::InvalidInput(_) | crate::Error::Corruption { .. }) if removal_unfinished(dir) => Vec::new(),
         found => found?,
     };
     let quarantine_dir = dir.join(QUARANTINE_DIR);
@@ -283,9 +286,11 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
     // belong to).
     // Only "no segment" means that: an I/O error listing the directory
     // says nothing about it, and must not cost the side files.
+    // (`Corruption` here is the side files left without a segment: those
+    // are the files moved next.)
     let no_segments = match walk::segment_ids(dir) {
         Ok(_) => false,
-        Err(crate::Error::InvalidInput(_)) => true,
+        Err(crate::Error::InvalidInput(_) | crate::Error::Corruption { .. }) => true,
         Err(e) => return Err(e),
     };
     if no_segments {

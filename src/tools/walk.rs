@@ -57,8 +57,10 @@ pub(crate) struct Walk {
 
 /// The segment numbers in `dir`, sorted; fails with
 /// [`Error::InvalidInput`] when there are none (the directory holds no
-/// store, or is missing or not a directory), and with an I/O error when
-/// the directory cannot be read (which says nothing about its segments).
+/// store, or is missing or not a directory), with [`Error::Corruption`]
+/// when there are none but the directory holds a store's other files (see
+/// [`crate::recovery::missing_log`]), and with an I/O error when the
+/// directory cannot be read (which says nothing about its segments).
 pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
     let no_store = || Error::InvalidInput(format!("no annal store in {}", dir.display()));
     match std::fs::metadata(dir) {
@@ -77,7 +79,7 @@ pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
     let names = StdFs.list_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
     let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     if ids.is_empty() {
-        return Err(no_store());
+        return Err(crate::recovery::missing_log(dir, &names).unwrap_or_else(no_store));
     }
     ids.sort_unstable();
     Ok(ids)

@@ -1,0 +1,167 @@
+//! A store whose segment files are all gone (deleted, or left behind by a
+//! restore that copied the rest) while its index, checkpoints or snapshots
+//! file is still there: every open, read-only or writable, and every CLI
+//! command refuses it as damage naming the missing first segment, and
+//! creates nothing. Before, a writable open took the directory for one
+//! without a store and started a new, empty one beside the old files.
+#![cfg(feature = "cli")]
+
+mod cli_support;
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use annal::{Error, ExpectedVersion, Options, Store};
+use cli_support::*;
+use common::*;
+
+const SIDE_FILES: [&str; 3] = ["index", "checkpoints", "snapshots"];
+
+/// A closed store of 20 events in `dir` (durable, one segment) with all
+/// three side files.
+fn build(dir: &Path) {
+    let store = Store::open(dir, Options::default()).unwrap();
+    for i in 0..20 {
+        store.append("Order-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
+    }
+    store.checkpoints().save("reader", 15).unwrap();
+    store.save_snapshot("Order-1", 10, 1, b"state").unwrap();
+    store.close().unwrap();
+    for name in SIDE_FILES {
+        assert!(dir.join(name).exists(), "{name} was not written");
+    }
+}
+
+/// The directory's file names, sorted (what a refused command must leave).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn assert_missing_log(err: Option<Error>, dir: &Path, kept: &[&str], what: &str) {
+    match err {
+        Some(Error::Corruption { file, reason, .. }) => {
+            assert_eq!(file, dir.join(annal::log::segment::file_name(1)), "{what}");
+            assert!(reason.contains("no segment file"), "{what}: {reason}");
+            for name in kept {
+                assert!(reason.contains(name), "{what}: {reason} does not name {name}");
+            }
+        }
+        other => panic!("{what}: expected Corruption naming the missing segment, got {other:?}"),
+    }
+}
+
+#[test]
+fn opens_refuse_a_store_whose_segments_are_all_gone_and_create_nothing() {
+    // Each side file alone, and all three.
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["index"],
+        vec!["checkpoints"],
+        vec!["snapshots"],
+        SIDE_FILES.to_vec(),
+    ];
+    for kept in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("s");
+        build(&store_dir);
+        let segment = store_dir.join(annal::log::segment::file_name(1));
+        let saved_segment = fs::read(&segment).unwrap();
+        fs::remove_file(&segment).unwrap();
+        for name in SIDE_FILES.iter().filter(|n| !kept.contains(n)) {
+            fs::remove_file(store_dir.join(name)).unwrap();
+        }
+        let before = listing(&store_dir);
+        let what = format!("{kept:?} kept");
+        for options in [
+            Options::default(),
+            Options::default().with_create_if_missing(false),
+            Options::default().with_read_only(true),
+        ] {
+            let err = Store::open(&store_dir, options.clone()).err();
+            assert_missing_log(err, &store_dir, &kept, &format!("{what}, {options:?}"));
+            assert_eq!(
+                listing(&store_dir),
+                before,
+                "{what}, {options:?}: the open changed the directory"
+            );
+        }
+        // The segment restored, the store opens with everything.
+        fs::write(&segment, &saved_segment).unwrap();
+        let store = Store::open(&store_dir, Options::default()).unwrap();
+        assert_eq!(store.last_position(), 20, "{what}");
+        assert_eq!(all(&store).len(), 20, "{what}");
+        store.close().unwrap();
+    }
+}
+
+#[test]
+fn a_directory_with_only_a_lock_file_is_still_one_without_a_store() {
+    // A store's first open takes its lock before it creates segment 1: a
+    // crash in between leaves only `LOCK`, and the next open creates it.
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    fs::create_dir(&store_dir).unwrap();
+    fs::write(store_dir.join("LOCK"), b"").unwrap();
+    let err = Store::open(&store_dir, Options::default().with_read_only(true)).err();
+    assert!(
+        matches!(&err, Some(Error::InvalidInput(m)) if m.contains("no annal store")),
+        "{err:?}"
+    );
+    let store = Store::open(&store_dir, Options::default()).unwrap();
+    store
+        .append("Order-1", ExpectedVersion::NoStream, [event("E", 1)])
+        .unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn every_cli_command_refuses_a_store_whose_segments_are_all_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    build(&store_dir);
+    fs::remove_file(store_dir.join(annal::log::segment::file_name(1))).unwrap();
+    let d = s(&store_dir);
+    let before = listing(&store_dir);
+    let backup = dir.path().join("backup");
+    let b = s(&backup);
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["read", d, "Order-1"],
+        vec!["read-all", d],
+        vec!["streams", d],
+        vec!["stats", d],
+        vec!["export", d],
+        vec!["verify", d],
+        vec!["backup", d, b],
+        vec!["repair", d],
+        vec!["append", d, "Order-1", "E", "--data", "{}"],
+        vec!["append", d, "Order-1", "E", "--data", "{}", "--expected", "exists"],
+    ];
+    for args in &commands {
+        let o = run(args);
+        assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("00000000000000000001.seg") && err.contains("no segment file"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(listing(&store_dir), before, "{args:?} changed the directory");
+    }
+    let o = run_with_stdin(&["import", d], "{\"stream\":\"Order-1\",\"type\":\"E\",\"data\":{}}\n");
+    assert_eq!(code(&o), 4, "import: {}", stderr(&o));
+    assert_eq!(listing(&store_dir), before, "import changed the directory");
+    assert!(!backup.exists());
+    // Once the old store's files are moved away, the directory starts a
+    // new store, as the message says.
+    let old = dir.path().join("old");
+    fs::create_dir(&old).unwrap();
+    for name in SIDE_FILES {
+        fs::rename(store_dir.join(name), old.join(name)).unwrap();
+    }
+    let o = run(&["append", d, "Order-1", "E", "--data", "{}", "--expected", "no-stream"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
