@@ -26,7 +26,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::{Mutex, RecursiveRwLock, RecursiveRwLockReadGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 /// The registered subscribers of one store.
 #[derive(Debug, Default)]
@@ -35,12 +35,13 @@ pub(crate) struct Hub {
     closed: AtomicBool,
     /// Held shared by dispatcher threads for each handler call, from the
     /// check that the store is open until the handler returns; taken
-    /// exclusively by [`Hub::wait_for_handler_calls`]. Recursive: a call
-    /// starts beside the calls in progress even while a close waits for
-    /// them (a fair lock would queue it behind that close), as one of them
-    /// may be waiting for it (a handler of another dispatcher stopping this
-    /// one). Calls after the close check the flag first and never take it.
-    handler_calls: RecursiveRwLock<()>,
+    /// exclusively by [`Hub::wait_for_handler_calls`]. Shared with
+    /// `read_recursive`, never `read`: a call starts beside the calls in
+    /// progress even while a close waits for them (a fair lock would queue
+    /// it behind that close), as one of them may be waiting for it (a
+    /// handler of another dispatcher stopping this one). Calls after the
+    /// close check the flag first and never take it.
+    handler_calls: RwLock<()>,
 }
 
 thread_local! {
@@ -101,11 +102,11 @@ impl Hub {
 
     /// Starts a handler call: `None` once the store is closed. Hold the
     /// guard until the handler returns.
-    pub(crate) fn handler_call(&self) -> Option<RecursiveRwLockReadGuard<'_, ()>> {
+    pub(crate) fn handler_call(&self) -> Option<RwLockReadGuard<'_, ()>> {
         if self.is_closed() {
             return None;
         }
-        let call = self.handler_calls.read();
+        let call = self.handler_calls.read_recursive();
         (!self.is_closed()).then_some(call)
     }
 
