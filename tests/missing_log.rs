@@ -58,6 +58,7 @@ fn assert_missing_log(err: Option<Error>, dir: &Path, kept: &[&str], what: &str)
 
 #[test]
 fn opens_refuse_a_store_whose_segments_are_all_gone_and_create_nothing() {
+    assert_eq!(annal::tools::SIDE_FILE_NAMES, SIDE_FILES);
     // Each side file alone, and all three.
     let cases: Vec<Vec<&str>> = vec![
         vec!["index"],

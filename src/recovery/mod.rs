@@ -189,12 +189,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
 /// check a writable open would start a new, empty store beside the old
 /// one's files.
 pub(crate) fn missing_log(dir: &Path, names: &[String]) -> Option<Error> {
-    let side_files = [
-        index_file::FILE_NAME,
-        crate::checkpoint::CHECKPOINTS_FILE_NAME,
-        crate::snapshot::file::FILE_NAME,
-    ];
-    let found: Vec<&str> = side_files
+    let found: Vec<&str> = crate::tools::SIDE_FILE_NAMES
         .into_iter()
         .filter(|f| names.iter().any(|n| n == f))
         .collect();

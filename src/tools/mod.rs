@@ -29,6 +29,17 @@ pub use verify::{
 };
 pub use walk::TornTail;
 
+/// The files a store keeps beside its log: the index, checkpoints and
+/// snapshots files. Each is written only once the store's first segment
+/// exists, so a directory that holds one of them and no segment file holds
+/// a store whose log is missing, not an empty directory (every open, and
+/// [`verify()`] and [`repair()`], refuse it as [`crate::Error::Corruption`]).
+pub const SIDE_FILE_NAMES: [&str; 3] = [
+    crate::index::file::FILE_NAME,
+    crate::checkpoint::CHECKPOINTS_FILE_NAME,
+    crate::snapshot::file::FILE_NAME,
+];
+
 /// The first place where a store's files hold bytes that a crash cannot
 /// explain.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -317,13 +317,9 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
 /// still in `dir`. [`repair`] then finishes the job: it moves those files
 /// into quarantine too.
 pub fn removal_unfinished(dir: &Path) -> bool {
-    let side_file = [
-        index_file::FILE_NAME,
-        crate::CHECKPOINTS_FILE_NAME,
-        crate::snapshot::file::FILE_NAME,
-    ]
-    .iter()
-    .any(|name| fs::symlink_metadata(dir.join(name)).is_ok());
+    let side_file = super::SIDE_FILE_NAMES
+        .iter()
+        .any(|name| fs::symlink_metadata(dir.join(name)).is_ok());
     side_file
         && super::quarantined_log_files(dir).is_ok_and(|files| {
             files.iter().any(|f| {

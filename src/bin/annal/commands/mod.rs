@@ -69,15 +69,10 @@ pub fn require_store(dir: &Path) -> Outcome {
 /// which the library's open reports (as damage, exit code 4) rather than
 /// taking the directory for one without a store.
 fn holds_store_files(entries: std::fs::ReadDir) -> bool {
-    let side_files = [
-        annal::index::file::FILE_NAME,
-        annal::CHECKPOINTS_FILE_NAME,
-        annal::snapshot::file::FILE_NAME,
-    ];
     entries.filter_map(Result::ok).any(|e| {
-        e.file_name()
-            .to_str()
-            .is_some_and(|n| annal::log::segment::parse_file_name(n).is_some() || side_files.contains(&n))
+        e.file_name().to_str().is_some_and(|n| {
+            annal::log::segment::parse_file_name(n).is_some() || annal::tools::SIDE_FILE_NAMES.contains(&n)
+        })
     })
 }
 
