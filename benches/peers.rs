@@ -7,8 +7,9 @@
 //! ANNAL_PEERS_SCALE=0.02 cargo bench --bench peers   # smoke run, seconds
 //! ```
 //!
-//! `ANNAL_PEERS_SCALE` (default 1.0) multiplies every operation count and
-//! sampling time. Each store lives in its own temporary directory, all
+//! `ANNAL_PEERS_SCALE` (default 1.0; 0.02 under `cargo bench -- --test`,
+//! which runs every bench once to see that it works) multiplies every
+//! operation count and sampling time. Each store lives in its own temporary directory, all
 //! commits are durable, and every store writes the same events
 //! (`benches/common/mod.rs`: 200 B of JSON data, 67 B of JSON metadata,
 //! 10,000 streams, same event ids):
@@ -535,8 +536,12 @@ struct Scale(f64);
 
 impl Scale {
     fn from_env() -> Self {
+        // `cargo bench -- --test` (every bench once, to see that it runs):
+        // the smoke scale unless one is given.
+        let testing = std::env::args().any(|a| a == "--test");
         let scale = match std::env::var("ANNAL_PEERS_SCALE") {
             Ok(s) => s.trim().parse().expect("ANNAL_PEERS_SCALE must be a number"),
+            Err(_) if testing => 0.02,
             Err(_) => 1.0,
         };
         assert!(scale > 0.0, "ANNAL_PEERS_SCALE must be positive");
