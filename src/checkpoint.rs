@@ -24,7 +24,7 @@ use crate::subscription::hub::Hub;
 pub const CHECKPOINTS_FILE_NAME: &str = "checkpoints";
 
 /// First bytes of the checkpoint file.
-const MAGIC: &[u8; 8] = b"ANNALCKP";
+pub(crate) const MAGIC: &[u8; 8] = b"ANNALCKP";
 /// Format version of the checkpoint file.
 const VERSION: u32 = 1;
 // Field offsets of the header, each derived from the one before.

@@ -169,7 +169,8 @@ impl Store<StdFs> {
     /// with [`Error::Corruption`] when the log is damaged somewhere a crash
     /// cannot explain, or missing: a directory that holds no segment file
     /// but the store's index, checkpoints or snapshots file is refused,
-    /// never taken for an empty one in which to create a store.
+    /// never taken for an empty one in which to create a store (see
+    /// [`crate::tools::log_missing`]).
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store<StdFs>> {
         Store::open_with(StdFs, path, options)
     }
@@ -211,7 +212,7 @@ impl<F: FileSystem> Store<F> {
             // in a directory that holds no store.
             let names = fs.list_dir(&dir).map_err(|e| dir_error(&dir, "listing", e))?;
             if !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some()) {
-                return Err(recovery::missing_log(&dir, &names)
+                return Err(recovery::missing_log(&fs, &dir, &names)
                     .unwrap_or_else(|| Error::InvalidInput(format!("no annal store in {}", dir.display()))));
             }
         }

@@ -58,7 +58,6 @@ fn assert_missing_log(err: Option<Error>, dir: &Path, kept: &[&str], what: &str)
 
 #[test]
 fn opens_refuse_a_store_whose_segments_are_all_gone_and_create_nothing() {
-    assert_eq!(annal::tools::SIDE_FILE_NAMES, SIDE_FILES);
     // Each side file alone, and all three.
     let cases: Vec<Vec<&str>> = vec![
         vec!["index"],
@@ -78,6 +77,7 @@ fn opens_refuse_a_store_whose_segments_are_all_gone_and_create_nothing() {
         }
         let before = listing(&store_dir);
         let what = format!("{kept:?} kept");
+        assert!(annal::tools::log_missing(&store_dir), "{what}");
         for options in [
             Options::default(),
             Options::default().with_create_if_missing(false),
@@ -118,6 +118,38 @@ fn a_directory_with_only_a_lock_file_is_still_one_without_a_store() {
         .append("Order-1", ExpectedVersion::NoStream, [event("E", 1)])
         .unwrap();
     store.close().unwrap();
+}
+
+/// Files of those names that are not a store's (another program's
+/// `checkpoints` folder, an `index` file of other bytes) do not make a
+/// directory a store with its log missing: a store is created there as in
+/// any other directory, and reads say there is no store.
+#[test]
+fn other_programs_files_of_those_names_are_no_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    fs::create_dir_all(store_dir.join("checkpoints")).unwrap();
+    fs::write(store_dir.join("index"), b"<html>an index of something else</html>").unwrap();
+    fs::write(store_dir.join("snapshots"), b"ANNAL").unwrap();
+    assert!(!annal::tools::log_missing(&store_dir));
+    let err = Store::open(&store_dir, Options::default().with_read_only(true)).err();
+    assert!(
+        matches!(&err, Some(Error::InvalidInput(m)) if m.contains("no annal store")),
+        "{err:?}"
+    );
+    let d = s(&store_dir);
+    let o = run(&["read", d, "Order-1"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no annal store"), "{}", stderr(&o));
+    let o = run(&["append", d, "Order-1", "E", "--data", "{}", "--expected", "exists"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        !store_dir.join(annal::log::segment::file_name(1)).exists(),
+        "a refused append created the store"
+    );
+    let o = run(&["append", d, "Order-1", "E", "--data", "{}", "--expected", "no-stream"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(store_dir.join(annal::log::segment::file_name(1)).exists());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! |---------------------------------------------------------|-------------------------------------------|
 //! | no segment file                                         | new store (if `create_if_missing`)        |
 //! | no segment file, but the index, checkpoints or snapshots | refuse: `Corruption` (the log is missing) |
-//! | file of a store                                         |                                           |
+//! | file of a store (starting with its magic)               |                                           |
 //! | the store's own `*.tmp` files (`is_own_temp_file`)      | remove (unfinished creations or renames)  |
 //! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
 //! | segments of different stores (store ids differ)         | refuse: `Corruption` naming the segment   |
@@ -142,7 +142,7 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     ids.sort_unstable();
     if ids.is_empty() {
-        if let Some(missing) = missing_log(dir, &names) {
+        if let Some(missing) = missing_log(fs, dir, &names) {
             return Err(missing);
         }
         if !options.create_if_missing || options.read_only {
@@ -181,17 +181,29 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
     Ok(recovered)
 }
 
+/// The files a store keeps beside its log, each with the magic its bytes
+/// start with (FORMAT.md). Each is written only once the store's first
+/// segment exists.
+pub(crate) const SIDE_FILES: [(&str, &[u8; 8]); 3] = [
+    (index_file::FILE_NAME, &index_file::MAGIC),
+    (crate::checkpoint::CHECKPOINTS_FILE_NAME, crate::checkpoint::MAGIC),
+    (crate::snapshot::file::FILE_NAME, &crate::snapshot::file::FILE_MAGIC),
+];
+
 /// The error for a directory that holds no segment file but a store's
 /// index, checkpoints or snapshots file (`names` lists the directory): the
 /// log is missing, deleted or left behind by a restore, and was never
-/// empty (those files are written only once segment 1 exists). `None`
-/// when none of them is there: the directory holds no store. Without this
-/// check a writable open would start a new, empty store beside the old
-/// one's files.
-pub(crate) fn missing_log(dir: &Path, names: &[String]) -> Option<Error> {
-    let found: Vec<&str> = crate::tools::SIDE_FILE_NAMES
+/// empty. `None` when none of them is there: the directory holds no store.
+/// Without this check a writable open would start a new, empty store
+/// beside the old one's files. A file of one of those names counts when it
+/// starts with its magic, or cannot be read (it may be one); a directory,
+/// or a file of other bytes (another program's `checkpoints` folder, say),
+/// does not.
+pub(crate) fn missing_log<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Option<Error> {
+    let found: Vec<&str> = SIDE_FILES
         .into_iter()
-        .filter(|f| names.iter().any(|n| n == f))
+        .filter(|(name, magic)| names.iter().any(|n| n == name) && is_side_file(fs, &dir.join(name), magic))
+        .map(|(name, _)| name)
         .collect();
     let files = match found.as_slice() {
         [one] => format!("the {one} file"),
@@ -207,6 +219,26 @@ pub(crate) fn missing_log(dir: &Path, names: &[String]) -> Option<Error> {
              `annal repair` was stopped, run it again; or move {files} away to start a new store here"
         ),
     ))
+}
+
+/// Whether the file at `path` is a store's side file: it starts with
+/// `magic`, or cannot be read for another reason than its absence, its
+/// shortness or its not being a regular file.
+fn is_side_file<F: FileSystem>(fs: &F, path: &Path, magic: &[u8; 8]) -> bool {
+    let mut head = [0u8; 8];
+    match fs
+        .open(path, OpenMode::Read)
+        .and_then(|f| f.read_exact_at(&mut head, 0))
+    {
+        Ok(()) => head == *magic,
+        Err(e) => {
+            let not_one = matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::IsADirectory
+            ) || io::is_not_a_regular_file(&e);
+            !not_one
+        }
+    }
 }
 
 /// Maps the index file's bytes; the inner error says why there are none.

@@ -29,16 +29,20 @@ pub use verify::{
 };
 pub use walk::TornTail;
 
-/// The files a store keeps beside its log: the index, checkpoints and
-/// snapshots files. Each is written only once the store's first segment
-/// exists, so a directory that holds one of them and no segment file holds
-/// a store whose log is missing, not an empty directory (every open, and
-/// [`verify()`] and [`repair()`], refuse it as [`crate::Error::Corruption`]).
-pub const SIDE_FILE_NAMES: [&str; 3] = [
-    crate::index::file::FILE_NAME,
-    crate::checkpoint::CHECKPOINTS_FILE_NAME,
-    crate::snapshot::file::FILE_NAME,
-];
+/// Whether `dir` holds no segment file but a store's index, checkpoints or
+/// snapshots file (one that starts with its magic, FORMAT.md): a store
+/// whose log is missing (deleted, or left out of a restore), which every
+/// open, [`verify()`] and [`repair()`] refuse as [`crate::Error::Corruption`],
+/// rather than a directory without a store. False when `dir` cannot be
+/// listed.
+pub fn log_missing(dir: &std::path::Path) -> bool {
+    use crate::io::{FileSystem, StdFs};
+    let Ok(names) = StdFs.list_dir(dir) else {
+        return false;
+    };
+    !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some())
+        && crate::recovery::missing_log(&StdFs, dir, &names).is_some()
+}
 
 /// The first place where a store's files hold bytes that a crash cannot
 /// explain.

@@ -317,9 +317,9 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
 /// still in `dir`. [`repair`] then finishes the job: it moves those files
 /// into quarantine too.
 pub fn removal_unfinished(dir: &Path) -> bool {
-    let side_file = super::SIDE_FILE_NAMES
+    let side_file = crate::recovery::SIDE_FILES
         .iter()
-        .any(|name| fs::symlink_metadata(dir.join(name)).is_ok());
+        .any(|(name, _)| fs::symlink_metadata(dir.join(name)).is_ok());
     side_file
         && super::quarantined_log_files(dir).is_ok_and(|files| {
             files.iter().any(|f| {

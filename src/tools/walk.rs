@@ -79,7 +79,7 @@ pub(crate) fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
     let names = StdFs.list_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
     let mut ids: Vec<u64> = names.iter().filter_map(|n| segment::parse_file_name(n)).collect();
     if ids.is_empty() {
-        return Err(crate::recovery::missing_log(dir, &names).unwrap_or_else(no_store));
+        return Err(crate::recovery::missing_log(&StdFs, dir, &names).unwrap_or_else(no_store));
     }
     ids.sort_unstable();
     Ok(ids)

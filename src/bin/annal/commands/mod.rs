@@ -45,7 +45,7 @@ pub fn run(command: Command) -> Outcome {
 pub fn require_store(dir: &Path) -> Outcome {
     match std::fs::read_dir(dir) {
         Ok(entries) => {
-            if holds_store_files(entries) {
+            if holds_store_files(dir, entries) {
                 Ok(())
             } else {
                 Err(no_store(dir))
@@ -63,17 +63,19 @@ pub fn require_store(dir: &Path) -> Outcome {
     }
 }
 
-/// Whether a directory listing names a segment file, or another file only
-/// a store writes (its index, checkpoints or snapshots file): a directory
-/// that holds those without segments holds a store whose log is missing,
-/// which the library's open reports (as damage, exit code 4) rather than
-/// taking the directory for one without a store.
-fn holds_store_files(entries: std::fs::ReadDir) -> bool {
-    entries.filter_map(Result::ok).any(|e| {
-        e.file_name().to_str().is_some_and(|n| {
-            annal::log::segment::parse_file_name(n).is_some() || annal::tools::SIDE_FILE_NAMES.contains(&n)
-        })
-    })
+/// Whether `dir`, listed as `entries`, holds a segment file, or a store
+/// whose log is missing (its index, checkpoints or snapshots file without
+/// a segment: see [`annal::tools::log_missing`]), which the library's open
+/// reports as damage (exit code 4) rather than taking the directory for one
+/// without a store.
+fn holds_store_files(dir: &Path, entries: std::fs::ReadDir) -> bool {
+    let segment = entries.filter_map(Result::ok).any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(annal::log::segment::parse_file_name)
+            .is_some()
+    });
+    segment || annal::tools::log_missing(dir)
 }
 
 /// Refuses, before a store is created for it, an append that can only
@@ -90,7 +92,7 @@ pub fn refuse_in_no_store(dir: &Path, stream: &str, expected: ExpectedVersion) -
     // directory without one (not a file in its place, not a directory
     // that cannot be read: the open reports those).
     let would_create = match std::fs::read_dir(dir) {
-        Ok(entries) => !holds_store_files(entries),
+        Ok(entries) => !holds_store_files(dir, entries),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     };
     if needs_events && would_create {
