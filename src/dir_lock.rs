@@ -10,6 +10,9 @@ use crate::io::{FileHandle, FileSystem, OpenMode};
 
 /// Name of the lock file in the store directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
+/// How the lock file's note starts (a `LOCK` file that starts otherwise,
+/// and is not empty, is another program's).
+pub(crate) const LOCK_NOTE_START: &str = "annal store lock";
 /// Length of the lock file's note (pids have at most 10 digits).
 const LOCK_NOTE_BYTES: usize = 40;
 
@@ -49,7 +52,7 @@ pub(crate) fn lock<F: FileSystem>(fs: &F, dir: &Path) -> Result<Locks<F>> {
     // the truncation (a metadata change) that a shorter pid would need.
     let note = format!(
         "{:<width$}\n",
-        format!("annal store lock, pid {}", std::process::id()),
+        format!("{LOCK_NOTE_START}, pid {}", std::process::id()),
         width = LOCK_NOTE_BYTES - 1
     );
     let ctx = || format!("writing {}", path.display());

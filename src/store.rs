@@ -170,7 +170,11 @@ impl Store<StdFs> {
     /// cannot explain, or missing: a directory that holds no segment file
     /// but the store's index, checkpoints or snapshots file is refused,
     /// never taken for an empty one in which to create a store (see
-    /// [`crate::tools::log_missing`]).
+    /// [`crate::tools::log_missing`]). Nor is a store created over another
+    /// program's files: a directory without one that holds a file or
+    /// folder named `index`, `checkpoints` or `snapshots`, or a `LOCK`
+    /// file that is not annal's, is refused with [`Error::InvalidInput`],
+    /// and nothing in it is changed.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store<StdFs>> {
         Store::open_with(StdFs, path, options)
     }
@@ -207,13 +211,18 @@ impl<F: FileSystem> Store<F> {
                 }
             })?;
         }
-        if !create {
-            // Refuse before taking the lock, which would create a LOCK file
-            // in a directory that holds no store.
-            let names = fs.list_dir(&dir).map_err(|e| dir_error(&dir, "listing", e))?;
-            if !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some()) {
-                return Err(recovery::missing_log(&fs, &dir, &names)
-                    .unwrap_or_else(|| Error::InvalidInput(format!("no annal store in {}", dir.display()))));
+        // Refuse before taking the lock, which would create a LOCK file in
+        // a directory that holds no store, or write over another program's.
+        let names = fs.list_dir(&dir).map_err(|e| dir_error(&dir, "listing", e))?;
+        if !names.iter().any(|n| crate::log::segment::parse_file_name(n).is_some()) {
+            if let Some(missing) = recovery::missing_log(&fs, &dir, &names) {
+                return Err(missing);
+            }
+            if !create {
+                return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
+            }
+            if let Some(foreign) = recovery::foreign_files(&fs, &dir, &names) {
+                return Err(foreign);
             }
         }
         let locks = if options.read_only {

@@ -4,6 +4,8 @@
 //! command refuses it as damage naming the missing first segment, and
 //! creates nothing. Before, a writable open took the directory for one
 //! without a store and started a new, empty one beside the old files.
+//! Files of those names (or a `LOCK` file) that are another program's make
+//! no store, and no store is created over them.
 #![cfg(feature = "cli")]
 
 mod cli_support;
@@ -122,13 +124,17 @@ fn a_directory_with_only_a_lock_file_is_still_one_without_a_store() {
 
 /// Files of those names that are not a store's (another program's
 /// `checkpoints` folder, an `index` file of other bytes) do not make a
-/// directory a store with its log missing: a store is created there as in
-/// any other directory, and reads say there is no store.
+/// directory a store with its log missing: reads say there is no store.
+/// Nor is a store created over them (it would rename its own files over
+/// them): writable opens and the CLI's writing commands refuse the
+/// directory, change nothing, and create the store once they are moved
+/// away.
 #[test]
-fn other_programs_files_of_those_names_are_no_store() {
+fn other_programs_files_of_those_names_are_no_store_and_are_not_written_over() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("s");
     fs::create_dir_all(store_dir.join("checkpoints")).unwrap();
+    fs::write(store_dir.join("checkpoints").join("mine"), b"kept").unwrap();
     fs::write(store_dir.join("index"), b"<html>an index of something else</html>").unwrap();
     fs::write(store_dir.join("snapshots"), b"ANNAL").unwrap();
     assert!(!annal::tools::log_missing(&store_dir));
@@ -137,19 +143,74 @@ fn other_programs_files_of_those_names_are_no_store() {
         matches!(&err, Some(Error::InvalidInput(m)) if m.contains("no annal store")),
         "{err:?}"
     );
+    let before = listing(&store_dir);
+    let err = Store::open(&store_dir, Options::default()).err();
+    match &err {
+        Some(Error::InvalidInput(m)) => {
+            for name in ["`index`", "`checkpoints`", "`snapshots`", "none is created"] {
+                assert!(m.contains(name), "{m} does not say {name}");
+            }
+        }
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert_eq!(listing(&store_dir), before, "a refused open changed the directory");
     let d = s(&store_dir);
     let o = run(&["read", d, "Order-1"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("no annal store"), "{}", stderr(&o));
-    let o = run(&["append", d, "Order-1", "E", "--data", "{}", "--expected", "exists"]);
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
-    assert!(
-        !store_dir.join(annal::log::segment::file_name(1)).exists(),
-        "a refused append created the store"
+    for expected in ["exists", "no-stream"] {
+        let o = run(&["append", d, "Order-1", "E", "--data", "{}", "--expected", expected]);
+        assert_ne!(code(&o), 0, "{expected}: {}", stderr(&o));
+    }
+    let o = run_with_stdin(&["import", d], "{\"stream\":\"Order-1\",\"type\":\"E\",\"data\":{}}\n");
+    assert_eq!(code(&o), 1, "import: {}", stderr(&o));
+    assert!(stderr(&o).contains("none is created"), "{}", stderr(&o));
+    assert_eq!(listing(&store_dir), before, "a refused command changed the directory");
+    assert_eq!(
+        fs::read(store_dir.join("index")).unwrap(),
+        b"<html>an index of something else</html>"
     );
+    assert_eq!(fs::read(store_dir.join("snapshots")).unwrap(), b"ANNAL");
+    assert_eq!(fs::read(store_dir.join("checkpoints").join("mine")).unwrap(), b"kept");
+    // Moved away, the directory starts a store.
+    for name in SIDE_FILES {
+        fs::rename(store_dir.join(name), dir.path().join(name)).unwrap();
+    }
     let o = run(&["append", d, "Order-1", "E", "--data", "{}", "--expected", "no-stream"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(store_dir.join(annal::log::segment::file_name(1)).exists());
+}
+
+/// Another program's `LOCK` file (of other bytes) would be cut and written
+/// over by the store's lock note: no store is created over it. An empty
+/// one, or one holding the store's note (a first open stopped before it
+/// created the log), is the store's own.
+#[test]
+fn another_programs_lock_file_is_not_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    fs::create_dir(&store_dir).unwrap();
+    fs::write(store_dir.join("LOCK"), b"12345\n").unwrap();
+    let err = Store::open(&store_dir, Options::default()).err();
+    assert!(
+        matches!(&err, Some(Error::InvalidInput(m)) if m.contains("`LOCK`") && m.contains("none is created")),
+        "{err:?}"
+    );
+    let o = run(&["append", s(&store_dir), "Order-1", "E", "--data", "{}"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(fs::read(store_dir.join("LOCK")).unwrap(), b"12345\n");
+    assert_eq!(listing(&store_dir), vec!["LOCK".to_string()]);
+    fs::write(store_dir.join("LOCK"), b"annal store lock, pid 7\n").unwrap();
+    let store = Store::open(&store_dir, Options::default()).unwrap();
+    store
+        .append("Order-1", ExpectedVersion::NoStream, [event("E", 1)])
+        .unwrap();
+    store.close().unwrap();
+    // A store that exists keeps opening whatever its lock file holds.
+    fs::write(store_dir.join("LOCK"), b"12345\n").unwrap();
+    let store = Store::open(&store_dir, Options::default()).unwrap();
+    assert_eq!(store.last_position(), 1);
+    store.close().unwrap();
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! | no segment file                                         | new store (if `create_if_missing`)        |
 //! | no segment file, but the index, checkpoints or snapshots | refuse: `Corruption` (the log is missing) |
 //! | file of a store (starting with its magic)               |                                           |
+//! | no segment file, but a file or folder of one of those    | refuse: `InvalidInput`, create nothing    |
+//! | names, or a `LOCK` file, that is another program's       | (`foreign_files`)                         |
 //! | the store's own `*.tmp` files (`is_own_temp_file`)      | remove (unfinished creations or renames)  |
 //! | a gap in segment numbers, or a bad segment header       | refuse: `Corruption`                      |
 //! | segments of different stores (store ids differ)         | refuse: `Corruption` naming the segment   |
@@ -148,6 +150,9 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         if !options.create_if_missing || options.read_only {
             return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
         }
+        if let Some(foreign) = foreign_files(fs, dir, &names) {
+            return Err(foreign);
+        }
         return create(fs, dir, options);
     }
     check_contiguous(dir, &ids)?;
@@ -219,6 +224,63 @@ pub(crate) fn missing_log<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -
              `annal repair` was stopped, run it again; or move {files} away to start a new store here"
         ),
     ))
+}
+
+/// The error for a directory without a store (no segment file, and no
+/// side file of one: see [`missing_log`]) where creating one would write
+/// over another program's files: a file or folder named like one of the
+/// store's side files (`index`, `checkpoints`, `snapshots`), which the
+/// store replaces by renaming a new file over it, or a `LOCK` file that
+/// holds something else than the store's lock note, which the store writes
+/// over. `None` when the store can be created without touching any file
+/// that is there. `names` lists the directory.
+pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Option<Error> {
+    let mut found: Vec<&str> = SIDE_FILES
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| names.iter().any(|n| n == name))
+        .collect();
+    if names.iter().any(|n| n == crate::dir_lock::LOCK_FILE_NAME) && !is_own_lock_file(fs, dir) {
+        found.push(crate::dir_lock::LOCK_FILE_NAME);
+    }
+    let (files, them) = match found.as_slice() {
+        [one] => (format!("`{one}`"), "it"),
+        [init @ .., last] => (
+            format!(
+                "{} and `{last}`",
+                init.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            ),
+            "them",
+        ),
+        [] => return None,
+    };
+    Some(Error::InvalidInput(format!(
+        "no annal store in {dir}, and none is created there: the directory holds {files}, not written by annal, \
+         which a new store would write over. Give another directory, or move {them} away",
+        dir = dir.display()
+    )))
+}
+
+/// Whether the directory's `LOCK` file is one a store could have left: it
+/// is empty (the store was stopped before it wrote its note) or starts
+/// with the note. A file that cannot be read is left to the lock, which
+/// reports why it cannot open it.
+fn is_own_lock_file<F: FileSystem>(fs: &F, dir: &Path) -> bool {
+    let note = crate::dir_lock::LOCK_NOTE_START.as_bytes();
+    let Ok(file) = fs.open(&dir.join(crate::dir_lock::LOCK_FILE_NAME), OpenMode::Read) else {
+        return true;
+    };
+    let Ok(len) = file.len() else {
+        return true;
+    };
+    if len == 0 {
+        return true;
+    }
+    let mut head = vec![0u8; note.len()];
+    match file.read_exact_at(&mut head, 0) {
+        Ok(()) => head == note,
+        Err(e) => e.kind() != std::io::ErrorKind::UnexpectedEof,
+    }
 }
 
 /// Whether the file at `path` is a store's side file: it starts with
