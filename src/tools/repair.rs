@@ -314,12 +314,13 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
 /// found the first segment's header lost (and so no store to keep) leaves
 /// when it is stopped before its end: segment 1 moved whole into
 /// `quarantine/`, and the store's index, checkpoints or snapshot file
-/// still in `dir`. [`repair`] then finishes the job: it moves those files
-/// into quarantine too.
+/// (one that starts with its magic, FORMAT.md) still in `dir`. [`repair`]
+/// then finishes the job: it moves those files into quarantine too. A
+/// file or folder of those names that is another program's is left alone.
 pub fn removal_unfinished(dir: &Path) -> bool {
     let side_file = crate::recovery::SIDE_FILES
         .iter()
-        .any(|(name, _)| fs::symlink_metadata(dir.join(name)).is_ok());
+        .any(|(name, magic)| crate::recovery::is_side_file(&crate::io::StdFs, &dir.join(name), magic));
     side_file
         && super::quarantined_log_files(dir).is_ok_and(|files| {
             files.iter().any(|f| {
