@@ -88,6 +88,8 @@ mod new_api_review;
 mod open_close_mutants_review;
 #[path = "open_mutants_review.rs"]
 mod open_mutants_review;
+#[path = "outside_in.rs"]
+mod outside_in;
 #[path = "projections.rs"]
 mod projections;
 #[path = "read_errors.rs"]
