@@ -15,6 +15,25 @@
 //!   creation overwrites the other program's `index` file, and the new
 //!   store fails `verify` at once because of the other program's
 //!   `checkpoints` file.
+//! - CLI.md, exit code 4: "the message names the file and byte offset of
+//!   the first damaged record". A sealed segment cut short (the fault
+//!   model's "files cut short") in a store with an `index` file makes every
+//!   command but `verify` name the *next* segment's header, at offset 0,
+//!   and say that "one of the two segments comes from another copy of the
+//!   store". `verify` names the cut segment and offset ("batch cut short in
+//!   a sealed segment"). The open's chain check (`chain_broken`,
+//!   src/recovery/chain.rs) assumes that "damage leaves a file's length
+//!   alone".
+//! - CLI.md, `repair`: "For a store damaged in the middle of its log ...
+//!   finds the first damage, as verify does" and keeps the log before it.
+//!   Bytes lost (or added) inside one sealed segment make `repair` refuse,
+//!   exit 4, "one of the two segments comes from another copy of the
+//!   store", although the segment's last batch is the very batch (same CRC)
+//!   that the next header records, only at another offset
+//!   (`chain_contradicted`, src/recovery/chain.rs).
+//! - CLI.md, `import`: a line "longer than 128 MiB" stops the import. A
+//!   line of exactly 128 MiB is refused as "longer than 128 MiB" when it
+//!   ends with a line break (which is counted), and accepted without one.
 #![cfg(feature = "cli")]
 
 mod cli_support;
@@ -23,7 +42,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use annal::{ExpectedVersion, Options, Store};
+use annal::{ExpectedVersion, Options, ReadAll, Store};
 use cli_support::*;
 use common::*;
 
@@ -155,5 +174,163 @@ fn a_store_created_beside_another_programs_checkpoints_file_verifies_clean() {
             "a store annal just created does not verify: {}",
             stderr(&v)
         );
+    }
+}
+
+/// A closed store of 4 KiB segments, at least five of them, with its
+/// `index` file; returns the number of events.
+fn build_segments(dir: &Path) -> u64 {
+    let store = Store::open(dir, Options::default().with_segment_size_bytes(4096)).unwrap();
+    let mut n = 0;
+    while store.stats().segments < 6 {
+        store
+            .append(&format!("Acc-{}", n % 5), ExpectedVersion::Any, [event("E", n)])
+            .unwrap();
+        n += 1;
+    }
+    store.close().unwrap();
+    assert!(dir.join("index").exists());
+    n
+}
+
+/// Where segment `id`'s batches start: walks its batch frames (FORMAT.md:
+/// 64-byte header, then frames whose length is the `u32` at offset 4 of
+/// each frame).
+fn batch_starts(path: &Path) -> Vec<usize> {
+    let bytes = fs::read(path).unwrap();
+    let mut at = annal::log::segment::SEGMENT_HEADER_BYTES as usize;
+    let mut starts = Vec::new();
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if len == 0 || at + len > bytes.len() {
+            break;
+        }
+        starts.push(at);
+        at += len;
+    }
+    starts
+}
+
+/// A sealed segment cut short in the middle of a batch: `verify` names it
+/// (and the offset of the batch cut short); every other command must name
+/// the same file, not the intact next segment's header, and must not
+/// blame a copy of another store.
+#[test]
+fn a_sealed_segment_cut_short_is_named_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    build_segments(&store_dir);
+    let seg2 = annal::log::segment::path(&store_dir, 2);
+    let starts = batch_starts(&seg2);
+    assert!(starts.len() >= 4, "{starts:?}");
+    let cut_batch = starts[starts.len() / 2];
+    let f = fs::OpenOptions::new().write(true).open(&seg2).unwrap();
+    f.set_len(cut_batch as u64 + 20).unwrap();
+    drop(f);
+    let d = s(&store_dir);
+    let v = run(&["verify", d]);
+    assert_eq!(code(&v), 4, "{}", stderr(&v));
+    let seg2_name = annal::log::segment::file_name(2);
+    assert!(
+        stderr(&v).contains(&seg2_name) && stderr(&v).contains(&format!("offset {cut_batch}")),
+        "verify: {}",
+        stderr(&v)
+    );
+    // The library says the same as the CLI below.
+    let err = Store::open(&store_dir, Options::default().with_read_only(true)).err();
+    match &err {
+        Some(annal::Error::Corruption { file, .. }) => {
+            assert_eq!(
+                file, &seg2,
+                "Store::open names another file than the one cut short: {err:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    for args in [
+        vec!["stats", d],
+        vec!["read-all", d],
+        vec!["export", d],
+        vec!["read", d, "Acc-1"],
+        vec!["append", d, "Acc-1", "E"],
+    ] {
+        let o = run(&args);
+        assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&seg2_name) && !err.contains("another copy of the store"),
+            "{args:?} names the wrong damage for a segment cut short: {err}"
+        );
+    }
+}
+
+/// Ten bytes lost from the middle of a sealed segment (the rest of the
+/// segment intact, its last batch whole: the batch the next segment's
+/// header records, with its CRC, ten bytes earlier). `verify` reports the
+/// first damage there; `repair` must keep the log before it, as for any
+/// damage in the middle of the log, not refuse the store as a mix of two
+/// copies.
+#[test]
+fn repair_mends_a_sealed_segment_that_lost_bytes_in_the_middle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    let n = build_segments(&store_dir);
+    let seg3 = annal::log::segment::path(&store_dir, 3);
+    let starts = batch_starts(&seg3);
+    assert!(starts.len() >= 4, "{starts:?}");
+    let at = starts[starts.len() / 2] + 30;
+    let mut bytes = fs::read(&seg3).unwrap();
+    bytes.drain(at..at + 10);
+    fs::write(&seg3, &bytes).unwrap();
+    let d = s(&store_dir);
+    let v = run(&["verify", d]);
+    assert_eq!(code(&v), 4, "{}", stderr(&v));
+    let report: serde_json::Value = serde_json::from_str(stdout(&v).trim()).unwrap();
+    let before_damage = report["events"].as_u64().unwrap();
+    assert!(before_damage > 0 && before_damage < n, "{report}");
+    assert!(
+        report["corruption"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with(&annal::log::segment::file_name(3)),
+        "{report}"
+    );
+    let r = run(&["repair", d]);
+    assert_eq!(
+        code(&r),
+        0,
+        "repair refused a store damaged inside one segment: {}",
+        stderr(&r)
+    );
+    let repaired: serde_json::Value = serde_json::from_str(stdout(&r).trim()).unwrap();
+    assert_eq!(repaired["kept_events"].as_u64(), Some(before_damage), "{repaired}");
+    let store = Store::open(&store_dir, Options::default()).unwrap();
+    assert_eq!(
+        store.read_all(ReadAll::forward()).unwrap().count() as u64,
+        before_damage
+    );
+    store.close().unwrap();
+}
+
+/// CLI.md: a line "longer than 128 MiB" stops the import. A line of
+/// exactly 128 MiB (a valid object padded with spaces, JSON's own
+/// whitespace) is not longer, and is imported with or without its line
+/// break; it was refused with one.
+#[test]
+fn an_import_line_of_exactly_128_mib_is_not_longer_than_128_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let object = br#"{"stream":"S","type":"T"}"#;
+    let mut line = object.to_vec();
+    line.resize(128 << 20, b' ');
+    for (name, ending) in [("no-break", &b""[..]), ("lf", &b"\n"[..])] {
+        let file = dir.path().join(format!("{name}.jsonl"));
+        let mut bytes = line.clone();
+        bytes.extend_from_slice(ending);
+        fs::write(&file, &bytes).unwrap();
+        drop(bytes);
+        let store_dir = dir.path().join(name);
+        let o = run(&["import", s(&store_dir), s(&file)]);
+        assert_eq!(code(&o), 0, "{name}: a line of exactly 128 MiB: {}", stderr(&o));
+        fs::remove_file(&file).unwrap();
     }
 }
