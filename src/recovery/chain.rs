@@ -68,8 +68,10 @@ fn replaced_reason(floor: &Checkpoint) -> String {
 /// means another segment; an invalid one is damage, which reads report
 /// where it lies (a check at open must not make one damaged batch cost the
 /// whole store), as long as the file is as long as the header records (a
-/// sealed segment ends at its last batch, and damage leaves a file's
-/// length alone). (Also used by `verify` and `repair`.)
+/// sealed segment ends at its last batch). A file of another length may
+/// still be damage, cut short or with bytes lost or added: the open asks
+/// [`length_damage`] before it reports this reason. (Also used by
+/// `verify` and `repair`.)
 pub(crate) fn chain_broken(next: &SegmentHeader, index: &Index, previous: u64, map: &[u8]) -> Option<String> {
     if next.previous_end == 0 {
         return None;
@@ -120,11 +122,19 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
     segment::walk_valid_frames(map, SEGMENT_HEADER_BYTES as usize, |step| {
         if let segment::Frame::Valid(at, batch, _) = step {
             let end = (at + batch.frame_len as usize) as u64;
+            let last = segment::last_position_of(batch);
             if (end, batch.crc) == recorded {
                 as_recorded = true;
                 return std::ops::ControlFlow::Break(());
             }
-            if segment::last_position_of(batch) >= last_wanted && found.is_none() {
+            // The very batch recorded, moved by bytes lost or added before
+            // it (damage, which the walk reports where it lies; its CRC
+            // covers its positions and events), tells nothing; a later
+            // batch after it still does.
+            if batch.crc == recorded.1 && last == last_wanted {
+                return std::ops::ControlFlow::Continue(());
+            }
+            if last >= last_wanted && found.is_none() {
                 found = Some((end, batch.crc));
             }
         }
@@ -134,6 +144,56 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
         return None;
     }
     found.map(|found| chain_reason(previous, recorded, Some(found)))
+}
+
+/// Where and why segment `previous` (its bytes `map`), whose end the next
+/// segment's header (`next`) does not find as it records, was cut short,
+/// or lost bytes inside it: its file is shorter than that header records,
+/// none of its own valid batches says that it is another copy's segment
+/// (see [`chain_contradicted`]), and the index, loaded from the index
+/// file, knows the segment as the bytes left show it: the record it puts
+/// last in the segment lies at or past where the valid batches stop, and
+/// the last of those batches ends with the very record the index has for
+/// its last position (another copy's batches lie elsewhere). The offset is
+/// where the valid batches stop (the file's end when it was cut between
+/// two batches). `None` otherwise: then [`chain_broken`]'s reason stands.
+pub(crate) fn length_damage(next: &SegmentHeader, index: &Index, previous: u64, map: &[u8]) -> Option<(u64, String)> {
+    let len = map.len() as u64;
+    if next.previous_end == 0 || len >= next.previous_end || chain_contradicted(next, previous, map).is_some() {
+        return None;
+    }
+    let last_indexed = index.location(next.first_position.checked_sub(1)?)?;
+    // Where the valid batches stop, and the last record before that:
+    // (its position, its offset).
+    let mut valid_end = SEGMENT_HEADER_BYTES;
+    let mut last_record = None;
+    segment::walk_valid_frames(map, SEGMENT_HEADER_BYTES as usize, |step| match step {
+        segment::Frame::Valid(at, batch, records) => {
+            valid_end = (at + batch.frame_len as usize) as u64;
+            last_record = records
+                .last()
+                .map(|r| (segment::last_position_of(batch), at as u64 + u64::from(r.offset)));
+            std::ops::ControlFlow::Continue(())
+        }
+        segment::Frame::Skipped(_) => std::ops::ControlFlow::Break(()),
+    });
+    let agrees = last_indexed.segment == previous
+        && last_indexed.offset >= valid_end
+        && last_record.is_none_or(|(position, offset)| {
+            index
+                .location(position)
+                .is_some_and(|l| l.segment == previous && l.offset == offset)
+        });
+    agrees.then(|| {
+        (
+            valid_end,
+            format!(
+                "sealed segment cut short, or bytes lost in it: the file is {len} bytes long, but the next \
+                 segment's header records its last batch ending at offset {}; its valid batches stop here",
+                next.previous_end
+            ),
+        )
+    })
 }
 
 /// The reason for a broken chain: what the next segment's header records
@@ -293,9 +353,17 @@ mod tests {
         // Another CRC, or another end, for the batch holding position 3.
         let other_crc = (ends[2].0, ends[2].1 ^ 1);
         assert!(chain_contradicted(&next_header(4, other_crc), 1, &map).is_some());
-        assert!(chain_contradicted(&next_header(4, (ends[2].0 + 8, ends[2].1)), 1, &map).is_some());
-        // The next segment starts at a position this one holds already.
+        assert!(chain_contradicted(&next_header(4, (ends[2].0 + 8, ends[2].1 ^ 1)), 1, &map).is_some());
+        // The recorded batch, 8 bytes earlier than recorded (bytes lost
+        // before it): damage, which tells nothing.
+        assert_eq!(
+            chain_contradicted(&next_header(4, (ends[2].0 + 8, ends[2].1)), 1, &map),
+            None
+        );
+        // The next segment starts at a position this one holds already,
+        // with the recorded batch there or moved.
         assert!(chain_contradicted(&next_header(3, (ends[1].0 + 8, ends[1].1)), 1, &map).is_some());
+        assert!(chain_contradicted(&next_header(3, (ends[1].0 + 8, ends[1].1 ^ 1)), 1, &map).is_some());
         // This one lacks its last batches (cut short, or damaged there):
         // nothing tells.
         assert_eq!(chain_contradicted(&next_header(6, (9_999, 7)), 1, &map), None);
@@ -304,6 +372,74 @@ mod tests {
         damaged[SEGMENT_HEADER_BYTES as usize + 30] ^= 0xff;
         assert_eq!(chain_contradicted(&next_header(4, ends[2]), 1, &damaged), None);
         assert!(chain_contradicted(&next_header(4, other_crc), 1, &damaged).is_some());
+    }
+
+    /// The index of `map`'s batches (segment 1; each event in a stream of
+    /// its own), as the index file would hold it.
+    fn index_of(map: &[u8]) -> Index {
+        let mut index = Index::default();
+        segment::walk_valid_frames(map, SEGMENT_HEADER_BYTES as usize, |step| {
+            if let segment::Frame::Valid(at, batch, records) = step {
+                for (i, r) in records.iter().enumerate() {
+                    let position = batch.first_position + i as u64;
+                    let location = crate::index::Location {
+                        segment: 1,
+                        offset: at as u64 + u64::from(r.offset),
+                    };
+                    index.push(&format!("s-{position}"), 1, position, location).unwrap();
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        index
+    }
+
+    #[test]
+    fn a_segment_cut_short_is_damage_where_its_valid_batches_stop() {
+        let (map, ends) = segment_of(&[1, 2, 3], 0);
+        let index = index_of(&map);
+        let next = next_header(4, ends[2]);
+        // Whole: no damage.
+        assert_eq!(length_damage(&next, &index, 1, &map), None);
+        // Cut inside the last batch, or between two batches, or in the
+        // first.
+        let cut = &map[..ends[2].0 as usize - 5];
+        assert_eq!(length_damage(&next, &index, 1, cut).map(|d| d.0), Some(ends[1].0));
+        let cut = &map[..ends[1].0 as usize];
+        assert_eq!(length_damage(&next, &index, 1, cut).map(|d| d.0), Some(ends[1].0));
+        let cut = &map[..SEGMENT_HEADER_BYTES as usize + 10];
+        assert_eq!(
+            length_damage(&next, &index, 1, cut).map(|d| d.0),
+            Some(SEGMENT_HEADER_BYTES)
+        );
+        // Ten bytes lost inside the second batch.
+        let mut lost = map.clone();
+        lost.drain(ends[0].0 as usize + 20..ends[0].0 as usize + 30);
+        assert_eq!(length_damage(&next, &index, 1, &lost).map(|d| d.0), Some(ends[0].0));
+        // Bytes added are no cut: the broken chain's reason stands.
+        let mut added = map.clone();
+        added.splice(ends[0].0 as usize + 20..ends[0].0 as usize + 20, [7u8; 10]);
+        assert_eq!(length_damage(&next, &index, 1, &added), None);
+        // Without the index file's word on the segment (the segment was
+        // replayed, so the index holds only what is left), nothing tells.
+        let cut = &map[..ends[1].0 as usize];
+        assert_eq!(length_damage(&next, &index_of(cut), 1, cut), None);
+        // Another copy's segment, shorter: its own batches contradict the
+        // header, or lie elsewhere than the index has them.
+        let (other, other_ends) = segment_of(&[1, 2, 3, 4], 0);
+        let next = next_header(4, (other_ends[3].0 + 100, 9));
+        assert_eq!(length_damage(&next, &index_of(&other), 1, &other), None);
+        // (Positions 1 and 2 in one batch: the record of 2 lies elsewhere.)
+        let mut paired = vec![1u8; SEGMENT_HEADER_BYTES as usize];
+        let event = EventData::new("T", &b"{}"[..]);
+        let input = |version| RecordInput {
+            stream: "s",
+            version,
+            event: &event,
+        };
+        encode_batch(&mut paired, 1, 0, [input(1), input(2)]);
+        assert!((paired.len() as u64) < ends[2].0);
+        assert_eq!(length_damage(&next_header(4, ends[2]), &index, 1, &paired), None);
     }
 
     #[test]

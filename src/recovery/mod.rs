@@ -230,8 +230,9 @@ pub(crate) fn missing_log<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -
 /// side file of one: see [`missing_log`]) where creating one would write
 /// over another program's files: a file or folder named like one of the
 /// store's side files (`index`, `checkpoints`, `snapshots`), which the
-/// store replaces by renaming a new file over it, or a `LOCK` file that
-/// holds something else than the store's lock note, which the store writes
+/// store replaces by renaming a new file over it, or like their temporary
+/// files (`index.tmp`...), which open removes, or a `LOCK` file that holds
+/// something else than the store's lock note, which the store writes
 /// over. `None` when the store can be created without touching any file
 /// that is there. `names` lists the directory.
 pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Option<Error> {
@@ -240,6 +241,14 @@ pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String])
         .map(|(name, _)| name)
         .filter(|name| names.iter().any(|n| n == name))
         .collect();
+    // Their temporary files too, which a store makes only once its log
+    // exists: open removes them as its own leftovers.
+    found.extend(
+        names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| SIDE_FILES.iter().any(|(name, _)| n.strip_suffix(".tmp") == Some(name))),
+    );
     if names.iter().any(|n| n == crate::dir_lock::LOCK_FILE_NAME) && !is_own_lock_file(fs, dir) {
         found.push(crate::dir_lock::LOCK_FILE_NAME);
     }
@@ -255,8 +264,8 @@ pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String])
         [] => return None,
     };
     Some(Error::InvalidInput(format!(
-        "no annal store in {dir}, and none is created there: the directory holds {files}, not written by annal, \
-         which a new store would write over. Give another directory, or move {them} away",
+        "no annal store in {dir}, and none is created there: the directory holds {files}, which a new store \
+         would write over. Give another directory, or move {them} away",
         dir = dir.display()
     )))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::chain::{chain_broken, floor_batch_replaced, short_of_floor};
+use super::chain::{chain_broken, floor_batch_replaced, length_damage, short_of_floor};
 use super::{Found, LogEnd, Recovered, RecoveryReport};
 use crate::error::{Error, IoContext, Result};
 use crate::index::file::Checkpoint;
@@ -74,6 +74,11 @@ pub(super) fn replay<F: FileSystem>(
         if let Some(previous) = views.last()
             && let Some(why) = chain_broken(&seg.header, &index, previous.id, &previous.map)
         {
+            // A segment cut short, or with bytes lost or added inside it,
+            // is damage in that segment, not another copy's segment here.
+            if let Some((offset, why)) = length_damage(&seg.header, &index, previous.id, &previous.map) {
+                return Err(Error::corruption(&previous.path, offset, why));
+            }
             return Err(Error::corruption(&seg.path, 0, why));
         }
         // A sealed segment that is not replayed (the index file covers it)

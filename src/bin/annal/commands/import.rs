@@ -63,7 +63,8 @@ pub fn run(a: ImportArgs) -> Outcome {
     let mut bytes_read = 0u64;
     loop {
         buf.clear();
-        let n = match (&mut reader).take(LINE_BYTES_MAX + 1).read_until(b'\n', &mut buf) {
+        // Room for the line break (LF or CRLF), which does not count.
+        let n = match (&mut reader).take(LINE_BYTES_MAX + 2).read_until(b'\n', &mut buf) {
             Ok(n) => n,
             Err(e) => {
                 return Err(importer.stop(Failure::new(format!("reading line {}: {e}", line_no + 1))));
@@ -74,7 +75,10 @@ pub fn run(a: ImportArgs) -> Outcome {
         }
         line_no += 1;
         bytes_read += n as u64;
-        if n as u64 > LINE_BYTES_MAX {
+        let text = buf
+            .strip_suffix(b"\n")
+            .map_or(&buf[..], |t| t.strip_suffix(b"\r").unwrap_or(t));
+        if text.len() as u64 > LINE_BYTES_MAX {
             return Err(importer.stop(Failure::new(format!(
                 "line {line_no}: longer than {} MiB, more than any append can hold",
                 LINE_BYTES_MAX >> 20
