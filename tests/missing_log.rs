@@ -182,11 +182,12 @@ fn other_programs_files_of_those_names_are_no_store_and_are_not_written_over() {
 }
 
 /// Another program's `LOCK` file (of other bytes) would be cut and written
-/// over by the store's lock note: no store is created over it. An empty
+/// over by the store's lock note, and a file named like a side file's
+/// temporary (`index.tmp`) removed: no store is created over them. An empty
 /// one, or one holding the store's note (a first open stopped before it
 /// created the log), is the store's own.
 #[test]
-fn another_programs_lock_file_is_not_written_over() {
+fn another_programs_lock_or_temporary_file_is_not_written_over() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("s");
     fs::create_dir(&store_dir).unwrap();
@@ -200,6 +201,18 @@ fn another_programs_lock_file_is_not_written_over() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert_eq!(fs::read(store_dir.join("LOCK")).unwrap(), b"12345\n");
     assert_eq!(listing(&store_dir), vec!["LOCK".to_string()]);
+    // Nor over the temporary files of the side files, which open removes
+    // as its own (a store makes them only once its log exists).
+    fs::remove_file(store_dir.join("LOCK")).unwrap();
+    fs::write(store_dir.join("index.tmp"), b"theirs").unwrap();
+    let err = Store::open(&store_dir, Options::default()).err();
+    assert!(
+        matches!(&err, Some(Error::InvalidInput(m)) if m.contains("`index.tmp`")),
+        "{err:?}"
+    );
+    assert_eq!(fs::read(store_dir.join("index.tmp")).unwrap(), b"theirs");
+    assert_eq!(listing(&store_dir), vec!["index.tmp".to_string()]);
+    fs::remove_file(store_dir.join("index.tmp")).unwrap();
     fs::write(store_dir.join("LOCK"), b"annal store lock, pid 7\n").unwrap();
     let store = Store::open(&store_dir, Options::default()).unwrap();
     store
