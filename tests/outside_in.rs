@@ -334,3 +334,40 @@ fn an_import_line_of_exactly_128_mib_is_not_longer_than_128_mib() {
         fs::remove_file(&file).unwrap();
     }
 }
+
+/// A sealed segment cut between two batches in a store without its index
+/// file: nothing tells a cut from another copy's shorter segment, so the
+/// message says both (or names the events missing), rather than blaming a
+/// copy alone.
+/// With the index file, the cut is named in the segment cut short.
+#[test]
+fn a_sealed_segment_cut_between_batches_is_not_only_blamed_on_another_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("s");
+    build_segments(&store_dir);
+    let seg2 = annal::log::segment::path(&store_dir, 2);
+    let starts = batch_starts(&seg2);
+    let cut = starts[starts.len() / 2];
+    let f = fs::OpenOptions::new().write(true).open(&seg2).unwrap();
+    f.set_len(cut as u64).unwrap();
+    drop(f);
+    let d = s(&store_dir);
+    let seg2_name = annal::log::segment::file_name(2);
+    let o = run(&["stats", d]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&seg2_name) && stderr(&o).contains(&format!("offset {cut}")),
+        "with the index file: {}",
+        stderr(&o)
+    );
+    fs::remove_file(store_dir.join("index")).unwrap();
+    for args in [vec!["stats", d], vec!["verify", d]] {
+        let o = run(&args);
+        assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("cut short") || err.contains("segment 2 ends short"),
+            "{args:?}: {err}"
+        );
+    }
+}

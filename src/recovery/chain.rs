@@ -199,13 +199,15 @@ pub(crate) fn length_damage(next: &SegmentHeader, index: &Index, previous: u64, 
 /// The reason for a broken chain: what the next segment's header records
 /// of segment `previous`, and what its last batch is (`found`, when valid).
 fn chain_reason(previous: u64, recorded: (u64, u32), found: Option<(u64, u32)>) -> String {
+    // Without a valid batch there, the previous segment may also have
+    // lost its end: nothing tells that from another copy's segment.
     let found = match found {
-        Some((end, crc)) => format!("its last batch ends at {end} with CRC {crc:#010x}"),
-        None => "it holds no valid batch there".to_string(),
+        Some((end, crc)) => format!("its last batch ends at {end} with CRC {crc:#010x}: one"),
+        None => "it holds no valid batch there: it was cut short (its end lost), or one".to_string(),
     };
     format!(
         "segment header: the previous segment ({}) should end with a batch ending at offset {} with CRC {:#010x}, \
-         but {found}: one of the two segments comes from another copy of the store",
+         but {found} of the two segments comes from another copy of the store",
         segment::file_name(previous),
         recorded.0,
         recorded.1,
