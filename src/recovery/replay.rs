@@ -74,8 +74,8 @@ pub(super) fn replay<F: FileSystem>(
         if let Some(previous) = views.last()
             && let Some(why) = chain_broken(&seg.header, &index, previous.id, &previous.map)
         {
-            // A segment cut short, or with bytes lost or added inside it,
-            // is damage in that segment, not another copy's segment here.
+            // A segment cut short, or that lost bytes inside it, is damage
+            // in that segment, not another copy's segment here.
             if let Some((offset, why)) = length_damage(&seg.header, &index, previous.id, &previous.map) {
                 return Err(Error::corruption(&previous.path, offset, why));
             }
