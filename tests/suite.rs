@@ -22,6 +22,8 @@ mod aggregates_idempotency_review;
 mod ahead_review;
 #[path = "api_mutants_review.rs"]
 mod api_mutants_review;
+#[path = "api_outside_in.rs"]
+mod api_outside_in;
 #[path = "app_review.rs"]
 mod app_review;
 #[path = "backup.rs"]
