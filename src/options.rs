@@ -81,10 +81,9 @@ impl Options {
     /// append after later appends to its stream is recognised only within
     /// it (retries with `ExpectedVersion::Exact` always are): beyond it,
     /// such a retry writes its events again, under the same ids, and a
-    /// later retry of the original append under `Any` then meets those
-    /// copies in the window and is refused with
-    /// [`Error::IdempotencyConflict`]
-    /// (under `Exact` it still gets the original result). At most
+    /// later retry of the original append under `Any` then finds those
+    /// copies in the window and gets their result, writing nothing (under
+    /// `Exact` it still gets the original result). At most
     /// `u32::MAX` ids are remembered, whatever is asked.
     pub fn with_idempotency_window_events(mut self, events: usize) -> Self {
         self.idempotency_window_events = events;
