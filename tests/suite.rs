@@ -118,6 +118,8 @@ mod repository_mutants_review;
 mod segment_mutants_review;
 #[path = "semantics.rs"]
 mod semantics;
+#[path = "session_diff_review.rs"]
+mod session_diff_review;
 #[path = "session_review.rs"]
 mod session_review;
 #[path = "smoke.rs"]
