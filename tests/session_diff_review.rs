@@ -139,3 +139,46 @@ fn another_copys_shorter_segment_of_the_same_layout_is_not_taken_for_a_cut() {
         Ok(_) => panic!("opened"),
     }
 }
+
+/// A repair that removes a store (segment 1's header lost) whose
+/// checkpoints file is damaged in its first bytes (its magic), killed
+/// after it moved the log and the index file into quarantine but before
+/// the checkpoints file: DURABILITY.md guarantee 10 says the next repair
+/// finishes it "as if never stopped". `removal_unfinished` now counts only
+/// side files that start with their magic, so the next repair says there
+/// is no store and leaves the store's own checkpoints file, and every open
+/// then refuses to create a store beside it as "another program's".
+#[test]
+fn a_killed_store_removal_with_a_damaged_checkpoints_magic_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for i in 0..30 {
+        store
+            .append("s-1", ExpectedVersion::Any, [common::event("T", i)])
+            .unwrap();
+    }
+    store.checkpoints().save("c", 10).unwrap();
+    store.close().unwrap();
+    let checkpoints = dir.path().join(annal::CHECKPOINTS_FILE_NAME);
+    xor(&checkpoints, 0, 0x01);
+    xor(&seg(dir.path(), 1), 20, 0x40);
+    xor(&seg(dir.path(), 1), 64 + 45, 0x40);
+    // What the killed repair left: the log and the index file moved, the
+    // damaged checkpoints file not yet.
+    let q = dir.path().join(annal::tools::QUARANTINE_DIR);
+    fs::create_dir(&q).unwrap();
+    let mut ids: Vec<u64> = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| segment::parse_file_name(&e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    ids.sort_unstable();
+    for id in ids.into_iter().rev() {
+        fs::rename(seg(dir.path(), id), q.join(segment::file_name(id))).unwrap();
+    }
+    fs::rename(dir.path().join("index"), q.join("index")).unwrap();
+
+    let r = repair(dir.path()).expect("the next repair finishes the removal");
+    assert!(r.store_removed && r.checkpoints_quarantined, "{r:?}");
+    assert!(!checkpoints.exists());
+    Store::open(dir.path(), opts()).expect("a new store");
+}
