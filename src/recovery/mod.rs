@@ -295,7 +295,7 @@ fn is_own_lock_file<F: FileSystem>(fs: &F, dir: &Path) -> bool {
 /// Whether the file at `path` is a store's side file: it starts with
 /// `magic`, or cannot be read for another reason than its absence, its
 /// shortness or its not being a regular file.
-pub(crate) fn is_side_file<F: FileSystem>(fs: &F, path: &Path, magic: &[u8; 8]) -> bool {
+fn is_side_file<F: FileSystem>(fs: &F, path: &Path, magic: &[u8; 8]) -> bool {
     let mut head = [0u8; 8];
     match fs
         .open(path, OpenMode::Read)

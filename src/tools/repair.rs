@@ -314,13 +314,12 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport> {
 /// found the first segment's header lost (and so no store to keep) leaves
 /// when it is stopped before its end: segment 1 moved whole into
 /// `quarantine/`, and the store's index, checkpoints or snapshot file
-/// (one that starts with its magic, FORMAT.md) still in `dir`. [`repair`]
-/// then finishes the job: it moves those files into quarantine too. A
-/// file or folder of those names that is another program's is left alone.
+/// still in `dir`. [`repair`] then finishes the job: it moves those files
+/// into quarantine too.
 pub fn removal_unfinished(dir: &Path) -> bool {
     let side_file = crate::recovery::SIDE_FILES
         .iter()
-        .any(|(name, magic)| crate::recovery::is_side_file(&crate::io::StdFs, &dir.join(name), magic));
+        .any(|(name, _)| fs::symlink_metadata(dir.join(name)).is_ok());
     side_file
         && super::quarantined_log_files(dir).is_ok_and(|files| {
             files.iter().any(|f| {

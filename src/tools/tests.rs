@@ -321,33 +321,6 @@ fn a_store_removal_stopped_before_the_side_files_is_finished_by_the_next_repair(
     assert!(verify(dir.path()).unwrap().is_clean());
 }
 
-/// A finished store removal (segment 1 whole in quarantine) next to
-/// another program's files of the side files' names: nothing is left to
-/// finish, and repair moves none of them.
-#[test]
-fn another_programs_files_beside_a_removed_store_are_not_taken_for_its_side_files() {
-    let dir = tempfile::tempdir().unwrap();
-    store_with(dir.path(), 10);
-    let q = dir.path().join(QUARANTINE_DIR);
-    std::fs::create_dir(&q).unwrap();
-    std::fs::rename(segment::path(dir.path(), 1), q.join(segment::file_name(1))).unwrap();
-    for name in ["index", crate::CHECKPOINTS_FILE_NAME, crate::snapshot::file::FILE_NAME] {
-        let _ = std::fs::rename(dir.path().join(name), q.join(name));
-    }
-    std::fs::write(dir.path().join("index"), b"another program's index").unwrap();
-    std::fs::create_dir(dir.path().join(crate::CHECKPOINTS_FILE_NAME)).unwrap();
-    assert!(!removal_unfinished(dir.path()));
-    assert!(matches!(repair(dir.path()), Err(Error::InvalidInput(_))));
-    assert_eq!(
-        std::fs::read(dir.path().join("index")).unwrap(),
-        b"another program's index"
-    );
-    assert!(dir.path().join(crate::CHECKPOINTS_FILE_NAME).is_dir());
-    // The store's own index file there is one to finish moving.
-    std::fs::rename(q.join("index"), dir.path().join("index")).unwrap();
-    assert!(removal_unfinished(dir.path()));
-}
-
 #[test]
 fn damaged_index_file_is_reported_and_moved() {
     let dir = tempfile::tempdir().unwrap();
