@@ -172,8 +172,9 @@ impl Store<StdFs> {
     /// never taken for an empty one in which to create a store (see
     /// [`crate::tools::log_missing`]). Nor is a store created over another
     /// program's files: a directory without one that holds a file or
-    /// folder named `index`, `checkpoints` or `snapshots` (or those names
-    /// with `.tmp` added), or a `LOCK` file that is not annal's, is refused
+    /// folder named `index`, `checkpoints` or `snapshots`, or those names
+    /// with `.tmp` added holding another program's bytes, or a `LOCK` file
+    /// that is not annal's, is refused
     /// with [`Error::InvalidInput`], and nothing in it is changed.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store<StdFs>> {
         Store::open_with(StdFs, path, options)

@@ -201,24 +201,28 @@ fn another_programs_lock_or_temporary_file_is_not_written_over() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert_eq!(fs::read(store_dir.join("LOCK")).unwrap(), b"12345\n");
     assert_eq!(listing(&store_dir), vec!["LOCK".to_string()]);
-    // Nor over the temporary files of the side files, which open removes
-    // as its own (a store makes them only once its log exists).
+    // Nor over a file named like a side file's temporary file that holds
+    // another program's bytes, which open would remove as its own.
     fs::remove_file(store_dir.join("LOCK")).unwrap();
-    fs::write(store_dir.join("index.tmp"), b"theirs").unwrap();
+    let theirs = b"another program's temporary file".to_vec();
+    fs::write(store_dir.join("index.tmp"), &theirs).unwrap();
     let err = Store::open(&store_dir, Options::default()).err();
     assert!(
         matches!(&err, Some(Error::InvalidInput(m)) if m.contains("`index.tmp`")),
         "{err:?}"
     );
-    assert_eq!(fs::read(store_dir.join("index.tmp")).unwrap(), b"theirs");
+    assert_eq!(fs::read(store_dir.join("index.tmp")).unwrap(), theirs);
     assert_eq!(listing(&store_dir), vec!["index.tmp".to_string()]);
-    fs::remove_file(store_dir.join("index.tmp")).unwrap();
+    // One a store could have left (its magic, or shorter) is removed.
+    fs::write(store_dir.join("index.tmp"), b"ANNALIDX and more").unwrap();
+    fs::write(store_dir.join("checkpoints.tmp"), b"ANN").unwrap();
     fs::write(store_dir.join("LOCK"), b"annal store lock, pid 7\n").unwrap();
     let store = Store::open(&store_dir, Options::default()).unwrap();
     store
         .append("Order-1", ExpectedVersion::NoStream, [event("E", 1)])
         .unwrap();
     store.close().unwrap();
+    assert!(!store_dir.join("index.tmp").exists() && !store_dir.join("checkpoints.tmp").exists());
     // A store that exists keeps opening whatever its lock file holds.
     fs::write(store_dir.join("LOCK"), b"12345\n").unwrap();
     let store = Store::open(&store_dir, Options::default()).unwrap();

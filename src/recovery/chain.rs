@@ -150,13 +150,16 @@ pub(crate) fn chain_contradicted(next: &SegmentHeader, previous: u64, map: &[u8]
 /// segment's header (`next`) does not find as it records, was cut short,
 /// or lost bytes inside it: its file is shorter than that header records,
 /// none of its own valid batches says that it is another copy's segment
-/// (see [`chain_contradicted`]), and the index, loaded from the index
-/// file, knows the segment as the bytes left show it: the record it puts
-/// last in the segment lies at or past where the valid batches stop, and
-/// the last of those batches ends with the very record the index has for
-/// its last position (another copy's batches lie elsewhere). The offset is
-/// where the valid batches stop (the file's end when it was cut between
-/// two batches). `None` otherwise: then [`chain_broken`]'s reason stands.
+/// (see [`chain_contradicted`]), its valid batches stop at invalid bytes
+/// (a batch cut short, or damaged: another copy's sealed segment ends
+/// with a whole batch), and the index, loaded from the index file, knows
+/// the segment as the bytes left show it: the record it puts last in the
+/// segment lies at or past where the valid batches stop, and the last of
+/// those batches ends with the very record the index has for its last
+/// position. The offset is where the valid batches stop. `None`
+/// otherwise, a cut between two batches included (nothing tells it from
+/// another copy's shorter segment): then [`chain_broken`]'s reason
+/// stands, which names both.
 pub(crate) fn length_damage(next: &SegmentHeader, index: &Index, previous: u64, map: &[u8]) -> Option<(u64, String)> {
     let len = map.len() as u64;
     if next.previous_end == 0 || len >= next.previous_end || chain_contradicted(next, previous, map).is_some() {
@@ -164,9 +167,10 @@ pub(crate) fn length_damage(next: &SegmentHeader, index: &Index, previous: u64, 
     }
     let last_indexed = index.location(next.first_position.checked_sub(1)?)?;
     // Where the valid batches stop, and the last record before that:
-    // (its position, its offset).
+    // (its position, its offset); and whether damage stops them.
     let mut valid_end = SEGMENT_HEADER_BYTES;
     let mut last_record = None;
+    let mut damaged = false;
     segment::walk_valid_frames(map, SEGMENT_HEADER_BYTES as usize, |step| match step {
         segment::Frame::Valid(at, batch, records) => {
             valid_end = (at + batch.frame_len as usize) as u64;
@@ -175,9 +179,16 @@ pub(crate) fn length_damage(next: &SegmentHeader, index: &Index, previous: u64, 
                 .map(|r| (segment::last_position_of(batch), at as u64 + u64::from(r.offset)));
             std::ops::ControlFlow::Continue(())
         }
-        segment::Frame::Skipped(_) => std::ops::ControlFlow::Break(()),
+        segment::Frame::Skipped(_) => {
+            damaged = true;
+            std::ops::ControlFlow::Break(())
+        }
     });
-    let agrees = last_indexed.segment == previous
+    // Whole batches up to the file's end are what another copy's shorter
+    // segment holds too (even of the same layout): nothing tells a cut
+    // between two batches from it.
+    let agrees = damaged
+        && last_indexed.segment == previous
         && last_indexed.offset >= valid_end
         && last_record.is_none_or(|(position, offset)| {
             index
@@ -403,12 +414,13 @@ mod tests {
         let next = next_header(4, ends[2]);
         // Whole: no damage.
         assert_eq!(length_damage(&next, &index, 1, &map), None);
-        // Cut inside the last batch, or between two batches, or in the
-        // first.
+        // Cut inside the last batch, or in the first.
         let cut = &map[..ends[2].0 as usize - 5];
         assert_eq!(length_damage(&next, &index, 1, cut).map(|d| d.0), Some(ends[1].0));
+        // Cut between two batches: nothing tells it from another copy's
+        // shorter segment.
         let cut = &map[..ends[1].0 as usize];
-        assert_eq!(length_damage(&next, &index, 1, cut).map(|d| d.0), Some(ends[1].0));
+        assert_eq!(length_damage(&next, &index, 1, cut), None);
         let cut = &map[..SEGMENT_HEADER_BYTES as usize + 10];
         assert_eq!(
             length_damage(&next, &index, 1, cut).map(|d| d.0),
@@ -424,7 +436,7 @@ mod tests {
         assert_eq!(length_damage(&next, &index, 1, &added), None);
         // Without the index file's word on the segment (the segment was
         // replayed, so the index holds only what is left), nothing tells.
-        let cut = &map[..ends[1].0 as usize];
+        let cut = &map[..ends[2].0 as usize - 5];
         assert_eq!(length_damage(&next, &index_of(cut), 1, cut), None);
         // Another copy's segment, shorter: its own batches contradict the
         // header, or lie elsewhere than the index has them.
@@ -440,6 +452,7 @@ mod tests {
             event: &event,
         };
         encode_batch(&mut paired, 1, 0, [input(1), input(2)]);
+        paired.extend_from_slice(&[5u8; 20]);
         assert!((paired.len() as u64) < ends[2].0);
         assert_eq!(length_damage(&next_header(4, ends[2]), &index, 1, &paired), None);
     }

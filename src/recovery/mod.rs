@@ -231,9 +231,9 @@ pub(crate) fn missing_log<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -
 /// over another program's files: a file or folder named like one of the
 /// store's side files (`index`, `checkpoints`, `snapshots`), which the
 /// store replaces by renaming a new file over it, or like their temporary
-/// files (`index.tmp`...), which open removes, or a `LOCK` file that holds
-/// something else than the store's lock note, which the store writes
-/// over. `None` when the store can be created without touching any file
+/// files (`index.tmp`...) that hold another program's bytes, which open
+/// would remove, or a `LOCK` file that holds something else than the
+/// store's lock note, which the store writes over. `None` when the store can be created without touching any file
 /// that is there. `names` lists the directory.
 pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Option<Error> {
     let mut found: Vec<&str> = SIDE_FILES
@@ -241,14 +241,15 @@ pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String])
         .map(|(name, _)| name)
         .filter(|name| names.iter().any(|n| n == name))
         .collect();
-    // Their temporary files too, which a store makes only once its log
-    // exists: open removes them as its own leftovers.
-    found.extend(
-        names
-            .iter()
-            .map(String::as_str)
-            .filter(|n| SIDE_FILES.iter().any(|(name, _)| n.strip_suffix(".tmp") == Some(name))),
-    );
+    // Their temporary files too, which open removes as its own leftovers,
+    // unless they hold another program's bytes (a store's starts with the
+    // side file's magic, or is shorter: a save stopped early; `repair`
+    // that removes a store leaves them).
+    found.extend(names.iter().map(String::as_str).filter(|n| {
+        SIDE_FILES.iter().any(|(name, magic)| {
+            n.strip_suffix(".tmp") == Some(name) && !is_own_temporary_file(fs, &dir.join(n), magic)
+        })
+    }));
     if names.iter().any(|n| n == crate::dir_lock::LOCK_FILE_NAME) && !is_own_lock_file(fs, dir) {
         found.push(crate::dir_lock::LOCK_FILE_NAME);
     }
@@ -268,6 +269,22 @@ pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String])
          would write over. Give another directory, or move {them} away",
         dir = dir.display()
     )))
+}
+
+/// Whether the file at `path`, named like a side file's temporary file,
+/// is one a store could have left (or is gone: open has removed it as a
+/// leftover): it starts with the side file's `magic`, or is shorter than
+/// it, or cannot be read for another reason than its not being a regular
+/// file (the removal of leftovers then reports why).
+fn is_own_temporary_file<F: FileSystem>(fs: &F, path: &Path, magic: &[u8; 8]) -> bool {
+    let mut head = [0u8; 8];
+    match fs
+        .open(path, OpenMode::Read)
+        .and_then(|f| f.read_exact_at(&mut head, 0))
+    {
+        Ok(()) => head == *magic,
+        Err(e) => !(e.kind() == std::io::ErrorKind::IsADirectory || io::is_not_a_regular_file(&e)),
+    }
 }
 
 /// Whether the directory's `LOCK` file is one a store could have left: it
