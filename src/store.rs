@@ -174,8 +174,8 @@ impl Store<StdFs> {
     /// program's files: a directory without one that holds a file or
     /// folder named `index`, `checkpoints` or `snapshots`, or those names
     /// with `.tmp` added holding another program's bytes, or a `LOCK` file
-    /// that is not annal's, is refused
-    /// with [`Error::InvalidInput`], and nothing in it is changed.
+    /// that is not annal's, is refused with [`Error::InvalidInput`], and
+    /// nothing in it is changed.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store<StdFs>> {
         Store::open_with(StdFs, path, options)
     }

@@ -233,8 +233,9 @@ pub(crate) fn missing_log<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -
 /// store replaces by renaming a new file over it, or like their temporary
 /// files (`index.tmp`...) that hold another program's bytes, which open
 /// would remove, or a `LOCK` file that holds something else than the
-/// store's lock note, which the store writes over. `None` when the store can be created without touching any file
-/// that is there. `names` lists the directory.
+/// store's lock note, which the store writes over. `None` when the store
+/// can be created without touching any file that is there. `names` lists
+/// the directory.
 pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Option<Error> {
     let mut found: Vec<&str> = SIDE_FILES
         .into_iter()
