@@ -278,14 +278,19 @@ pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String])
 /// it, or cannot be read for another reason than its not being a regular
 /// file (the removal of leftovers then reports why).
 fn is_own_temporary_file<F: FileSystem>(fs: &F, path: &Path, magic: &[u8; 8]) -> bool {
-    let mut head = [0u8; 8];
-    match fs
-        .open(path, OpenMode::Read)
-        .and_then(|f| f.read_exact_at(&mut head, 0))
-    {
-        Ok(()) => head == *magic,
+    match head_of(fs, path) {
+        Ok(head) => head == *magic,
         Err(e) => !(e.kind() == std::io::ErrorKind::IsADirectory || io::is_not_a_regular_file(&e)),
     }
+}
+
+/// The first 8 bytes of the file at `path`, where a side file keeps its
+/// magic.
+fn head_of<F: FileSystem>(fs: &F, path: &Path) -> std::io::Result<[u8; 8]> {
+    let mut head = [0u8; 8];
+    fs.open(path, OpenMode::Read)
+        .and_then(|f| f.read_exact_at(&mut head, 0))
+        .map(|()| head)
 }
 
 /// Whether the directory's `LOCK` file is one a store could have left: it
@@ -314,12 +319,8 @@ fn is_own_lock_file<F: FileSystem>(fs: &F, dir: &Path) -> bool {
 /// `magic`, or cannot be read for another reason than its absence, its
 /// shortness or its not being a regular file.
 fn is_side_file<F: FileSystem>(fs: &F, path: &Path, magic: &[u8; 8]) -> bool {
-    let mut head = [0u8; 8];
-    match fs
-        .open(path, OpenMode::Read)
-        .and_then(|f| f.read_exact_at(&mut head, 0))
-    {
-        Ok(()) => head == *magic,
+    match head_of(fs, path) {
+        Ok(head) => head == *magic,
         Err(e) => {
             let not_one = matches!(
                 e.kind(),
