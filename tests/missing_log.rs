@@ -16,34 +16,10 @@ use std::path::Path;
 
 use annal::{Error, ExpectedVersion, Options, Store};
 use cli_support::*;
+use common::files::{listing, store_with_side_files};
 use common::*;
 
 const SIDE_FILES: [&str; 3] = ["index", "checkpoints", "snapshots"];
-
-/// A closed store of 20 events in `dir` (durable, one segment) with all
-/// three side files.
-fn build(dir: &Path) {
-    let store = Store::open(dir, Options::default()).unwrap();
-    for i in 0..20 {
-        store.append("Order-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
-    }
-    store.checkpoints().save("reader", 15).unwrap();
-    store.save_snapshot("Order-1", 10, 1, b"state").unwrap();
-    store.close().unwrap();
-    for name in SIDE_FILES {
-        assert!(dir.join(name).exists(), "{name} was not written");
-    }
-}
-
-/// The directory's file names, sorted (what a refused command must leave).
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 fn assert_missing_log(err: Option<Error>, dir: &Path, kept: &[&str], what: &str) {
     match err {
@@ -70,7 +46,7 @@ fn opens_refuse_a_store_whose_segments_are_all_gone_and_create_nothing() {
     for kept in cases {
         let dir = tempfile::tempdir().unwrap();
         let store_dir = dir.path().join("s");
-        build(&store_dir);
+        store_with_side_files(&store_dir);
         let segment = store_dir.join(annal::log::segment::file_name(1));
         let saved_segment = fs::read(&segment).unwrap();
         fs::remove_file(&segment).unwrap();
@@ -234,7 +210,7 @@ fn another_programs_lock_or_temporary_file_is_not_written_over() {
 fn every_cli_command_refuses_a_store_whose_segments_are_all_gone() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("s");
-    build(&store_dir);
+    store_with_side_files(&store_dir);
     fs::remove_file(store_dir.join(annal::log::segment::file_name(1))).unwrap();
     let d = s(&store_dir);
     let before = listing(&store_dir);

@@ -1,39 +1,27 @@
 //! An outside-in review of the CLI against its documented contract, by a
 //! new user who reads README.md and docs/CLI.md and tries what they
-//! promise. Each test here failed when it was written; each names the
-//! sentence of the docs it holds the tool to.
+//! promise. Each test here failed when it was written (thirty-sixth
+//! session); each names the sentence of the docs it holds the tool to.
+//! What they found, since fixed:
 //!
-//! - CLI.md, "Store creation": a directory that holds no segment file but a
-//!   store's `index`, `checkpoints` or `snapshots` file is refused as
-//!   damage by every command, `append` and `import` included, which
-//!   "changes nothing". A writable open creates a `LOCK` file there, and
-//!   removes the store's temporary files, before it finds that the log is
-//!   missing.
-//! - CLI.md, "Store creation": a directory holding another program's file
-//!   named `index` or `checkpoints` (one that does not start with the
-//!   store's magic) "does not count" and a store is created there. The
-//!   creation overwrites the other program's `index` file, and the new
-//!   store fails `verify` at once because of the other program's
-//!   `checkpoints` file.
+//! - CLI.md, "Store creation": a store whose log is missing is refused by
+//!   every command, which "changes nothing"; a writable open created a
+//!   `LOCK` file there, and removed the store's temporary files, before it
+//!   found the log missing.
+//! - CLI.md, "Store creation": creating a store beside another program's
+//!   `index` file overwrote it, and beside another program's `checkpoints`
+//!   file made a store that failed `verify` at once (no store is created
+//!   over such files now).
 //! - CLI.md, exit code 4: "the message names the file and byte offset of
-//!   the first damaged record". A sealed segment cut short (the fault
-//!   model's "files cut short") in a store with an `index` file makes every
-//!   command but `verify` name the *next* segment's header, at offset 0,
-//!   and say that "one of the two segments comes from another copy of the
-//!   store". `verify` names the cut segment and offset ("batch cut short in
-//!   a sealed segment"). The open's chain check (`chain_broken`,
-//!   src/recovery/chain.rs) assumes that "damage leaves a file's length
-//!   alone".
-//! - CLI.md, `repair`: "For a store damaged in the middle of its log ...
-//!   finds the first damage, as verify does" and keeps the log before it.
-//!   Bytes lost (or added) inside one sealed segment make `repair` refuse,
-//!   exit 4, "one of the two segments comes from another copy of the
-//!   store", although the segment's last batch is the very batch (same CRC)
-//!   that the next header records, only at another offset
-//!   (`chain_contradicted`, src/recovery/chain.rs).
-//! - CLI.md, `import`: a line "longer than 128 MiB" stops the import. A
-//!   line of exactly 128 MiB is refused as "longer than 128 MiB" when it
-//!   ends with a line break (which is counted), and accepted without one.
+//!   the first damaged record". A sealed segment cut short in a store with
+//!   an `index` file made every command but `verify` name the *next*
+//!   segment's header, at offset 0, as "another copy of the store".
+//! - CLI.md, `repair`: "finds the first damage, as verify does" and keeps
+//!   the log before it. Bytes lost inside one sealed segment made `repair`
+//!   refuse the store as another copy's, although the segment's last batch
+//!   was the very batch (same CRC) the next header records, only moved.
+//! - CLI.md, `import`: a line "longer than 128 MiB" stops the import; a
+//!   line of exactly 128 MiB was refused when it ended with a line break.
 #![cfg(feature = "cli")]
 
 mod cli_support;
@@ -44,32 +32,8 @@ use std::path::Path;
 
 use annal::{ExpectedVersion, Options, ReadAll, Store};
 use cli_support::*;
+use common::files::{listing, store_with_side_files};
 use common::*;
-
-/// A closed store of 20 events in `dir` with all three side files.
-fn build(dir: &Path) {
-    let store = Store::open(dir, Options::default()).unwrap();
-    for i in 0..20 {
-        store.append("Order-1", ExpectedVersion::Any, [event("E", i)]).unwrap();
-    }
-    store.checkpoints().save("reader", 15).unwrap();
-    store.save_snapshot("Order-1", 10, 1, b"state").unwrap();
-    store.close().unwrap();
-}
-
-/// The directory's file names, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Every file under `dir`, recursively, with its bytes.
 fn all_file_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -94,7 +58,7 @@ fn all_file_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 fn a_refused_append_to_a_store_whose_log_is_missing_creates_no_lock_file() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("s");
-    build(&store_dir);
+    store_with_side_files(&store_dir);
     fs::remove_file(store_dir.join(annal::log::segment::file_name(1))).unwrap();
     fs::remove_file(store_dir.join("LOCK")).unwrap();
     let before = listing(&store_dir);
@@ -115,7 +79,7 @@ fn a_refused_append_to_a_store_whose_log_is_missing_creates_no_lock_file() {
 fn a_refused_append_to_a_store_whose_log_is_missing_removes_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("s");
-    build(&store_dir);
+    store_with_side_files(&store_dir);
     fs::remove_file(store_dir.join(annal::log::segment::file_name(1))).unwrap();
     for name in ["checkpoints.tmp", "snapshots.tmp", "index.tmp"] {
         fs::write(store_dir.join(name), b"a save stopped half-way").unwrap();

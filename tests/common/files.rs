@@ -45,6 +45,35 @@ pub fn dir_image(path: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The directory's entry names, sorted (what a refused command must
+/// leave as it was).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A closed store of 20 events in stream `Order-1` in `dir` (durable, one
+/// segment), with all three side files: index, checkpoints (`reader` at
+/// 15) and snapshots (`Order-1` at 10).
+pub fn store_with_side_files(dir: &Path) {
+    let store = annal::Store::open(dir, annal::Options::default()).unwrap();
+    for i in 0..20 {
+        store
+            .append("Order-1", annal::ExpectedVersion::Any, [super::event("E", i)])
+            .unwrap();
+    }
+    store.checkpoints().save("reader", 15).unwrap();
+    store.save_snapshot("Order-1", 10, 1, b"state").unwrap();
+    store.close().unwrap();
+    for name in ["index", annal::CHECKPOINTS_FILE_NAME, "snapshots"] {
+        assert!(dir.join(name).exists(), "{name} was not written");
+    }
+}
+
 /// The path of segment `n` in `dir`.
 pub fn seg(dir: &Path, n: u64) -> PathBuf {
     annal::log::segment::path(dir, n)
