@@ -150,9 +150,8 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         if !options.create_if_missing || options.read_only {
             return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
         }
-        if let Some(foreign) = foreign_files(fs, dir, &names) {
-            return Err(foreign);
-        }
+        // (`Store::open_with` refused another program's files of the
+        // store's names, `foreign_files`, before it took the lock.)
         return create(fs, dir, options);
     }
     check_contiguous(dir, &ids)?;
@@ -273,10 +272,10 @@ pub(crate) fn foreign_files<F: FileSystem>(fs: &F, dir: &Path, names: &[String])
 }
 
 /// Whether the file at `path`, named like a side file's temporary file,
-/// is one a store could have left (or is gone: open has removed it as a
-/// leftover): it starts with the side file's `magic`, or is shorter than
-/// it, or cannot be read for another reason than its not being a regular
-/// file (the removal of leftovers then reports why).
+/// is one a store could have left (or is gone): it starts with the side
+/// file's `magic`, or is shorter than it, or cannot be read for another
+/// reason than its not being a regular file (the removal of leftovers
+/// then reports why).
 fn is_own_temporary_file<F: FileSystem>(fs: &F, path: &Path, magic: &[u8; 8]) -> bool {
     match head_of(fs, path) {
         Ok(head) => head == *magic,
