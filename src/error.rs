@@ -114,7 +114,10 @@ pub enum Error {
     Corruption {
         /// The damaged file.
         file: PathBuf,
-        /// Byte offset of the first bad record in that file.
+        /// Byte offset in that file where the first damage starts: in a
+        /// segment, the start of the first bad batch frame (or of a record
+        /// an index lookup found wrong); in a side file, its bad header or
+        /// record.
         offset: u64,
         /// What check failed.
         reason: String,
@@ -151,7 +154,7 @@ pub enum Error {
     /// Nothing was written; reads, and appends that fit in the room left
     /// in the last segment, still work. Only a store configured with tiny
     /// segments gets here (4 KiB segments fill the numbers at 64 GiB of
-    /// log; the default 64 MiB ones at 1 EiB): copy its events into a
+    /// log; the default 64 MiB ones at 1 PiB): copy its events into a
     /// store opened with larger segments (`annal export OLD | annal
     /// import NEW`).
     #[error(

@@ -18,8 +18,10 @@ pub enum Durability {
     /// (always whole appends, never part of one).
     Periodic(Duration),
     /// `append` returns once the events are handed to the operating system,
-    /// which writes them when it chooses (the store syncs only when it
-    /// seals a segment, saves its index, or closes). A process crash loses
+    /// which writes them when it chooses (the store syncs the log only
+    /// when something needs it durable: sealing a segment, saving the
+    /// index, a checkpoint or a snapshot, a backup, [`crate::Store::sync`],
+    /// opening, closing). A process crash loses
     /// nothing; a power loss may lose recent appends (whole appends only).
     Buffered,
 }

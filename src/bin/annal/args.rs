@@ -72,8 +72,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Salvage a store damaged in the middle of its log.
     ///
-    /// Keeps every event before the first damaged record, moves the rest (the damaged
-    /// segment's bytes from that record on, every later segment file, the index file) into
+    /// Keeps every event before the first damaged batch, moves the rest (the damaged
+    /// segment's bytes from that batch on, every later segment file, the index file) into
     /// DIR/quarantine/ without deleting anything, rebuilds the index, and prints how many
     /// events were kept and quarantined. Does nothing to a store without damage.
     #[command(after_help = EXIT_CODES)]
