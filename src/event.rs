@@ -410,15 +410,20 @@ impl RecordedEvent {
         crate::log::frame::batch_timestamp(&self.bytes)
     }
 
-    /// When the append that wrote this event happened.
+    /// When the append that wrote this event happened. (A time the
+    /// platform's `SystemTime` cannot hold, tens of thousands of years
+    /// away, which only a wrong clock or forged bytes give, comes back as
+    /// the Unix epoch; [`RecordedEvent::timestamp_micros`] has the stored
+    /// value.)
     pub fn timestamp(&self) -> SystemTime {
         let timestamp = self.timestamp_micros();
         let micros = Duration::from_micros(timestamp.unsigned_abs());
-        if timestamp >= 0 {
-            UNIX_EPOCH + micros
+        let time = if timestamp >= 0 {
+            UNIX_EPOCH.checked_add(micros)
         } else {
-            UNIX_EPOCH - micros
-        }
+            UNIX_EPOCH.checked_sub(micros)
+        };
+        time.unwrap_or(UNIX_EPOCH)
     }
 
     /// The `$correlationId` in the metadata, when it holds one: a top-level

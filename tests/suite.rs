@@ -66,6 +66,8 @@ mod dispatcher;
 mod doc_snippets;
 #[path = "filtered_damage.rs"]
 mod filtered_damage;
+#[path = "forged_files.rs"]
+mod forged_files;
 #[path = "format_cleanroom_review.rs"]
 mod format_cleanroom_review;
 #[path = "group_commit.rs"]

@@ -255,14 +255,16 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<(Checkpoint, u32, u64), DecodeE
 /// Decodes and checks a whole index file. Never panics, whatever the bytes.
 pub fn decode(bytes: &Bytes) -> Result<(Index, Checkpoint), DecodeError> {
     let (checkpoint, stream_count, body_len) = decode_checkpoint(bytes)?;
-    let body_len = usize::try_from(body_len).map_err(|_| "body length out of range")?;
-    if bytes.len() != HEADER_BYTES + body_len + 4 {
-        return Err(format!(
-            "file is {} bytes, header says {}",
-            bytes.len(),
-            HEADER_BYTES + body_len + 4
-        ));
+    // Checked: a header whose CRC was forged over a body length near
+    // `usize::MAX` must not wrap the sum round to the file's length.
+    let file_len = usize::try_from(body_len)
+        .ok()
+        .and_then(|n| n.checked_add(HEADER_BYTES + 4))
+        .ok_or("body length out of range")?;
+    if bytes.len() != file_len {
+        return Err(format!("file is {} bytes, header says {file_len}", bytes.len()));
     }
+    let body_len = file_len - HEADER_BYTES - 4;
     let body = &bytes[HEADER_BYTES..HEADER_BYTES + body_len];
     let stored_crc = u32_at(bytes, HEADER_BYTES + body_len);
     let last_position = checkpoint.last_position;
@@ -338,7 +340,10 @@ fn decode_streams(section: &Bytes, stream_count: u32, last_position: u64) -> Res
     }
     let mut count_sum = 0u64;
     let mut mix_sum = 0u64;
-    let mut streams = Vec::with_capacity(stream_count as usize);
+    // Room for no more streams than the section can hold (each takes at
+    // least 18 bytes: a name's length and one byte, a count, a position),
+    // whatever the header claims.
+    let mut streams = Vec::with_capacity((stream_count as usize).min(section.len() / 18));
     for _ in 0..stream_count {
         let (&name_len, after) = rest.split_first().ok_or("stream section cut short")?;
         let name_len = usize::from(name_len);
@@ -689,6 +694,30 @@ mod tests {
         checkpoint.last_position = 1 << 40;
         let bytes = encode(&index, &checkpoint);
         assert_eq!(decode_vec(&bytes).unwrap_err(), "location table overruns the file");
+    }
+
+    /// A header whose CRC matches (forged, or a writer bug) with a body
+    /// length near `u64::MAX` is refused: the length check must not wrap
+    /// round to the file's own length (80 to 83 bytes), which made the
+    /// slice of the body panic.
+    #[test]
+    fn a_body_length_that_wraps_round_is_rejected() {
+        let (index, checkpoint) = sample();
+        let whole = encode(&index, &checkpoint);
+        for file_len in HEADER_BYTES..HEADER_BYTES + 4 {
+            let mut header = whole[..HEADER_BYTES].to_vec();
+            // HEADER_BYTES + 4 + body_len wraps to exactly `file_len`.
+            let body_len = (file_len as u64).wrapping_sub(HEADER_BYTES as u64 + 4);
+            header[H_BODY_LEN..H_BODY_LEN + 8].copy_from_slice(&body_len.to_le_bytes());
+            let crc = crc32fast::hash(&header[..H_CRC]);
+            header[H_CRC..H_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+            header.resize(file_len, 0);
+            assert_eq!(
+                decode_vec(&header).unwrap_err(),
+                "body length out of range",
+                "{file_len} bytes"
+            );
+        }
     }
 
     #[test]

@@ -251,10 +251,21 @@ impl WritableMap {
     }
 }
 
-/// Reads a whole (small) file.
+/// Reads a whole (small) file. A length the memory cannot hold (a side
+/// file grown to terabytes, sparse, by damage or another program) is an
+/// `OutOfMemory` error, not an aborted process.
 pub(crate) fn read_whole<F: FileHandle>(file: &F) -> io::Result<Vec<u8>> {
-    let len = usize::try_from(file.len()?).map_err(|_| io::Error::other("file too large to read"))?;
-    let mut buf = vec![0u8; len];
+    let len = file.len()?;
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("the file is {len} bytes, more than this process can hold in memory"),
+        )
+    };
+    let len = usize::try_from(len).map_err(|_| too_large())?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| too_large())?;
+    buf.resize(len, 0);
     file.read_exact_at(&mut buf, 0)?;
     Ok(buf)
 }

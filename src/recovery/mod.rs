@@ -474,6 +474,14 @@ fn open_segments<F: FileSystem>(fs: &F, dir: &Path, ids: &[u64], read_only: bool
         if len < SEGMENT_HEADER_BYTES {
             return Err(Error::corruption(&path, 0, "segment file shorter than its header"));
         }
+        if len > crate::limits::SEGMENT_BYTES_MAX {
+            // No store makes one (offsets past it do not fit a location).
+            return Err(Error::corruption(
+                &path,
+                crate::limits::SEGMENT_BYTES_MAX,
+                "segment file longer than the largest segment (1 TiB)",
+            ));
+        }
         let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
         file.read_exact_at(&mut head, 0).ctx(ctx)?;
         let header = SegmentHeader::decode(&head, &path)?;
