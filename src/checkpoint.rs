@@ -207,8 +207,11 @@ impl<F: FileSystem> Checkpoints<F> {
 /// and after each change of the checkpoints; an unreadable checkpoints
 /// file is left to [`Checkpoints::load`] to report.
 pub(crate) fn guard_appends<F: FileSystem>(core: &Core<F>) {
+    // The flag is set under the cache's lock: two saves or removals that
+    // race set it in the order they read the map (the later one's view
+    // last). Lock order: checkpoint cache, then writer.
+    let mut cache = core.checkpoint_cache.map.lock();
     let ahead = {
-        let mut cache = core.checkpoint_cache.map.lock();
         let last = core.published.read().index.last_position();
         loaded(core, &mut cache).ok().and_then(|map| {
             let (name, position) = map.iter().filter(|(_, p)| **p > last).max_by_key(|(_, p)| **p)?;

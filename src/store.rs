@@ -195,6 +195,14 @@ impl<F: FileSystem> Store<F> {
             if !create {
                 return Err(Error::InvalidInput(format!("no annal store in {}", dir.display())));
             }
+            // The levels made here, deepest first: each one's name in its
+            // parent is synced below, or a power loss could take the new
+            // store, acknowledged appends and all, with it.
+            let made: Vec<PathBuf> = dir
+                .ancestors()
+                .take_while(|p| !p.as_os_str().is_empty() && !fs.exists(p))
+                .map(Path::to_path_buf)
+                .collect();
             fs.create_dir_all(&dir).map_err(|e| {
                 // `exists` follows links: a link to a missing path fails
                 // the creation with "file exists", which says nothing.
@@ -211,6 +219,15 @@ impl<F: FileSystem> Store<F> {
                     Error::io(format!("creating {}", dir.display()), e)
                 }
             })?;
+            for level in &made {
+                let parent = match level.parent() {
+                    Some(p) if p.as_os_str().is_empty() => Path::new("."),
+                    Some(p) => p,
+                    None => continue,
+                };
+                fs.sync_dir(parent)
+                    .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
+            }
         }
         // Refuse before taking the lock, which would create a LOCK file in
         // a directory that holds no store, or write over another program's.

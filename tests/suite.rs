@@ -64,6 +64,8 @@ mod decide_mutants_review;
 mod dispatcher;
 #[path = "doc_snippets.rs"]
 mod doc_snippets;
+#[path = "durability_audit_review.rs"]
+mod durability_audit_review;
 #[path = "filtered_damage.rs"]
 mod filtered_damage;
 #[path = "forged_files.rs"]

@@ -4,7 +4,9 @@
 //! [`SimFs`] keeps files in memory and tracks, per file, which bytes are
 //! durable: covered by a completed `sync_data`/`sync_all`. Names (file
 //! creation, rename, removal) are durable only after `sync_dir` of their
-//! directory. Directories themselves are durable once created.
+//! directory. So is a new directory's own name: until its parent is
+//! synced, a power loss takes it away with everything in it (a root, or
+//! a relative name's first part, counts as durable at once).
 //!
 //! A simulated power loss ([`SimFs::crash_after`], [`SimFs::crash_now`])
 //! freezes a [`SimImage`] of what the disk would hold: for each durable
@@ -204,6 +206,9 @@ struct State {
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
+    /// Directories made since their parent's last sync: a power loss takes
+    /// them away, with everything in them.
+    volatile_dirs: BTreeSet<PathBuf>,
     locked: BTreeSet<u64>,
     /// Holders of shared locks, by inode.
     shared: BTreeMap<u64, usize>,
@@ -387,12 +392,28 @@ impl State {
         Ok(())
     }
 
+    /// Whether a power loss now would take `path` away with a directory
+    /// it is in (itself included) whose name was never synced.
+    fn in_volatile_dir(&self, path: &Path) -> bool {
+        path.ancestors().any(|a| self.volatile_dirs.contains(a))
+    }
+
+    /// The directories a power loss now would leave.
+    fn durable_dirs(&self) -> BTreeSet<PathBuf> {
+        self.dirs.iter().filter(|d| !self.in_volatile_dir(d)).cloned().collect()
+    }
+
     fn crash(&mut self) {
         let mut image = SimImage {
-            dirs: self.dirs.clone(),
+            dirs: self.durable_dirs(),
             files: BTreeMap::new(),
         };
-        let names: Vec<(PathBuf, u64)> = self.durable_names.iter().map(|(p, i)| (p.clone(), *i)).collect();
+        let names: Vec<(PathBuf, u64)> = self
+            .durable_names
+            .iter()
+            .filter(|(p, _)| !p.parent().is_some_and(|d| self.in_volatile_dir(d)))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
         for (path, ino) in names {
             let Some(inode) = self.inodes.get(&ino).cloned() else {
                 continue;
@@ -511,10 +532,13 @@ impl SimFs {
     pub fn durable_image(&self) -> SimImage {
         let s = self.state.lock();
         let mut image = SimImage {
-            dirs: s.dirs.clone(),
+            dirs: s.durable_dirs(),
             files: BTreeMap::new(),
         };
         for (path, ino) in &s.durable_names {
+            if path.parent().is_some_and(|d| s.in_volatile_dir(d)) {
+                continue;
+            }
             if let Some(inode) = s.inodes.get(ino) {
                 image.files.insert(path.clone(), inode.durable.clone());
             }
@@ -666,8 +690,13 @@ impl FileSystem for SimFs {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
         for dir in path.ancestors() {
-            if !dir.as_os_str().is_empty() {
-                s.dirs.insert(dir.to_path_buf());
+            if !dir.as_os_str().is_empty() && s.dirs.insert(dir.to_path_buf()) {
+                // A new name in its parent, durable once the parent is
+                // synced (a root, or a name relative to the working
+                // directory, counts as durable at once).
+                if dir.parent().is_some_and(|p| !p.as_os_str().is_empty()) {
+                    s.volatile_dirs.insert(dir.to_path_buf());
+                }
             }
         }
         Ok(())
@@ -734,6 +763,7 @@ impl FileSystem for SimFs {
         let mut s = self.state.lock();
         s.enter(OpKind::SyncDir)?;
         let in_dir = |p: &Path| p.parent() == Some(path);
+        s.volatile_dirs.retain(|d| !in_dir(d));
         s.durable_names.retain(|p, _| !in_dir(p));
         let current: Vec<(PathBuf, u64)> = s
             .names
@@ -938,10 +968,39 @@ mod tests {
         PathBuf::from("/db")
     }
 
+    /// Makes [`dir`], its name synced in its parent.
+    fn made_durably(fs: &SimFs) {
+        fs.create_dir_all(&dir()).unwrap();
+        fs.sync_dir(Path::new("/")).unwrap();
+    }
+
+    /// A new directory's name is durable once its parent is synced: until
+    /// then a power loss takes it away, with the files in it, synced or
+    /// not.
+    #[test]
+    fn a_new_directory_vanishes_unless_its_parent_is_synced() {
+        let fs = SimFs::new(4);
+        let deep = dir().join("sub");
+        fs.create_dir_all(&deep).unwrap();
+        let f = fs.open(&deep.join("a"), OpenMode::CreateNew).unwrap();
+        f.write_all_at(b"hello", 0).unwrap();
+        f.sync_all().unwrap();
+        fs.sync_dir(&deep).unwrap();
+        assert!(fs.durable_image().files.is_empty());
+        fs.sync_dir(&dir()).unwrap();
+        // `sub` is named durably in `/db`, but `/db` is not in `/`.
+        assert!(fs.durable_image().files.is_empty());
+        assert!(!fs.durable_image().dirs.contains(&deep));
+        fs.sync_dir(Path::new("/")).unwrap();
+        let image = fs.durable_image();
+        assert_eq!(image.files[&deep.join("a")], b"hello");
+        assert!(image.dirs.contains(&deep) && image.dirs.contains(&dir()));
+    }
+
     #[test]
     fn unsynced_bytes_and_names_can_vanish() {
         let fs = SimFs::new(1);
-        fs.create_dir_all(&dir()).unwrap();
+        made_durably(&fs);
         let f = fs.open(&dir().join("a"), OpenMode::CreateNew).unwrap();
         f.write_all_at(b"hello", 0).unwrap();
         f.sync_data().unwrap();
@@ -963,7 +1022,7 @@ mod tests {
         let mut outcomes = BTreeSet::new();
         for seed in 0..200 {
             let fs = SimFs::new(seed);
-            fs.create_dir_all(&dir()).unwrap();
+            made_durably(&fs);
             let f = fs.open(&dir().join("a"), OpenMode::CreateNew).unwrap();
             fs.sync_dir(&dir()).unwrap();
             f.write_all_at(&[1; 600], 0).unwrap();
@@ -989,7 +1048,7 @@ mod tests {
     #[test]
     fn faults_hit_the_nth_call_once_or_sticky() {
         let fs = SimFs::new(2);
-        fs.create_dir_all(&dir()).unwrap();
+        made_durably(&fs);
         let f = fs.open(&dir().join("a"), OpenMode::CreateNew).unwrap();
         fs.inject(Fault {
             kind: OpKind::Sync,
@@ -1016,7 +1075,7 @@ mod tests {
     #[test]
     fn rename_is_durable_only_after_dir_sync() {
         let fs = SimFs::new(3);
-        fs.create_dir_all(&dir()).unwrap();
+        made_durably(&fs);
         fs.write_durable(&dir().join("index"), b"old");
         let f = fs.open(&dir().join("index.tmp"), OpenMode::CreateNew).unwrap();
         f.write_all_at(b"new", 0).unwrap();
@@ -1031,7 +1090,7 @@ mod tests {
     #[test]
     fn lock_is_exclusive_until_dropped() {
         let fs = SimFs::new(4);
-        fs.create_dir_all(&dir()).unwrap();
+        made_durably(&fs);
         let a = fs.open(&dir().join("LOCK"), OpenMode::CreateOrOpen).unwrap();
         let b = fs.open(&dir().join("LOCK"), OpenMode::CreateOrOpen).unwrap();
         assert!(a.try_lock().unwrap());
@@ -1043,7 +1102,7 @@ mod tests {
     #[test]
     fn shared_locks_exclude_an_exclusive_one_and_not_each_other() {
         let fs = SimFs::new(1);
-        fs.create_dir_all(&dir()).unwrap();
+        made_durably(&fs);
         let open = || fs.open(&dir().join("LOCK"), OpenMode::CreateOrOpen).unwrap();
         let (a, b, c) = (open(), open(), open());
         assert!(a.try_lock_shared().unwrap());

@@ -269,17 +269,26 @@ pub(crate) fn serve<F: FileSystem>(fs: &F, spare: &Spare<F::File>, requests: &Re
             make(fs, spare)
         };
         let mut state = spare.state.lock();
+        // `give_way` gave up waiting for this spare (a call stuck for
+        // seconds) and disabled spares: the file it made is not to be
+        // used (its name may have been removed under it), and spares stay
+        // off until the store is opened again.
+        let disabled = matches!(*state, State::Disabled);
         match made {
-            Ok(Some(file)) => *state = State::Ready { file, len: spare.len },
+            Ok(Some(file)) if !disabled => *state = State::Ready { file, len: spare.len },
             made => {
-                // Stopped midway, or failed: free the space. The state
-                // changes only after the file is gone, so that a new
+                // Stopped midway, failed, or given up: free the space. The
+                // state changes only after the file is gone, so that a new
                 // request never races this removal.
+                let failed = made.is_err();
+                drop(made);
                 if fs.exists(&spare.path) {
                     let _ = fs.remove_file(&spare.path);
                 }
-                *state = if made.is_err() { State::Failed } else { State::Idle };
-                spare.may_be_idle.store(true, Ordering::Release);
+                if !disabled {
+                    *state = if failed { State::Failed } else { State::Idle };
+                    spare.may_be_idle.store(true, Ordering::Release);
+                }
             }
         }
         spare.settled.notify_all();

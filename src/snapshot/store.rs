@@ -392,6 +392,12 @@ fn open_file<F: FileSystem>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return fresh(issues, None),
         opened => opened.ctx(|| format!("opening {}", path.display()))?,
     };
+    if !read_only {
+        // Its name may not be durable: a save that replaced the file (made
+        // it, or compacted it) may have failed at its directory sync. A
+        // record saved into it is acknowledged only once the name is.
+        fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
+    }
     let bytes = io::read_whole(&file).ctx(|| format!("reading {}", path.display()))?;
     if let Err(reason) = check_header(&bytes, store_id) {
         drop(file);

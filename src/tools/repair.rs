@@ -720,7 +720,13 @@ fn make_quarantine(q: &Path) -> Result<()> {
     if !q.is_dir() {
         step("creating the quarantine folder")?;
     }
-    fs::create_dir_all(q).ctx(|| format!("creating {}", q.display()))
+    fs::create_dir_all(q).ctx(|| format!("creating {}", q.display()))?;
+    // Its name made durable before anything is copied into it and cut
+    // from the log (also when an earlier run, stopped, created it).
+    match q.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 /// What [`frames`] found in a stretch of log bytes.

@@ -293,9 +293,16 @@ impl<F: FileSystem> Core<F> {
     /// either way.
     fn unwrite(&self, chunks: &[Chunk]) {
         // A segment this group sealed was synced whole by its seal, and the
-        // next segment's header names its last batch: its chunks stay.
+        // next segment's header names its last batch: its chunks stay. The
+        // tail moved past it, unless the roll-over failed once the next
+        // segment had its name (its directory sync, or opening it): then
+        // that file tells, and its header names the batches as much.
         let current = self.tail.lock().segment_id;
-        for chunk in chunks.iter().filter(|c| c.segment >= current) {
+        let named_by_next = |segment: u64| self.fs.exists(&self.dir.join(segment::file_name(segment + 1)));
+        for chunk in chunks
+            .iter()
+            .filter(|c| c.segment >= current && !named_by_next(c.segment))
+        {
             let path = self.dir.join(segment::file_name(chunk.segment));
             let Ok(file) = self.fs.open(&path, OpenMode::ReadWrite) else {
                 continue;
