@@ -225,8 +225,13 @@ impl<F: FileSystem> Store<F> {
                     Some(p) => p,
                     None => continue,
                 };
-                fs.sync_dir(parent)
-                    .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
+                match fs.sync_dir(parent) {
+                    // A parent this process may not read (`-wx`) cannot be
+                    // opened to sync: left to the file system's journal, as
+                    // SQLite does, rather than refusing the store.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                    synced => synced.map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?,
+                }
             }
         }
         // Refuse before taking the lock, which would create a LOCK file in
