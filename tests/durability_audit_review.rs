@@ -10,7 +10,14 @@
 //!   (the simulated file system now loses a directory whose parent was
 //!   not synced after it was made);
 //! - a snapshot save acknowledged after an earlier save had failed at its
-//!   directory sync went into a file whose name was not durable.
+//!   directory sync went into a file whose name was not durable;
+//! - a writable open published and appended into segment files whose
+//!   names an earlier process had not made durable (it failed, or died,
+//!   before its directory sync): a power loss then took acknowledged
+//!   events with the name;
+//! - an open that found the last segment's end invalid while the index
+//!   file's durable floor lay in a later segment (so the segment had been
+//!   sealed) cut those bytes as a torn tail before refusing the store.
 #![cfg(feature = "sim")]
 
 use std::time::Duration;
@@ -83,6 +90,9 @@ fn a_roll_over_that_fails_after_the_next_segment_is_named_leaves_a_store_that_re
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The reopen below loads this index and so has no index save of
+        // its own to make the directory durable by the way.
+        store.save_index().expect("save index");
         let hold = fs.hold_next_sync();
         let (a, others) = std::thread::scope(|scope| {
             let a = scope.spawn(|| append(&store, "A-1"));
@@ -117,10 +127,70 @@ fn a_roll_over_that_fails_after_the_next_segment_is_named_leaves_a_store_that_re
         assert!(reopened.last_position() >= acknowledged, "seed {seed}");
         assert_eq!(reopened.stream_version("A-1"), Some(1), "seed {seed}");
         assert_eq!(reopened.stream_version("W-1"), Some(fit - 2), "seed {seed}");
-        // And it takes appends again.
+        // And it takes appends again, durably: a power loss right after
+        // one keeps it (the names of the failed roll-over's segment file
+        // were made durable by the reopen before anything went into it).
         append(&reopened, "D-1").expect("append after reopening");
-        reopened.close().expect("close");
+        fs.crash_now();
+        let image = fs.image().expect("crashed");
+        drop(reopened);
+        let after = Store::open_with(SimFs::from_image(&image, seed), "/sim/store", options()).expect("open");
+        assert_eq!(
+            after.stream_version("D-1"),
+            Some(1),
+            "seed {seed}: an acknowledged append was lost"
+        );
+        assert_eq!(after.stream_version("A-1"), Some(1), "seed {seed}");
     }
+}
+
+/// The last segment's last batch is damaged and the segment after it is
+/// gone (left out of a restore), while the index file records durable data
+/// in that later segment: the damaged segment was sealed, its bytes
+/// synced. The open refuses the store and changes nothing; before, it cut
+/// the damaged batch as a torn tail (zeroed, a copy in `quarantine/`)
+/// first, which also changed what the next open reported.
+#[test]
+fn a_sealed_segment_left_last_is_refused_before_anything_is_cut() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let options = Options::default().with_segment_size_bytes(4096);
+    let store = Store::open(&dir, options.clone()).expect("open");
+    let mut n = 0;
+    while store.stats().segments < 2 {
+        store
+            .append(
+                "Order-1",
+                ExpectedVersion::Any,
+                [EventData::new("E", r#"{"n":"0123456789"}"#)],
+            )
+            .expect("append");
+        n += 1;
+    }
+    store.close().expect("close");
+    assert!(n > 2);
+    let first = dir.join(annal::log::segment::file_name(1));
+    let second = dir.join(annal::log::segment::file_name(2));
+    let mut bytes = std::fs::read(&first).expect("segment 1");
+    // Sealed: the file ends with its last batch; a byte of its payload.
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x40;
+    std::fs::write(&first, &bytes).expect("damage");
+    std::fs::rename(&second, tmp.path().join("aside.seg")).expect("move segment 2 away");
+
+    match Store::open(&dir, options.clone()) {
+        Err(Error::Corruption { file, reason, .. }) => {
+            assert_eq!(file, first, "{reason}");
+            assert!(reason.contains("durable data in segment 2"), "{reason}");
+        }
+        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        std::fs::read(&first).expect("segment 1"),
+        bytes,
+        "the refused open changed segment 1"
+    );
+    assert!(!dir.join("quarantine").exists(), "the refused open kept a torn tail");
 }
 
 /// A store created in directories that did not exist survives a power

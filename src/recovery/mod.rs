@@ -372,22 +372,25 @@ fn is_own_temp_file(name: &str) -> bool {
         .contains(&stem)
 }
 
+/// Removes the store's own temporary files (`names` lists `dir`), then
+/// syncs the directory (a writable open's first change).
 fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<()> {
-    let mut removed = false;
     for name in names.iter().filter(|n| is_own_temp_file(n)) {
         let path = dir.join(name);
         match fs.remove_file(&path) {
-            Ok(()) => removed = true,
+            Ok(()) => {}
             // The store makes temporary files, never directories: a
             // directory of that name is someone else's.
             Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
             Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
         }
     }
-    if removed {
-        fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(())
+    // Always, whether anything was removed or not: the names found here (a
+    // segment renamed into place, the spare) may not be durable yet, left
+    // by a process that died, or failed, before its own directory sync.
+    // The events this open publishes and those appended after it go into
+    // those files.
+    fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
 }
 
 /// Why a segment number is missing, naming the next file that is there

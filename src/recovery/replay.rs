@@ -126,6 +126,30 @@ pub(super) fn replay<F: FileSystem>(
                 return Err(Error::corruption(&seg.path, data_end, why));
             }
             if let Some(dirty_end) = torn {
+                // The floor's checks, made again below for every open, come
+                // first here: a refused store must be left as it was, its
+                // invalid bytes not cut. A floor in a later segment proves
+                // this one was sealed (its bytes were synced); a floor
+                // batch another copy's replaced says the log is not this
+                // store's.
+                if let Some(floor) = floor {
+                    if let Some(why) = short_of_floor(floor, id, data_end) {
+                        return Err(Error::corruption(&seg.path, data_end, why));
+                    }
+                    let floor_segment = if floor.end_segment == id {
+                        Some((&seg.path, &map))
+                    } else {
+                        usize::try_from(floor.end_segment.saturating_sub(1))
+                            .ok()
+                            .and_then(|i| views.get(i))
+                            .map(|v| (&v.path, &v.map))
+                    };
+                    if let Some((path, floor_map)) = floor_segment
+                        && let Some((offset, why)) = floor_batch_replaced(floor, &index, floor_map)
+                    {
+                        return Err(Error::corruption(path, offset, why));
+                    }
+                }
                 // A checkpoint or snapshot past the valid data proves the
                 // damaged bytes held durable events: corruption, not a
                 // torn write.
