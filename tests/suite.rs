@@ -114,6 +114,8 @@ mod real_fs_review;
 mod recovery;
 #[path = "recovery_mutants_review.rs"]
 mod recovery_mutants_review;
+#[path = "recovery_newest_mutants_review.rs"]
+mod recovery_newest_mutants_review;
 #[path = "repair_review.rs"]
 mod repair_review;
 #[path = "repository_mutants_review.rs"]

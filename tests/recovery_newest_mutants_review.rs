@@ -1,0 +1,287 @@
+//! Gaps found by a hand-made mutation review of the newest recovery code
+//! (`src/recovery/chain.rs`: `length_damage`, `chain_contradicted`,
+//! `chain_broken`, `last_batch_of`, `short_of_floor`,
+//! `floor_batch_replaced`; `src/recovery/mod.rs`: `missing_log`,
+//! `foreign_files` and the checks of the files it finds, `remove_leftovers`,
+//! `check_contiguous`, `fill_holes`, `side_file_store_ids`;
+//! `src/recovery/replay.rs`: `bytes_after_sealed_end`,
+//! `starts_where_indexed`): each test here passes on the code and fails
+//! with one of the mutants that the existing tests let through.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use annal::io::{DirectoryLock, FileSystem, OpenMode, StdFs};
+use annal::log::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
+use annal::{Error, EventData, ExpectedVersion, Options, Store};
+use common::files::{copy_files_but_lock, seg};
+
+fn opts() -> Options {
+    Options::default().with_segment_size_bytes(4096)
+}
+
+fn sized(fill: u8, len: usize) -> EventData {
+    EventData::new("E", vec![fill; len])
+}
+
+/// Appends events of 200 bytes filled with `fill` to the store in `dir`
+/// until segment `until` exists; closes it (the index file then covers
+/// the whole log).
+fn fill_until(dir: &Path, fill: u8, until: u64) {
+    let store = Store::open(dir, opts()).unwrap();
+    let mut i = 0;
+    while !seg(dir, until).exists() {
+        store.append("s", ExpectedVersion::Any, [sized(fill, 200)]).unwrap();
+        i += 1;
+        assert!(i < 1000);
+    }
+    store.close().unwrap();
+}
+
+/// Where the batches of a segment's bytes start (FORMAT.md: a 64-byte
+/// header, then frames whose length is the `u32` at offset 4 of each).
+fn batch_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut at = SEGMENT_HEADER_BYTES as usize;
+    let mut starts = Vec::new();
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        if len == 0 || at + len > bytes.len() {
+            break;
+        }
+        starts.push(at);
+        at += len;
+    }
+    starts
+}
+
+/// Rewrites the header of the segment file at `path` (its CRC made anew).
+fn edit_header(path: &Path, edit: impl FnOnce(&mut SegmentHeader)) {
+    let mut bytes = fs::read(path).unwrap();
+    let mut header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_BYTES as usize], path).unwrap();
+    edit(&mut header);
+    bytes[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&header.encode());
+    fs::write(path, bytes).unwrap();
+}
+
+/// The corruption a writable open of `dir` reports: (file, offset, reason).
+fn corruption(dir: &Path) -> (PathBuf, u64, String) {
+    match Store::open(dir, opts().with_create_if_missing(false)) {
+        Err(Error::Corruption { file, offset, reason }) => (file, offset, reason),
+        Err(e) => panic!("not corruption: {e}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
+/// FORMAT.md: a shorter previous segment is damage in it only "when its
+/// own valid batches do not contradict the header". Another copy's
+/// segment 2 (a copy made once the store was in segment 2, gone on with
+/// other events of the same sizes: the same layout) that also lost 10
+/// bytes in its middle: its valid last batch, past the damage, holds the
+/// position before segment 3's first with another CRC, so the open names
+/// segment 3 at offset 0 (the two copies), not segment 2 as cut.
+/// (Killed: the `chain_contradicted` check dropped from `length_damage`.)
+#[test]
+fn another_copys_segment_that_also_lost_bytes_is_named_as_another_copys() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fill_until(a.path(), b'a', 2);
+    copy_files_but_lock(a.path(), b.path());
+    fill_until(a.path(), b'a', 3);
+    fill_until(b.path(), b'b', 3);
+    let ours = fs::read(seg(a.path(), 2)).unwrap();
+    let mut theirs = fs::read(seg(b.path(), 2)).unwrap();
+    assert_eq!(batch_starts(&ours), batch_starts(&theirs), "not the same layout");
+    assert_ne!(ours, theirs);
+    let starts = batch_starts(&theirs);
+    assert!(starts.len() >= 4, "{starts:?}");
+    let at = starts[starts.len() / 2] + 30;
+    theirs.drain(at..at + 10);
+    fs::write(seg(a.path(), 2), &theirs).unwrap();
+
+    let (file, offset, reason) = corruption(a.path());
+    assert!(
+        file == seg(a.path(), 3) && offset == 0,
+        "another copy's segment 2 reported as damage in {} at {offset}: {reason}",
+        file.display()
+    );
+    assert!(reason.contains("another copy"), "{reason}");
+}
+
+/// `length_damage` reports a cut only when "the index ... knows the
+/// segment as the bytes left show it": the record the index puts last in
+/// the segment must be in that segment. A header of segment 3 whose first
+/// position is 2 (the position before it lies in segment 1), with segment
+/// 2 cut inside its first batch: the index has nothing of segment 2 to
+/// say there, so the open names segment 3's header (offset 0), not
+/// segment 2 at offset 64. (Killed: `last_indexed.segment == previous`
+/// dropped.)
+#[test]
+fn a_header_naming_a_position_of_an_earlier_segment_is_not_read_as_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_until(dir.path(), b'a', 5);
+    edit_header(&seg(dir.path(), 3), |h| h.first_position = 2);
+    let mut seg2 = fs::read(seg(dir.path(), 2)).unwrap();
+    seg2.truncate(SEGMENT_HEADER_BYTES as usize + 100);
+    fs::write(seg(dir.path(), 2), &seg2).unwrap();
+
+    let (file, offset, reason) = corruption(dir.path());
+    assert!(
+        file == seg(dir.path(), 3) && offset == 0,
+        "reported in {} at {offset}: {reason}",
+        file.display()
+    );
+}
+
+/// The file system of the directory, with opens of one path failing with
+/// a given OS error (as a file without read permission makes them fail,
+/// which running as root cannot); everything else is the real one's.
+struct FailingOpen {
+    path: PathBuf,
+    errno: i32,
+}
+
+impl FileSystem for FailingOpen {
+    type File = <StdFs as FileSystem>::File;
+    const MAP_IS_LIVE: bool = <StdFs as FileSystem>::MAP_IS_LIVE;
+
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Self::File> {
+        if path == self.path {
+            return Err(std::io::Error::from_raw_os_error(self.errno));
+        }
+        StdFs.open(path, mode)
+    }
+    fn try_lock_dir(&self, dir: &Path, shared: bool) -> std::io::Result<Option<DirectoryLock>> {
+        StdFs.try_lock_dir(dir, shared)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        StdFs.sync_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        StdFs.list_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        StdFs.exists(path)
+    }
+}
+
+/// DESIGN.md (Recovery) and `missing_log`: a file named like a side file
+/// "counts when it starts with its magic, or cannot be read (it may be
+/// one)". A directory holding only an `index` file that cannot be opened
+/// (permission denied) is a store whose log is missing: writable and
+/// read-only opens refuse it as `Corruption` naming segment 1, not as a
+/// directory without a store. (Killed: `is_side_file` taking a file that
+/// cannot be read as none.)
+#[test]
+fn a_side_file_that_cannot_be_read_counts_as_a_store_whose_log_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("index"), b"ANNALIDX unreadable").unwrap();
+    for read_only in [false, true] {
+        let fs = FailingOpen {
+            path: dir.path().join("index"),
+            errno: 13,
+        };
+        match Store::open_with(fs, dir.path(), Options::default().with_read_only(read_only)) {
+            Err(Error::Corruption { file, reason, .. }) => {
+                assert_eq!(file, seg(dir.path(), 1), "{reason}");
+                assert!(reason.contains("missing"), "{reason}");
+            }
+            Err(other) => panic!("read_only {read_only}: expected the missing log, got {other}"),
+            Ok(_) => panic!("read_only {read_only}: opened"),
+        }
+    }
+    assert_eq!(common::files::listing(dir.path()), vec!["index".to_string()]);
+}
+
+/// `foreign_files`: a name of a side file's temporary file "that holds
+/// another program's bytes" is not written over, and a store's own
+/// temporary files are never directories (`remove_leftovers`): another
+/// program's folder named `index.tmp` in a directory without a store makes
+/// a writable open refuse to create one (`InvalidInput` naming it), the
+/// folder and what it holds left as they are. (Killed: every error
+/// reading such a file taken as the store's own leftover.)
+#[test]
+fn another_programs_folder_named_like_a_temporary_file_is_not_built_over() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("index.tmp")).unwrap();
+    fs::write(dir.path().join("index.tmp").join("mine"), b"kept").unwrap();
+    match Store::open(dir.path(), Options::default()) {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("`index.tmp`") && m.contains("none is created"), "{m}"),
+        Err(other) => panic!("expected InvalidInput, got {other}"),
+        Ok(_) => panic!("a store was created beside another program's index.tmp folder"),
+    }
+    assert_eq!(common::files::listing(dir.path()), vec!["index.tmp".to_string()]);
+    assert_eq!(fs::read(dir.path().join("index.tmp").join("mine")).unwrap(), b"kept");
+}
+
+/// Recovery's decision table: a sealed segment with invalid bytes after
+/// its last batch is refused ("it was synced"), by every open, with the
+/// index file loaded too (the segment then not scanned: the next
+/// segment's header says where its last batch ends). One byte is enough:
+/// a single non-zero byte right at that end is refused at that offset.
+/// (Killed: the bytes looked at from one past that end.)
+#[test]
+fn one_byte_right_after_a_sealed_segments_last_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_until(dir.path(), b'a', 3);
+    let path = seg(dir.path(), 1);
+    let mut bytes = fs::read(&path).unwrap();
+    let end = bytes.len() as u64;
+    bytes.push(0x01);
+    fs::write(&path, &bytes).unwrap();
+    for read_only in [false, true] {
+        match Store::open(dir.path(), opts().with_read_only(read_only)) {
+            Err(Error::Corruption { file, offset, reason }) => {
+                assert_eq!((file, offset), (path.clone(), end), "{reason}");
+            }
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("read_only {read_only}: opened with a byte after segment 1's last batch"),
+        }
+    }
+}
+
+/// `short_of_floor` (also `verify`'s): a log falls short of the index
+/// file's durable floor only when it ends before it, in its segment or an
+/// earlier one. An index file saved in segment 1, behind a log that went
+/// on into segment 2 (saved, then the store went on and was killed, say:
+/// the index file behind the log, which open loads and replays after):
+/// the log's end in segment 2 lies at a smaller offset than the floor's
+/// in segment 1, and is past it all the same. `verify` finds no damage,
+/// and the store opens with every event. (Killed: the floor's offset
+/// compared with the end's when they lie in different segments.)
+#[test]
+fn a_log_ending_in_a_later_segment_at_a_smaller_offset_reaches_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for _ in 0..10 {
+        store.append("s", ExpectedVersion::Any, [sized(b'a', 200)]).unwrap();
+    }
+    store.close().unwrap();
+    assert!(!seg(dir.path(), 2).exists());
+    let saved = fs::read(dir.path().join("index")).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    while !seg(dir.path(), 2).exists() {
+        store.append("s", ExpectedVersion::Any, [sized(b'a', 200)]).unwrap();
+    }
+    store.append("s", ExpectedVersion::Any, [sized(b'a', 10)]).unwrap();
+    let events = store.last_position();
+    store.close().unwrap();
+    fs::write(dir.path().join("index"), &saved).unwrap();
+
+    let report = annal::tools::verify(dir.path()).unwrap();
+    assert!(report.damage.is_none(), "{:?}", report.damage);
+    assert!(report.events == events, "{report:?}");
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.last_position(), events);
+    assert!(store.recovery_report().index_loaded);
+    store.close().unwrap();
+}
