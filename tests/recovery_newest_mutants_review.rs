@@ -355,3 +355,36 @@ fn each_side_file_alone_names_another_stores_segment_1() {
         );
     }
 }
+
+/// FORMAT.md (chain): `previous CRC` is "0 when it holds none". Segment 2
+/// left a bare header (it holds no batch), and segment 3's header saying
+/// so by its first position (the position before it lies in segment 1)
+/// and its previous end (64), but recording a CRC other than 0: the chain
+/// does not hold, and every open refuses it at offset 0 of segment 3.
+/// (Killed: only the recorded end compared with an empty segment's.)
+#[test]
+fn an_empty_previous_segment_recorded_with_a_crc_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_until(dir.path(), b'a', 4);
+    let path2 = seg(dir.path(), 2);
+    let first_of_2 = SegmentHeader::decode(&fs::read(&path2).unwrap(), &path2)
+        .unwrap()
+        .first_position;
+    edit_header(&seg(dir.path(), 3), |h| {
+        assert_ne!(h.previous_crc, 0);
+        h.first_position = first_of_2;
+        h.previous_end = SEGMENT_HEADER_BYTES;
+    });
+    let mut bytes = fs::read(&path2).unwrap();
+    bytes.truncate(SEGMENT_HEADER_BYTES as usize);
+    fs::write(&path2, &bytes).unwrap();
+    for read_only in [false, true] {
+        match Store::open(dir.path(), opts().with_read_only(read_only)) {
+            Err(Error::Corruption { file, offset, reason }) => {
+                assert_eq!((file, offset), (seg(dir.path(), 3), 0), "{reason}");
+            }
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("read_only {read_only}: opened"),
+        }
+    }
+}
