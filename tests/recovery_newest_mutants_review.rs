@@ -388,3 +388,87 @@ fn an_empty_previous_segment_recorded_with_a_crc_is_refused() {
         }
     }
 }
+
+/// Where the valid batches of a segment's bytes end (after the last one
+/// `batch_starts` finds).
+fn data_end(bytes: &[u8]) -> u64 {
+    let last = *batch_starts(bytes).last().unwrap();
+    (last + u32::from_le_bytes(bytes[last + 4..last + 8].try_into().unwrap()) as usize) as u64
+}
+
+/// FORMAT.md (chain): the previous segment's last batch is "the one
+/// holding the position before this segment's `first position`". Segments
+/// of one batch each (events of 3,800 bytes), and segment 3's header
+/// saying it starts one position later than it does (the position before
+/// that one is segment 3's own first): segment 2 holds no batch there, so
+/// the chain does not hold, and every open refuses it at offset 0 of
+/// segment 3, though segment 2's only batch is the one the header
+/// records. (Killed: the index's record in a later segment looked up in
+/// segment 2's bytes, where the same offset is that very batch's record.)
+#[test]
+fn a_header_starting_one_position_late_is_refused_though_the_batch_before_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    while !seg(dir.path(), 4).exists() {
+        store.append("s", ExpectedVersion::Any, [sized(b'a', 3800)]).unwrap();
+    }
+    store.close().unwrap();
+    assert_eq!(batch_starts(&fs::read(seg(dir.path(), 2)).unwrap()).len(), 1);
+    edit_header(&seg(dir.path(), 3), |h| h.first_position += 1);
+    for read_only in [false, true] {
+        match Store::open(dir.path(), opts().with_read_only(read_only)) {
+            Err(Error::Corruption { file, offset, reason }) => {
+                assert_eq!((file, offset), (seg(dir.path(), 3), 0), "{reason}");
+            }
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("read_only {read_only}: opened with segment 3's first position off by one"),
+        }
+    }
+}
+
+/// A copy of a store's index file (events of 100 bytes up to position
+/// 6, all in segment 1) put beside the log of another copy of the store
+/// (same store id) that went on with bigger events: it reaches past the
+/// index file's durable floor in segment 1, but holds fewer positions
+/// (`fewer`) or holds the floor's last position only in segment 2. The
+/// log reaches the floor but does not hold the batch recorded there:
+/// acknowledged events were replaced (FORMAT.md, index file; DESIGN.md,
+/// Recovery), refused at the floor's end offset in segment 1. (Killed:
+/// a position the log lacks taken as the recorded batch; the record of
+/// the position in segment 2 looked up in segment 1's bytes.)
+#[test]
+fn a_log_past_the_floor_without_the_floors_position_there_is_refused() {
+    for fewer in [true, false] {
+        let (a, b) = common::files::seeded_copies(&opts());
+        let store = Store::open(a.path(), opts()).unwrap();
+        for _ in 0..5 {
+            store.append("s", ExpectedVersion::Any, [sized(b'a', 100)]).unwrap();
+        }
+        assert_eq!(store.last_position(), 6);
+        store.close().unwrap();
+        let floor_end = data_end(&fs::read(seg(a.path(), 1)).unwrap());
+        let store = Store::open(b.path(), opts()).unwrap();
+        for _ in 0..2 {
+            store.append("s", ExpectedVersion::Any, [sized(b'b', 1500)]).unwrap();
+        }
+        if !fewer {
+            while !seg(b.path(), 2).exists() {
+                store.append("s", ExpectedVersion::Any, [sized(b'b', 1500)]).unwrap();
+            }
+            while store.last_position() < 6 {
+                store.append("s", ExpectedVersion::Any, [sized(b'b', 10)]).unwrap();
+            }
+        }
+        assert_eq!(store.last_position() < 6, fewer);
+        assert_eq!(seg(b.path(), 2).exists(), !fewer);
+        store.close().unwrap();
+        assert!(data_end(&fs::read(seg(b.path(), 1)).unwrap()) > floor_end);
+        fs::copy(a.path().join("index"), b.path().join("index")).unwrap();
+        let (file, offset, reason) = corruption(b.path());
+        assert!(
+            file == seg(b.path(), 1) && offset == floor_end && reason.contains("replaced"),
+            "fewer {fewer}: reported in {} at {offset} (floor at {floor_end}): {reason}",
+            file.display()
+        );
+    }
+}
