@@ -472,3 +472,39 @@ fn a_log_past_the_floor_without_the_floors_position_there_is_refused() {
         );
     }
 }
+
+/// Recovery's decision table: "a segment header's first position that
+/// does not follow (the log before it, or the index file's events in it)"
+/// is refused. The index file's end in segment 2, which holds three
+/// events, and segment 2's header (an old one, recording no previous end,
+/// so the chain tells nothing) saying it starts one position later: the
+/// index puts the position before that one in segment 2 itself, so every
+/// open refuses the header at offset 0 of segment 2. (Killed: the
+/// position before the first allowed in the segment itself; only the
+/// first position looked up.)
+#[test]
+fn a_header_first_position_inside_its_own_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_until(dir.path(), b'a', 2);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for _ in 0..2 {
+        store.append("s", ExpectedVersion::Any, [sized(b'a', 10)]).unwrap();
+    }
+    store.close().unwrap();
+    assert!(!seg(dir.path(), 3).exists());
+    assert_eq!(batch_starts(&fs::read(seg(dir.path(), 2)).unwrap()).len(), 3);
+    edit_header(&seg(dir.path(), 2), |h| {
+        h.first_position += 1;
+        h.previous_end = 0;
+        h.previous_crc = 0;
+    });
+    for read_only in [false, true] {
+        match Store::open(dir.path(), opts().with_read_only(read_only)) {
+            Err(Error::Corruption { file, offset, reason }) => {
+                assert_eq!((file, offset), (seg(dir.path(), 2), 0), "{reason}");
+            }
+            Err(other) => panic!("expected corruption, got {other}"),
+            Ok(_) => panic!("read_only {read_only}: opened with segment 2's first position off by one"),
+        }
+    }
+}
