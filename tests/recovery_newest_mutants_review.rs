@@ -508,3 +508,22 @@ fn a_header_first_position_inside_its_own_segment_is_refused() {
         }
     }
 }
+
+/// `remove_leftovers`: "the store makes temporary files, never
+/// directories: a directory of that name is someone else's". A folder
+/// named like a segment's temporary file (`…09.seg.tmp`) in a store's
+/// directory is left as it is, and the store opens. (Killed: an error
+/// removing a directory failing the open.)
+#[test]
+fn a_folder_named_like_a_segments_temporary_file_is_left_and_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_until(dir.path(), b'a', 2);
+    let events = Store::open(dir.path(), opts().with_read_only(true)).unwrap().last_position();
+    let folder = dir.path().join(format!("{}.tmp", annal::log::segment::file_name(9)));
+    fs::create_dir(&folder).unwrap();
+    fs::write(folder.join("mine"), b"kept").unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.last_position(), events);
+    store.close().unwrap();
+    assert_eq!(fs::read(folder.join("mine")).unwrap(), b"kept");
+}
