@@ -518,7 +518,9 @@ fn a_header_first_position_inside_its_own_segment_is_refused() {
 fn a_folder_named_like_a_segments_temporary_file_is_left_and_the_store_opens() {
     let dir = tempfile::tempdir().unwrap();
     fill_until(dir.path(), b'a', 2);
-    let events = Store::open(dir.path(), opts().with_read_only(true)).unwrap().last_position();
+    let events = Store::open(dir.path(), opts().with_read_only(true))
+        .unwrap()
+        .last_position();
     let folder = dir.path().join(format!("{}.tmp", annal::log::segment::file_name(9)));
     fs::create_dir(&folder).unwrap();
     fs::write(folder.join("mine"), b"kept").unwrap();
