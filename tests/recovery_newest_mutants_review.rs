@@ -550,3 +550,24 @@ fn a_leftover_spare_segment_is_removed_by_the_open() {
     );
     store.close().unwrap();
 }
+
+/// DESIGN.md (Recovery): a `LOCK` file "that holds something else than
+/// the store's lock note" is another program's, and no store is created
+/// over it. One at least as long as the note (so that reading the note's
+/// length of it succeeds) and starting otherwise: a writable open refuses
+/// the directory (`InvalidInput` naming `LOCK`) and leaves the file's bytes
+/// as they were. (Killed: any `LOCK` file long enough taken as the
+/// store's.)
+#[test]
+fn another_programs_long_lock_file_is_not_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = b"pid 4242, held by another program for its own reasons\n".to_vec();
+    fs::write(dir.path().join("LOCK"), &theirs).unwrap();
+    match Store::open(dir.path(), Options::default()) {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("`LOCK`") && m.contains("none is created"), "{m}"),
+        Err(other) => panic!("expected InvalidInput, got {other}"),
+        Ok(_) => panic!("a store was created over another program's LOCK file"),
+    }
+    assert_eq!(fs::read(dir.path().join("LOCK")).unwrap(), theirs);
+    assert_eq!(common::files::listing(dir.path()), vec!["LOCK".to_string()]);
+}
