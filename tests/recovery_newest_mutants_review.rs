@@ -571,3 +571,27 @@ fn another_programs_long_lock_file_is_not_written_over() {
     assert_eq!(fs::read(dir.path().join("LOCK")).unwrap(), theirs);
     assert_eq!(common::files::listing(dir.path()), vec!["LOCK".to_string()]);
 }
+
+/// FORMAT.md (chain): when the previous segment's last batch differs from
+/// what the next header records, "a valid batch there means one of the two
+/// files comes from another copy of the store". Another copy's segment 2
+/// (the same layout, other events) whole: the open's reason names where
+/// its last batch ends and that batch's CRC, not a segment without a
+/// valid batch there. (Killed: the reason saying no valid batch is there
+/// whatever was found.)
+#[test]
+fn another_copys_whole_segment_is_named_with_its_last_batch() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fill_until(a.path(), b'a', 2);
+    copy_files_but_lock(a.path(), b.path());
+    fill_until(a.path(), b'a', 3);
+    fill_until(b.path(), b'b', 3);
+    let theirs = fs::read(seg(b.path(), 2)).unwrap();
+    let last = *batch_starts(&theirs).last().unwrap();
+    let crc = u32::from_le_bytes(theirs[last + 12..last + 16].try_into().unwrap());
+    fs::write(seg(a.path(), 2), &theirs).unwrap();
+    let (file, offset, reason) = corruption(a.path());
+    assert_eq!((file, offset), (seg(a.path(), 3), 0), "{reason}");
+    let named = format!("its last batch ends at {} with CRC {crc:#010x}", data_end(&theirs));
+    assert!(reason.contains(&named), "{reason} does not say {named}");
+}
