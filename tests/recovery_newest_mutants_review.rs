@@ -595,3 +595,24 @@ fn another_copys_whole_segment_is_named_with_its_last_batch() {
     let named = format!("its last batch ends at {} with CRC {crc:#010x}", data_end(&theirs));
     assert!(reason.contains(&named), "{reason} does not say {named}");
 }
+
+/// FORMAT.md (chain): "an invalid batch there is damage that the reads
+/// report where it lies, provided the previous file is `previous end`
+/// bytes long". Segment 2's last record with its batch back-offset rotted
+/// (it points before the file's start), the file as long as segment 3's
+/// header records: the damage is reported where it lies (segment 2, at
+/// that record), not as segment 3 coming from another copy. (Killed: a
+/// record that cannot be read where the index puts it taken as a segment
+/// holding no batch, refused at segment 3's header.)
+#[test]
+fn an_unreadable_last_record_in_a_whole_segment_is_reported_where_it_lies() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_until(dir.path(), b'a', 4);
+    let path = seg(dir.path(), 2);
+    let mut bytes = fs::read(&path).unwrap();
+    let record = *batch_starts(&bytes).last().unwrap() + 32;
+    bytes[record + 8..record + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let (file, offset, reason) = corruption(dir.path());
+    assert_eq!((file, offset), (path, record as u64), "{reason}");
+}
