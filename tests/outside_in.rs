@@ -32,7 +32,7 @@ use std::path::Path;
 
 use annal::{ExpectedVersion, Options, ReadAll, Store};
 use cli_support::*;
-use common::files::{listing, store_with_side_files};
+use common::files::{batch_starts, listing, store_with_side_files};
 use common::*;
 
 /// Every file under `dir`, recursively, with its bytes.
@@ -157,24 +157,6 @@ fn build_segments(dir: &Path) -> u64 {
     n
 }
 
-/// Where segment `id`'s batches start: walks its batch frames (FORMAT.md:
-/// 64-byte header, then frames whose length is the `u32` at offset 4 of
-/// each frame).
-fn batch_starts(path: &Path) -> Vec<usize> {
-    let bytes = fs::read(path).unwrap();
-    let mut at = annal::log::segment::SEGMENT_HEADER_BYTES as usize;
-    let mut starts = Vec::new();
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-        if len == 0 || at + len > bytes.len() {
-            break;
-        }
-        starts.push(at);
-        at += len;
-    }
-    starts
-}
-
 /// A sealed segment cut short in the middle of a batch: `verify` names it
 /// (and the offset of the batch cut short); every other command must name
 /// the same file, not the intact next segment's header, and must not
@@ -185,7 +167,7 @@ fn a_sealed_segment_cut_short_is_named_by_every_command() {
     let store_dir = dir.path().join("s");
     build_segments(&store_dir);
     let seg2 = annal::log::segment::path(&store_dir, 2);
-    let starts = batch_starts(&seg2);
+    let starts = batch_starts(&fs::read(&seg2).unwrap());
     assert!(starts.len() >= 4, "{starts:?}");
     let cut_batch = starts[starts.len() / 2];
     let f = fs::OpenOptions::new().write(true).open(&seg2).unwrap();
@@ -240,7 +222,7 @@ fn repair_mends_a_sealed_segment_that_lost_bytes_in_the_middle() {
     let store_dir = dir.path().join("s");
     let n = build_segments(&store_dir);
     let seg3 = annal::log::segment::path(&store_dir, 3);
-    let starts = batch_starts(&seg3);
+    let starts = batch_starts(&fs::read(&seg3).unwrap());
     assert!(starts.len() >= 4, "{starts:?}");
     let at = starts[starts.len() / 2] + 30;
     let mut bytes = fs::read(&seg3).unwrap();
@@ -310,7 +292,7 @@ fn a_sealed_segment_cut_between_batches_is_not_only_blamed_on_another_copy() {
     let store_dir = dir.path().join("s");
     build_segments(&store_dir);
     let seg2 = annal::log::segment::path(&store_dir, 2);
-    let starts = batch_starts(&seg2);
+    let starts = batch_starts(&fs::read(&seg2).unwrap());
     let cut = starts[starts.len() / 2];
     let f = fs::OpenOptions::new().write(true).open(&seg2).unwrap();
     f.set_len(cut as u64).unwrap();

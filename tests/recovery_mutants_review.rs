@@ -11,10 +11,10 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use annal::io::{DirectoryLock, FileSystem, OpenMode, StdFs};
 use annal::log::segment::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
 use annal::tools::verify;
 use annal::{Error, EventData, ExpectedVersion, Options, ReadAll, Store};
+use common::failing_open::FailingOpen;
 
 fn seg(dir: &Path, n: u64) -> PathBuf {
     segment::path(dir, n)
@@ -700,48 +700,6 @@ fn an_io_error_removing_a_leftover_temporary_file_fails_the_open() {
     assert_eq!(store.stream_version("S"), Some(3));
     assert!(fs.read(&leftover).is_none(), "the leftover is still there");
     store.close().unwrap();
-}
-
-/// The file system of the directory, with opens of one path failing with
-/// a given OS error (as a file without read permission, or a process out
-/// of file descriptors, makes them fail); everything else is the real
-/// file system's.
-struct FailingOpen {
-    path: PathBuf,
-    errno: i32,
-}
-
-impl FileSystem for FailingOpen {
-    type File = <StdFs as FileSystem>::File;
-    const MAP_IS_LIVE: bool = <StdFs as FileSystem>::MAP_IS_LIVE;
-
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.create_dir_all(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Self::File> {
-        if path == self.path {
-            return Err(std::io::Error::from_raw_os_error(self.errno));
-        }
-        StdFs.open(path, mode)
-    }
-    fn try_lock_dir(&self, dir: &Path, shared: bool) -> std::io::Result<Option<DirectoryLock>> {
-        StdFs.try_lock_dir(dir, shared)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.sync_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
-        StdFs.list_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        StdFs.exists(path)
-    }
 }
 
 /// An error opening a segment file that is there (permission denied, too

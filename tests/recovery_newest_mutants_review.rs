@@ -14,10 +14,10 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use annal::io::{DirectoryLock, FileSystem, OpenMode, StdFs};
 use annal::log::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
 use annal::{Error, EventData, ExpectedVersion, Options, Store};
-use common::files::{copy_files_but_lock, seg};
+use common::failing_open::FailingOpen;
+use common::files::{batch_starts, copy_files_but_lock, seg};
 
 fn opts() -> Options {
     Options::default().with_segment_size_bytes(4096)
@@ -39,22 +39,6 @@ fn fill_until(dir: &Path, fill: u8, until: u64) {
         assert!(i < 1000);
     }
     store.close().unwrap();
-}
-
-/// Where the batches of a segment's bytes start (FORMAT.md: a 64-byte
-/// header, then frames whose length is the `u32` at offset 4 of each).
-fn batch_starts(bytes: &[u8]) -> Vec<usize> {
-    let mut at = SEGMENT_HEADER_BYTES as usize;
-    let mut starts = Vec::new();
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-        if len == 0 || at + len > bytes.len() {
-            break;
-        }
-        starts.push(at);
-        at += len;
-    }
-    starts
 }
 
 /// Rewrites the header of the segment file at `path` (its CRC made anew).
@@ -132,47 +116,6 @@ fn a_header_naming_a_position_of_an_earlier_segment_is_not_read_as_a_cut() {
         "reported in {} at {offset}: {reason}",
         file.display()
     );
-}
-
-/// The file system of the directory, with opens of one path failing with
-/// a given OS error (as a file without read permission makes them fail,
-/// which running as root cannot); everything else is the real one's.
-struct FailingOpen {
-    path: PathBuf,
-    errno: i32,
-}
-
-impl FileSystem for FailingOpen {
-    type File = <StdFs as FileSystem>::File;
-    const MAP_IS_LIVE: bool = <StdFs as FileSystem>::MAP_IS_LIVE;
-
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.create_dir_all(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Self::File> {
-        if path == self.path {
-            return Err(std::io::Error::from_raw_os_error(self.errno));
-        }
-        StdFs.open(path, mode)
-    }
-    fn try_lock_dir(&self, dir: &Path, shared: bool) -> std::io::Result<Option<DirectoryLock>> {
-        StdFs.try_lock_dir(dir, shared)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        StdFs.sync_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
-        StdFs.list_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        StdFs.exists(path)
-    }
 }
 
 /// DESIGN.md (Recovery) and `missing_log`: a file named like a side file

@@ -143,3 +143,20 @@ pub fn seeded_copies(options: &annal::Options) -> (tempfile::TempDir, tempfile::
     copy_files_but_lock(a.path(), b.path());
     (a, b)
 }
+
+/// Where the batches of a segment's bytes start (FORMAT.md: a 64-byte
+/// header, then frames whose length is the `u32` at offset 4 of each),
+/// up to the first frame that is not whole.
+pub fn batch_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut at = annal::log::segment::SEGMENT_HEADER_BYTES as usize;
+    let mut starts = Vec::new();
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        if len == 0 || at + len > bytes.len() {
+            break;
+        }
+        starts.push(at);
+        at += len;
+    }
+    starts
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod failing_open;
 pub mod files;
 pub mod rng;
 
