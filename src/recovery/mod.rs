@@ -155,6 +155,16 @@ pub(crate) fn recover<F: FileSystem>(fs: &F, dir: &Path, options: &Options) -> R
         return create(fs, dir, options);
     }
     check_contiguous(dir, &ids)?;
+    if !options.read_only {
+        // Always, whether a leftover was removed or not: the segment names
+        // found here (one renamed into place, the spare) may not be
+        // durable yet, left by a process that failed or died before its
+        // own directory sync, and the events this open publishes, and
+        // those appended after it, are in those files. (Not for a new
+        // store: its first segment's creation syncs the directory, so
+        // that no power loss leaves its `LOCK` without a segment.)
+        fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))?;
+    }
     let found = open_segments(fs, dir, &ids, options.read_only)?;
     let index_bytes = read_index_file(fs, dir)?;
     let index_len = index_bytes.as_ref().map_or(0, |b| b.len() as u64);
@@ -372,8 +382,7 @@ fn is_own_temp_file(name: &str) -> bool {
         .contains(&stem)
 }
 
-/// Removes the store's own temporary files (`names` lists `dir`), then
-/// syncs the directory (a writable open's first change).
+/// Removes the store's own temporary files (`names` lists `dir`).
 fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Result<()> {
     for name in names.iter().filter(|n| is_own_temp_file(n)) {
         let path = dir.join(name);
@@ -385,12 +394,9 @@ fn remove_leftovers<F: FileSystem>(fs: &F, dir: &Path, names: &[String]) -> Resu
             Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
         }
     }
-    // Always, whether anything was removed or not: the names found here (a
-    // segment renamed into place, the spare) may not be durable yet, left
-    // by a process that died, or failed, before its own directory sync.
-    // The events this open publishes and those appended after it go into
-    // those files.
-    fs.sync_dir(dir).ctx(|| format!("syncing {}", dir.display()))
+    // Removals are made durable by `recover`'s directory sync that follows
+    // (or, for a new store, by its first segment's).
+    Ok(())
 }
 
 /// Why a segment number is missing, naming the next file that is there
