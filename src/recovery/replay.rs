@@ -66,6 +66,9 @@ pub(super) fn replay<F: FileSystem>(
     let count = found.len();
     let mut views: Vec<Arc<SegmentView>> = Vec::with_capacity(count);
     let mut tail_parts = None;
+    // The last segment's torn tail (valid data end, dirty end), cut only
+    // once every check has passed: a refused store is left as it was.
+    let mut torn_tail = None;
     for (i, seg) in found.into_iter().enumerate() {
         let id = seg.header.segment_id;
         let last = i + 1 == count;
@@ -95,7 +98,7 @@ pub(super) fn replay<F: FileSystem>(
             ));
         }
         let mut verified = SEGMENT_HEADER_BYTES;
-        let mut map = seg.map;
+        let map = seg.map;
         if id >= start_segment {
             let from = if id == start_segment {
                 start_offset
@@ -126,30 +129,6 @@ pub(super) fn replay<F: FileSystem>(
                 return Err(Error::corruption(&seg.path, data_end, why));
             }
             if let Some(dirty_end) = torn {
-                // The floor's checks, made again below for every open, come
-                // first here: a refused store must be left as it was, its
-                // invalid bytes not cut. A floor in a later segment proves
-                // this one was sealed (its bytes were synced); a floor
-                // batch another copy's replaced says the log is not this
-                // store's.
-                if let Some(floor) = floor {
-                    if let Some(why) = short_of_floor(floor, id, data_end) {
-                        return Err(Error::corruption(&seg.path, data_end, why));
-                    }
-                    let floor_segment = if floor.end_segment == id {
-                        Some((&seg.path, &map))
-                    } else {
-                        usize::try_from(floor.end_segment.saturating_sub(1))
-                            .ok()
-                            .and_then(|i| views.get(i))
-                            .map(|v| (&v.path, &v.map))
-                    };
-                    if let Some((path, floor_map)) = floor_segment
-                        && let Some((offset, why)) = floor_batch_replaced(floor, &index, floor_map)
-                    {
-                        return Err(Error::corruption(path, offset, why));
-                    }
-                }
                 // A checkpoint or snapshot past the valid data proves the
                 // damaged bytes held durable events: corruption, not a
                 // torn write.
@@ -157,28 +136,7 @@ pub(super) fn replay<F: FileSystem>(
                     return Err(Error::corruption(&seg.path, data_end, why));
                 }
                 report.torn_tail_bytes = dirty_end - data_end;
-                // Read-only: the bytes stay; readers never go past `end`.
-                if !options.read_only {
-                    let torn_bytes = usize::try_from(data_end)
-                        .ok()
-                        .zip(usize::try_from(dirty_end).ok())
-                        .and_then(|(from, to)| map.get(from..to))
-                        .unwrap_or_default();
-                    // A safety net, not a condition: a store whose torn
-                    // tail cannot be copied (a full disk) still opens.
-                    match (rules.keep)(&seg.path, data_end, torn_bytes) {
-                        Ok(kept) => report.torn_tail_kept = Some(kept),
-                        Err(e) => report.torn_tail_not_kept = Some(e.to_string()),
-                    }
-                    // Synced with the rest of the last segment below.
-                    let ctx = || format!("cutting the torn tail of {}", seg.path.display());
-                    let file = seg
-                        .file
-                        .as_ref()
-                        .ok_or_else(|| Error::corruption(&seg.path, data_end, "torn tail in a sealed segment"))?;
-                    write_zeros(file, data_end, dirty_end).ctx(ctx)?;
-                    map = file.map(map.len() as u64).ctx(ctx)?;
-                }
+                torn_tail = Some((data_end, dirty_end));
             }
             report.replayed_bytes += data_end - from;
             if from == SEGMENT_HEADER_BYTES {
@@ -194,16 +152,6 @@ pub(super) fn replay<F: FileSystem>(
     let Some((path, file, allocated, segment_id)) = tail_parts else {
         return Err(Error::InvalidInput("no segments".into()));
     };
-    // What the last segment holds may be only in the page cache: written
-    // by a process that died before its sync, or that ran without syncs.
-    // This store publishes it now, and in durable mode what is published
-    // counts as durable (reads, subscriptions, retries acknowledged, and
-    // checkpoint and snapshot saves, which later opens take as proof), so
-    // it is made durable first. (Earlier segments were synced when sealed.)
-    if !options.read_only {
-        file.sync_data()
-            .ctx(|| format!("syncing the recovered log in {}", path.display()))?;
-    }
     if let Some(floor) = floor
         && floor.end_segment > segment_id
         && let Some(why) = short_of_floor(floor, segment_id, allocated)
@@ -218,6 +166,44 @@ pub(super) fn replay<F: FileSystem>(
         && let Some((offset, why)) = floor_batch_replaced(floor, &index, &view.map)
     {
         return Err(Error::corruption(&view.path, offset, why));
+    }
+    // Every check passed: the torn tail is kept in `quarantine/` and cut.
+    // Read-only, the bytes stay; readers never go past `end`.
+    if let Some((data_end, dirty_end)) = torn_tail
+        && !options.read_only
+        && let Some(last) = views.pop()
+    {
+        let torn_bytes = usize::try_from(data_end)
+            .ok()
+            .zip(usize::try_from(dirty_end).ok())
+            .and_then(|(from, to)| last.map.get(from..to))
+            .unwrap_or_default();
+        // A safety net, not a condition: a store whose torn tail cannot
+        // be copied (a full disk) still opens.
+        match (rules.keep)(&path, data_end, torn_bytes) {
+            Ok(kept) => report.torn_tail_kept = Some(kept),
+            Err(e) => report.torn_tail_not_kept = Some(e.to_string()),
+        }
+        // Synced with the rest of the last segment just below.
+        let ctx = || format!("cutting the torn tail of {}", path.display());
+        write_zeros(&file, data_end, dirty_end).ctx(ctx)?;
+        let map = file.map(allocated).ctx(ctx)?;
+        views.push(Arc::new(SegmentView::new(
+            segment_id,
+            path.clone(),
+            map,
+            last.verified_end(),
+        )));
+    }
+    // What the last segment holds may be only in the page cache: written
+    // by a process that died before its sync, or that ran without syncs.
+    // This store publishes it now, and in durable mode what is published
+    // counts as durable (reads, subscriptions, retries acknowledged, and
+    // checkpoint and snapshot saves, which later opens take as proof), so
+    // it is made durable first. (Earlier segments were synced when sealed.)
+    if !options.read_only {
+        file.sync_data()
+            .ctx(|| format!("syncing the recovered log in {}", path.display()))?;
     }
     // The second handle for syncs comes in `recover`, which has the file system.
     let tail = LogTail::new(segment_id, path, file, None, allocated, options.segment_size_bytes);
